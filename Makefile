@@ -1,0 +1,48 @@
+# The conventional entry point. `make demo` and `make test` set everything up
+# on a fresh machine (see scripts/setup-libtorch.sh); later runs reuse it.
+SHELL := /bin/bash
+ROOT := $(abspath .)
+export VIRTUAL_ENV := $(ROOT)/.venv
+export PATH := $(ROOT)/.venv/bin:$(PATH)
+ifndef LIBTORCH
+export LIBTORCH_USE_PYTORCH := 1
+endif
+CARGO ?= cargo
+SETUP_STAMP := .cargo/config.toml
+
+.PHONY: setup build release test fmt lint demo bench clean
+
+$(SETUP_STAMP): scripts/setup-libtorch.sh
+	./scripts/setup-libtorch.sh
+
+setup:
+	./scripts/setup-libtorch.sh
+
+build: setup
+	$(CARGO) build --workspace --all-targets
+
+release: setup
+	$(CARGO) build --release --workspace --bins
+
+## Format check, then every test of the workspace (unit, integration, the
+## PyTorch parity tests).
+test: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) test --workspace --no-fail-fast
+
+fmt:
+	$(CARGO) fmt --all
+
+lint: setup
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The local trainer on the built-in dataset: m-arwp against sgd.
+demo: release
+	./scripts/demo-local.sh
+
+## Time per update of the local trainer against the PyTorch reference script.
+bench: release
+	./scripts/bench-local.sh
+
+clean:
+	$(CARGO) clean

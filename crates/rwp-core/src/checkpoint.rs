@@ -1,0 +1,154 @@
+//! Checkpoints as safetensors files that PyTorch's `safetensors` reads:
+//! tensors `weights.<name>`, `buffers.<name>`, `momentum.<name>` and
+//! `history.<name>` (the last two once they exist), and string metadata
+//! `rwp.step`, `rwp.seed`, `rwp.model` and `rwp.spec` (the job spec as JSON).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rwp_spec::JobSpec;
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use tch::{Device, Kind, Tensor};
+
+use crate::model::{Model, TensorSpec};
+use crate::optim::TrainState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot access checkpoint {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{} is not a valid checkpoint: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// A float32 tensor's bytes, ready to write.
+struct Bytes {
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl Bytes {
+    fn of(t: &Tensor) -> Self {
+        let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+        let numel = t.numel();
+        let mut data = vec![0u8; numel * 4];
+        t.copy_data_u8(&mut data, numel);
+        Self { shape: t.size().iter().map(|&d| d as usize).collect(), data }
+    }
+}
+
+impl View for &Bytes {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn groups<'a>(model: &'a Model, state: &'a TrainState) -> Vec<(&'static str, &'a [TensorSpec], &'a [Tensor])> {
+    let mut groups = vec![
+        ("weights", model.params(), state.weights.as_slice()),
+        ("buffers", model.buffers(), state.buffers.as_slice()),
+    ];
+    if let Some(m) = &state.momentum {
+        groups.push(("momentum", model.params(), m.as_slice()));
+    }
+    if let Some(h) = &state.history {
+        groups.push(("history", model.params(), h.as_slice()));
+    }
+    groups
+}
+
+/// Writes `state` to `path` (atomically: a temporary file renamed into place).
+pub fn save(path: &Path, spec: &JobSpec, model: &Model, state: &TrainState) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io { path: path.to_owned(), source };
+    let mut named = Vec::new();
+    for (prefix, specs, tensors) in groups(model, state) {
+        for (s, t) in specs.iter().zip(tensors) {
+            named.push((format!("{prefix}.{}", s.name), Bytes::of(t)));
+        }
+    }
+    let metadata = HashMap::from([
+        ("format".to_owned(), "pt".to_owned()),
+        ("rwp.step".to_owned(), state.step.to_string()),
+        ("rwp.seed".to_owned(), spec.seed.to_string()),
+        ("rwp.model".to_owned(), model.kind.to_string()),
+        ("rwp.spec".to_owned(), serde_json::to_string(spec).expect("a spec serialises")),
+    ]);
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::tensor::serialize_to_file(named.iter().map(|(n, b)| (n.as_str(), b)), &Some(metadata), &tmp)
+        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// A checkpoint read back.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub spec: JobSpec,
+    pub state: TrainState,
+}
+
+/// Reads a checkpoint written by [`save`] for `model`, onto `device`.
+pub fn load(path: &Path, model: &Model, device: Device) -> Result<Checkpoint, CheckpointError> {
+    let invalid = |reason: String| CheckpointError::Invalid { path: path.to_owned(), reason };
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_owned(), source })?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| invalid(format!("{e:?}")))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| invalid(format!("{e:?}")))?;
+    let meta = metadata.metadata().clone().unwrap_or_default();
+    let field = |key: &str| meta.get(key).cloned().ok_or_else(|| invalid(format!("metadata {key} is missing")));
+    let spec: JobSpec = serde_json::from_str(&field("rwp.spec")?).map_err(|e| invalid(format!("rwp.spec: {e}")))?;
+    let step: u64 = field("rwp.step")?.parse().map_err(|e| invalid(format!("rwp.step: {e}")))?;
+    if spec.model != model.kind {
+        return Err(invalid(format!("it holds a {} model, not {}", spec.model, model.kind)));
+    }
+    let read_group =
+        |prefix: &str, specs: &[TensorSpec], required: bool| -> Result<Option<Vec<Tensor>>, CheckpointError> {
+            let first = format!("{prefix}.{}", specs.first().map_or("", |s| s.name.as_str()));
+            if !required && !specs.is_empty() && file.tensor(&first).is_err() {
+                return Ok(None);
+            }
+            specs
+                .iter()
+                .map(|s| {
+                    let name = format!("{prefix}.{}", s.name);
+                    let view = file.tensor(&name).map_err(|_| invalid(format!("tensor {name} is missing")))?;
+                    let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+                    if view.dtype() != Dtype::F32 || shape != s.shape {
+                        return Err(invalid(format!(
+                            "tensor {name} is {:?} {shape:?}, expected F32 {:?}",
+                            view.dtype(),
+                            s.shape
+                        )));
+                    }
+                    Ok(Tensor::from_data_size(view.data(), &shape, Kind::Float).to_device(device))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        };
+    let weights = read_group("weights", model.params(), true)?.expect("required");
+    let buffers = read_group("buffers", model.buffers(), true)?.expect("required");
+    let momentum = read_group("momentum", model.params(), false)?;
+    let history = read_group("history", model.params(), false)?;
+    Ok(Checkpoint { spec, state: TrainState { weights, buffers, momentum, history, step } })
+}
+
+/// The job spec stored in a checkpoint, without loading its tensors.
+pub fn read_spec(path: &Path) -> Result<JobSpec, CheckpointError> {
+    let invalid = |reason: String| CheckpointError::Invalid { path: path.to_owned(), reason };
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_owned(), source })?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| invalid(format!("{e:?}")))?;
+    let json = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("rwp.spec"))
+        .ok_or_else(|| invalid("metadata rwp.spec is missing".to_owned()))?;
+    serde_json::from_str(json).map_err(|e| invalid(format!("rwp.spec: {e}")))
+}

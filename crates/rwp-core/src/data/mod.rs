@@ -1,0 +1,197 @@
+//! Datasets as 8-bit images in memory, turned into normalised (and for CIFAR,
+//! augmented) float batches on demand. Every random choice of a batch comes
+//! from the per-sample seeds of [`rwp_spec::plan::ShardSamples`], so a batch
+//! is the same on every worker.
+
+mod augment;
+mod files;
+mod synthetic;
+
+use std::path::{Path, PathBuf};
+
+use rwp_spec::plan::ShardSamples;
+use rwp_spec::DatasetKind;
+use tch::{Device, Tensor};
+
+use crate::model::InputShape;
+
+/// A dataset that cannot be loaded, naming the file and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("dataset {dataset} needs a data directory")]
+    NoDataDir { dataset: DatasetKind },
+    #[error("cannot read {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{} is not a valid {format} file: {reason}", path.display())]
+    Malformed { path: PathBuf, format: &'static str, reason: String },
+}
+
+/// One split: images as `u8` in `[N, C, H, W]` order, and labels.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub images: Vec<u8>,
+    pub labels: Vec<i64>,
+}
+
+impl Split {
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// Images and labels of one mini-batch (or shard), ready for a model.
+#[derive(Debug)]
+pub struct Batch {
+    /// `[N, C, H, W]`, float, normalised.
+    pub images: Tensor,
+    /// `[N]`, int64 class indices.
+    pub labels: Tensor,
+}
+
+impl Batch {
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.labels.size()[0] as usize
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[must_use]
+    pub fn to_device(&self, device: Device) -> Batch {
+        Batch { images: self.images.to_device(device), labels: self.labels.to_device(device) }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub kind: DatasetKind,
+    pub shape: InputShape,
+    pub classes: i64,
+    pub train: Split,
+    pub test: Split,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    augment: bool,
+}
+
+const CIFAR_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+const CIFAR_STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
+const MNIST_MEAN: f32 = 0.1307;
+const MNIST_STD: f32 = 0.3081;
+
+impl Dataset {
+    /// Loads `kind`. `augment` applies the references' CIFAR augmentation to
+    /// training batches; it is ignored for the other datasets.
+    pub fn load(kind: DatasetKind, data_dir: Option<&Path>, augment: bool) -> Result<Self, DataError> {
+        let dir = || data_dir.ok_or(DataError::NoDataDir { dataset: kind });
+        let ds = match kind {
+            DatasetKind::Synthetic => {
+                let (train, test) = synthetic::generate();
+                Dataset {
+                    kind,
+                    shape: synthetic::SHAPE,
+                    classes: synthetic::CLASSES,
+                    train,
+                    test,
+                    mean: vec![0.5; 3],
+                    std: vec![0.25; 3],
+                    augment: false,
+                }
+            }
+            DatasetKind::Mnist => {
+                let (train, test) = files::mnist(dir()?)?;
+                Dataset {
+                    kind,
+                    shape: InputShape { channels: 1, height: 28, width: 28 },
+                    classes: 10,
+                    train,
+                    test,
+                    mean: vec![MNIST_MEAN],
+                    std: vec![MNIST_STD],
+                    augment: false,
+                }
+            }
+            DatasetKind::Cifar10 | DatasetKind::Cifar100 => {
+                let classes = if kind == DatasetKind::Cifar10 { 10 } else { 100 };
+                let (train, test) = files::cifar(dir()?, classes)?;
+                Dataset {
+                    kind,
+                    shape: InputShape { channels: 3, height: 32, width: 32 },
+                    classes,
+                    train,
+                    test,
+                    mean: CIFAR_MEAN.to_vec(),
+                    std: CIFAR_STD.to_vec(),
+                    augment,
+                }
+            }
+        };
+        Ok(ds)
+    }
+
+    fn image_len(&self) -> usize {
+        (self.shape.channels * self.shape.height * self.shape.width) as usize
+    }
+
+    /// Appends the normalised values of whole images (`[.., C, H, W]`) to `out`.
+    fn normalise(&self, pixels: &[u8], out: &mut Vec<f32>) {
+        let plane = (self.shape.height * self.shape.width) as usize;
+        let channels = self.shape.channels as usize;
+        for (i, chunk) in pixels.chunks(plane).enumerate() {
+            let c = i % channels;
+            let (m, s) = (self.mean[c], self.std[c]);
+            out.extend(chunk.iter().map(|&v| (f32::from(v) / 255.0 - m) / s));
+        }
+    }
+
+    fn make_batch(&self, pixels: Vec<f32>, labels: Vec<i64>) -> Batch {
+        let n = labels.len() as i64;
+        let InputShape { channels, height, width } = self.shape;
+        Batch {
+            images: Tensor::from_slice(&pixels).view([n, channels, height, width]),
+            labels: Tensor::from_slice(&labels),
+        }
+    }
+
+    /// The training samples of one shard, augmented when the dataset asks for it.
+    #[must_use]
+    pub fn train_batch(&self, samples: &ShardSamples) -> Batch {
+        let len = self.image_len();
+        let mut pixels = Vec::with_capacity(samples.indices.len() * len);
+        let mut labels = Vec::with_capacity(samples.indices.len());
+        for (&index, &seed) in samples.indices.iter().zip(&samples.augment_seeds) {
+            let index = index as usize;
+            let image = &self.train.images[index * len..(index + 1) * len];
+            let start = pixels.len();
+            self.normalise(image, &mut pixels);
+            if self.augment {
+                augment::cifar(&mut pixels[start..], self.shape, &self.mean, &self.std, seed);
+            }
+            labels.push(self.train.labels[index]);
+        }
+        self.make_batch(pixels, labels)
+    }
+
+    /// The test split in order, in batches of at most `batch_size`.
+    pub fn test_batches(&self, batch_size: usize) -> impl Iterator<Item = Batch> + '_ {
+        let len = self.image_len();
+        (0..self.test.len()).step_by(batch_size.max(1)).map(move |start| {
+            let end = (start + batch_size).min(self.test.len());
+            let mut pixels = Vec::with_capacity((end - start) * len);
+            self.normalise(&self.test.images[start * len..end * len], &mut pixels);
+            self.make_batch(pixels, self.test.labels[start..end].to_vec())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

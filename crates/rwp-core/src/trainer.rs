@@ -1,0 +1,186 @@
+//! The local trainer: one process runs every task of every update in plan
+//! order, with the same functions the distributed service uses, so both give
+//! the same weights.
+
+use std::path::Path;
+
+use rwp_spec::plan::{init_seed, tasks_for_step, Sampler};
+use rwp_spec::{JobSpec, Role, Schedule, SpecError, Task};
+use tch::{Device, Kind};
+
+use crate::checkpoint::{self, CheckpointError};
+use crate::data::{Batch, DataError, Dataset};
+use crate::grad::compute_task;
+use crate::model::{BnMode, Model};
+use crate::optim::{apply_update, StepResults, TrainState, UpdateError, UpdateReport};
+use crate::perturb::RowFactors;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Update(#[from] UpdateError),
+    #[error("{0}")]
+    Device(String),
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
+pub fn parse_device(s: &str) -> Result<Device, TrainError> {
+    let device = match s {
+        "cpu" => Device::Cpu,
+        "auto" => Device::cuda_if_available(),
+        "cuda" => Device::Cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Device::Cuda(n),
+            _ => {
+                return Err(TrainError::Device(format!(
+                    "unknown device '{other}' (expected cpu, cuda, cuda:N or auto)"
+                )))
+            }
+        },
+    };
+    if let Device::Cuda(n) = device {
+        let available = tch::Cuda::device_count();
+        if n as i64 >= available {
+            return Err(TrainError::Device(format!("device {s} requested but {available} CUDA devices are visible")));
+        }
+    }
+    Ok(device)
+}
+
+/// Loss and accuracy on the test split.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// The tasks of one update with their batches, before they are computed.
+#[derive(Debug)]
+pub struct PreparedStep {
+    pub tasks: Vec<(Task, Batch)>,
+    pub factors: Option<RowFactors>,
+}
+
+#[derive(Debug)]
+pub struct LocalTrainer {
+    pub spec: JobSpec,
+    pub schedule: Schedule,
+    pub model: Model,
+    pub data: Dataset,
+    pub state: TrainState,
+    sampler: Sampler,
+    device: Device,
+}
+
+impl LocalTrainer {
+    /// A fresh run of `spec` with initial weights drawn from the spec's seed.
+    pub fn new(spec: JobSpec, device: Device) -> Result<Self, TrainError> {
+        spec.validate()?;
+        let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment)?;
+        let model = Model::new(spec.model, data.shape, data.classes);
+        let (weights, buffers) = model.init(init_seed(&spec), device);
+        Self::assemble(spec, data, model, TrainState::new(weights, buffers), device)
+    }
+
+    /// Continues the run saved in a checkpoint.
+    pub fn resume(path: &Path, device: Device) -> Result<Self, TrainError> {
+        let spec = checkpoint::read_spec(path)?;
+        spec.validate()?;
+        let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment)?;
+        let model = Model::new(spec.model, data.shape, data.classes);
+        let loaded = checkpoint::load(path, &model, device)?;
+        Self::assemble(loaded.spec, data, model, loaded.state, device)
+    }
+
+    fn assemble(
+        spec: JobSpec,
+        data: Dataset,
+        model: Model,
+        state: TrainState,
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        let schedule = Schedule::new(&spec, data.train.len())?;
+        let sampler = Sampler::new(&spec, &schedule, data.train.len());
+        Ok(Self { spec, schedule, model, data, state, sampler, device })
+    }
+
+    #[must_use]
+    pub fn is_done(&self) -> bool {
+        self.state.step >= self.schedule.total_updates
+    }
+
+    /// The tasks and batches of the next update.
+    pub fn prepare_step(&mut self) -> PreparedStep {
+        let tasks = tasks_for_step(&self.spec, &self.schedule, self.state.step)
+            .into_iter()
+            .map(|task| {
+                let samples = self.sampler.shard(&task);
+                let batch = self.data.train_batch(&samples).to_device(self.device);
+                (task, batch)
+            })
+            .collect();
+        PreparedStep { tasks, factors: self.state.row_factors(&self.spec) }
+    }
+
+    /// Computes the prepared tasks in plan order and applies the update.
+    pub fn run_step(&mut self, prepared: PreparedStep) -> Result<UpdateReport, TrainError> {
+        let mut results = StepResults::default();
+        for (task, batch) in &prepared.tasks {
+            let result = compute_task(
+                &self.spec,
+                &self.model,
+                &self.state.weights,
+                &self.state.buffers,
+                task,
+                batch,
+                prepared.factors.as_ref(),
+            );
+            match task.role {
+                Role::Clean | Role::Sam => results.clean.push(result),
+                Role::Perturbed => results.perturbed.push(result),
+            }
+        }
+        Ok(apply_update(&self.spec, &self.schedule, &self.model, &mut self.state, results)?)
+    }
+
+    pub fn step(&mut self) -> Result<UpdateReport, TrainError> {
+        let prepared = self.prepare_step();
+        self.run_step(prepared)
+    }
+
+    /// Loss and accuracy on the test split, with running statistics.
+    #[must_use]
+    pub fn evaluate(&self) -> Evaluation {
+        let _no_grad = tch::no_grad_guard();
+        let (mut loss, mut correct, mut n) = (0.0, 0.0, 0usize);
+        for batch in self.data.test_batches(500) {
+            let batch = batch.to_device(self.device);
+            let logits = self.model.forward(&self.state.weights, &self.state.buffers, &batch.images, BnMode::Eval);
+            let len = batch.len();
+            loss += logits.cross_entropy_for_logits(&batch.labels).double_value(&[]) * len as f64;
+            correct += logits
+                .argmax(-1, false)
+                .eq_tensor(&batch.labels)
+                .to_kind(Kind::Double)
+                .sum(Kind::Double)
+                .double_value(&[]);
+            n += len;
+        }
+        Evaluation { loss: loss / n as f64, accuracy: correct / n as f64 }
+    }
+
+    pub fn save_checkpoint(&self, path: &Path) -> Result<(), TrainError> {
+        Ok(checkpoint::save(path, &self.spec, &self.model, &self.state)?)
+    }
+
+    #[must_use]
+    pub fn device(&self) -> Device {
+        self.device
+    }
+}

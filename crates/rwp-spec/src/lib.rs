@@ -1,0 +1,32 @@
+//! The contract of an RWP-family training job, free of libtorch so that
+//! clients, the parameter server's control plane and the workers share it.
+//!
+//! - [`JobSpec`]: method, model, data and hyper-parameters, validated;
+//! - [`Schedule`]: learning rate and σ per update (ALGORITHMS.md, "Schedules");
+//! - [`plan`]: the tasks of an update and the samples and seeds of each task.
+//!
+//! Seeds are derived with [`rng::derive_seed`] from the job's root seed and a
+//! path `(tag, ...)`: initial weights `(1)`, the sample order of a stream in an
+//! epoch `(2, stream, epoch)`, the augmentation of the sample at position `p`
+//! of that order `(3, stream, epoch, p)`, and ε of update `t`
+//! `(4, t, shard)` (shard is 0 unless noise is independent per shard).
+
+mod method;
+pub mod plan;
+pub mod rng;
+mod spec;
+
+pub use method::{DatasetKind, Method, ModelKind};
+pub use plan::{Role, Task};
+pub use spec::{JobSpec, LrSchedule, Schedule, SigmaSchedule};
+
+/// A job spec that cannot run, naming the field and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    #[error("unknown {what} '{value}' (expected one of: {expected})")]
+    Unknown { what: &'static str, value: String, expected: String },
+    #[error("{field} = {value} is out of range: {rule}")]
+    OutOfRange { field: &'static str, value: String, rule: &'static str },
+    #[error("dataset {dataset} needs a data directory (data_dir / --data-dir)")]
+    MissingDataDir { dataset: DatasetKind },
+}

@@ -1,0 +1,312 @@
+//! `rwp-train`: trains one job in one process, with the reference
+//! hyper-parameters of ALGORITHMS.md as defaults for the chosen method.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use rwp_core::trainer::{parse_device, LocalTrainer};
+use rwp_spec::{DatasetKind, JobSpec, LrSchedule, Method, ModelKind, SigmaSchedule};
+
+/// Train a model with an RWP-family method in one process.
+///
+/// Every hyper-parameter defaults to the reference value of ALGORITHMS.md
+/// for the chosen method; flags override them.
+#[derive(Debug, Parser)]
+#[command(name = "rwp-train", version, about, long_about = None)]
+struct Args {
+    /// sgd, sam, rwp, arwp, m-rwp or m-arwp.
+    #[arg(long, default_value = "m-arwp")]
+    method: Method,
+    /// mlp, small-cnn, resnet18, vgg16-bn, wrn16-8 or wrn28-10.
+    #[arg(long, default_value = "small-cnn")]
+    model: ModelKind,
+    /// synthetic (built in), mnist, cifar10 or cifar100.
+    #[arg(long, default_value = "synthetic")]
+    dataset: DatasetKind,
+    /// Directory with the dataset's files (MNIST IDX, CIFAR binary).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Root seed of initial weights, sample order, augmentation and noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    epochs: Option<u32>,
+    /// Stop after this many updates (schedules still span all epochs).
+    #[arg(long)]
+    max_updates: Option<u64>,
+    #[arg(long)]
+    batch_size: Option<u32>,
+    /// Shards the clean (or SAM) batch is split into.
+    #[arg(long)]
+    clean_shards: Option<u32>,
+    /// Shards the perturbed batch is split into.
+    #[arg(long)]
+    perturbed_shards: Option<u32>,
+    /// Independent ε per perturbed shard instead of one shared ε.
+    #[arg(long)]
+    independent_noise: bool,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    momentum: Option<f64>,
+    #[arg(long)]
+    nesterov: bool,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// constant, step, cosine-update or cosine-epoch.
+    #[arg(long)]
+    lr_schedule: Option<String>,
+    /// Epochs at which the step schedule multiplies the rate by --lr-gamma (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    milestones: Vec<u32>,
+    #[arg(long, default_value_t = 0.1)]
+    lr_gamma: f64,
+    /// Linear warmup over this many updates.
+    #[arg(long)]
+    warmup_updates: Option<u64>,
+    /// Perturbation scale σ.
+    #[arg(long, allow_negative_numbers = true)]
+    sigma: Option<f64>,
+    /// constant or cosine-inc.
+    #[arg(long)]
+    sigma_schedule: Option<String>,
+    /// Growth of the cosine-increasing σ schedule.
+    #[arg(long)]
+    sigma_inc: Option<f64>,
+    /// Weight λ of the perturbed gradient (m-rwp, m-arwp).
+    #[arg(long, allow_negative_numbers = true)]
+    lambda: Option<f64>,
+    /// Adaptive scale η (arwp, m-arwp).
+    #[arg(long, allow_negative_numbers = true)]
+    eta: Option<f64>,
+    /// History decay β (arwp, m-arwp).
+    #[arg(long, allow_negative_numbers = true)]
+    beta: Option<f64>,
+    /// SAM radius ρ.
+    #[arg(long, allow_negative_numbers = true)]
+    rho: Option<f64>,
+    /// Turn off CIFAR augmentation.
+    #[arg(long)]
+    no_augment: bool,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Intra-op threads of libtorch (0: libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: i32,
+    /// Evaluate on the test split every N epochs (0: only at the end).
+    #[arg(long, default_value_t = 1)]
+    eval_every: u32,
+    /// Write one JSON object per update and per evaluation to this file.
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Directory for checkpoints.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Save a checkpoint every N updates (with --checkpoint-dir; the last update is always saved).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: u64,
+    /// Continue from a checkpoint (its spec is used; training flags are ignored).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_lr_schedule(name: &str, milestones: &[u32], gamma: f64) -> Result<LrSchedule, String> {
+    match name {
+        "constant" => Ok(LrSchedule::Constant),
+        "step" => Ok(LrSchedule::Step { milestones: milestones.to_vec(), gamma }),
+        "cosine-update" => Ok(LrSchedule::CosinePerUpdate),
+        "cosine-epoch" => Ok(LrSchedule::CosinePerEpoch),
+        other => {
+            Err(format!("unknown lr schedule '{other}' (expected one of: constant, step, cosine-update, cosine-epoch)"))
+        }
+    }
+}
+
+impl Args {
+    fn spec(&self) -> Result<JobSpec, String> {
+        let mut s = JobSpec::reference(self.method);
+        s.model = self.model;
+        s.dataset = self.dataset;
+        s.data_dir.clone_from(&self.data_dir);
+        s.seed = self.seed;
+        s.independent_noise = self.independent_noise;
+        s.nesterov = self.nesterov;
+        s.augment = !self.no_augment;
+        s.max_updates = self.max_updates;
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { s.$field = v; } )* };
+        }
+        set!(
+            epochs,
+            batch_size,
+            clean_shards,
+            perturbed_shards,
+            lr,
+            momentum,
+            weight_decay,
+            warmup_updates,
+            sigma,
+            lambda,
+            eta,
+            beta,
+            rho
+        );
+        if let Some(name) = &self.lr_schedule {
+            s.lr_schedule = parse_lr_schedule(name, &self.milestones, self.lr_gamma)?;
+        }
+        match self.sigma_schedule.as_deref() {
+            None => {}
+            Some("constant") => s.sigma_schedule = SigmaSchedule::Constant,
+            Some("cosine-inc") => {
+                s.sigma_schedule = SigmaSchedule::CosineIncreasing { inc: self.sigma_inc.unwrap_or(10.0) }
+            }
+            Some(other) => return Err(format!("unknown sigma schedule '{other}' (expected constant or cosine-inc)")),
+        }
+        if let (Some(inc), SigmaSchedule::CosineIncreasing { .. }) = (self.sigma_inc, &s.sigma_schedule) {
+            s.sigma_schedule = SigmaSchedule::CosineIncreasing { inc };
+        }
+        s.validate().map_err(|e| e.to_string())?;
+        Ok(s)
+    }
+}
+
+fn json_line(out: &mut Option<BufWriter<File>>, value: &serde_json::Value) -> Result<(), String> {
+    if let Some(w) = out {
+        writeln!(w, "{value}").map_err(|e| format!("cannot write metrics: {e}"))?;
+    }
+    Ok(())
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    if args.threads > 0 {
+        tch::set_num_threads(args.threads);
+    }
+    let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    let mut trainer = match &args.resume {
+        Some(path) => LocalTrainer::resume(path, device),
+        None => LocalTrainer::new(args.spec()?, device),
+    }
+    .map_err(|e| e.to_string())?;
+    let mut metrics = match &args.metrics {
+        Some(path) => {
+            Some(BufWriter::new(File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?))
+        }
+        None => None,
+    };
+    if let Some(dir) = &args.checkpoint_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let spec = trainer.spec.clone();
+    let total = trainer.schedule.total_updates;
+    let per_epoch = trainer.schedule.updates_per_epoch;
+    eprintln!(
+        "rwp-train: {} on {} ({}, {} parameters), {} updates ({} per epoch), device {:?}",
+        spec.method,
+        spec.dataset,
+        spec.model,
+        trainer.model.num_parameters(),
+        total,
+        per_epoch,
+        trainer.device()
+    );
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} updates  {msg}  [{elapsed_precise}<{eta_precise}]")
+            .expect("valid template"),
+    );
+    bar.set_position(trainer.state.step);
+    let started = Instant::now();
+    let first_step = trainer.state.step;
+    let mut last_eval = None;
+    while !trainer.is_done() {
+        let report = trainer.step().map_err(|e| e.to_string())?;
+        let step = trainer.state.step;
+        bar.set_position(step);
+        bar.set_message(format!("loss {:.4} acc {:.3} lr {:.4}", report.loss, report.accuracy, report.lr));
+        json_line(
+            &mut metrics,
+            &serde_json::json!({
+                "kind": "update", "step": report.step, "loss": report.loss, "accuracy": report.accuracy,
+                "perturbed_loss": report.perturbed_loss, "lr": report.lr, "sigma": report.sigma,
+                "wall_time_s": started.elapsed().as_secs_f64(),
+            }),
+        )?;
+        let epoch_end = step % per_epoch == 0;
+        let eval_now =
+            step == total || (args.eval_every > 0 && epoch_end && (step / per_epoch) % u64::from(args.eval_every) == 0);
+        if eval_now {
+            let eval = trainer.evaluate();
+            bar.println(format!(
+                "epoch {:>4}  update {step:>6}  train loss {:.4}  test loss {:.4}  test acc {:.4}",
+                step.div_ceil(per_epoch),
+                report.loss,
+                eval.loss,
+                eval.accuracy
+            ));
+            json_line(
+                &mut metrics,
+                &serde_json::json!({
+                    "kind": "eval", "step": step, "epoch": step.div_ceil(per_epoch), "test_loss": eval.loss,
+                    "test_accuracy": eval.accuracy, "wall_time_s": started.elapsed().as_secs_f64(),
+                }),
+            )?;
+            last_eval = Some(eval);
+        }
+        if let Some(dir) = &args.checkpoint_dir {
+            if step == total || (args.checkpoint_every > 0 && step % args.checkpoint_every == 0) {
+                trainer.save_checkpoint(&dir.join(format!("step-{step:08}.safetensors"))).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let wall = started.elapsed().as_secs_f64();
+    let eval = last_eval.unwrap_or_else(|| trainer.evaluate());
+    let updates = trainer.state.step - first_step;
+    if let Some(w) = &mut metrics {
+        w.flush().map_err(|e| format!("cannot write metrics: {e}"))?;
+    }
+    println!(
+        "summary method={} model={} dataset={} updates={} test_accuracy={:.4} test_loss={:.4} wall_time_s={:.2} ms_per_update={:.2}",
+        spec.method,
+        spec.model,
+        spec.dataset,
+        trainer.state.step,
+        eval.accuracy,
+        eval.loss,
+        wall,
+        if updates > 0 { 1000.0 * wall / updates as f64 } else { 0.0 }
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line naming the problem; clap's usage hint follows only with --help.
+            let rendered = e.to_string();
+            eprintln!("{}", rendered.lines().next().unwrap_or("invalid arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

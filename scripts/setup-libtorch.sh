@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Makes libtorch available to the build and to the binaries, with nothing
+# done by hand:
+#   - creates .venv (git-ignored) with torch==2.11.0 unless it is already there;
+#   - writes .cargo/config.toml (git-ignored) so that every cargo command builds
+#     tch against that torch and links binaries with an rpath to its libraries
+#     (no LD_LIBRARY_PATH needed at run time).
+# With LIBTORCH=/path/to/libtorch set, that libtorch is used for the build and
+# the rpath instead; the virtualenv is still made, since the reference tests
+# run the PyTorch script.
+# The build itself uses LIBTORCH_USE_PYTORCH=1, which runs the virtualenv's
+# python: the Makefile puts .venv/bin first on PATH (or activate .venv before
+# running cargo by hand).
+# A second run that finds everything in place returns at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+torch_version=2.11.0
+venv=$root/.venv
+py=$venv/bin/python
+
+if ! "$py" -c "import torch, safetensors, numpy, sys; sys.exit(torch.__version__.split('+')[0] != '$torch_version')" 2>/dev/null; then
+  echo "setup: installing torch==$torch_version into .venv (once; about a minute)" >&2
+  python3 -m venv "$venv"
+  "$py" -m pip install --quiet --disable-pip-version-check "torch==$torch_version" "safetensors>=0.4" "numpy"
+fi
+
+if [ -n "${LIBTORCH:-}" ]; then
+  lib_dir=$LIBTORCH/lib
+  env_block="LIBTORCH = \"$LIBTORCH\""
+else
+  lib_dir=$("$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+  env_block="LIBTORCH_USE_PYTORCH = \"1\"
+VIRTUAL_ENV = \"$venv\""
+fi
+
+mkdir -p .cargo
+config=$(cat <<TOML
+# Written by scripts/setup-libtorch.sh; git-ignored, machine-specific.
+[env]
+$env_block
+RWP_PYTHON = "$py"
+RWP_TORCH_LIB = "$lib_dir"
+
+[target.x86_64-unknown-linux-gnu]
+rustflags = ["-C", "link-arg=-Wl,-rpath,$lib_dir"]
+
+[target.aarch64-unknown-linux-gnu]
+rustflags = ["-C", "link-arg=-Wl,-rpath,$lib_dir"]
+TOML
+)
+if [ ! -f .cargo/config.toml ] || [ "$(cat .cargo/config.toml)" != "$config" ]; then
+  printf '%s\n' "$config" > .cargo/config.toml
+  echo "setup: wrote .cargo/config.toml (libtorch in $lib_dir)" >&2
+fi
