@@ -186,6 +186,15 @@ fn json_line(out: &mut Option<BufWriter<File>>, value: &serde_json::Value) -> Re
     Ok(())
 }
 
+/// Progress lines go above the bar on a terminal, or plainly to stderr.
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 fn run(args: &Args) -> Result<(), String> {
     if args.threads > 0 {
         tch::set_num_threads(args.threads);
@@ -245,13 +254,16 @@ fn run(args: &Args) -> Result<(), String> {
             step == total || (args.eval_every > 0 && epoch_end && (step / per_epoch) % u64::from(args.eval_every) == 0);
         if eval_now {
             let eval = trainer.evaluate();
-            bar.println(format!(
-                "epoch {:>4}  update {step:>6}  train loss {:.4}  test loss {:.4}  test acc {:.4}",
-                step.div_ceil(per_epoch),
-                report.loss,
-                eval.loss,
-                eval.accuracy
-            ));
+            say(
+                &bar,
+                format!(
+                    "epoch {:>4}  update {step:>6}  train loss {:.4}  test loss {:.4}  test acc {:.4}",
+                    step.div_ceil(per_epoch),
+                    report.loss,
+                    eval.loss,
+                    eval.accuracy
+                ),
+            );
             json_line(
                 &mut metrics,
                 &serde_json::json!({

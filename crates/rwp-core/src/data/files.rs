@@ -31,7 +31,9 @@ fn idx(path: &Path, dims: usize) -> Result<(Vec<usize>, Vec<u8>), DataError> {
         return Err(malformed(path, FORMAT, format!("magic number {magic:#010x}, expected {expected:#010x}")));
     }
     let shape: Vec<usize> = (0..dims).map(|d| be_u32(&bytes, 4 + 4 * d) as usize).collect();
-    let want = shape.iter().product::<usize>();
+    let Some(want) = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
+        return Err(malformed(path, FORMAT, format!("dimensions {shape:?} are too large")));
+    };
     let have = bytes.len() - header;
     if have != want {
         return Err(malformed(

@@ -1,0 +1,222 @@
+//! Checkpoints: a resumed run continues bit for bit, bad files are refused
+//! with an error, and PyTorch's `safetensors` reads what we write.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rwp_core::checkpoint::{self, CheckpointError};
+use rwp_core::model::Model;
+use rwp_core::optim::TrainState;
+use rwp_core::trainer::{LocalTrainer, TrainError};
+use rwp_spec::{JobSpec, Method, ModelKind};
+use tch::{Device, Tensor};
+use tempfile::TempDir;
+
+fn spec() -> JobSpec {
+    let mut spec = JobSpec::reference(Method::MArwp);
+    spec.batch_size = 64;
+    spec.epochs = 1;
+    spec.max_updates = Some(4);
+    spec
+}
+
+fn trainer() -> LocalTrainer {
+    tch::set_num_threads(1);
+    LocalTrainer::new(spec(), Device::Cpu).unwrap()
+}
+
+/// A trainer after two updates, and the checkpoint it wrote then.
+fn trained_and_saved(dir: &TempDir) -> (LocalTrainer, PathBuf) {
+    let mut t = trainer();
+    t.step().unwrap();
+    t.step().unwrap();
+    let path = dir.path().join("run.safetensors");
+    t.save_checkpoint(&path).unwrap();
+    (t, path)
+}
+
+fn same_tensors(what: &str, a: &[Tensor], b: &[Tensor]) {
+    assert_eq!(a.len(), b.len(), "{what}: count");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert_eq!(x.size(), y.size(), "{what}[{i}]: shape");
+        assert_eq!(x.kind(), y.kind(), "{what}[{i}]: kind");
+        assert!(x.equal(y), "{what}[{i}] differs");
+    }
+}
+
+fn same_state(a: &TrainState, b: &TrainState) {
+    assert_eq!(a.step, b.step, "step");
+    same_tensors("weights", &a.weights, &b.weights);
+    same_tensors("buffers", &a.buffers, &b.buffers);
+    assert_eq!(a.momentum.is_some(), b.momentum.is_some(), "momentum presence");
+    assert_eq!(a.history.is_some(), b.history.is_some(), "history presence");
+    if let (Some(x), Some(y)) = (&a.momentum, &b.momentum) {
+        same_tensors("momentum", x, y);
+    }
+    if let (Some(x), Some(y)) = (&a.history, &b.history) {
+        same_tensors("history", x, y);
+    }
+}
+
+#[test]
+fn a_resumed_run_continues_bit_for_bit() {
+    let dir = TempDir::new().unwrap();
+    let (mut original, path) = trained_and_saved(&dir);
+    assert_eq!(original.state.step, 2);
+    assert!(original.state.momentum.is_some() && original.state.history.is_some());
+
+    let mut resumed = LocalTrainer::resume(&path, Device::Cpu).unwrap();
+    assert_eq!(resumed.spec, original.spec);
+    assert_eq!(resumed.model.kind, ModelKind::SmallCnn);
+    assert_eq!(resumed.schedule.total_updates, 4);
+    same_state(&resumed.state, &original.state);
+
+    for _ in 0..2 {
+        let a = original.step().unwrap();
+        let b = resumed.step().unwrap();
+        assert_eq!(a, b, "update reports (step, lr, sigma, losses)");
+    }
+    assert!(original.is_done() && resumed.is_done());
+    same_state(&resumed.state, &original.state);
+
+    // The continued run really moved on from the checkpoint.
+    let saved = checkpoint::load(&path, &original.model, Device::Cpu).unwrap();
+    assert_eq!(saved.state.step, 2);
+    assert!(!saved.state.weights[0].equal(&original.state.weights[0]));
+    assert_eq!(original.evaluate(), resumed.evaluate());
+}
+
+#[test]
+fn a_fresh_state_round_trips_without_momentum_or_history() {
+    let dir = TempDir::new().unwrap();
+    let t = trainer();
+    assert!(t.state.momentum.is_none() && t.state.history.is_none());
+    let path = dir.path().join("fresh.safetensors");
+    t.save_checkpoint(&path).unwrap();
+    let loaded = checkpoint::load(&path, &t.model, Device::Cpu).unwrap();
+    assert_eq!(loaded.spec, t.spec);
+    same_state(&loaded.state, &t.state);
+    assert_eq!(checkpoint::read_spec(&path).unwrap(), t.spec);
+    // The temporary file was renamed away.
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("fresh.safetensors")]);
+}
+
+#[test]
+fn a_checkpoint_of_another_model_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let (t, path) = trained_and_saved(&dir);
+    let mlp = Model::new(ModelKind::Mlp, t.model.input, t.model.classes);
+    let err = checkpoint::load(&path, &mlp, Device::Cpu).unwrap_err();
+    assert!(matches!(&err, CheckpointError::Invalid { path: p, .. } if *p == path), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("small-cnn") && text.contains("mlp"), "{text}");
+    assert!(text.contains("run.safetensors"), "{text}");
+
+    // Same kind, other shapes (7 classes instead of 10): the tensor is named.
+    let other = Model::new(ModelKind::SmallCnn, t.model.input, 7);
+    let text = checkpoint::load(&path, &other, Device::Cpu).unwrap_err().to_string();
+    assert!(text.contains("weights.fc.weight"), "{text}");
+}
+
+fn expect_invalid(result: Result<LocalTrainer, TrainError>, path: &Path) -> String {
+    match result {
+        Err(TrainError::Checkpoint(err @ CheckpointError::Invalid { .. })) => {
+            let text = err.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            text
+        }
+        Err(other) => panic!("expected an invalid checkpoint, got {other:?}"),
+        Ok(_) => panic!("a bad checkpoint was accepted"),
+    }
+}
+
+#[test]
+fn truncated_and_garbage_files_are_errors_not_panics() {
+    let dir = TempDir::new().unwrap();
+    let (t, path) = trained_and_saved(&dir);
+    let bytes = std::fs::read(&path).unwrap();
+
+    // Tensor data cut short: the header still parses.
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 1]).unwrap();
+    let err = checkpoint::load(&cut, &t.model, Device::Cpu).unwrap_err();
+    assert!(matches!(err, CheckpointError::Invalid { .. }), "{err:?}");
+    expect_invalid(LocalTrainer::resume(&cut, Device::Cpu), &cut);
+
+    // Cut inside the header, and a few bytes only.
+    for len in [bytes.len() / 100, 12, 5, 0] {
+        let short = dir.path().join(format!("short{len}.safetensors"));
+        std::fs::write(&short, &bytes[..len]).unwrap();
+        let err = checkpoint::load(&short, &t.model, Device::Cpu).unwrap_err();
+        assert!(matches!(err, CheckpointError::Invalid { .. }), "{len} bytes: {err:?}");
+        assert!(matches!(checkpoint::read_spec(&short), Err(CheckpointError::Invalid { .. })), "{len} bytes");
+        expect_invalid(LocalTrainer::resume(&short, Device::Cpu), &short);
+    }
+
+    // A header length far beyond the file.
+    let huge = dir.path().join("huge.safetensors");
+    let mut garbage = u64::MAX.to_le_bytes().to_vec();
+    garbage.extend_from_slice(b"{}");
+    std::fs::write(&huge, &garbage).unwrap();
+    expect_invalid(LocalTrainer::resume(&huge, Device::Cpu), &huge);
+
+    // No file at all.
+    let missing = dir.path().join("missing.safetensors");
+    let err = checkpoint::load(&missing, &t.model, Device::Cpu).unwrap_err();
+    assert!(matches!(&err, CheckpointError::Io { path: p, .. } if *p == missing), "{err:?}");
+    assert!(err.to_string().contains("missing.safetensors"), "{err}");
+}
+
+fn python() -> Command {
+    let path = std::env::var_os("RWP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
+    assert!(path.exists(), "{} is missing: run `make setup` first (or set RWP_PYTHON)", path.display());
+    Command::new(path)
+}
+
+#[test]
+fn pytorch_safetensors_reads_the_checkpoint() {
+    let dir = TempDir::new().unwrap();
+    let (t, path) = trained_and_saved(&dir);
+    let script = r#"
+import sys
+from safetensors.torch import load_file
+from safetensors import safe_open
+path = sys.argv[1]
+tensors = load_file(path)
+with safe_open(path, framework="pt") as f:
+    meta = f.metadata()
+w = tensors["weights.conv1.weight"]
+print("step", meta["rwp.step"])
+print("model", meta["rwp.model"])
+print("tensors", len(tensors))
+print("shape", list(w.shape))
+print("dtype", w.dtype)
+print("first", repr(w.flatten()[0].item()))
+print("history", repr(tensors["history.fc.bias"][3].item()))
+"#;
+    let output = python().arg("-c").arg(script).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "python failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let field = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no '{key}' in:\n{stdout}"))
+            .to_owned()
+    };
+    assert_eq!(field("step"), "2");
+    assert_eq!(field("model"), "small-cnn");
+    let params = t.model.params().len();
+    assert_eq!(field("tensors"), (3 * params + t.model.buffers().len()).to_string());
+    assert_eq!(field("shape"), "[32, 3, 3, 3]");
+    assert_eq!(field("dtype"), "torch.float32");
+    // Values survive exactly (Python prints the double of the f32, round-trip exact).
+    let first: f64 = field("first").parse().unwrap();
+    assert_eq!(first, t.state.weights[0].flatten(0, -1).double_value(&[0]));
+    let fc_bias = t.model.params().iter().position(|p| p.name == "fc.bias").unwrap();
+    let history: f64 = field("history").parse().unwrap();
+    assert_eq!(history, t.state.history.as_ref().unwrap()[fc_bias].double_value(&[3]));
+}

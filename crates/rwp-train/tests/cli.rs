@@ -1,0 +1,122 @@
+//! The local trainer's command line: a real run end to end, and bad input
+//! answered with one line naming the problem and a non-zero exit, never a panic.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn rwp_train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rwp-train"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("rwp-train starts")
+}
+
+/// Asserts a failed run printed exactly one line on stderr containing `needle`.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].contains(needle), "'{needle}' not in: {}", lines[0]);
+}
+
+#[test]
+fn m_arwp_on_the_builtin_dataset_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("metrics.jsonl");
+    let checkpoints = dir.path().join("ckpt");
+    let out = rwp_train(&[
+        "--method",
+        "m-arwp",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "128",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--metrics",
+        metrics.to_str().unwrap(),
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let summary = stdout.lines().find(|l| l.starts_with("summary ")).expect("a summary line");
+    assert!(summary.contains("method=m-arwp") && summary.contains("updates=30"), "{summary}");
+    let accuracy: f64 = summary
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("test_accuracy="))
+        .expect("test_accuracy in summary")
+        .parse()
+        .unwrap();
+    // Ten classes: two epochs must already beat chance clearly.
+    assert!(accuracy > 0.2, "test accuracy {accuracy}");
+    assert!(summary.contains("wall_time_s="));
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every metrics line is JSON"))
+        .collect();
+    let updates = lines.iter().filter(|v| v["kind"] == "update").count();
+    let evals = lines.iter().filter(|v| v["kind"] == "eval").count();
+    assert_eq!((updates, evals), (30, 2));
+    assert!(lines.iter().filter(|v| v["kind"] == "update").all(|v| v["perturbed_loss"].is_f64()));
+    assert!(checkpoints.join("step-00000030.safetensors").exists());
+}
+
+#[test]
+fn unknown_names_are_rejected_with_the_choices() {
+    for (flag, value, needle) in [
+        ("--method", "adam", "unknown method 'adam'"),
+        ("--model", "resnet50", "unknown model 'resnet50'"),
+        ("--dataset", "imagenet", "unknown dataset 'imagenet'"),
+        ("--device", "tpu", "unknown device 'tpu'"),
+        ("--lr-schedule", "linear", "unknown lr schedule 'linear'"),
+    ] {
+        assert_one_line_error(&rwp_train(&[flag, value]), needle);
+    }
+}
+
+#[test]
+fn out_of_range_hyper_parameters_are_rejected() {
+    for (flag, value, needle) in [
+        ("--sigma", "-0.1", "sigma = -0.1"),
+        ("--lambda", "1.5", "lambda = 1.5"),
+        ("--lambda", "-0.5", "lambda = -0.5"),
+        ("--beta", "1", "beta = 1"),
+        ("--beta", "-0.1", "beta = -0.1"),
+        ("--batch-size", "0", "batch_size = 0"),
+        ("--eta", "NaN", "eta = NaN"),
+        ("--clean-shards", "3", "clean_shards = 3"),
+    ] {
+        assert_one_line_error(&rwp_train(&["--device", "cpu", flag, value]), needle);
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn missing_and_truncated_data_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert_one_line_error(
+        &rwp_train(&["--device", "cpu", "--dataset", "mnist", "--data-dir", d]),
+        "train-images-idx3-ubyte",
+    );
+    assert_one_line_error(&rwp_train(&["--device", "cpu", "--dataset", "cifar10"]), "needs a data directory");
+
+    // A CIFAR-10 batch one byte short of two records.
+    for i in 1..=5 {
+        write(&dir.path().join(format!("data_batch_{i}.bin")), &vec![1u8; 3073 * 2]);
+    }
+    write(&dir.path().join("test_batch.bin"), &vec![1u8; 3073 * 2 - 1]);
+    let out = rwp_train(&["--device", "cpu", "--dataset", "cifar10", "--data-dir", d]);
+    assert_one_line_error(&out, "test_batch.bin");
+    assert_one_line_error(&out, "truncated");
+}
