@@ -11,9 +11,9 @@ use crate::model::InputShape;
 
 pub(super) const SHAPE: InputShape = InputShape { channels: 3, height: 16, width: 16 };
 pub(super) const CLASSES: i64 = 10;
-const TRAIN: usize = 2000;
+const TRAIN: usize = 1000;
 const TEST: usize = 2000;
-const LABEL_NOISE: f64 = 0.2;
+const LABEL_NOISE: f64 = 0.3;
 const SEED: u64 = 0x5EED_DA7A;
 
 type Image = Vec<f64>;
@@ -60,7 +60,7 @@ fn sample(rng: &mut Rng, prototypes: &[Image], class: usize, out: &mut Vec<u8>) 
         for y in 0..h {
             for x in 0..w {
                 let at = c * h * w + ((y + dy) % h) * w + (x + dx) % w;
-                let v = amplitude * prototypes[class][at] + distraction * prototypes[other][at] + 0.45 * rng.normal();
+                let v = amplitude * prototypes[class][at] + distraction * prototypes[other][at] + 0.6 * rng.normal();
                 out.push((128.0 + 64.0 * v).round().clamp(0.0, 255.0) as u8);
             }
         }
