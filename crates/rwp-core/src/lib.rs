@@ -25,5 +25,6 @@ pub mod optim;
 pub mod perturb;
 mod torch_rng;
 pub mod trainer;
+pub mod wire;
 
 pub use rwp_spec as spec;

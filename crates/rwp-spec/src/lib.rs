@@ -18,7 +18,7 @@ mod spec;
 
 pub use method::{DatasetKind, Method, ModelKind};
 pub use plan::{Role, Task};
-pub use spec::{JobSpec, LrSchedule, Schedule, SigmaSchedule};
+pub use spec::{GradientEncoding, JobSpec, LrSchedule, NonFinitePolicy, Schedule, SigmaSchedule};
 
 /// A job spec that cannot run, naming the field and the rule it breaks.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -31,6 +31,28 @@ pub enum SigmaSchedule {
     },
 }
 
+/// What to do when a shard's gradient holds NaN or infinite values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NonFinitePolicy {
+    /// Fail the job, naming the shard and parameter.
+    #[default]
+    Fail,
+    /// Leave the weights as they are for this update, count it, go on.
+    Skip,
+}
+
+/// How gradients travel from workers to the parameter server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GradientEncoding {
+    /// float32: the distributed run is bit-identical to the local trainer.
+    #[default]
+    F32,
+    /// bfloat16: half the bytes; gives up bit-exactness.
+    Bf16,
+}
+
 /// Everything that decides a training run. Two runs with equal specs (and the
 /// same data files) produce the same weights, bit for bit on CPU with a fixed
 /// thread count, however the work is spread over workers.
@@ -78,6 +100,12 @@ pub struct JobSpec {
     pub rho: f64,
     /// Data augmentation of the references (CIFAR only: crop, flip, Cutout).
     pub augment: bool,
+    /// What a non-finite gradient does to the job.
+    #[serde(default)]
+    pub non_finite: NonFinitePolicy,
+    /// Wire format of gradients in distributed runs.
+    #[serde(default)]
+    pub gradient_encoding: GradientEncoding,
 }
 
 impl JobSpec {
@@ -110,6 +138,8 @@ impl JobSpec {
             beta: 0.99,
             rho: 0.05,
             augment: true,
+            non_finite: NonFinitePolicy::Fail,
+            gradient_encoding: GradientEncoding::F32,
         };
         match method {
             Method::Sgd | Method::Sam => {}

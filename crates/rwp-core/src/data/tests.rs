@@ -668,8 +668,8 @@ fn synthetic_is_deterministic_and_shaped() {
     assert_eq!(a.kind, DatasetKind::Synthetic);
     assert_eq!(a.shape, InputShape { channels: 3, height: 16, width: 16 });
     assert_eq!(a.classes, 10);
-    assert_eq!((a.train.len(), a.test.len()), (2000, 2000));
-    assert_eq!(a.train.images.len(), 2000 * 3 * 16 * 16);
+    assert_eq!((a.train.len(), a.test.len()), (1000, 2000));
+    assert_eq!(a.train.images.len(), 1000 * 3 * 16 * 16);
     assert_eq!(a.test.images.len(), 2000 * 3 * 16 * 16);
     assert_eq!(a.train.labels, b.train.labels);
     assert_eq!(a.train.images, b.train.images);
@@ -678,10 +678,10 @@ fn synthetic_is_deterministic_and_shaped() {
     assert_ne!(a.train.images[..768], a.test.images[..768]);
     // Augmentation is a CIFAR thing: asked for, it is not applied here.
     assert!(!a.augment);
-    let batch = a.train_batch(&samples(&[3, 1999], &[1, 2]));
+    let batch = a.train_batch(&samples(&[3, 999], &[1, 2]));
     assert_eq!(batch.images.size(), [2, 3, 16, 16]);
     let mut images = a.train.images[3 * 768..4 * 768].to_vec();
-    images.extend_from_slice(&a.train.images[1999 * 768..]);
+    images.extend_from_slice(&a.train.images[999 * 768..]);
     assert_eq!(tensor_f32(&batch.images), normalised(&images, &[0.5; 3], &[0.25; 3], 256));
 }
 
@@ -700,12 +700,12 @@ fn synthetic_test_set_is_clean_and_balanced() {
 }
 
 #[test]
-fn synthetic_training_labels_are_about_one_fifth_noisy() {
+fn synthetic_training_labels_are_about_three_tenths_noisy() {
     let ds = Dataset::load(DatasetKind::Synthetic, None, false).unwrap();
     assert!(ds.train.labels.iter().all(|l| (0..10).contains(l)));
     let wrong = ds.train.labels.iter().enumerate().filter(|&(i, &l)| l != (i % 10) as i64).count();
     let rate = wrong as f64 / ds.train.len() as f64;
-    assert!((0.15..=0.25).contains(&rate), "label noise rate {rate}");
+    assert!((0.25..=0.35).contains(&rate), "label noise rate {rate}");
     // Every class still appears among the (noisy) training labels.
     for class in 0..10 {
         assert!(ds.train.labels.contains(&class), "class {class}");
@@ -735,7 +735,7 @@ fn synthetic_classes_are_separable_by_their_mean_image() {
             best == i % 10
         })
         .count();
-    assert!(correct > 1000, "{correct} of 2000 training images are nearest their class mean");
+    assert!(correct > 500, "{correct} of 1000 training images are nearest their class mean");
 }
 
 #[test]

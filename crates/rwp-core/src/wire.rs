@@ -1,0 +1,280 @@
+//! Byte formats that cross the network, shared by the parameter server and
+//! the workers:
+//!
+//! - a weights *snapshot*: a safetensors file with `weights.<name>`,
+//!   `buffers.<name>` and, for adaptive methods once `F` exists,
+//!   `factors.<name>` (the per-row divisors of ε). Serialised once per
+//!   version on the server.
+//! - a shard *result*: the gradients of every parameter in declaration order,
+//!   little-endian float32 (or bfloat16), followed for tasks that return them
+//!   by every BatchNorm buffer in declaration order, float32. Sizes are known
+//!   from the model, so a wrong byte count is caught before anything is read.
+//!
+//! float32 bytes round-trip exactly, which keeps distributed runs
+//! bit-identical to the local trainer.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use rwp_spec::GradientEncoding;
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use tch::{Device, Kind, Tensor};
+
+use crate::model::Model;
+use crate::perturb::RowFactors;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WireError {
+    #[error("{what} has {got} bytes, expected {expected}")]
+    ByteCount { what: &'static str, expected: usize, got: usize },
+    #[error("gradient of {param} holds NaN or infinite values")]
+    NonFinite { param: String },
+    #[error("BatchNorm buffer {buffer} holds NaN or infinite values")]
+    NonFiniteBuffer { buffer: String },
+    #[error("malformed weights snapshot: {0}")]
+    Snapshot(String),
+}
+
+/// Little-endian bytes of a tensor in `kind` (float32 or bfloat16).
+#[must_use]
+pub fn tensor_bytes(t: &Tensor, kind: Kind) -> Vec<u8> {
+    let t = t.to_device(Device::Cpu).to_kind(kind).contiguous();
+    let numel = t.numel();
+    let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
+    t.copy_data_u8(&mut data, numel);
+    data
+}
+
+/// A tensor's bytes with its shape, ready to be written as safetensors.
+pub(crate) struct Encoded {
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl Encoded {
+    pub(crate) fn f32(t: &Tensor) -> Self {
+        Self { shape: t.size().iter().map(|&d| d as usize).collect(), data: tensor_bytes(t, Kind::Float) }
+    }
+}
+
+impl View for &Encoded {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Serialises named float32 tensors as one safetensors file in memory.
+pub(crate) fn safetensors_bytes(named: &[(String, Encoded)], metadata: Option<HashMap<String, String>>) -> Vec<u8> {
+    safetensors::tensor::serialize(named.iter().map(|(n, e)| (n.as_str(), e)), &metadata)
+        .expect("float32 tensors with consistent shapes serialise")
+}
+
+/// The snapshot of one weights version.
+#[must_use]
+pub fn encode_snapshot(model: &Model, weights: &[Tensor], buffers: &[Tensor], factors: Option<&RowFactors>) -> Vec<u8> {
+    let mut named = Vec::new();
+    for (spec, t) in model.params().iter().zip(weights) {
+        named.push((format!("weights.{}", spec.name), Encoded::f32(t)));
+    }
+    for (spec, t) in model.buffers().iter().zip(buffers) {
+        named.push((format!("buffers.{}", spec.name), Encoded::f32(t)));
+    }
+    if let Some(f) = factors {
+        for (spec, t) in model.params().iter().zip(&f.0) {
+            named.push((format!("factors.{}", spec.name), Encoded::f32(t)));
+        }
+    }
+    safetensors_bytes(&named, None)
+}
+
+/// A snapshot decoded onto a device.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub weights: Vec<Tensor>,
+    pub buffers: Vec<Tensor>,
+    pub factors: Option<RowFactors>,
+}
+
+fn read_tensor(file: &SafeTensors<'_>, name: &str, shape: &[i64], device: Device) -> Result<Tensor, WireError> {
+    let view = file.tensor(name).map_err(|_| WireError::Snapshot(format!("tensor {name} is missing")))?;
+    let got: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+    if view.dtype() != Dtype::F32 || got != shape {
+        return Err(WireError::Snapshot(format!(
+            "tensor {name} is {:?} {got:?}, expected F32 {shape:?}",
+            view.dtype()
+        )));
+    }
+    Ok(Tensor::from_data_size(view.data(), shape, Kind::Float).to_device(device))
+}
+
+pub fn decode_snapshot(bytes: &[u8], model: &Model, device: Device) -> Result<Snapshot, WireError> {
+    let file = SafeTensors::deserialize(bytes).map_err(|e| WireError::Snapshot(format!("{e:?}")))?;
+    let weights = model
+        .params()
+        .iter()
+        .map(|s| read_tensor(&file, &format!("weights.{}", s.name), &s.shape, device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let buffers = model
+        .buffers()
+        .iter()
+        .map(|s| read_tensor(&file, &format!("buffers.{}", s.name), &s.shape, device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let factors = match model.params().first() {
+        Some(first) if file.tensor(&format!("factors.{}", first.name)).is_ok() => Some(RowFactors(
+            model
+                .params()
+                .iter()
+                .map(|s| {
+                    let rows = if s.shape.len() >= 2 { vec![s.shape[0]] } else { s.shape.clone() };
+                    read_tensor(&file, &format!("factors.{}", s.name), &rows, device)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        )),
+        _ => None,
+    };
+    Ok(Snapshot { weights, buffers, factors })
+}
+
+fn kind_of(encoding: GradientEncoding) -> Kind {
+    match encoding {
+        GradientEncoding::F32 => Kind::Float,
+        GradientEncoding::Bf16 => Kind::BFloat16,
+    }
+}
+
+/// Bytes of one shard's gradients in `encoding`.
+#[must_use]
+pub fn gradient_len(model: &Model, encoding: GradientEncoding) -> usize {
+    model.num_parameters() as usize * kind_of(encoding).elt_size_in_bytes()
+}
+
+/// Bytes of one shard's BatchNorm buffers (float32).
+#[must_use]
+pub fn buffers_len(model: &Model) -> usize {
+    model.buffers().iter().map(|b| b.numel() as usize * 4).sum()
+}
+
+#[must_use]
+pub fn encode_gradients(grads: &[Tensor], encoding: GradientEncoding) -> Vec<u8> {
+    let kind = kind_of(encoding);
+    grads.iter().flat_map(|g| tensor_bytes(g, kind)).collect()
+}
+
+#[must_use]
+pub fn encode_buffers(buffers: &[Tensor]) -> Vec<u8> {
+    buffers.iter().flat_map(|b| tensor_bytes(b, Kind::Float)).collect()
+}
+
+/// Decodes and checks a shard's gradients: exact byte count, finite values.
+pub fn decode_gradients(
+    model: &Model,
+    bytes: &[u8],
+    encoding: GradientEncoding,
+    device: Device,
+) -> Result<Vec<Tensor>, WireError> {
+    let expected = gradient_len(model, encoding);
+    if bytes.len() != expected {
+        return Err(WireError::ByteCount { what: "gradient payload", expected, got: bytes.len() });
+    }
+    let kind = kind_of(encoding);
+    let mut offset = 0;
+    model
+        .params()
+        .iter()
+        .map(|spec| {
+            let len = spec.numel() as usize * kind.elt_size_in_bytes();
+            let t = Tensor::from_data_size(&bytes[offset..offset + len], &spec.shape, kind).to_kind(Kind::Float);
+            offset += len;
+            if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
+                return Err(WireError::NonFinite { param: spec.name.clone() });
+            }
+            Ok(t.to_device(device))
+        })
+        .collect()
+}
+
+/// Decodes and checks a shard's BatchNorm buffers.
+pub fn decode_buffers(model: &Model, bytes: &[u8], device: Device) -> Result<Vec<Tensor>, WireError> {
+    let expected = buffers_len(model);
+    if bytes.len() != expected {
+        return Err(WireError::ByteCount { what: "BatchNorm buffer payload", expected, got: bytes.len() });
+    }
+    let mut offset = 0;
+    model
+        .buffers()
+        .iter()
+        .map(|spec| {
+            let len = spec.numel() as usize * 4;
+            let t = Tensor::from_data_size(&bytes[offset..offset + len], &spec.shape, Kind::Float);
+            offset += len;
+            if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
+                return Err(WireError::NonFiniteBuffer { buffer: spec.name.clone() });
+            }
+            Ok(t.to_device(device))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rwp_spec::ModelKind;
+
+    use super::*;
+    use crate::model::InputShape;
+
+    fn model() -> Model {
+        Model::new(ModelKind::SmallCnn, InputShape { channels: 3, height: 16, width: 16 }, 10)
+    }
+
+    #[test]
+    fn snapshot_round_trips_bit_for_bit() {
+        let m = model();
+        let (w, b) = m.init(3, Device::Cpu);
+        let factors = RowFactors::from_history(&w.iter().map(|t| t * t).collect::<Vec<_>>(), 0.1);
+        let bytes = encode_snapshot(&m, &w, &b, Some(&factors));
+        let back = decode_snapshot(&bytes, &m, Device::Cpu).unwrap();
+        assert!(back.weights.iter().zip(&w).all(|(a, b)| a.equal(b)));
+        assert!(back.buffers.iter().zip(&b).all(|(a, b)| a.equal(b)));
+        assert!(back.factors.unwrap().0.iter().zip(&factors.0).all(|(a, b)| a.equal(b)));
+        let plain = decode_snapshot(&encode_snapshot(&m, &w, &b, None), &m, Device::Cpu).unwrap();
+        assert!(plain.factors.is_none());
+    }
+
+    #[test]
+    fn gradients_round_trip_and_bad_payloads_are_named() {
+        let m = model();
+        let (w, b) = m.init(4, Device::Cpu);
+        let bytes = encode_gradients(&w, GradientEncoding::F32);
+        assert_eq!(bytes.len(), gradient_len(&m, GradientEncoding::F32));
+        let back = decode_gradients(&m, &bytes, GradientEncoding::F32, Device::Cpu).unwrap();
+        assert!(back.iter().zip(&w).all(|(a, b)| a.equal(b)));
+
+        let err = decode_gradients(&m, &bytes[1..], GradientEncoding::F32, Device::Cpu).unwrap_err();
+        assert!(matches!(err, WireError::ByteCount { got, .. } if got == bytes.len() - 1));
+
+        let mut nan = bytes.clone();
+        let fc_weight_offset = (m.num_parameters() as usize - 10 - 10 * 64 * 16) * 4;
+        nan[fc_weight_offset..fc_weight_offset + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        let err = decode_gradients(&m, &nan, GradientEncoding::F32, Device::Cpu).unwrap_err();
+        assert_eq!(err, WireError::NonFinite { param: "fc.weight".to_owned() });
+
+        let bf16 = encode_gradients(&w, GradientEncoding::Bf16);
+        assert_eq!(bf16.len() * 2, bytes.len());
+        let approx = decode_gradients(&m, &bf16, GradientEncoding::Bf16, Device::Cpu).unwrap();
+        let err = (&approx[0] - &w[0]).abs().max().double_value(&[]);
+        assert!(err > 0.0 && err < 1e-2 * w[0].abs().max().double_value(&[]));
+
+        let buffers = decode_buffers(&m, &encode_buffers(&b), Device::Cpu).unwrap();
+        assert!(buffers.iter().zip(&b).all(|(x, y)| x.equal(y)));
+        assert!(decode_buffers(&m, &[0u8; 3], Device::Cpu).is_err());
+    }
+}

@@ -1,0 +1,298 @@
+//! Conversions between wire messages and domain types. A message that does
+//! not describe a valid domain value is refused with the field named.
+
+use std::path::PathBuf;
+
+use rwp_spec::{
+    DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelKind, NonFinitePolicy, Role, SigmaSchedule,
+};
+
+use crate::v1;
+
+/// A message field that has no domain meaning.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConversionError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn missing(field: &'static str) -> ConversionError {
+    ConversionError { field, reason: "must be set".to_owned() }
+}
+
+fn unknown(field: &'static str, value: i32) -> ConversionError {
+    ConversionError { field, reason: format!("unknown value {value}") }
+}
+
+impl From<Method> for v1::Method {
+    fn from(m: Method) -> Self {
+        match m {
+            Method::Sgd => v1::Method::Sgd,
+            Method::Sam => v1::Method::Sam,
+            Method::Rwp => v1::Method::Rwp,
+            Method::Arwp => v1::Method::Arwp,
+            Method::MRwp => v1::Method::MRwp,
+            Method::MArwp => v1::Method::MArwp,
+        }
+    }
+}
+
+/// Decodes a wire enum value, naming the field when unset or unknown.
+pub fn method_from_wire(value: i32) -> Result<Method, ConversionError> {
+    {
+        Ok(match v1::Method::try_from(value).map_err(|_| unknown("spec.method", value))? {
+            v1::Method::Unspecified => return Err(missing("spec.method")),
+            v1::Method::Sgd => Method::Sgd,
+            v1::Method::Sam => Method::Sam,
+            v1::Method::Rwp => Method::Rwp,
+            v1::Method::Arwp => Method::Arwp,
+            v1::Method::MRwp => Method::MRwp,
+            v1::Method::MArwp => Method::MArwp,
+        })
+    }
+}
+
+impl From<ModelKind> for v1::Model {
+    fn from(m: ModelKind) -> Self {
+        match m {
+            ModelKind::Mlp => v1::Model::Mlp,
+            ModelKind::SmallCnn => v1::Model::SmallCnn,
+            ModelKind::Resnet18 => v1::Model::Resnet18,
+            ModelKind::Vgg16Bn => v1::Model::Vgg16Bn,
+            ModelKind::Wrn16_8 => v1::Model::Wrn168,
+            ModelKind::Wrn28_10 => v1::Model::Wrn2810,
+        }
+    }
+}
+
+/// Decodes a wire enum value, naming the field when unset or unknown.
+pub fn model_from_wire(value: i32) -> Result<ModelKind, ConversionError> {
+    {
+        Ok(match v1::Model::try_from(value).map_err(|_| unknown("spec.model", value))? {
+            v1::Model::Unspecified => return Err(missing("spec.model")),
+            v1::Model::Mlp => ModelKind::Mlp,
+            v1::Model::SmallCnn => ModelKind::SmallCnn,
+            v1::Model::Resnet18 => ModelKind::Resnet18,
+            v1::Model::Vgg16Bn => ModelKind::Vgg16Bn,
+            v1::Model::Wrn168 => ModelKind::Wrn16_8,
+            v1::Model::Wrn2810 => ModelKind::Wrn28_10,
+        })
+    }
+}
+
+impl From<DatasetKind> for v1::Dataset {
+    fn from(d: DatasetKind) -> Self {
+        match d {
+            DatasetKind::Synthetic => v1::Dataset::Synthetic,
+            DatasetKind::Mnist => v1::Dataset::Mnist,
+            DatasetKind::Cifar10 => v1::Dataset::Cifar10,
+            DatasetKind::Cifar100 => v1::Dataset::Cifar100,
+        }
+    }
+}
+
+/// Decodes a wire enum value, naming the field when unset or unknown.
+pub fn dataset_from_wire(value: i32) -> Result<DatasetKind, ConversionError> {
+    {
+        Ok(match v1::Dataset::try_from(value).map_err(|_| unknown("spec.dataset", value))? {
+            v1::Dataset::Unspecified => return Err(missing("spec.dataset")),
+            v1::Dataset::Synthetic => DatasetKind::Synthetic,
+            v1::Dataset::Mnist => DatasetKind::Mnist,
+            v1::Dataset::Cifar10 => DatasetKind::Cifar10,
+            v1::Dataset::Cifar100 => DatasetKind::Cifar100,
+        })
+    }
+}
+
+impl From<Role> for v1::Role {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Clean => v1::Role::Clean,
+            Role::Perturbed => v1::Role::Perturbed,
+            Role::Sam => v1::Role::Sam,
+        }
+    }
+}
+
+impl TryFrom<v1::Role> for Role {
+    type Error = ConversionError;
+    fn try_from(r: v1::Role) -> Result<Self, Self::Error> {
+        match r {
+            v1::Role::Unspecified => Err(missing("role")),
+            v1::Role::Clean => Ok(Role::Clean),
+            v1::Role::Perturbed => Ok(Role::Perturbed),
+            v1::Role::Sam => Ok(Role::Sam),
+        }
+    }
+}
+
+/// Decodes a wire role.
+pub fn role_from_wire(value: i32) -> Result<Role, ConversionError> {
+    v1::Role::try_from(value).map_err(|_| unknown("role", value))?.try_into()
+}
+
+impl From<GradientEncoding> for v1::GradientEncoding {
+    fn from(e: GradientEncoding) -> Self {
+        match e {
+            GradientEncoding::F32 => v1::GradientEncoding::F32,
+            GradientEncoding::Bf16 => v1::GradientEncoding::Bf16,
+        }
+    }
+}
+
+/// Decodes a wire encoding; unspecified means float32.
+pub fn encoding_from_wire(value: i32) -> Result<GradientEncoding, ConversionError> {
+    match v1::GradientEncoding::try_from(value).map_err(|_| unknown("encoding", value))? {
+        v1::GradientEncoding::Unspecified | v1::GradientEncoding::F32 => Ok(GradientEncoding::F32),
+        v1::GradientEncoding::Bf16 => Ok(GradientEncoding::Bf16),
+    }
+}
+
+impl From<&LrSchedule> for v1::LrSchedule {
+    fn from(s: &LrSchedule) -> Self {
+        use v1::lr_schedule::{Constant, CosinePerEpoch, CosinePerUpdate, Kind, Step};
+        let kind = match s {
+            LrSchedule::Constant => Kind::Constant(Constant {}),
+            LrSchedule::Step { milestones, gamma } => {
+                Kind::Step(Step { milestones: milestones.clone(), gamma: *gamma })
+            }
+            LrSchedule::CosinePerUpdate => Kind::CosinePerUpdate(CosinePerUpdate {}),
+            LrSchedule::CosinePerEpoch => Kind::CosinePerEpoch(CosinePerEpoch {}),
+        };
+        v1::LrSchedule { kind: Some(kind) }
+    }
+}
+
+impl From<&SigmaSchedule> for v1::SigmaSchedule {
+    fn from(s: &SigmaSchedule) -> Self {
+        use v1::sigma_schedule::{Constant, CosineIncreasing, Kind};
+        let kind = match s {
+            SigmaSchedule::Constant => Kind::Constant(Constant {}),
+            SigmaSchedule::CosineIncreasing { inc } => Kind::CosineIncreasing(CosineIncreasing { inc: *inc }),
+        };
+        v1::SigmaSchedule { kind: Some(kind) }
+    }
+}
+
+impl From<&JobSpec> for v1::JobSpec {
+    fn from(s: &JobSpec) -> Self {
+        v1::JobSpec {
+            method: v1::Method::from(s.method).into(),
+            model: v1::Model::from(s.model).into(),
+            dataset: v1::Dataset::from(s.dataset).into(),
+            data_dir: s.data_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            seed: s.seed,
+            epochs: s.epochs,
+            max_updates: s.max_updates,
+            batch_size: s.batch_size,
+            clean_shards: s.clean_shards,
+            perturbed_shards: s.perturbed_shards,
+            independent_noise: s.independent_noise,
+            lr: s.lr,
+            momentum: s.momentum,
+            nesterov: s.nesterov,
+            weight_decay: s.weight_decay,
+            lr_schedule: Some((&s.lr_schedule).into()),
+            warmup_updates: s.warmup_updates,
+            sigma: s.sigma,
+            sigma_schedule: Some((&s.sigma_schedule).into()),
+            lambda: s.lambda,
+            eta: s.eta,
+            beta: s.beta,
+            rho: s.rho,
+            augment: s.augment,
+            non_finite: match s.non_finite {
+                NonFinitePolicy::Fail => v1::NonFinitePolicy::Fail,
+                NonFinitePolicy::Skip => v1::NonFinitePolicy::Skip,
+            }
+            .into(),
+            gradient_encoding: v1::GradientEncoding::from(s.gradient_encoding).into(),
+        }
+    }
+}
+
+impl TryFrom<v1::JobSpec> for JobSpec {
+    type Error = ConversionError;
+
+    /// Converts and checks that every enum and schedule is set; range checks
+    /// are [`JobSpec::validate`]'s job.
+    fn try_from(s: v1::JobSpec) -> Result<Self, Self::Error> {
+        use v1::lr_schedule::Kind as Lr;
+        use v1::sigma_schedule::Kind as Sig;
+        let lr_schedule = match s.lr_schedule.and_then(|l| l.kind).ok_or_else(|| missing("spec.lr_schedule"))? {
+            Lr::Constant(_) => LrSchedule::Constant,
+            Lr::Step(step) => LrSchedule::Step { milestones: step.milestones, gamma: step.gamma },
+            Lr::CosinePerUpdate(_) => LrSchedule::CosinePerUpdate,
+            Lr::CosinePerEpoch(_) => LrSchedule::CosinePerEpoch,
+        };
+        let sigma_schedule =
+            match s.sigma_schedule.and_then(|l| l.kind).ok_or_else(|| missing("spec.sigma_schedule"))? {
+                Sig::Constant(_) => SigmaSchedule::Constant,
+                Sig::CosineIncreasing(c) => SigmaSchedule::CosineIncreasing { inc: c.inc },
+            };
+        let non_finite =
+            match v1::NonFinitePolicy::try_from(s.non_finite).map_err(|_| unknown("spec.non_finite", s.non_finite))? {
+                v1::NonFinitePolicy::Unspecified | v1::NonFinitePolicy::Fail => NonFinitePolicy::Fail,
+                v1::NonFinitePolicy::Skip => NonFinitePolicy::Skip,
+            };
+        Ok(JobSpec {
+            method: method_from_wire(s.method)?,
+            model: model_from_wire(s.model)?,
+            dataset: dataset_from_wire(s.dataset)?,
+            data_dir: (!s.data_dir.is_empty()).then(|| PathBuf::from(s.data_dir)),
+            seed: s.seed,
+            epochs: s.epochs,
+            max_updates: s.max_updates,
+            batch_size: s.batch_size,
+            clean_shards: s.clean_shards,
+            perturbed_shards: s.perturbed_shards,
+            independent_noise: s.independent_noise,
+            lr: s.lr,
+            momentum: s.momentum,
+            nesterov: s.nesterov,
+            weight_decay: s.weight_decay,
+            lr_schedule,
+            warmup_updates: s.warmup_updates,
+            sigma: s.sigma,
+            sigma_schedule,
+            lambda: s.lambda,
+            eta: s.eta,
+            beta: s.beta,
+            rho: s.rho,
+            augment: s.augment,
+            non_finite,
+            gradient_encoding: encoding_from_wire(s.gradient_encoding)
+                .map_err(|e| ConversionError { field: "spec.gradient_encoding", reason: e.reason })?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reference_spec_round_trips() {
+        for method in Method::ALL {
+            let mut spec = JobSpec::reference(method);
+            spec.max_updates = Some(9);
+            spec.lr_schedule = LrSchedule::Step { milestones: vec![3, 5], gamma: 0.5 };
+            spec.non_finite = NonFinitePolicy::Skip;
+            spec.gradient_encoding = GradientEncoding::Bf16;
+            let wire = v1::JobSpec::from(&spec);
+            assert_eq!(JobSpec::try_from(wire).unwrap(), spec);
+        }
+    }
+
+    #[test]
+    fn unset_enums_and_schedules_are_named() {
+        let wire = v1::JobSpec::from(&JobSpec::reference(Method::Sgd));
+        let err = JobSpec::try_from(v1::JobSpec { method: 0, ..wire.clone() }).unwrap_err();
+        assert_eq!(err.field, "spec.method");
+        let err = JobSpec::try_from(v1::JobSpec { model: 99, ..wire.clone() }).unwrap_err();
+        assert_eq!(err.to_string(), "spec.model: unknown value 99");
+        let err = JobSpec::try_from(v1::JobSpec { lr_schedule: None, ..wire }).unwrap_err();
+        assert_eq!(err.field, "spec.lr_schedule");
+    }
+}
