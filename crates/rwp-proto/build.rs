@@ -11,7 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("rwp_v1_descriptor.bin"), descriptors.encode_to_vec())?;
+    // `bytes` fields as `bytes::Bytes`: a weights version serialised once is
+    // sliced into chunks for every stream without copying.
     tonic_prost_build::configure()
+        .bytes(".")
         .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
         .compile_fds(descriptors)?;

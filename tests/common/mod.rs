@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests.
 
+pub mod cluster;
+
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -3,16 +3,16 @@
 //! `history.<name>` (the last two once they exist), and string metadata
 //! `rwp.step`, `rwp.seed`, `rwp.model` and `rwp.spec` (the job spec as JSON).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rwp_spec::JobSpec;
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, SafeTensors};
 use tch::{Device, Kind, Tensor};
 
 use crate::model::{Model, TensorSpec};
 use crate::optim::TrainState;
+use crate::wire::{safetensors_bytes, Encoded};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -20,37 +20,6 @@ pub enum CheckpointError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{} is not a valid checkpoint: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
-}
-
-/// A float32 tensor's bytes, ready to write.
-struct Bytes {
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl Bytes {
-    fn of(t: &Tensor) -> Self {
-        let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-        let numel = t.numel();
-        let mut data = vec![0u8; numel * 4];
-        t.copy_data_u8(&mut data, numel);
-        Self { shape: t.size().iter().map(|&d| d as usize).collect(), data }
-    }
-}
-
-impl View for &Bytes {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
 }
 
 fn groups<'a>(model: &'a Model, state: &'a TrainState) -> Vec<(&'static str, &'a [TensorSpec], &'a [Tensor])> {
@@ -67,13 +36,13 @@ fn groups<'a>(model: &'a Model, state: &'a TrainState) -> Vec<(&'static str, &'a
     groups
 }
 
-/// Writes `state` to `path` (atomically: a temporary file renamed into place).
-pub fn save(path: &Path, spec: &JobSpec, model: &Model, state: &TrainState) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io { path: path.to_owned(), source };
+/// The checkpoint of `state` as the bytes of a safetensors file.
+#[must_use]
+pub fn to_bytes(spec: &JobSpec, model: &Model, state: &TrainState) -> Vec<u8> {
     let mut named = Vec::new();
     for (prefix, specs, tensors) in groups(model, state) {
         for (s, t) in specs.iter().zip(tensors) {
-            named.push((format!("{prefix}.{}", s.name), Bytes::of(t)));
+            named.push((format!("{prefix}.{}", s.name), Encoded::f32(t)));
         }
     }
     let metadata = HashMap::from([
@@ -83,9 +52,18 @@ pub fn save(path: &Path, spec: &JobSpec, model: &Model, state: &TrainState) -> R
         ("rwp.model".to_owned(), model.kind.to_string()),
         ("rwp.spec".to_owned(), serde_json::to_string(spec).expect("a spec serialises")),
     ]);
+    safetensors_bytes(&named, Some(metadata))
+}
+
+/// Writes `state` to `path` atomically: a temporary file, synced, renamed into place.
+pub fn save(path: &Path, spec: &JobSpec, model: &Model, state: &TrainState) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io { path: path.to_owned(), source };
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::tensor::serialize_to_file(named.iter().map(|(n, b)| (n.as_str(), b)), &Some(metadata), &tmp)
-        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    {
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        std::io::Write::write_all(&mut file, &to_bytes(spec, model, state)).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
     std::fs::rename(&tmp, path).map_err(io)
 }
 

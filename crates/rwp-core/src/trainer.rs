@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rwp_spec::plan::{init_seed, tasks_for_step, Sampler};
 use rwp_spec::{JobSpec, Role, Schedule, SpecError, Task};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{Batch, DataError, Dataset};
@@ -58,6 +58,24 @@ pub fn parse_device(s: &str) -> Result<Device, TrainError> {
 pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,
+}
+
+/// Loss and accuracy of `weights` on the test split of `data`, with the
+/// running statistics in `buffers` (evaluation mode).
+#[must_use]
+pub fn evaluate(model: &Model, data: &Dataset, weights: &[Tensor], buffers: &[Tensor], device: Device) -> Evaluation {
+    let _no_grad = tch::no_grad_guard();
+    let (mut loss, mut correct, mut n) = (0.0, 0.0, 0usize);
+    for batch in data.test_batches(500) {
+        let batch = batch.to_device(device);
+        let logits = model.forward(weights, buffers, &batch.images, BnMode::Eval);
+        let len = batch.len();
+        loss += logits.cross_entropy_for_logits(&batch.labels).double_value(&[]) * len as f64;
+        correct +=
+            logits.argmax(-1, false).eq_tensor(&batch.labels).to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+        n += len;
+    }
+    Evaluation { loss: loss / n as f64, accuracy: correct / n as f64 }
 }
 
 /// The tasks of one update with their batches, before they are computed.
@@ -157,22 +175,7 @@ impl LocalTrainer {
     /// Loss and accuracy on the test split, with running statistics.
     #[must_use]
     pub fn evaluate(&self) -> Evaluation {
-        let _no_grad = tch::no_grad_guard();
-        let (mut loss, mut correct, mut n) = (0.0, 0.0, 0usize);
-        for batch in self.data.test_batches(500) {
-            let batch = batch.to_device(self.device);
-            let logits = self.model.forward(&self.state.weights, &self.state.buffers, &batch.images, BnMode::Eval);
-            let len = batch.len();
-            loss += logits.cross_entropy_for_logits(&batch.labels).double_value(&[]) * len as f64;
-            correct += logits
-                .argmax(-1, false)
-                .eq_tensor(&batch.labels)
-                .to_kind(Kind::Double)
-                .sum(Kind::Double)
-                .double_value(&[]);
-            n += len;
-        }
-        Evaluation { loss: loss / n as f64, accuracy: correct / n as f64 }
+        evaluate(&self.model, &self.data, &self.state.weights, &self.state.buffers, self.device)
     }
 
     pub fn save_checkpoint(&self, path: &Path) -> Result<(), TrainError> {

@@ -1,0 +1,274 @@
+//! The worker's configuration, in layers: defaults < TOML file (`--config`) <
+//! environment (`RWP_*`) < command-line flags.
+//!
+//! ```toml
+//! server = "http://rwp-parameter-server:50051"
+//! device = "cuda:0"
+//! threads = 4
+//! chunk_bytes = 1048576
+//! ```
+
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::WorkerError;
+
+/// Environment variable of [`WorkerConfig::server`].
+pub const ENV_SERVER: &str = "RWP_SERVER";
+/// Environment variable of [`WorkerConfig::name`].
+pub const ENV_NAME: &str = "RWP_WORKER_NAME";
+/// Environment variable of [`WorkerConfig::device`].
+pub const ENV_DEVICE: &str = "RWP_DEVICE";
+/// Environment variable of [`WorkerConfig::threads`].
+pub const ENV_THREADS: &str = "RWP_THREADS";
+/// Environment variable of [`WorkerConfig::lease_wait_ms`].
+pub const ENV_LEASE_WAIT_MS: &str = "RWP_LEASE_WAIT_MS";
+/// Environment variable of [`WorkerConfig::chunk_bytes`].
+pub const ENV_CHUNK_BYTES: &str = "RWP_CHUNK_BYTES";
+/// Environment variable of [`WorkerConfig::max_backoff_ms`].
+pub const ENV_MAX_BACKOFF_MS: &str = "RWP_MAX_BACKOFF_MS";
+/// Environment variable of [`WorkerConfig::drain_timeout_ms`].
+pub const ENV_DRAIN_TIMEOUT_MS: &str = "RWP_DRAIN_TIMEOUT_MS";
+
+/// The first reconnection delay; it doubles up to `max_backoff_ms`.
+pub const INITIAL_BACKOFF_MS: u64 = 100;
+/// The largest push chunk accepted (gRPC messages are sized from it).
+pub const MAX_CHUNK_BYTES: usize = 64 << 20;
+
+/// Everything the worker needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// URL of the parameter server's gRPC endpoint.
+    pub server: String,
+    /// Name the worker registers under (shown in the server's logs).
+    pub name: String,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
+    pub device: String,
+    /// libtorch intra-op threads; 0 keeps libtorch's default.
+    pub threads: usize,
+    /// How long the server may hold a `LeaseTask` call waiting for work.
+    pub lease_wait_ms: u32,
+    /// Largest data chunk of a gradient push.
+    pub chunk_bytes: usize,
+    /// Longest delay between two attempts to reach the server.
+    pub max_backoff_ms: u64,
+    /// On shutdown, how long the task in flight may take to finish before its
+    /// lease is given back instead.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            server: "http://127.0.0.1:50051".to_owned(),
+            name: default_name(),
+            device: "auto".to_owned(),
+            threads: 0,
+            lease_wait_ms: 2000,
+            chunk_bytes: 1 << 20,
+            max_backoff_ms: 5000,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `hostname-pid`: unique per process, and tells a pod's logs apart.
+fn default_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The command-line flags that override configuration values; `None` keeps
+/// the value of the lower layers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct ConfigFlags {
+    /// Parameter server URL, e.g. http://127.0.0.1:50051 [env: RWP_SERVER]
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Name to register under [env: RWP_WORKER_NAME] [default: hostname-pid]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// cpu, cuda, cuda:N or auto [env: RWP_DEVICE] [default: auto]
+    #[arg(long)]
+    pub device: Option<String>,
+    /// libtorch intra-op threads, 0 = libtorch's default [env: RWP_THREADS]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// How long one LeaseTask call may wait for work [env: RWP_LEASE_WAIT_MS] [default: 2000]
+    #[arg(long, value_name = "MS")]
+    pub lease_wait_ms: Option<u32>,
+    /// Largest data chunk of a gradient push [env: RWP_CHUNK_BYTES] [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub chunk_bytes: Option<usize>,
+    /// Longest delay between attempts to reach the server [env: RWP_MAX_BACKOFF_MS] [default: 5000]
+    #[arg(long, value_name = "MS")]
+    pub max_backoff_ms: Option<u64>,
+    /// Time the task in flight gets to finish on shutdown [env: RWP_DRAIN_TIMEOUT_MS] [default: 30000]
+    #[arg(long, value_name = "MS")]
+    pub drain_timeout_ms: Option<u64>,
+}
+
+fn from_env<T: FromStr>(
+    env: &dyn Fn(&str) -> Option<String>,
+    key: &'static str,
+    field: &'static str,
+) -> Result<Option<T>, WorkerError>
+where
+    T::Err: std::fmt::Display,
+{
+    match env(key).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| WorkerError::Config { field, reason: format!("{key}='{v}' is not valid: {e}") }),
+    }
+}
+
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *target = v;
+    }
+}
+
+impl WorkerConfig {
+    /// Parses a TOML config file's text; `origin` names it in errors. Keys
+    /// not given keep their defaults; an unknown key is an error naming it.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self, WorkerError> {
+        toml::from_str(text)
+            .map_err(|e| WorkerError::ConfigFile { path: origin.to_owned(), message: e.to_string().trim().to_owned() })
+    }
+
+    /// Reads a TOML config file (see [`WorkerConfig::from_toml_str`]).
+    pub fn from_file(path: &Path) -> Result<Self, WorkerError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| WorkerError::ConfigFile { path: path.to_owned(), message: e.to_string() })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Layers defaults < `file` < `env` < `flags` and validates the result.
+    /// `env` looks a variable up (`|k| std::env::var(k).ok()` for the process
+    /// environment); empty values count as unset.
+    pub fn resolve(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: &ConfigFlags,
+    ) -> Result<Self, WorkerError> {
+        let mut c = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        set(&mut c.server, from_env(env, ENV_SERVER, "server")?);
+        set(&mut c.name, from_env(env, ENV_NAME, "name")?);
+        set(&mut c.device, from_env(env, ENV_DEVICE, "device")?);
+        set(&mut c.threads, from_env(env, ENV_THREADS, "threads")?);
+        set(&mut c.lease_wait_ms, from_env(env, ENV_LEASE_WAIT_MS, "lease_wait_ms")?);
+        set(&mut c.chunk_bytes, from_env(env, ENV_CHUNK_BYTES, "chunk_bytes")?);
+        set(&mut c.max_backoff_ms, from_env(env, ENV_MAX_BACKOFF_MS, "max_backoff_ms")?);
+        set(&mut c.drain_timeout_ms, from_env(env, ENV_DRAIN_TIMEOUT_MS, "drain_timeout_ms")?);
+
+        let f = flags.clone();
+        set(&mut c.server, f.server);
+        set(&mut c.name, f.name);
+        set(&mut c.device, f.device);
+        set(&mut c.threads, f.threads);
+        set(&mut c.lease_wait_ms, f.lease_wait_ms);
+        set(&mut c.chunk_bytes, f.chunk_bytes);
+        set(&mut c.max_backoff_ms, f.max_backoff_ms);
+        set(&mut c.drain_timeout_ms, f.drain_timeout_ms);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// [`WorkerConfig::resolve`] with the process environment.
+    pub fn from_process(file: Option<&Path>, flags: &ConfigFlags) -> Result<Self, WorkerError> {
+        Self::resolve(file, &|k| std::env::var(k).ok(), flags)
+    }
+
+    /// Checks every field, naming the first one out of range. The device is
+    /// checked for syntax only: whether it exists is known when the worker
+    /// starts.
+    pub fn validate(&self) -> Result<(), WorkerError> {
+        let bad = |field: &'static str, reason: String| Err(WorkerError::Config { field, reason });
+        if !(self.server.starts_with("http://") || self.server.starts_with("https://")) {
+            return bad("server", format!("'{}' must be a URL like http://host:port", self.server));
+        }
+        if let Err(e) = tonic::transport::Endpoint::from_shared(self.server.clone()) {
+            return bad("server", format!("'{}' is not a valid URL: {e}", self.server));
+        }
+        if self.name.trim().is_empty() {
+            return bad("name", "must not be empty".to_owned());
+        }
+        let device_ok = matches!(self.device.as_str(), "cpu" | "cuda" | "auto")
+            || self.device.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+        if !device_ok {
+            return bad("device", format!("unknown device '{}' (expected cpu, cuda, cuda:N or auto)", self.device));
+        }
+        if self.threads > 4096 {
+            return bad("threads", format!("{} is out of range: must be at most 4096", self.threads));
+        }
+        if self.lease_wait_ms == 0 || self.lease_wait_ms > 600_000 {
+            return bad("lease_wait_ms", format!("{} is out of range: must be in 1..=600000", self.lease_wait_ms));
+        }
+        if self.chunk_bytes == 0 || self.chunk_bytes > MAX_CHUNK_BYTES {
+            return bad(
+                "chunk_bytes",
+                format!("{} is out of range: must be in 1..={MAX_CHUNK_BYTES}", self.chunk_bytes),
+            );
+        }
+        if self.max_backoff_ms < INITIAL_BACKOFF_MS {
+            return bad(
+                "max_backoff_ms",
+                format!("{} is out of range: must be at least {INITIAL_BACKOFF_MS}", self.max_backoff_ms),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = WorkerConfig::default();
+        c.validate().unwrap();
+        assert!(c.name.ends_with(&format!("-{}", std::process::id())));
+    }
+
+    #[test]
+    fn out_of_range_fields_are_named() {
+        type Spoil = fn(&mut WorkerConfig);
+        let cases: [(&str, Spoil); 5] = [
+            ("chunk_bytes", |c| c.chunk_bytes = 0),
+            ("server", |c| c.server = "localhost:1".to_owned()),
+            ("device", |c| c.device = "gpu".to_owned()),
+            ("max_backoff_ms", |c| c.max_backoff_ms = 10),
+            ("lease_wait_ms", |c| c.lease_wait_ms = 0),
+        ];
+        for (field, spoil) in cases {
+            let mut c = WorkerConfig::default();
+            spoil(&mut c);
+            let err = c.validate().unwrap_err();
+            assert!(matches!(err, WorkerError::Config { field: f, .. } if f == field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_variable_and_field() {
+        let env = |k: &str| (k == ENV_CHUNK_BYTES).then(|| "lots".to_owned());
+        let err = WorkerConfig::resolve(None, &env, &ConfigFlags::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("chunk_bytes") && text.contains(ENV_CHUNK_BYTES), "{text}");
+    }
+}

@@ -1,0 +1,84 @@
+//! The worker's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the worker. [`crate::run`] returns only
+/// configuration, device and compute-thread errors: a failed task is logged
+/// and the worker goes on with the next one.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A configuration value out of range, naming the field (and where the
+    /// value came from when it was not a TOML file or a flag).
+    #[error("invalid config field `{field}`: {reason}")]
+    Config { field: &'static str, reason: String },
+    /// The TOML config file cannot be read or parsed (an unknown key is named).
+    #[error("config file {}: {message}", path.display())]
+    ConfigFile { path: PathBuf, message: String },
+    /// The compute device cannot be used.
+    #[error("device: {0}")]
+    Device(String),
+    /// A gRPC call failed.
+    #[error("{call} failed: {} ({:?})", status.message(), status.code())]
+    Rpc { call: &'static str, status: tonic::Status },
+    /// The server cannot be reached at all.
+    #[error("cannot connect to {server}: {}", chain(source))]
+    Connect {
+        server: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A leased task that does not describe valid work.
+    #[error("invalid task: {0}")]
+    InvalidTask(String),
+    /// The task's job spec cannot be run.
+    #[error("job spec: {0}")]
+    Spec(#[from] rwp_spec::SpecError),
+    /// The task's dataset cannot be loaded.
+    #[error(transparent)]
+    Data(#[from] rwp_core::data::DataError),
+    /// The weights snapshot cannot be decoded.
+    #[error(transparent)]
+    Wire(#[from] rwp_core::wire::WireError),
+    /// The streamed weights do not form one whole file.
+    #[error("weights of job {job_id} version {version}: {reason}")]
+    Weights { job_id: String, version: u64, reason: String },
+    /// Computing the task failed (a libtorch error or an internal bug).
+    #[error("compute: {0}")]
+    Compute(String),
+    /// The compute thread is gone (it cannot be restarted: a bug).
+    #[error("the compute thread stopped")]
+    ComputeThreadGone,
+}
+
+/// An error with its causes, `a: b: c` (tonic's transport errors say little
+/// at the top).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.ends_with(&next) {
+            text = format!("{text}: {next}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
+impl WorkerError {
+    pub(crate) fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> WorkerError {
+        move |status| WorkerError::Rpc { call, status }
+    }
+
+    /// Whether the error means the connection to the server is gone (the
+    /// server is down or restarting): the worker then reconnects and
+    /// registers again.
+    #[must_use]
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            WorkerError::Rpc { status, .. } => crate::rpc::is_disconnect(status),
+            WorkerError::Connect { .. } => true,
+            _ => false,
+        }
+    }
+}

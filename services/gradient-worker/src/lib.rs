@@ -1,0 +1,48 @@
+//! The gradient worker of the RWP training service.
+//!
+//! A worker is stateless as far as training goes: everything a result depends
+//! on comes with the task it leases from the parameter server (job spec, step,
+//! role, shard, noise seed, σ) and with the weights version the task names. It
+//! loops over:
+//!
+//! 1. **connect and register**: connects to the server's `WorkerService`,
+//!    retrying with exponential backoff (100 ms doubling up to
+//!    `max_backoff_ms`) while the server is down or restarting, then
+//!    `Register`s and keeps the worker id and the lease renewal interval. A
+//!    later call that fails because the connection is gone, or a `NOT_FOUND`
+//!    for the worker id (a restarted server forgot it), starts this over;
+//! 2. **lease** a task with `LeaseTask` (the server holds the call open up to
+//!    `lease_wait_ms` when it has no work);
+//! 3. **fetch** the weights version the task needs with `FetchWeights`, unless
+//!    the compute thread already holds it, checking that the chunks tile the
+//!    announced size exactly;
+//! 4. **compute** the shard's result with [`rwp_core::grad::compute_task`],
+//!    on one dedicated thread that owns every libtorch object (tensors are not
+//!    `Sync`, so none is ever held in async code). The thread caches, per job,
+//!    the dataset, the model, the schedule, the sampler and the latest weights
+//!    version, for a few jobs at most and only while they are used;
+//! 5. **renew** the lease every `renew_interval_ms` while the task runs;
+//! 6. **push** the result with `PushGradient`: a header, then the payload
+//!    (gradients in the job's encoding, then BatchNorm buffers for the tasks
+//!    that return them; see [`rwp_core::wire`]) in chunks of at most
+//!    `chunk_bytes`. A result the server already had is dropped there
+//!    (`accepted = false`), which is fine: tasks are deterministic.
+//!
+//! A failed task is logged, its lease given back, and the worker goes on with
+//! the next one. When the shutdown future given to [`run`] resolves (SIGTERM in
+//! the binary), the worker stops leasing, finishes the task in flight within
+//! `drain_timeout_ms` or else gives its lease back (`ReleaseLease`), and
+//! returns a [`WorkerReport`].
+//!
+//! Configuration ([`WorkerConfig`]) comes in layers: defaults, an optional
+//! TOML file, environment variables (`RWP_*`), then command-line flags.
+
+mod compute;
+pub mod config;
+mod error;
+mod rpc;
+mod worker;
+
+pub use config::{ConfigFlags, WorkerConfig};
+pub use error::WorkerError;
+pub use worker::{run, WorkerReport};

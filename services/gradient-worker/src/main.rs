@@ -1,0 +1,82 @@
+//! `rwp-worker`: the gradient worker binary. Parses the configuration, sets
+//! up logging (to stderr), turns SIGTERM/SIGINT into a graceful shutdown and
+//! runs [`rwp_gradient_worker::run`]. Prints nothing on stdout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use rwp_gradient_worker::{ConfigFlags, WorkerConfig};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Gradient worker of the RWP training service: leases gradient tasks from a
+/// parameter server, computes them with libtorch and streams them back.
+#[derive(Debug, Parser)]
+#[command(name = "rwp-worker", version)]
+struct Cli {
+    /// TOML config file (keys as the flags, with underscores)
+    #[arg(long, value_name = "PATH", env = "RWP_WORKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log line format (filter with RUST_LOG, default info)
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "RWP_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(flatten)]
+    flags: ConfigFlags,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let config = match WorkerConfig::from_process(cli.config.as_deref(), &cli.flags) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        // Registered before the worker starts, so an early signal is not lost.
+        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        };
+        match rwp_gradient_worker::run(config, shutdown).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        }
+    })
+}

@@ -1,0 +1,322 @@
+//! The worker's side of the `WorkerService` calls: connecting with backoff,
+//! registering, leasing, renewing, fetching weights and pushing results.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rwp_proto::v1::gradient_chunk::Part;
+use rwp_proto::v1::worker_service_client::WorkerServiceClient;
+use rwp_proto::v1::{
+    FetchWeightsRequest, GradientChunk, GradientHeader, LeaseTaskRequest, RegisterRequest, ReleaseLeaseRequest,
+    RenewLeaseRequest, Task, WeightsChunk,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+use tracing::{debug, info, trace, warn};
+
+use crate::config::{WorkerConfig, INITIAL_BACKOFF_MS};
+use crate::WorkerError;
+
+pub(crate) type Client = WorkerServiceClient<Channel>;
+
+/// HTTP/2 flow-control windows: large enough that a weights pull or a
+/// gradient push is not held back by window updates on a fast network.
+const WINDOW_BYTES: u32 = 8 << 20;
+/// The largest HTTP/2 frame the server may send us (the protocol maximum).
+const MAX_FRAME_BYTES: u32 = (1 << 24) - 1;
+/// Weights chunks are sized by the server: accept generous ones.
+const MIN_DECODING_BYTES: usize = 64 << 20;
+/// Deadline of the small unary calls.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The renewal interval used when the server announces none.
+const FALLBACK_RENEW: Duration = Duration::from_secs(1);
+
+/// Whether a failed call means the connection is gone (server down or
+/// restarting), as opposed to an answer from a live server.
+pub(crate) fn is_disconnect(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable => true,
+        // Built on this side from a transport failure (a status sent by the
+        // server has no source).
+        Code::Unknown | Code::Internal | Code::Cancelled => status.source().is_some(),
+        _ => false,
+    }
+}
+
+/// Exponential backoff: 100 ms doubling up to a maximum.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(max_ms: u64) -> Self {
+        Self { next: Duration::from_millis(INITIAL_BACKOFF_MS), max: Duration::from_millis(max_ms) }
+    }
+
+    /// The delay to wait now; the following one is twice as long.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self.next.min(self.max);
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = Duration::from_millis(INITIAL_BACKOFF_MS);
+    }
+}
+
+/// A registration with a (live) server.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub client: Client,
+    pub worker_id: String,
+    pub renew_interval: Duration,
+}
+
+fn endpoint(config: &WorkerConfig) -> Result<Endpoint, WorkerError> {
+    let endpoint = Endpoint::from_shared(config.server.clone())
+        .map_err(|e| WorkerError::Config { field: "server", reason: e.to_string() })?;
+    Ok(endpoint
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .initial_stream_window_size(WINDOW_BYTES)
+        .initial_connection_window_size(WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .http2_keep_alive_interval(Duration::from_secs(15))
+        .keep_alive_timeout(Duration::from_secs(20)))
+}
+
+async fn connect_once(config: &WorkerConfig) -> Result<Client, WorkerError> {
+    let channel = endpoint(config)?
+        .connect()
+        .await
+        .map_err(|source| WorkerError::Connect { server: config.server.clone(), source })?;
+    let message_limit = config.chunk_bytes + (1 << 20);
+    Ok(WorkerServiceClient::new(channel)
+        .max_encoding_message_size(message_limit)
+        .max_decoding_message_size(message_limit.max(MIN_DECODING_BYTES)))
+}
+
+async fn register_once(config: &WorkerConfig, device: &str) -> Result<Session, WorkerError> {
+    let mut client = connect_once(config).await?;
+    let mut request = Request::new(RegisterRequest { name: config.name.clone(), device: device.to_owned() });
+    request.set_timeout(CALL_TIMEOUT);
+    let response = client.register(request).await.map_err(WorkerError::rpc("Register"))?.into_inner();
+    let renew_interval = match response.renew_interval_ms {
+        0 => FALLBACK_RENEW,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    Ok(Session { client, worker_id: response.worker_id, renew_interval })
+}
+
+/// Connects and registers, retrying with backoff until it works (callers
+/// race it against shutdown).
+pub(crate) async fn connect_and_register(config: &WorkerConfig, device: &str) -> Result<Session, WorkerError> {
+    let mut backoff = Backoff::new(config.max_backoff_ms);
+    let mut attempt = 1u64;
+    loop {
+        match register_once(config, device).await {
+            Ok(session) => {
+                info!(
+                    server = %config.server,
+                    worker_id = %session.worker_id,
+                    renew_interval_ms = session.renew_interval.as_millis() as u64,
+                    "registered"
+                );
+                return Ok(session);
+            }
+            Err(e @ WorkerError::Config { .. }) => return Err(e),
+            Err(e) => {
+                let delay = backoff.next_delay();
+                warn!(
+                    server = %config.server,
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot register with the server: {e}"
+                );
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+pub(crate) async fn lease(session: &Session, wait_ms: u32) -> Result<Option<Task>, WorkerError> {
+    let mut request = Request::new(LeaseTaskRequest { worker_id: session.worker_id.clone(), wait_ms });
+    request.set_timeout(Duration::from_millis(u64::from(wait_ms)) + CALL_TIMEOUT);
+    let response = session.client.clone().lease_task(request).await.map_err(WorkerError::rpc("LeaseTask"))?;
+    Ok(response.into_inner().task)
+}
+
+/// Renews a lease every `interval` until dropped (aborted). Stops when the
+/// server says the lease is gone; the result is pushed all the same.
+pub(crate) async fn keep_renewing(session: Session, lease_id: String) {
+    let interval = session.renew_interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut client = session.client.clone();
+    loop {
+        ticker.tick().await;
+        let mut request =
+            Request::new(RenewLeaseRequest { worker_id: session.worker_id.clone(), lease_id: lease_id.clone() });
+        request.set_timeout(CALL_TIMEOUT);
+        match client.renew_lease(request).await {
+            Ok(r) => trace!(deadline_unix_ms = r.into_inner().lease_deadline_unix_ms, "lease renewed"),
+            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => {
+                warn!(
+                    "the lease is gone ({}); finishing the task anyway: the server drops the result if another \
+                     worker's came first",
+                    s.message()
+                );
+                return;
+            }
+            Err(s) => warn!("renewing the lease failed, will retry: {} ({:?})", s.message(), s.code()),
+        }
+    }
+}
+
+/// Gives a lease back (best effort).
+pub(crate) async fn release(session: &Session, lease_id: &str) -> Result<(), WorkerError> {
+    let mut request =
+        Request::new(ReleaseLeaseRequest { worker_id: session.worker_id.clone(), lease_id: lease_id.to_owned() });
+    request.set_timeout(CALL_TIMEOUT);
+    session.client.clone().release_lease(request).await.map_err(WorkerError::rpc("ReleaseLease"))?;
+    Ok(())
+}
+
+/// Puts a streamed file back together, checking that the chunks tile
+/// exactly `total_bytes` in order.
+#[derive(Debug)]
+pub(crate) struct Assembler {
+    version: u64,
+    total: Option<u64>,
+    bytes: Vec<u8>,
+}
+
+impl Assembler {
+    pub(crate) fn new(version: u64) -> Self {
+        Self { version, total: None, bytes: Vec::new() }
+    }
+
+    pub(crate) fn push(&mut self, chunk: WeightsChunk) -> Result<(), String> {
+        if chunk.version != self.version {
+            return Err(format!("a chunk of version {} arrived", chunk.version));
+        }
+        let total = *self.total.get_or_insert(chunk.total_bytes);
+        if chunk.total_bytes != total {
+            return Err(format!("total_bytes changed from {total} to {}", chunk.total_bytes));
+        }
+        if self.bytes.is_empty() && self.bytes.capacity() == 0 {
+            self.bytes.reserve_exact(total.min(1 << 30) as usize);
+        }
+        let have = self.bytes.len() as u64;
+        if chunk.offset != have {
+            return Err(format!("chunk at offset {} where {have} was expected", chunk.offset));
+        }
+        if have + chunk.data.len() as u64 > total {
+            return Err(format!("chunk at offset {have} of {} bytes runs past total_bytes {total}", chunk.data.len()));
+        }
+        self.bytes.extend_from_slice(&chunk.data);
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> Result<Vec<u8>, String> {
+        match self.total {
+            None => Err("the stream ended without any chunk".to_owned()),
+            Some(total) if self.bytes.len() as u64 != total => {
+                Err(format!("the stream ended after {} of {total} bytes", self.bytes.len()))
+            }
+            Some(_) => Ok(self.bytes),
+        }
+    }
+}
+
+/// Fetches weights version `version` of a job as one snapshot file.
+pub(crate) async fn fetch_weights(session: &Session, job_id: &str, version: u64) -> Result<Vec<u8>, WorkerError> {
+    let started = std::time::Instant::now();
+    let call = WorkerError::rpc("FetchWeights");
+    let request = FetchWeightsRequest { job_id: job_id.to_owned(), version };
+    let mut stream = session.client.clone().fetch_weights(request).await.map_err(call)?.into_inner();
+    let mut assembler = Assembler::new(version);
+    let bad = |reason| WorkerError::Weights { job_id: job_id.to_owned(), version, reason };
+    while let Some(chunk) = stream.message().await.map_err(WorkerError::rpc("FetchWeights"))? {
+        assembler.push(chunk).map_err(bad)?;
+    }
+    let bytes = assembler.finish().map_err(bad)?;
+    debug!(version, bytes = bytes.len(), elapsed_ms = started.elapsed().as_millis() as u64, "weights fetched");
+    Ok(bytes)
+}
+
+/// Pushes a result: the header, then the payload in chunks of at most
+/// `chunk_bytes`. Returns whether the server accepted it (false: duplicate).
+pub(crate) async fn push(
+    session: &Session,
+    header: GradientHeader,
+    payload: Bytes,
+    chunk_bytes: usize,
+) -> Result<bool, WorkerError> {
+    let chunks = payload.len().div_ceil(chunk_bytes);
+    let data = (0..chunks).map(move |i| {
+        let start = i * chunk_bytes;
+        let end = (start + chunk_bytes).min(payload.len());
+        GradientChunk { part: Some(Part::Data(payload.slice(start..end))) }
+    });
+    let messages = std::iter::once(GradientChunk { part: Some(Part::Header(header)) }).chain(data);
+    let response = session
+        .client
+        .clone()
+        .push_gradient(tokio_stream::iter(messages))
+        .await
+        .map_err(WorkerError::rpc("PushGradient"))?;
+    Ok(response.into_inner().accepted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(offset: u64, data: &[u8]) -> WeightsChunk {
+        WeightsChunk { version: 3, total_bytes: 6, offset, data: Bytes::copy_from_slice(data) }
+    }
+
+    #[test]
+    fn chunks_are_assembled_in_order() {
+        let mut a = Assembler::new(3);
+        a.push(chunk(0, b"abc")).unwrap();
+        a.push(chunk(3, b"de")).unwrap();
+        a.push(chunk(5, b"f")).unwrap();
+        assert_eq!(a.finish().unwrap(), b"abcdef");
+    }
+
+    #[test]
+    fn gaps_overlaps_overruns_and_short_streams_are_refused() {
+        let mut a = Assembler::new(3);
+        a.push(chunk(0, b"abc")).unwrap();
+        assert!(a.push(chunk(4, b"e")).unwrap_err().contains("offset 4"));
+        assert!(a.push(chunk(2, b"c")).is_err());
+        assert!(a.push(chunk(3, b"defg")).unwrap_err().contains("past total_bytes"));
+        assert!(a.push(WeightsChunk { version: 2, ..chunk(3, b"d") }).is_err());
+        assert!(a.push(WeightsChunk { total_bytes: 7, ..chunk(3, b"d") }).is_err());
+        assert!(a.finish().unwrap_err().contains("3 of 6"));
+        assert!(Assembler::new(3).finish().is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let mut b = Backoff::new(500);
+        let delays: Vec<u64> = (0..5).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, [100, 200, 400, 500, 500]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn only_transport_failures_count_as_disconnects() {
+        assert!(is_disconnect(&Status::unavailable("connection refused")));
+        assert!(!is_disconnect(&Status::unknown("from the server")));
+        assert!(!is_disconnect(&Status::not_found("worker")));
+    }
+}

@@ -1,0 +1,320 @@
+//! The worker's main loop: register, lease, fetch, compute, push; drain on
+//! shutdown.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rwp_proto::v1::{self, GradientHeader};
+use rwp_spec::{JobSpec, Role};
+use tch::Device;
+use tonic::Code;
+use tracing::{debug, error, info, info_span, warn, Instrument, Span};
+
+use crate::compute::{ComputeHandle, TaskInput};
+use crate::rpc::{self, Backoff, Session};
+use crate::{WorkerConfig, WorkerError};
+
+/// What a worker did, returned when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Tasks computed and pushed (duplicates included).
+    pub tasks_completed: u64,
+    /// Pushed results the server already had (`accepted = false`).
+    pub duplicates: u64,
+    /// Tasks that failed (logged; their leases given back when possible).
+    pub tasks_failed: u64,
+    /// Leases given back unfinished (failures and shutdown).
+    pub leases_released: u64,
+    /// Successful `Register` calls (more than one after server restarts).
+    pub registrations: u64,
+}
+
+/// A task as leased, converted to domain types.
+#[derive(Debug)]
+struct Leased {
+    lease_id: String,
+    input: TaskInput,
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Clean => "clean",
+        Role::Perturbed => "perturbed",
+        Role::Sam => "sam",
+    }
+}
+
+fn convert(task: v1::Task) -> Result<Leased, WorkerError> {
+    let spec = task.spec.ok_or_else(|| WorkerError::InvalidTask("task.spec must be set".to_owned()))?;
+    let spec = JobSpec::try_from(spec).map_err(|e| WorkerError::InvalidTask(format!("task.{e}")))?;
+    let role = rwp_proto::role_from_wire(task.role).map_err(|e| WorkerError::InvalidTask(format!("task.{e}")))?;
+    let span = info_span!(
+        "task",
+        job = %task.job_id,
+        step = task.step,
+        role = %role_name(role),
+        shard = task.shard,
+        lease = %task.lease_id
+    );
+    let input = TaskInput {
+        job_id: task.job_id,
+        spec,
+        task: rwp_spec::Task {
+            step: task.step,
+            role,
+            shard: task.shard,
+            num_shards: task.num_shards,
+            noise_seed: task.noise_seed,
+            sigma: task.sigma,
+        },
+        returns_buffers: task.returns_buffers,
+        span,
+    };
+    Ok(Leased { lease_id: task.lease_id, input })
+}
+
+/// Aborts a spawned task when dropped (the lease renewer of a task that is
+/// done or abandoned).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Fetches (if needed), computes and pushes one task. Returns whether the
+/// server accepted the result.
+async fn process(
+    chunk_bytes: usize,
+    compute: &ComputeHandle,
+    session: &Session,
+    leased: &Leased,
+) -> Result<bool, WorkerError> {
+    let started = Instant::now();
+    let _renewer = AbortOnDrop(tokio::spawn(
+        rpc::keep_renewing(session.clone(), leased.lease_id.clone()).instrument(Span::current()),
+    ));
+    let input = &leased.input;
+    let task = &input.task;
+    let snapshot = if compute.has_weights(&input.job_id, task.step).await? {
+        None
+    } else {
+        Some(rpc::fetch_weights(session, &input.job_id, task.step).await?)
+    };
+    let output = compute.compute(input.clone(), snapshot).await?;
+    let header = GradientHeader {
+        worker_id: session.worker_id.clone(),
+        lease_id: leased.lease_id.clone(),
+        job_id: input.job_id.clone(),
+        step: task.step,
+        role: v1::Role::from(task.role).into(),
+        shard: task.shard,
+        weights_version: task.step,
+        loss: output.loss,
+        accuracy: output.accuracy,
+        encoding: v1::GradientEncoding::from(input.spec.gradient_encoding).into(),
+        gradient_bytes: output.gradient_bytes,
+        buffer_bytes: output.buffer_bytes,
+    };
+    let bytes = output.payload.len();
+    let push_started = Instant::now();
+    let accepted = rpc::push(session, header, output.payload.into(), chunk_bytes).await?;
+    info!(
+        loss = output.loss,
+        accuracy = output.accuracy,
+        bytes,
+        compute_ms = output.compute_time.as_millis() as u64,
+        push_ms = push_started.elapsed().as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        accepted,
+        "task done"
+    );
+    if !accepted {
+        debug!("the server already had this result (duplicate dropped)");
+    }
+    Ok(accepted)
+}
+
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        Device::Mps => "mps".to_owned(),
+        Device::Vulkan => "vulkan".to_owned(),
+        _ => "cpu".to_owned(),
+    }
+}
+
+/// Runs a worker until `shutdown` resolves, then drains the task in flight
+/// (see the crate docs). Errors are those that stop the worker for good: an
+/// invalid configuration, an unusable device or a dead compute thread.
+pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<WorkerReport, WorkerError> {
+    config.validate()?;
+    let device = rwp_core::trainer::parse_device(&config.device).map_err(|e| WorkerError::Device(e.to_string()))?;
+    let compute = ComputeHandle::spawn(device, config.threads)?;
+    info!(
+        server = %config.server,
+        name = %config.name,
+        device = %device_name(device),
+        threads = config.threads,
+        "worker starting"
+    );
+    let mut worker = Worker { config, device, compute: &compute, report: WorkerReport::default(), session: None };
+    let result = worker.serve(shutdown).await;
+    let report = worker.report;
+    compute.stop(Duration::from_secs(5)).await;
+    match &result {
+        Ok(()) => info!(?report, "worker stopped"),
+        Err(e) => error!(?report, "worker failed: {e}"),
+    }
+    result.map(|()| report)
+}
+
+struct Worker<'a> {
+    config: WorkerConfig,
+    device: Device,
+    compute: &'a ComputeHandle,
+    report: WorkerReport,
+    session: Option<Session>,
+}
+
+/// How one pass of the loop ended.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Worker<'_> {
+    async fn serve(&mut self, shutdown: impl Future<Output = ()> + Send) -> Result<(), WorkerError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut backoff = Backoff::new(self.config.max_backoff_ms);
+        loop {
+            let session = match &self.session {
+                Some(s) => s.clone(),
+                None => {
+                    let device = device_name(self.device);
+                    let connect = rpc::connect_and_register(&self.config, &device);
+                    let session = tokio::select! {
+                        biased;
+                        () = &mut shutdown => return Ok(()),
+                        s = connect => s?,
+                    };
+                    self.report.registrations += 1;
+                    self.session = Some(session.clone());
+                    session
+                }
+            };
+            let leased = tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                r = rpc::lease(&session, self.config.lease_wait_ms) => r,
+            };
+            let delay = match leased {
+                Ok(None) => {
+                    backoff.reset();
+                    continue;
+                }
+                Ok(Some(task)) => {
+                    backoff.reset();
+                    match self.run_task(&session, task, shutdown.as_mut()).await? {
+                        (Flow::Stop, _) => return Ok(()),
+                        (Flow::Continue, false) => continue,
+                        // A failed task: pace the next lease so that a task
+                        // that cannot work here does not spin.
+                        (Flow::Continue, true) => backoff.next_delay(),
+                    }
+                }
+                Err(WorkerError::Rpc { status, .. }) if status.code() == Code::NotFound => {
+                    warn!("the server does not know this worker ({}); registering again", status.message());
+                    self.session = None;
+                    continue;
+                }
+                Err(e) if e.is_disconnect() => {
+                    warn!("lost the server: {e}; reconnecting");
+                    self.session = None;
+                    backoff.next_delay()
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    warn!(retry_in_ms = delay.as_millis() as u64, "leasing failed: {e}");
+                    delay
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Runs one leased task, draining it if shutdown comes meanwhile.
+    /// Returns whether to go on, and whether the task failed.
+    async fn run_task(
+        &mut self,
+        session: &Session,
+        task: v1::Task,
+        mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
+    ) -> Result<(Flow, bool), WorkerError> {
+        let lease_id = task.lease_id.clone();
+        let leased = match convert(task) {
+            Ok(l) => l,
+            Err(e) => {
+                error!(lease = %lease_id, "refusing a task: {e}");
+                self.report.tasks_failed += 1;
+                self.give_back(session, &lease_id).await;
+                return Ok((Flow::Continue, true));
+            }
+        };
+        let span = leased.input.span.clone();
+        let compute: &ComputeHandle = self.compute;
+        let work = process(self.config.chunk_bytes, compute, session, &leased).instrument(span.clone());
+        let mut work = std::pin::pin!(work);
+        let drain = Duration::from_millis(self.config.drain_timeout_ms);
+        let (outcome, flow) = tokio::select! {
+            biased;
+            r = &mut work => (Some(r), Flow::Continue),
+            () = &mut shutdown => {
+                info!(parent: &span, drain_timeout_ms = self.config.drain_timeout_ms, "shutting down: finishing the task in flight");
+                (tokio::time::timeout(drain, &mut work).await.ok(), Flow::Stop)
+            }
+        };
+        let failed = match outcome {
+            None => {
+                warn!(parent: &span, "the task did not finish within the drain timeout; giving its lease back");
+                self.give_back(session, &leased.lease_id).instrument(span.clone()).await;
+                false
+            }
+            Some(Ok(accepted)) => {
+                self.report.tasks_completed += 1;
+                if !accepted {
+                    self.report.duplicates += 1;
+                }
+                false
+            }
+            Some(Err(e @ (WorkerError::ComputeThreadGone | WorkerError::Device(_)))) => return Err(e),
+            Some(Err(e)) => {
+                error!(parent: &span, "task failed: {e}");
+                self.report.tasks_failed += 1;
+                if e.is_disconnect() {
+                    // The server is gone or restarting; it re-issues the task.
+                    self.session = None;
+                } else {
+                    self.give_back(session, &leased.lease_id).instrument(span.clone()).await;
+                }
+                true
+            }
+        };
+        Ok((flow, failed))
+    }
+
+    async fn give_back(&mut self, session: &Session, lease_id: &str) {
+        match rpc::release(session, lease_id).await {
+            Ok(()) => {
+                self.report.leases_released += 1;
+                info!("lease given back");
+            }
+            Err(e) => warn!("could not give the lease back (it will lapse on the server): {e}"),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Server configuration in layers: built-in defaults, then an optional TOML
+//! file, then environment variables, then command-line flags (the last two
+//! merged by clap). Unknown keys in the file are rejected; every value is
+//! validated and a bad one is named.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Directory of the embedded database and the checkpoints.
+    pub data_dir: PathBuf,
+    /// A lease not renewed within this time is handed to another worker.
+    pub lease_timeout_ms: u64,
+    /// Save a checkpoint of each job every this many updates (and at the end).
+    pub checkpoint_every: u64,
+    /// Evaluate on the test split every this many epochs (and at the end; 0: end only).
+    pub eval_every_epochs: u64,
+    /// libtorch intra-op threads for aggregation and evaluation (0: libtorch's default).
+    pub torch_threads: i32,
+    /// Size of the chunks weights and exports are streamed in.
+    pub chunk_bytes: usize,
+    /// Largest gRPC message accepted (one gradient chunk, say).
+    pub max_message_bytes: usize,
+    /// On SIGTERM, how long in-flight work may take before the server stops.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:50051".parse().expect("valid address"),
+            data_dir: PathBuf::from("rwp-data"),
+            lease_timeout_ms: 10_000,
+            checkpoint_every: 50,
+            eval_every_epochs: 1,
+            torch_threads: 0,
+            chunk_bytes: 1 << 20,
+            max_message_bytes: 8 << 20,
+            drain_timeout_ms: 20_000,
+        }
+    }
+}
+
+/// One layer of overrides: every field optional.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub lease_timeout_ms: Option<u64>,
+    pub checkpoint_every: Option<u64>,
+    pub eval_every_epochs: Option<u64>,
+    pub torch_threads: Option<i32>,
+    pub chunk_bytes: Option<usize>,
+    pub max_message_bytes: Option<usize>,
+    pub drain_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{field} = {value} is out of range: {rule}")]
+    Invalid { field: &'static str, value: String, rule: &'static str },
+}
+
+impl ConfigLayer {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    }
+}
+
+impl ServerConfig {
+    /// Applies `layers` in order on top of the defaults, then validates.
+    pub fn from_layers(layers: &[ConfigLayer]) -> Result<Self, ConfigError> {
+        let mut c = ServerConfig::default();
+        for l in layers {
+            macro_rules! take {
+                ($($f:ident),*) => { $( if let Some(v) = l.$f.clone() { c.$f = v; } )* };
+            }
+            take!(
+                listen,
+                data_dir,
+                lease_timeout_ms,
+                checkpoint_every,
+                eval_every_epochs,
+                torch_threads,
+                chunk_bytes,
+                max_message_bytes,
+                drain_timeout_ms
+            );
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, value: String, rule| Err(ConfigError::Invalid { field, value, rule });
+        if self.lease_timeout_ms < 100 {
+            return bad("lease_timeout_ms", self.lease_timeout_ms.to_string(), "must be at least 100");
+        }
+        if self.checkpoint_every == 0 {
+            return bad("checkpoint_every", "0".into(), "must be at least 1");
+        }
+        if self.torch_threads < 0 {
+            return bad("torch_threads", self.torch_threads.to_string(), "must be >= 0");
+        }
+        if !(1024..=(64 << 20)).contains(&self.chunk_bytes) {
+            return bad("chunk_bytes", self.chunk_bytes.to_string(), "must be between 1 KiB and 64 MiB");
+        }
+        if self.max_message_bytes < self.chunk_bytes + 4096 {
+            return bad("max_message_bytes", self.max_message_bytes.to_string(), "must exceed chunk_bytes by 4 KiB");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_layers_win_and_unset_fields_keep_earlier_values() {
+        let file: ConfigLayer = toml::from_str("lease_timeout_ms = 500\ncheckpoint_every = 7").unwrap();
+        let flags = ConfigLayer { checkpoint_every: Some(3), ..ConfigLayer::default() };
+        let c = ServerConfig::from_layers(&[file, flags]).unwrap();
+        assert_eq!((c.lease_timeout_ms, c.checkpoint_every), (500, 3));
+        assert_eq!(c.chunk_bytes, ServerConfig::default().chunk_bytes);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = toml::from_str::<ConfigLayer>("lease_timeout = 5").unwrap_err().to_string();
+        assert!(err.contains("lease_timeout"), "{err}");
+        let err = ServerConfig::from_layers(&[ConfigLayer { checkpoint_every: Some(0), ..Default::default() }])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("checkpoint_every = 0"), "{err}");
+    }
+}

@@ -1,0 +1,797 @@
+//! The coordinator: every job's schedule of tasks, the leases handed to
+//! workers, the shard results as they arrive, and the hand-off of a complete
+//! update to the job's engine. Transport-free: gRPC handlers call these
+//! methods and convert the results.
+//!
+//! Locking: one mutex over the whole scheduling state, never held across an
+//! `.await` or a database write.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rwp_spec::plan::tasks_for_step;
+use rwp_spec::rng::derive_seed;
+use rwp_spec::{JobSpec, NonFinitePolicy, Role, Schedule, Task};
+use tokio::sync::{broadcast, Notify};
+use tracing::{info, warn};
+
+use crate::config::ServerConfig;
+use crate::domain::{now_unix_ms, Evaluation, JobEvent, JobRecord, JobState, StepMetrics};
+use crate::engine::{EngineConfig, EngineHandle, Layout, RawResult, RawStep, UpdateOutcome};
+use crate::error::ServerError;
+use crate::store::Store;
+
+/// A serialised weights version, shared by every stream that sends it.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub version: u64,
+    pub bytes: Bytes,
+}
+
+/// A task handed to a worker.
+#[derive(Debug, Clone)]
+pub struct LeasedTask {
+    pub lease_id: String,
+    pub job_id: String,
+    pub spec: JobSpec,
+    pub task: Task,
+    pub returns_buffers: bool,
+    pub deadline_unix_ms: i64,
+}
+
+/// What a worker says it is pushing (the header of a push).
+#[derive(Debug, Clone)]
+pub struct PushHeader {
+    pub worker_id: String,
+    pub lease_id: String,
+    pub job_id: String,
+    pub step: u64,
+    pub role: Role,
+    pub shard: u32,
+    pub weights_version: u64,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub encoding: rwp_spec::GradientEncoding,
+    pub gradient_bytes: u64,
+    pub buffer_bytes: u64,
+}
+
+/// Whether a push should be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushAdmission {
+    /// Read exactly this many bytes.
+    Expect { total_bytes: usize },
+    /// The shard's result is already in: read and drop.
+    Duplicate,
+}
+
+#[derive(Debug)]
+enum SlotStatus {
+    Pending,
+    Leased { lease: String, deadline: Instant },
+    Done,
+}
+
+#[derive(Debug)]
+struct Slot {
+    task: Task,
+    returns_buffers: bool,
+    status: SlotStatus,
+    result: Option<RawResult>,
+}
+
+#[derive(Debug)]
+struct Run {
+    engine: EngineHandle,
+    layout: Arc<Layout>,
+    schedule: Schedule,
+    snapshot: Arc<Snapshot>,
+    slots: Vec<Slot>,
+    updating: bool,
+    started: Instant,
+}
+
+#[derive(Debug)]
+struct JobEntry {
+    record: JobRecord,
+    events: broadcast::Sender<JobEvent>,
+    run: Option<Run>,
+}
+
+#[derive(Debug)]
+struct LeaseRef {
+    job: String,
+    step: u64,
+    slot: usize,
+    worker: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: BTreeMap<String, JobEntry>,
+    workers: HashMap<String, String>,
+    leases: HashMap<String, LeaseRef>,
+    counter: u64,
+    cursor: usize,
+}
+
+#[derive(Debug)]
+pub struct Coordinator {
+    config: Arc<ServerConfig>,
+    store: Store,
+    state: Mutex<State>,
+    work: Notify,
+    incarnation: String,
+    draining: AtomicBool,
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+fn returns_buffers(spec: &JobSpec, role: Role) -> bool {
+    match role {
+        Role::Clean | Role::Sam => true,
+        Role::Perturbed => spec.method.bn_stats_from_perturbed(),
+    }
+}
+
+fn slots_for(spec: &JobSpec, schedule: &Schedule, step: u64) -> Vec<Slot> {
+    tasks_for_step(spec, schedule, step)
+        .into_iter()
+        .map(|task| Slot {
+            returns_buffers: returns_buffers(spec, task.role),
+            task,
+            status: SlotStatus::Pending,
+            result: None,
+        })
+        .collect()
+}
+
+impl Coordinator {
+    /// Opens the store in the data directory and resumes every running job
+    /// from its latest checkpoint.
+    pub async fn open(config: ServerConfig) -> Result<Arc<Self>, ServerError> {
+        let store = Store::open(&config.data_dir)?;
+        let incarnation = format!("{:08x}", derive_seed(now_unix_ms() as u64, &[u64::from(std::process::id())]) as u32);
+        let this = Arc::new(Self {
+            config: Arc::new(config),
+            store,
+            state: Mutex::new(State::default()),
+            work: Notify::new(),
+            incarnation,
+            draining: AtomicBool::new(false),
+            stopping: tokio::sync::watch::channel(false).0,
+        });
+        for mut record in this.store.jobs()? {
+            let (events, _) = broadcast::channel(1024);
+            let run = if record.state == JobState::Running {
+                match this.start_run(&record).await {
+                    Ok(run) => {
+                        info!(job = %record.id, step = run.snapshot.version, "resuming job");
+                        record.step = run.snapshot.version;
+                        record.wall_time_before_s = record.last_step.as_ref().map_or(0.0, |s| s.wall_time_s);
+                        Some(run)
+                    }
+                    Err(e) => {
+                        warn!(job = %record.id, error = %e, "cannot resume job");
+                        record.state = JobState::Failed;
+                        record.error = Some(format!("cannot resume after restart: {e}"));
+                        this.store.put_job(&record)?;
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            this.lock().jobs.insert(record.id.clone(), JobEntry { record, events, run });
+        }
+        Ok(this)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn job_dir(&self, job: &str) -> PathBuf {
+        self.config.data_dir.join("jobs").join(job)
+    }
+
+    async fn start_run(&self, record: &JobRecord) -> Result<Run, ServerError> {
+        let dir = self.job_dir(&record.id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ServerError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        let config = EngineConfig {
+            checkpoint_path: dir.join("checkpoint.safetensors"),
+            checkpoint_every: self.config.checkpoint_every,
+            eval_every_epochs: self.config.eval_every_epochs,
+            torch_threads: self.config.torch_threads,
+        };
+        let (engine, init) = EngineHandle::start(record.spec.clone(), config).await?;
+        let slots = slots_for(&record.spec, &init.schedule, init.step);
+        Ok(Run {
+            engine,
+            layout: Arc::new(init.layout),
+            schedule: init.schedule,
+            snapshot: Arc::new(Snapshot { version: init.step, bytes: init.snapshot }),
+            slots,
+            updating: false,
+            started: Instant::now(),
+        })
+    }
+
+    // ------------------------------------------------------------------ jobs
+
+    pub async fn submit(&self, name: String, spec: JobSpec) -> Result<JobRecord, ServerError> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(ServerError::ShuttingDown);
+        }
+        spec.validate().map_err(|e| ServerError::InvalidSpec(e.to_string()))?;
+        let id = {
+            let mut s = self.lock();
+            s.counter += 1;
+            format!("job-{:012x}", derive_seed(now_unix_ms() as u64, &[s.counter, u64::from(std::process::id())]) >> 16)
+        };
+        let now = now_unix_ms();
+        let mut record = JobRecord {
+            id: id.clone(),
+            name,
+            spec,
+            state: JobState::Running,
+            step: 0,
+            total_updates: 0,
+            updates_per_epoch: 0,
+            error: None,
+            created_unix_ms: now,
+            updated_unix_ms: now,
+            skipped_updates: 0,
+            last_step: None,
+            last_evaluation: None,
+            wall_time_before_s: 0.0,
+        };
+        let run = self.start_run(&record).await.map_err(|e| match e {
+            ServerError::Engine(message) => ServerError::InvalidSpec(message),
+            other => other,
+        })?;
+        record.total_updates = run.schedule.total_updates;
+        record.updates_per_epoch = run.schedule.updates_per_epoch;
+        self.store.put_job(&record)?;
+        info!(job = %id, method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
+        let (events, _) = broadcast::channel(1024);
+        self.lock().jobs.insert(id, JobEntry { record: record.clone(), events, run: Some(run) });
+        self.work.notify_waiters();
+        Ok(record)
+    }
+
+    pub fn get(&self, job: &str) -> Result<JobRecord, ServerError> {
+        self.lock().jobs.get(job).map(|j| j.record.clone()).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))
+    }
+
+    #[must_use]
+    pub fn list(&self) -> Vec<JobRecord> {
+        self.lock().jobs.values().map(|j| j.record.clone()).collect()
+    }
+
+    pub async fn cancel(&self, job: &str) -> Result<JobRecord, ServerError> {
+        let engine = {
+            let s = self.lock();
+            let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+            match &entry.run {
+                Some(run) => run.engine.clone(),
+                None => return Ok(entry.record.clone()),
+            }
+        };
+        // Keep the state reached so far: export and inspection still work.
+        let _ = engine.checkpoint().await;
+        self.finish(job, JobState::Cancelled, None)
+    }
+
+    /// Moves a job to a terminal state, dropping its engine and leases.
+    fn finish(&self, job: &str, state: JobState, error: Option<String>) -> Result<JobRecord, ServerError> {
+        let record = {
+            let mut s = self.lock();
+            s.leases.retain(|_, l| l.job != job);
+            let entry = s.jobs.get_mut(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+            if entry.record.state.is_terminal() {
+                return Ok(entry.record.clone());
+            }
+            entry.run = None;
+            entry.record.state = state;
+            entry.record.error = error;
+            entry.record.updated_unix_ms = now_unix_ms();
+            let _ = entry.events.send(JobEvent::Job(Box::new(entry.record.clone())));
+            entry.record.clone()
+        };
+        info!(job, state = state.name(), error = record.error.as_deref().unwrap_or(""), "job finished");
+        self.store.put_job(&record)?;
+        Ok(record)
+    }
+
+    /// The job's state as a checkpoint file, and the step it holds.
+    pub async fn export(&self, job: &str) -> Result<(u64, Vec<u8>), ServerError> {
+        let (engine, step) = {
+            let s = self.lock();
+            let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+            (entry.run.as_ref().map(|r| r.engine.clone()), entry.record.step)
+        };
+        match engine {
+            Some(engine) => Ok((step, engine.export().await?)),
+            None => {
+                let path = self.job_dir(job).join("checkpoint.safetensors");
+                let bytes = tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| ServerError::Storage(format!("no weights to export for job {job}: {e}")))?;
+                Ok((step, bytes))
+            }
+        }
+    }
+
+    /// History from `from_step` (step metrics and evaluations in step order,
+    /// then the record if the job already ended) and a receiver of live events.
+    pub fn watch(
+        &self,
+        job: &str,
+        from_step: u64,
+    ) -> Result<(Vec<JobEvent>, Option<broadcast::Receiver<JobEvent>>), ServerError> {
+        let (receiver, record) = {
+            let s = self.lock();
+            let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+            (entry.events.subscribe(), entry.record.clone())
+        };
+        let mut history: Vec<(u64, u8, JobEvent)> = Vec::new();
+        for m in self.store.steps(job, from_step)? {
+            // Metrics of steps the job has not (re)reached are left over from
+            // before a restart; they will be recorded again.
+            if m.step < record.step {
+                history.push((m.step, 0, JobEvent::Step(m)));
+            }
+        }
+        for e in self.store.evaluations(job, from_step + 1)? {
+            if e.step <= record.step {
+                history.push((e.step - 1, 1, JobEvent::Evaluation(e)));
+            }
+        }
+        history.sort_by_key(|(step, order, _)| (*step, *order));
+        let mut events: Vec<JobEvent> = history.into_iter().map(|(_, _, e)| e).collect();
+        if record.state.is_terminal() {
+            events.push(JobEvent::Job(Box::new(record)));
+            return Ok((events, None));
+        }
+        Ok((events, Some(receiver)))
+    }
+
+    // --------------------------------------------------------------- workers
+
+    pub fn register(&self, name: &str, device: &str) -> (String, u64) {
+        let mut s = self.lock();
+        s.counter += 1;
+        let id = format!("w-{}-{}", self.incarnation, s.counter);
+        s.workers.insert(id.clone(), name.to_owned());
+        info!(worker = %id, name, device, "worker registered");
+        (id, self.config.lease_timeout_ms / 3)
+    }
+
+    fn check_worker(s: &State, worker: &str) -> Result<(), ServerError> {
+        if s.workers.contains_key(worker) {
+            Ok(())
+        } else {
+            Err(ServerError::UnknownWorker(worker.to_owned()))
+        }
+    }
+
+    /// Leases the next task, waiting up to `wait` for one.
+    pub async fn lease(&self, worker: &str, wait: Duration) -> Result<Option<LeasedTask>, ServerError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.work.notified();
+            if let Some(task) = self.try_lease(worker)? {
+                return Ok(Some(task));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            // Also wake up in time for the earliest lease expiry.
+            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(250)), notified).await;
+        }
+    }
+
+    fn try_lease(&self, worker: &str) -> Result<Option<LeasedTask>, ServerError> {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        Self::check_worker(s, worker)?;
+        if self.draining.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let now = Instant::now();
+        let ids: Vec<String> = s.jobs.keys().cloned().collect();
+        for offset in 0..ids.len() {
+            let job_id = &ids[(s.cursor + offset) % ids.len()];
+            let entry = s.jobs.get_mut(job_id).expect("listed");
+            let Some(run) = entry.run.as_mut() else { continue };
+            if run.updating {
+                continue;
+            }
+            let free = run.slots.iter().position(|slot| match &slot.status {
+                SlotStatus::Pending => true,
+                SlotStatus::Leased { deadline, .. } => *deadline <= now,
+                SlotStatus::Done => false,
+            });
+            let Some(index) = free else { continue };
+            s.counter += 1;
+            let lease_id = format!("l-{}-{}", self.incarnation, s.counter);
+            let slot = &mut run.slots[index];
+            if let SlotStatus::Leased { lease, .. } = &slot.status {
+                warn!(job = %job_id, step = slot.task.step, shard = slot.task.shard, expired = %lease, "lease expired, re-issuing");
+            }
+            let timeout = Duration::from_millis(self.config.lease_timeout_ms);
+            slot.status = SlotStatus::Leased { lease: lease_id.clone(), deadline: now + timeout };
+            let leased = LeasedTask {
+                lease_id: lease_id.clone(),
+                job_id: job_id.clone(),
+                spec: entry.record.spec.clone(),
+                task: slot.task.clone(),
+                returns_buffers: slot.returns_buffers,
+                deadline_unix_ms: now_unix_ms() + timeout.as_millis() as i64,
+            };
+            s.leases.insert(
+                lease_id,
+                LeaseRef { job: job_id.clone(), step: slot.task.step, slot: index, worker: worker.to_owned() },
+            );
+            s.cursor = (s.cursor + offset + 1) % ids.len();
+            return Ok(Some(leased));
+        }
+        Ok(None)
+    }
+
+    /// Extends a lease; returns its new deadline (Unix ms).
+    pub fn renew(&self, worker: &str, lease: &str) -> Result<i64, ServerError> {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        Self::check_worker(s, worker)?;
+        let r = s
+            .leases
+            .get(lease)
+            .filter(|r| r.worker == worker)
+            .ok_or_else(|| ServerError::UnknownLease(lease.to_owned()))?;
+        let run = s
+            .jobs
+            .get_mut(&r.job)
+            .and_then(|j| j.run.as_mut())
+            .ok_or_else(|| ServerError::UnknownLease(lease.to_owned()))?;
+        let timeout = Duration::from_millis(self.config.lease_timeout_ms);
+        match run.slots.get_mut(r.slot).map(|slot| &mut slot.status) {
+            Some(SlotStatus::Leased { lease: current, deadline })
+                if current == lease && r.step == run.snapshot.version =>
+            {
+                *deadline = Instant::now() + timeout;
+                Ok(now_unix_ms() + timeout.as_millis() as i64)
+            }
+            _ => Err(ServerError::StaleTask(format!("lease {lease} is no longer held (expired, re-issued or done)"))),
+        }
+    }
+
+    /// Hands a lease back unfinished so the task is re-issued at once.
+    pub fn release(&self, worker: &str, lease: &str) -> Result<(), ServerError> {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        Self::check_worker(s, worker)?;
+        let r = s
+            .leases
+            .get(lease)
+            .filter(|r| r.worker == worker)
+            .ok_or_else(|| ServerError::UnknownLease(lease.to_owned()))?;
+        if let Some(run) = s.jobs.get_mut(&r.job).and_then(|j| j.run.as_mut()) {
+            if let Some(slot) = run.slots.get_mut(r.slot) {
+                if matches!(&slot.status, SlotStatus::Leased { lease: current, .. } if current == lease) {
+                    slot.status = SlotStatus::Pending;
+                }
+            }
+        }
+        drop(guard);
+        self.work.notify_waiters();
+        Ok(())
+    }
+
+    /// The weights version a worker asks for, if it is the current one.
+    pub fn snapshot(&self, job: &str, version: u64) -> Result<Arc<Snapshot>, ServerError> {
+        let s = self.lock();
+        let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+        let run = entry
+            .run
+            .as_ref()
+            .ok_or(ServerError::JobNotRunning { job: job.to_owned(), state: entry.record.state.name() })?;
+        if run.snapshot.version != version {
+            return Err(ServerError::StaleVersion {
+                job: job.to_owned(),
+                requested: version,
+                current: run.snapshot.version,
+            });
+        }
+        Ok(run.snapshot.clone())
+    }
+
+    /// Checks a push header before its payload is read.
+    pub fn admit_push(&self, h: &PushHeader) -> Result<PushAdmission, ServerError> {
+        let s = self.lock();
+        Self::check_worker(&s, &h.worker_id)?;
+        let entry = s.jobs.get(&h.job_id).ok_or_else(|| ServerError::JobNotFound(h.job_id.clone()))?;
+        let run = entry
+            .run
+            .as_ref()
+            .ok_or(ServerError::JobNotRunning { job: h.job_id.clone(), state: entry.record.state.name() })?;
+        let Some(lease) = s.leases.get(&h.lease_id) else {
+            if h.step < run.snapshot.version {
+                return Err(ServerError::StaleTask(format!(
+                    "step {} of job {} is already applied (now at step {})",
+                    h.step, h.job_id, run.snapshot.version
+                )));
+            }
+            return Err(ServerError::UnknownLease(h.lease_id.clone()));
+        };
+        if lease.job != h.job_id || lease.step != h.step {
+            return Err(ServerError::BadPush(format!(
+                "lease {} is for job {} step {}, not job {} step {}",
+                h.lease_id, lease.job, lease.step, h.job_id, h.step
+            )));
+        }
+        let slot = &run.slots[lease.slot];
+        if slot.task.role != h.role || slot.task.shard != h.shard {
+            return Err(ServerError::BadPush(format!(
+                "lease {} is for {:?} shard {}, not {:?} shard {}",
+                h.lease_id, slot.task.role, slot.task.shard, h.role, h.shard
+            )));
+        }
+        if h.weights_version != h.step {
+            return Err(ServerError::StaleVersion {
+                job: h.job_id.clone(),
+                requested: h.weights_version,
+                current: run.snapshot.version,
+            });
+        }
+        if h.encoding != run.layout.encoding {
+            return Err(ServerError::BadPush(format!(
+                "gradient encoding {:?}, the job uses {:?}",
+                h.encoding, run.layout.encoding
+            )));
+        }
+        let want_gradient = run.layout.gradient_bytes() as u64;
+        if h.gradient_bytes != want_gradient {
+            return Err(ServerError::BadPush(format!(
+                "gradient_bytes = {}, expected {want_gradient} for {}",
+                h.gradient_bytes, entry.record.spec.model
+            )));
+        }
+        let want_buffers = if slot.returns_buffers { run.layout.buffers_bytes as u64 } else { 0 };
+        if h.buffer_bytes != want_buffers {
+            return Err(ServerError::BadPush(format!(
+                "buffer_bytes = {}, expected {want_buffers} for this task",
+                h.buffer_bytes
+            )));
+        }
+        if matches!(slot.status, SlotStatus::Done) {
+            return Ok(PushAdmission::Duplicate);
+        }
+        Ok(PushAdmission::Expect { total_bytes: (want_gradient + want_buffers) as usize })
+    }
+
+    /// Takes a complete, admitted payload. Returns whether it was accepted
+    /// (false: a duplicate, dropped).
+    pub async fn complete_push(self: &Arc<Self>, h: &PushHeader, payload: Bytes) -> Result<bool, ServerError> {
+        let outcome = {
+            let mut guard = self.lock();
+            let s = &mut *guard;
+            let Some(lease) = s.leases.get(&h.lease_id) else {
+                return Err(ServerError::StaleTask(format!("lease {} ended while its result was sent", h.lease_id)));
+            };
+            let slot_index = lease.slot;
+            let entry = s.jobs.get_mut(&h.job_id).ok_or_else(|| ServerError::JobNotFound(h.job_id.clone()))?;
+            let policy = entry.record.spec.non_finite;
+            let Some(run) = entry.run.as_mut() else {
+                return Err(ServerError::JobNotRunning { job: h.job_id.clone(), state: entry.record.state.name() });
+            };
+            if run.slots[slot_index].result.is_some() {
+                return Ok(false);
+            }
+            let split = h.gradient_bytes as usize;
+            let (gradient, buffers) = (payload.slice(..split), payload.slice(split..));
+            let non_finite = run.layout.first_non_finite(&gradient).map(|p| format!("gradient of {p}")).or_else(|| {
+                buffers
+                    .chunks_exact(4)
+                    .any(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+                    .then(|| "BatchNorm buffers".to_owned())
+            });
+            if let Some(what) = non_finite {
+                let reason = format!(
+                    "{what} holds NaN or infinite values ({:?} shard {} of step {}, worker {})",
+                    h.role, h.shard, h.step, h.worker_id
+                );
+                Err((policy, reason))
+            } else {
+                let slot = &mut run.slots[slot_index];
+                slot.status = SlotStatus::Done;
+                slot.result = Some(RawResult {
+                    gradient,
+                    buffers: (!buffers.is_empty()).then_some(buffers),
+                    loss: h.loss,
+                    accuracy: h.accuracy,
+                });
+                let complete = run.slots.iter().all(|s| s.result.is_some()) && !run.updating;
+                if complete {
+                    run.updating = true;
+                    let mut raw = RawStep::default();
+                    for slot in &mut run.slots {
+                        let result = slot.result.take().expect("complete");
+                        match slot.task.role {
+                            Role::Clean | Role::Sam => raw.clean.push(result),
+                            Role::Perturbed => raw.perturbed.push(result),
+                        }
+                    }
+                    Ok(Some((run.engine.clone(), raw)))
+                } else {
+                    Ok(None)
+                }
+            }
+        };
+        match outcome {
+            Ok(None) => Ok(true),
+            Ok(Some((engine, raw))) => {
+                let this = Arc::clone(self);
+                let job = h.job_id.clone();
+                tokio::spawn(async move {
+                    let outcome = engine.update(raw).await;
+                    this.apply_outcome(&job, outcome).await;
+                });
+                Ok(true)
+            }
+            Err((NonFinitePolicy::Fail, reason)) => {
+                self.finish(&h.job_id, JobState::Failed, Some(format!("non-finite gradient: {reason}")))?;
+                Err(ServerError::NonFinite(format!("{reason}; the job failed")))
+            }
+            Err((NonFinitePolicy::Skip, reason)) => {
+                let engine = {
+                    let mut s = self.lock();
+                    let run = s.jobs.get_mut(&h.job_id).and_then(|j| j.run.as_mut());
+                    match run {
+                        Some(run) if !run.updating => {
+                            run.updating = true;
+                            for slot in &mut run.slots {
+                                slot.result = None;
+                            }
+                            Some(run.engine.clone())
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some(engine) = engine {
+                    warn!(job = %h.job_id, step = h.step, %reason, "skipping update");
+                    let this = Arc::clone(self);
+                    let job = h.job_id.clone();
+                    tokio::spawn(async move {
+                        let outcome = engine.skip().await;
+                        this.apply_outcome(&job, outcome).await;
+                    });
+                }
+                Err(ServerError::NonFinite(format!("{reason}; the update is skipped")))
+            }
+        }
+    }
+
+    /// Records an update the engine applied and schedules the next one.
+    async fn apply_outcome(&self, job: &str, outcome: Result<UpdateOutcome, ServerError>) {
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = self.finish(job, JobState::Failed, Some(e.to_string()));
+                return;
+            }
+        };
+        let (record, metrics, evaluation, finished) = {
+            let mut guard = self.lock();
+            let s = &mut *guard;
+            s.leases.retain(|_, l| l.job != job);
+            let Some(entry) = s.jobs.get_mut(job) else { return };
+            let Some(run) = entry.run.as_mut() else { return };
+            let wall = entry.record.wall_time_before_s + run.started.elapsed().as_secs_f64();
+            let step = outcome.step - 1;
+            let metrics = match &outcome.report {
+                Some(r) => StepMetrics {
+                    step,
+                    loss: r.loss,
+                    accuracy: r.accuracy,
+                    perturbed_loss: r.perturbed_loss,
+                    lr: r.lr,
+                    sigma: r.sigma,
+                    wall_time_s: wall,
+                    skipped: false,
+                },
+                None => StepMetrics {
+                    step,
+                    loss: 0.0,
+                    accuracy: 0.0,
+                    perturbed_loss: None,
+                    lr: run.schedule.lr_at(step),
+                    sigma: 0.0,
+                    wall_time_s: wall,
+                    skipped: true,
+                },
+            };
+            let evaluation = outcome.evaluation.map(|(epoch, e)| Evaluation {
+                step: outcome.step,
+                epoch,
+                test_loss: e.loss,
+                test_accuracy: e.accuracy,
+                wall_time_s: wall,
+            });
+            entry.record.step = outcome.step;
+            entry.record.updated_unix_ms = now_unix_ms();
+            if metrics.skipped {
+                entry.record.skipped_updates += 1;
+            }
+            entry.record.last_step = Some(metrics.clone());
+            if let Some(e) = &evaluation {
+                entry.record.last_evaluation = Some(e.clone());
+            }
+            let finished = outcome.step >= run.schedule.total_updates;
+            run.snapshot = Arc::new(Snapshot { version: outcome.step, bytes: outcome.snapshot });
+            run.updating = false;
+            if !finished {
+                run.slots = slots_for(&entry.record.spec, &run.schedule, outcome.step);
+            }
+            let _ = entry.events.send(JobEvent::Step(metrics.clone()));
+            if let Some(e) = &evaluation {
+                let _ = entry.events.send(JobEvent::Evaluation(e.clone()));
+            }
+            (entry.record.clone(), metrics, evaluation, finished)
+        };
+        if let Err(e) = self.store.put_step(&record, &metrics, evaluation.as_ref()) {
+            warn!(job, error = %e, "cannot record metrics");
+        }
+        if finished {
+            let _ = self.finish(job, JobState::Succeeded, None);
+        }
+        self.work.notify_waiters();
+    }
+
+    /// Stops handing out work, lets in-flight updates finish (up to the drain
+    /// timeout) and checkpoints every running job, so a restart continues
+    /// exactly where this process stopped.
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        let _ = self.stopping.send(true);
+        self.work.notify_waiters();
+        let deadline = Instant::now() + Duration::from_millis(self.config.drain_timeout_ms);
+        while Instant::now() < deadline {
+            let busy = self.lock().jobs.values().any(|j| j.run.as_ref().is_some_and(|r| r.updating));
+            if !busy {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let engines: Vec<(String, EngineHandle)> = self
+            .lock()
+            .jobs
+            .iter()
+            .filter_map(|(id, j)| j.run.as_ref().map(|r| (id.clone(), r.engine.clone())))
+            .collect();
+        for (job, engine) in engines {
+            match engine.checkpoint().await {
+                Ok(step) => info!(job, step, "checkpointed for shutdown"),
+                Err(e) => warn!(job, error = %e, "checkpoint at shutdown failed"),
+            }
+        }
+    }
+
+    /// Becomes `true` when the server starts to shut down: long-lived
+    /// streams (watches) end then.
+    #[must_use]
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    #[must_use]
+    pub fn chunk_bytes(&self) -> usize {
+        self.config.chunk_bytes
+    }
+}

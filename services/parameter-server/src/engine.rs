@@ -1,0 +1,279 @@
+//! One training engine per running job, on its own thread: it owns the job's
+//! tensors (model, weights, momentum, `F`, BN buffers, test split) and does
+//! the work that needs libtorch: aggregation and update, evaluation,
+//! checkpoints, and serialising each new weights version once. The async side
+//! of the server only ever holds bytes; it talks to the engine over a channel.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread;
+
+use bytes::Bytes;
+use rwp_core::checkpoint;
+use rwp_core::data::Dataset;
+use rwp_core::grad::ShardGradient;
+use rwp_core::model::Model;
+use rwp_core::optim::{apply_update, StepResults, TrainState, UpdateReport};
+use rwp_core::trainer::{evaluate, Evaluation};
+use rwp_core::wire;
+use rwp_spec::plan::init_seed;
+use rwp_spec::{GradientEncoding, JobSpec, Schedule};
+use tch::Device;
+use tokio::sync::oneshot;
+
+use crate::error::ServerError;
+
+/// Sizes and names the async side needs to check a pushed payload.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// (parameter name, number of elements), in declaration order.
+    pub params: Vec<(String, usize)>,
+    pub buffers_bytes: usize,
+    pub encoding: GradientEncoding,
+}
+
+impl Layout {
+    #[must_use]
+    pub fn gradient_bytes(&self) -> usize {
+        let elt = match self.encoding {
+            GradientEncoding::F32 => 4,
+            GradientEncoding::Bf16 => 2,
+        };
+        self.params.iter().map(|(_, n)| n * elt).sum()
+    }
+
+    /// The first parameter whose gradient holds NaN or ±∞, if any. Pure Rust
+    /// on the raw bytes, so the async side can refuse a push at once.
+    #[must_use]
+    pub fn first_non_finite(&self, gradient: &[u8]) -> Option<&str> {
+        let mut offset = 0;
+        for (name, numel) in &self.params {
+            let finite = match self.encoding {
+                GradientEncoding::F32 => {
+                    let bytes = &gradient[offset..offset + numel * 4];
+                    offset += numel * 4;
+                    bytes.chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+                }
+                GradientEncoding::Bf16 => {
+                    let bytes = &gradient[offset..offset + numel * 2];
+                    offset += numel * 2;
+                    // bfloat16 is the top half of a float32.
+                    bytes.chunks_exact(2).all(|b| f32::from_le_bytes([0, 0, b[0], b[1]]).is_finite())
+                }
+            };
+            if !finite {
+                return Some(name);
+            }
+        }
+        None
+    }
+}
+
+/// One shard's result as it arrived.
+#[derive(Debug)]
+pub struct RawResult {
+    pub gradient: Bytes,
+    pub buffers: Option<Bytes>,
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// All shard results of an update, each group in shard order.
+#[derive(Debug, Default)]
+pub struct RawStep {
+    pub clean: Vec<RawResult>,
+    pub perturbed: Vec<RawResult>,
+}
+
+#[derive(Debug)]
+pub struct UpdateOutcome {
+    /// `None` for a skipped update.
+    pub report: Option<UpdateReport>,
+    /// (epoch, evaluation) when one was due.
+    pub evaluation: Option<(u64, Evaluation)>,
+    /// The next weights version, serialised.
+    pub snapshot: Bytes,
+    /// Updates applied after this one.
+    pub step: u64,
+}
+
+/// What the engine reports when it starts.
+#[derive(Debug)]
+pub struct EngineInit {
+    pub layout: Layout,
+    pub schedule: Schedule,
+    /// Updates already applied (from the checkpoint, when resuming).
+    pub step: u64,
+    pub snapshot: Bytes,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+enum Command {
+    Update(RawStep, Reply<UpdateOutcome>),
+    Skip(Reply<UpdateOutcome>),
+    Export(Reply<Vec<u8>>),
+    Checkpoint(Reply<u64>),
+}
+
+/// The async side's handle to a job's engine thread. Dropping it stops the thread.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub checkpoint_path: PathBuf,
+    pub checkpoint_every: u64,
+    pub eval_every_epochs: u64,
+    pub torch_threads: i32,
+}
+
+impl EngineHandle {
+    /// Starts the engine of a job, resuming from its checkpoint when one exists.
+    pub async fn start(spec: JobSpec, config: EngineConfig) -> Result<(Self, EngineInit), ServerError> {
+        let (init_tx, init_rx) = oneshot::channel();
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("rwp-engine".into())
+            .spawn(move || match Engine::new(spec, config) {
+                Ok((engine, init)) => {
+                    if init_tx.send(Ok(init)).is_ok() {
+                        engine.run(&rx);
+                    }
+                }
+                Err(e) => {
+                    let _ = init_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| ServerError::Engine(format!("cannot start engine thread: {e}")))?;
+        let init = init_rx.await.map_err(|_| ServerError::Engine("engine thread died".into()))?;
+        Ok((Self { tx }, init.map_err(ServerError::Engine)?))
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| ServerError::Engine("engine stopped".into()))?;
+        rx.await.map_err(|_| ServerError::Engine("engine stopped".into()))?.map_err(ServerError::Engine)
+    }
+
+    pub async fn update(&self, step: RawStep) -> Result<UpdateOutcome, ServerError> {
+        self.call(|r| Command::Update(step, r)).await
+    }
+
+    pub async fn skip(&self) -> Result<UpdateOutcome, ServerError> {
+        self.call(Command::Skip).await
+    }
+
+    /// The current state as a checkpoint file (safetensors bytes).
+    pub async fn export(&self) -> Result<Vec<u8>, ServerError> {
+        self.call(Command::Export).await
+    }
+
+    /// Saves a checkpoint now; returns its step.
+    pub async fn checkpoint(&self) -> Result<u64, ServerError> {
+        self.call(Command::Checkpoint).await
+    }
+}
+
+struct Engine {
+    spec: JobSpec,
+    config: EngineConfig,
+    model: Model,
+    data: Dataset,
+    schedule: Schedule,
+    state: TrainState,
+}
+
+impl Engine {
+    fn new(spec: JobSpec, config: EngineConfig) -> Result<(Self, EngineInit), String> {
+        if config.torch_threads > 0 {
+            tch::set_num_threads(config.torch_threads);
+        }
+        let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment).map_err(|e| e.to_string())?;
+        let model = Model::new(spec.model, data.shape, data.classes);
+        let schedule = Schedule::new(&spec, data.train.len()).map_err(|e| e.to_string())?;
+        let state = if config.checkpoint_path.exists() {
+            checkpoint::load(&config.checkpoint_path, &model, Device::Cpu).map_err(|e| e.to_string())?.state
+        } else {
+            let (weights, buffers) = model.init(init_seed(&spec), Device::Cpu);
+            TrainState::new(weights, buffers)
+        };
+        let layout = Layout {
+            params: model.params().iter().map(|p| (p.name.clone(), p.numel() as usize)).collect(),
+            buffers_bytes: wire::buffers_len(&model),
+            encoding: spec.gradient_encoding,
+        };
+        let engine = Self { spec, config, model, data, schedule: schedule.clone(), state };
+        let init = EngineInit { layout, schedule, step: engine.state.step, snapshot: engine.snapshot() };
+        Ok((engine, init))
+    }
+
+    fn run(mut self, rx: &mpsc::Receiver<Command>) {
+        while let Ok(command) = rx.recv() {
+            match command {
+                Command::Update(step, reply) => {
+                    let _ = reply.send(self.update(step));
+                }
+                Command::Skip(reply) => {
+                    self.state.step += 1;
+                    let _ = reply.send(self.after_update(None));
+                }
+                Command::Export(reply) => {
+                    let _ = reply.send(Ok(checkpoint::to_bytes(&self.spec, &self.model, &self.state)));
+                }
+                Command::Checkpoint(reply) => {
+                    let _ = reply.send(self.save().map(|()| self.state.step));
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Bytes {
+        let factors = self.state.row_factors(&self.spec);
+        Bytes::from(wire::encode_snapshot(&self.model, &self.state.weights, &self.state.buffers, factors.as_ref()))
+    }
+
+    fn save(&self) -> Result<(), String> {
+        checkpoint::save(&self.config.checkpoint_path, &self.spec, &self.model, &self.state).map_err(|e| e.to_string())
+    }
+
+    fn decode(&self, raw: RawResult) -> Result<ShardGradient, String> {
+        let grads = wire::decode_gradients(&self.model, &raw.gradient, self.spec.gradient_encoding, Device::Cpu)
+            .map_err(|e| e.to_string())?;
+        let buffers = raw
+            .buffers
+            .map(|b| wire::decode_buffers(&self.model, &b, Device::Cpu))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(ShardGradient { grads, loss: raw.loss, accuracy: raw.accuracy, buffers })
+    }
+
+    fn update(&mut self, raw: RawStep) -> Result<UpdateOutcome, String> {
+        let results = StepResults {
+            clean: raw.clean.into_iter().map(|r| self.decode(r)).collect::<Result<_, _>>()?,
+            perturbed: raw.perturbed.into_iter().map(|r| self.decode(r)).collect::<Result<_, _>>()?,
+        };
+        let report = apply_update(&self.spec, &self.schedule, &self.model, &mut self.state, results)
+            .map_err(|e| e.to_string())?;
+        self.after_update(Some(report))
+    }
+
+    fn after_update(&mut self, report: Option<UpdateReport>) -> Result<UpdateOutcome, String> {
+        let step = self.state.step;
+        let per_epoch = self.schedule.updates_per_epoch;
+        let done = step >= self.schedule.total_updates;
+        let epoch = step.div_ceil(per_epoch);
+        let eval_due = done
+            || (self.config.eval_every_epochs > 0
+                && step % per_epoch == 0
+                && epoch % self.config.eval_every_epochs == 0);
+        let evaluation = eval_due
+            .then(|| (epoch, evaluate(&self.model, &self.data, &self.state.weights, &self.state.buffers, Device::Cpu)));
+        if done || step % self.config.checkpoint_every == 0 {
+            self.save()?;
+        }
+        Ok(UpdateOutcome { report, evaluation, snapshot: self.snapshot(), step })
+    }
+}

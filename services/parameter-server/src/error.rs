@@ -1,0 +1,68 @@
+//! The server's one error enum, and its one mapping to gRPC status codes.
+
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid job spec: {0}")]
+    InvalidSpec(String),
+    #[error("job {0} not found")]
+    JobNotFound(String),
+    #[error("job {job} is {state}, not running")]
+    JobNotRunning { job: String, state: &'static str },
+    #[error("worker {0} is not registered (register again)")]
+    UnknownWorker(String),
+    #[error("lease {0} is unknown")]
+    UnknownLease(String),
+    #[error("{0}")]
+    StaleTask(String),
+    #[error("weights version {requested} of job {job} is not available (current version {current})")]
+    StaleVersion { job: String, requested: u64, current: u64 },
+    #[error("bad gradient push: {0}")]
+    BadPush(String),
+    #[error("non-finite gradient: {0}")]
+    NonFinite(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("training engine: {0}")]
+    Engine(String),
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServerError::InvalidSpec(_) | ServerError::BadPush(_) | ServerError::NonFinite(_) => {
+                Status::invalid_argument(message)
+            }
+            ServerError::JobNotFound(_) | ServerError::UnknownWorker(_) | ServerError::UnknownLease(_) => {
+                Status::not_found(message)
+            }
+            ServerError::JobNotRunning { .. } | ServerError::StaleTask(_) | ServerError::StaleVersion { .. } => {
+                Status::failed_precondition(message)
+            }
+            ServerError::ShuttingDown => Status::unavailable(message),
+            ServerError::Storage(_) | ServerError::Engine(_) => Status::internal(message),
+        }
+    }
+}
+
+impl From<redb::Error> for ServerError {
+    fn from(e: redb::Error) -> Self {
+        ServerError::Storage(e.to_string())
+    }
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => { $( impl From<$t> for ServerError { fn from(e: $t) -> Self { ServerError::Storage(e.to_string()) } } )* };
+}
+storage_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    serde_json::Error
+);

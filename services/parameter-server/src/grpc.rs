@@ -1,0 +1,325 @@
+//! gRPC handlers: convert wire messages to domain calls and back, nothing
+//! else. Errors map to `tonic::Status` in one place (`error.rs`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rwp_proto::v1::{self, job_service_server::JobService, worker_service_server::WorkerService};
+use rwp_proto::{encoding_from_wire, role_from_wire};
+use rwp_spec::JobSpec;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::coordinator::{Coordinator, PushAdmission, PushHeader};
+use crate::domain::{Evaluation, JobEvent, JobRecord, JobState, StepMetrics};
+use crate::error::ServerError;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Longest a `LeaseTask` call is held open.
+const MAX_LEASE_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct Handlers {
+    coordinator: Arc<Coordinator>,
+}
+
+impl Handlers {
+    #[must_use]
+    pub fn new(coordinator: Arc<Coordinator>) -> Self {
+        Self { coordinator }
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> Status {
+    Status::from(ServerError::BadPush(e.to_string()))
+}
+
+/// Splits a shared buffer into chunks without copying.
+fn chunks(bytes: &Bytes, size: usize) -> impl Iterator<Item = (u64, Bytes)> + '_ {
+    (0..bytes.len().max(1))
+        .step_by(size)
+        .map(move |start| (start as u64, bytes.slice(start..(start + size).min(bytes.len()))))
+}
+
+pub(crate) fn state_to_wire(s: JobState) -> v1::JobState {
+    match s {
+        JobState::Running => v1::JobState::Running,
+        JobState::Succeeded => v1::JobState::Succeeded,
+        JobState::Failed => v1::JobState::Failed,
+        JobState::Cancelled => v1::JobState::Cancelled,
+    }
+}
+
+fn step_to_wire(m: &StepMetrics) -> v1::StepMetrics {
+    v1::StepMetrics {
+        step: m.step,
+        loss: m.loss,
+        accuracy: m.accuracy,
+        perturbed_loss: m.perturbed_loss,
+        lr: m.lr,
+        sigma: m.sigma,
+        wall_time_s: m.wall_time_s,
+        skipped: m.skipped,
+    }
+}
+
+fn evaluation_to_wire(e: &Evaluation) -> v1::Evaluation {
+    v1::Evaluation {
+        step: e.step,
+        epoch: e.epoch,
+        test_loss: e.test_loss,
+        test_accuracy: e.test_accuracy,
+        wall_time_s: e.wall_time_s,
+    }
+}
+
+fn job_to_wire(r: &JobRecord) -> v1::Job {
+    v1::Job {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        spec: Some((&r.spec).into()),
+        state: state_to_wire(r.state).into(),
+        step: r.step,
+        total_updates: r.total_updates,
+        updates_per_epoch: r.updates_per_epoch,
+        error: r.error.clone().unwrap_or_default(),
+        created_unix_ms: r.created_unix_ms,
+        updated_unix_ms: r.updated_unix_ms,
+        skipped_updates: r.skipped_updates,
+        last_step: r.last_step.as_ref().map(step_to_wire),
+        last_evaluation: r.last_evaluation.as_ref().map(evaluation_to_wire),
+    }
+}
+
+fn event_to_wire(e: &JobEvent) -> v1::JobEvent {
+    use v1::job_event::Event;
+    let event = match e {
+        JobEvent::Step(m) => Event::Step(step_to_wire(m)),
+        JobEvent::Evaluation(e) => Event::Evaluation(evaluation_to_wire(e)),
+        JobEvent::Job(r) => Event::Job(job_to_wire(r)),
+    };
+    v1::JobEvent { event: Some(event) }
+}
+
+#[tonic::async_trait]
+impl WorkerService for Handlers {
+    async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
+        let r = request.into_inner();
+        let (worker_id, renew_ms) = self.coordinator.register(&r.name, &r.device);
+        Ok(Response::new(v1::RegisterResponse { worker_id, renew_interval_ms: renew_ms as u32 }))
+    }
+
+    async fn lease_task(
+        &self,
+        request: Request<v1::LeaseTaskRequest>,
+    ) -> Result<Response<v1::LeaseTaskResponse>, Status> {
+        let r = request.into_inner();
+        let wait = Duration::from_millis(u64::from(r.wait_ms)).min(MAX_LEASE_WAIT);
+        let leased = self.coordinator.lease(&r.worker_id, wait).await?;
+        let task = leased.map(|l| v1::Task {
+            lease_id: l.lease_id,
+            job_id: l.job_id,
+            spec: Some((&l.spec).into()),
+            step: l.task.step,
+            role: v1::Role::from(l.task.role).into(),
+            shard: l.task.shard,
+            num_shards: l.task.num_shards,
+            noise_seed: l.task.noise_seed,
+            sigma: l.task.sigma,
+            lease_deadline_unix_ms: l.deadline_unix_ms,
+            returns_buffers: l.returns_buffers,
+        });
+        Ok(Response::new(v1::LeaseTaskResponse { task }))
+    }
+
+    async fn renew_lease(
+        &self,
+        request: Request<v1::RenewLeaseRequest>,
+    ) -> Result<Response<v1::RenewLeaseResponse>, Status> {
+        let r = request.into_inner();
+        let deadline = self.coordinator.renew(&r.worker_id, &r.lease_id)?;
+        Ok(Response::new(v1::RenewLeaseResponse { lease_deadline_unix_ms: deadline }))
+    }
+
+    async fn release_lease(
+        &self,
+        request: Request<v1::ReleaseLeaseRequest>,
+    ) -> Result<Response<v1::ReleaseLeaseResponse>, Status> {
+        let r = request.into_inner();
+        self.coordinator.release(&r.worker_id, &r.lease_id)?;
+        Ok(Response::new(v1::ReleaseLeaseResponse {}))
+    }
+
+    type FetchWeightsStream = BoxStream<v1::WeightsChunk>;
+
+    async fn fetch_weights(
+        &self,
+        request: Request<v1::FetchWeightsRequest>,
+    ) -> Result<Response<Self::FetchWeightsStream>, Status> {
+        let r = request.into_inner();
+        let snapshot = self.coordinator.snapshot(&r.job_id, r.version)?;
+        let total = snapshot.bytes.len() as u64;
+        let version = snapshot.version;
+        let messages: Vec<_> = chunks(&snapshot.bytes, self.coordinator.chunk_bytes())
+            .map(|(offset, data)| Ok(v1::WeightsChunk { version, total_bytes: total, offset, data: data.into() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
+    }
+
+    async fn push_gradient(
+        &self,
+        request: Request<Streaming<v1::GradientChunk>>,
+    ) -> Result<Response<v1::PushGradientResponse>, Status> {
+        use v1::gradient_chunk::Part;
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(v1::GradientChunk { part: Some(Part::Header(h)) }) => h,
+            Some(_) => return Err(invalid("the first message of a push must be its header")),
+            None => return Err(invalid("empty push")),
+        };
+        let header = PushHeader {
+            role: role_from_wire(header.role).map_err(invalid)?,
+            encoding: encoding_from_wire(header.encoding).map_err(invalid)?,
+            worker_id: header.worker_id,
+            lease_id: header.lease_id,
+            job_id: header.job_id,
+            step: header.step,
+            shard: header.shard,
+            weights_version: header.weights_version,
+            loss: header.loss,
+            accuracy: header.accuracy,
+            gradient_bytes: header.gradient_bytes,
+            buffer_bytes: header.buffer_bytes,
+        };
+        let admission = self.coordinator.admit_push(&header)?;
+        let expected = match admission {
+            PushAdmission::Expect { total_bytes } => Some(total_bytes),
+            PushAdmission::Duplicate => None,
+        };
+        let mut payload = BytesMut::with_capacity(expected.unwrap_or(0));
+        while let Some(chunk) = stream.message().await? {
+            match chunk.part {
+                Some(Part::Data(data)) => {
+                    if let Some(total) = expected {
+                        if payload.len() + data.len() > total {
+                            return Err(invalid(format!("payload exceeds the announced {total} bytes")));
+                        }
+                        payload.extend_from_slice(&data);
+                    }
+                }
+                _ => return Err(invalid("only data chunks may follow the header")),
+            }
+        }
+        let Some(total) = expected else {
+            return Ok(Response::new(v1::PushGradientResponse { accepted: false }));
+        };
+        if payload.len() != total {
+            return Err(invalid(format!("stream ended after {} of {total} bytes", payload.len())));
+        }
+        let accepted = self.coordinator.complete_push(&header, payload.freeze()).await?;
+        Ok(Response::new(v1::PushGradientResponse { accepted }))
+    }
+}
+
+#[tonic::async_trait]
+impl JobService for Handlers {
+    async fn submit_job(&self, request: Request<v1::SubmitJobRequest>) -> Result<Response<v1::Job>, Status> {
+        let r = request.into_inner();
+        let spec = r.spec.ok_or_else(|| Status::invalid_argument("invalid job spec: spec must be set"))?;
+        let spec = JobSpec::try_from(spec).map_err(|e| Status::from(ServerError::InvalidSpec(e.to_string())))?;
+        let record = self.coordinator.submit(r.name, spec).await?;
+        Ok(Response::new(job_to_wire(&record)))
+    }
+
+    async fn get_job(&self, request: Request<v1::GetJobRequest>) -> Result<Response<v1::Job>, Status> {
+        Ok(Response::new(job_to_wire(&self.coordinator.get(&request.into_inner().job_id)?)))
+    }
+
+    async fn list_jobs(&self, _: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let jobs = self.coordinator.list().iter().map(job_to_wire).collect();
+        Ok(Response::new(v1::ListJobsResponse { jobs }))
+    }
+
+    type WatchJobStream = BoxStream<v1::JobEvent>;
+
+    async fn watch_job(&self, request: Request<v1::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+        let r = request.into_inner();
+        let (history, live) = self.coordinator.watch(&r.job_id, r.from_step)?;
+        let mut next_step = history
+            .iter()
+            .filter_map(|e| if let JobEvent::Step(m) = e { Some(m.step + 1) } else { None })
+            .max()
+            .unwrap_or(r.from_step);
+        let (tx, rx) = mpsc::channel(64);
+        let mut stopping = self.coordinator.stopping();
+        tokio::spawn(async move {
+            for event in &history {
+                if tx.send(Ok(event_to_wire(event))).await.is_err() {
+                    return;
+                }
+            }
+            let Some(mut live) = live else { return };
+            loop {
+                let event = tokio::select! {
+                    event = live.recv() => event,
+                    _ = async { stopping.wait_for(|s| *s).await.map(|_| ()) } => {
+                        let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again"))).await;
+                        return;
+                    }
+                };
+                let event = match event {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "watch fell behind; watch again from step {next_step}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let terminal = matches!(&event, JobEvent::Job(r) if r.state.is_terminal());
+                let fresh = match &event {
+                    JobEvent::Step(m) => m.step >= next_step,
+                    JobEvent::Evaluation(e) => e.step >= next_step,
+                    JobEvent::Job(_) => true,
+                };
+                if let JobEvent::Step(m) = &event {
+                    next_step = next_step.max(m.step + 1);
+                }
+                if fresh && tx.send(Ok(event_to_wire(&event))).await.is_err() {
+                    return;
+                }
+                if terminal {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn cancel_job(&self, request: Request<v1::CancelJobRequest>) -> Result<Response<v1::Job>, Status> {
+        Ok(Response::new(job_to_wire(&self.coordinator.cancel(&request.into_inner().job_id).await?)))
+    }
+
+    type ExportWeightsStream = BoxStream<v1::ExportChunk>;
+
+    async fn export_weights(
+        &self,
+        request: Request<v1::ExportWeightsRequest>,
+    ) -> Result<Response<Self::ExportWeightsStream>, Status> {
+        let (step, bytes) = self.coordinator.export(&request.into_inner().job_id).await?;
+        let bytes = Bytes::from(bytes);
+        let total = bytes.len() as u64;
+        let messages: Vec<_> = chunks(&bytes, self.coordinator.chunk_bytes())
+            .map(|(offset, data)| Ok(v1::ExportChunk { step, total_bytes: total, offset, data: data.into() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(messages).map(|m| m))))
+    }
+}

@@ -1,0 +1,104 @@
+//! The parameter server of the RWP training service.
+//!
+//! It holds every job's weights and optimizer state (in one engine thread per
+//! job, see [`engine`]), splits each update into the tasks the job spec asks
+//! for, leases them to stateless gradient workers, collects the shard results,
+//! aggregates them in shard order, applies the update and publishes the next
+//! weights version, serialised once. Job records and metrics live in an
+//! embedded database (redb) in the data directory, next to each job's latest
+//! safetensors checkpoint; on start the server resumes every running job from
+//! it.
+//!
+//! [`serve`] runs the gRPC services (`rwp.v1.WorkerService`,
+//! `rwp.v1.JobService`, `grpc.health.v1.Health`, reflection) until the
+//! `shutdown` future resolves, then drains: no new leases, in-flight updates
+//! finish, every running job is checkpointed.
+
+pub mod config;
+pub mod coordinator;
+pub mod domain;
+pub mod engine;
+pub mod error;
+mod grpc;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use rwp_proto::v1::job_service_server::JobServiceServer;
+use rwp_proto::v1::worker_service_server::WorkerServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+use tonic::transport::Server;
+use tracing::info;
+
+pub use config::ServerConfig;
+pub use error::ServerError;
+
+/// Binds `config.listen` and serves until `shutdown` resolves.
+pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServerError::Storage(format!("cannot listen on {}: {e}", config.listen)))?;
+    serve_with_listener(listener, config, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0 and read the port).
+pub async fn serve_with_listener(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let local: SocketAddr = listener.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?;
+    let max_message = config.max_message_bytes;
+    let coordinator = coordinator::Coordinator::open(config).await?;
+    let handlers = grpc::Handlers::new(coordinator.clone());
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<WorkerServiceServer<grpc::Handlers>>().await;
+    health.set_serving::<JobServiceServer<grpc::Handlers>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rwp_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Storage(format!("reflection: {e}")))?;
+
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        stream.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
+    info!(address = %local, "parameter server listening");
+    let drain = {
+        let coordinator = coordinator.clone();
+        async move {
+            shutdown.await;
+            info!("shutting down: draining");
+            health.set_not_serving::<WorkerServiceServer<grpc::Handlers>>().await;
+            health.set_not_serving::<JobServiceServer<grpc::Handlers>>().await;
+            coordinator.drain().await;
+        }
+    };
+    Server::builder()
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size((1 << 24) - 1)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            WorkerServiceServer::new(handlers.clone())
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
+        .add_service(
+            JobServiceServer::new(handlers)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
+        .serve_with_incoming_shutdown(incoming, drain)
+        .await
+        .map_err(|e| ServerError::Storage(format!("server: {e}")))?;
+    info!("parameter server stopped");
+    Ok(())
+}

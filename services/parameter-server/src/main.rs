@@ -1,0 +1,119 @@
+//! `rwp-server`: the parameter server binary. Configuration in layers
+//! (defaults, `--config` TOML file, `RWP_*` environment, flags); SIGTERM or
+//! Ctrl-C drains and exits 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use rwp_parameter_server::config::{ConfigLayer, ServerConfig};
+use tokio::net::TcpListener;
+
+/// The RWP parameter server.
+#[derive(Debug, Parser)]
+#[command(name = "rwp-server", version, about)]
+struct Args {
+    /// TOML file with any of the settings below (unknown keys are rejected).
+    #[arg(long, env = "RWP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free one (printed on stdout).
+    #[arg(long, env = "RWP_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory of the job database and checkpoints.
+    #[arg(long, env = "RWP_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Milliseconds before an unrenewed lease is handed to another worker.
+    #[arg(long, env = "RWP_LEASE_TIMEOUT_MS")]
+    lease_timeout_ms: Option<u64>,
+    /// Checkpoint each job every N updates.
+    #[arg(long, env = "RWP_CHECKPOINT_EVERY")]
+    checkpoint_every: Option<u64>,
+    /// Evaluate on the test split every N epochs (0: at the end only).
+    #[arg(long, env = "RWP_EVAL_EVERY_EPOCHS")]
+    eval_every_epochs: Option<u64>,
+    /// libtorch threads for aggregation and evaluation (0: default).
+    #[arg(long, env = "RWP_TORCH_THREADS")]
+    torch_threads: Option<i32>,
+    /// Chunk size of weight and export streams, bytes.
+    #[arg(long, env = "RWP_CHUNK_BYTES")]
+    chunk_bytes: Option<usize>,
+    /// Largest gRPC message accepted, bytes.
+    #[arg(long, env = "RWP_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Milliseconds in-flight work may take after SIGTERM.
+    #[arg(long, env = "RWP_DRAIN_TIMEOUT_MS")]
+    drain_timeout_ms: Option<u64>,
+    /// Log format: text or json.
+    #[arg(long, env = "RWP_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+impl Args {
+    fn config(&self) -> Result<ServerConfig, String> {
+        let mut layers = Vec::new();
+        if let Some(path) = &self.config {
+            layers.push(ConfigLayer::from_file(path).map_err(|e| e.to_string())?);
+        }
+        layers.push(ConfigLayer {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            lease_timeout_ms: self.lease_timeout_ms,
+            checkpoint_every: self.checkpoint_every,
+            eval_every_epochs: self.eval_every_epochs,
+            torch_threads: self.torch_threads,
+            chunk_bytes: self.chunk_bytes,
+            max_message_bytes: self.max_message_bytes,
+            drain_timeout_ms: self.drain_timeout_ms,
+        });
+        ServerConfig::from_layers(&layers).map_err(|e| e.to_string())
+    }
+}
+
+fn init_logging(format: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        "text" => builder.init(),
+        "json" => builder.json().init(),
+        other => return Err(format!("unknown log format '{other}' (expected text or json)")),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    init_logging(&args.log_format)?;
+    let config = args.config()?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("rwp-server listening on {address}");
+    rwp_parameter_server::serve_with_listener(listener, config, shutdown_signal()).await.map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

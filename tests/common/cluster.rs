@@ -1,0 +1,157 @@
+//! Real processes on loopback: a parameter server and gradient workers
+//! started from the workspace's binaries, stopped with real signals.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rwp_proto::v1::job_service_client::JobServiceClient;
+use rwp_proto::v1::{self, ExportWeightsRequest, GetJobRequest, SubmitJobRequest};
+use rwp_spec::JobSpec;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use crate::binary;
+
+/// A child process killed (SIGKILL) when dropped, unless it already exited.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    /// Sends `signal` (e.g. "KILL", "TERM") with the `kill` command.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill -{signal} {} failed", self.name);
+    }
+
+    pub fn kill_hard(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Settings the tests run the server with: fast leases, frequent checkpoints,
+/// one libtorch thread (bit-exactness needs a fixed thread count).
+pub const SERVER_FLAGS: &[&str] =
+    &["--lease-timeout-ms", "1500", "--checkpoint-every", "2", "--torch-threads", "1", "--eval-every-epochs", "0"];
+
+/// Starts `rwp-server` on `listen` (port 0 for a free one) and returns it
+/// with the address it reports.
+pub fn start_server(data_dir: &Path, listen: &str) -> (Proc, SocketAddr) {
+    let mut child = Command::new(binary("rwp-server"))
+        .args(["--listen", listen, "--data-dir"])
+        .arg(data_dir)
+        .args(SERVER_FLAGS)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("rwp-server starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("rwp-server listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from rwp-server: {line:?}"))
+        .parse()
+        .unwrap();
+    (Proc { child, name: "rwp-server".into() }, address)
+}
+
+/// Starts `rwp-worker` against `server` on the CPU with one thread.
+pub fn start_worker(server: SocketAddr, name: &str) -> Proc {
+    let child = Command::new(binary("rwp-worker"))
+        .args(["--server", &format!("http://{server}"), "--device", "cpu", "--threads", "1", "--name", name])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("rwp-worker starts");
+    Proc { child, name: name.to_owned() }
+}
+
+pub async fn connect(server: SocketAddr) -> JobServiceClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match JobServiceClient::connect(format!("http://{server}")).await {
+            Ok(client) => return client.max_decoding_message_size(64 << 20),
+            Err(e) if Instant::now() > deadline => panic!("cannot connect to {server}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+pub async fn submit(client: &mut JobServiceClient<Channel>, name: &str, spec: &JobSpec) -> String {
+    let request = SubmitJobRequest { name: name.into(), spec: Some(spec.into()) };
+    client.submit_job(request).await.expect("job accepted").into_inner().id
+}
+
+pub async fn job(client: &mut JobServiceClient<Channel>, id: &str) -> v1::Job {
+    client.get_job(GetJobRequest { job_id: id.into() }).await.expect("job exists").into_inner()
+}
+
+/// Polls until the job has applied at least `step` updates (or ended).
+pub async fn wait_for_step(client: &mut JobServiceClient<Channel>, id: &str, step: u64, timeout: Duration) -> v1::Job {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let j = job(client, id).await;
+        if j.step >= step || j.state != v1::JobState::Running as i32 {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "job {id} stuck at step {} (waiting for {step})", j.step);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls until the job has ended; panics unless it succeeded.
+pub async fn wait_for_success(client: &mut JobServiceClient<Channel>, id: &str, timeout: Duration) -> v1::Job {
+    let j = wait_for_step(client, id, u64::MAX, timeout).await;
+    assert_eq!(j.state, v1::JobState::Succeeded as i32, "job {id} ended as {:?}: {}", j.state(), j.error);
+    j
+}
+
+/// The job's exported checkpoint (safetensors bytes).
+pub async fn export(client: &mut JobServiceClient<Channel>, id: &str) -> Vec<u8> {
+    let mut stream = client.export_weights(ExportWeightsRequest { job_id: id.into() }).await.unwrap().into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        assert_eq!(chunk.offset as usize, bytes.len(), "chunks arrive in order");
+        bytes.extend_from_slice(&chunk.data);
+    }
+    bytes
+}
+
+/// A temporary data directory for a server.
+pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server");
+    (dir, path)
+}
