@@ -10,7 +10,7 @@ endif
 CARGO ?= cargo
 SETUP_STAMP := .cargo/config.toml
 
-.PHONY: setup build release test fmt lint demo bench clean
+.PHONY: setup build release test fmt lint demo bench bench-distributed clean
 
 $(SETUP_STAMP): scripts/setup-libtorch.sh
 	./scripts/setup-libtorch.sh
@@ -43,6 +43,10 @@ demo: release
 ## Time per update of the local trainer against the PyTorch reference script.
 bench: release
 	./scripts/bench-local.sh
+
+## m-arwp on two workers against sgd on one, real processes on loopback.
+bench-distributed: release
+	RUST_LOG=error target/release/bench-distributed
 
 clean:
 	$(CARGO) clean

@@ -267,3 +267,30 @@ async fn non_finite_gradient_skips_the_update_when_asked() {
     assert_eq!(w.snapshot(&job, 1).await.unwrap(), before, "a skipped update leaves the weights alone");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_keeps_failing_fails_its_job_with_the_reason() {
+    let server = Server::start().await;
+    let mut w = Worker::connect(&server).await;
+    let job = submit(&mut w, &small_spec(NonFinitePolicy::Fail)).await;
+    // Giving a task back without an error (a worker stopping) is not a failure.
+    let task = w.lease().await;
+    let plain = v1::ReleaseLeaseRequest { worker_id: w.id.clone(), lease_id: task.lease_id, error: String::new() };
+    w.client.release_lease(plain).await.unwrap();
+    for attempt in 1..=3 {
+        let task = w.lease().await;
+        assert_eq!((task.step, task.shard), (0, 0), "the same task comes back (attempt {attempt})");
+        let failed = v1::ReleaseLeaseRequest {
+            worker_id: w.id.clone(),
+            lease_id: task.lease_id,
+            error: "cannot read /data/cifar: No such file".into(),
+        };
+        w.client.release_lease(failed).await.unwrap();
+        let state = w.job(&job).await.state;
+        let expected = if attempt < 3 { v1::JobState::Running } else { v1::JobState::Failed };
+        assert_eq!(state, expected as i32, "after {attempt} failures");
+    }
+    let record = w.job(&job).await;
+    assert!(record.error.contains("failed 3 times") && record.error.contains("No such file"), "{}", record.error);
+    server.shutdown().await;
+}

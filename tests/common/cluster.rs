@@ -64,10 +64,15 @@ pub const SERVER_FLAGS: &[&str] =
 /// Starts `rwp-server` on `listen` (port 0 for a free one) and returns it
 /// with the address it reports.
 pub fn start_server(data_dir: &Path, listen: &str) -> (Proc, SocketAddr) {
+    start_server_with(data_dir, listen, SERVER_FLAGS)
+}
+
+/// Starts `rwp-server` with `flags` instead of [`SERVER_FLAGS`].
+pub fn start_server_with(data_dir: &Path, listen: &str, flags: &[&str]) -> (Proc, SocketAddr) {
     let mut child = Command::new(binary("rwp-server"))
         .args(["--listen", listen, "--data-dir"])
         .arg(data_dir)
-        .args(SERVER_FLAGS)
+        .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

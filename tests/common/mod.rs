@@ -21,15 +21,17 @@ pub fn python() -> Command {
     Command::new(path)
 }
 
-/// A release or debug binary of the workspace, built by cargo for this test run.
+/// A binary of the workspace from the same build profile as the caller:
+/// test executables live in `target/<profile>/deps`, binaries in
+/// `target/<profile>`.
 #[must_use]
 pub fn binary(name: &str) -> PathBuf {
-    // Integration tests live in target/<profile>/deps; binaries one level up.
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: build the workspace's binaries first (make build)", path.display());
-    path
+    let exe = std::env::current_exe().expect("own executable path");
+    let dir = exe.parent().expect("executable directory");
+    let candidates = [dir.join(name), dir.parent().map(|d| d.join(name)).unwrap_or_default()];
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!("{name} is missing next to {}: build the workspace's binaries first (make build)", exe.display())
+    })
 }
 
 /// Largest absolute and relative difference between two tensors.

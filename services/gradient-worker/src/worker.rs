@@ -262,7 +262,7 @@ impl Worker<'_> {
             Err(e) => {
                 error!(lease = %lease_id, "refusing a task: {e}");
                 self.report.tasks_failed += 1;
-                self.give_back(session, &lease_id).await;
+                self.give_back(session, &lease_id, Some(format!("refused the task: {e}"))).await;
                 return Ok((Flow::Continue, true));
             }
         };
@@ -275,14 +275,18 @@ impl Worker<'_> {
             biased;
             r = &mut work => (Some(r), Flow::Continue),
             () = &mut shutdown => {
-                info!(parent: &span, drain_timeout_ms = self.config.drain_timeout_ms, "shutting down: finishing the task in flight");
+                info!(
+                    parent: &span,
+                    drain_timeout_ms = self.config.drain_timeout_ms,
+                    "shutting down: finishing the task in flight"
+                );
                 (tokio::time::timeout(drain, &mut work).await.ok(), Flow::Stop)
             }
         };
         let failed = match outcome {
             None => {
                 warn!(parent: &span, "the task did not finish within the drain timeout; giving its lease back");
-                self.give_back(session, &leased.lease_id).instrument(span.clone()).await;
+                self.give_back(session, &leased.lease_id, None).instrument(span.clone()).await;
                 false
             }
             Some(Ok(accepted)) => {
@@ -300,7 +304,7 @@ impl Worker<'_> {
                     // The server is gone or restarting; it re-issues the task.
                     self.session = None;
                 } else {
-                    self.give_back(session, &leased.lease_id).instrument(span.clone()).await;
+                    self.give_back(session, &leased.lease_id, Some(e.to_string())).instrument(span.clone()).await;
                 }
                 true
             }
@@ -308,8 +312,8 @@ impl Worker<'_> {
         Ok((flow, failed))
     }
 
-    async fn give_back(&mut self, session: &Session, lease_id: &str) {
-        match rpc::release(session, lease_id).await {
+    async fn give_back(&mut self, session: &Session, lease_id: &str, error: Option<String>) {
+        match rpc::release(session, lease_id, error).await {
             Ok(()) => {
                 self.report.leases_released += 1;
                 info!("lease given back");

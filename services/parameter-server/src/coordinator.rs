@@ -82,7 +82,12 @@ struct Slot {
     returns_buffers: bool,
     status: SlotStatus,
     result: Option<RawResult>,
+    /// Times workers gave this task back with an error.
+    failures: u32,
 }
+
+/// A task that fails this many times fails its job.
+const MAX_TASK_FAILURES: u32 = 3;
 
 #[derive(Debug)]
 struct Run {
@@ -145,6 +150,7 @@ fn slots_for(spec: &JobSpec, schedule: &Schedule, step: u64) -> Vec<Slot> {
             task,
             status: SlotStatus::Pending,
             result: None,
+            failures: 0,
         })
         .collect()
 }
@@ -472,8 +478,10 @@ impl Coordinator {
         }
     }
 
-    /// Hands a lease back unfinished so the task is re-issued at once.
-    pub fn release(&self, worker: &str, lease: &str) -> Result<(), ServerError> {
+    /// Hands a lease back unfinished so the task is re-issued at once. With
+    /// an `error`, the failure is counted; the third failure of the same task
+    /// fails the job with that reason.
+    pub fn release(&self, worker: &str, lease: &str, error: Option<&str>) -> Result<(), ServerError> {
         let mut guard = self.lock();
         let s = &mut *guard;
         Self::check_worker(s, worker)?;
@@ -482,14 +490,29 @@ impl Coordinator {
             .get(lease)
             .filter(|r| r.worker == worker)
             .ok_or_else(|| ServerError::UnknownLease(lease.to_owned()))?;
+        let job = r.job.clone();
+        let mut give_up = None;
         if let Some(run) = s.jobs.get_mut(&r.job).and_then(|j| j.run.as_mut()) {
             if let Some(slot) = run.slots.get_mut(r.slot) {
                 if matches!(&slot.status, SlotStatus::Leased { lease: current, .. } if current == lease) {
                     slot.status = SlotStatus::Pending;
+                    if let Some(error) = error {
+                        slot.failures += 1;
+                        warn!(job = %r.job, step = slot.task.step, shard = slot.task.shard, worker, error, "task failed on a worker");
+                        if slot.failures >= MAX_TASK_FAILURES {
+                            give_up = Some(format!(
+                                "{:?} shard {} of step {} failed {} times; last error (worker {worker}): {error}",
+                                slot.task.role, slot.task.shard, slot.task.step, slot.failures
+                            ));
+                        }
+                    }
                 }
             }
         }
         drop(guard);
+        if let Some(reason) = give_up {
+            self.finish(&job, JobState::Failed, Some(reason))?;
+        }
         self.work.notify_waiters();
         Ok(())
     }

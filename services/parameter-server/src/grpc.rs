@@ -151,7 +151,8 @@ impl WorkerService for Handlers {
         request: Request<v1::ReleaseLeaseRequest>,
     ) -> Result<Response<v1::ReleaseLeaseResponse>, Status> {
         let r = request.into_inner();
-        self.coordinator.release(&r.worker_id, &r.lease_id)?;
+        let error = (!r.error.is_empty()).then_some(r.error.as_str());
+        self.coordinator.release(&r.worker_id, &r.lease_id, error)?;
         Ok(Response::new(v1::ReleaseLeaseResponse {}))
     }
 
