@@ -216,12 +216,12 @@ async fn malformed_pushes_are_refused_and_the_job_is_unharmed() {
 
     // None of that harmed the job: the honest result goes in, a duplicate is dropped.
     assert_eq!(w.job(&job).await.state, v1::JobState::Running as i32);
-    assert_eq!(w.push(header.clone(), &payload, 8192).await.unwrap(), true);
-    assert_eq!(w.push(header.clone(), &payload, 8192).await.unwrap(), false, "duplicate dropped");
+    assert!(w.push(header.clone(), &payload, 8192).await.unwrap(), "the honest result is accepted");
+    assert!(!w.push(header.clone(), &payload, 8192).await.unwrap(), "duplicate dropped");
     let second = w.lease().await;
     assert_eq!((second.step, second.shard), (0, 1));
     let (second_header, second_payload) = w.honest(&second).await;
-    assert_eq!(w.push(second_header, &second_payload, 8192).await.unwrap(), true);
+    assert!(w.push(second_header, &second_payload, 8192).await.unwrap());
     let next = w.lease().await;
     assert_eq!((next.job_id.as_str(), next.step), (job.as_str(), 1));
     assert_eq!(w.job(&job).await.step, 1);

@@ -77,7 +77,7 @@ pub fn perturbation(weights: &[Tensor], noise: &Noise<'_>) -> Vec<Tensor> {
                     let rows = p.view([p.size()[0], -1]).norm_scalaropt_dim(2, [1], false);
                     let mut std = rows * noise.sigma;
                     if let Some(a) = factor {
-                        std = std / a;
+                        std /= a;
                     }
                     let z = Tensor::randn(p.size(), (p.kind(), p.device()));
                     z * std.view(row_shape(p).as_slice())

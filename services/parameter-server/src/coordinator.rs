@@ -537,6 +537,9 @@ impl Coordinator {
 
     /// Checks a push header before its payload is read.
     pub fn admit_push(&self, h: &PushHeader) -> Result<PushAdmission, ServerError> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(ServerError::ShuttingDown);
+        }
         let s = self.lock();
         Self::check_worker(&s, &h.worker_id)?;
         let entry = s.jobs.get(&h.job_id).ok_or_else(|| ServerError::JobNotFound(h.job_id.clone()))?;

@@ -167,7 +167,7 @@ impl WorkerService for Handlers {
         let total = snapshot.bytes.len() as u64;
         let version = snapshot.version;
         let messages: Vec<_> = chunks(&snapshot.bytes, self.coordinator.chunk_bytes())
-            .map(|(offset, data)| Ok(v1::WeightsChunk { version, total_bytes: total, offset, data: data.into() }))
+            .map(|(offset, data)| Ok(v1::WeightsChunk { version, total_bytes: total, offset, data }))
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
@@ -319,7 +319,7 @@ impl JobService for Handlers {
         let bytes = Bytes::from(bytes);
         let total = bytes.len() as u64;
         let messages: Vec<_> = chunks(&bytes, self.coordinator.chunk_bytes())
-            .map(|(offset, data)| Ok(v1::ExportChunk { step, total_bytes: total, offset, data: data.into() }))
+            .map(|(offset, data)| Ok(v1::ExportChunk { step, total_bytes: total, offset, data }))
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(messages).map(|m| m))))
     }

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 #[command(name = "rwp-server", version, about)]
 struct Args {
     /// TOML file with any of the settings below (unknown keys are rejected).
-    #[arg(long, env = "RWP_CONFIG")]
+    #[arg(long, env = "RWP_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free one (printed on stdout).
     #[arg(long, env = "RWP_LISTEN")]
@@ -36,13 +36,13 @@ struct Args {
     #[arg(long, env = "RWP_TORCH_THREADS")]
     torch_threads: Option<i32>,
     /// Chunk size of weight and export streams, bytes.
-    #[arg(long, env = "RWP_CHUNK_BYTES")]
+    #[arg(long, env = "RWP_STREAM_CHUNK_BYTES")]
     chunk_bytes: Option<usize>,
     /// Largest gRPC message accepted, bytes.
     #[arg(long, env = "RWP_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<usize>,
     /// Milliseconds in-flight work may take after SIGTERM.
-    #[arg(long, env = "RWP_DRAIN_TIMEOUT_MS")]
+    #[arg(long, env = "RWP_SERVER_DRAIN_TIMEOUT_MS")]
     drain_timeout_ms: Option<u64>,
     /// Log format: text or json.
     #[arg(long, env = "RWP_LOG_FORMAT", default_value = "text")]

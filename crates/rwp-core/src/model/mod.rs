@@ -197,7 +197,6 @@ impl Model {
 
     /// Logits for `images` (`[N, C, H, W]`). With [`BnMode::Train`] the
     /// running statistics in `buffers` are updated in place.
-    #[must_use]
     pub fn forward(&self, params: &[Tensor], buffers: &[Tensor], images: &Tensor, bn: BnMode) -> Tensor {
         debug_assert_eq!(params.len(), self.params.len());
         debug_assert_eq!(buffers.len(), self.buffers.len());
