@@ -1,0 +1,279 @@
+use std::path::Path;
+use std::time::Duration;
+
+use rwp_proto::v1::job_service_client::JobServiceClient;
+use rwp_proto::v1::{self, job_event::Event};
+use rwp_spec::JobSpec;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tracing::debug;
+
+use crate::{Job, JobEvent, SdkError};
+
+/// How the client reaches the server.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `http://host:port` (plaintext) or `https://host:port` (TLS).
+    pub endpoint: String,
+    /// PEM of the CA that signed the server's certificate; the public web
+    /// roots are used when absent.
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// Name to check the server's certificate against, when it differs from the host.
+    pub tls_domain: Option<String>,
+    pub connect_timeout: Duration,
+    /// Attempts of an idempotent call before giving up (at least 1).
+    pub attempts: u32,
+    /// First delay between attempts; doubles each time, up to 2 s.
+    pub initial_backoff: Duration,
+}
+
+impl ClientConfig {
+    #[must_use]
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            tls_ca_pem: None,
+            tls_domain: None,
+            connect_timeout: Duration::from_secs(5),
+            attempts: 4,
+            initial_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A job's exported weights.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Export {
+    /// Updates applied to the exported state.
+    pub step: u64,
+    pub bytes: usize,
+}
+
+/// A connection to the job service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: JobServiceClient<Channel>,
+    config: ClientConfig,
+}
+
+impl Client {
+    /// Connects to `endpoint` with the default settings.
+    pub async fn connect(endpoint: impl Into<String>) -> Result<Self, SdkError> {
+        Self::connect_with(ClientConfig::new(endpoint)).await
+    }
+
+    /// Connects with explicit settings. The connection is made on first use
+    /// and re-made after failures; this checks that the server answers.
+    pub async fn connect_with(config: ClientConfig) -> Result<Self, SdkError> {
+        let bad = |reason: String| SdkError::Endpoint { endpoint: config.endpoint.clone(), reason };
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone()).map_err(|e| bad(e.to_string()))?;
+        endpoint = endpoint.connect_timeout(config.connect_timeout).tcp_nodelay(true);
+        if config.endpoint.starts_with("https://") || config.tls_ca_pem.is_some() {
+            let mut tls = ClientTlsConfig::new();
+            tls = match &config.tls_ca_pem {
+                Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
+                None => tls.with_webpki_roots(),
+            };
+            if let Some(domain) = &config.tls_domain {
+                tls = tls.domain_name(domain.clone());
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| bad(e.to_string()))?;
+        }
+        let inner = JobServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 << 20);
+        let client = Self { inner, config };
+        client.list().await?;
+        Ok(client)
+    }
+
+    #[must_use]
+    pub fn endpoint(&self) -> &str {
+        &self.config.endpoint
+    }
+
+    fn error(&self, status: tonic::Status) -> SdkError {
+        SdkError::from_status(status, &self.config.endpoint)
+    }
+
+    /// Runs an idempotent call, retrying transient failures with backoff.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, SdkError>
+    where
+        F: FnMut(JobServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut delay = self.config.initial_backoff;
+        let mut attempt = 1;
+        loop {
+            match call(self.inner.clone()).await.map_err(|s| self.error(s)) {
+                Err(e) if e.is_transient() && attempt < self.config.attempts.max(1) => {
+                    debug!(what, attempt, error = %e, "retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Submits a job (not retried: a retry could start it twice).
+    pub async fn submit(&self, name: &str, spec: &JobSpec) -> Result<Job, SdkError> {
+        spec.validate().map_err(|e| SdkError::InvalidSpec(e.to_string()))?;
+        let request = v1::SubmitJobRequest { name: name.to_owned(), spec: Some(spec.into()) };
+        let job = self.inner.clone().submit_job(request).await.map_err(|s| self.error(s))?.into_inner();
+        job.try_into()
+    }
+
+    pub async fn get(&self, job_id: &str) -> Result<Job, SdkError> {
+        let job = self
+            .retrying("get", |mut c| async move {
+                c.get_job(v1::GetJobRequest { job_id: job_id.to_owned() }).await.map(tonic::Response::into_inner)
+            })
+            .await?;
+        job.try_into()
+    }
+
+    /// Every job the server knows, oldest id first.
+    pub async fn list(&self) -> Result<Vec<Job>, SdkError> {
+        let r = self
+            .retrying("list", |mut c| async move {
+                c.list_jobs(v1::ListJobsRequest {}).await.map(tonic::Response::into_inner)
+            })
+            .await?;
+        r.jobs.into_iter().map(Job::try_from).collect()
+    }
+
+    /// Cancels a job (idempotent: cancelling an ended job returns it as it is).
+    pub async fn cancel(&self, job_id: &str) -> Result<Job, SdkError> {
+        let job = self
+            .retrying("cancel", |mut c| async move {
+                c.cancel_job(v1::CancelJobRequest { job_id: job_id.to_owned() }).await.map(tonic::Response::into_inner)
+            })
+            .await?;
+        job.try_into()
+    }
+
+    /// The job's events from update `from_step` on: every step in order, the
+    /// evaluations, state changes, ending after the terminal state. If the
+    /// connection breaks (a server restart, say) the watch resumes where it
+    /// stopped.
+    pub async fn watch(
+        &self,
+        job_id: &str,
+        from_step: u64,
+    ) -> Result<impl Stream<Item = Result<JobEvent, SdkError>> + Send + 'static, SdkError> {
+        let open = |from: u64| {
+            let this = self.clone();
+            let job_id = job_id.to_owned();
+            async move {
+                this.retrying("watch", |mut c| {
+                    let job_id = job_id.clone();
+                    async move {
+                        c.watch_job(v1::WatchJobRequest { job_id, from_step: from })
+                            .await
+                            .map(tonic::Response::into_inner)
+                    }
+                })
+                .await
+            }
+        };
+        let mut stream = open(from_step).await?;
+        let (tx, rx) = mpsc::channel(64);
+        let this = self.clone();
+        let job_id = job_id.to_owned();
+        tokio::spawn(async move {
+            let mut next_step = from_step;
+            let mut reconnects = 0;
+            loop {
+                match stream.next().await {
+                    Some(Ok(event)) => {
+                        if let Some(Event::Step(m)) = &event.event {
+                            next_step = m.step + 1;
+                        }
+                        let converted = JobEvent::try_from(event);
+                        let terminal = matches!(&converted, Ok(JobEvent::State(j)) if j.state.is_terminal());
+                        if tx.send(converted).await.is_err() || terminal {
+                            return;
+                        }
+                        reconnects = 0;
+                    }
+                    Some(Err(status)) => {
+                        let e = this.error(status);
+                        let resumable = e.is_transient() || matches!(&e, SdkError::Server { code: tonic::Code::DataLoss, .. });
+                        if !resumable || reconnects >= this.config.attempts {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                        reconnects += 1;
+                        tokio::time::sleep(this.config.initial_backoff * reconnects).await;
+                        let reopened = {
+                            let this = this.clone();
+                            let job_id = job_id.clone();
+                            this.retrying("watch", |mut c| {
+                                let job_id = job_id.clone();
+                                async move {
+                                    c.watch_job(v1::WatchJobRequest { job_id, from_step: next_step })
+                                        .await
+                                        .map(tonic::Response::into_inner)
+                                }
+                            })
+                            .await
+                        };
+                        match reopened {
+                            Ok(s) => stream = s,
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
+                    }
+                    None => {
+                        let _ = tx
+                            .send(Err(SdkError::Protocol("the watch ended before the job did".into())))
+                            .await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// Writes the job's current state (weights, BN buffers, momentum, `F`) as a
+    /// safetensors file that PyTorch's `safetensors` reads. Written to a
+    /// temporary file and renamed, so `path` is never left half-written.
+    pub async fn export(&self, job_id: &str, path: &Path) -> Result<Export, SdkError> {
+        let (step, bytes) = self
+            .retrying("export", |mut c| async move {
+                let mut stream = c
+                    .export_weights(v1::ExportWeightsRequest { job_id: job_id.to_owned() })
+                    .await?
+                    .into_inner();
+                let mut bytes = Vec::new();
+                let mut step = 0;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    if chunk.offset as usize != bytes.len() {
+                        return Err(tonic::Status::data_loss(format!(
+                            "export chunk at offset {} after {} bytes",
+                            chunk.offset,
+                            bytes.len()
+                        )));
+                    }
+                    step = chunk.step;
+                    bytes.extend_from_slice(&chunk.data);
+                    if bytes.len() as u64 > chunk.total_bytes {
+                        return Err(tonic::Status::data_loss("export longer than announced"));
+                    }
+                }
+                Ok((step, bytes))
+            })
+            .await?;
+        let io = |source| SdkError::Io { path: path.display().to_string(), source };
+        let tmp = path.with_extension("partial");
+        tokio::fs::write(&tmp, &bytes).await.map_err(io)?;
+        tokio::fs::rename(&tmp, path).await.map_err(io)?;
+        Ok(Export { step, bytes: bytes.len() })
+    }
+}

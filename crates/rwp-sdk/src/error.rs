@@ -1,0 +1,65 @@
+use tonic::{Code, Status};
+
+/// Everything an SDK call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum SdkError {
+    /// The endpoint URL or TLS settings are unusable.
+    #[error("invalid endpoint {endpoint}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    /// The server could not be reached (after retries, for idempotent calls).
+    #[error("cannot reach the server at {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    /// A job spec or job file the server (or the SDK) refused.
+    #[error("{0}")]
+    InvalidSpec(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request was understood but refused in the job's current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The server answered with another error.
+    #[error("server error ({code:?}): {message}")]
+    Server { code: Code, message: String },
+    /// A stream from the server broke off or carried something unexpected.
+    #[error("{0}")]
+    Protocol(String),
+    #[error("cannot write {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl SdkError {
+    /// Whether retrying the same idempotent call may succeed.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SdkError::Unreachable { .. })
+            || matches!(self, SdkError::Server { code, .. } if matches!(code, Code::Unavailable | Code::ResourceExhausted | Code::Aborted))
+    }
+
+    pub(crate) fn from_status(status: Status, endpoint: &str) -> Self {
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::InvalidArgument => SdkError::InvalidSpec(message),
+            Code::NotFound => SdkError::NotFound(message),
+            Code::FailedPrecondition => SdkError::FailedPrecondition(message),
+            Code::Unavailable if message.contains("tcp connect") || message.contains("transport error") || message.is_empty() => {
+                SdkError::Unreachable { endpoint: endpoint.to_owned(), reason: unreachable_reason(&status) }
+            }
+            code => SdkError::Server { code, message },
+        }
+    }
+}
+
+fn unreachable_reason(status: &Status) -> String {
+    use std::error::Error;
+    let mut reason = status.message().to_owned();
+    let mut source = status.source();
+    while let Some(s) = source {
+        reason = s.to_string();
+        source = s.source();
+    }
+    if reason.is_empty() {
+        "connection failed".to_owned()
+    } else {
+        reason
+    }
+}

@@ -1,0 +1,147 @@
+//! Job files: TOML with the job's name, its method and only the settings that
+//! differ from the method's reference defaults. Unknown keys are rejected
+//! with their line and column.
+//!
+//! ```toml
+//! name = "cifar-marwp"          # optional
+//! method = "m-arwp"             # sgd | sam | rwp | arwp | m-rwp | m-arwp
+//! model = "resnet18"            # mlp | small-cnn | resnet18 | vgg16-bn | wrn16-8 | wrn28-10
+//! dataset = "cifar10"           # synthetic | mnist | cifar10 | cifar100
+//! data_dir = "/data/cifar10"    # read by every worker
+//! epochs = 200
+//! batch_size = 256
+//! clean_shards = 1
+//! perturbed_shards = 1
+//! sigma = 0.015
+//! lr_schedule = { kind = "cosine-per-epoch" }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use rwp_spec::{
+    DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelKind, NonFinitePolicy, SigmaSchedule,
+};
+use serde::Deserialize;
+
+use crate::SdkError;
+
+/// A job file as written: every setting optional except the method.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    pub name: Option<String>,
+    pub method: Option<Method>,
+    pub model: Option<ModelKind>,
+    pub dataset: Option<DatasetKind>,
+    pub data_dir: Option<PathBuf>,
+    pub seed: Option<u64>,
+    pub epochs: Option<u32>,
+    pub max_updates: Option<u64>,
+    pub batch_size: Option<u32>,
+    pub clean_shards: Option<u32>,
+    pub perturbed_shards: Option<u32>,
+    pub independent_noise: Option<bool>,
+    pub lr: Option<f64>,
+    pub momentum: Option<f64>,
+    pub nesterov: Option<bool>,
+    pub weight_decay: Option<f64>,
+    pub lr_schedule: Option<LrSchedule>,
+    pub warmup_updates: Option<u64>,
+    pub sigma: Option<f64>,
+    pub sigma_schedule: Option<SigmaSchedule>,
+    pub lambda: Option<f64>,
+    pub eta: Option<f64>,
+    pub beta: Option<f64>,
+    pub rho: Option<f64>,
+    pub augment: Option<bool>,
+    pub non_finite: Option<NonFinitePolicy>,
+    pub gradient_encoding: Option<GradientEncoding>,
+}
+
+impl JobFile {
+    /// Parses TOML text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, SdkError> {
+        toml::from_str(text).map_err(|e| SdkError::InvalidSpec(format!("{origin}: {}", e.to_string().trim_end())))
+    }
+
+    pub fn read(path: &Path) -> Result<Self, SdkError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SdkError::InvalidSpec(format!("cannot read job file {}: {e}", path.display())))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The spec: the method's reference defaults with this file's settings on top, validated.
+    pub fn into_spec(self) -> Result<(Option<String>, JobSpec), SdkError> {
+        let method = self.method.ok_or_else(|| SdkError::InvalidSpec("job file: `method` is required".into()))?;
+        let mut s = JobSpec::reference(method);
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { s.$f = v; } )* };
+        }
+        set!(
+            model,
+            dataset,
+            seed,
+            epochs,
+            batch_size,
+            clean_shards,
+            perturbed_shards,
+            independent_noise,
+            lr,
+            momentum,
+            nesterov,
+            weight_decay,
+            lr_schedule,
+            warmup_updates,
+            sigma,
+            sigma_schedule,
+            lambda,
+            eta,
+            beta,
+            rho,
+            augment,
+            non_finite,
+            gradient_encoding
+        );
+        if self.data_dir.is_some() {
+            s.data_dir = self.data_dir;
+        }
+        if self.max_updates.is_some() {
+            s.max_updates = self.max_updates;
+        }
+        s.validate().map_err(|e| SdkError::InvalidSpec(format!("job file: {e}")))?;
+        Ok((self.name, s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_keys_keep_the_methods_reference_values() {
+        let file = JobFile::parse("method = \"m-arwp\"\nepochs = 3\nsigma = 0.02\n", "job.toml").unwrap();
+        let (name, spec) = file.into_spec().unwrap();
+        assert_eq!(name, None);
+        let mut expected = JobSpec::reference(Method::MArwp);
+        expected.epochs = 3;
+        expected.sigma = 0.02;
+        assert_eq!(spec, expected);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let err = JobFile::parse("method = \"sgd\"\n\nsigmaa = 0.1\n", "job.toml").unwrap_err().to_string();
+        assert!(err.contains("sigmaa") && err.contains("line 3"), "{err}");
+        assert!(err.starts_with("job.toml"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_and_a_missing_method_are_refused() {
+        let err = JobFile::parse("method = \"m-rwp\"\nlambda = 2.0\n", "j").unwrap().into_spec().unwrap_err();
+        assert!(err.to_string().contains("lambda = 2"), "{err}");
+        let err = JobFile::parse("epochs = 2\n", "j").unwrap().into_spec().unwrap_err();
+        assert!(err.to_string().contains("`method` is required"), "{err}");
+        let err = JobFile::parse("method = \"adam\"\n", "j").unwrap_err();
+        assert!(err.to_string().contains("adam"), "{err}");
+    }
+}
