@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
 pub mod cluster;
+pub mod in_process;
 
 use std::path::PathBuf;
 use std::process::Command;

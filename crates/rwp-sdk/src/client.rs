@@ -200,7 +200,8 @@ impl Client {
                     }
                     Some(Err(status)) => {
                         let e = this.error(status);
-                        let resumable = e.is_transient() || matches!(&e, SdkError::Server { code: tonic::Code::DataLoss, .. });
+                        let resumable =
+                            e.is_transient() || matches!(&e, SdkError::Server { code: tonic::Code::DataLoss, .. });
                         if !resumable || reconnects >= this.config.attempts {
                             let _ = tx.send(Err(e)).await;
                             return;
@@ -229,9 +230,7 @@ impl Client {
                         }
                     }
                     None => {
-                        let _ = tx
-                            .send(Err(SdkError::Protocol("the watch ended before the job did".into())))
-                            .await;
+                        let _ = tx.send(Err(SdkError::Protocol("the watch ended before the job did".into()))).await;
                         return;
                     }
                 }
@@ -246,10 +245,8 @@ impl Client {
     pub async fn export(&self, job_id: &str, path: &Path) -> Result<Export, SdkError> {
         let (step, bytes) = self
             .retrying("export", |mut c| async move {
-                let mut stream = c
-                    .export_weights(v1::ExportWeightsRequest { job_id: job_id.to_owned() })
-                    .await?
-                    .into_inner();
+                let mut stream =
+                    c.export_weights(v1::ExportWeightsRequest { job_id: job_id.to_owned() }).await?.into_inner();
                 let mut bytes = Vec::new();
                 let mut step = 0;
                 while let Some(chunk) = stream.next().await {

@@ -41,7 +41,9 @@ impl SdkError {
             Code::InvalidArgument => SdkError::InvalidSpec(message),
             Code::NotFound => SdkError::NotFound(message),
             Code::FailedPrecondition => SdkError::FailedPrecondition(message),
-            Code::Unavailable if message.contains("tcp connect") || message.contains("transport error") || message.is_empty() => {
+            Code::Unavailable
+                if message.contains("tcp connect") || message.contains("transport error") || message.is_empty() =>
+            {
                 SdkError::Unreachable { endpoint: endpoint.to_owned(), reason: unreachable_reason(&status) }
             }
             code => SdkError::Server { code, message },

@@ -18,9 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rwp_spec::{
-    DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelKind, NonFinitePolicy, SigmaSchedule,
-};
+use rwp_spec::{DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelKind, NonFinitePolicy, SigmaSchedule};
 use serde::Deserialize;
 
 use crate::SdkError;
