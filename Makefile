@@ -10,7 +10,7 @@ endif
 CARGO ?= cargo
 SETUP_STAMP := .cargo/config.toml
 
-.PHONY: setup build release test fmt lint demo bench bench-distributed clean
+.PHONY: setup build release test fmt lint demo demo-local bench bench-distributed clean
 
 $(SETUP_STAMP): scripts/setup-libtorch.sh
 	./scripts/setup-libtorch.sh
@@ -36,8 +36,12 @@ fmt:
 lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## The local trainer on the built-in dataset: m-arwp against sgd.
+## README command one: server, two workers, an m-arwp and an sgd job, summary and plot.
 demo: release
+	./scripts/demo.sh
+
+## The same comparison with the local trainer (one process, no services).
+demo-local: release
 	./scripts/demo-local.sh
 
 ## Time per update of the local trainer against the PyTorch reference script.
