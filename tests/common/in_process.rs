@@ -11,16 +11,64 @@ use tokio::task::JoinHandle;
 #[derive(Debug)]
 pub struct Cluster {
     pub addr: SocketAddr,
+    /// The server's `/metrics` endpoint.
+    pub metrics: SocketAddr,
     server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     workers: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
     _dir: tempfile::TempDir,
+}
+
+fn spawn_worker(addr: SocketAddr, i: usize) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let config = rwp_gradient_worker::WorkerConfig {
+        server: format!("http://{addr}"),
+        name: format!("in-process-{i}"),
+        device: "cpu".into(),
+        threads: 1,
+        lease_wait_ms: 500,
+        ..rwp_gradient_worker::WorkerConfig::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        rwp_gradient_worker::run(config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (stop, handle)
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// GETs `path` over plain HTTP/1.1 and returns the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// The value of one sample (`name` with exactly these labels) in Prometheus text.
+#[must_use]
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 impl Cluster {
     /// A server (evaluating every epoch) and `workers` CPU workers with one thread each.
     pub async fn start(workers: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let metrics = free_port();
         let config = ServerConfig {
+            metrics_listen: Some(metrics),
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
             torch_threads: 1,
@@ -38,28 +86,17 @@ impl Cluster {
             .await
             .unwrap();
         });
-        let workers = (0..workers)
-            .map(|i| {
-                let config = rwp_gradient_worker::WorkerConfig {
-                    server: format!("http://{addr}"),
-                    name: format!("in-process-{i}"),
-                    device: "cpu".into(),
-                    threads: 1,
-                    lease_wait_ms: 500,
-                    ..rwp_gradient_worker::WorkerConfig::default()
-                };
-                let (stop, stopped) = oneshot::channel::<()>();
-                let handle = tokio::spawn(async move {
-                    rwp_gradient_worker::run(config, async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .unwrap();
-                });
-                (stop, handle)
-            })
-            .collect();
-        Self { addr, server: Some((stop, server)), workers, _dir: dir }
+        let workers = (0..workers).map(|i| spawn_worker(addr, i)).collect();
+        Self { addr, metrics, server: Some((stop, server)), workers, _dir: dir }
+    }
+
+    /// Adds `count` more workers.
+    pub async fn with_workers(mut self, count: usize) -> Self {
+        let start = self.workers.len();
+        for i in start..start + count {
+            self.workers.push(spawn_worker(self.addr, i));
+        }
+        self
     }
 
     #[must_use]

@@ -29,6 +29,9 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// On SIGTERM, how long in-flight work may take before the server stops.
     pub drain_timeout_ms: u64,
+    /// Address of the HTTP endpoint with `/metrics` (Prometheus) and `/healthz`; off when unset.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +46,7 @@ impl Default for ServerConfig {
             chunk_bytes: 1 << 20,
             max_message_bytes: 8 << 20,
             drain_timeout_ms: 20_000,
+            metrics_listen: None,
         }
     }
 }
@@ -60,6 +64,7 @@ pub struct ConfigLayer {
     pub chunk_bytes: Option<usize>,
     pub max_message_bytes: Option<usize>,
     pub drain_timeout_ms: Option<u64>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +104,9 @@ impl ServerConfig {
                 max_message_bytes,
                 drain_timeout_ms
             );
+            if l.metrics_listen.is_some() {
+                c.metrics_listen = l.metrics_listen;
+            }
         }
         c.validate()?;
         Ok(c)

@@ -24,6 +24,29 @@ use crate::domain::{now_unix_ms, Evaluation, JobEvent, JobRecord, JobState, Step
 use crate::engine::{EngineConfig, EngineHandle, Layout, RawResult, RawStep, UpdateOutcome};
 use crate::error::ServerError;
 use crate::store::Store;
+use rwp_telemetry::{Kind, Registry};
+
+/// The metric families the server exports.
+const METRICS: &[(&str, Kind, &str)] = &[
+    ("rwp_pending_tasks", Kind::Gauge, "Tasks of running jobs waiting for a worker (the autoscaling signal)."),
+    ("rwp_active_workers", Kind::Gauge, "Workers that asked for work within the last lease timeout."),
+    ("rwp_running_jobs", Kind::Gauge, "Jobs in the running state."),
+    ("rwp_updates_total", Kind::Counter, "Updates applied, by job."),
+    ("rwp_skipped_updates_total", Kind::Counter, "Updates skipped for non-finite gradients, by job."),
+    ("rwp_leases_issued_total", Kind::Counter, "Task leases handed to workers."),
+    ("rwp_lease_expiries_total", Kind::Counter, "Leases that lapsed and whose task was handed out again."),
+    ("rwp_task_failures_total", Kind::Counter, "Tasks workers gave back with an error."),
+    ("rwp_gradient_bytes_in_total", Kind::Counter, "Bytes of shard results received."),
+    ("rwp_weight_bytes_out_total", Kind::Counter, "Bytes of weights versions sent to workers."),
+    (
+        "rwp_step_seconds",
+        Kind::Histogram,
+        "Time of one update by phase: waiting for tasks, then update (aggregation, SGD step, evaluation, checkpoint).",
+    ),
+    ("rwp_job_loss", Kind::Gauge, "Training loss of the latest update, by job."),
+    ("rwp_job_accuracy", Kind::Gauge, "Training accuracy of the latest update, by job."),
+    ("rwp_job_test_accuracy", Kind::Gauge, "Test accuracy of the latest evaluation, by job."),
+];
 
 /// A serialised weights version, shared by every stream that sends it.
 #[derive(Debug)]
@@ -98,6 +121,8 @@ struct Run {
     slots: Vec<Slot>,
     updating: bool,
     started: Instant,
+    /// When the current update's tasks were published.
+    step_started: Instant,
 }
 
 #[derive(Debug)]
@@ -118,7 +143,8 @@ struct LeaseRef {
 #[derive(Debug, Default)]
 struct State {
     jobs: BTreeMap<String, JobEntry>,
-    workers: HashMap<String, String>,
+    /// Registered workers: name and when each last asked for work.
+    workers: HashMap<String, (String, Instant)>,
     leases: HashMap<String, LeaseRef>,
     counter: u64,
     cursor: usize,
@@ -133,6 +159,7 @@ pub struct Coordinator {
     incarnation: String,
     draining: AtomicBool,
     stopping: tokio::sync::watch::Sender<bool>,
+    metrics: Arc<Registry>,
 }
 
 fn returns_buffers(spec: &JobSpec, role: Role) -> bool {
@@ -158,7 +185,10 @@ fn slots_for(spec: &JobSpec, schedule: &Schedule, step: u64) -> Vec<Slot> {
 impl Coordinator {
     /// Opens the store in the data directory and resumes every running job
     /// from its latest checkpoint.
-    pub async fn open(config: ServerConfig) -> Result<Arc<Self>, ServerError> {
+    pub async fn open(config: ServerConfig, metrics: Arc<Registry>) -> Result<Arc<Self>, ServerError> {
+        for (name, kind, help) in METRICS {
+            metrics.describe(name, *kind, help);
+        }
         let store = Store::open(&config.data_dir)?;
         let incarnation = format!("{:08x}", derive_seed(now_unix_ms() as u64, &[u64::from(std::process::id())]) as u32);
         let this = Arc::new(Self {
@@ -169,6 +199,7 @@ impl Coordinator {
             incarnation,
             draining: AtomicBool::new(false),
             stopping: tokio::sync::watch::channel(false).0,
+            metrics,
         });
         for mut record in this.store.jobs()? {
             let (events, _) = broadcast::channel(1024);
@@ -193,11 +224,45 @@ impl Coordinator {
             };
             this.lock().jobs.insert(record.id.clone(), JobEntry { record, events, run });
         }
+        this.refresh_gauges(&this.lock());
         Ok(this)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Recomputes the gauges that summarise the scheduling state.
+    fn refresh_gauges(&self, s: &State) {
+        let now = Instant::now();
+        let mut pending = 0;
+        let mut running = 0;
+        for entry in s.jobs.values() {
+            if let Some(run) = &entry.run {
+                running += 1;
+                if !run.updating {
+                    pending += run
+                        .slots
+                        .iter()
+                        .filter(|slot| match &slot.status {
+                            SlotStatus::Pending => true,
+                            SlotStatus::Leased { deadline, .. } => *deadline <= now,
+                            SlotStatus::Done => false,
+                        })
+                        .count();
+                }
+            }
+        }
+        let window = Duration::from_millis(self.config.lease_timeout_ms);
+        let active = s.workers.values().filter(|(_, seen)| now.duration_since(*seen) <= window).count();
+        self.metrics.set("rwp_pending_tasks", &[], pending as f64);
+        self.metrics.set("rwp_running_jobs", &[], f64::from(running));
+        self.metrics.set("rwp_active_workers", &[], active as f64);
+    }
+
+    /// Counts bytes of weights sent to a worker.
+    pub fn count_weight_bytes(&self, bytes: usize) {
+        self.metrics.inc("rwp_weight_bytes_out_total", &[], bytes as f64);
     }
 
     fn job_dir(&self, job: &str) -> PathBuf {
@@ -224,6 +289,7 @@ impl Coordinator {
             slots,
             updating: false,
             started: Instant::now(),
+            step_started: Instant::now(),
         })
     }
 
@@ -265,7 +331,11 @@ impl Coordinator {
         self.store.put_job(&record)?;
         info!(job = %id, method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
         let (events, _) = broadcast::channel(1024);
-        self.lock().jobs.insert(id, JobEntry { record: record.clone(), events, run: Some(run) });
+        {
+            let mut s = self.lock();
+            s.jobs.insert(id, JobEntry { record: record.clone(), events, run: Some(run) });
+            self.refresh_gauges(&s);
+        }
         self.work.notify_waiters();
         Ok(record)
     }
@@ -307,7 +377,9 @@ impl Coordinator {
             entry.record.error = error;
             entry.record.updated_unix_ms = now_unix_ms();
             let _ = entry.events.send(JobEvent::Job(Box::new(entry.record.clone())));
-            entry.record.clone()
+            let record = entry.record.clone();
+            self.refresh_gauges(&s);
+            record
         };
         info!(job, state = state.name(), error = record.error.as_deref().unwrap_or(""), "job finished");
         self.store.put_job(&record)?;
@@ -373,7 +445,7 @@ impl Coordinator {
         let mut s = self.lock();
         s.counter += 1;
         let id = format!("w-{}-{}", self.incarnation, s.counter);
-        s.workers.insert(id.clone(), name.to_owned());
+        s.workers.insert(id.clone(), (name.to_owned(), Instant::now()));
         info!(worker = %id, name, device, "worker registered");
         (id, self.config.lease_timeout_ms / 3)
     }
@@ -407,10 +479,13 @@ impl Coordinator {
         let mut guard = self.lock();
         let s = &mut *guard;
         Self::check_worker(s, worker)?;
+        let now = Instant::now();
+        if let Some((_, seen)) = s.workers.get_mut(worker) {
+            *seen = now;
+        }
         if self.draining.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        let now = Instant::now();
         let ids: Vec<String> = s.jobs.keys().cloned().collect();
         for offset in 0..ids.len() {
             let job_id = &ids[(s.cursor + offset) % ids.len()];
@@ -430,7 +505,9 @@ impl Coordinator {
             let slot = &mut run.slots[index];
             if let SlotStatus::Leased { lease, .. } = &slot.status {
                 warn!(job = %job_id, step = slot.task.step, shard = slot.task.shard, expired = %lease, "lease expired, re-issuing");
+                self.metrics.inc("rwp_lease_expiries_total", &[], 1.0);
             }
+            self.metrics.inc("rwp_leases_issued_total", &[], 1.0);
             let timeout = Duration::from_millis(self.config.lease_timeout_ms);
             slot.status = SlotStatus::Leased { lease: lease_id.clone(), deadline: now + timeout };
             let leased = LeasedTask {
@@ -446,8 +523,10 @@ impl Coordinator {
                 LeaseRef { job: job_id.clone(), step: slot.task.step, slot: index, worker: worker.to_owned() },
             );
             s.cursor = (s.cursor + offset + 1) % ids.len();
+            self.refresh_gauges(s);
             return Ok(Some(leased));
         }
+        self.refresh_gauges(s);
         Ok(None)
     }
 
@@ -497,6 +576,7 @@ impl Coordinator {
                 if matches!(&slot.status, SlotStatus::Leased { lease: current, .. } if current == lease) {
                     slot.status = SlotStatus::Pending;
                     if let Some(error) = error {
+                        self.metrics.inc("rwp_task_failures_total", &[], 1.0);
                         slot.failures += 1;
                         warn!(job = %r.job, step = slot.task.step, shard = slot.task.shard, worker, error, "task failed on a worker");
                         if slot.failures >= MAX_TASK_FAILURES {
@@ -509,6 +589,7 @@ impl Coordinator {
                 }
             }
         }
+        self.refresh_gauges(s);
         drop(guard);
         if let Some(reason) = give_up {
             self.finish(&job, JobState::Failed, Some(reason))?;
@@ -620,6 +701,7 @@ impl Coordinator {
             if run.slots[slot_index].result.is_some() {
                 return Ok(false);
             }
+            self.metrics.inc("rwp_gradient_bytes_in_total", &[], payload.len() as f64);
             let split = h.gradient_bytes as usize;
             let (gradient, buffers) = (payload.slice(..split), payload.slice(split..));
             let non_finite = run.layout.first_non_finite(&gradient).map(|p| format!("gradient of {p}")).or_else(|| {
@@ -646,6 +728,11 @@ impl Coordinator {
                 let complete = run.slots.iter().all(|s| s.result.is_some()) && !run.updating;
                 if complete {
                     run.updating = true;
+                    self.metrics.observe(
+                        "rwp_step_seconds",
+                        &[("phase", "waiting")],
+                        run.step_started.elapsed().as_secs_f64(),
+                    );
                     let mut raw = RawStep::default();
                     for slot in &mut run.slots {
                         let result = slot.result.take().expect("complete");
@@ -666,7 +753,9 @@ impl Coordinator {
                 let this = Arc::clone(self);
                 let job = h.job_id.clone();
                 tokio::spawn(async move {
+                    let started = Instant::now();
                     let outcome = engine.update(raw).await;
+                    this.metrics.observe("rwp_step_seconds", &[("phase", "update")], started.elapsed().as_secs_f64());
                     this.apply_outcome(&job, outcome).await;
                 });
                 Ok(true)
@@ -762,6 +851,18 @@ impl Coordinator {
             let finished = outcome.step >= run.schedule.total_updates;
             run.snapshot = Arc::new(Snapshot { version: outcome.step, bytes: outcome.snapshot });
             run.updating = false;
+            run.step_started = Instant::now();
+            let labels = [("job", job)];
+            if metrics.skipped {
+                self.metrics.inc("rwp_skipped_updates_total", &labels, 1.0);
+            } else {
+                self.metrics.inc("rwp_updates_total", &labels, 1.0);
+                self.metrics.set("rwp_job_loss", &labels, metrics.loss);
+                self.metrics.set("rwp_job_accuracy", &labels, metrics.accuracy);
+            }
+            if let Some(e) = &evaluation {
+                self.metrics.set("rwp_job_test_accuracy", &labels, e.test_accuracy);
+            }
             if !finished {
                 run.slots = slots_for(&entry.record.spec, &run.schedule, outcome.step);
             }
@@ -769,7 +870,9 @@ impl Coordinator {
             if let Some(e) = &evaluation {
                 let _ = entry.events.send(JobEvent::Evaluation(e.clone()));
             }
-            (entry.record.clone(), metrics, evaluation, finished)
+            let record = entry.record.clone();
+            self.refresh_gauges(s);
+            (record, metrics, evaluation, finished)
         };
         if let Err(e) = self.store.put_step(&record, &metrics, evaluation.as_ref()) {
             warn!(job, error = %e, "cannot record metrics");

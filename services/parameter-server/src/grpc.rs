@@ -164,6 +164,7 @@ impl WorkerService for Handlers {
     ) -> Result<Response<Self::FetchWeightsStream>, Status> {
         let r = request.into_inner();
         let snapshot = self.coordinator.snapshot(&r.job_id, r.version)?;
+        self.coordinator.count_weight_bytes(snapshot.bytes.len());
         let total = snapshot.bytes.len() as u64;
         let version = snapshot.version;
         let messages: Vec<_> = chunks(&snapshot.bytes, self.coordinator.chunk_bytes())

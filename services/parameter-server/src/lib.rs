@@ -52,7 +52,20 @@ pub async fn serve_with_listener(
 ) -> Result<(), ServerError> {
     let local: SocketAddr = listener.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?;
     let max_message = config.max_message_bytes;
-    let coordinator = coordinator::Coordinator::open(config).await?;
+    let metrics_listen = config.metrics_listen;
+    let metrics = std::sync::Arc::new(rwp_telemetry::Registry::new());
+    let coordinator = coordinator::Coordinator::open(config, metrics.clone()).await?;
+    let metrics_server = match metrics_listen {
+        Some(address) => {
+            let listener = rwp_telemetry::bind(address).await.map_err(ServerError::Storage)?;
+            info!(address = %listener.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?, "metrics endpoint listening");
+            let mut stopping = coordinator.stopping();
+            Some(tokio::spawn(rwp_telemetry::serve_metrics(listener, metrics, async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            })))
+        }
+        None => None,
+    };
     let handlers = grpc::Handlers::new(coordinator.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -99,6 +112,9 @@ pub async fn serve_with_listener(
         .serve_with_incoming_shutdown(incoming, drain)
         .await
         .map_err(|e| ServerError::Storage(format!("server: {e}")))?;
+    if let Some(handle) = metrics_server {
+        let _ = handle.await;
+    }
     info!("parameter server stopped");
     Ok(())
 }

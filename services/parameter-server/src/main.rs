@@ -44,6 +44,9 @@ struct Args {
     /// Milliseconds in-flight work may take after SIGTERM.
     #[arg(long, env = "RWP_SERVER_DRAIN_TIMEOUT_MS")]
     drain_timeout_ms: Option<u64>,
+    /// HTTP address for /metrics (Prometheus) and /healthz; off when unset.
+    #[arg(long, env = "RWP_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Log format: text or json.
     #[arg(long, env = "RWP_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -65,21 +68,10 @@ impl Args {
             chunk_bytes: self.chunk_bytes,
             max_message_bytes: self.max_message_bytes,
             drain_timeout_ms: self.drain_timeout_ms,
+            metrics_listen: self.metrics_listen,
         });
         ServerConfig::from_layers(&layers).map_err(|e| e.to_string())
     }
-}
-
-fn init_logging(format: &str) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        "text" => builder.init(),
-        "json" => builder.json().init(),
-        other => return Err(format!("unknown log format '{other}' (expected text or json)")),
-    }
-    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -91,7 +83,7 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    init_logging(&args.log_format)?;
+    rwp_telemetry::init_logging(&args.log_format)?;
     let config = args.config()?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
