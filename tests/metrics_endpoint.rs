@@ -54,5 +54,15 @@ async fn counters_move_during_a_job_and_pending_tasks_return_to_zero() {
     assert!(sample(&after, "rwp_weight_bytes_out_total").unwrap() > 0.0);
     assert_eq!(sample(&after, "rwp_step_seconds_count{phase=\"update\"}"), Some(6.0));
     assert!(sample(&after, &format!("rwp_job_loss{{job=\"{}\"}}", job.id)).unwrap() > 0.0);
+
+    // The workers' endpoints: between them, every task was computed and pushed once.
+    let (mut clean, mut perturbed) = (0.0, 0.0);
+    for addr in &cluster.worker_metrics {
+        let text = http_get(*addr, "/metrics").await;
+        clean += sample(&text, "rwp_worker_tasks_total{role=\"clean\",outcome=\"accepted\"}").unwrap_or(0.0);
+        perturbed += sample(&text, "rwp_worker_tasks_total{role=\"perturbed\",outcome=\"accepted\"}").unwrap_or(0.0);
+        assert!(text.contains("# TYPE rwp_worker_compute_seconds histogram"), "{text}");
+    }
+    assert_eq!((clean, perturbed), (6.0, 12.0));
     cluster.shutdown().await;
 }

@@ -13,13 +13,17 @@ pub struct Cluster {
     pub addr: SocketAddr,
     /// The server's `/metrics` endpoint.
     pub metrics: SocketAddr,
+    /// Each worker's `/metrics` endpoint.
+    pub worker_metrics: Vec<SocketAddr>,
     server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     workers: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
     _dir: tempfile::TempDir,
 }
 
-fn spawn_worker(addr: SocketAddr, i: usize) -> (oneshot::Sender<()>, JoinHandle<()>) {
+fn spawn_worker(addr: SocketAddr, i: usize) -> (SocketAddr, (oneshot::Sender<()>, JoinHandle<()>)) {
+    let metrics = free_port();
     let config = rwp_gradient_worker::WorkerConfig {
+        metrics_listen: Some(metrics),
         server: format!("http://{addr}"),
         name: format!("in-process-{i}"),
         device: "cpu".into(),
@@ -35,7 +39,7 @@ fn spawn_worker(addr: SocketAddr, i: usize) -> (oneshot::Sender<()>, JoinHandle<
         .await
         .unwrap();
     });
-    (stop, handle)
+    (metrics, (stop, handle))
 }
 
 /// A loopback address with a port that was free a moment ago.
@@ -86,15 +90,17 @@ impl Cluster {
             .await
             .unwrap();
         });
-        let workers = (0..workers).map(|i| spawn_worker(addr, i)).collect();
-        Self { addr, metrics, server: Some((stop, server)), workers, _dir: dir }
+        let (worker_metrics, workers) = (0..workers).map(|i| spawn_worker(addr, i)).unzip();
+        Self { addr, metrics, worker_metrics, server: Some((stop, server)), workers, _dir: dir }
     }
 
     /// Adds `count` more workers.
     pub async fn with_workers(mut self, count: usize) -> Self {
         let start = self.workers.len();
         for i in start..start + count {
-            self.workers.push(spawn_worker(self.addr, i));
+            let (metrics, worker) = spawn_worker(self.addr, i);
+            self.worker_metrics.push(metrics);
+            self.workers.push(worker);
         }
         self
     }

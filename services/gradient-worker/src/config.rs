@@ -31,6 +31,8 @@ pub const ENV_CHUNK_BYTES: &str = "RWP_CHUNK_BYTES";
 pub const ENV_MAX_BACKOFF_MS: &str = "RWP_MAX_BACKOFF_MS";
 /// Environment variable of [`WorkerConfig::drain_timeout_ms`].
 pub const ENV_DRAIN_TIMEOUT_MS: &str = "RWP_DRAIN_TIMEOUT_MS";
+/// Environment variable of [`WorkerConfig::metrics_listen`].
+pub const ENV_METRICS_LISTEN: &str = "RWP_METRICS_LISTEN";
 
 /// The first reconnection delay; it doubles up to `max_backoff_ms`.
 pub const INITIAL_BACKOFF_MS: u64 = 100;
@@ -58,6 +60,8 @@ pub struct WorkerConfig {
     /// On shutdown, how long the task in flight may take to finish before its
     /// lease is given back instead.
     pub drain_timeout_ms: u64,
+    /// Address of the HTTP endpoint with `/metrics` and `/healthz`; off when unset.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for WorkerConfig {
@@ -71,6 +75,7 @@ impl Default for WorkerConfig {
             chunk_bytes: 1 << 20,
             max_backoff_ms: 5000,
             drain_timeout_ms: 30_000,
+            metrics_listen: None,
         }
     }
 }
@@ -114,6 +119,9 @@ pub struct ConfigFlags {
     /// Time the task in flight gets to finish on shutdown [env: RWP_DRAIN_TIMEOUT_MS] [default: 30000]
     #[arg(long, value_name = "MS")]
     pub drain_timeout_ms: Option<u64>,
+    /// HTTP address for /metrics and /healthz; off when unset [env: RWP_METRICS_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn from_env<T: FromStr>(
@@ -175,6 +183,9 @@ impl WorkerConfig {
         set(&mut c.chunk_bytes, from_env(env, ENV_CHUNK_BYTES, "chunk_bytes")?);
         set(&mut c.max_backoff_ms, from_env(env, ENV_MAX_BACKOFF_MS, "max_backoff_ms")?);
         set(&mut c.drain_timeout_ms, from_env(env, ENV_DRAIN_TIMEOUT_MS, "drain_timeout_ms")?);
+        if let Some(addr) = from_env(env, ENV_METRICS_LISTEN, "metrics_listen")? {
+            c.metrics_listen = Some(addr);
+        }
 
         let f = flags.clone();
         set(&mut c.server, f.server);
@@ -185,6 +196,9 @@ impl WorkerConfig {
         set(&mut c.chunk_bytes, f.chunk_bytes);
         set(&mut c.max_backoff_ms, f.max_backoff_ms);
         set(&mut c.drain_timeout_ms, f.drain_timeout_ms);
+        if f.metrics_listen.is_some() {
+            c.metrics_listen = f.metrics_listen;
+        }
         c.validate()?;
         Ok(c)
     }

@@ -13,6 +13,8 @@ use tracing::{debug, error, info, info_span, warn, Instrument, Span};
 use crate::compute::{ComputeHandle, TaskInput};
 use crate::rpc::{self, Backoff, Session};
 use crate::{WorkerConfig, WorkerError};
+use rwp_telemetry::{Kind, Registry};
+use std::sync::Arc;
 
 /// What a worker did, returned when it stops.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,6 +92,7 @@ async fn process(
     compute: &ComputeHandle,
     session: &Session,
     leased: &Leased,
+    metrics: &Registry,
 ) -> Result<bool, WorkerError> {
     let started = Instant::now();
     let _renewer = AbortOnDrop(tokio::spawn(
@@ -100,9 +103,17 @@ async fn process(
     let snapshot = if compute.has_weights(&input.job_id, task.step).await? {
         None
     } else {
-        Some(rpc::fetch_weights(session, &input.job_id, task.step).await?)
+        let bytes = rpc::fetch_weights(session, &input.job_id, task.step).await?;
+        metrics.inc("rwp_worker_weight_bytes_in_total", &[], bytes.len() as f64);
+        Some(bytes)
     };
     let output = compute.compute(input.clone(), snapshot).await?;
+    let role = match task.role {
+        rwp_spec::Role::Clean => "clean",
+        rwp_spec::Role::Perturbed => "perturbed",
+        rwp_spec::Role::Sam => "sam",
+    };
+    metrics.observe("rwp_worker_compute_seconds", &[("role", role)], output.compute_time.as_secs_f64());
     let header = GradientHeader {
         worker_id: session.worker_id.clone(),
         lease_id: leased.lease_id.clone(),
@@ -120,6 +131,12 @@ async fn process(
     let bytes = output.payload.len();
     let push_started = Instant::now();
     let accepted = rpc::push(session, header, output.payload.into(), chunk_bytes).await?;
+    metrics.inc("rwp_worker_gradient_bytes_out_total", &[], bytes as f64);
+    metrics.inc(
+        "rwp_worker_tasks_total",
+        &[("role", role), ("outcome", if accepted { "accepted" } else { "duplicate" })],
+        1.0,
+    );
     info!(
         loss = output.loss,
         accuracy = output.accuracy,
@@ -159,8 +176,35 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
         threads = config.threads,
         "worker starting"
     );
-    let mut worker = Worker { config, device, compute: &compute, report: WorkerReport::default(), session: None };
+    let metrics = Arc::new(Registry::new());
+    for (name, kind, help) in [
+        ("rwp_worker_tasks_total", Kind::Counter, "Tasks finished, by role and outcome (accepted, duplicate, failed)."),
+        ("rwp_worker_compute_seconds", Kind::Histogram, "Time to compute one task's gradient, by role."),
+        ("rwp_worker_gradient_bytes_out_total", Kind::Counter, "Bytes of results pushed to the server."),
+        ("rwp_worker_weight_bytes_in_total", Kind::Counter, "Bytes of weights versions fetched."),
+    ] {
+        metrics.describe(name, kind, help);
+    }
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = match config.metrics_listen {
+        Some(address) => {
+            let listener = rwp_telemetry::bind(address)
+                .await
+                .map_err(|reason| WorkerError::Config { field: "metrics_listen", reason })?;
+            info!(address = %address, "metrics endpoint listening");
+            Some(tokio::spawn(rwp_telemetry::serve_metrics(listener, metrics.clone(), async {
+                let _ = metrics_stopped.await;
+            })))
+        }
+        None => None,
+    };
+    let mut worker =
+        Worker { metrics, config, device, compute: &compute, report: WorkerReport::default(), session: None };
     let result = worker.serve(shutdown).await;
+    let _ = stop_metrics.send(());
+    if let Some(handle) = metrics_server {
+        let _ = handle.await;
+    }
     let report = worker.report;
     compute.stop(Duration::from_secs(5)).await;
     match &result {
@@ -171,6 +215,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
 }
 
 struct Worker<'a> {
+    metrics: Arc<Registry>,
     config: WorkerConfig,
     device: Device,
     compute: &'a ComputeHandle,
@@ -268,7 +313,8 @@ impl Worker<'_> {
         };
         let span = leased.input.span.clone();
         let compute: &ComputeHandle = self.compute;
-        let work = process(self.config.chunk_bytes, compute, session, &leased).instrument(span.clone());
+        let metrics = self.metrics.clone();
+        let work = process(self.config.chunk_bytes, compute, session, &leased, &metrics).instrument(span.clone());
         let mut work = std::pin::pin!(work);
         let drain = Duration::from_millis(self.config.drain_timeout_ms);
         let (outcome, flow) = tokio::select! {
@@ -300,6 +346,7 @@ impl Worker<'_> {
             Some(Err(e)) => {
                 error!(parent: &span, "task failed: {e}");
                 self.report.tasks_failed += 1;
+                self.metrics.inc("rwp_worker_tasks_total", &[("outcome", "failed")], 1.0);
                 if e.is_disconnect() {
                     // The server is gone or restarting; it re-issues the task.
                     self.session = None;
