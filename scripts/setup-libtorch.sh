@@ -19,10 +19,12 @@ torch_version=2.11.0
 venv=$root/.venv
 py=$venv/bin/python
 
-if ! "$py" -c "import torch, safetensors, numpy, sys; sys.exit(torch.__version__.split('+')[0] != '$torch_version')" 2>/dev/null; then
+# torch for libtorch and the reference script; safetensors to read checkpoints
+# back; tensorboard to read the event files back in the tests.
+if ! "$py" -c "import torch, safetensors, numpy, tensorboard, sys; sys.exit(torch.__version__.split('+')[0] != '$torch_version')" 2>/dev/null; then
   echo "setup: installing torch==$torch_version into .venv (once; about a minute)" >&2
-  python3 -m venv "$venv"
-  "$py" -m pip install --quiet --disable-pip-version-check "torch==$torch_version" "safetensors>=0.4" "numpy"
+  [ -x "$py" ] || python3 -m venv "$venv"
+  "$py" -m pip install --quiet --disable-pip-version-check "torch==$torch_version" "safetensors>=0.4" "numpy" "tensorboard==2.21.0"
 fi
 
 if [ -n "${LIBTORCH:-}" ]; then

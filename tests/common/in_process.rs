@@ -105,6 +105,12 @@ impl Cluster {
         self
     }
 
+    /// The server's data directory.
+    #[must_use]
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     #[must_use]
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

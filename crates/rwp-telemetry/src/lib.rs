@@ -6,6 +6,7 @@
 //! - [`serve_metrics`]: an HTTP endpoint with `/metrics` and `/healthz`.
 
 mod registry;
+pub mod tfevents;
 
 use std::future::Future;
 use std::net::SocketAddr;

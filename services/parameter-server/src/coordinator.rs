@@ -123,6 +123,8 @@ struct Run {
     started: Instant,
     /// When the current update's tasks were published.
     step_started: Instant,
+    /// The job's TensorBoard event file (this server process's).
+    events_file: Option<Arc<Mutex<rwp_telemetry::tfevents::EventWriter>>>,
 }
 
 #[derive(Debug)]
@@ -280,6 +282,14 @@ impl Coordinator {
             torch_threads: self.config.torch_threads,
         };
         let (engine, init) = EngineHandle::start(record.spec.clone(), config).await?;
+        let board = self.config.data_dir.join("tensorboard").join(&record.id);
+        let events_file = match rwp_telemetry::tfevents::EventWriter::create(&board, &self.incarnation) {
+            Ok(w) => Some(Arc::new(Mutex::new(w))),
+            Err(e) => {
+                warn!(job = %record.id, error = %e, "cannot write TensorBoard events");
+                None
+            }
+        };
         let slots = slots_for(&record.spec, &init.schedule, init.step);
         Ok(Run {
             engine,
@@ -290,6 +300,7 @@ impl Coordinator {
             updating: false,
             started: Instant::now(),
             step_started: Instant::now(),
+            events_file,
         })
     }
 
@@ -802,7 +813,7 @@ impl Coordinator {
                 return;
             }
         };
-        let (record, metrics, evaluation, finished) = {
+        let (record, metrics, evaluation, finished, events_file) = {
             let mut guard = self.lock();
             let s = &mut *guard;
             s.leases.retain(|_, l| l.job != job);
@@ -871,9 +882,33 @@ impl Coordinator {
                 let _ = entry.events.send(JobEvent::Evaluation(e.clone()));
             }
             let record = entry.record.clone();
+            let events_file = run.events_file.clone();
             self.refresh_gauges(s);
-            (record, metrics, evaluation, finished)
+            (record, metrics, evaluation, finished, events_file)
         };
+        if let Some(file) = events_file {
+            let mut file = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let wall = now_unix_ms() as f64 / 1000.0;
+            let mut scalars = vec![("train/lr", metrics.lr)];
+            if !metrics.skipped {
+                scalars.extend([("train/loss", metrics.loss), ("train/accuracy", metrics.accuracy)]);
+                if let Some(p) = metrics.perturbed_loss {
+                    scalars.push(("train/perturbed_loss", p));
+                }
+                if metrics.sigma > 0.0 {
+                    scalars.push(("train/sigma", metrics.sigma));
+                }
+            }
+            let mut written = file.scalars(metrics.step + 1, wall, &scalars);
+            if let Some(e) = &evaluation {
+                written = written.and_then(|()| {
+                    file.scalars(e.step, wall, &[("test/loss", e.test_loss), ("test/accuracy", e.test_accuracy)])
+                });
+            }
+            if let Err(e) = written {
+                warn!(job, error = %e, "cannot write TensorBoard events");
+            }
+        }
         if let Err(e) = self.store.put_step(&record, &metrics, evaluation.as_ref()) {
             warn!(job, error = %e, "cannot record metrics");
         }
