@@ -32,6 +32,11 @@ pub struct ServerConfig {
     /// Address of the HTTP endpoint with `/metrics` (Prometheus) and `/healthz`; off when unset.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Longest time a request's handler may take (long-polled leases wait
+    /// at most 30 s; streams are not cut once they started).
+    pub request_timeout_ms: u64,
+    /// Requests handled at once; beyond it new requests are shed with UNAVAILABLE.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +52,8 @@ impl Default for ServerConfig {
             max_message_bytes: 8 << 20,
             drain_timeout_ms: 20_000,
             metrics_listen: None,
+            request_timeout_ms: 60_000,
+            max_concurrent_requests: 4096,
         }
     }
 }
@@ -65,6 +72,8 @@ pub struct ConfigLayer {
     pub max_message_bytes: Option<usize>,
     pub drain_timeout_ms: Option<u64>,
     pub metrics_listen: Option<SocketAddr>,
+    pub request_timeout_ms: Option<u64>,
+    pub max_concurrent_requests: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +111,9 @@ impl ServerConfig {
                 torch_threads,
                 chunk_bytes,
                 max_message_bytes,
-                drain_timeout_ms
+                drain_timeout_ms,
+                request_timeout_ms,
+                max_concurrent_requests
             );
             if l.metrics_listen.is_some() {
                 c.metrics_listen = l.metrics_listen;
@@ -125,6 +136,16 @@ impl ServerConfig {
         }
         if !(1024..=(64 << 20)).contains(&self.chunk_bytes) {
             return bad("chunk_bytes", self.chunk_bytes.to_string(), "must be between 1 KiB and 64 MiB");
+        }
+        if self.request_timeout_ms < 31_000 {
+            return bad(
+                "request_timeout_ms",
+                self.request_timeout_ms.to_string(),
+                "must exceed the 30 s lease long-poll",
+            );
+        }
+        if self.max_concurrent_requests == 0 {
+            return bad("max_concurrent_requests", "0".into(), "must be at least 1");
         }
         if self.max_message_bytes < self.chunk_bytes + 4096 {
             return bad("max_message_bytes", self.max_message_bytes.to_string(), "must exceed chunk_bytes by 4 KiB");

@@ -20,6 +20,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 mod grpc;
+pub mod layers;
 pub mod store;
 
 use std::future::Future;
@@ -50,8 +51,38 @@ pub async fn serve_with_listener(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    serve_with(listener, config, ServeOptions::default(), shutdown).await
+}
+
+/// Extension points of the server.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    /// The authentication slot: called with every request's headers (health
+    /// and reflection excepted); an error refuses the request with that status.
+    pub authenticate: Option<layers::Authenticate>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions").field("authenticate", &self.authenticate.is_some()).finish()
+    }
+}
+
+/// [`serve_with_listener`] with extension points.
+pub async fn serve_with(
+    listener: TcpListener,
+    config: ServerConfig,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let local: SocketAddr = listener.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?;
     let max_message = config.max_message_bytes;
+    let request_timeout = std::time::Duration::from_millis(config.request_timeout_ms);
+    let middleware = tower::ServiceBuilder::new()
+        .load_shed()
+        .concurrency_limit(config.max_concurrent_requests)
+        .layer(layers::AuthLayer::new(options.authenticate))
+        .into_inner();
     let metrics_listen = config.metrics_listen;
     let metrics = std::sync::Arc::new(rwp_telemetry::Registry::new());
     let coordinator = coordinator::Coordinator::open(config, metrics.clone()).await?;
@@ -94,6 +125,8 @@ pub async fn serve_with_listener(
         }
     };
     Server::builder()
+        .timeout(request_timeout)
+        .layer(middleware)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(16 << 20)
         .max_frame_size((1 << 24) - 1)

@@ -47,6 +47,12 @@ struct Args {
     /// HTTP address for /metrics (Prometheus) and /healthz; off when unset.
     #[arg(long, env = "RWP_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Longest time one request's handler may take, ms.
+    #[arg(long, env = "RWP_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
+    /// Requests handled at once; more are refused with UNAVAILABLE.
+    #[arg(long, env = "RWP_MAX_CONCURRENT_REQUESTS")]
+    max_concurrent_requests: Option<usize>,
     /// Log format: text or json.
     #[arg(long, env = "RWP_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -69,6 +75,8 @@ impl Args {
             max_message_bytes: self.max_message_bytes,
             drain_timeout_ms: self.drain_timeout_ms,
             metrics_listen: self.metrics_listen,
+            request_timeout_ms: self.request_timeout_ms,
+            max_concurrent_requests: self.max_concurrent_requests,
         });
         ServerConfig::from_layers(&layers).map_err(|e| e.to_string())
     }

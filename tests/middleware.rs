@@ -1,0 +1,81 @@
+//! The middleware in front of every service: the authentication slot refuses
+//! requests it does not accept (health stays open for probes), and the
+//! concurrency limit sheds load instead of queueing it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rwp_parameter_server::{ServeOptions, ServerConfig};
+use rwp_proto::v1::job_service_client::JobServiceClient;
+use rwp_proto::v1::worker_service_client::WorkerServiceClient;
+use rwp_proto::v1::{LeaseTaskRequest, ListJobsRequest, RegisterRequest};
+use tonic::{Code, Request, Status};
+
+async fn start(
+    config: ServerConfig,
+    options: ServeOptions,
+) -> (String, tokio::sync::oneshot::Sender<()>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig { data_dir: dir.path().join("data"), ..config };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(rwp_parameter_server::serve_with(listener, config, options, async {
+        let _ = stopped.await;
+    }));
+    (url, stop, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authentication_slot_guards_every_service_but_health() {
+    let authenticate: rwp_parameter_server::layers::Authenticate =
+        Arc::new(|headers: &http::HeaderMap| match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            Some("Bearer s3cret") => Ok(()),
+            _ => Err(Status::unauthenticated("a valid bearer token is required")),
+        });
+    let (url, _stop, _dir) = start(ServerConfig::default(), ServeOptions { authenticate: Some(authenticate) }).await;
+    let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+
+    let mut anonymous = JobServiceClient::new(channel.clone());
+    let refused = anonymous.list_jobs(ListJobsRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("bearer token"));
+    let mut worker = WorkerServiceClient::new(channel.clone());
+    let refused = worker.register(RegisterRequest { name: "w".into(), device: "cpu".into() }).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    let mut authorised = JobServiceClient::with_interceptor(channel.clone(), |mut r: Request<()>| {
+        r.metadata_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
+        Ok(r)
+    });
+    assert!(authorised.list_jobs(ListJobsRequest {}).await.unwrap().into_inner().jobs.is_empty());
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest { service: "rwp.v1.JobService".into() };
+    assert_eq!(health.check(request).await.unwrap().into_inner().status, 1, "health answers probes without a token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_concurrency_limit_are_shed_not_queued() {
+    let config = ServerConfig { max_concurrent_requests: 1, ..ServerConfig::default() };
+    let (url, _stop, _dir) = start(config, ServeOptions::default()).await;
+    let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+    let mut worker = WorkerServiceClient::new(channel.clone());
+    let id = worker
+        .register(RegisterRequest { name: "w".into(), device: "cpu".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+
+    // A long-polled lease holds the only slot for 3 s (there is no work).
+    let mut poller = worker.clone();
+    let held = tokio::spawn(async move { poller.lease_task(LeaseTaskRequest { worker_id: id, wait_ms: 3000 }).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let shed = JobServiceClient::new(channel).list_jobs(ListJobsRequest {}).await.unwrap_err();
+    assert!(matches!(shed.code(), Code::Unavailable | Code::ResourceExhausted), "{shed:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "refused at once, not queued behind the lease");
+    assert!(held.await.unwrap().unwrap().into_inner().task.is_none());
+}
