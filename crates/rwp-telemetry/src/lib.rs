@@ -1,31 +1,23 @@
 //! Telemetry shared by the parameter server and the workers:
 //!
-//! - [`init_logging`]: `tracing` to stderr, human-readable or JSON, filtered by `RUST_LOG`;
+//! - [`init`]: `tracing` to stderr, human-readable or JSON, filtered by
+//!   `RUST_LOG`, plus OTLP span export when the `OTEL_*` variables ask for it;
+//!   [`inject`] / [`set_parent_from`] carry W3C trace context in gRPC metadata;
 //! - [`Registry`]: counters, gauges and histograms with labels, rendered in
 //!   the Prometheus text format;
 //! - [`serve_metrics`]: an HTTP endpoint with `/metrics` and `/healthz`.
 
 mod registry;
 pub mod tfevents;
+mod tracing_setup;
+
+pub use tracing_setup::{init, init_with, inject, set_parent_from, TelemetryGuard};
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use registry::{Kind, Registry};
-
-/// Sets up `tracing` on stderr: `text` (default) or `json`, level from `RUST_LOG` (default info).
-pub fn init_logging(format: &str) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = match format {
-        "text" => builder.try_init(),
-        "json" => builder.json().try_init(),
-        other => return Err(format!("unknown log format '{other}' (expected text or json)")),
-    };
-    result.map_err(|e| format!("cannot set up logging: {e}"))
-}
 
 /// Serves `/metrics` (Prometheus text) and `/healthz` on `listener` until `shutdown`.
 pub async fn serve_metrics(

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use rwp_gradient_worker::{ConfigFlags, WorkerConfig};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
@@ -33,33 +32,35 @@ struct Cli {
     flags: ConfigFlags,
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
-    let config = match WorkerConfig::from_process(cli.config.as_deref(), &cli.flags) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(2);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
+            eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     runtime.block_on(async {
+        // Logs, and spans over OTLP when the OTEL_* variables ask for it.
+        let format = match cli.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        let _telemetry = match rwp_telemetry::init("rwp-worker", format) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let config = match WorkerConfig::from_process(cli.config.as_deref(), &cli.flags) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(2);
+            }
+        };
         // Registered before the worker starts, so an early signal is not lost.
         let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
             (Ok(t), Ok(i)) => (t, i),

@@ -144,11 +144,17 @@ pub(crate) async fn connect_and_register(config: &WorkerConfig, device: &str) ->
     }
 }
 
-pub(crate) async fn lease(session: &Session, wait_ms: u32) -> Result<Option<Task>, WorkerError> {
+/// Leases a task; with it, the response metadata, which carries the trace
+/// context of the server's span for the task's update.
+pub(crate) async fn lease(
+    session: &Session,
+    wait_ms: u32,
+) -> Result<Option<(Task, tonic::metadata::MetadataMap)>, WorkerError> {
     let mut request = Request::new(LeaseTaskRequest { worker_id: session.worker_id.clone(), wait_ms });
     request.set_timeout(Duration::from_millis(u64::from(wait_ms)) + CALL_TIMEOUT);
     let response = session.client.clone().lease_task(request).await.map_err(WorkerError::rpc("LeaseTask"))?;
-    Ok(response.into_inner().task)
+    let (metadata, body, _) = response.into_parts();
+    Ok(body.task.map(|t| (t, metadata)))
 }
 
 /// Renews a lease every `interval` until dropped (aborted). Stops when the
@@ -268,12 +274,9 @@ pub(crate) async fn push(
         GradientChunk { part: Some(Part::Data(payload.slice(start..end))) }
     });
     let messages = std::iter::once(GradientChunk { part: Some(Part::Header(header)) }).chain(data);
-    let response = session
-        .client
-        .clone()
-        .push_gradient(tokio_stream::iter(messages))
-        .await
-        .map_err(WorkerError::rpc("PushGradient"))?;
+    let mut request = Request::new(tokio_stream::iter(messages));
+    rwp_telemetry::inject(&tracing::Span::current(), request.metadata_mut());
+    let response = session.client.clone().push_gradient(request).await.map_err(WorkerError::rpc("PushGradient"))?;
     Ok(response.into_inner().accepted)
 }
 

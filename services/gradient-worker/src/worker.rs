@@ -51,12 +51,14 @@ fn convert(task: v1::Task) -> Result<Leased, WorkerError> {
     let spec = JobSpec::try_from(spec).map_err(|e| WorkerError::InvalidTask(format!("task.{e}")))?;
     let role = rwp_proto::role_from_wire(task.role).map_err(|e| WorkerError::InvalidTask(format!("task.{e}")))?;
     let span = info_span!(
-        "task",
+        "rwp.task",
         job = %task.job_id,
         step = task.step,
         role = %role_name(role),
         shard = task.shard,
-        lease = %task.lease_id
+        lease = %task.lease_id,
+        device = tracing::field::Empty,
+        bytes = tracing::field::Empty,
     );
     let input = TaskInput {
         job_id: task.job_id,
@@ -129,6 +131,7 @@ async fn process(
         buffer_bytes: output.buffer_bytes,
     };
     let bytes = output.payload.len();
+    Span::current().record("bytes", bytes);
     let push_started = Instant::now();
     let accepted = rpc::push(session, header, output.payload.into(), chunk_bytes).await?;
     metrics.inc("rwp_worker_gradient_bytes_out_total", &[], bytes as f64);
@@ -259,9 +262,9 @@ impl Worker<'_> {
                     backoff.reset();
                     continue;
                 }
-                Ok(Some(task)) => {
+                Ok(Some((task, metadata))) => {
                     backoff.reset();
-                    match self.run_task(&session, task, shutdown.as_mut()).await? {
+                    match self.run_task(&session, task, &metadata, shutdown.as_mut()).await? {
                         (Flow::Stop, _) => return Ok(()),
                         (Flow::Continue, false) => continue,
                         // A failed task: pace the next lease so that a task
@@ -299,11 +302,17 @@ impl Worker<'_> {
         &mut self,
         session: &Session,
         task: v1::Task,
+        metadata: &tonic::metadata::MetadataMap,
         mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
     ) -> Result<(Flow, bool), WorkerError> {
         let lease_id = task.lease_id.clone();
         let leased = match convert(task) {
-            Ok(l) => l,
+            Ok(l) => {
+                // The task's span continues the server's trace of its update.
+                rwp_telemetry::set_parent_from(&l.input.span, metadata);
+                l.input.span.record("device", device_name(self.device));
+                l
+            }
             Err(e) => {
                 error!(lease = %lease_id, "refusing a task: {e}");
                 self.report.tasks_failed += 1;

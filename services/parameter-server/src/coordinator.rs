@@ -17,7 +17,7 @@ use rwp_spec::plan::tasks_for_step;
 use rwp_spec::rng::derive_seed;
 use rwp_spec::{JobSpec, NonFinitePolicy, Role, Schedule, Task};
 use tokio::sync::{broadcast, Notify};
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::config::ServerConfig;
 use crate::domain::{now_unix_ms, Evaluation, JobEvent, JobRecord, JobState, StepMetrics};
@@ -58,6 +58,8 @@ pub struct Snapshot {
 /// A task handed to a worker.
 #[derive(Debug, Clone)]
 pub struct LeasedTask {
+    /// The span of the task's update, whose trace context goes to the worker.
+    pub trace: tracing::Span,
     pub lease_id: String,
     pub job_id: String,
     pub spec: JobSpec,
@@ -123,6 +125,9 @@ struct Run {
     started: Instant,
     /// When the current update's tasks were published.
     step_started: Instant,
+    /// The trace span of the current update: open from its tasks'
+    /// publication to its application; workers' task spans are its children.
+    step_span: tracing::Span,
     /// The job's TensorBoard event file (this server process's).
     events_file: Option<Arc<Mutex<rwp_telemetry::tfevents::EventWriter>>>,
 }
@@ -169,6 +174,10 @@ fn returns_buffers(spec: &JobSpec, role: Role) -> bool {
         Role::Clean | Role::Sam => true,
         Role::Perturbed => spec.method.bn_stats_from_perturbed(),
     }
+}
+
+fn step_span(job: &str, step: u64) -> tracing::Span {
+    tracing::info_span!(parent: None, "rwp.step", job = %job, step)
 }
 
 fn slots_for(spec: &JobSpec, schedule: &Schedule, step: u64) -> Vec<Slot> {
@@ -300,6 +309,7 @@ impl Coordinator {
             updating: false,
             started: Instant::now(),
             step_started: Instant::now(),
+            step_span: step_span(&record.id, init.step),
             events_file,
         })
     }
@@ -522,6 +532,7 @@ impl Coordinator {
             let timeout = Duration::from_millis(self.config.lease_timeout_ms);
             slot.status = SlotStatus::Leased { lease: lease_id.clone(), deadline: now + timeout };
             let leased = LeasedTask {
+                trace: run.step_span.clone(),
                 lease_id: lease_id.clone(),
                 job_id: job_id.clone(),
                 spec: entry.record.spec.clone(),
@@ -752,7 +763,9 @@ impl Coordinator {
                             Role::Perturbed => raw.perturbed.push(result),
                         }
                     }
-                    Ok(Some((run.engine.clone(), raw)))
+                    let update_span =
+                        tracing::info_span!(parent: &run.step_span, "rwp.update", job = %h.job_id, step = h.step);
+                    Ok(Some((run.engine.clone(), raw, update_span)))
                 } else {
                     Ok(None)
                 }
@@ -760,15 +773,22 @@ impl Coordinator {
         };
         match outcome {
             Ok(None) => Ok(true),
-            Ok(Some((engine, raw))) => {
+            Ok(Some((engine, raw, update_span))) => {
                 let this = Arc::clone(self);
                 let job = h.job_id.clone();
-                tokio::spawn(async move {
-                    let started = Instant::now();
-                    let outcome = engine.update(raw).await;
-                    this.metrics.observe("rwp_step_seconds", &[("phase", "update")], started.elapsed().as_secs_f64());
-                    this.apply_outcome(&job, outcome).await;
-                });
+                tokio::spawn(
+                    async move {
+                        let started = Instant::now();
+                        let outcome = engine.update(raw).await;
+                        this.metrics.observe(
+                            "rwp_step_seconds",
+                            &[("phase", "update")],
+                            started.elapsed().as_secs_f64(),
+                        );
+                        this.apply_outcome(&job, outcome).await;
+                    }
+                    .instrument(update_span),
+                );
                 Ok(true)
             }
             Err((NonFinitePolicy::Fail, reason)) => {
@@ -876,6 +896,8 @@ impl Coordinator {
             }
             if !finished {
                 run.slots = slots_for(&entry.record.spec, &run.schedule, outcome.step);
+                // Ends the finished update's span; the next one starts now.
+                run.step_span = step_span(job, outcome.step);
             }
             let _ = entry.events.send(JobEvent::Step(metrics.clone()));
             if let Some(e) = &evaluation {

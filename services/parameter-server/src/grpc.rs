@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::coordinator::{Coordinator, PushAdmission, PushHeader};
 use crate::domain::{Evaluation, JobEvent, JobRecord, JobState, StepMetrics};
@@ -121,6 +122,7 @@ impl WorkerService for Handlers {
         let r = request.into_inner();
         let wait = Duration::from_millis(u64::from(r.wait_ms)).min(MAX_LEASE_WAIT);
         let leased = self.coordinator.lease(&r.worker_id, wait).await?;
+        let trace = leased.as_ref().map(|l| l.trace.clone());
         let task = leased.map(|l| v1::Task {
             lease_id: l.lease_id,
             job_id: l.job_id,
@@ -134,7 +136,11 @@ impl WorkerService for Handlers {
             lease_deadline_unix_ms: l.deadline_unix_ms,
             returns_buffers: l.returns_buffers,
         });
-        Ok(Response::new(v1::LeaseTaskResponse { task }))
+        let mut response = Response::new(v1::LeaseTaskResponse { task });
+        if let Some(span) = trace {
+            rwp_telemetry::inject(&span, response.metadata_mut());
+        }
+        Ok(response)
     }
 
     async fn renew_lease(
@@ -174,6 +180,18 @@ impl WorkerService for Handlers {
     }
 
     async fn push_gradient(
+        &self,
+        request: Request<Streaming<v1::GradientChunk>>,
+    ) -> Result<Response<v1::PushGradientResponse>, Status> {
+        // A child of the worker's task span, whose context the push carries.
+        let span = tracing::info_span!("rwp.push");
+        rwp_telemetry::set_parent_from(&span, request.metadata());
+        self.push(request).instrument(span).await
+    }
+}
+
+impl Handlers {
+    async fn push(
         &self,
         request: Request<Streaming<v1::GradientChunk>>,
     ) -> Result<Response<v1::PushGradientResponse>, Status> {

@@ -91,7 +91,7 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    rwp_telemetry::init_logging(&args.log_format)?;
+    let _telemetry = rwp_telemetry::init("rwp-server", &args.log_format)?;
     let config = args.config()?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

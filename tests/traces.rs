@@ -1,0 +1,115 @@
+//! Distributed traces: with OTLP export configured, the server opens a span
+//! per update, each worker's span for a task of that update is its child
+//! (the W3C trace context travels in gRPC metadata), and the server's span for
+//! receiving the result is the task span's child. Checked with an in-process
+//! OTLP trace receiver: a tonic server implementing the collector's service.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use rwp_integration_tests::in_process::Cluster;
+use rwp_sdk::{Client, JobSpecBuilder, Method};
+use tokio_stream::StreamExt;
+
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::IntValue(i) => Some(i.to_string()),
+        other => Some(format!("{other:?}")),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_task_spans_are_children_of_the_servers_step_span() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = listener.local_addr().unwrap();
+    let service = TraceServiceServer::new(receiver.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let telemetry = rwp_telemetry::init_with("rwp-test", "text", Some(format!("http://{collector}"))).unwrap();
+
+    let cluster = Cluster::start(2).await;
+    let client = Client::connect(cluster.url()).await.unwrap();
+    let spec = JobSpecBuilder::new(Method::MArwp).epochs(1).batch_size(64).max_updates(2).build().unwrap();
+    let job = client.submit("traced", &spec).await.unwrap();
+    let mut events = Box::pin(client.watch(&job.id, 0).await.unwrap());
+    while let Some(e) = events.next().await {
+        e.unwrap();
+    }
+    cluster.shutdown().await;
+    telemetry.flush();
+
+    let ours = |s: &Span| attribute(s, "job").as_deref() == Some(job.id.as_str());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let spans = loop {
+        let spans: Vec<Span> = receiver.spans.lock().unwrap().iter().filter(|s| ours(s)).cloned().collect();
+        let tasks = spans.iter().filter(|s| s.name == "rwp.task").count();
+        if tasks >= 4 || Instant::now() > deadline {
+            break spans;
+        }
+        telemetry.flush();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let steps: HashMap<String, &Span> =
+        spans.iter().filter(|s| s.name == "rwp.step").map(|s| (attribute(s, "step").unwrap(), s)).collect();
+    assert!(steps.contains_key("0") && steps.contains_key("1"), "a span per update: {:?}", steps.keys());
+
+    let tasks: Vec<&Span> = spans.iter().filter(|s| s.name == "rwp.task").collect();
+    assert_eq!(tasks.len(), 4, "one span per task (2 updates x clean + perturbed)");
+    for task in &tasks {
+        let step = attribute(task, "step").unwrap();
+        let parent = steps[&step];
+        assert_eq!(task.trace_id, parent.trace_id, "task of step {step} is in its update's trace");
+        assert_eq!(task.parent_span_id, parent.span_id, "task of step {step} is a child of the step span");
+        assert!(matches!(attribute(task, "role").as_deref(), Some("clean" | "perturbed")));
+        assert_eq!(attribute(task, "device").as_deref(), Some("cpu"));
+        assert!(attribute(task, "bytes").unwrap().parse::<u64>().unwrap() > 0);
+        assert!(attribute(task, "shard").is_some());
+    }
+    let task_ids: Vec<&Vec<u8>> = tasks.iter().map(|t| &t.span_id).collect();
+    let pushes: Vec<&Span> = receiver
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.name == "rwp.push")
+        .cloned()
+        .collect::<Vec<_>>()
+        .leak()
+        .iter()
+        .collect();
+    assert!(
+        pushes.iter().filter(|p| task_ids.contains(&&p.parent_span_id)).count() >= 4,
+        "the server's receiving span is a child of the worker's task span"
+    );
+}
