@@ -1,13 +1,18 @@
-//! Distributed traces: with OTLP export configured, the server opens a span
+//! OTLP export. Distributed traces: with OTLP export configured, the server opens a span
 //! per update, each worker's span for a task of that update is its child
 //! (the W3C trace context travels in gRPC metadata), and the server's span for
 //! receiving the result is the task span's child. Checked with an in-process
-//! OTLP trace receiver: a tonic server implementing the collector's service.
+//! OTLP receiver: a tonic server implementing the collector's trace and
+//! metrics services. The metrics of the Prometheus endpoint arrive over OTLP too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -19,6 +24,23 @@ use tokio_stream::StreamExt;
 #[derive(Clone, Default)]
 struct Receiver {
     spans: Arc<Mutex<Vec<Span>>>,
+    metric_names: Arc<Mutex<Vec<String>>>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut names = self.metric_names.lock().unwrap();
+        for resource in request.into_inner().resource_metrics {
+            for scope in resource.scope_metrics {
+                names.extend(scope.metrics.into_iter().map(|m| m.name));
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
+    }
 }
 
 #[tonic::async_trait]
@@ -50,13 +72,15 @@ async fn worker_task_spans_are_children_of_the_servers_step_span() {
     let receiver = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let collector = listener.local_addr().unwrap();
-    let service = TraceServiceServer::new(receiver.clone());
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(service)
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .add_service(MetricsServiceServer::new(receiver.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let telemetry = rwp_telemetry::init_with("rwp-test", "text", Some(format!("http://{collector}"))).unwrap();
+    // The server and workers export their metrics where the standard variable says.
+    std::env::set_var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", format!("http://{collector}"));
 
     let cluster = Cluster::start(2).await;
     let client = Client::connect(cluster.url()).await.unwrap();
@@ -96,6 +120,12 @@ async fn worker_task_spans_are_children_of_the_servers_step_span() {
         assert!(attribute(task, "bytes").unwrap().parse::<u64>().unwrap() > 0);
         assert!(attribute(task, "shard").is_some());
     }
+    // Metrics export on shutdown at the latest.
+    let names = receiver.metric_names.lock().unwrap().clone();
+    for name in ["rwp_pending_tasks", "rwp_updates_total", "rwp_step_seconds_count", "rwp_worker_tasks_total"] {
+        assert!(names.iter().any(|n| n == name), "{name} not exported over OTLP: {names:?}");
+    }
+
     let task_ids: Vec<&Vec<u8>> = tasks.iter().map(|t| &t.span_id).collect();
     let pushes: Vec<&Span> = receiver
         .spans

@@ -7,10 +7,12 @@
 //!   the Prometheus text format;
 //! - [`serve_metrics`]: an HTTP endpoint with `/metrics` and `/healthz`.
 
+mod otlp_metrics;
 mod registry;
 pub mod tfevents;
 mod tracing_setup;
 
+pub use otlp_metrics::{export_metrics, MetricsExport};
 pub use tracing_setup::{init, init_with, inject, set_parent_from, TelemetryGuard};
 
 use std::future::Future;

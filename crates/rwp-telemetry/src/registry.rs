@@ -136,6 +136,29 @@ impl Registry {
         }
     }
 
+    /// Every family: name, kind and help.
+    #[must_use]
+    pub fn families(&self) -> Vec<(String, Kind, String)> {
+        let families = self.families.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        families.iter().map(|(n, f)| (n.clone(), f.kind, f.help.clone())).collect()
+    }
+
+    /// The series of a family now: labels and value (for histograms, their
+    /// sum and count as `(labels, sum, count)` in the third slot).
+    #[must_use]
+    pub fn series(&self, name: &str) -> Vec<(Vec<(String, String)>, f64, Option<u64>)> {
+        let families = self.families.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        families.get(name).map_or_else(Vec::new, |f| {
+            f.series
+                .iter()
+                .map(|(labels, s)| match s {
+                    Series::Value(v) => (labels.clone(), *v, None),
+                    Series::Histogram { sum, count, .. } => (labels.clone(), *sum, Some(*count)),
+                })
+                .collect()
+        })
+    }
+
     /// Everything in the Prometheus text exposition format.
     #[must_use]
     pub fn render(&self) -> String {

@@ -188,6 +188,8 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
     ] {
         metrics.describe(name, kind, help);
     }
+    let _otlp_metrics = rwp_telemetry::export_metrics(&metrics, "rwp-worker")
+        .map_err(|reason| WorkerError::Config { field: "OTEL_EXPORTER_OTLP_ENDPOINT", reason })?;
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_server = match config.metrics_listen {
         Some(address) => {

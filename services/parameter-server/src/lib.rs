@@ -86,6 +86,8 @@ pub async fn serve_with(
     let metrics_listen = config.metrics_listen;
     let metrics = std::sync::Arc::new(rwp_telemetry::Registry::new());
     let coordinator = coordinator::Coordinator::open(config, metrics.clone()).await?;
+    // Also over OTLP when the OTEL_* variables ask for it; stops with the server.
+    let _otlp_metrics = rwp_telemetry::export_metrics(&metrics, "rwp-server").map_err(ServerError::Storage)?;
     let metrics_server = match metrics_listen {
         Some(address) => {
             let listener = rwp_telemetry::bind(address).await.map_err(ServerError::Storage)?;
