@@ -1,1 +1,5 @@
-fn main() {}
+//! The `rwp` binary; everything is in the library (see its docs).
+
+fn main() -> std::process::ExitCode {
+    rwp_cli::main()
+}

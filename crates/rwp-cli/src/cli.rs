@@ -1,0 +1,429 @@
+//! The command line: subcommands, flags and their help texts.
+
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
+use rwp_sdk::{DatasetKind, GradientEncoding, Method, ModelKind, NonFinitePolicy};
+
+const ABOUT: &str = "Command-line client of the RWP distributed training service";
+
+const LONG_ABOUT: &str = "\
+Command-line client of the RWP distributed training service.
+
+Submits training jobs (random weight perturbation: sgd, sam, rwp, arwp, m-rwp,
+m-arwp) to an rwp-server, lists and follows them, cancels them, downloads their
+weights and draws their learning curves.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  rwp submit job.toml --watch            submit a job file and follow it to the end
+  rwp submit --method m-arwp --epochs 5  submit with the method's reference settings
+  rwp list                               every job, as a table
+  rwp watch j-000001                     progress bar until the job ends
+  rwp plot j-000001 j-000002 -o curves.svg
+  rwp --server https://rwp.example.org:50051 --tls-ca ca.pem list
+  rwp completions bash > /etc/bash_completion.d/rwp
+
+Exit status:
+  0  success (watch: the job succeeded)
+  1  an error, e.g. the server is unreachable (watch: the job failed)
+  2  a usage, flag or job-file error
+  3  watch: the job was cancelled
+  130  watch: stopped with Ctrl-C (the job goes on)";
+
+const SUBMIT_AFTER_HELP: &str = "\
+The job comes from a job file, from flags, or both: every setting starts from
+the method's reference value (ALGORITHMS.md), then the job file's, then the
+flags'. Only the job id is printed on stdout; with --watch, progress goes to
+stderr and a summary line to stdout, as `rwp watch` does.
+
+Job file (TOML): a `method` and only the settings that differ from its
+reference; unknown keys are rejected with their line.
+
+  name = \"cifar-marwp\"          # optional
+  method = \"m-arwp\"             # sgd | sam | rwp | arwp | m-rwp | m-arwp
+  model = \"resnet18\"            # mlp | small-cnn | resnet18 | vgg16-bn | wrn16-8 | wrn28-10
+  dataset = \"cifar10\"           # synthetic | mnist | cifar10 | cifar100
+  data_dir = \"/data/cifar10\"    # read by every worker
+  seed = 0
+  epochs = 200
+  max_updates = 1000            # stop early; schedules still span all epochs
+  batch_size = 256
+  clean_shards = 1              # tasks the clean batch is split into
+  perturbed_shards = 1          # tasks the perturbed batch is split into
+  independent_noise = false     # one ε per perturbed shard
+  lr = 0.1
+  momentum = 0.9
+  nesterov = false
+  weight_decay = 0.001
+  lr_schedule = { kind = \"cosine-per-epoch\" }   # constant | cosine-per-update |
+                                  # { kind = \"step\", milestones = [60, 120], gamma = 0.2 }
+  warmup_updates = 0
+  sigma = 0.015                 # perturbation scale σ
+  sigma_schedule = { kind = \"constant\" }        # or { kind = \"cosine-increasing\", inc = 10.0 }
+  lambda = 0.5                  # weight of the perturbed gradient (m-rwp, m-arwp)
+  eta = 0.1                     # adaptive scale η (arwp, m-arwp)
+  beta = 0.99                   # history decay β (arwp, m-arwp)
+  rho = 0.05                    # SAM radius ρ
+  augment = true                # crop, flip, Cutout (CIFAR)
+  non_finite = \"fail\"           # fail | skip
+  gradient_encoding = \"f32\"     # f32 | bf16
+
+Examples:
+  rwp submit job.toml
+  rwp submit job.toml --epochs 1 --name smoke-test --watch
+  rwp submit --method sgd --model resnet18 --dataset cifar10 --data-dir /data/cifar10 --epochs 200";
+
+const WATCH_AFTER_HELP: &str = "\
+Shows a progress bar (step/total, loss, accuracy, updates/s, ETA) on stderr and
+prints each test evaluation above it; when stderr is not a terminal, prints a
+plain progress line every --interval seconds instead. Ends with one summary
+line on stdout, e.g.
+
+  job j-000001 succeeded: step 240/240, test accuracy 0.8123, wall 41.2s, 5.83 updates/s
+
+Exit status: 0 the job succeeded, 1 it failed (its error is printed) or the
+watch failed, 3 it was cancelled, 130 Ctrl-C stopped watching (the job goes on).";
+
+const PLOT_AFTER_HELP: &str = "\
+Draws four panels, one line per job: train loss against step and against wall
+time, test accuracy against step and against wall time. The format follows the
+file name: .png or .svg. A running job is drawn up to its latest update.
+
+Examples:
+  rwp plot j-000001 -o curves.png
+  rwp plot j-000001 j-000002 j-000003 -o compare.svg --width 1600 --height 1000";
+
+/// `rwp`: the command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rwp",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach the server; accepted before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Address of the rwp-server: http://host:port, or https://host:port for TLS
+    #[arg(
+        long,
+        global = true,
+        env = "RWP_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        value_name = "URL",
+        display_order = 100
+    )]
+    pub server: String,
+    /// PEM file of the CA that signed the server's certificate (turns TLS on)
+    #[arg(long, global = true, env = "RWP_TLS_CA", value_name = "PATH", display_order = 101)]
+    pub tls_ca: Option<PathBuf>,
+    /// Name to check the server's certificate against, when it differs from the host of --server
+    #[arg(long, global = true, env = "RWP_TLS_DOMAIN", value_name = "NAME", display_order = 102)]
+    pub tls_domain: Option<String>,
+    /// Retries of a call that could not reach the server (submit is never retried)
+    #[arg(
+        long,
+        global = true,
+        env = "RWP_RETRIES",
+        default_value_t = 1,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(0..=100),
+        display_order = 103
+    )]
+    pub retries: u32,
+    /// Seconds to wait for the server to answer when connecting
+    #[arg(
+        long,
+        global = true,
+        default_value = "5",
+        value_name = "SECS",
+        value_parser = parse_seconds,
+        display_order = 104
+    )]
+    pub connect_timeout: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit a job from a TOML job file and/or flags; prints its id
+    #[command(after_help = SUBMIT_AFTER_HELP)]
+    Submit(Box<SubmitArgs>),
+    /// List every job as a table (or JSON)
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show one job: spec, state, progress, latest metrics, error
+    Get(GetArgs),
+    /// Follow a job live until it ends; the exit status tells how it ended
+    #[command(after_help = WATCH_AFTER_HELP)]
+    Watch(WatchArgs),
+    /// Cancel a job (its workers stop after the update in progress)
+    Cancel(CancelArgs),
+    /// Download a job's current weights as a safetensors file
+    #[command(after_help = "Example:\n  rwp export j-000001 -o marwp.safetensors")]
+    Export(ExportArgs),
+    /// Draw learning curves of one or more jobs to a PNG or SVG file
+    #[command(after_help = PLOT_AFTER_HELP)]
+    Plot(PlotArgs),
+    /// Print a shell completion script
+    #[command(after_help = "\
+Examples:
+  rwp completions bash > ~/.local/share/bash-completion/completions/rwp
+  rwp completions zsh > ~/.zfunc/_rwp
+  rwp completions fish > ~/.config/fish/completions/rwp.fish")]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    /// Job file (TOML); see below for its keys. Without one, --method is required
+    #[arg(value_name = "JOBFILE")]
+    pub job_file: Option<PathBuf>,
+    /// Name of the job (default: the job file's `name`, else its file name)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Follow the job after submitting it, as `rwp watch` does
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: seconds between progress lines when stderr is not a terminal
+    #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_seconds)]
+    pub interval: f64,
+    #[command(flatten)]
+    pub settings: SpecFlags,
+}
+
+/// Job settings given as flags; each overrides the job file's value.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Job settings (override the job file)")]
+pub struct SpecFlags {
+    /// Training method (required without a job file)
+    #[arg(long, value_name = "METHOD", value_parser = method_parser())]
+    pub method: Option<Method>,
+    /// Model architecture
+    #[arg(long, value_name = "MODEL", value_parser = model_parser())]
+    pub model: Option<ModelKind>,
+    /// Dataset (synthetic is built in; the others read --data-dir)
+    #[arg(long, value_name = "DATASET", value_parser = dataset_parser())]
+    pub dataset: Option<DatasetKind>,
+    /// Directory of the dataset's files, as the workers see it
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Root seed of the weights, sample order, augmentation and noise
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Epochs (passes over the training set) the schedules span
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<u32>,
+    /// Stop after this many updates (schedules still span all epochs)
+    #[arg(long, value_name = "N")]
+    pub max_updates: Option<u64>,
+    /// Samples per mini-batch (clean and perturbed batches alike)
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<u32>,
+    /// Tasks the clean (or SAM) batch of each update is split into
+    #[arg(long, value_name = "N")]
+    pub clean_shards: Option<u32>,
+    /// Tasks the perturbed batch of each update is split into
+    #[arg(long, value_name = "N")]
+    pub perturbed_shards: Option<u32>,
+    /// Draw an independent ε for each perturbed shard
+    #[arg(long)]
+    pub independent_noise: bool,
+    /// Learning rate
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f64>,
+    /// SGD momentum, in [0, 1)
+    #[arg(long, value_name = "M")]
+    pub momentum: Option<f64>,
+    /// Nesterov momentum
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Weight decay (coupled, as PyTorch's SGD)
+    #[arg(long, value_name = "WD")]
+    pub weight_decay: Option<f64>,
+    /// Linear learning-rate warmup over this many updates
+    #[arg(long, value_name = "N")]
+    pub warmup_updates: Option<u64>,
+    /// Perturbation scale σ
+    #[arg(long, value_name = "SIGMA")]
+    pub sigma: Option<f64>,
+    /// Weight λ of the perturbed gradient (m-rwp, m-arwp), in [0, 1]
+    #[arg(long, value_name = "LAMBDA")]
+    pub lambda: Option<f64>,
+    /// Adaptive scale η (arwp, m-arwp)
+    #[arg(long, value_name = "ETA")]
+    pub eta: Option<f64>,
+    /// History decay β (arwp, m-arwp), in [0, 1)
+    #[arg(long, value_name = "BETA")]
+    pub beta: Option<f64>,
+    /// SAM radius ρ
+    #[arg(long, value_name = "RHO")]
+    pub rho: Option<f64>,
+    /// Turn the data augmentation off
+    #[arg(long)]
+    pub no_augment: bool,
+    /// What a NaN or infinite gradient does: fail the job, or skip the update
+    #[arg(long, value_name = "POLICY", value_parser = non_finite_parser())]
+    pub non_finite: Option<NonFinitePolicy>,
+    /// Wire format of gradients: f32 (bit-exact) or bf16 (half the bytes)
+    #[arg(long, value_name = "ENCODING", value_parser = encoding_parser())]
+    pub gradient_encoding: Option<GradientEncoding>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Print JSON (an array of jobs) instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// Job id
+    #[arg(value_name = "JOB")]
+    pub job: String,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Job id
+    #[arg(value_name = "JOB")]
+    pub job: String,
+    /// Seconds between progress lines when stderr is not a terminal
+    #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_seconds)]
+    pub interval: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CancelArgs {
+    /// Job id
+    #[arg(value_name = "JOB")]
+    pub job: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Job id
+    #[arg(value_name = "JOB")]
+    pub job: String,
+    /// File to write (safetensors), replaced atomically
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// Job ids, one line each
+    #[arg(value_name = "JOB", required = true)]
+    pub jobs: Vec<String>,
+    /// Image to write: FILE.png or FILE.svg
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Image width in pixels
+    #[arg(long, default_value_t = 1400, value_parser = clap::value_parser!(u32).range(200..=10_000))]
+    pub width: u32,
+    /// Image height in pixels
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(200..=10_000))]
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// Shell to generate for
+    #[arg(value_name = "SHELL")]
+    pub shell: Shell,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!("`{text}` is not a number of seconds in (0, 86400]")),
+    }
+}
+
+fn method_parser() -> impl TypedValueParser<Value = Method> {
+    PossibleValuesParser::new(Method::ALL.map(Method::name))
+        .map(|s| s.parse::<Method>().expect("clap only lets possible values through"))
+}
+
+fn model_parser() -> impl TypedValueParser<Value = ModelKind> {
+    PossibleValuesParser::new(ModelKind::ALL.map(ModelKind::name))
+        .map(|s| s.parse::<ModelKind>().expect("clap only lets possible values through"))
+}
+
+fn dataset_parser() -> impl TypedValueParser<Value = DatasetKind> {
+    PossibleValuesParser::new(DatasetKind::ALL.map(DatasetKind::name))
+        .map(|s| s.parse::<DatasetKind>().expect("clap only lets possible values through"))
+}
+
+fn non_finite_parser() -> impl TypedValueParser<Value = NonFinitePolicy> {
+    PossibleValuesParser::new(["fail", "skip"]).map(|s| match s.as_str() {
+        "skip" => NonFinitePolicy::Skip,
+        _ => NonFinitePolicy::Fail,
+    })
+}
+
+fn encoding_parser() -> impl TypedValueParser<Value = GradientEncoding> {
+    PossibleValuesParser::new(["f32", "bf16"]).map(|s| match s.as_str() {
+        "bf16" => GradientEncoding::Bf16,
+        _ => GradientEncoding::F32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse_into_typed_values() {
+        let cli = Cli::try_parse_from([
+            "rwp",
+            "submit",
+            "--method",
+            "m-rwp",
+            "--model",
+            "wrn16-8",
+            "--dataset",
+            "cifar100",
+            "--non-finite",
+            "skip",
+            "--gradient-encoding",
+            "bf16",
+            "--server",
+            "http://h:1",
+        ])
+        .unwrap();
+        assert_eq!(cli.connection.server, "http://h:1");
+        let Command::Submit(args) = cli.command else { panic!("not submit") };
+        assert_eq!(args.settings.method, Some(Method::MRwp));
+        assert_eq!(args.settings.model, Some(ModelKind::Wrn16_8));
+        assert_eq!(args.settings.dataset, Some(DatasetKind::Cifar100));
+        assert_eq!(args.settings.non_finite, Some(NonFinitePolicy::Skip));
+        assert_eq!(args.settings.gradient_encoding, Some(GradientEncoding::Bf16));
+        let err = Cli::try_parse_from(["rwp", "submit", "--method", "adam"]).unwrap_err().to_string();
+        assert!(err.contains("adam") && err.contains("m-arwp"), "{err}");
+        let err = Cli::try_parse_from(["rwp", "watch", "j", "--interval", "0"]).unwrap_err().to_string();
+        assert!(err.contains("seconds"), "{err}");
+    }
+}

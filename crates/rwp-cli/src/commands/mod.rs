@@ -1,0 +1,172 @@
+//! The subcommands. Each takes its arguments and a writer for stdout;
+//! progress and notes go to stderr.
+
+mod jobs;
+mod plot;
+mod watch;
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::CommandFactory;
+use rwp_sdk::{Client, ClientConfig, JobState, SdkError};
+
+use crate::cli::{Cli, Command, ConnectionArgs, SubmitArgs};
+use crate::error::CliError;
+use crate::format::now_unix_ms;
+use crate::job::build_job;
+use crate::plot::ImageFormat;
+
+pub use jobs::{job_detail, job_json, jobs_table};
+pub use watch::{summary_line, Outcome};
+
+/// Attempts of each call while watching, so that a watch rides out a server
+/// restart (about 15 s of retries) where a one-off call fails fast.
+const WATCH_ATTEMPTS: u32 = 10;
+
+/// How to reach the server, checked before anything is sent.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    config: ClientConfig,
+}
+
+impl Connection {
+    pub fn new(args: &ConnectionArgs) -> Result<Self, CliError> {
+        let server = args.server.trim();
+        if server.is_empty() {
+            return Err(CliError::Usage("--server is empty (expected http://host:port or https://host:port)".into()));
+        }
+        // `host:port` alone means plaintext HTTP/2.
+        let endpoint = if server.contains("://") { server.to_owned() } else { format!("http://{server}") };
+        let mut config = ClientConfig::new(endpoint);
+        if let Some(path) = &args.tls_ca {
+            let pem = std::fs::read(path)
+                .map_err(|e| CliError::Usage(format!("cannot read the CA certificate {}: {e}", path.display())))?;
+            config.tls_ca_pem = Some(pem);
+        }
+        config.tls_domain.clone_from(&args.tls_domain);
+        config.attempts = args.retries.saturating_add(1);
+        config.connect_timeout = Duration::from_secs_f64(args.connect_timeout);
+        Ok(Self { config })
+    }
+
+    #[must_use]
+    pub fn endpoint(&self) -> &str {
+        &self.config.endpoint
+    }
+
+    /// Connects and checks that the server answers, failing fast.
+    pub async fn connect(&self) -> Result<Client, CliError> {
+        self.connect_with(self.config.clone()).await
+    }
+
+    /// A client whose calls retry for longer, for following a job; it still
+    /// fails fast when the server cannot be reached at first.
+    pub async fn connect_patient(&self) -> Result<Client, CliError> {
+        self.connect().await?;
+        let mut config = self.config.clone();
+        config.attempts = config.attempts.max(WATCH_ATTEMPTS);
+        self.connect_with(config).await
+    }
+
+    async fn connect_with(&self, config: ClientConfig) -> Result<Client, CliError> {
+        // A server that accepts connections but never answers would otherwise
+        // keep the first call waiting forever.
+        let limit =
+            self.config.connect_timeout.saturating_mul(self.config.attempts.saturating_add(1)) + Duration::from_secs(2);
+        match tokio::time::timeout(limit, Client::connect_with(config)).await {
+            Ok(client) => Ok(client?),
+            Err(_) => Err(SdkError::Unreachable {
+                endpoint: self.config.endpoint.clone(),
+                reason: format!("no answer within {}s", limit.as_secs()),
+            }
+            .into()),
+        }
+    }
+}
+
+/// Runs one parsed command line; returns the process's exit status.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
+    let Cli { connection, command } = cli;
+    // Everything that can be checked without the server is checked before connecting.
+    let connect = || Connection::new(&connection);
+    match command {
+        Command::Completions(args) => {
+            clap_complete::generate(args.shell, &mut Cli::command(), "rwp", out);
+            Ok(0)
+        }
+        Command::Submit(args) => {
+            let (name, spec) = build_job(&args)?;
+            submit(&connect()?, &args, &name, &spec, out).await
+        }
+        Command::List(args) => {
+            let mut jobs = connect()?.connect().await?.list().await?;
+            jobs.sort_by(|a, b| (a.created_unix_ms, &a.id).cmp(&(b.created_unix_ms, &b.id)));
+            if args.json {
+                let json: Vec<_> = jobs.iter().map(job_json).collect();
+                writeln!(out, "{}", to_json(&json)?)?;
+            } else {
+                out.write_all(jobs_table(&jobs, now_unix_ms()).as_bytes())?;
+            }
+            Ok(0)
+        }
+        Command::Get(args) => {
+            let job = connect()?.connect().await?.get(&args.job).await?;
+            if args.json {
+                writeln!(out, "{}", to_json(&job_json(&job))?)?;
+            } else {
+                out.write_all(job_detail(&job, now_unix_ms()).as_bytes())?;
+            }
+            Ok(0)
+        }
+        Command::Watch(args) => {
+            let client = connect()?.connect_patient().await?;
+            let outcome = watch::watch(&client, &args.job, Duration::from_secs_f64(args.interval), out).await?;
+            Ok(outcome.exit_code())
+        }
+        Command::Cancel(args) => {
+            let job = connect()?.connect().await?.cancel(&args.job).await?;
+            let progress = format!("step {}/{}", job.step, job.total_updates);
+            if job.state.is_terminal() && job.state != JobState::Cancelled {
+                writeln!(out, "job {} had already {} ({progress}); nothing to cancel", job.id, job.state)?;
+            } else {
+                writeln!(out, "cancelled job {} at {progress}", job.id)?;
+            }
+            Ok(0)
+        }
+        Command::Export(args) => {
+            let export = connect()?.connect().await?.export(&args.job, &args.output).await?;
+            let (step, bytes, path) = (export.step, export.bytes, args.output.display());
+            writeln!(out, "exported job {} at step {step}: {bytes} bytes to {path}", args.job)?;
+            Ok(0)
+        }
+        Command::Plot(args) => {
+            ImageFormat::from_path(&args.output).map_err(CliError::Usage)?;
+            let client = connect()?.connect().await?;
+            plot::plot(&client, &args, out).await?;
+            Ok(0)
+        }
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value).map_err(|e| CliError::Other(format!("cannot write JSON: {e}")))
+}
+
+async fn submit(
+    connection: &Connection,
+    args: &SubmitArgs,
+    name: &str,
+    spec: &rwp_sdk::JobSpec,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
+    let client = if args.watch { connection.connect_patient().await? } else { connection.connect().await? };
+    let job = client.submit(name, spec).await?;
+    writeln!(out, "{}", job.id)?;
+    out.flush()?;
+    if !args.watch {
+        return Ok(0);
+    }
+    let outcome = watch::watch(&client, &job.id, Duration::from_secs_f64(args.interval), out).await?;
+    Ok(outcome.exit_code())
+}

@@ -1,0 +1,66 @@
+//! A bad job file is reported as one line naming the file, the key and the
+//! line or rule, with exit status 2, before any server is contacted.
+
+mod common;
+
+use common::{assert_clean_error, rwp, stdout, write_file};
+
+/// Nothing listens here: a job-file error must come before any connection.
+const NO_SERVER: &str = "http://127.0.0.1:1";
+
+#[test]
+fn an_unknown_key_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "job.toml", "method = \"m-arwp\"\nepochs = 2\nsigmaa = 0.1\n");
+    let o = rwp(&["--server", NO_SERVER, "submit", &path]);
+    let line = assert_clean_error(&o, 2);
+    assert!(line.contains("sigmaa"), "{line}");
+    assert!(line.contains("line 3"), "{line}");
+    assert!(line.contains("job.toml"), "{line}");
+    assert!(stdout(&o).is_empty(), "no job id on a failure");
+}
+
+#[test]
+fn an_out_of_range_value_names_the_key_and_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "mixed.toml", "method = \"m-rwp\"\nlambda = 2.0\n");
+    let line = assert_clean_error(&rwp(&["--server", NO_SERVER, "submit", &path]), 2);
+    assert!(line.contains("lambda = 2") && line.contains("must be in [0, 1]"), "{line}");
+    assert!(line.contains("mixed.toml"), "{line}");
+    // The same rule for a flag.
+    let line = assert_clean_error(&rwp(&["--server", NO_SERVER, "submit", "--method", "m-rwp", "--lambda", "1.5"]), 2);
+    assert!(line.contains("lambda = 1.5") && line.contains("must be in [0, 1]"), "{line}");
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nowhere.toml");
+    let path = path.to_str().unwrap();
+    let line = assert_clean_error(&rwp(&["--server", NO_SERVER, "submit", path]), 2);
+    assert!(line.contains(path), "{line}");
+}
+
+#[test]
+fn other_mistakes_are_one_line_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("method.toml", "method = \"adam\"\n", "adam"),
+        ("type.toml", "method = \"sgd\"\nepochs = \"many\"\n", "line 2"),
+        ("nomethod.toml", "epochs = 3\n", "`method` is required"),
+        ("syntax.toml", "method = \"sgd\"\nepochs = \n", "line 2"),
+        (
+            "schedule.toml",
+            "method = \"sgd\"\nlr_schedule = { kind = \"step\", milestones = [1], gama = 0.1 }\n",
+            "gama",
+        ),
+        ("cifar.toml", "method = \"sgd\"\ndataset = \"cifar10\"\n", "data directory"),
+    ];
+    for (name, text, want) in cases {
+        let path = write_file(dir.path(), name, text);
+        let line = assert_clean_error(&rwp(&["--server", NO_SERVER, "submit", &path]), 2);
+        assert!(line.contains(want) && line.contains(name), "{name}: {line}");
+    }
+    let line = assert_clean_error(&rwp(&["--server", NO_SERVER, "submit"]), 2);
+    assert!(line.contains("--method"), "{line}");
+}

@@ -1,0 +1,53 @@
+//! `rwp submit` against a scripted server: only the job id on stdout, the
+//! spec built from the job file and the flags, and `--watch`.
+
+mod common;
+
+use common::mock::MockServer;
+use common::{rwp, stderr, stdout, write_file};
+use rwp_sdk::{JobSpec, Method};
+
+#[test]
+fn flags_alone_submit_the_methods_reference_spec() {
+    let server = MockServer::start(vec![]);
+    let o = rwp(&["--server", &server.url, "submit", "--method", "m-arwp", "--epochs", "3", "--name", "quick"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "j-000001\n", "only the id on stdout");
+    let submitted = &server.recorded.lock().unwrap().submitted;
+    let mut expected = JobSpec::reference(Method::MArwp);
+    expected.epochs = 3;
+    assert_eq!(submitted.as_slice(), [("quick".to_owned(), expected)]);
+}
+
+#[test]
+fn flags_override_the_job_file() {
+    let server = MockServer::start(vec![]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "cifar.toml",
+        "name = \"from-file\"\nmethod = \"m-rwp\"\ndataset = \"cifar10\"\ndata_dir = \"/data/c10\"\n\
+         epochs = 200\nsigma = 0.02\nlr_schedule = { kind = \"step\", milestones = [60, 120], gamma = 0.2 }\n",
+    );
+    let o = rwp(&["--server", &server.url, "submit", &path, "--epochs", "2", "--perturbed-shards", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "j-000001\n");
+    let recorded = server.recorded.lock().unwrap();
+    let (name, spec) = &recorded.submitted[0];
+    assert_eq!(name, "from-file");
+    assert_eq!((spec.method, spec.epochs, spec.sigma, spec.perturbed_shards), (Method::MRwp, 2, 0.02, 2));
+    assert_eq!(spec.data_dir.as_deref(), Some(std::path::Path::new("/data/c10")));
+}
+
+#[test]
+fn watch_follows_the_new_job() {
+    let server = MockServer::start(vec![]);
+    let o = rwp(&["--server", &server.url, "submit", "--method", "sgd", "--watch"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "j-000001", "{out}");
+    assert_eq!(lines[1], "job j-000001 succeeded: step 8/8, test accuracy 0.5500, wall 0.4s, 20.00 updates/s", "{out}");
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(stderr(&o).contains("watching job j-000001"), "{}", stderr(&o));
+}
