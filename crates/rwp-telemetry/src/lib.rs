@@ -21,6 +21,20 @@ use std::sync::Arc;
 
 pub use registry::{Kind, Registry};
 
+/// The OTLP endpoint the standard variables give for `signal` (`TRACES` or
+/// `METRICS`): `OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`, else
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`; none when `OTEL_<SIGNAL>_EXPORTER=none` or
+/// `OTEL_SDK_DISABLED=true`.
+fn otlp_endpoint_from_env(signal: &str) -> Option<String> {
+    let set = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    if set(&format!("OTEL_{signal}_EXPORTER")).as_deref() == Some("none")
+        || set("OTEL_SDK_DISABLED").as_deref() == Some("true")
+    {
+        return None;
+    }
+    set(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")).or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+}
+
 /// Serves `/metrics` (Prometheus text) and `/healthz` on `listener` until `shutdown`.
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,

@@ -23,17 +23,6 @@ impl Drop for MetricsExport {
     }
 }
 
-fn endpoint_from_env() -> Option<String> {
-    if std::env::var("OTEL_METRICS_EXPORTER").is_ok_and(|v| v.trim() == "none")
-        || std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim() == "true")
-    {
-        return None;
-    }
-    ["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
-}
-
 fn attributes(labels: &[(String, String)]) -> Vec<KeyValue> {
     labels.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect()
 }
@@ -42,7 +31,7 @@ fn attributes(labels: &[(String, String)]) -> Vec<KeyValue> {
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._METRICS_ENDPOINT`) is set; `None`
 /// otherwise. Call inside a Tokio runtime, after the families are described.
 pub fn export_metrics(registry: &Arc<Registry>, service: &str) -> Result<Option<MetricsExport>, String> {
-    let Some(endpoint) = endpoint_from_env() else { return Ok(None) };
+    let Some(endpoint) = crate::otlp_endpoint_from_env("METRICS") else { return Ok(None) };
     let exporter = opentelemetry_otlp::MetricExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint.clone())

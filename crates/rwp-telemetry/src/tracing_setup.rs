@@ -40,23 +40,11 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// The OTLP endpoint the `OTEL_*` variables ask for, if any.
-fn otlp_endpoint_from_env() -> Option<String> {
-    if std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.trim() == "none")
-        || std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim() == "true")
-    {
-        return None;
-    }
-    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
-}
-
 /// Sets up logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 /// `..._TRACES_ENDPOINT`) is set, span export under `service` (overridden by
 /// `OTEL_SERVICE_NAME`). Must run inside a Tokio runtime.
 pub fn init(service: &str, log_format: &str) -> Result<TelemetryGuard, String> {
-    init_with(service, log_format, otlp_endpoint_from_env())
+    init_with(service, log_format, crate::otlp_endpoint_from_env("TRACES"))
 }
 
 /// [`init`] with an explicit OTLP endpoint (`None`: no span export).
