@@ -10,7 +10,7 @@ endif
 CARGO ?= cargo
 SETUP_STAMP := .cargo/config.toml
 
-.PHONY: setup build release test fmt lint demo demo-local bench bench-distributed clean
+.PHONY: setup build release test fmt lint demo demo-local bench bench-distributed k8s-check clean
 
 $(SETUP_STAMP): scripts/setup-libtorch.sh
 	./scripts/setup-libtorch.sh
@@ -29,6 +29,15 @@ release: setup
 test: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory k8s-check
+
+## Kubernetes manifests and images (docs/deploy.md): render every overlay,
+## validate against the Kubernetes 1.32 schemas, check ports, probes, flags,
+## environment and config keys against the binaries (and start them with
+## them), evaluate the NetworkPolicies, lint the Dockerfiles.
+k8s-check: setup
+	$(CARGO) build -p rwp-parameter-server -p rwp-gradient-worker --bins
+	RWP_BIN_DIR=$(or $(CARGO_TARGET_DIR),target)/debug ./scripts/k8s-check.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -36,6 +36,10 @@ else
 VIRTUAL_ENV = \"$venv\""
 fi
 
+# (The binaries that compute on GPUs keep libtorch_cuda linked themselves:
+# see build.rs of rwp-worker and rwp-train.)
+link_args="\"-C\", \"link-arg=-Wl,-rpath,$lib_dir\""
+
 mkdir -p .cargo
 config=$(cat <<TOML
 # Written by scripts/setup-libtorch.sh; git-ignored, machine-specific.
@@ -45,10 +49,10 @@ RWP_PYTHON = "$py"
 RWP_TORCH_LIB = "$lib_dir"
 
 [target.x86_64-unknown-linux-gnu]
-rustflags = ["-C", "link-arg=-Wl,-rpath,$lib_dir"]
+rustflags = [$link_args]
 
 [target.aarch64-unknown-linux-gnu]
-rustflags = ["-C", "link-arg=-Wl,-rpath,$lib_dir"]
+rustflags = [$link_args]
 TOML
 )
 if [ ! -f .cargo/config.toml ] || [ "$(cat .cargo/config.toml)" != "$config" ]; then
