@@ -47,6 +47,7 @@ async fn counters_move_during_a_job_and_pending_tasks_return_to_zero() {
     assert_eq!(sample(&after, &format!("rwp_updates_total{{job=\"{}\"}}", job.id)), Some(6.0), "{after}");
     assert!(seen_updates.windows(2).all(|w| w[0] <= w[1]), "a counter never goes down: {seen_updates:?}");
     assert_eq!(sample(&after, "rwp_pending_tasks"), Some(0.0), "{after}");
+    assert_eq!(sample(&after, "rwp_leased_tasks"), Some(0.0), "{after}");
     assert_eq!(sample(&after, "rwp_running_jobs"), Some(0.0));
     // 6 updates x 3 tasks, each leased at least once; bytes flowed both ways.
     assert!(sample(&after, "rwp_leases_issued_total").unwrap() >= 18.0, "{after}");

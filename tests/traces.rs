@@ -20,6 +20,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use rwp_integration_tests::in_process::Cluster;
 use rwp_sdk::{Client, JobSpecBuilder, Method};
 use tokio_stream::StreamExt;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 #[derive(Clone, Default)]
 struct Receiver {
@@ -85,7 +86,13 @@ async fn worker_task_spans_are_children_of_the_servers_step_span() {
     let cluster = Cluster::start(2).await;
     let client = Client::connect(cluster.url()).await.unwrap();
     let spec = JobSpecBuilder::new(Method::MArwp).epochs(1).batch_size(64).max_updates(2).build().unwrap();
-    let job = client.submit("traced", &spec).await.unwrap();
+    // The client's own span: the SDK sends its context with the request.
+    let client_span = tracing::info_span!("client.submit");
+    let job = {
+        let _context = client_span.context().attach();
+        client.submit("traced", &spec).await.unwrap()
+    };
+    drop(client_span);
     let mut events = Box::pin(client.watch(&job.id, 0).await.unwrap());
     while let Some(e) = events.next().await {
         e.unwrap();
@@ -94,6 +101,9 @@ async fn worker_task_spans_are_children_of_the_servers_step_span() {
     telemetry.flush();
 
     let ours = |s: &Span| attribute(s, "job").as_deref() == Some(job.id.as_str());
+    let all = |name: &str| -> Vec<Span> {
+        receiver.spans.lock().unwrap().iter().filter(|s| s.name == name).cloned().collect()
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     let spans = loop {
         let spans: Vec<Span> = receiver.spans.lock().unwrap().iter().filter(|s| ours(s)).cloned().collect();
@@ -120,6 +130,14 @@ async fn worker_task_spans_are_children_of_the_servers_step_span() {
         assert!(attribute(task, "bytes").unwrap().parse::<u64>().unwrap() > 0);
         assert!(attribute(task, "shard").is_some());
     }
+    // The client's span is the parent of the server's span for the submission.
+    let client = all("client.submit");
+    let submit = all("rwp.submit");
+    assert_eq!((client.len(), submit.len()), (1, 1), "client and server spans of the submission");
+    assert_eq!(submit[0].trace_id, client[0].trace_id);
+    assert_eq!(submit[0].parent_span_id, client[0].span_id, "the server's span continues the client's trace");
+    assert_eq!(attribute(&submit[0], "job").as_deref(), Some(job.id.as_str()));
+
     // Metrics export on shutdown at the latest.
     let names = receiver.metric_names.lock().unwrap().clone();
     for name in ["rwp_pending_tasks", "rwp_updates_total", "rwp_step_seconds_count", "rwp_worker_tasks_total"] {

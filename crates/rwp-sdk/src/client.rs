@@ -12,6 +12,27 @@ use tracing::debug;
 
 use crate::{Job, JobEvent, SdkError};
 
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (tonic::metadata::MetadataKey::from_bytes(key.as_bytes()), value.parse()) {
+            self.0.insert(k, v);
+        }
+    }
+}
+
+/// A request carrying the caller's current OpenTelemetry context (W3C
+/// `traceparent`), so the server's spans join the caller's trace. Nothing is
+/// added when the application has set up no propagator.
+fn traced<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&opentelemetry::Context::current(), &mut MetadataInjector(request.metadata_mut()));
+    });
+    request
+}
+
 /// How the client reaches the server.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -121,14 +142,16 @@ impl Client {
     pub async fn submit(&self, name: &str, spec: &JobSpec) -> Result<Job, SdkError> {
         spec.validate().map_err(|e| SdkError::InvalidSpec(e.to_string()))?;
         let request = v1::SubmitJobRequest { name: name.to_owned(), spec: Some(spec.into()) };
-        let job = self.inner.clone().submit_job(request).await.map_err(|s| self.error(s))?.into_inner();
+        let job = self.inner.clone().submit_job(traced(request)).await.map_err(|s| self.error(s))?.into_inner();
         job.try_into()
     }
 
     pub async fn get(&self, job_id: &str) -> Result<Job, SdkError> {
         let job = self
             .retrying("get", |mut c| async move {
-                c.get_job(v1::GetJobRequest { job_id: job_id.to_owned() }).await.map(tonic::Response::into_inner)
+                c.get_job(traced(v1::GetJobRequest { job_id: job_id.to_owned() }))
+                    .await
+                    .map(tonic::Response::into_inner)
             })
             .await?;
         job.try_into()
@@ -138,7 +161,7 @@ impl Client {
     pub async fn list(&self) -> Result<Vec<Job>, SdkError> {
         let r = self
             .retrying("list", |mut c| async move {
-                c.list_jobs(v1::ListJobsRequest {}).await.map(tonic::Response::into_inner)
+                c.list_jobs(traced(v1::ListJobsRequest {})).await.map(tonic::Response::into_inner)
             })
             .await?;
         r.jobs.into_iter().map(Job::try_from).collect()
@@ -148,7 +171,9 @@ impl Client {
     pub async fn cancel(&self, job_id: &str) -> Result<Job, SdkError> {
         let job = self
             .retrying("cancel", |mut c| async move {
-                c.cancel_job(v1::CancelJobRequest { job_id: job_id.to_owned() }).await.map(tonic::Response::into_inner)
+                c.cancel_job(traced(v1::CancelJobRequest { job_id: job_id.to_owned() }))
+                    .await
+                    .map(tonic::Response::into_inner)
             })
             .await?;
         job.try_into()
@@ -170,7 +195,7 @@ impl Client {
                 this.retrying("watch", |mut c| {
                     let job_id = job_id.clone();
                     async move {
-                        c.watch_job(v1::WatchJobRequest { job_id, from_step: from })
+                        c.watch_job(traced(v1::WatchJobRequest { job_id, from_step: from }))
                             .await
                             .map(tonic::Response::into_inner)
                     }
@@ -214,7 +239,7 @@ impl Client {
                             this.retrying("watch", |mut c| {
                                 let job_id = job_id.clone();
                                 async move {
-                                    c.watch_job(v1::WatchJobRequest { job_id, from_step: next_step })
+                                    c.watch_job(traced(v1::WatchJobRequest { job_id, from_step: next_step }))
                                         .await
                                         .map(tonic::Response::into_inner)
                                 }
@@ -245,8 +270,10 @@ impl Client {
     pub async fn export(&self, job_id: &str, path: &Path) -> Result<Export, SdkError> {
         let (step, bytes) = self
             .retrying("export", |mut c| async move {
-                let mut stream =
-                    c.export_weights(v1::ExportWeightsRequest { job_id: job_id.to_owned() }).await?.into_inner();
+                let mut stream = c
+                    .export_weights(traced(v1::ExportWeightsRequest { job_id: job_id.to_owned() }))
+                    .await?
+                    .into_inner();
                 let mut bytes = Vec::new();
                 let mut step = 0;
                 while let Some(chunk) = stream.next().await {

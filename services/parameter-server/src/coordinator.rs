@@ -29,6 +29,7 @@ use rwp_telemetry::{Kind, Registry};
 /// The metric families the server exports.
 const METRICS: &[(&str, Kind, &str)] = &[
     ("rwp_pending_tasks", Kind::Gauge, "Tasks of running jobs waiting for a worker (the autoscaling signal)."),
+    ("rwp_leased_tasks", Kind::Gauge, "Tasks leased to a worker and not yet done (work in flight)."),
     ("rwp_active_workers", Kind::Gauge, "Workers that asked for work within the last lease timeout."),
     ("rwp_running_jobs", Kind::Gauge, "Jobs in the running state."),
     ("rwp_updates_total", Kind::Counter, "Updates applied, by job."),
@@ -247,26 +248,27 @@ impl Coordinator {
     fn refresh_gauges(&self, s: &State) {
         let now = Instant::now();
         let mut pending = 0;
+        let mut leased = 0;
         let mut running = 0;
         for entry in s.jobs.values() {
             if let Some(run) = &entry.run {
                 running += 1;
                 if !run.updating {
-                    pending += run
-                        .slots
-                        .iter()
-                        .filter(|slot| match &slot.status {
-                            SlotStatus::Pending => true,
-                            SlotStatus::Leased { deadline, .. } => *deadline <= now,
-                            SlotStatus::Done => false,
-                        })
-                        .count();
+                    for slot in &run.slots {
+                        match &slot.status {
+                            SlotStatus::Pending => pending += 1,
+                            SlotStatus::Leased { deadline, .. } if *deadline <= now => pending += 1,
+                            SlotStatus::Leased { .. } => leased += 1,
+                            SlotStatus::Done => {}
+                        }
+                    }
                 }
             }
         }
         let window = Duration::from_millis(self.config.lease_timeout_ms);
         let active = s.workers.values().filter(|(_, seen)| now.duration_since(*seen) <= window).count();
-        self.metrics.set("rwp_pending_tasks", &[], pending as f64);
+        self.metrics.set("rwp_pending_tasks", &[], f64::from(pending));
+        self.metrics.set("rwp_leased_tasks", &[], f64::from(leased));
         self.metrics.set("rwp_running_jobs", &[], f64::from(running));
         self.metrics.set("rwp_active_workers", &[], active as f64);
     }

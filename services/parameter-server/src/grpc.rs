@@ -40,6 +40,14 @@ fn invalid(e: impl std::fmt::Display) -> Status {
     Status::from(ServerError::BadPush(e.to_string()))
 }
 
+/// A span for a client call, joined to the caller's trace when the request
+/// carries one.
+fn api_span<T>(name: &'static str, request: &Request<T>) -> tracing::Span {
+    let span = tracing::info_span!("rwp.api", otel.name = name, job = tracing::field::Empty);
+    rwp_telemetry::set_parent_from(&span, request.metadata());
+    span
+}
+
 /// Splits a shared buffer into chunks without copying.
 fn chunks(bytes: &Bytes, size: usize) -> impl Iterator<Item = (u64, Bytes)> + '_ {
     (0..bytes.len().max(1))
@@ -249,10 +257,12 @@ impl Handlers {
 #[tonic::async_trait]
 impl JobService for Handlers {
     async fn submit_job(&self, request: Request<v1::SubmitJobRequest>) -> Result<Response<v1::Job>, Status> {
+        let span = api_span("rwp.submit", &request);
         let r = request.into_inner();
         let spec = r.spec.ok_or_else(|| Status::invalid_argument("invalid job spec: spec must be set"))?;
         let spec = JobSpec::try_from(spec).map_err(|e| Status::from(ServerError::InvalidSpec(e.to_string())))?;
-        let record = self.coordinator.submit(r.name, spec).await?;
+        let record = self.coordinator.submit(r.name, spec).instrument(span.clone()).await?;
+        span.record("job", record.id.as_str());
         Ok(Response::new(job_to_wire(&record)))
     }
 
@@ -325,7 +335,10 @@ impl JobService for Handlers {
     }
 
     async fn cancel_job(&self, request: Request<v1::CancelJobRequest>) -> Result<Response<v1::Job>, Status> {
-        Ok(Response::new(job_to_wire(&self.coordinator.cancel(&request.into_inner().job_id).await?)))
+        let span = api_span("rwp.cancel", &request);
+        let job = request.into_inner().job_id;
+        span.record("job", job.as_str());
+        Ok(Response::new(job_to_wire(&self.coordinator.cancel(&job).instrument(span).await?)))
     }
 
     type ExportWeightsStream = BoxStream<v1::ExportChunk>;
