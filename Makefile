@@ -28,6 +28,9 @@ release: setup
 ## PyTorch parity tests).
 test: setup
 	$(CARGO) fmt --all -- --check
+	# The real-process tests start rwp-server and rwp-worker: build every binary
+	# first (cargo test builds a package's binaries only for its own tests).
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory k8s-check
 

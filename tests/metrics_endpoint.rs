@@ -53,7 +53,12 @@ async fn counters_move_during_a_job_and_pending_tasks_return_to_zero() {
     assert!(sample(&after, "rwp_leases_issued_total").unwrap() >= 18.0, "{after}");
     assert!(sample(&after, "rwp_gradient_bytes_in_total").unwrap() > 0.0);
     assert!(sample(&after, "rwp_weight_bytes_out_total").unwrap() > 0.0);
-    assert_eq!(sample(&after, "rwp_step_seconds_count{phase=\"update\"}"), Some(6.0));
+    for (phase, count) in
+        [("waiting", 6.0), ("update", 6.0), ("aggregation", 6.0), ("publish", 6.0), ("checkpoint", 2.0)]
+    {
+        let series = format!("rwp_step_seconds_count{{phase=\"{phase}\"}}");
+        assert_eq!(sample(&after, &series), Some(count), "{series}");
+    }
     assert!(sample(&after, &format!("rwp_job_loss{{job=\"{}\"}}", job.id)).unwrap() > 0.0);
 
     // The workers' endpoints: between them, every task was computed and pushed once.

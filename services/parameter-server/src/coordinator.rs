@@ -42,7 +42,8 @@ const METRICS: &[(&str, Kind, &str)] = &[
     (
         "rwp_step_seconds",
         Kind::Histogram,
-        "Time of one update by phase: waiting for tasks, then update (aggregation, SGD step, evaluation, checkpoint).",
+        "Time of one update by phase: waiting (for its tasks), update (all the engine does), and its parts: \
+         aggregation, evaluation, checkpoint, publish.",
     ),
     ("rwp_job_loss", Kind::Gauge, "Training loss of the latest update, by job."),
     ("rwp_job_accuracy", Kind::Gauge, "Training accuracy of the latest update, by job."),
@@ -787,6 +788,11 @@ impl Coordinator {
                             &[("phase", "update")],
                             started.elapsed().as_secs_f64(),
                         );
+                        if let Ok(o) = &outcome {
+                            for (phase, seconds) in &o.phases {
+                                this.metrics.observe("rwp_step_seconds", &[("phase", phase)], *seconds);
+                            }
+                        }
                         this.apply_outcome(&job, outcome).await;
                     }
                     .instrument(update_span),

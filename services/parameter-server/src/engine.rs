@@ -95,6 +95,10 @@ pub struct UpdateOutcome {
     pub snapshot: Bytes,
     /// Updates applied after this one.
     pub step: u64,
+    /// Seconds spent per phase: `aggregation` (decoding the shard results,
+    /// averaging them, the history and the SGD step), `evaluation`,
+    /// `checkpoint` and `publish` (serialising the next weights version).
+    pub phases: Vec<(&'static str, f64)>,
 }
 
 /// What the engine reports when it starts.
@@ -251,13 +255,17 @@ impl Engine {
     }
 
     fn update(&mut self, raw: RawStep) -> Result<UpdateOutcome, String> {
+        let started = std::time::Instant::now();
         let results = StepResults {
             clean: raw.clean.into_iter().map(|r| self.decode(r)).collect::<Result<_, _>>()?,
             perturbed: raw.perturbed.into_iter().map(|r| self.decode(r)).collect::<Result<_, _>>()?,
         };
         let report = apply_update(&self.spec, &self.schedule, &self.model, &mut self.state, results)
             .map_err(|e| e.to_string())?;
-        self.after_update(Some(report))
+        let aggregation = started.elapsed().as_secs_f64();
+        let mut outcome = self.after_update(Some(report))?;
+        outcome.phases.insert(0, ("aggregation", aggregation));
+        Ok(outcome)
     }
 
     fn after_update(&mut self, report: Option<UpdateReport>) -> Result<UpdateOutcome, String> {
@@ -269,11 +277,21 @@ impl Engine {
             || (self.config.eval_every_epochs > 0
                 && step % per_epoch == 0
                 && epoch % self.config.eval_every_epochs == 0);
+        let mut phases: Vec<(&'static str, f64)> = Vec::new();
+        let started = std::time::Instant::now();
         let evaluation = eval_due
             .then(|| (epoch, evaluate(&self.model, &self.data, &self.state.weights, &self.state.buffers, Device::Cpu)));
-        if done || step % self.config.checkpoint_every == 0 {
-            self.save()?;
+        if evaluation.is_some() {
+            phases.push(("evaluation", started.elapsed().as_secs_f64()));
         }
-        Ok(UpdateOutcome { report, evaluation, snapshot: self.snapshot(), step })
+        if done || step % self.config.checkpoint_every == 0 {
+            let started = std::time::Instant::now();
+            self.save()?;
+            phases.push(("checkpoint", started.elapsed().as_secs_f64()));
+        }
+        let started = std::time::Instant::now();
+        let snapshot = self.snapshot();
+        phases.push(("publish", started.elapsed().as_secs_f64()));
+        Ok(UpdateOutcome { report, evaluation, snapshot, step, phases })
     }
 }
