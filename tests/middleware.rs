@@ -68,14 +68,23 @@ async fn requests_beyond_the_concurrency_limit_are_shed_not_queued() {
         .into_inner()
         .worker_id;
 
-    // A long-polled lease holds the only slot for 3 s (there is no work).
+    // A long-polled lease holds the only slot for 5 s (there is no work).
     let mut poller = worker.clone();
-    let held = tokio::spawn(async move { poller.lease_task(LeaseTaskRequest { worker_id: id, wait_ms: 3000 }).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = tokio::spawn(async move { poller.lease_task(LeaseTaskRequest { worker_id: id, wait_ms: 5000 }).await });
 
-    let started = Instant::now();
-    let shed = JobServiceClient::new(channel).list_jobs(ListJobsRequest {}).await.unwrap_err();
-    assert!(matches!(shed.code(), Code::Unavailable | Code::ResourceExhausted), "{shed:?}");
-    assert!(started.elapsed() < Duration::from_secs(1), "refused at once, not queued behind the lease");
+    // Once the lease holds the slot, another call is refused at once.
+    let mut jobs = JobServiceClient::new(channel);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let shed = loop {
+        let started = Instant::now();
+        match jobs.list_jobs(ListJobsRequest {}).await {
+            Err(status) => break (status, started.elapsed()),
+            // The lease has not reached the server yet.
+            Ok(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(_) => panic!("no request was shed while the lease held the only slot"),
+        }
+    };
+    assert!(matches!(shed.0.code(), Code::Unavailable | Code::ResourceExhausted), "{:?}", shed.0);
+    assert!(shed.1 < Duration::from_secs(1), "refused at once, not queued behind the lease");
     assert!(held.await.unwrap().unwrap().into_inner().task.is_none());
 }
