@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use rwp_spec::{
-    DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelKind, NonFinitePolicy, Role, SigmaSchedule,
+    DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelKind, NonFinitePolicy, Role,
+    SigmaSchedule, StepMetrics,
 };
 
 use crate::v1;
@@ -268,6 +269,82 @@ impl TryFrom<v1::JobSpec> for JobSpec {
     }
 }
 
+impl From<JobState> for v1::JobState {
+    fn from(s: JobState) -> Self {
+        match s {
+            JobState::Running => v1::JobState::Running,
+            JobState::Succeeded => v1::JobState::Succeeded,
+            JobState::Failed => v1::JobState::Failed,
+            JobState::Cancelled => v1::JobState::Cancelled,
+        }
+    }
+}
+
+/// Decodes a wire job state.
+pub fn job_state_from_wire(value: i32) -> Result<JobState, ConversionError> {
+    match v1::JobState::try_from(value).map_err(|_| unknown("job.state", value))? {
+        v1::JobState::Unspecified => Err(missing("job.state")),
+        v1::JobState::Running => Ok(JobState::Running),
+        v1::JobState::Succeeded => Ok(JobState::Succeeded),
+        v1::JobState::Failed => Ok(JobState::Failed),
+        v1::JobState::Cancelled => Ok(JobState::Cancelled),
+    }
+}
+
+impl From<&StepMetrics> for v1::StepMetrics {
+    fn from(m: &StepMetrics) -> Self {
+        v1::StepMetrics {
+            step: m.step,
+            loss: m.loss,
+            accuracy: m.accuracy,
+            perturbed_loss: m.perturbed_loss,
+            lr: m.lr,
+            sigma: m.sigma,
+            wall_time_s: m.wall_time_s,
+            skipped: m.skipped,
+        }
+    }
+}
+
+impl From<v1::StepMetrics> for StepMetrics {
+    fn from(m: v1::StepMetrics) -> Self {
+        StepMetrics {
+            step: m.step,
+            loss: m.loss,
+            accuracy: m.accuracy,
+            perturbed_loss: m.perturbed_loss,
+            lr: m.lr,
+            sigma: m.sigma,
+            wall_time_s: m.wall_time_s,
+            skipped: m.skipped,
+        }
+    }
+}
+
+impl From<&Evaluation> for v1::Evaluation {
+    fn from(e: &Evaluation) -> Self {
+        v1::Evaluation {
+            step: e.step,
+            epoch: e.epoch,
+            test_loss: e.test_loss,
+            test_accuracy: e.test_accuracy,
+            wall_time_s: e.wall_time_s,
+        }
+    }
+}
+
+impl From<v1::Evaluation> for Evaluation {
+    fn from(e: v1::Evaluation) -> Self {
+        Evaluation {
+            step: e.step,
+            epoch: e.epoch,
+            test_loss: e.test_loss,
+            test_accuracy: e.test_accuracy,
+            wall_time_s: e.wall_time_s,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +360,27 @@ mod tests {
             let wire = v1::JobSpec::from(&spec);
             assert_eq!(JobSpec::try_from(wire).unwrap(), spec);
         }
+    }
+
+    #[test]
+    fn progress_messages_round_trip() {
+        let m = StepMetrics {
+            step: 3,
+            loss: 1.5,
+            accuracy: 0.25,
+            perturbed_loss: Some(1.75),
+            lr: 0.1,
+            sigma: 0.01,
+            wall_time_s: 2.5,
+            skipped: false,
+        };
+        assert_eq!(StepMetrics::from(v1::StepMetrics::from(&m)), m);
+        let e = Evaluation { step: 7, epoch: 1, test_loss: 0.5, test_accuracy: 0.875, wall_time_s: 3.0 };
+        assert_eq!(Evaluation::from(v1::Evaluation::from(&e)), e);
+        for s in [JobState::Running, JobState::Succeeded, JobState::Failed, JobState::Cancelled] {
+            assert_eq!(job_state_from_wire(v1::JobState::from(s) as i32).unwrap(), s);
+        }
+        assert_eq!(job_state_from_wire(0).unwrap_err().field, "job.state");
     }
 
     #[test]

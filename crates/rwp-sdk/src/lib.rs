@@ -39,6 +39,7 @@ pub use client::{Client, ClientConfig, Export};
 pub use error::SdkError;
 pub use job_file::JobFile;
 pub use rwp_spec::{
-    DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelKind, NonFinitePolicy, SigmaSchedule,
+    DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelKind, NonFinitePolicy,
+    SigmaSchedule, StepMetrics,
 };
-pub use types::{Evaluation, Job, JobEvent, JobState, StepMetrics};
+pub use types::{Job, JobEvent};

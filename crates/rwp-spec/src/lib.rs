@@ -11,11 +11,13 @@
 //! of that order `(3, stream, epoch, p)`, and ε of update `t`
 //! `(4, t, shard)` (shard is 0 unless noise is independent per shard).
 
+pub mod job;
 mod method;
 pub mod plan;
 pub mod rng;
 mod spec;
 
+pub use job::{Evaluation, JobState, StepMetrics};
 pub use method::{DatasetKind, Method, ModelKind};
 pub use plan::{Role, Task};
 pub use spec::{GradientEncoding, JobSpec, LrSchedule, NonFinitePolicy, Schedule, SigmaSchedule};

@@ -15,6 +15,10 @@ const BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 type Labels = Vec<(String, String)>;
 
+/// One series read out: its labels, its value (a histogram's sum), and for
+/// histograms the observation count.
+pub type SeriesValue = (Labels, f64, Option<u64>);
+
 #[derive(Debug)]
 enum Series {
     Value(f64),
@@ -143,10 +147,9 @@ impl Registry {
         families.iter().map(|(n, f)| (n.clone(), f.kind, f.help.clone())).collect()
     }
 
-    /// The series of a family now: labels and value (for histograms, their
-    /// sum and count as `(labels, sum, count)` in the third slot).
+    /// The series of a family now.
     #[must_use]
-    pub fn series(&self, name: &str) -> Vec<(Vec<(String, String)>, f64, Option<u64>)> {
+    pub fn series(&self, name: &str) -> Vec<SeriesValue> {
         let families = self.families.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         families.get(name).map_or_else(Vec::new, |f| {
             f.series

@@ -4,54 +4,7 @@
 use rwp_spec::JobSpec;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum JobState {
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl JobState {
-    #[must_use]
-    pub fn is_terminal(self) -> bool {
-        self != JobState::Running
-    }
-
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// Metrics of one applied (or skipped) update.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StepMetrics {
-    pub step: u64,
-    pub loss: f64,
-    pub accuracy: f64,
-    pub perturbed_loss: Option<f64>,
-    pub lr: f64,
-    pub sigma: f64,
-    pub wall_time_s: f64,
-    pub skipped: bool,
-}
-
-/// A test-split evaluation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Evaluation {
-    pub step: u64,
-    pub epoch: u64,
-    pub test_loss: f64,
-    pub test_accuracy: f64,
-    pub wall_time_s: f64,
-}
+pub use rwp_spec::job::{Evaluation, JobState, StepMetrics};
 
 /// The durable record of a job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

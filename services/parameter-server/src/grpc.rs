@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::coordinator::{Coordinator, PushAdmission, PushHeader};
-use crate::domain::{Evaluation, JobEvent, JobRecord, JobState, StepMetrics};
+use crate::domain::{JobEvent, JobRecord};
 use crate::error::ServerError;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -55,44 +55,12 @@ fn chunks(bytes: &Bytes, size: usize) -> impl Iterator<Item = (u64, Bytes)> + '_
         .map(move |start| (start as u64, bytes.slice(start..(start + size).min(bytes.len()))))
 }
 
-pub(crate) fn state_to_wire(s: JobState) -> v1::JobState {
-    match s {
-        JobState::Running => v1::JobState::Running,
-        JobState::Succeeded => v1::JobState::Succeeded,
-        JobState::Failed => v1::JobState::Failed,
-        JobState::Cancelled => v1::JobState::Cancelled,
-    }
-}
-
-fn step_to_wire(m: &StepMetrics) -> v1::StepMetrics {
-    v1::StepMetrics {
-        step: m.step,
-        loss: m.loss,
-        accuracy: m.accuracy,
-        perturbed_loss: m.perturbed_loss,
-        lr: m.lr,
-        sigma: m.sigma,
-        wall_time_s: m.wall_time_s,
-        skipped: m.skipped,
-    }
-}
-
-fn evaluation_to_wire(e: &Evaluation) -> v1::Evaluation {
-    v1::Evaluation {
-        step: e.step,
-        epoch: e.epoch,
-        test_loss: e.test_loss,
-        test_accuracy: e.test_accuracy,
-        wall_time_s: e.wall_time_s,
-    }
-}
-
 fn job_to_wire(r: &JobRecord) -> v1::Job {
     v1::Job {
         id: r.id.clone(),
         name: r.name.clone(),
         spec: Some((&r.spec).into()),
-        state: state_to_wire(r.state).into(),
+        state: v1::JobState::from(r.state).into(),
         step: r.step,
         total_updates: r.total_updates,
         updates_per_epoch: r.updates_per_epoch,
@@ -100,16 +68,16 @@ fn job_to_wire(r: &JobRecord) -> v1::Job {
         created_unix_ms: r.created_unix_ms,
         updated_unix_ms: r.updated_unix_ms,
         skipped_updates: r.skipped_updates,
-        last_step: r.last_step.as_ref().map(step_to_wire),
-        last_evaluation: r.last_evaluation.as_ref().map(evaluation_to_wire),
+        last_step: r.last_step.as_ref().map(Into::into),
+        last_evaluation: r.last_evaluation.as_ref().map(Into::into),
     }
 }
 
 fn event_to_wire(e: &JobEvent) -> v1::JobEvent {
     use v1::job_event::Event;
     let event = match e {
-        JobEvent::Step(m) => Event::Step(step_to_wire(m)),
-        JobEvent::Evaluation(e) => Event::Evaluation(evaluation_to_wire(e)),
+        JobEvent::Step(m) => Event::Step(m.into()),
+        JobEvent::Evaluation(e) => Event::Evaluation(e.into()),
         JobEvent::Job(r) => Event::Job(job_to_wire(r)),
     };
     v1::JobEvent { event: Some(event) }

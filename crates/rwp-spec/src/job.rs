@@ -1,0 +1,67 @@
+//! What clients and the server say about a job's progress: its state, the
+//! metrics of each update, the evaluations. Shared by the server, the SDK and
+//! the CLI (the wire messages convert to and from these in `rwp-proto`).
+
+use serde::{Deserialize, Serialize};
+
+/// Where a job is in its life; every state but `Running` is final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    #[must_use]
+    pub fn is_terminal(self) -> bool {
+        self != JobState::Running
+    }
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Metrics of one applied (or skipped) update.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    /// The update's index.
+    pub step: u64,
+    /// Mean training loss and accuracy of the clean (or SAM) shards, else of the perturbed ones.
+    pub loss: f64,
+    pub accuracy: f64,
+    /// Mean loss at `w + ε`, for methods with perturbed shards.
+    pub perturbed_loss: Option<f64>,
+    pub lr: f64,
+    pub sigma: f64,
+    /// Seconds of running time when the update was applied.
+    pub wall_time_s: f64,
+    /// Skipped for non-finite gradients (weights unchanged).
+    pub skipped: bool,
+}
+
+/// A test-split evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Updates applied when evaluated.
+    pub step: u64,
+    pub epoch: u64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+    pub wall_time_s: f64,
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
