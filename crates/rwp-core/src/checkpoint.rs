@@ -118,15 +118,39 @@ pub fn load(path: &Path, model: &Model, device: Device) -> Result<Checkpoint, Ch
     Ok(Checkpoint { spec, state: TrainState { weights, buffers, momentum, history, step } })
 }
 
-/// The job spec stored in a checkpoint, without loading its tensors.
+/// The job spec stored in a checkpoint, reading only the file's header (a
+/// checkpoint can be large, and resuming reads it in full once anyway). The
+/// header must describe exactly the data the file holds, so a truncated file
+/// is refused here too.
 pub fn read_spec(path: &Path) -> Result<JobSpec, CheckpointError> {
+    use std::io::Read;
     let invalid = |reason: String| CheckpointError::Invalid { path: path.to_owned(), reason };
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_owned(), source })?;
-    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| invalid(format!("{e:?}")))?;
-    let json = metadata
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("rwp.spec"))
+    let io = |source| CheckpointError::Io { path: path.to_owned(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| invalid(format!("{file_len} bytes is shorter than a header")))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > file_len - 8 {
+        return Err(invalid(format!("header length {header_len} runs past the end of the file")));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| invalid(format!("header is not JSON: {e}")))?;
+    let entries = header.as_object().ok_or_else(|| invalid("header is not a JSON object".to_owned()))?;
+    let data_len = entries
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .filter_map(|(_, info)| info["data_offsets"][1].as_u64())
+        .max()
+        .unwrap_or(0);
+    let held = file_len - 8 - header_len;
+    if held != data_len {
+        return Err(invalid(format!("the header describes {data_len} data bytes, the file holds {held} (truncated?)")));
+    }
+    let json = header["__metadata__"]["rwp.spec"]
+        .as_str()
         .ok_or_else(|| invalid("metadata rwp.spec is missing".to_owned()))?;
     serde_json::from_str(json).map_err(|e| invalid(format!("rwp.spec: {e}")))
 }
