@@ -141,7 +141,7 @@ struct JobEntry {
     run: Option<Run>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct LeaseRef {
     job: String,
     step: u64,
@@ -482,6 +482,16 @@ impl Coordinator {
         }
     }
 
+    /// The lease `lease` of a registered `worker`; another worker's lease is unknown to it.
+    fn held_lease(s: &State, worker: &str, lease: &str) -> Result<LeaseRef, ServerError> {
+        Self::check_worker(s, worker)?;
+        s.leases
+            .get(lease)
+            .filter(|r| r.worker == worker)
+            .cloned()
+            .ok_or_else(|| ServerError::UnknownLease(lease.to_owned()))
+    }
+
     /// Leases the next task, waiting up to `wait` for one.
     pub async fn lease(&self, worker: &str, wait: Duration) -> Result<Option<LeasedTask>, ServerError> {
         let deadline = Instant::now() + wait;
@@ -559,12 +569,7 @@ impl Coordinator {
     pub fn renew(&self, worker: &str, lease: &str) -> Result<i64, ServerError> {
         let mut guard = self.lock();
         let s = &mut *guard;
-        Self::check_worker(s, worker)?;
-        let r = s
-            .leases
-            .get(lease)
-            .filter(|r| r.worker == worker)
-            .ok_or_else(|| ServerError::UnknownLease(lease.to_owned()))?;
+        let r = Self::held_lease(s, worker, lease)?;
         let run = s
             .jobs
             .get_mut(&r.job)
@@ -588,12 +593,7 @@ impl Coordinator {
     pub fn release(&self, worker: &str, lease: &str, error: Option<&str>) -> Result<(), ServerError> {
         let mut guard = self.lock();
         let s = &mut *guard;
-        Self::check_worker(s, worker)?;
-        let r = s
-            .leases
-            .get(lease)
-            .filter(|r| r.worker == worker)
-            .ok_or_else(|| ServerError::UnknownLease(lease.to_owned()))?;
+        let r = Self::held_lease(s, worker, lease)?;
         let job = r.job.clone();
         let mut give_up = None;
         if let Some(run) = s.jobs.get_mut(&r.job).and_then(|j| j.run.as_mut()) {
