@@ -53,7 +53,11 @@ pub fn init_with(service: &str, log_format: &str, otlp_endpoint: Option<String>)
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = match log_format {
-        "text" => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        // Colours only on a terminal: a log file or a pod's log gets plain text.
+        "text" => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .boxed(),
         "json" => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
         other => return Err(format!("unknown log format '{other}' (expected text or json)")),
     };
