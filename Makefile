@@ -10,7 +10,7 @@ endif
 CARGO ?= cargo
 SETUP_STAMP := .cargo/config.toml
 
-.PHONY: setup build release test fmt lint demo demo-local bench bench-distributed k8s-check clean
+.PHONY: setup build release test fmt lint demo demo-local bench bench-distributed chaos load k8s-check clean
 
 $(SETUP_STAMP): scripts/setup-libtorch.sh
 	./scripts/setup-libtorch.sh
@@ -47,6 +47,23 @@ fmt:
 
 lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The fault-injection suite in its long form (docs/distributed.md): longer
+## jobs, more kills. `make test` runs the same tests in their short form.
+CHAOS_TESTS := chaos_worker_kills chaos_straggler chaos_server_kills chaos_checkpoint_storage
+chaos: setup
+	$(CARGO) build --workspace --bins
+	mkdir -p runs/chaos
+	RWP_CHAOS=long $(CARGO) test -p rwp-integration-tests --no-fail-fast \
+		$(addprefix --test ,$(CHAOS_TESTS)) -- --nocapture --test-threads 1 2>&1 \
+		| tee runs/chaos/chaos.log | grep --line-buffered -E "^(chaos:|test |test result)|panicked"; \
+		status=$${PIPESTATUS[0]}; echo "full log: runs/chaos/chaos.log"; exit $$status
+
+## The service under load (tests/bench/load.rs): 32 worker processes, 20
+## concurrent jobs of a tiny model for 2 minutes; throughput, lease latency,
+## server memory, and every job checked against the single-process trainer.
+load: release
+	RUST_LOG=error target/release/load-test
 
 ## README command one: server, two workers, an m-arwp and an sgd job, summary and plot.
 demo: release

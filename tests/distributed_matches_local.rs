@@ -4,66 +4,18 @@
 //! momentum and `F` bit-identical to the local trainer's for the same spec,
 //! however many workers run it, whoever dies, and whatever else shares them.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use rwp_core::trainer::LocalTrainer;
 use rwp_integration_tests::cluster::{
     connect, data_dir, export, start_server, start_worker, submit, wait_for_step, wait_for_success,
 };
+use rwp_integration_tests::local_run::{assert_bit_identical, small_job};
 use rwp_spec::{JobSpec, Method};
-use tch::{Device, Tensor};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
 
 fn spec(seed: u64, method: Method) -> JobSpec {
-    let mut spec = JobSpec::reference(method);
-    spec.batch_size = 64;
-    spec.epochs = 2;
-    spec.max_updates = Some(12);
-    spec.seed = seed;
-    spec.clean_shards = 2;
-    spec.perturbed_shards = 2;
-    spec
-}
-
-/// The local trainer's final state as the named tensors of a checkpoint.
-fn local_reference(spec: &JobSpec) -> HashMap<String, Tensor> {
-    tch::set_num_threads(1);
-    let mut trainer = LocalTrainer::new(spec.clone(), Device::Cpu).unwrap();
-    while !trainer.is_done() {
-        trainer.step().unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("local.safetensors");
-    trainer.save_checkpoint(&path).unwrap();
-    Tensor::read_safetensors(&path).unwrap().into_iter().collect()
-}
-
-fn assert_bit_identical(label: &str, exported: &[u8], spec: &JobSpec) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("exported.safetensors");
-    std::fs::write(&path, exported).unwrap();
-    let distributed: HashMap<String, Tensor> = Tensor::read_safetensors(&path).unwrap().into_iter().collect();
-    let local = local_reference(spec);
-    assert_eq!(
-        {
-            let mut k: Vec<_> = distributed.keys().collect();
-            k.sort();
-            k
-        },
-        {
-            let mut k: Vec<_> = local.keys().collect();
-            k.sort();
-            k
-        },
-        "{label}: same tensors"
-    );
-    for group in ["weights.", "buffers.", "momentum.", "history."] {
-        assert!(local.keys().any(|k| k.starts_with(group)) || group == "history.", "{label}: no {group} tensors");
-    }
-    let differing: Vec<&String> = local.iter().filter(|(k, v)| !distributed[*k].equal(v)).map(|(k, _)| k).collect();
-    assert!(differing.is_empty(), "{label}: not bit-identical to the local trainer: {differing:?}");
+    small_job(seed, method, 12)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,4 +97,21 @@ async fn two_jobs_share_the_same_workers() {
     wait_for_success(&mut client, &id_b, TIMEOUT).await;
     assert_bit_identical("job a of two", &export(&mut client, &id_a).await, &a);
     assert_bit_identical("job b of two", &export(&mut client, &id_b).await, &b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_without_batchnorm() {
+    let (_tmp, dir) = data_dir();
+    let (_server, addr) = start_server(&dir, "127.0.0.1:0");
+    let _workers: Vec<_> = (1..=2).map(|i| start_worker(addr, &format!("w{i}"))).collect();
+    let mut client = connect(addr).await;
+    let mut sam = spec(7, Method::Sam);
+    sam.model = rwp_spec::ModelKind::Mlp;
+    let mut marwp = spec(8, Method::MArwp);
+    marwp.model = rwp_spec::ModelKind::Mlp;
+    let ids = [submit(&mut client, "mlp-sam", &sam).await, submit(&mut client, "mlp-m-arwp", &marwp).await];
+    for (id, spec) in ids.iter().zip([&sam, &marwp]) {
+        wait_for_success(&mut client, id, TIMEOUT).await;
+        assert_bit_identical(&format!("mlp {}", spec.method), &export(&mut client, id).await, spec);
+    }
 }

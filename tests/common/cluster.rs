@@ -64,30 +64,98 @@ pub const SERVER_FLAGS: &[&str] =
 /// Starts `rwp-server` on `listen` (port 0 for a free one) and returns it
 /// with the address it reports.
 pub fn start_server(data_dir: &Path, listen: &str) -> (Proc, SocketAddr) {
-    start_server_with(data_dir, listen, SERVER_FLAGS)
+    ServerCommand::new(data_dir, listen).start()
 }
 
 /// Starts `rwp-server` with `flags` instead of [`SERVER_FLAGS`].
 pub fn start_server_with(data_dir: &Path, listen: &str, flags: &[&str]) -> (Proc, SocketAddr) {
-    let mut child = Command::new(binary("rwp-server"))
-        .args(["--listen", listen, "--data-dir"])
-        .arg(data_dir)
-        .args(flags)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("rwp-server starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("rwp-server listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line from rwp-server: {line:?}"))
-        .parse()
-        .unwrap();
-    (Proc { child, name: "rwp-server".into() }, address)
+    ServerCommand::new(data_dir, listen).flags(flags).start()
+}
+
+/// How to start an `rwp-server` process: [`SERVER_FLAGS`] unless replaced,
+/// extra flags and environment, and optionally its log (stderr) in a file.
+#[derive(Debug, Clone)]
+pub struct ServerCommand {
+    data_dir: PathBuf,
+    listen: String,
+    flags: Vec<String>,
+    env: Vec<(String, String)>,
+    log: Option<PathBuf>,
+}
+
+impl ServerCommand {
+    #[must_use]
+    pub fn new(data_dir: &Path, listen: &str) -> Self {
+        Self {
+            data_dir: data_dir.to_owned(),
+            listen: listen.to_owned(),
+            flags: SERVER_FLAGS.iter().map(|f| (*f).to_owned()).collect(),
+            env: Vec::new(),
+            log: None,
+        }
+    }
+
+    /// Replaces the default flags.
+    #[must_use]
+    pub fn flags(mut self, flags: &[&str]) -> Self {
+        self.flags = flags.iter().map(|f| (*f).to_owned()).collect();
+        self
+    }
+
+    /// Adds flags after the current ones (a later flag wins).
+    #[must_use]
+    pub fn extra_flags(mut self, flags: &[&str]) -> Self {
+        self.flags.extend(flags.iter().map(|f| (*f).to_owned()));
+        self
+    }
+
+    #[must_use]
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Appends the server's stderr (its log) to `path` instead of the test's.
+    #[must_use]
+    pub fn log_to(mut self, path: &Path) -> Self {
+        self.log = Some(path.to_owned());
+        self
+    }
+
+    #[must_use]
+    pub fn listen_on(mut self, listen: &str) -> Self {
+        self.listen = listen.to_owned();
+        self
+    }
+
+    pub fn start(&self) -> (Proc, SocketAddr) {
+        let stderr = match &self.log {
+            Some(path) => {
+                Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file opens"))
+            }
+            None => Stdio::inherit(),
+        };
+        let mut child = Command::new(binary("rwp-server"))
+            .args(["--listen", &self.listen, "--data-dir"])
+            .arg(&self.data_dir)
+            .args(&self.flags)
+            .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("rwp-server starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("rwp-server listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from rwp-server: {line:?}"))
+            .parse()
+            .unwrap();
+        (Proc { child, name: "rwp-server".into() }, address)
+    }
 }
 
 /// Starts `rwp-worker` against `server` on the CPU with one thread.
@@ -127,7 +195,8 @@ pub async fn wait_for_step(client: &mut JobServiceClient<Channel>, id: &str, ste
     let deadline = Instant::now() + timeout;
     loop {
         let j = job(client, id).await;
-        if j.step >= step || j.state != v1::JobState::Running as i32 {
+        let going_on = [v1::JobState::Running as i32, v1::JobState::Paused as i32].contains(&j.state);
+        if j.step >= step || !going_on {
             return j;
         }
         assert!(Instant::now() < deadline, "job {id} stuck at step {} (waiting for {step})", j.step);
@@ -159,4 +228,31 @@ pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("server");
     (dir, path)
+}
+
+/// Polls until the job is in `state`; panics if it ends in another one.
+pub async fn wait_for_state(
+    client: &mut JobServiceClient<Channel>,
+    id: &str,
+    state: v1::JobState,
+    timeout: Duration,
+) -> v1::Job {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let j = job(client, id).await;
+        if j.state == state as i32 {
+            return j;
+        }
+        let ended = ![v1::JobState::Running as i32, v1::JobState::Paused as i32].contains(&j.state);
+        assert!(!ended, "job {id} ended as {:?} while waiting for {state:?}: {}", j.state(), j.error);
+        assert!(Instant::now() < deadline, "job {id} not {state:?} in time (still {:?} at step {})", j.state(), j.step);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Whether the fault suite runs in its long form (`make chaos`) rather than
+/// the short one `make test` runs.
+#[must_use]
+pub fn chaos_long() -> bool {
+    std::env::var("RWP_CHAOS").is_ok_and(|v| v == "long")
 }

@@ -43,7 +43,8 @@ fn spawn_worker(addr: SocketAddr, i: usize) -> (SocketAddr, (oneshot::Sender<()>
 }
 
 /// A loopback address with a port that was free a moment ago.
-fn free_port() -> SocketAddr {
+#[must_use]
+pub fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 

@@ -1,7 +1,12 @@
 //! Checkpoints as safetensors files that PyTorch's `safetensors` reads:
 //! tensors `weights.<name>`, `buffers.<name>`, `momentum.<name>` and
 //! `history.<name>` (the last two once they exist), and string metadata
-//! `rwp.step`, `rwp.seed`, `rwp.model` and `rwp.spec` (the job spec as JSON).
+//! `rwp.step`, `rwp.seed`, `rwp.model`, `rwp.spec` (the job spec as JSON) and
+//! `rwp.crc32`, a checksum of the other metadata and of every tensor's name,
+//! shape and bytes, so that a corrupted file is refused rather than trained on.
+//!
+//! [`Rotation`] keeps a job's latest checkpoint and the one before it, and
+//! falls back to the older one when the latest is missing or corrupt.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +15,7 @@ use rwp_spec::JobSpec;
 use safetensors::tensor::{Dtype, SafeTensors};
 use tch::{Device, Kind, Tensor};
 
+use crate::faults;
 use crate::model::{Model, TensorSpec};
 use crate::optim::TrainState;
 use crate::wire::{safetensors_bytes, Encoded};
@@ -45,26 +51,86 @@ pub fn to_bytes(spec: &JobSpec, model: &Model, state: &TrainState) -> Vec<u8> {
             named.push((format!("{prefix}.{}", s.name), Encoded::f32(t)));
         }
     }
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_owned(), "pt".to_owned()),
         ("rwp.step".to_owned(), state.step.to_string()),
         ("rwp.seed".to_owned(), spec.seed.to_string()),
         ("rwp.model".to_owned(), model.kind.to_string()),
         ("rwp.spec".to_owned(), serde_json::to_string(spec).expect("a spec serialises")),
     ]);
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let crc = checksum(&metadata, named.iter().map(|(n, e)| (n.as_str(), e.shape.as_slice(), e.data.as_slice())));
+    metadata.insert(CHECKSUM_KEY.to_owned(), format!("{crc:08x}"));
     safetensors_bytes(&named, Some(metadata))
 }
 
-/// Writes `state` to `path` atomically: a temporary file, synced, renamed into place.
-pub fn save(path: &Path, spec: &JobSpec, model: &Model, state: &TrainState) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io { path: path.to_owned(), source };
-    let tmp = path.with_extension("safetensors.tmp");
-    {
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        std::io::Write::write_all(&mut file, &to_bytes(spec, model, state)).map_err(io)?;
-        file.sync_all().map_err(io)?;
+const CHECKSUM_KEY: &str = "rwp.crc32";
+const CHECKSUMMED_METADATA: [&str; 4] = ["rwp.step", "rwp.seed", "rwp.model", "rwp.spec"];
+
+/// CRC-32 of the checksummed metadata and of the tensors, taken in name order
+/// (independent of where the file lays them out).
+fn checksum<'a>(
+    metadata: &HashMap<String, String>,
+    tensors_by_name: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>,
+) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    for key in CHECKSUMMED_METADATA {
+        crc.update(key.as_bytes());
+        crc.update(&[0]);
+        crc.update(metadata.get(key).map_or(&b""[..], |v| v.as_bytes()));
+        crc.update(&[0]);
     }
-    std::fs::rename(&tmp, path).map_err(io)
+    for (name, shape, data) in tensors_by_name {
+        crc.update(name.as_bytes());
+        crc.update(&[0]);
+        for d in shape {
+            crc.update(&(*d as u64).to_le_bytes());
+        }
+        crc.update(data);
+    }
+    crc.finalize()
+}
+
+/// Writes `state` to `path` atomically: a temporary file, synced, renamed
+/// into place. On failure (a full or read-only disk, say) the temporary file
+/// is removed and whatever was at `path` is left as it was.
+pub fn save(path: &Path, spec: &JobSpec, model: &Model, state: &TrainState) -> Result<(), CheckpointError> {
+    let tmp = write_temporary(path, &to_bytes(spec, model, state))?;
+    std::fs::rename(&tmp, path).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        CheckpointError::Io { path: path.to_owned(), source }
+    })?;
+    sync_parent(path)
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
+    path.with_extension("safetensors.tmp")
+}
+
+/// Writes `bytes` next to `path` in a synced temporary file; returns its path.
+fn write_temporary(path: &Path, bytes: &[u8]) -> Result<PathBuf, CheckpointError> {
+    use std::io::Write;
+    let tmp = temporary_path(path);
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        let (head, tail) = bytes.split_at(bytes.len() / 2);
+        file.write_all(head)?;
+        faults::hit("checkpoint-write");
+        file.write_all(tail)?;
+        file.sync_all()
+    })();
+    written.map(|()| tmp.clone()).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        CheckpointError::Io { path: path.to_owned(), source }
+    })
+}
+
+/// Makes the renames in `path`'s directory durable.
+fn sync_parent(path: &Path) -> Result<(), CheckpointError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| CheckpointError::Io { path: dir.to_owned(), source })
 }
 
 /// A checkpoint read back.
@@ -72,6 +138,33 @@ pub fn save(path: &Path, spec: &JobSpec, model: &Model, state: &TrainState) -> R
 pub struct Checkpoint {
     pub spec: JobSpec,
     pub state: TrainState,
+}
+
+/// Checks the stored checksum against the file's contents (files written
+/// before checksums existed have none and pass).
+fn verify_checksum(meta: &HashMap<String, String>, file: &SafeTensors<'_>) -> Result<(), String> {
+    let Some(stored) = meta.get(CHECKSUM_KEY) else { return Ok(()) };
+    let mut names: Vec<&String> = file.names();
+    names.sort();
+    let views = names.iter().map(|n| file.tensor(n).map(|v| (n.as_str(), v))).collect::<Result<Vec<_>, _>>();
+    let views = views.map_err(|e| format!("{e:?}"))?;
+    let actual = checksum(meta, views.iter().map(|(n, v)| (*n, v.shape(), v.data())));
+    if *stored == format!("{actual:08x}") {
+        Ok(())
+    } else {
+        Err(format!("checksum mismatch: the file says {stored}, its contents give {actual:08x}"))
+    }
+}
+
+/// Checks that `bytes` are an intact checkpoint (parseable, checksum right)
+/// without building any tensor; returns the step it holds.
+pub fn verify(bytes: &[u8]) -> Result<u64, String> {
+    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| format!("{e:?}"))?;
+    let file = SafeTensors::deserialize(bytes).map_err(|e| format!("{e:?}"))?;
+    let meta = metadata.metadata().clone().unwrap_or_default();
+    verify_checksum(&meta, &file)?;
+    let step = meta.get("rwp.step").ok_or("metadata rwp.step is missing")?;
+    step.parse().map_err(|e| format!("rwp.step: {e}"))
 }
 
 /// Reads a checkpoint written by [`save`] for `model`, onto `device`.
@@ -82,6 +175,7 @@ pub fn load(path: &Path, model: &Model, device: Device) -> Result<Checkpoint, Ch
     let file = SafeTensors::deserialize(&bytes).map_err(|e| invalid(format!("{e:?}")))?;
     let meta = metadata.metadata().clone().unwrap_or_default();
     let field = |key: &str| meta.get(key).cloned().ok_or_else(|| invalid(format!("metadata {key} is missing")));
+    verify_checksum(&meta, &file).map_err(invalid)?;
     let spec: JobSpec = serde_json::from_str(&field("rwp.spec")?).map_err(|e| invalid(format!("rwp.spec: {e}")))?;
     let step: u64 = field("rwp.step")?.parse().map_err(|e| invalid(format!("rwp.step: {e}")))?;
     if spec.model != model.kind {
@@ -153,4 +247,90 @@ pub fn read_spec(path: &Path) -> Result<JobSpec, CheckpointError> {
         .as_str()
         .ok_or_else(|| invalid("metadata rwp.spec is missing".to_owned()))?;
     serde_json::from_str(json).map_err(|e| invalid(format!("rwp.spec: {e}")))
+}
+
+/// A job's checkpoints in one directory: the latest and the one before it,
+/// so that a corrupt or half-written latest file costs a few updates (which
+/// a deterministic job recomputes exactly), not the job.
+#[derive(Clone, Debug)]
+pub struct Rotation {
+    latest: PathBuf,
+    previous: PathBuf,
+}
+
+/// A checkpoint file that could not be used.
+#[derive(Debug)]
+pub struct Rejected {
+    pub error: CheckpointError,
+    /// Where a corrupt file was moved, for inspection.
+    pub moved_to: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)?;
+        if let Some(to) = &self.moved_to {
+            write!(f, " (moved to {})", to.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl Rotation {
+    #[must_use]
+    pub fn in_dir(dir: &Path) -> Self {
+        Self { latest: dir.join("checkpoint.safetensors"), previous: dir.join("checkpoint.previous.safetensors") }
+    }
+
+    #[must_use]
+    pub fn latest(&self) -> &Path {
+        &self.latest
+    }
+
+    /// Writes a new latest checkpoint; the former latest becomes the previous
+    /// one. A failure leaves both files as they were.
+    pub fn save(&self, spec: &JobSpec, model: &Model, state: &TrainState) -> Result<(), CheckpointError> {
+        let tmp = write_temporary(&self.latest, &to_bytes(spec, model, state))?;
+        let renamed = (|| {
+            if self.latest.exists() {
+                std::fs::rename(&self.latest, &self.previous)?;
+            }
+            std::fs::rename(&tmp, &self.latest)
+        })();
+        renamed.map_err(|source| {
+            let _ = std::fs::remove_file(&tmp);
+            CheckpointError::Io { path: self.latest.clone(), source }
+        })?;
+        sync_parent(&self.latest)
+    }
+
+    /// The newest usable checkpoint, if any, and the files passed over on the
+    /// way: a corrupt one is moved aside (`.corrupt-<unix ms>`), never deleted.
+    /// A temporary file left by an interrupted write is removed.
+    #[must_use]
+    pub fn load(&self, model: &Model, device: Device) -> (Option<Checkpoint>, Vec<Rejected>) {
+        let _ = std::fs::remove_file(temporary_path(&self.latest));
+        let mut rejected = Vec::new();
+        for path in [&self.latest, &self.previous] {
+            if !path.exists() {
+                continue;
+            }
+            match load(path, model, device) {
+                Ok(checkpoint) => return (Some(checkpoint), rejected),
+                Err(error) => {
+                    let moved_to = matches!(error, CheckpointError::Invalid { .. })
+                        .then(|| {
+                            let stamp = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis());
+                            let aside = path.with_extension(format!("safetensors.corrupt-{stamp}"));
+                            std::fs::rename(path, &aside).ok().map(|()| aside)
+                        })
+                        .flatten();
+                    rejected.push(Rejected { error, moved_to });
+                }
+            }
+        }
+        (None, rejected)
+    }
 }

@@ -19,6 +19,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod faults;
 pub mod grad;
 pub mod model;
 pub mod optim;

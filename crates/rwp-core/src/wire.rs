@@ -47,8 +47,8 @@ pub fn tensor_bytes(t: &Tensor, kind: Kind) -> Vec<u8> {
 
 /// A tensor's bytes with its shape, ready to be written as safetensors.
 pub(crate) struct Encoded {
-    shape: Vec<usize>,
-    data: Vec<u8>,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) data: Vec<u8>,
 }
 
 impl Encoded {

@@ -220,3 +220,96 @@ print("history", repr(tensors["history.fc.bias"][3].item()))
     let history: f64 = field("history").parse().unwrap();
     assert_eq!(history, t.state.history.as_ref().unwrap()[fc_bias].double_value(&[3]));
 }
+
+#[test]
+fn a_flipped_byte_anywhere_is_caught_by_the_checksum() {
+    let dir = TempDir::new().unwrap();
+    let (t, path) = trained_and_saved(&dir);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(checkpoint::verify(&bytes), Ok(2));
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    // A bit in the middle of the tensor data, and one in the last byte.
+    for at in [8 + header_len + (bytes.len() - 8 - header_len) / 2, bytes.len() - 1] {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x10;
+        let flipped = dir.path().join("flipped.safetensors");
+        std::fs::write(&flipped, &bad).unwrap();
+        let text = checkpoint::load(&flipped, &t.model, Device::Cpu).unwrap_err().to_string();
+        assert!(text.contains("checksum mismatch") && text.contains("flipped.safetensors"), "{text}");
+        assert!(checkpoint::verify(&bad).unwrap_err().contains("checksum mismatch"));
+    }
+    // The step in the metadata is covered too (same length, so the header still parses).
+    let text = String::from_utf8_lossy(&bytes[8..8 + header_len]).into_owned();
+    let edited = text.replacen("\"rwp.step\":\"2\"", "\"rwp.step\":\"3\"", 1);
+    assert_ne!(edited, text, "the header holds the step");
+    let mut bad = bytes.clone();
+    bad[8..8 + header_len].copy_from_slice(edited.as_bytes());
+    assert!(checkpoint::verify(&bad).unwrap_err().contains("checksum mismatch"));
+}
+
+#[test]
+fn rotation_falls_back_to_the_previous_checkpoint_and_keeps_the_corrupt_one() {
+    let dir = TempDir::new().unwrap();
+    let rotation = checkpoint::Rotation::in_dir(dir.path());
+    let mut t = trainer();
+    let (none, rejected) = rotation.load(&t.model, Device::Cpu);
+    assert!(none.is_none() && rejected.is_empty(), "a new job has nothing to resume");
+    t.step().unwrap();
+    rotation.save(&t.spec, &t.model, &t.state).unwrap();
+    let after_one = t.state.weights[0].copy();
+    t.step().unwrap();
+    rotation.save(&t.spec, &t.model, &t.state).unwrap();
+
+    let (latest, rejected) = rotation.load(&t.model, Device::Cpu);
+    assert!(rejected.is_empty());
+    same_state(&latest.unwrap().state, &t.state);
+
+    // Corrupt the latest file: the previous one (step 1) is used, the bad
+    // file is moved aside, not deleted.
+    let mut bytes = std::fs::read(rotation.latest()).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(rotation.latest(), &bytes).unwrap();
+    let (previous, rejected) = rotation.load(&t.model, Device::Cpu);
+    let previous = previous.expect("the previous checkpoint is used");
+    assert_eq!(previous.state.step, 1);
+    assert!(previous.state.weights[0].equal(&after_one));
+    assert_eq!(rejected.len(), 1);
+    let text = rejected[0].to_string();
+    assert!(text.contains("checksum mismatch") && text.contains("moved to"), "{text}");
+    let aside = rejected[0].moved_to.clone().unwrap();
+    assert_eq!(std::fs::read(&aside).unwrap(), bytes, "the corrupt file is kept as it was");
+    assert!(!rotation.latest().exists());
+}
+
+#[test]
+fn a_failed_write_leaves_both_checkpoints_and_no_temporary_file() {
+    let dir = TempDir::new().unwrap();
+    let rotation = checkpoint::Rotation::in_dir(dir.path());
+    let mut t = trainer();
+    t.step().unwrap();
+    rotation.save(&t.spec, &t.model, &t.state).unwrap();
+    t.step().unwrap();
+    rotation.save(&t.spec, &t.model, &t.state).unwrap();
+    let before: Vec<_> = ["checkpoint.safetensors", "checkpoint.previous.safetensors"]
+        .map(|n| std::fs::read(dir.path().join(n)).unwrap())
+        .into();
+
+    // A temporary file left by a process killed mid-write is cleared on load.
+    let tmp = dir.path().join("checkpoint.safetensors.tmp");
+    std::fs::write(&tmp, b"half a checkpoint").unwrap();
+    let (loaded, _) = rotation.load(&t.model, Device::Cpu);
+    assert_eq!(loaded.unwrap().state.step, 2);
+    assert!(!tmp.exists());
+
+    // The temporary file cannot be created (a directory is in the way): the
+    // save fails, naming the checkpoint, and changes nothing.
+    std::fs::create_dir(&tmp).unwrap();
+    t.step().unwrap();
+    let err = rotation.save(&t.spec, &t.model, &t.state).unwrap_err();
+    assert!(err.to_string().contains("checkpoint.safetensors"), "{err}");
+    let after: Vec<_> = ["checkpoint.safetensors", "checkpoint.previous.safetensors"]
+        .map(|n| std::fs::read(dir.path().join(n)).unwrap())
+        .into();
+    assert_eq!(before, after);
+}

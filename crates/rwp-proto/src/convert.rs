@@ -273,6 +273,7 @@ impl From<JobState> for v1::JobState {
     fn from(s: JobState) -> Self {
         match s {
             JobState::Running => v1::JobState::Running,
+            JobState::Paused => v1::JobState::Paused,
             JobState::Succeeded => v1::JobState::Succeeded,
             JobState::Failed => v1::JobState::Failed,
             JobState::Cancelled => v1::JobState::Cancelled,
@@ -285,6 +286,7 @@ pub fn job_state_from_wire(value: i32) -> Result<JobState, ConversionError> {
     match v1::JobState::try_from(value).map_err(|_| unknown("job.state", value))? {
         v1::JobState::Unspecified => Err(missing("job.state")),
         v1::JobState::Running => Ok(JobState::Running),
+        v1::JobState::Paused => Ok(JobState::Paused),
         v1::JobState::Succeeded => Ok(JobState::Succeeded),
         v1::JobState::Failed => Ok(JobState::Failed),
         v1::JobState::Cancelled => Ok(JobState::Cancelled),
@@ -377,7 +379,7 @@ mod tests {
         assert_eq!(StepMetrics::from(v1::StepMetrics::from(&m)), m);
         let e = Evaluation { step: 7, epoch: 1, test_loss: 0.5, test_accuracy: 0.875, wall_time_s: 3.0 };
         assert_eq!(Evaluation::from(v1::Evaluation::from(&e)), e);
-        for s in [JobState::Running, JobState::Succeeded, JobState::Failed, JobState::Cancelled] {
+        for s in [JobState::Running, JobState::Paused, JobState::Succeeded, JobState::Failed, JobState::Cancelled] {
             assert_eq!(job_state_from_wire(v1::JobState::from(s) as i32).unwrap(), s);
         }
         assert_eq!(job_state_from_wire(0).unwrap_err().field, "job.state");

@@ -4,11 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Where a job is in its life; every state but `Running` is final.
+/// Where a job is in its life; `Running` and `Paused` go on, the others are final.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobState {
     Running,
+    /// Waiting for its storage: a due checkpoint could not be written, and
+    /// the server retries it before handing out more work.
+    Paused,
     Succeeded,
     Failed,
     Cancelled,
@@ -17,13 +20,14 @@ pub enum JobState {
 impl JobState {
     #[must_use]
     pub fn is_terminal(self) -> bool {
-        self != JobState::Running
+        !matches!(self, JobState::Running | JobState::Paused)
     }
 
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             JobState::Running => "running",
+            JobState::Paused => "paused",
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",

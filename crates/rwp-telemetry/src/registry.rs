@@ -10,8 +10,9 @@ pub enum Kind {
     Histogram,
 }
 
-/// Upper bounds of histogram buckets, in seconds: 1 ms to 60 s.
-const BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0];
+/// Upper bounds of histogram buckets, in seconds: 100 µs to 60 s.
+const BUCKETS: [f64; 17] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0];
 
 type Labels = Vec<(String, String)>;
 

@@ -13,8 +13,16 @@ use serde::{Deserialize, Serialize};
 pub struct ServerConfig {
     /// Address to listen on (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// Directory of the embedded database and the checkpoints.
+    /// Directory of the embedded database (and of the checkpoints unless
+    /// `checkpoint_dir` is set).
     pub data_dir: PathBuf,
+    /// Directory of the jobs' checkpoints (one folder per job); default
+    /// `<data_dir>/jobs`. May sit on its own volume.
+    #[serde(default)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// While a job's checkpoint cannot be written (full or read-only
+    /// storage) the job is paused and the write retried this often.
+    pub checkpoint_retry_ms: u64,
     /// A lease not renewed within this time is handed to another worker.
     pub lease_timeout_ms: u64,
     /// Save a checkpoint of each job every this many updates (and at the end).
@@ -44,6 +52,8 @@ impl Default for ServerConfig {
         Self {
             listen: "0.0.0.0:50051".parse().expect("valid address"),
             data_dir: PathBuf::from("rwp-data"),
+            checkpoint_dir: None,
+            checkpoint_retry_ms: 5_000,
             lease_timeout_ms: 10_000,
             checkpoint_every: 50,
             eval_every_epochs: 1,
@@ -64,6 +74,8 @@ impl Default for ServerConfig {
 pub struct ConfigLayer {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub checkpoint_dir: Option<PathBuf>,
+    pub checkpoint_retry_ms: Option<u64>,
     pub lease_timeout_ms: Option<u64>,
     pub checkpoint_every: Option<u64>,
     pub eval_every_epochs: Option<u64>,
@@ -95,6 +107,12 @@ impl ConfigLayer {
 }
 
 impl ServerConfig {
+    /// The directory holding one checkpoint folder per job.
+    #[must_use]
+    pub fn checkpoint_root(&self) -> PathBuf {
+        self.checkpoint_dir.clone().unwrap_or_else(|| self.data_dir.join("jobs"))
+    }
+
     /// Applies `layers` in order on top of the defaults, then validates.
     pub fn from_layers(layers: &[ConfigLayer]) -> Result<Self, ConfigError> {
         let mut c = ServerConfig::default();
@@ -105,6 +123,7 @@ impl ServerConfig {
             take!(
                 listen,
                 data_dir,
+                checkpoint_retry_ms,
                 lease_timeout_ms,
                 checkpoint_every,
                 eval_every_epochs,
@@ -118,6 +137,9 @@ impl ServerConfig {
             if l.metrics_listen.is_some() {
                 c.metrics_listen = l.metrics_listen;
             }
+            if l.checkpoint_dir.is_some() {
+                c.checkpoint_dir.clone_from(&l.checkpoint_dir);
+            }
         }
         c.validate()?;
         Ok(c)
@@ -127,6 +149,9 @@ impl ServerConfig {
         let bad = |field, value: String, rule| Err(ConfigError::Invalid { field, value, rule });
         if self.lease_timeout_ms < 100 {
             return bad("lease_timeout_ms", self.lease_timeout_ms.to_string(), "must be at least 100");
+        }
+        if self.checkpoint_retry_ms < 100 {
+            return bad("checkpoint_retry_ms", self.checkpoint_retry_ms.to_string(), "must be at least 100");
         }
         if self.checkpoint_every == 0 {
             return bad("checkpoint_every", "0".into(), "must be at least 1");
@@ -175,5 +200,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("checkpoint_every = 0"), "{err}");
+    }
+
+    #[test]
+    fn checkpoints_default_to_the_data_directory_and_may_move() {
+        let c = ServerConfig::from_layers(&[ConfigLayer { data_dir: Some("d".into()), ..Default::default() }]).unwrap();
+        assert_eq!(c.checkpoint_root(), PathBuf::from("d/jobs"));
+        let file: ConfigLayer = toml::from_str("checkpoint_dir = \"/vol/ckpt\"\ncheckpoint_retry_ms = 250").unwrap();
+        let c = ServerConfig::from_layers(&[file]).unwrap();
+        assert_eq!((c.checkpoint_root(), c.checkpoint_retry_ms), (PathBuf::from("/vol/ckpt"), 250));
+        let err = ServerConfig::from_layers(&[ConfigLayer { checkpoint_retry_ms: Some(5), ..Default::default() }])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("checkpoint_retry_ms = 5"), "{err}");
     }
 }

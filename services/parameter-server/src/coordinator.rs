@@ -35,8 +35,29 @@ const METRICS: &[(&str, Kind, &str)] = &[
     ("rwp_updates_total", Kind::Counter, "Updates applied, by job."),
     ("rwp_skipped_updates_total", Kind::Counter, "Updates skipped for non-finite gradients, by job."),
     ("rwp_leases_issued_total", Kind::Counter, "Task leases handed to workers."),
+    (
+        "rwp_task_queue_seconds",
+        Kind::Histogram,
+        "Time a task waited for a worker: from its publication (or its lease lapsing) to its lease.",
+    ),
+    (
+        "rwp_lease_service_seconds",
+        Kind::Histogram,
+        "Time the server took to hand out a task to a LeaseTask call that found one ready.",
+    ),
+    ("rwp_results_accepted_total", Kind::Counter, "Shard results accepted (each task's first result)."),
     ("rwp_lease_expiries_total", Kind::Counter, "Leases that lapsed and whose task was handed out again."),
     ("rwp_task_failures_total", Kind::Counter, "Tasks workers gave back with an error."),
+    (
+        "rwp_checkpoint_failures_total",
+        Kind::Counter,
+        "Checkpoint writes that failed (the job pauses until one succeeds).",
+    ),
+    (
+        "rwp_checkpoints_rejected_total",
+        Kind::Counter,
+        "Checkpoint files found corrupt or unreadable when resuming (an older one was used).",
+    ),
     ("rwp_gradient_bytes_in_total", Kind::Counter, "Bytes of shard results received."),
     ("rwp_weight_bytes_out_total", Kind::Counter, "Bytes of weights versions sent to workers."),
     (
@@ -106,6 +127,8 @@ enum SlotStatus {
 #[derive(Debug)]
 struct Slot {
     task: Task,
+    /// When the task was published (a lapsed lease counts from its deadline).
+    published: Instant,
     returns_buffers: bool,
     status: SlotStatus,
     result: Option<RawResult>,
@@ -124,6 +147,9 @@ struct Run {
     snapshot: Arc<Snapshot>,
     slots: Vec<Slot>,
     updating: bool,
+    /// A due checkpoint could not be written: no work is handed out until a
+    /// retry succeeds.
+    paused: bool,
     started: Instant,
     /// When the current update's tasks were published.
     step_started: Instant,
@@ -186,6 +212,7 @@ fn slots_for(spec: &JobSpec, schedule: &Schedule, step: u64) -> Vec<Slot> {
     tasks_for_step(spec, schedule, step)
         .into_iter()
         .map(|task| Slot {
+            published: Instant::now(),
             returns_buffers: returns_buffers(spec, task.role),
             task,
             status: SlotStatus::Pending,
@@ -216,10 +243,13 @@ impl Coordinator {
         });
         for mut record in this.store.jobs()? {
             let (events, _) = broadcast::channel(1024);
-            let run = if record.state == JobState::Running {
+            let run = if matches!(record.state, JobState::Running | JobState::Paused) {
                 match this.start_run(&record).await {
                     Ok(run) => {
                         info!(job = %record.id, step = run.snapshot.version, "resuming job");
+                        // A paused job tries again; it pauses anew if its checkpoints still fail.
+                        record.state = JobState::Running;
+                        record.error = None;
                         record.step = run.snapshot.version;
                         record.wall_time_before_s = record.last_step.as_ref().map_or(0.0, |s| s.wall_time_s);
                         Some(run)
@@ -254,7 +284,7 @@ impl Coordinator {
         for entry in s.jobs.values() {
             if let Some(run) = &entry.run {
                 running += 1;
-                if !run.updating {
+                if !run.updating && !run.paused {
                     for slot in &run.slots {
                         match &slot.status {
                             SlotStatus::Pending => pending += 1,
@@ -279,8 +309,9 @@ impl Coordinator {
         self.metrics.inc("rwp_weight_bytes_out_total", &[], bytes as f64);
     }
 
+    /// Where a job's checkpoints live.
     fn job_dir(&self, job: &str) -> PathBuf {
-        self.config.data_dir.join("jobs").join(job)
+        self.config.checkpoint_root().join(job)
     }
 
     async fn start_run(&self, record: &JobRecord) -> Result<Run, ServerError> {
@@ -288,12 +319,16 @@ impl Coordinator {
         std::fs::create_dir_all(&dir)
             .map_err(|e| ServerError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let config = EngineConfig {
-            checkpoint_path: dir.join("checkpoint.safetensors"),
+            checkpoint_dir: dir,
             checkpoint_every: self.config.checkpoint_every,
             eval_every_epochs: self.config.eval_every_epochs,
             torch_threads: self.config.torch_threads,
         };
         let (engine, init) = EngineHandle::start(record.spec.clone(), config).await?;
+        for rejected in &init.rejected_checkpoints {
+            warn!(job = %record.id, step = init.step, %rejected, "checkpoint unusable; resuming from an older state");
+            self.metrics.inc("rwp_checkpoints_rejected_total", &[], 1.0);
+        }
         let board = self.config.data_dir.join("tensorboard").join(&record.id);
         let events_file = match rwp_telemetry::tfevents::EventWriter::create(&board, &self.incarnation) {
             Ok(w) => Some(Arc::new(Mutex::new(w))),
@@ -310,6 +345,7 @@ impl Coordinator {
             snapshot: Arc::new(Snapshot { version: init.step, bytes: init.snapshot }),
             slots,
             updating: false,
+            paused: false,
             started: Instant::now(),
             step_started: Instant::now(),
             step_span: step_span(&record.id, init.step),
@@ -424,6 +460,9 @@ impl Coordinator {
                 let bytes = tokio::fs::read(&path)
                     .await
                     .map_err(|e| ServerError::Storage(format!("no weights to export for job {job}: {e}")))?;
+                rwp_core::checkpoint::verify(&bytes).map_err(|e| {
+                    ServerError::Storage(format!("the checkpoint of job {job} ({}) is corrupt: {e}", path.display()))
+                })?;
                 Ok((step, bytes))
             }
         }
@@ -495,11 +534,17 @@ impl Coordinator {
     /// Leases the next task, waiting up to `wait` for one.
     pub async fn lease(&self, worker: &str, wait: Duration) -> Result<Option<LeasedTask>, ServerError> {
         let deadline = Instant::now() + wait;
+        let arrived = Instant::now();
+        let mut first_try = true;
         loop {
             let notified = self.work.notified();
             if let Some(task) = self.try_lease(worker)? {
+                if first_try {
+                    self.metrics.observe("rwp_lease_service_seconds", &[], arrived.elapsed().as_secs_f64());
+                }
                 return Ok(Some(task));
             }
+            first_try = false;
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
@@ -525,7 +570,7 @@ impl Coordinator {
             let job_id = &ids[(s.cursor + offset) % ids.len()];
             let entry = s.jobs.get_mut(job_id).expect("listed");
             let Some(run) = entry.run.as_mut() else { continue };
-            if run.updating {
+            if run.updating || run.paused {
                 continue;
             }
             let free = run.slots.iter().position(|slot| match &slot.status {
@@ -537,10 +582,19 @@ impl Coordinator {
             s.counter += 1;
             let lease_id = format!("l-{}-{}", self.incarnation, s.counter);
             let slot = &mut run.slots[index];
-            if let SlotStatus::Leased { lease, .. } = &slot.status {
-                warn!(job = %job_id, step = slot.task.step, shard = slot.task.shard, expired = %lease, "lease expired, re-issuing");
-                self.metrics.inc("rwp_lease_expiries_total", &[], 1.0);
-            }
+            let ready_since = match &slot.status {
+                SlotStatus::Leased { lease, deadline } => {
+                    warn!(job = %job_id, step = slot.task.step, shard = slot.task.shard, expired = %lease, "lease expired, re-issuing");
+                    self.metrics.inc("rwp_lease_expiries_total", &[], 1.0);
+                    *deadline
+                }
+                _ => slot.published,
+            };
+            self.metrics.observe(
+                "rwp_task_queue_seconds",
+                &[],
+                now.saturating_duration_since(ready_since).as_secs_f64(),
+            );
             self.metrics.inc("rwp_leases_issued_total", &[], 1.0);
             let timeout = Duration::from_millis(self.config.lease_timeout_ms);
             slot.status = SlotStatus::Leased { lease: lease_id.clone(), deadline: now + timeout };
@@ -742,11 +796,14 @@ impl Coordinator {
                 );
                 Err((policy, reason))
             } else {
+                self.metrics.inc("rwp_results_accepted_total", &[], 1.0);
                 let slot = &mut run.slots[slot_index];
                 slot.status = SlotStatus::Done;
                 slot.result = Some(RawResult {
                     gradient,
-                    buffers: (!buffers.is_empty()).then_some(buffers),
+                    // A task that returns BN buffers returns them even when the
+                    // model has none (an MLP): an empty set, not a missing one.
+                    buffers: slot.returns_buffers.then_some(buffers),
                     loss: h.loss,
                     accuracy: h.accuracy,
                 });
@@ -833,7 +890,7 @@ impl Coordinator {
     }
 
     /// Records an update the engine applied and schedules the next one.
-    async fn apply_outcome(&self, job: &str, outcome: Result<UpdateOutcome, ServerError>) {
+    async fn apply_outcome(self: &Arc<Self>, job: &str, outcome: Result<UpdateOutcome, ServerError>) {
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -911,11 +968,26 @@ impl Coordinator {
             if let Some(e) = &evaluation {
                 let _ = entry.events.send(JobEvent::Evaluation(e.clone()));
             }
+            if let Some(error) = &outcome.checkpoint_error {
+                run.paused = true;
+                entry.record.state = JobState::Paused;
+                entry.record.error = Some(format!(
+                    "paused: the checkpoint after update {} could not be written ({error}); retrying every {} ms",
+                    outcome.step, self.config.checkpoint_retry_ms
+                ));
+                let _ = entry.events.send(JobEvent::Job(Box::new(entry.record.clone())));
+            }
             let record = entry.record.clone();
             let events_file = run.events_file.clone();
             self.refresh_gauges(s);
             (record, metrics, evaluation, finished, events_file)
         };
+        let paused = outcome.checkpoint_error.is_some();
+        if paused {
+            warn!(job, step = record.step, reason = record.error.as_deref().unwrap_or(""), "job paused");
+            self.metrics.inc("rwp_checkpoint_failures_total", &[], 1.0);
+            self.retry_checkpoint(job.to_owned(), finished);
+        }
         if let Some(file) = events_file {
             let mut file = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let wall = now_unix_ms() as f64 / 1000.0;
@@ -942,10 +1014,59 @@ impl Coordinator {
         if let Err(e) = self.store.put_step(&record, &metrics, evaluation.as_ref()) {
             warn!(job, error = %e, "cannot record metrics");
         }
-        if finished {
+        if finished && !paused {
             let _ = self.finish(job, JobState::Succeeded, None);
         }
         self.work.notify_waiters();
+    }
+
+    /// Retries a paused job's checkpoint until it is written (then the job
+    /// goes on, or ends if that was its last update), the job ends, or the
+    /// server stops.
+    fn retry_checkpoint(self: &Arc<Self>, job: String, finished: bool) {
+        let this = Arc::clone(self);
+        let mut stopping = self.stopping();
+        tokio::spawn(async move {
+            let interval = Duration::from_millis(this.config.checkpoint_retry_ms);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    _ = stopping.wait_for(|s| *s) => return,
+                }
+                let engine = {
+                    let s = this.lock();
+                    match s.jobs.get(&job).and_then(|j| j.run.as_ref()) {
+                        Some(run) if run.paused => run.engine.clone(),
+                        _ => return,
+                    }
+                };
+                let Err(e) = engine.checkpoint().await else { break };
+                this.metrics.inc("rwp_checkpoint_failures_total", &[], 1.0);
+                tracing::debug!(job, error = %e, "checkpoint retry failed");
+            }
+            let record = {
+                let mut s = this.lock();
+                let Some(entry) = s.jobs.get_mut(&job) else { return };
+                let Some(run) = entry.run.as_mut() else { return };
+                run.paused = false;
+                run.step_started = Instant::now();
+                entry.record.state = JobState::Running;
+                entry.record.error = None;
+                entry.record.updated_unix_ms = now_unix_ms();
+                let _ = entry.events.send(JobEvent::Job(Box::new(entry.record.clone())));
+                let record = entry.record.clone();
+                this.refresh_gauges(&s);
+                record
+            };
+            info!(job, step = record.step, "checkpoint written; job resumed");
+            if let Err(e) = this.store.put_job(&record) {
+                warn!(job, error = %e, "cannot record the resumed job");
+            }
+            if finished {
+                let _ = this.finish(&job, JobState::Succeeded, None);
+            }
+            this.work.notify_waiters();
+        });
     }
 
     /// Stops handing out work, lets in-flight updates finish (up to the drain

@@ -99,6 +99,9 @@ pub struct UpdateOutcome {
     /// averaging them, the history and the SGD step), `evaluation`,
     /// `checkpoint` and `publish` (serialising the next weights version).
     pub phases: Vec<(&'static str, f64)>,
+    /// A checkpoint was due and could not be written (the update itself
+    /// stands; the job should not go on until a checkpoint succeeds).
+    pub checkpoint_error: Option<String>,
 }
 
 /// What the engine reports when it starts.
@@ -109,6 +112,8 @@ pub struct EngineInit {
     /// Updates already applied (from the checkpoint, when resuming).
     pub step: u64,
     pub snapshot: Bytes,
+    /// Checkpoint files passed over when resuming (corrupt, unreadable), with the reason.
+    pub rejected_checkpoints: Vec<String>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, String>>;
@@ -128,7 +133,7 @@ pub struct EngineHandle {
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    pub checkpoint_path: PathBuf,
+    pub checkpoint_dir: PathBuf,
     pub checkpoint_every: u64,
     pub eval_every_epochs: u64,
     pub torch_threads: i32,
@@ -184,6 +189,7 @@ impl EngineHandle {
 struct Engine {
     spec: JobSpec,
     config: EngineConfig,
+    checkpoints: checkpoint::Rotation,
     model: Model,
     data: Dataset,
     schedule: Schedule,
@@ -198,19 +204,30 @@ impl Engine {
         let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment).map_err(|e| e.to_string())?;
         let model = Model::new(spec.model, data.shape, data.classes);
         let schedule = Schedule::new(&spec, data.train.len()).map_err(|e| e.to_string())?;
-        let state = if config.checkpoint_path.exists() {
-            checkpoint::load(&config.checkpoint_path, &model, Device::Cpu).map_err(|e| e.to_string())?.state
-        } else {
-            let (weights, buffers) = model.init(init_seed(&spec), Device::Cpu);
-            TrainState::new(weights, buffers)
+        let checkpoints = checkpoint::Rotation::in_dir(&config.checkpoint_dir);
+        let (resumed, rejected) = checkpoints.load(&model, Device::Cpu);
+        let state = match resumed {
+            Some(checkpoint) => checkpoint.state,
+            // Nothing usable (or a new job): the job starts over, and being
+            // deterministic it reaches the same weights again.
+            None => {
+                let (weights, buffers) = model.init(init_seed(&spec), Device::Cpu);
+                TrainState::new(weights, buffers)
+            }
         };
         let layout = Layout {
             params: model.params().iter().map(|p| (p.name.clone(), p.numel() as usize)).collect(),
             buffers_bytes: wire::buffers_len(&model),
             encoding: spec.gradient_encoding,
         };
-        let engine = Self { spec, config, model, data, schedule: schedule.clone(), state };
-        let init = EngineInit { layout, schedule, step: engine.state.step, snapshot: engine.snapshot() };
+        let engine = Self { spec, config, checkpoints, model, data, schedule: schedule.clone(), state };
+        let init = EngineInit {
+            layout,
+            schedule,
+            step: engine.state.step,
+            snapshot: engine.snapshot(),
+            rejected_checkpoints: rejected.iter().map(ToString::to_string).collect(),
+        };
         Ok((engine, init))
     }
 
@@ -240,7 +257,7 @@ impl Engine {
     }
 
     fn save(&self) -> Result<(), String> {
-        checkpoint::save(&self.config.checkpoint_path, &self.spec, &self.model, &self.state).map_err(|e| e.to_string())
+        self.checkpoints.save(&self.spec, &self.model, &self.state).map_err(|e| e.to_string())
     }
 
     fn decode(&self, raw: RawResult) -> Result<ShardGradient, String> {
@@ -260,6 +277,7 @@ impl Engine {
             clean: raw.clean.into_iter().map(|r| self.decode(r)).collect::<Result<_, _>>()?,
             perturbed: raw.perturbed.into_iter().map(|r| self.decode(r)).collect::<Result<_, _>>()?,
         };
+        rwp_core::faults::hit("aggregation");
         let report = apply_update(&self.spec, &self.schedule, &self.model, &mut self.state, results)
             .map_err(|e| e.to_string())?;
         let aggregation = started.elapsed().as_secs_f64();
@@ -284,14 +302,15 @@ impl Engine {
         if evaluation.is_some() {
             phases.push(("evaluation", started.elapsed().as_secs_f64()));
         }
+        let mut checkpoint_error = None;
         if done || step % self.config.checkpoint_every == 0 {
             let started = std::time::Instant::now();
-            self.save()?;
+            checkpoint_error = self.save().err();
             phases.push(("checkpoint", started.elapsed().as_secs_f64()));
         }
         let started = std::time::Instant::now();
         let snapshot = self.snapshot();
         phases.push(("publish", started.elapsed().as_secs_f64()));
-        Ok(UpdateOutcome { report, evaluation, snapshot, step, phases })
+        Ok(UpdateOutcome { report, evaluation, snapshot, step, phases, checkpoint_error })
     }
 }

@@ -20,9 +20,15 @@ struct Args {
     /// Address to listen on; port 0 picks a free one (printed on stdout).
     #[arg(long, env = "RWP_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Directory of the job database and checkpoints.
+    /// Directory of the job database (and of the checkpoints unless --checkpoint-dir is set).
     #[arg(long, env = "RWP_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Directory of the jobs' checkpoints (default: <data-dir>/jobs).
+    #[arg(long, env = "RWP_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Milliseconds between retries of a checkpoint that could not be written (the job is paused meanwhile).
+    #[arg(long, env = "RWP_CHECKPOINT_RETRY_MS")]
+    checkpoint_retry_ms: Option<u64>,
     /// Milliseconds before an unrenewed lease is handed to another worker.
     #[arg(long, env = "RWP_LEASE_TIMEOUT_MS")]
     lease_timeout_ms: Option<u64>,
@@ -67,6 +73,8 @@ impl Args {
         layers.push(ConfigLayer {
             listen: self.listen,
             data_dir: self.data_dir.clone(),
+            checkpoint_dir: self.checkpoint_dir.clone(),
+            checkpoint_retry_ms: self.checkpoint_retry_ms,
             lease_timeout_ms: self.lease_timeout_ms,
             checkpoint_every: self.checkpoint_every,
             eval_every_epochs: self.eval_every_epochs,

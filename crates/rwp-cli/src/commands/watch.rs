@@ -27,7 +27,7 @@ impl Outcome {
             JobState::Succeeded => Outcome::Succeeded,
             JobState::Cancelled => Outcome::Cancelled,
             // A watch ends only on a terminal state; a running one cannot reach here.
-            JobState::Failed | JobState::Running => Outcome::Failed,
+            JobState::Failed | JobState::Running | JobState::Paused => Outcome::Failed,
         }
     }
 
@@ -201,7 +201,10 @@ pub async fn watch(
                 Some(Ok(JobEvent::Step(m))) => view.step(m),
                 Some(Ok(JobEvent::Evaluation(e))) => view.evaluation(e),
                 Some(Ok(JobEvent::State(j))) if j.state.is_terminal() => break *j,
-                Some(Ok(JobEvent::State(j))) => view.note(&format!("job {} is {}", j.id, j.state)),
+                Some(Ok(JobEvent::State(j))) => view.note(&match &j.error {
+                    Some(why) => format!("job {} is {}: {why}", j.id, j.state),
+                    None => format!("job {} is {}", j.id, j.state),
+                }),
                 Some(Err(e)) => {
                     view.abandon();
                     return Err(e.into());

@@ -1,0 +1,63 @@
+//! The reference every distributed run is held to: the local trainer's
+//! final state for the same spec, in one process.
+
+use std::collections::HashMap;
+
+use rwp_core::trainer::LocalTrainer;
+use rwp_spec::{JobSpec, Method};
+use tch::{Device, Tensor};
+
+/// A small job on the built-in dataset: batch 64, split into 2 clean and
+/// 2 perturbed shards, `updates` updates.
+#[must_use]
+pub fn small_job(seed: u64, method: Method, updates: u64) -> JobSpec {
+    let mut spec = JobSpec::reference(method);
+    spec.batch_size = 64;
+    spec.epochs = u32::try_from(updates.div_ceil(15)).unwrap_or(u32::MAX).max(2);
+    spec.max_updates = Some(updates);
+    spec.seed = seed;
+    spec.clean_shards = 2;
+    spec.perturbed_shards = 2;
+    spec
+}
+
+/// The local trainer's final state as the named tensors of a checkpoint.
+pub fn local_reference(spec: &JobSpec) -> HashMap<String, Tensor> {
+    tch::set_num_threads(1);
+    let mut trainer = LocalTrainer::new(spec.clone(), Device::Cpu).unwrap();
+    while !trainer.is_done() {
+        trainer.step().unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("local.safetensors");
+    trainer.save_checkpoint(&path).unwrap();
+    Tensor::read_safetensors(&path).unwrap().into_iter().collect()
+}
+
+pub fn assert_bit_identical(label: &str, exported: &[u8], spec: &JobSpec) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("exported.safetensors");
+    std::fs::write(&path, exported).unwrap();
+    let distributed: HashMap<String, Tensor> = Tensor::read_safetensors(&path).unwrap().into_iter().collect();
+    let local = local_reference(spec);
+    assert_eq!(
+        {
+            let mut k: Vec<_> = distributed.keys().collect();
+            k.sort();
+            k
+        },
+        {
+            let mut k: Vec<_> = local.keys().collect();
+            k.sort();
+            k
+        },
+        "{label}: same tensors"
+    );
+    // Weights and momentum always; BN buffers where the model has BatchNorm.
+    let batch_norm = spec.model != rwp_spec::ModelKind::Mlp;
+    for (group, expected) in [("weights.", true), ("momentum.", true), ("buffers.", batch_norm)] {
+        assert!(!expected || local.keys().any(|k| k.starts_with(group)), "{label}: no {group} tensors");
+    }
+    let differing: Vec<&String> = local.iter().filter(|(k, v)| !distributed[*k].equal(v)).map(|(k, _)| k).collect();
+    assert!(differing.is_empty(), "{label}: not bit-identical to the local trainer: {differing:?}");
+}
