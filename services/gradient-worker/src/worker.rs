@@ -97,7 +97,7 @@ async fn process(
     metrics: &Registry,
 ) -> Result<bool, WorkerError> {
     let started = Instant::now();
-    let _renewer = AbortOnDrop(tokio::spawn(
+    let renewer = AbortOnDrop(tokio::spawn(
         rpc::keep_renewing(session.clone(), leased.lease_id.clone()).instrument(Span::current()),
     ));
     let input = &leased.input;
@@ -134,6 +134,7 @@ async fn process(
     Span::current().record("bytes", bytes);
     let push_started = Instant::now();
     let accepted = rpc::push(session, header, output.payload.into(), chunk_bytes).await?;
+    drop(renewer);
     metrics.inc("rwp_worker_gradient_bytes_out_total", &[], bytes as f64);
     metrics.inc(
         "rwp_worker_tasks_total",

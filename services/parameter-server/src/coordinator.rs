@@ -637,6 +637,9 @@ impl Coordinator {
                 *deadline = Instant::now() + timeout;
                 Ok(now_unix_ms() + timeout.as_millis() as i64)
             }
+            // The result is in (this worker's, its push racing the renewal, or
+            // another's): nothing to keep alive, nothing wrong either.
+            Some(SlotStatus::Done) if r.step == run.snapshot.version => Ok(now_unix_ms() + timeout.as_millis() as i64),
             _ => Err(ServerError::StaleTask(format!("lease {lease} is no longer held (expired, re-issued or done)"))),
         }
     }
