@@ -10,7 +10,7 @@ endif
 CARGO ?= cargo
 SETUP_STAMP := .cargo/config.toml
 
-.PHONY: setup build release test fmt lint demo demo-local bench bench-distributed chaos load k8s-check clean
+.PHONY: setup build release test fmt lint demo demo-local bench bench-gpu bench-local chaos load k8s-check clean
 
 $(SETUP_STAMP): scripts/setup-libtorch.sh
 	./scripts/setup-libtorch.sh
@@ -73,13 +73,19 @@ demo: release
 demo-local: release
 	./scripts/demo-local.sh
 
-## Time per update of the local trainer against the PyTorch reference script.
+## The performance suite (tests/bench/suite.rs): parallel efficiency, SAM,
+## PyTorch DDP, transport, aggregation, server memory; every figure a ratio
+## measured side by side. Writes BENCHMARKS.md and benchmarks/results-cpu.json.
 bench: release
-	./scripts/bench-local.sh
+	RUST_LOG=error target/release/bench-suite
 
-## m-arwp on two workers against sgd on one, real processes on loopback.
-bench-distributed: release
-	RUST_LOG=error target/release/bench-distributed
+## Benchmarks 1 to 3 with the workers on the CUDA device: the GPU block of BENCHMARKS.md.
+bench-gpu: release
+	DEVICE=cuda SECTIONS=1,2,3 RUST_LOG=error target/release/bench-suite
+
+## Time per update of the local trainer against the PyTorch reference script.
+bench-local: release
+	./scripts/bench-local.sh
 
 clean:
 	$(CARGO) clean

@@ -160,8 +160,19 @@ impl ServerCommand {
 
 /// Starts `rwp-worker` against `server` on the CPU with one thread.
 pub fn start_worker(server: SocketAddr, name: &str) -> Proc {
+    start_worker_on(server, name, "cpu")
+}
+
+/// Starts `rwp-worker` against `server` on `device` (one CPU thread).
+pub fn start_worker_on(server: SocketAddr, name: &str, device: &str) -> Proc {
+    start_worker_with(server, name, &["--device", device])
+}
+
+/// Starts `rwp-worker` against `server` (CPU, one thread) with `extra` flags (a later flag wins).
+pub fn start_worker_with(server: SocketAddr, name: &str, extra: &[&str]) -> Proc {
     let child = Command::new(binary("rwp-worker"))
         .args(["--server", &format!("http://{server}"), "--device", "cpu", "--threads", "1", "--name", name])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
+pub mod bench;
 pub mod cluster;
 pub mod in_process;
 pub mod local_run;

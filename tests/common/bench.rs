@@ -1,0 +1,194 @@
+//! Building blocks of the benchmark programs in `tests/bench/`: data sets
+//! they write themselves, and timed runs of real processes on loopback.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rwp_proto::v1::WatchJobRequest;
+use rwp_spec::rng::derive_seed;
+use rwp_spec::{DatasetKind, JobSpec, Method, ModelKind};
+use tokio_stream::StreamExt;
+
+use crate::cluster::{connect, data_dir, start_server_with, start_worker_with, submit, wait_for_success};
+use crate::in_process::{free_port, http_get};
+
+/// An environment variable parsed, or `default`.
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Writes a CIFAR-10-format data set of random images (`per_file` records in
+/// each of the five training files, `test` in the test file) into `dir`: the
+/// shape and cost of CIFAR without downloading it.
+pub fn write_cifar_like(dir: &Path, per_file: usize, test: usize, seed: u64) {
+    const RECORD: usize = 1 + 3 * 32 * 32;
+    std::fs::create_dir_all(dir).unwrap();
+    let mut counter = 0u64;
+    let mut file = |name: &str, records: usize| {
+        let mut bytes = vec![0u8; records * RECORD];
+        for chunk in bytes.chunks_exact_mut(8) {
+            chunk.copy_from_slice(&derive_seed(seed, &[counter]).to_le_bytes());
+            counter += 1;
+        }
+        for record in bytes.chunks_exact_mut(RECORD) {
+            record[0] %= 10;
+        }
+        std::fs::write(dir.join(name), bytes).unwrap();
+    };
+    for i in 1..=5 {
+        file(&format!("data_batch_{i}.bin"), per_file);
+    }
+    file("test_batch.bin", test);
+}
+
+/// One timed job on a fresh server and `workers` fresh worker processes.
+#[derive(Debug, Clone)]
+pub struct TimedJob {
+    pub method: Method,
+    pub workers: usize,
+    pub model: ModelKind,
+    pub dataset: DatasetKind,
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Per shard: the update's batch is `batch * shards`.
+    pub batch: u32,
+    pub clean_shards: u32,
+    pub perturbed_shards: u32,
+    pub updates: u64,
+    pub warmup: u64,
+    /// The workers' device (`cpu`, `cuda`, ...).
+    pub device: String,
+}
+
+/// What a [`TimedJob`] measured.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Mean wall time per update after the warm-up.
+    pub seconds_per_update: f64,
+    /// The server's peak resident memory (VmHWM), MiB.
+    pub server_peak_mib: f64,
+    /// Where an update's time goes: mean seconds per update of the server's
+    /// phases (`waiting` for the tasks, `aggregation`, `publish`, ...) and of
+    /// the workers' gradient computations (`compute`, per task).
+    pub profile: BTreeMap<String, f64>,
+}
+
+/// Mean of a Prometheus histogram's series (sum / count) in `text`, for the
+/// series whose labels contain `labels` (all of them when empty).
+#[must_use]
+pub fn histogram_mean(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let total = |suffix: &str| -> f64 {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{name}_{suffix}")))
+            .filter(|rest| rest.contains(labels))
+            .filter_map(|rest| rest.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let count = total("count");
+    (count > 0.0).then(|| total("sum") / count)
+}
+
+impl TimedJob {
+    /// `method` with one shard of each kind it uses, `batch` per shard.
+    #[must_use]
+    pub fn new(method: Method, workers: usize, model: ModelKind, batch: u32) -> Self {
+        Self {
+            method,
+            workers,
+            model,
+            dataset: DatasetKind::Synthetic,
+            data_dir: None,
+            batch,
+            clean_shards: 1,
+            perturbed_shards: 1,
+            updates: 20,
+            warmup: 3,
+            device: "cpu".into(),
+        }
+    }
+
+    pub fn spec(&self) -> JobSpec {
+        let mut spec = JobSpec::reference(self.method);
+        spec.model = self.model;
+        spec.dataset = self.dataset;
+        spec.data_dir.clone_from(&self.data_dir);
+        spec.augment = false;
+        spec.epochs = 1000;
+        spec.max_updates = Some(self.updates + self.warmup);
+        spec.clean_shards = self.clean_shards;
+        spec.perturbed_shards = self.perturbed_shards;
+        let shards = match self.method {
+            Method::Sgd | Method::Sam => self.clean_shards,
+            Method::Rwp | Method::Arwp => self.perturbed_shards,
+            Method::MRwp | Method::MArwp => self.clean_shards.max(self.perturbed_shards),
+        };
+        spec.batch_size = self.batch * shards;
+        spec
+    }
+
+    /// Runs the job to its end; times the updates after the warm-up, up to
+    /// the second-to-last (the last one carries the final evaluation and
+    /// checkpoint).
+    pub async fn run(&self) -> Timing {
+        let (_tmp, dir) = data_dir();
+        let metrics = free_port().to_string();
+        let flags = [
+            "--checkpoint-every",
+            "1000000",
+            "--eval-every-epochs",
+            "0",
+            "--torch-threads",
+            "1",
+            "--metrics-listen",
+            &metrics,
+        ];
+        let (server, addr) = start_server_with(&dir, "127.0.0.1:0", &flags);
+        let worker_metrics: Vec<String> = (0..self.workers).map(|_| free_port().to_string()).collect();
+        let _workers: Vec<_> = worker_metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                start_worker_with(addr, &format!("bench-{i}"), &["--device", &self.device, "--metrics-listen", m])
+            })
+            .collect();
+        let mut client = connect(addr).await;
+        let id = submit(&mut client, "bench", &self.spec()).await;
+        wait_for_success(&mut client, &id, Duration::from_secs(3600)).await;
+        let server_peak_mib = peak_memory_mib(server.child.id());
+        let mut profile = BTreeMap::new();
+        let text = http_get(metrics.parse().unwrap(), "/metrics").await;
+        for phase in ["waiting", "update", "aggregation", "publish"] {
+            if let Some(mean) = histogram_mean(&text, "rwp_step_seconds", &format!("phase=\"{phase}\"")) {
+                profile.insert(phase.to_owned(), mean);
+            }
+        }
+        let mut compute = Vec::new();
+        for m in &worker_metrics {
+            let text = http_get(m.parse().unwrap(), "/metrics").await;
+            compute.extend(histogram_mean(&text, "rwp_worker_compute_seconds", ""));
+        }
+        if !compute.is_empty() {
+            profile.insert("compute".into(), compute.iter().sum::<f64>() / compute.len() as f64);
+        }
+        let mut stream = client.watch_job(WatchJobRequest { job_id: id, from_step: 0 }).await.unwrap().into_inner();
+        let mut times = Vec::new();
+        while let Some(event) = stream.next().await {
+            if let Some(rwp_proto::v1::job_event::Event::Step(m)) = event.unwrap().event {
+                times.push(m.wall_time_s);
+            }
+        }
+        let (start, end) = (times[self.warmup as usize - 1], times[times.len() - 2]);
+        Timing { seconds_per_update: (end - start) / (self.updates - 1) as f64, server_peak_mib, profile }
+    }
+}
+
+/// Peak resident memory (VmHWM) of a process, MiB.
+#[must_use]
+pub fn peak_memory_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
