@@ -88,19 +88,23 @@ fn profile_table(label: &str, runs: &[(Method, usize)], timings: &[Timing]) -> S
     let mut md = format!(
         "\n{label}, mean ms per update: `waiting` is from an update's tasks being published to its last result \
          arriving (workers fetching, computing, pushing); `aggregation` and `publish` are the server's engine \
-         (decode + mean + F + SGD; serialising the next weights); `compute` is one task's gradient on a worker.\n\n\
-         | run | per update | waiting | aggregation | publish | compute (per task) |\n|---|---|---|---|---|---|\n"
+         (decode + mean + F + SGD; serialising the next weights); `compute` is one task's gradient on a worker, by \
+         role.\n\n\
+         | run | per update | waiting | aggregation | publish | compute: clean | perturbed | sam |\n\
+         |---|---|---|---|---|---|---|---|\n"
     );
     for ((method, workers), t) in runs.iter().zip(timings) {
         let ms = |k: &str| t.profile.get(k).map_or("-".to_owned(), |s| format!("{:.1}", s * 1e3));
         let _ = writeln!(
             md,
-            "| {method} on {workers} worker(s) | {:.1} | {} | {} | {} | {} |",
+            "| {method} on {workers} worker(s) | {:.1} | {} | {} | {} | {} | {} | {} |",
             t.seconds_per_update * 1e3,
             ms("waiting"),
             ms("aggregation"),
             ms("publish"),
-            ms("compute")
+            ms("compute clean"),
+            ms("compute perturbed"),
+            ms("compute sam")
         );
     }
     md

@@ -162,13 +162,18 @@ impl TimedJob {
                 profile.insert(phase.to_owned(), mean);
             }
         }
-        let mut compute = Vec::new();
+        let mut texts = Vec::new();
         for m in &worker_metrics {
-            let text = http_get(m.parse().unwrap(), "/metrics").await;
-            compute.extend(histogram_mean(&text, "rwp_worker_compute_seconds", ""));
+            texts.push(http_get(m.parse().unwrap(), "/metrics").await);
         }
-        if !compute.is_empty() {
-            profile.insert("compute".into(), compute.iter().sum::<f64>() / compute.len() as f64);
+        for role in ["clean", "perturbed", "sam"] {
+            let means: Vec<f64> = texts
+                .iter()
+                .filter_map(|t| histogram_mean(t, "rwp_worker_compute_seconds", &format!("role=\"{role}\"")))
+                .collect();
+            if !means.is_empty() {
+                profile.insert(format!("compute {role}"), means.iter().sum::<f64>() / means.len() as f64);
+            }
         }
         let mut stream = client.watch_job(WatchJobRequest { job_id: id, from_step: 0 }).await.unwrap().into_inner();
         let mut times = Vec::new();

@@ -168,11 +168,15 @@ pub fn start_worker_on(server: SocketAddr, name: &str, device: &str) -> Proc {
     start_worker_with(server, name, &["--device", device])
 }
 
-/// Starts `rwp-worker` against `server` (CPU, one thread) with `extra` flags (a later flag wins).
+/// Starts `rwp-worker` against `server` (CPU, one thread) with `extra`
+/// flag-value pairs, which replace the defaults of the same name.
 pub fn start_worker_with(server: SocketAddr, name: &str, extra: &[&str]) -> Proc {
+    let url = format!("http://{server}");
+    let defaults = [["--server", url.as_str()], ["--device", "cpu"], ["--threads", "1"], ["--name", name]];
+    let overridden = |flag: &str| extra.chunks(2).any(|pair| pair[0] == flag);
+    let args = defaults.iter().filter(|[flag, _]| !overridden(flag)).flatten().chain(extra);
     let child = Command::new(binary("rwp-worker"))
-        .args(["--server", &format!("http://{server}"), "--device", "cpu", "--threads", "1", "--name", name])
-        .args(extra)
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
