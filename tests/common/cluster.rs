@@ -92,8 +92,15 @@ pub fn start_server_with(data_dir: &Path, listen: &str, flags: &[&str]) -> (Proc
 
 /// Starts `rwp-worker` against `server` on the CPU with one thread.
 pub fn start_worker(server: SocketAddr, name: &str) -> Proc {
+    start_worker_with(&format!("http://{server}"), name, &[])
+}
+
+/// Starts `rwp-worker` against the server at `url` with `flags` added (TLS,
+/// credentials), on the CPU with one thread.
+pub fn start_worker_with(url: &str, name: &str, flags: &[&str]) -> Proc {
     let child = Command::new(binary("rwp-worker"))
-        .args(["--server", &format!("http://{server}"), "--device", "cpu", "--threads", "1", "--name", name])
+        .args(["--server", url, "--device", "cpu", "--threads", "1", "--name", name])
+        .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

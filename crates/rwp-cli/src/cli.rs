@@ -24,6 +24,7 @@ Examples:
   rwp watch j-000001                     progress bar until the job ends
   rwp plot j-000001 j-000002 -o curves.svg
   rwp --server https://rwp.example.org:50051 --tls-ca ca.pem list
+  rwp --server https://rwp:50051 --tls-ca ca.pem --tls-cert me.crt --tls-key me.key list
   rwp completions bash > /etc/bash_completion.d/rwp
 
 Exit status:
@@ -129,6 +130,12 @@ pub struct ConnectionArgs {
     /// PEM file of the CA that signed the server's certificate (turns TLS on)
     #[arg(long, global = true, env = "RWP_TLS_CA", value_name = "PATH", display_order = 101)]
     pub tls_ca: Option<PathBuf>,
+    /// PEM file of a certificate to present to a server that requires mutual TLS (with --tls-key)
+    #[arg(long, global = true, env = "RWP_TLS_CERT", value_name = "PATH", display_order = 102)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of --tls-cert
+    #[arg(long, global = true, env = "RWP_TLS_KEY", value_name = "PATH", display_order = 102)]
+    pub tls_key: Option<PathBuf>,
     /// Name to check the server's certificate against, when it differs from the host of --server
     #[arg(long, global = true, env = "RWP_TLS_DOMAIN", value_name = "NAME", display_order = 102)]
     pub tls_domain: Option<String>,

@@ -6,6 +6,9 @@ pub enum SdkError {
     /// The endpoint URL or TLS settings are unusable.
     #[error("invalid endpoint {endpoint}: {reason}")]
     Endpoint { endpoint: String, reason: String },
+    /// A certificate, key or token that cannot be used; the message names it.
+    #[error("{0}")]
+    Credentials(String),
     /// The server could not be reached (after retries, for idempotent calls).
     #[error("cannot reach the server at {endpoint}: {reason}")]
     Unreachable { endpoint: String, reason: String },
@@ -36,8 +39,17 @@ impl SdkError {
     }
 
     pub(crate) fn from_status(status: Status, endpoint: &str) -> Self {
+        use std::error::Error;
         let message = status.message().to_owned();
+        // A status with a source was made on this side from a transport
+        // failure (refused connection, failed TLS handshake, a peer that
+        // does not speak gRPC); one the server sent has none.
+        let transport = status.source().is_some()
+            && matches!(status.code(), Code::Unavailable | Code::Internal | Code::Unknown | Code::Cancelled);
         match status.code() {
+            _ if transport => {
+                SdkError::Unreachable { endpoint: endpoint.to_owned(), reason: unreachable_reason(&status) }
+            }
             Code::InvalidArgument => SdkError::InvalidSpec(message),
             Code::NotFound => SdkError::NotFound(message),
             Code::FailedPrecondition => SdkError::FailedPrecondition(message),

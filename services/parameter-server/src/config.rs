@@ -37,6 +37,22 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Requests handled at once; beyond it new requests are shed with UNAVAILABLE.
     pub max_concurrent_requests: usize,
+    /// PEM certificate chain the gRPC port presents; with `tls_key`, the
+    /// port speaks TLS only.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates; when set, every client must present a
+    /// certificate that chains to one of them (mutual TLS).
+    #[serde(default)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Address of a plaintext gRPC endpoint that serves only
+    /// `grpc.health.v1.Health`, for probes that cannot speak TLS (the
+    /// kubelet's); off when unset.
+    #[serde(default)]
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +70,10 @@ impl Default for ServerConfig {
             metrics_listen: None,
             request_timeout_ms: 60_000,
             max_concurrent_requests: 4096,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            health_listen: None,
         }
     }
 }
@@ -74,6 +94,10 @@ pub struct ConfigLayer {
     pub metrics_listen: Option<SocketAddr>,
     pub request_timeout_ms: Option<u64>,
     pub max_concurrent_requests: Option<usize>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub health_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +108,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{field} = {value} is out of range: {rule}")]
     Invalid { field: &'static str, value: String, rule: &'static str },
+    #[error("{field} is set but {missing} is not: {why}")]
+    Incomplete { field: &'static str, missing: &'static str, why: &'static str },
 }
 
 impl ConfigLayer {
@@ -115,9 +141,10 @@ impl ServerConfig {
                 request_timeout_ms,
                 max_concurrent_requests
             );
-            if l.metrics_listen.is_some() {
-                c.metrics_listen = l.metrics_listen;
+            macro_rules! take_optional {
+                ($($f:ident),*) => { $( if l.$f.is_some() { c.$f = l.$f.clone(); } )* };
             }
+            take_optional!(metrics_listen, tls_cert, tls_key, tls_client_ca, health_listen);
         }
         c.validate()?;
         Ok(c)
@@ -150,6 +177,15 @@ impl ServerConfig {
         if self.max_message_bytes < self.chunk_bytes + 4096 {
             return bad("max_message_bytes", self.max_message_bytes.to_string(), "must exceed chunk_bytes by 4 KiB");
         }
+        let incomplete = |field, missing, why| Err(ConfigError::Incomplete { field, missing, why });
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return incomplete("tls_cert", "tls_key", "TLS needs the certificate and its key"),
+            (None, Some(_)) => return incomplete("tls_key", "tls_cert", "TLS needs the certificate and its key"),
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return incomplete("tls_client_ca", "tls_cert", "mutual TLS needs the server's own certificate and key");
+        }
         Ok(())
     }
 }
@@ -175,5 +211,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("checkpoint_every = 0"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_must_come_in_working_sets() {
+        let cert = || Some(PathBuf::from("tls.crt"));
+        let key = || Some(PathBuf::from("tls.key"));
+        let ca = || Some(PathBuf::from("ca.crt"));
+        let cases = [
+            (ConfigLayer { tls_cert: cert(), ..Default::default() }, "tls_cert is set but tls_key is not"),
+            (ConfigLayer { tls_key: key(), ..Default::default() }, "tls_key is set but tls_cert is not"),
+            (ConfigLayer { tls_client_ca: ca(), ..Default::default() }, "tls_client_ca is set but tls_cert is not"),
+        ];
+        for (layer, want) in cases {
+            let err = ServerConfig::from_layers(&[layer]).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+        }
+        let file: ConfigLayer =
+            toml::from_str("tls_cert = \"/etc/rwp/tls/tls.crt\"\ntls_key = \"/etc/rwp/tls/tls.key\"").unwrap();
+        let flags = ConfigLayer { tls_client_ca: ca(), ..Default::default() };
+        let c = ServerConfig::from_layers(&[file, flags]).unwrap();
+        assert_eq!(c.tls_cert, Some(PathBuf::from("/etc/rwp/tls/tls.crt")));
+        assert_eq!(c.tls_client_ca, ca());
     }
 }

@@ -28,6 +28,10 @@ pub enum ServerError {
     Storage(String),
     #[error("training engine: {0}")]
     Engine(String),
+    /// A credential file (certificate, key, CA) that cannot be used; the
+    /// message names it. Reported at startup.
+    #[error("{0}")]
+    Credentials(String),
 }
 
 impl From<ServerError> for Status {
@@ -44,7 +48,7 @@ impl From<ServerError> for Status {
                 Status::failed_precondition(message)
             }
             ServerError::ShuttingDown => Status::unavailable(message),
-            ServerError::Storage(_) | ServerError::Engine(_) => Status::internal(message),
+            ServerError::Storage(_) | ServerError::Engine(_) | ServerError::Credentials(_) => Status::internal(message),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use rwp_parameter_server::config::{ConfigLayer, ServerConfig};
+use rwp_parameter_server::{Security, ServeOptions};
 use tokio::net::TcpListener;
 
 /// The RWP parameter server.
@@ -53,6 +54,18 @@ struct Args {
     /// Requests handled at once; more are refused with UNAVAILABLE.
     #[arg(long, env = "RWP_MAX_CONCURRENT_REQUESTS")]
     max_concurrent_requests: Option<usize>,
+    /// PEM certificate chain of the gRPC port; with --tls-key the port speaks TLS only.
+    #[arg(long, env = "RWP_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RWP_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates: clients must present a certificate chaining to one (mutual TLS).
+    #[arg(long, env = "RWP_TLS_CLIENT_CA", value_name = "PEM")]
+    tls_client_ca: Option<PathBuf>,
+    /// Plaintext gRPC address serving only grpc.health.v1.Health (for probes that cannot speak TLS); off when unset.
+    #[arg(long, env = "RWP_HEALTH_LISTEN")]
+    health_listen: Option<SocketAddr>,
     /// Log format: text or json.
     #[arg(long, env = "RWP_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -77,6 +90,10 @@ impl Args {
             metrics_listen: self.metrics_listen,
             request_timeout_ms: self.request_timeout_ms,
             max_concurrent_requests: self.max_concurrent_requests,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
+            health_listen: self.health_listen,
         });
         ServerConfig::from_layers(&layers).map_err(|e| e.to_string())
     }
@@ -93,11 +110,16 @@ async fn shutdown_signal() {
 async fn run(args: Args) -> Result<(), String> {
     let _telemetry = rwp_telemetry::init("rwp-server", &args.log_format)?;
     let config = args.config()?;
+    // Credential files are read before the port opens: a bad one is named and nothing listens.
+    let security = Security::load(&config).map_err(|e| e.to_string())?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     println!("rwp-server listening on {address}");
-    rwp_parameter_server::serve_with_listener(listener, config, shutdown_signal()).await.map_err(|e| e.to_string())
+    let options = ServeOptions::default();
+    rwp_parameter_server::serve_with_security(listener, config, security, options, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

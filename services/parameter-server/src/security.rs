@@ -1,0 +1,31 @@
+//! The credential files of the server, read and checked once at startup:
+//! a missing, unreadable or malformed one is an error naming it.
+
+use rwp_credentials::{server_tls, Pem};
+use tonic::transport::ServerTlsConfig;
+
+use crate::config::ServerConfig;
+use crate::error::ServerError;
+
+/// What the credential files of a [`ServerConfig`] hold.
+#[derive(Debug, Default, Clone)]
+pub struct Security {
+    /// TLS of the gRPC port (mutual TLS with a client CA); plaintext when `None`.
+    pub tls: Option<ServerTlsConfig>,
+}
+
+impl Security {
+    pub fn load(config: &ServerConfig) -> Result<Self, ServerError> {
+        let credentials = |e: rwp_credentials::CredentialsError| ServerError::Credentials(e.to_string());
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let client_ca = config.tls_client_ca.as_deref().map(Pem::read).transpose().map_err(credentials)?;
+                let cert = Pem::read(cert).map_err(credentials)?;
+                let key = Pem::read(key).map_err(credentials)?;
+                Some(server_tls(&cert, &key, client_ca.as_ref()).map_err(credentials)?)
+            }
+            _ => None,
+        };
+        Ok(Self { tls })
+    }
+}
