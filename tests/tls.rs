@@ -1,8 +1,8 @@
 //! TLS and mutual TLS on a real server (in this process, on 127.0.0.1 port
 //! 0) that requires client certificates from its CA: every way of getting the
 //! credentials wrong is refused, and a correctly configured SDK client and a
-//! real `rwp-worker` process train a job to completion over it. Certificates
-//! are made here, with rcgen.
+//! real `rwp-worker` process train a job to completion over it (with bearer
+//! tokens too). Certificates are made here, with rcgen.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +11,8 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use rwp_integration_tests::binary;
 use rwp_integration_tests::cluster::{start_worker_with, Proc};
 use rwp_integration_tests::in_process::Cluster;
+use rwp_integration_tests::tokens::TokensFile;
+use rwp_parameter_server::domain::Role;
 use rwp_sdk::{Client, ClientConfig, JobEvent, JobSpecBuilder, JobState, Method, Pem, SdkError};
 use tokio_stream::StreamExt;
 
@@ -80,8 +82,9 @@ impl Pki {
 }
 
 /// A server in this process that speaks TLS only and requires a client
-/// certificate from `pki.ours`; plaintext health on its own port.
-async fn mtls_cluster(pki: &Pki, health: std::net::SocketAddr) -> Cluster {
+/// certificate from `pki.ours`; plaintext health on its own port; bearer
+/// tokens when given a tokens file.
+async fn mtls_cluster(pki: &Pki, health: std::net::SocketAddr, tokens: Option<&TokensFile>) -> Cluster {
     Cluster::start_configured(
         0,
         |c| {
@@ -89,6 +92,7 @@ async fn mtls_cluster(pki: &Pki, health: std::net::SocketAddr) -> Cluster {
             c.tls_key = Some(pki.server.key.clone());
             c.tls_client_ca = Some(pki.ours.ca());
             c.health_listen = Some(health);
+            c.tokens_file = tokens.map(|t| t.path.clone());
         },
         |_| {},
     )
@@ -123,7 +127,7 @@ fn free_port() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_are_refused_by_one_side_or_the_other() {
     let pki = Pki::new();
-    let cluster = mtls_cluster(&pki, free_port()).await;
+    let cluster = mtls_cluster(&pki, free_port(), None).await;
     let https = cluster.url();
     assert!(https.starts_with("https://127.0.0.1:"), "{https}");
 
@@ -172,7 +176,7 @@ async fn wrong_credentials_are_refused_by_one_side_or_the_other() {
 async fn probes_get_plaintext_health_on_their_own_port_and_nothing_else() {
     let pki = Pki::new();
     let health = free_port();
-    let cluster = mtls_cluster(&pki, health).await;
+    let cluster = mtls_cluster(&pki, health, None).await;
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{health}")).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let channel = loop {
@@ -194,19 +198,25 @@ async fn probes_get_plaintext_health_on_their_own_port_and_nothing_else() {
     cluster.shutdown().await;
 }
 
+/// The production setup: mutual TLS and bearer tokens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_sdk_client_and_a_worker_process_train_over_mutual_tls() {
+async fn an_sdk_client_and_a_worker_process_train_over_mutual_tls_with_tokens() {
     let pki = Pki::new();
-    let cluster = mtls_cluster(&pki, free_port()).await;
+    let tokens = TokensFile::new(&[("alice", Role::User), ("pool", Role::Worker)]);
+    let cluster = mtls_cluster(&pki, free_port(), Some(&tokens)).await;
     let https = cluster.url();
-    let ca = pki.ours.ca().display().to_string();
-    let (cert, key) = (pki.worker.cert.display().to_string(), pki.worker.key.display().to_string());
-    let _worker: Proc =
-        start_worker_with(&https, "tls-worker", &["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key]);
+    let [ca, cert, key, token] =
+        [pki.ours.ca(), pki.worker.cert.clone(), pki.worker.key.clone(), tokens.token_file("pool")]
+            .map(|p| p.display().to_string());
+    let flags = ["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key, "--token-file", &token];
+    let _worker: Proc = start_worker_with(&https, "tls-worker", &flags);
 
-    let client = Client::connect_with(client_config(&https, &pki.ours.ca(), Some(&pki.worker))).await.unwrap();
+    let mut config = client_config(&https, &pki.ours.ca(), Some(&pki.worker));
+    config.token = Some(tokens.token("alice").clone());
+    let client = Client::connect_with(config).await.unwrap();
     let spec = JobSpecBuilder::new(Method::MArwp).epochs(1).batch_size(128).max_updates(3).build().unwrap();
     let job = client.submit("over-mtls", &spec).await.unwrap();
+    assert_eq!(job.owner.as_deref(), Some("alice"));
     let mut events = Box::pin(client.watch(&job.id, 0).await.unwrap());
     let mut steps = Vec::new();
     let mut last = None;

@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod in_process;
+pub mod tokens;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -71,6 +71,9 @@ pub fn sdk_message(e: &SdkError) -> String {
                 "the TLS handshake with the server failed: {message} (for a plaintext server use an http:// address)"
             )
         }
+        SdkError::Unauthenticated(message) => {
+            format!("{message} (give the token with --token-file, RWP_TOKEN_FILE or RWP_TOKEN)")
+        }
         SdkError::Server { code, message } => format!("the server answered {code:?}: {message}"),
         other => one_line(&other.to_string()),
     }

@@ -7,10 +7,14 @@
 //!   first handshake;
 //! - [`server_tls`] and [`client_tls`]: tonic's rustls settings from them,
 //!   with mutual TLS when the server is given a client CA and the client a
-//!   certificate and key.
+//!   certificate and key;
+//! - [`Bearer`]: the `authorization: Bearer <token>` metadata on every call
+//!   of a client, and [`read_token_file`].
 
+mod bearer;
 mod tls;
 
+pub use bearer::{read_token_file, Bearer, Token};
 pub use tls::{client_tls, server_tls, Pem};
 /// A credential that cannot be used, naming where it came from.
 #[derive(Debug, thiserror::Error)]

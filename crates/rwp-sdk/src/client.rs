@@ -1,13 +1,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rwp_credentials::{client_tls, Pem};
+use rwp_credentials::{client_tls, Bearer, Pem, Token};
 use rwp_proto::v1::job_service_client::JobServiceClient;
 use rwp_proto::v1::{self, job_event::Event};
 use rwp_spec::JobSpec;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
@@ -49,6 +50,8 @@ pub struct ClientConfig {
     pub tls_client_key: Option<Pem>,
     /// Name to check the server's certificate against, when it differs from the host.
     pub tls_domain: Option<String>,
+    /// Bearer token sent with every call, for a server with a tokens file.
+    pub token: Option<Token>,
     pub connect_timeout: Duration,
     /// Attempts of an idempotent call before giving up (at least 1).
     pub attempts: u32,
@@ -65,6 +68,7 @@ impl ClientConfig {
             tls_client_cert: None,
             tls_client_key: None,
             tls_domain: None,
+            token: None,
             connect_timeout: Duration::from_secs(5),
             attempts: 4,
             initial_backoff: Duration::from_millis(200),
@@ -80,10 +84,13 @@ pub struct Export {
     pub bytes: usize,
 }
 
+/// The job service's client stub, with the token on every call.
+type Stub = JobServiceClient<InterceptedService<Channel, Bearer>>;
+
 /// A connection to the job service. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: JobServiceClient<Channel>,
+    inner: Stub,
     config: ClientConfig,
 }
 
@@ -118,7 +125,10 @@ impl Client {
                 config.endpoint
             )));
         }
-        let inner = JobServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 << 20);
+        let bearer =
+            Bearer::new(config.token.as_ref(), "the token").map_err(|e| SdkError::Credentials(e.to_string()))?;
+        let inner =
+            JobServiceClient::with_interceptor(endpoint.connect_lazy(), bearer).max_decoding_message_size(256 << 20);
         let client = Self { inner, config };
         client.list().await?;
         Ok(client)
@@ -136,7 +146,7 @@ impl Client {
     /// Runs an idempotent call, retrying transient failures with backoff.
     async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, SdkError>
     where
-        F: FnMut(JobServiceClient<Channel>) -> Fut,
+        F: FnMut(Stub) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let mut delay = self.config.initial_backoff;
@@ -173,7 +183,8 @@ impl Client {
         job.try_into()
     }
 
-    /// Every job the server knows, oldest id first.
+    /// Every job the caller may see (its own, or all for an admin or on a
+    /// server without authentication), oldest id first.
     pub async fn list(&self) -> Result<Vec<Job>, SdkError> {
         let r = self
             .retrying("list", |mut c| async move {

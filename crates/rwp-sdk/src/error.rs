@@ -17,6 +17,12 @@ pub enum SdkError {
     InvalidSpec(String),
     #[error("{0}")]
     NotFound(String),
+    /// The server requires a token and got none, or one it does not know.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The token's role may not do this (a worker token on the job API, say).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The request was understood but refused in the job's current state.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -53,6 +59,8 @@ impl SdkError {
             Code::InvalidArgument => SdkError::InvalidSpec(message),
             Code::NotFound => SdkError::NotFound(message),
             Code::FailedPrecondition => SdkError::FailedPrecondition(message),
+            Code::Unauthenticated => SdkError::Unauthenticated(message),
+            Code::PermissionDenied => SdkError::PermissionDenied(message),
             Code::Unavailable
                 if message.contains("tcp connect") || message.contains("transport error") || message.is_empty() =>
             {

@@ -39,7 +39,7 @@ pub use builder::JobSpecBuilder;
 pub use client::{Client, ClientConfig, Export};
 pub use error::SdkError;
 pub use job_file::JobFile;
-pub use rwp_credentials::Pem;
+pub use rwp_credentials::{read_token_file, Pem, Token};
 pub use rwp_spec::{
     DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelKind, NonFinitePolicy,
     SigmaSchedule, StepMetrics,

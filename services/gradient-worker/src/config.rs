@@ -12,11 +12,15 @@
 //! tls_ca = "/etc/rwp/tls/ca.crt"
 //! tls_cert = "/etc/rwp/tls/tls.crt"
 //! tls_key = "/etc/rwp/tls/tls.key"
+//! # A server with a tokens file: the worker's token (role worker), best
+//! # from a file (a mounted Secret) or RWP_TOKEN rather than this file.
+//! token_file = "/etc/rwp/token/token"
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use rwp_credentials::Token;
 use serde::{Deserialize, Serialize};
 
 use crate::WorkerError;
@@ -47,6 +51,10 @@ pub const ENV_TLS_CERT: &str = "RWP_TLS_CERT";
 pub const ENV_TLS_KEY: &str = "RWP_TLS_KEY";
 /// Environment variable of [`WorkerConfig::tls_domain`].
 pub const ENV_TLS_DOMAIN: &str = "RWP_TLS_DOMAIN";
+/// Environment variable of [`WorkerConfig::token`].
+pub const ENV_TOKEN: &str = "RWP_TOKEN";
+/// Environment variable of [`WorkerConfig::token_file`].
+pub const ENV_TOKEN_FILE: &str = "RWP_TOKEN_FILE";
 
 /// The first reconnection delay; it doubles up to `max_backoff_ms`.
 pub const INITIAL_BACKOFF_MS: u64 = 100;
@@ -86,6 +94,10 @@ pub struct WorkerConfig {
     /// Name the server's certificate is checked against, when it is not the
     /// host of `server`.
     pub tls_domain: Option<String>,
+    /// Bearer token (role worker) for a server with a tokens file.
+    pub token: Option<Token>,
+    /// File holding the bearer token (a mounted Secret), instead of `token`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -104,6 +116,8 @@ impl Default for WorkerConfig {
             tls_cert: None,
             tls_key: None,
             tls_domain: None,
+            token: None,
+            token_file: None,
         }
     }
 }
@@ -162,6 +176,12 @@ pub struct ConfigFlags {
     /// Name to check the server's certificate against, when not the host of --server [env: RWP_TLS_DOMAIN]
     #[arg(long, value_name = "NAME")]
     pub tls_domain: Option<String>,
+    /// Bearer token (role worker) for a server with a tokens file; prefer RWP_TOKEN or --token-file [env: RWP_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<Token>,
+    /// File holding the bearer token, e.g. a mounted Secret [env: RWP_TOKEN_FILE]
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
 }
 
 fn from_env<T: FromStr>(
@@ -235,6 +255,8 @@ impl WorkerConfig {
         set_optional(&mut c.tls_cert, from_env(env, ENV_TLS_CERT, "tls_cert")?);
         set_optional(&mut c.tls_key, from_env(env, ENV_TLS_KEY, "tls_key")?);
         set_optional(&mut c.tls_domain, from_env(env, ENV_TLS_DOMAIN, "tls_domain")?);
+        set_optional(&mut c.token, from_env(env, ENV_TOKEN, "token")?);
+        set_optional(&mut c.token_file, from_env(env, ENV_TOKEN_FILE, "token_file")?);
 
         let f = flags.clone();
         set(&mut c.server, f.server);
@@ -250,6 +272,8 @@ impl WorkerConfig {
         set_optional(&mut c.tls_cert, f.tls_cert);
         set_optional(&mut c.tls_key, f.tls_key);
         set_optional(&mut c.tls_domain, f.tls_domain);
+        set_optional(&mut c.token, f.token);
+        set_optional(&mut c.token_file, f.token_file);
         c.validate()?;
         Ok(c)
     }
@@ -299,6 +323,9 @@ impl WorkerConfig {
             (None, Some(_)) => return bad("tls_cert", "must be set with tls_key (mutual TLS needs both)".to_owned()),
             _ => {}
         }
+        if self.token.is_some() && self.token_file.is_some() {
+            return bad("token_file", "is set as well as token: give the token once".to_owned());
+        }
         if self.max_backoff_ms < INITIAL_BACKOFF_MS {
             return bad(
                 "max_backoff_ms",
@@ -339,6 +366,17 @@ mod tests {
             let err = c.validate().unwrap_err();
             assert!(matches!(err, WorkerError::Config { field: f, .. } if f == field), "{field}: {err}");
         }
+    }
+
+    #[test]
+    fn the_token_comes_from_one_place_and_never_shows_in_debug() {
+        let env = |k: &str| (k == ENV_TOKEN).then(|| "rwp_s3cret".to_owned());
+        let c = WorkerConfig::resolve(None, &env, &ConfigFlags::default()).unwrap();
+        assert_eq!(c.token.as_ref().map(Token::expose), Some("rwp_s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+        let flags = ConfigFlags { token_file: Some("/etc/rwp/token/token".into()), ..ConfigFlags::default() };
+        let err = WorkerConfig::resolve(None, &env, &flags).unwrap_err();
+        assert!(matches!(err, WorkerError::Config { field: "token_file", .. }), "{err}");
     }
 
     #[test]

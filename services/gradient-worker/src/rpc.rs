@@ -11,16 +11,18 @@ use rwp_proto::v1::{
     FetchWeightsRequest, GradientChunk, GradientHeader, LeaseTaskRequest, RegisterRequest, ReleaseLeaseRequest,
     RenewLeaseRequest, Task, WeightsChunk,
 };
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use tracing::{debug, info, trace, warn};
 
-use rwp_credentials::{client_tls, Pem};
+use rwp_credentials::{client_tls, read_token_file, Bearer, Pem};
 
 use crate::config::{WorkerConfig, INITIAL_BACKOFF_MS};
 use crate::WorkerError;
 
-pub(crate) type Client = WorkerServiceClient<Channel>;
+/// The worker service's client stub, with the worker's token on every call.
+pub(crate) type Client = WorkerServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// HTTP/2 flow-control windows: large enough that a weights pull or a
 /// gradient push is not held back by window updates on a fast network.
@@ -79,15 +81,17 @@ pub(crate) struct Session {
 }
 
 /// How the worker reaches the server: the endpoint, with TLS when the
-/// server is `https://`. Made once, at startup, so that a bad credential file
-/// stops the worker at once, naming the file.
+/// server is `https://`, and its token. Made once, at startup, so that a bad
+/// credential file stops the worker at once, naming the file.
 #[derive(Debug, Clone)]
 pub(crate) struct Connector {
     endpoint: Endpoint,
+    bearer: Bearer,
 }
 
 impl Connector {
     pub(crate) fn new(config: &WorkerConfig) -> Result<Self, WorkerError> {
+        let credentials = |e: rwp_credentials::CredentialsError| WorkerError::Credentials(e.to_string());
         let mut endpoint = Endpoint::from_shared(config.server.clone())
             .map_err(|e| WorkerError::Config { field: "server", reason: e.to_string() })?
             .tcp_nodelay(true)
@@ -98,7 +102,6 @@ impl Connector {
             .http2_keep_alive_interval(Duration::from_secs(15))
             .keep_alive_timeout(Duration::from_secs(20));
         if config.server.starts_with("https://") {
-            let credentials = |e: rwp_credentials::CredentialsError| WorkerError::Credentials(e.to_string());
             let read =
                 |path: &Option<std::path::PathBuf>| path.as_deref().map(Pem::read).transpose().map_err(credentials);
             let (ca, cert, key) = (read(&config.tls_ca)?, read(&config.tls_cert)?, read(&config.tls_key)?);
@@ -106,7 +109,13 @@ impl Connector {
                 .map_err(credentials)?;
             endpoint = endpoint.tls_config(tls).map_err(|e| WorkerError::Credentials(format!("TLS: {e}")))?;
         }
-        Ok(Self { endpoint })
+        let token = match &config.token_file {
+            Some(path) => Some(read_token_file(path).map_err(credentials)?),
+            None => config.token.clone(),
+        };
+        let origin = if config.token_file.is_some() { "token_file" } else { "token" };
+        let bearer = Bearer::new(token.as_ref(), origin).map_err(credentials)?;
+        Ok(Self { endpoint, bearer })
     }
 
     async fn connect(&self, config: &WorkerConfig) -> Result<Client, WorkerError> {
@@ -116,7 +125,7 @@ impl Connector {
             .await
             .map_err(|source| WorkerError::Connect { server: config.server.clone(), source })?;
         let message_limit = config.chunk_bytes + (1 << 20);
-        Ok(WorkerServiceClient::new(channel)
+        Ok(WorkerServiceClient::with_interceptor(channel, self.bearer.clone())
             .max_encoding_message_size(message_limit)
             .max_decoding_message_size(message_limit.max(MIN_DECODING_BYTES)))
     }

@@ -53,6 +53,10 @@ pub struct ServerConfig {
     /// kubelet's); off when unset.
     #[serde(default)]
     pub health_listen: Option<SocketAddr>,
+    /// TOML file of the bearer tokens callers must present (see
+    /// [`crate::tokens`]); without one every caller may do everything.
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +78,7 @@ impl Default for ServerConfig {
             tls_key: None,
             tls_client_ca: None,
             health_listen: None,
+            tokens_file: None,
         }
     }
 }
@@ -98,6 +103,7 @@ pub struct ConfigLayer {
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
     pub health_listen: Option<SocketAddr>,
+    pub tokens_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +150,7 @@ impl ServerConfig {
             macro_rules! take_optional {
                 ($($f:ident),*) => { $( if l.$f.is_some() { c.$f = l.$f.clone(); } )* };
             }
-            take_optional!(metrics_listen, tls_cert, tls_key, tls_client_ca, health_listen);
+            take_optional!(metrics_listen, tls_cert, tls_key, tls_client_ca, health_listen, tokens_file);
         }
         c.validate()?;
         Ok(c)

@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, Notify};
 use tracing::{info, warn, Instrument};
 
 use crate::config::ServerConfig;
-use crate::domain::{now_unix_ms, Evaluation, JobEvent, JobRecord, JobState, StepMetrics};
+use crate::domain::{now_unix_ms, Evaluation, JobEvent, JobRecord, JobState, Principal, StepMetrics};
 use crate::engine::{EngineConfig, EngineHandle, Layout, RawResult, RawStep, UpdateOutcome};
 use crate::error::ServerError;
 use crate::store::Store;
@@ -319,7 +319,7 @@ impl Coordinator {
 
     // ------------------------------------------------------------------ jobs
 
-    pub async fn submit(&self, name: String, spec: JobSpec) -> Result<JobRecord, ServerError> {
+    pub async fn submit(&self, principal: &Principal, name: String, spec: JobSpec) -> Result<JobRecord, ServerError> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(ServerError::ShuttingDown);
         }
@@ -345,6 +345,7 @@ impl Coordinator {
             last_step: None,
             last_evaluation: None,
             wall_time_before_s: 0.0,
+            owner: principal.owner(),
         };
         let run = self.start_run(&record).await.map_err(|e| match e {
             ServerError::Engine(message) => ServerError::InvalidSpec(message),
@@ -353,7 +354,7 @@ impl Coordinator {
         record.total_updates = run.schedule.total_updates;
         record.updates_per_epoch = run.schedule.updates_per_epoch;
         self.store.put_job(&record)?;
-        info!(job = %id, method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
+        info!(job = %id, owner = %principal.name, method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
         let (events, _) = broadcast::channel(1024);
         {
             let mut s = self.lock();
@@ -364,19 +365,29 @@ impl Coordinator {
         Ok(record)
     }
 
-    pub fn get(&self, job: &str) -> Result<JobRecord, ServerError> {
-        self.lock().jobs.get(job).map(|j| j.record.clone()).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))
+    /// The job `job` as `principal` may see it: another user's job is not
+    /// found, so that its existence does not leak.
+    fn visible<'a>(s: &'a State, principal: &Principal, job: &str) -> Result<&'a JobEntry, ServerError> {
+        s.jobs
+            .get(job)
+            .filter(|entry| principal.can_see(&entry.record))
+            .ok_or_else(|| ServerError::JobNotFound(job.to_owned()))
     }
 
+    pub fn get(&self, principal: &Principal, job: &str) -> Result<JobRecord, ServerError> {
+        Self::visible(&self.lock(), principal, job).map(|j| j.record.clone())
+    }
+
+    /// The jobs `principal` may see.
     #[must_use]
-    pub fn list(&self) -> Vec<JobRecord> {
-        self.lock().jobs.values().map(|j| j.record.clone()).collect()
+    pub fn list(&self, principal: &Principal) -> Vec<JobRecord> {
+        self.lock().jobs.values().filter(|j| principal.can_see(&j.record)).map(|j| j.record.clone()).collect()
     }
 
-    pub async fn cancel(&self, job: &str) -> Result<JobRecord, ServerError> {
+    pub async fn cancel(&self, principal: &Principal, job: &str) -> Result<JobRecord, ServerError> {
         let engine = {
             let s = self.lock();
-            let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+            let entry = Self::visible(&s, principal, job)?;
             match &entry.run {
                 Some(run) => run.engine.clone(),
                 None => return Ok(entry.record.clone()),
@@ -411,10 +422,10 @@ impl Coordinator {
     }
 
     /// The job's state as a checkpoint file, and the step it holds.
-    pub async fn export(&self, job: &str) -> Result<(u64, Vec<u8>), ServerError> {
+    pub async fn export(&self, principal: &Principal, job: &str) -> Result<(u64, Vec<u8>), ServerError> {
         let (engine, step) = {
             let s = self.lock();
-            let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+            let entry = Self::visible(&s, principal, job)?;
             (entry.run.as_ref().map(|r| r.engine.clone()), entry.record.step)
         };
         match engine {
@@ -433,12 +444,13 @@ impl Coordinator {
     /// then the record if the job already ended) and a receiver of live events.
     pub fn watch(
         &self,
+        principal: &Principal,
         job: &str,
         from_step: u64,
     ) -> Result<(Vec<JobEvent>, Option<broadcast::Receiver<JobEvent>>), ServerError> {
         let (receiver, record) = {
             let s = self.lock();
-            let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+            let entry = Self::visible(&s, principal, job)?;
             (entry.events.subscribe(), entry.record.clone())
         };
         let mut history: Vec<(u64, u8, JobEvent)> = Vec::new();

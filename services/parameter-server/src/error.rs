@@ -24,6 +24,12 @@ pub enum ServerError {
     NonFinite(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// No credentials, or ones the server does not know.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Known credentials whose role may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("storage: {0}")]
     Storage(String),
     #[error("training engine: {0}")]
@@ -48,6 +54,8 @@ impl From<ServerError> for Status {
                 Status::failed_precondition(message)
             }
             ServerError::ShuttingDown => Status::unavailable(message),
+            ServerError::Unauthenticated(_) => Status::unauthenticated(message),
+            ServerError::PermissionDenied(_) => Status::permission_denied(message),
             ServerError::Storage(_) | ServerError::Engine(_) | ServerError::Credentials(_) => Status::internal(message),
         }
     }

@@ -25,6 +25,7 @@ mod grpc;
 pub mod layers;
 pub mod security;
 pub mod store;
+pub mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::transport::Server;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::ServerConfig;
 pub use error::ServerError;
@@ -61,8 +62,10 @@ pub async fn serve_with_listener(
 /// Extension points of the server.
 #[derive(Clone, Default)]
 pub struct ServeOptions {
-    /// The authentication slot: called with every request's headers (health
-    /// and reflection excepted); an error refuses the request with that status.
+    /// Replaces the authentication the configuration sets up (bearer tokens
+    /// of `tokens_file`, or none): called with every request's headers
+    /// (health and reflection excepted), it resolves the caller or refuses
+    /// the request with its error.
     pub authenticate: Option<layers::Authenticate>,
 }
 
@@ -96,10 +99,26 @@ pub async fn serve_with_security(
     let local: SocketAddr = listener.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?;
     let max_message = config.max_message_bytes;
     let request_timeout = std::time::Duration::from_millis(config.request_timeout_ms);
+    let authenticate = match options.authenticate {
+        Some(custom) => custom,
+        None => {
+            match &security.tokens {
+                Some(tokens) => {
+                    let (users, admins, workers) = tokens.counts();
+                    info!(users, admins, workers, "callers need a bearer token of the tokens file");
+                }
+                None => warn!(
+                    "no tokens_file: every caller may submit, see and cancel every job and run tasks \
+                     (development mode); set tokens_file before the server is reachable by others"
+                ),
+            }
+            security.authenticate()
+        }
+    };
     let middleware = tower::ServiceBuilder::new()
         .load_shed()
         .concurrency_limit(config.max_concurrent_requests)
-        .layer(layers::AuthLayer::new(options.authenticate))
+        .layer(layers::AuthLayer::new(authenticate))
         .into_inner();
     let metrics_listen = config.metrics_listen;
     let health_listen = config.health_listen;

@@ -1,13 +1,17 @@
 //! `rwp-server`: the parameter server binary. Configuration in layers
 //! (defaults, `--config` TOML file, `RWP_*` environment, flags); SIGTERM or
-//! Ctrl-C drains and exits 0.
+//! Ctrl-C drains and exits 0. `rwp-server token new|hash` makes entries of
+//! the tokens file.
 
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 use rwp_parameter_server::config::{ConfigLayer, ServerConfig};
+use rwp_parameter_server::domain::Role;
+use rwp_parameter_server::tokens;
 use rwp_parameter_server::{Security, ServeOptions};
 use tokio::net::TcpListener;
 
@@ -15,6 +19,8 @@ use tokio::net::TcpListener;
 #[derive(Debug, Parser)]
 #[command(name = "rwp-server", version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML file with any of the settings below (unknown keys are rejected).
     #[arg(long, env = "RWP_SERVER_CONFIG")]
     config: Option<PathBuf>,
@@ -66,9 +72,78 @@ struct Args {
     /// Plaintext gRPC address serving only grpc.health.v1.Health (for probes that cannot speak TLS); off when unset.
     #[arg(long, env = "RWP_HEALTH_LISTEN")]
     health_listen: Option<SocketAddr>,
+    /// TOML file of the bearer tokens callers must present; unset: every caller may do everything.
+    #[arg(long, env = "RWP_TOKENS_FILE", value_name = "TOML")]
+    tokens_file: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long, env = "RWP_LOG_FORMAT", default_value = "text")]
     log_format: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bearer tokens for the tokens file
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a random token: prints it (once; it is stored nowhere), then its tokens-file entry, which holds only its SHA-256
+    New {
+        /// Who the token is for: owner of the jobs it submits
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: TokenRole,
+    },
+    /// Print the SHA-256 of a token read from stdin, as the tokens file holds it
+    Hash,
+}
+
+/// The roles a token may have.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TokenRole {
+    /// Submits jobs; sees and controls its own
+    User,
+    /// Sees and controls every job
+    Admin,
+    /// Runs gradient tasks (rwp.v1.WorkerService only)
+    Worker,
+}
+
+impl From<TokenRole> for Role {
+    fn from(role: TokenRole) -> Self {
+        match role {
+            TokenRole::User => Role::User,
+            TokenRole::Admin => Role::Admin,
+            TokenRole::Worker => Role::Worker,
+        }
+    }
+}
+
+fn token_command(command: TokenCommand) -> Result<(), String> {
+    match command {
+        TokenCommand::New { name, role } => {
+            tokens::check_name(&name)?;
+            let token = tokens::new_token().map_err(|e| e.to_string())?;
+            eprintln!("The token for {name} is on the first line: hand it over now, it is stored nowhere.");
+            println!("{token}");
+            println!("# Add to the tokens file (tokens_file); the entry holds only the token's SHA-256:");
+            print!("{}", tokens::token_entry(&name, role.into(), &token));
+            Ok(())
+        }
+        TokenCommand::Hash => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map_err(|e| format!("cannot read stdin: {e}"))?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err("no token on stdin".to_owned());
+            }
+            println!("{}", tokens::hash_token(token));
+            Ok(())
+        }
+    }
 }
 
 impl Args {
@@ -94,6 +169,7 @@ impl Args {
             tls_key: self.tls_key.clone(),
             tls_client_ca: self.tls_client_ca.clone(),
             health_listen: self.health_listen,
+            tokens_file: self.tokens_file.clone(),
         });
         ServerConfig::from_layers(&layers).map_err(|e| e.to_string())
     }
@@ -123,7 +199,16 @@ async fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Command::Token(command)) = args.command.take() {
+        return match token_command(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -6,12 +6,16 @@ use tonic::transport::ServerTlsConfig;
 
 use crate::config::ServerConfig;
 use crate::error::ServerError;
+use crate::layers::{self, Authenticate};
+use crate::tokens::TokenTable;
 
 /// What the credential files of a [`ServerConfig`] hold.
 #[derive(Debug, Default, Clone)]
 pub struct Security {
     /// TLS of the gRPC port (mutual TLS with a client CA); plaintext when `None`.
     pub tls: Option<ServerTlsConfig>,
+    /// The tokens callers must present; every caller may do everything when `None`.
+    pub tokens: Option<TokenTable>,
 }
 
 impl Security {
@@ -26,6 +30,16 @@ impl Security {
             }
             _ => None,
         };
-        Ok(Self { tls })
+        let tokens = config.tokens_file.as_deref().map(TokenTable::load).transpose()?;
+        Ok(Self { tls, tokens })
+    }
+
+    /// How requests are authenticated: with the tokens, or not at all.
+    #[must_use]
+    pub fn authenticate(&self) -> Authenticate {
+        match &self.tokens {
+            Some(tokens) => layers::bearer_tokens(tokens.clone()),
+            None => layers::open(),
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::CommandFactory;
-use rwp_sdk::{Client, ClientConfig, JobState, Pem, SdkError};
+use rwp_sdk::{read_token_file, Client, ClientConfig, JobState, Pem, SdkError};
 
 use crate::cli::{Cli, Command, ConnectionArgs, SubmitArgs};
 use crate::error::CliError;
@@ -46,6 +46,18 @@ impl Connection {
         config.tls_ca = read_pem(args.tls_ca.as_deref(), "--tls-ca")?;
         config.tls_client_cert = read_pem(args.tls_cert.as_deref(), "--tls-cert")?;
         config.tls_client_key = read_pem(args.tls_key.as_deref(), "--tls-key")?;
+        config.token = match (&args.token, &args.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(CliError::Usage(
+                    "give the token once: --token (RWP_TOKEN) or --token-file (RWP_TOKEN_FILE)".into(),
+                ))
+            }
+            (Some(token), None) => Some(token.clone()),
+            (None, Some(path)) => {
+                Some(read_token_file(path).map_err(|e| CliError::Usage(format!("--token-file: {e}")))?)
+            }
+            (None, None) => None,
+        };
         config.tls_domain.clone_from(&args.tls_domain);
         config.attempts = args.retries.saturating_add(1);
         config.connect_timeout = Duration::from_secs_f64(args.connect_timeout);
