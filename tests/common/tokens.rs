@@ -19,12 +19,21 @@ impl TokensFile {
     /// A fresh token for each (name, role), and the file listing them.
     #[must_use]
     pub fn new(entries: &[(&str, Role)]) -> Self {
+        let entries: Vec<_> = entries.iter().map(|(name, role)| (*name, *role, "")).collect();
+        Self::with_settings(&entries)
+    }
+
+    /// [`TokensFile::new`] with more TOML lines in each entry (its limits).
+    #[must_use]
+    pub fn with_settings(entries: &[(&str, Role, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut text = String::new();
         let mut tokens = HashMap::new();
-        for (name, role) in entries {
+        for (name, role, settings) in entries {
             let token = new_token().unwrap();
             text.push_str(&token_entry(name, *role, &token));
+            text.push_str(settings);
+            text.push('\n');
             tokens.insert((*name).to_owned(), Token::new(token));
         }
         let path = dir.path().join("tokens.toml");

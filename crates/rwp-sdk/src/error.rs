@@ -23,6 +23,10 @@ pub enum SdkError {
     /// The token's role may not do this (a worker token on the job API, say).
     #[error("{0}")]
     PermissionDenied(String),
+    /// A limit of the server: too many requests (retry after a moment; the
+    /// idempotent calls do), or too many running jobs for the token.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The request was understood but refused in the job's current state.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -40,8 +44,8 @@ impl SdkError {
     /// Whether retrying the same idempotent call may succeed.
     #[must_use]
     pub fn is_transient(&self) -> bool {
-        matches!(self, SdkError::Unreachable { .. })
-            || matches!(self, SdkError::Server { code, .. } if matches!(code, Code::Unavailable | Code::ResourceExhausted | Code::Aborted))
+        matches!(self, SdkError::Unreachable { .. } | SdkError::ResourceExhausted(_))
+            || matches!(self, SdkError::Server { code, .. } if matches!(code, Code::Unavailable | Code::Aborted))
     }
 
     pub(crate) fn from_status(status: Status, endpoint: &str) -> Self {
@@ -61,6 +65,7 @@ impl SdkError {
             Code::FailedPrecondition => SdkError::FailedPrecondition(message),
             Code::Unauthenticated => SdkError::Unauthenticated(message),
             Code::PermissionDenied => SdkError::PermissionDenied(message),
+            Code::ResourceExhausted => SdkError::ResourceExhausted(message),
             Code::Unavailable
                 if message.contains("tcp connect") || message.contains("transport error") || message.is_empty() =>
             {

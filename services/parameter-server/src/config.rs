@@ -57,6 +57,16 @@ pub struct ServerConfig {
     /// [`crate::tokens`]); without one every caller may do everything.
     #[serde(default)]
     pub tokens_file: Option<PathBuf>,
+    /// Jobs one token may have running at once, unless its entry in the
+    /// tokens file says otherwise (`max_active_jobs`).
+    pub max_active_jobs_per_token: u32,
+    /// Most parameters of a job's model; a larger one is refused at submit.
+    pub max_model_parameters: u64,
+    /// Job API requests one token may make per second, on average, unless
+    /// its entry says otherwise; beyond, RESOURCE_EXHAUSTED.
+    pub requests_per_second: f64,
+    /// Job API requests one token may make at once after a quiet spell.
+    pub request_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +89,10 @@ impl Default for ServerConfig {
             tls_client_ca: None,
             health_listen: None,
             tokens_file: None,
+            max_active_jobs_per_token: 8,
+            max_model_parameters: 100_000_000,
+            requests_per_second: 20.0,
+            request_burst: 40,
         }
     }
 }
@@ -104,6 +118,10 @@ pub struct ConfigLayer {
     pub tls_client_ca: Option<PathBuf>,
     pub health_listen: Option<SocketAddr>,
     pub tokens_file: Option<PathBuf>,
+    pub max_active_jobs_per_token: Option<u32>,
+    pub max_model_parameters: Option<u64>,
+    pub requests_per_second: Option<f64>,
+    pub request_burst: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +163,11 @@ impl ServerConfig {
                 max_message_bytes,
                 drain_timeout_ms,
                 request_timeout_ms,
-                max_concurrent_requests
+                max_concurrent_requests,
+                max_active_jobs_per_token,
+                max_model_parameters,
+                requests_per_second,
+                request_burst
             );
             macro_rules! take_optional {
                 ($($f:ident),*) => { $( if l.$f.is_some() { c.$f = l.$f.clone(); } )* };
@@ -183,6 +205,18 @@ impl ServerConfig {
         if self.max_message_bytes < self.chunk_bytes + 4096 {
             return bad("max_message_bytes", self.max_message_bytes.to_string(), "must exceed chunk_bytes by 4 KiB");
         }
+        if self.max_active_jobs_per_token == 0 {
+            return bad("max_active_jobs_per_token", "0".into(), "must be at least 1");
+        }
+        if self.max_model_parameters == 0 {
+            return bad("max_model_parameters", "0".into(), "must be at least 1");
+        }
+        if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {
+            return bad("requests_per_second", self.requests_per_second.to_string(), "must be a finite number > 0");
+        }
+        if self.request_burst == 0 {
+            return bad("request_burst", "0".into(), "must be at least 1");
+        }
         let incomplete = |field, missing, why| Err(ConfigError::Incomplete { field, missing, why });
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => return incomplete("tls_cert", "tls_key", "TLS needs the certificate and its key"),
@@ -217,6 +251,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("checkpoint_every = 0"), "{err}");
+    }
+
+    #[test]
+    fn limits_out_of_range_are_named() {
+        let cases = [
+            (ConfigLayer { max_active_jobs_per_token: Some(0), ..Default::default() }, "max_active_jobs_per_token = 0"),
+            (ConfigLayer { max_model_parameters: Some(0), ..Default::default() }, "max_model_parameters = 0"),
+            (ConfigLayer { requests_per_second: Some(0.0), ..Default::default() }, "requests_per_second = 0"),
+            (ConfigLayer { requests_per_second: Some(f64::NAN), ..Default::default() }, "requests_per_second = NaN"),
+            (ConfigLayer { request_burst: Some(0), ..Default::default() }, "request_burst = 0"),
+        ];
+        for (layer, want) in cases {
+            let err = ServerConfig::from_layers(&[layer]).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+        }
     }
 
     #[test]

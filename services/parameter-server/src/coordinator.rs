@@ -23,6 +23,7 @@ use crate::config::ServerConfig;
 use crate::domain::{now_unix_ms, Evaluation, JobEvent, JobRecord, JobState, Principal, StepMetrics};
 use crate::engine::{EngineConfig, EngineHandle, Layout, RawResult, RawStep, UpdateOutcome};
 use crate::error::ServerError;
+use crate::limits::RateLimiter;
 use crate::store::Store;
 use rwp_telemetry::{Kind, Registry};
 
@@ -116,6 +117,9 @@ struct Slot {
 /// A task that fails this many times fails its job.
 const MAX_TASK_FAILURES: u32 = 3;
 
+/// Longest job name, in characters.
+const MAX_JOB_NAME_CHARS: usize = 256;
+
 #[derive(Debug)]
 struct Run {
     engine: EngineHandle,
@@ -155,6 +159,9 @@ struct State {
     /// Registered workers: name and when each last asked for work.
     workers: HashMap<String, (String, Instant)>,
     leases: HashMap<String, LeaseRef>,
+    /// Submissions under way, by owner: they count as running jobs until
+    /// their job is in `jobs` (or refused).
+    submitting: HashMap<String, u32>,
     counter: u64,
     cursor: usize,
 }
@@ -169,6 +176,40 @@ pub struct Coordinator {
     draining: AtomicBool,
     stopping: tokio::sync::watch::Sender<bool>,
     metrics: Arc<Registry>,
+    rates: RateLimiter,
+}
+
+/// A running-job slot held by a submission under way; given back when
+/// dropped unless the job took it over.
+struct ActiveJobSlot<'a> {
+    coordinator: &'a Coordinator,
+    owner: Option<String>,
+}
+
+impl ActiveJobSlot<'_> {
+    /// The job is in the coordinator's jobs now: it counts itself.
+    fn taken_over(mut self, s: &mut State) {
+        if let Some(owner) = self.owner.take() {
+            release_submission(s, &owner);
+        }
+    }
+}
+
+impl Drop for ActiveJobSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.take() {
+            release_submission(&mut self.coordinator.lock(), &owner);
+        }
+    }
+}
+
+fn release_submission(s: &mut State, owner: &str) {
+    if let Some(count) = s.submitting.get_mut(owner) {
+        *count -= 1;
+        if *count == 0 {
+            s.submitting.remove(owner);
+        }
+    }
 }
 
 fn returns_buffers(spec: &JobSpec, role: Role) -> bool {
@@ -213,11 +254,12 @@ impl Coordinator {
             draining: AtomicBool::new(false),
             stopping: tokio::sync::watch::channel(false).0,
             metrics,
+            rates: RateLimiter::default(),
         });
         for mut record in this.store.jobs()? {
             let (events, _) = broadcast::channel(1024);
             let run = if record.state == JobState::Running {
-                match this.start_run(&record).await {
+                match this.start_run(&record, None).await {
                     Ok(run) => {
                         info!(job = %record.id, step = run.snapshot.version, "resuming job");
                         record.step = run.snapshot.version;
@@ -283,7 +325,8 @@ impl Coordinator {
         self.config.data_dir.join("jobs").join(job)
     }
 
-    async fn start_run(&self, record: &JobRecord) -> Result<Run, ServerError> {
+    /// Starts a job's engine; `max_parameters` refuses a larger model.
+    async fn start_run(&self, record: &JobRecord, max_parameters: Option<u64>) -> Result<Run, ServerError> {
         let dir = self.job_dir(&record.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ServerError::Storage(format!("cannot create {}: {e}", dir.display())))?;
@@ -292,6 +335,7 @@ impl Coordinator {
             checkpoint_every: self.config.checkpoint_every,
             eval_every_epochs: self.config.eval_every_epochs,
             torch_threads: self.config.torch_threads,
+            max_parameters,
         };
         let (engine, init) = EngineHandle::start(record.spec.clone(), config).await?;
         let board = self.config.data_dir.join("tensorboard").join(&record.id);
@@ -319,11 +363,45 @@ impl Coordinator {
 
     // ------------------------------------------------------------------ jobs
 
+    /// Takes one request from `principal`'s rate.
+    fn admit(&self, principal: &Principal) -> Result<(), ServerError> {
+        let Some(rate) = principal.limits.rate else { return Ok(()) };
+        self.rates.admit(&principal.name, rate, Instant::now()).map_err(|retry_after| ServerError::RateLimited {
+            principal: principal.name.clone(),
+            per_second: rate.per_second,
+            burst: rate.burst,
+            retry_after,
+        })
+    }
+
+    /// A running-job slot for a job `principal` submits, if it has one left.
+    fn reserve_active_job(&self, principal: &Principal) -> Result<ActiveJobSlot<'_>, ServerError> {
+        let (Some(owner), Some(limit)) = (principal.owner(), principal.limits.max_active_jobs) else {
+            return Ok(ActiveJobSlot { coordinator: self, owner: None });
+        };
+        let mut s = self.lock();
+        let running = s.jobs.values().filter(|j| j.run.is_some() && j.record.owner.as_ref() == Some(&owner)).count();
+        let submitting = s.submitting.get(&owner).copied().unwrap_or(0);
+        if running + submitting as usize >= limit as usize {
+            return Err(ServerError::TooManyActiveJobs { owner, limit });
+        }
+        *s.submitting.entry(owner.clone()).or_default() += 1;
+        Ok(ActiveJobSlot { coordinator: self, owner: Some(owner) })
+    }
+
     pub async fn submit(&self, principal: &Principal, name: String, spec: JobSpec) -> Result<JobRecord, ServerError> {
+        self.admit(principal)?;
         if self.draining.load(Ordering::SeqCst) {
             return Err(ServerError::ShuttingDown);
         }
+        if name.chars().count() > MAX_JOB_NAME_CHARS {
+            return Err(ServerError::InvalidSpec(format!(
+                "the job name is {} characters long, at most {MAX_JOB_NAME_CHARS}",
+                name.chars().count()
+            )));
+        }
         spec.validate().map_err(|e| ServerError::InvalidSpec(e.to_string()))?;
+        let slot = self.reserve_active_job(principal)?;
         let id = {
             let mut s = self.lock();
             s.counter += 1;
@@ -347,7 +425,7 @@ impl Coordinator {
             wall_time_before_s: 0.0,
             owner: principal.owner(),
         };
-        let run = self.start_run(&record).await.map_err(|e| match e {
+        let run = self.start_run(&record, Some(self.config.max_model_parameters)).await.map_err(|e| match e {
             ServerError::Engine(message) => ServerError::InvalidSpec(message),
             other => other,
         })?;
@@ -359,6 +437,7 @@ impl Coordinator {
         {
             let mut s = self.lock();
             s.jobs.insert(id, JobEntry { record: record.clone(), events, run: Some(run) });
+            slot.taken_over(&mut s);
             self.refresh_gauges(&s);
         }
         self.work.notify_waiters();
@@ -375,16 +454,18 @@ impl Coordinator {
     }
 
     pub fn get(&self, principal: &Principal, job: &str) -> Result<JobRecord, ServerError> {
+        self.admit(principal)?;
         Self::visible(&self.lock(), principal, job).map(|j| j.record.clone())
     }
 
     /// The jobs `principal` may see.
-    #[must_use]
-    pub fn list(&self, principal: &Principal) -> Vec<JobRecord> {
-        self.lock().jobs.values().filter(|j| principal.can_see(&j.record)).map(|j| j.record.clone()).collect()
+    pub fn list(&self, principal: &Principal) -> Result<Vec<JobRecord>, ServerError> {
+        self.admit(principal)?;
+        Ok(self.lock().jobs.values().filter(|j| principal.can_see(&j.record)).map(|j| j.record.clone()).collect())
     }
 
     pub async fn cancel(&self, principal: &Principal, job: &str) -> Result<JobRecord, ServerError> {
+        self.admit(principal)?;
         let engine = {
             let s = self.lock();
             let entry = Self::visible(&s, principal, job)?;
@@ -423,6 +504,7 @@ impl Coordinator {
 
     /// The job's state as a checkpoint file, and the step it holds.
     pub async fn export(&self, principal: &Principal, job: &str) -> Result<(u64, Vec<u8>), ServerError> {
+        self.admit(principal)?;
         let (engine, step) = {
             let s = self.lock();
             let entry = Self::visible(&s, principal, job)?;
@@ -448,6 +530,7 @@ impl Coordinator {
         job: &str,
         from_step: u64,
     ) -> Result<(Vec<JobEvent>, Option<broadcast::Receiver<JobEvent>>), ServerError> {
+        self.admit(principal)?;
         let (receiver, record) = {
             let s = self.lock();
             let entry = Self::visible(&s, principal, job)?;

@@ -72,19 +72,38 @@ pub enum Api {
     Workers,
 }
 
+/// How fast a principal may call the job API: a token bucket of `burst`
+/// requests, refilled at `per_second`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// What one principal may use; `None`: unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Limits {
+    /// Jobs it may have running at once.
+    pub max_active_jobs: Option<u32>,
+    /// Its request rate on the job API.
+    pub rate: Option<Rate>,
+}
+
 /// Who a request comes from, as the authentication layer resolved it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Principal {
     /// The token's name (a person, a team, a worker pool).
     pub name: String,
     pub role: Role,
+    pub limits: Limits,
 }
 
 impl Principal {
-    /// The caller of a server that runs without authentication.
+    /// The caller of a server that runs without authentication: no limits
+    /// but the server's own.
     #[must_use]
     pub fn anonymous() -> Self {
-        Self { name: "anonymous".to_owned(), role: Role::Anonymous }
+        Self { name: "anonymous".to_owned(), role: Role::Anonymous, limits: Limits::default() }
     }
 
     /// Whether this principal's role may call `api`.
@@ -175,7 +194,7 @@ mod tests {
 
     #[test]
     fn users_see_their_own_jobs_admins_and_anonymous_all_workers_none() {
-        let principal = |name: &str, role| Principal { name: name.into(), role };
+        let principal = |name: &str, role| Principal { name: name.into(), role, limits: Limits::default() };
         let (alice, bob) = (principal("alice", Role::User), principal("bob", Role::User));
         let (hers, ownerless) = (record(Some("alice")), record(None));
         assert!(alice.can_see(&hers) && !bob.can_see(&hers) && !alice.can_see(&ownerless));
@@ -189,7 +208,7 @@ mod tests {
 
     #[test]
     fn each_role_calls_its_own_api() {
-        let role = |role| Principal { name: "x".into(), role };
+        let role = |role| Principal { name: "x".into(), role, limits: Limits::default() };
         for (r, jobs, workers) in [
             (Role::User, true, false),
             (Role::Admin, true, false),

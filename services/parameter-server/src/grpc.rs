@@ -249,7 +249,7 @@ impl JobService for Handlers {
     }
 
     async fn list_jobs(&self, request: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsResponse>, Status> {
-        let jobs = self.coordinator.list(&principal(&request)?).iter().map(job_to_wire).collect();
+        let jobs = self.coordinator.list(&principal(&request)?)?.iter().map(job_to_wire).collect();
         Ok(Response::new(v1::ListJobsResponse { jobs }))
     }
 

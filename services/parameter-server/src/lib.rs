@@ -23,6 +23,7 @@ pub mod engine;
 pub mod error;
 mod grpc;
 pub mod layers;
+pub mod limits;
 pub mod security;
 pub mod store;
 pub mod tokens;

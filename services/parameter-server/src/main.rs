@@ -75,6 +75,18 @@ struct Args {
     /// TOML file of the bearer tokens callers must present; unset: every caller may do everything.
     #[arg(long, env = "RWP_TOKENS_FILE", value_name = "TOML")]
     tokens_file: Option<PathBuf>,
+    /// Jobs one token may have running at once (a token's entry may say otherwise).
+    #[arg(long, env = "RWP_MAX_ACTIVE_JOBS_PER_TOKEN", value_name = "N")]
+    max_active_jobs_per_token: Option<u32>,
+    /// Most parameters of a job's model; larger ones are refused at submit.
+    #[arg(long, env = "RWP_MAX_MODEL_PARAMETERS", value_name = "N")]
+    max_model_parameters: Option<u64>,
+    /// Job API requests per second one token may make on average (a token's entry may say otherwise).
+    #[arg(long, env = "RWP_REQUESTS_PER_SECOND", value_name = "RATE")]
+    requests_per_second: Option<f64>,
+    /// Job API requests one token may make at once after a quiet spell.
+    #[arg(long, env = "RWP_REQUEST_BURST", value_name = "N")]
+    request_burst: Option<u32>,
     /// Log format: text or json.
     #[arg(long, env = "RWP_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -170,6 +182,10 @@ impl Args {
             tls_client_ca: self.tls_client_ca.clone(),
             health_listen: self.health_listen,
             tokens_file: self.tokens_file.clone(),
+            max_active_jobs_per_token: self.max_active_jobs_per_token,
+            max_model_parameters: self.max_model_parameters,
+            requests_per_second: self.requests_per_second,
+            request_burst: self.request_burst,
         });
         ServerConfig::from_layers(&layers).map_err(|e| e.to_string())
     }

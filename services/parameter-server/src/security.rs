@@ -5,6 +5,7 @@ use rwp_credentials::{server_tls, Pem};
 use tonic::transport::ServerTlsConfig;
 
 use crate::config::ServerConfig;
+use crate::domain::{Limits, Rate};
 use crate::error::ServerError;
 use crate::layers::{self, Authenticate};
 use crate::tokens::TokenTable;
@@ -30,7 +31,11 @@ impl Security {
             }
             _ => None,
         };
-        let tokens = config.tokens_file.as_deref().map(TokenTable::load).transpose()?;
+        let defaults = Limits {
+            max_active_jobs: Some(config.max_active_jobs_per_token),
+            rate: Some(Rate { per_second: config.requests_per_second, burst: config.request_burst }),
+        };
+        let tokens = config.tokens_file.as_deref().map(|path| TokenTable::load(path, &defaults)).transpose()?;
         Ok(Self { tls, tokens })
     }
 
