@@ -83,8 +83,10 @@ pub fn sdk_message(e: &SdkError) -> String {
 fn unreachable_hint(endpoint: &str, reason: &str) -> &'static str {
     if reason.contains("invalid peer certificate") {
         "the server's certificate is not trusted for this address: check --tls-ca and --tls-domain"
-    } else if reason.contains("received fatal alert") {
-        "the server refused this client's certificate: it requires one signed by its CA and valid now, \
+    } else if reason.contains("received fatal alert")
+        || (endpoint.starts_with("https://") && ["connection closed", "broken pipe"].iter().any(|r| reason.contains(r)))
+    {
+        "the server refused the TLS connection: it requires a client certificate signed by its CA and valid now, \
          given with --tls-cert and --tls-key"
     } else if endpoint.starts_with("http://")
         && ["frame with invalid size", "broken pipe", "h2 protocol error"].iter().any(|r| reason.contains(r))
@@ -132,6 +134,8 @@ mod tests {
             "{text}"
         );
         let text = hint("https://ps:1", "received fatal alert: CertificateExpired");
+        assert!(text.contains("--tls-cert and --tls-key"), "{text}");
+        let text = hint("https://ps:1", "connection closed");
         assert!(text.contains("--tls-cert and --tls-key"), "{text}");
         let text = hint("http://ps:1", "connection error detected: frame with invalid size");
         assert!(text.contains("use an https:// address"), "{text}");

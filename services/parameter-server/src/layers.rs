@@ -37,11 +37,7 @@ pub fn bearer_tokens(tokens: TokenTable) -> Authenticate {
 /// The token of an `authorization: Bearer <token>` header.
 pub fn bearer_token(headers: &http::HeaderMap) -> Result<&str, ServerError> {
     let value = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
-        ServerError::Unauthenticated(
-            "no credentials: this server requires `authorization: Bearer <token>` \
-             (rwp --token-file or RWP_TOKEN; rwp-worker token_file)"
-                .to_owned(),
-        )
+        ServerError::Unauthenticated("no credentials: this server requires `authorization: Bearer <token>`".to_owned())
     })?;
     let malformed = || ServerError::Unauthenticated("the authorization header must be `Bearer <token>`".to_owned());
     let value = value.to_str().map_err(|_| malformed())?;
