@@ -232,6 +232,20 @@ async fn an_sdk_client_and_a_worker_process_train_over_mutual_tls_with_tokens() 
     cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_completes_its_handshake_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new();
+    let cluster = mtls_cluster(&pki, free_port(), None).await;
+    let mut idle = tokio::net::TcpStream::connect(cluster.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let limit = rwp_credentials::HANDSHAKE_TIMEOUT + Duration::from_secs(5);
+    let read = tokio::time::timeout(limit, idle.read(&mut [0u8; 64])).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "still open after {:?}: {read:?}", started.elapsed());
+    assert!(started.elapsed() >= rwp_credentials::HANDSHAKE_TIMEOUT - Duration::from_secs(1));
+    cluster.shutdown().await;
+}
+
 #[test]
 fn a_bad_credential_file_stops_either_binary_naming_the_file() {
     let pki = Pki::new();

@@ -15,7 +15,7 @@ mod bearer;
 mod tls;
 
 pub use bearer::{read_token_file, Bearer, Token};
-pub use tls::{client_tls, server_tls, Pem};
+pub use tls::{client_tls, server_tls, Pem, HANDSHAKE_TIMEOUT};
 /// A credential that cannot be used, naming where it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {

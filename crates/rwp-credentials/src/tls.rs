@@ -63,13 +63,18 @@ impl Pem {
     }
 }
 
+/// Longest a client may take to complete its TLS handshake with the server;
+/// a connection still silent then is closed, so idle connections cannot pile up.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The server's TLS settings: its certificate chain and key, and with
 /// `client_ca`, mutual TLS: every client must present a certificate that
 /// chains to it (and is within its validity period).
 pub fn server_tls(cert: &Pem, key: &Pem, client_ca: Option<&Pem>) -> Result<ServerTlsConfig, CredentialsError> {
     cert.certificates()?;
     key.private_key()?;
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(&cert.bytes, &key.bytes));
+    let mut tls =
+        ServerTlsConfig::new().identity(Identity::from_pem(&cert.bytes, &key.bytes)).timeout(HANDSHAKE_TIMEOUT);
     if let Some(ca) = client_ca {
         tls = tls.client_ca_root(ca.certificates()?);
     }
