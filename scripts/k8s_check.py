@@ -12,7 +12,11 @@ For every overlay under deploy/k8s/overlays it renders the manifests with
   ports        listen addresses, container ports, Services, the workers'
                server URL and the Ingress agree;
   probes       gRPC probes name a gRPC service of the proto that the server
-               binary serves, on its gRPC port; HTTP probes hit the metrics port;
+               binary serves, on its gRPC port (its plaintext health port when
+               the gRPC port speaks TLS); HTTP probes hit the metrics port;
+  credentials  certificates, keys and token files come from mounted Secrets;
+               workers speak TLS, present a certificate and send a token when
+               the server requires them, and so does the Ingress;
   drain        terminationGracePeriodSeconds matches the binary's drain timeout;
   security     non-root, read-only root filesystem, no privilege escalation,
                no capabilities, RuntimeDefault seccomp, no API token, the
@@ -29,10 +33,11 @@ For every overlay under deploy/k8s/overlays it renders the manifests with
                server exports (confirmed by `runtime`);
   runtime      the binaries are started with the rendered args, environment
                and config files (addresses, data directory and device
-               overridden): each gRPC probe's service answers SERVING, each
-               HTTP probe 200, /metrics carries the autoscaling metric, the
-               worker registers with the server, and both exit 0 on SIGTERM
-               within their grace period.
+               overridden, Secrets filled with a throw-away CA, certificates
+               and tokens made with openssl): each gRPC probe's service answers
+               SERVING, each HTTP probe 200, /metrics carries the autoscaling
+               metric, the worker registers with the server (through its TLS
+               and token), and both exit 0 on SIGTERM within their grace period.
 
 Plus the Dockerfiles (hadolint and consistency: `docker`). It prints one line
 per rendered object with the checks that covered it, and exits non-zero
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import http.client
 import os
 import re
@@ -78,7 +84,10 @@ DOCKER = ROOT / "deploy" / "docker"
 FOREIGN_ENV = {"RUST_LOG", "RUST_BACKTRACE", "CUDA_CACHE_PATH", "HOME", "TMPDIR"}
 # Secrets the manifests reference but never contain: the operator (or
 # cert-manager) creates them; docs/deploy.md says how.
-OPERATOR_SECRETS = {"rwp-server-tls"}
+OPERATOR_SECRETS = {"rwp-server-tls", "rwp-ingress-grpc-tls", "rwp-server-grpc-tls", "rwp-worker-grpc-tls",
+                    "rwp-tokens", "rwp-worker-token"}
+# Settings that name a credential file: it must come from a mounted Secret.
+CREDENTIAL_SETTINGS = ("tls_cert", "tls_key", "tls_client_ca", "tls_ca", "tokens_file", "token_file")
 # Custom resources (no Kubernetes schema): checked by `autoscaling` instead.
 CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject")}
 # The metric the autoscalers use: a gauge of the server's /metrics.
@@ -233,6 +242,15 @@ class Container:
                 self.configmaps.add(v["configMap"]["name"])
                 for key, text in (cms[v["configMap"]["name"]].get("data") or {}).items():
                     self.files[f"{m['mountPath'].rstrip('/')}/{key}"] = text
+        # Secrets mounted as files: mount path -> (Secret, the file names it
+        # shows there; None: all its keys).
+        self.secret_mounts: dict[str, tuple[str, list[str] | None]] = {}
+        for m in c.get("volumeMounts", []):
+            v = volumes.get(m["name"], {})
+            if "secret" in v:
+                items = v["secret"].get("items")
+                self.secret_mounts[m["mountPath"].rstrip("/")] = (
+                    v["secret"]["secretName"], [i["path"] for i in items] if items else None)
         self.config_path = dict(self.args).get("config")
         if self.config_path is None and binary.config_env in self.env:
             self.config_path = self.env[binary.config_env].get("value")
@@ -320,7 +338,7 @@ def grpc_services(server: Binary) -> set[str]:
 def check_ports_probes(r: Report, overlay: str, c: Container, obj: str, services: set[str]) -> dict:
     """Returns what the runtime check needs: {"grpc": port, "metrics": port} of the settings."""
     found = {}
-    for key, port_name in (("listen", "grpc"), ("metrics_listen", "metrics")):
+    for key, port_name in (("listen", "grpc"), ("health_listen", "health"), ("metrics_listen", "metrics")):
         if key not in c.binary.keys:
             continue
         value = c.settings.get(key)
@@ -340,8 +358,13 @@ def check_ports_probes(r: Report, overlay: str, c: Container, obj: str, services
             continue
         if "grpc" in p:
             port, service = p["grpc"]["port"], p["grpc"].get("service", "")
-            r.check(port == found.get("grpc"), "probes", overlay, obj,
-                    f"{kind} gRPC port {port} is not the gRPC listen port {found.get('grpc')}")
+            if "tls_cert" in c.settings:
+                r.check(port == found.get("health"), "probes", overlay, obj,
+                        f"{kind} gRPC port {port}: the gRPC port speaks TLS, which the kubelet's probes cannot; "
+                        f"probe the plaintext health_listen port ({found.get('health')})")
+            else:
+                r.check(port in (found.get("grpc"), found.get("health")), "probes", overlay, obj,
+                        f"{kind} gRPC port {port} is neither the gRPC nor the health listen port")
             r.check(service == "" or service in services, "probes", overlay, obj,
                     f"{kind} service {service!r} is not a gRPC service the server serves ({sorted(services)})")
         elif "httpGet" in p:
@@ -360,6 +383,47 @@ def check_ports_probes(r: Report, overlay: str, c: Container, obj: str, services
     elif "metrics" in found:
         r.check("livenessProbe" in c.c, "probes", overlay, obj, "the worker needs a liveness probe")
     return found
+
+
+def secret_file(c: Container, path: str) -> tuple[str, str] | None:
+    """(Secret, key) of a container file that a mounted Secret provides."""
+    directory, _, name = str(path).rpartition("/")
+    mount = c.secret_mounts.get(directory)
+    if mount is None or (mount[1] is not None and name not in mount[1]):
+        return None
+    return mount[0], name
+
+
+def check_credentials(r: Report, overlay: str, server: Container | None, workers: list[tuple[Container, str]],
+                      sobj: str | None) -> None:
+    """Credential files come from Secrets; workers meet what the server requires."""
+    for c, obj in ([(server, sobj)] if server else []) + workers:
+        for key in CREDENTIAL_SETTINGS:
+            if key in c.settings:
+                path = c.settings[key]
+                r.check(secret_file(c, path) is not None, "credentials", overlay, obj,
+                        f"{key} = {path}: not a file of a mounted Secret "
+                        f"(Secret mounts: {sorted(c.secret_mounts) or 'none'})")
+                r.check(path not in c.files, "credentials", overlay, obj,
+                        f"{key} = {path} is in a ConfigMap: credentials belong in Secrets")
+        for name, e in c.env.items():
+            if name == "RWP_TOKEN":
+                r.check("secretKeyRef" in (e.get("valueFrom") or {}), "credentials", overlay, obj,
+                        "RWP_TOKEN must come from a Secret (valueFrom.secretKeyRef), not a literal value")
+    if server is None:
+        return
+    tls, mtls, tokens = ("tls_cert" in server.settings, "tls_client_ca" in server.settings,
+                         "tokens_file" in server.settings)
+    for c, obj in workers:
+        url = str(c.settings.get("server", ""))
+        r.check(url.startswith("https://") == tls, "credentials", overlay, obj,
+                f"server URL {url}: the server {'speaks TLS only' if tls else 'speaks plaintext'}")
+        if mtls:
+            r.check("tls_cert" in c.settings and "tls_key" in c.settings, "credentials", overlay, obj,
+                    "the server requires client certificates (tls_client_ca): set tls_cert and tls_key")
+        if tokens:
+            r.check("token_file" in c.settings or "RWP_TOKEN" in c.env, "credentials", overlay, obj,
+                    "the server requires bearer tokens (tokens_file): give the worker token_file or RWP_TOKEN")
 
 
 def check_drain(r: Report, overlay: str, c: Container, obj: str) -> None:
@@ -620,8 +684,19 @@ def check_ingress_and_urls(r: Report, overlay: str, docs: list[dict], server: Co
                         f"backend {backend['name']}:{ref} is not the server's gRPC port")
                 r.check(p["path"].strip("/") in services, "probes", overlay, obj,
                         f"path {p['path']} is not a gRPC service of the server ({sorted(services)})")
-        r.check(d["metadata"].get("annotations", {}).get("nginx.ingress.kubernetes.io/backend-protocol") == "GRPC",
-                "ports", overlay, obj, "the backend speaks gRPC (h2c): backend-protocol GRPC")
+        annotations = d["metadata"].get("annotations", {})
+        tls = server is not None and "tls_cert" in server.settings
+        want = "GRPCS" if tls else "GRPC"
+        r.check(annotations.get("nginx.ingress.kubernetes.io/backend-protocol") == want, "ports", overlay, obj,
+                f"the backend speaks {'gRPC over TLS' if tls else 'gRPC (h2c)'}: backend-protocol {want}")
+        if server is not None and "tls_client_ca" in server.settings:
+            secret = annotations.get("nginx.ingress.kubernetes.io/proxy-ssl-secret", "")
+            ns_name, _, name = secret.partition("/")
+            r.check(ns_name == ns and name in OPERATOR_SECRETS, "credentials", overlay, obj,
+                    f"the server requires client certificates: proxy-ssl-secret must name one in {ns!r} "
+                    f"(an operator-provided Secret), not {secret!r}")
+            r.check(annotations.get("nginx.ingress.kubernetes.io/proxy-ssl-verify") == "on", "credentials",
+                    overlay, obj, "proxy-ssl-verify must be on: the controller checks the server's certificate")
 
 
 def check_autoscaling(r: Report, overlay: str, docs: list[dict], version: str) -> None:
@@ -913,27 +988,87 @@ def wait_for(pred, timeout: float, proc: subprocess.Popen | None = None) -> bool
     return False
 
 
-class Launch:
-    """Starts a container's binary with its rendered args, env and config files."""
+def make_fixtures(tmp: Path) -> dict[tuple[str, str], Path]:
+    """Throw-away credentials for the Secrets the pods mount, by (binary, key):
+    a CA, the server's certificate (127.0.0.1, localhost, rwp-server), the
+    workers' client certificate, a worker token and the tokens file that
+    lists it. Made with openssl."""
+    if shutil.which("openssl") is None:
+        raise SystemExit("k8s-check: the runtime check needs openssl (to make throw-away certificates)")
+    d = tmp / "fixtures"
+    d.mkdir(parents=True)
 
-    def __init__(self, c: Container, tmp: Path, overrides: list[str], label: str) -> None:
+    def openssl(*args: str) -> None:
+        out = subprocess.run(["openssl", *args], cwd=d, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"k8s-check: openssl {' '.join(args)} failed: {out.stderr.strip()}")
+
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *newkey, "-days", "2", "-subj", "/CN=k8s-check CA", "-keyout", "ca.key", "-out", "ca.crt",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for name, names in (("server", "IP:127.0.0.1,DNS:localhost,DNS:rwp-server"), ("worker", "DNS:rwp-worker")):
+        (d / f"{name}.ext").write_text(f"subjectAltName={names}\n")
+        openssl("req", *newkey, "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt")
+    token = "rwp_" + os.urandom(32).hex()
+    (d / "worker.token").write_text(token + "\n")
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    (d / "tokens.toml").write_text(f'[[token]]\nname = "k8s-check-workers"\nrole = "worker"\nsha256 = "{digest}"\n')
+    fixtures = {("rwp-server", "tls.crt"): d / "server.crt", ("rwp-server", "tls.key"): d / "server.key",
+                ("rwp-worker", "tls.crt"): d / "worker.crt", ("rwp-worker", "tls.key"): d / "worker.key"}
+    for binary in ("rwp-server", "rwp-worker"):
+        fixtures[(binary, "ca.crt")] = d / "ca.crt"
+        fixtures[(binary, "tokens.toml")] = d / "tokens.toml"
+        fixtures[(binary, "token")] = d / "worker.token"
+    return fixtures
+
+
+class Launch:
+    """Starts a container's binary with its rendered args, env and config files,
+    and its mounted Secrets filled from `fixtures`."""
+
+    def __init__(self, c: Container, tmp: Path, overrides: list[str], label: str,
+                 fixtures: dict[tuple[str, str], Path]) -> None:
         self.c, self.label = c, label
         root = tmp / label
         root.mkdir(parents=True)
+        # Secret mounts become local directories; every mention of their
+        # path (config files, arguments, environment) is rewritten to them.
+        moved: dict[str, str] = {}
+        self.missing: list[str] = []
+        for mount, (secret, keys) in c.secret_mounts.items():
+            local = root / "secrets" / mount.lstrip("/")
+            local.mkdir(parents=True)
+            moved[mount + "/"] = str(local) + "/"
+            for key in keys or ["tls.crt", "tls.key", "ca.crt"]:
+                fixture = fixtures.get((c.binary.name, key))
+                if fixture is None:
+                    self.missing.append(f"{secret}/{key}")
+                else:
+                    shutil.copy(fixture, local / key)
+
+        def relocate(text: str) -> str:
+            for mount, local in moved.items():
+                text = text.replace(mount, local)
+            return text
+
         mapping = {}
         for path, text in c.files.items():
             local = root / "files" / path.lstrip("/")
             local.parent.mkdir(parents=True, exist_ok=True)
-            local.write_text(text)
+            local.write_text(relocate(text))
             mapping[path] = str(local)
         args = []
         for name, value in c.args:
-            value = mapping.get(value, value) if value is not None else None
+            value = relocate(mapping.get(value, value)) if value is not None else None
             args.append(f"--{name}" if value is None else f"--{name}={value}")
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root)}
         for name, e in c.env.items():
             if "value" in e:
-                env[name] = mapping.get(e["value"], e["value"])
+                env[name] = relocate(mapping.get(e["value"], e["value"]))
+            elif name == "RWP_TOKEN":
+                env[name] = fixtures[(c.binary.name, "token")].read_text().strip()
             else:
                 env[name] = f"{label}-from-{next(iter(e['valueFrom']))}"
         self.log = root / "log"
@@ -960,27 +1095,39 @@ class Launch:
 
 
 def check_runtime(r: Report, overlay: str, server: Container, sobj: str, workers: list[tuple[Container, str]],
-                  tmp: Path, metrics_needed: set[str]) -> None:
-    ports = {"grpc": free_port(), "metrics": free_port()}
+                  tmp: Path, metrics_needed: set[str], fixtures: dict[tuple[str, str], Path]) -> None:
+    ports = {"grpc": free_port(), "health": free_port(), "metrics": free_port()}
     over = [f"--listen=127.0.0.1:{ports['grpc']}", f"--data-dir={tmp / overlay / 'data'}"]
     if "metrics_listen" in server.settings:
         over.append(f"--metrics-listen=127.0.0.1:{ports['metrics']}")
+    # The probes' port: plaintext health when set, else the gRPC port.
+    probe_port = ports["grpc"]
+    if "health_listen" in server.settings:
+        over.append(f"--health-listen=127.0.0.1:{ports['health']}")
+        probe_port = ports["health"]
+    tls = "tls_cert" in server.settings
     for cm in server.configmaps | {cm for c, _ in workers for cm in c.configmaps}:
         r.cover("runtime", overlay, f"ConfigMap/{cm}")
-    s = Launch(server, tmp / overlay, over, "server")
+    s = Launch(server, tmp / overlay, over, "server", fixtures)
     launched = [s]
     try:
-        up = wait_for(lambda: grpc_health(ports["grpc"], "", 1.0) == "SERVING", 120, s.proc)
+        if not r.check(not s.missing, "runtime", overlay, sobj, f"no test credentials for {s.missing}"):
+            return
+        up = wait_for(lambda: grpc_health(probe_port, "", 1.0) == "SERVING", 120, s.proc)
         if not r.check(up, "runtime", overlay, sobj, f"the server did not come up:\n      {s.tail()}"):
             return
         probe_services = {p["grpc"].get("service", "") for k, p in server.c.items()
                           if k.endswith("Probe") and "grpc" in p}
         for service in sorted(probe_services):
-            got = grpc_health(ports["grpc"], service)
+            got = grpc_health(probe_port, service)
             r.check(got == "SERVING", "runtime", overlay, sobj, f"health of {service!r}: {got}, expected SERVING")
-        control = grpc_health(ports["grpc"], "rwp.v1.NoSuchService")
+        control = grpc_health(probe_port, "rwp.v1.NoSuchService")
         r.check(control != "SERVING", "runtime", overlay, sobj,
                 "control: an unknown service must not answer SERVING (the health check would prove nothing)")
+        if tls:
+            plaintext = grpc_health(ports["grpc"], "", 2.0)
+            r.check(plaintext != "SERVING", "runtime", overlay, sobj,
+                    f"the gRPC port answered plaintext ({plaintext}) although it must speak TLS only")
         if "metrics_listen" in server.settings:
             status, text = http_get(ports["metrics"], "/metrics")
             for m in sorted(metrics_needed):
@@ -993,11 +1140,13 @@ def check_runtime(r: Report, overlay: str, server: Container, sobj: str, workers
                     r.check(st == 200, "runtime", overlay, sobj, f"{kind} GET {p['path']}: HTTP {st}")
         for c, obj in workers:
             wport = free_port()
-            over = [f"--server=http://127.0.0.1:{ports['grpc']}", "--device=cpu"]
+            over = [f"--server={'https' if tls else 'http'}://127.0.0.1:{ports['grpc']}", "--device=cpu"]
             if "metrics_listen" in c.settings:
                 over.append(f"--metrics-listen=127.0.0.1:{wport}")
-            w = Launch(c, tmp / overlay, over, f"worker-{c.c['name']}")
+            w = Launch(c, tmp / overlay, over, f"worker-{c.c['name']}", fixtures)
             launched.append(w)
+            if not r.check(not w.missing, "runtime", overlay, obj, f"no test credentials for {w.missing}"):
+                continue
 
             def exited() -> bool:
                 return not r.check(w.proc.poll() is None, "runtime", overlay, obj,
@@ -1061,6 +1210,7 @@ def main() -> int:
     rendered: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="k8s-check-") as tmpdir:
         tmp = Path(tmpdir)
+        fixtures = {} if opts.no_runtime else make_fixtures(tmp)
         for overlay in names:
             try:
                 docs = render(opts.kubectl, K8S / "overlays" / overlay)
@@ -1093,6 +1243,7 @@ def main() -> int:
                         worker_cs.append((cont, obj))
             r.check(server is not None and bool(worker_cs), "render", overlay, None, "needs a server and workers")
             check_ingress_and_urls(r, overlay, docs, server, worker_cs, services)
+            check_credentials(r, overlay, server, worker_cs, server_obj)
             check_autoscaling(r, overlay, docs, opts.k8s_version)
             check_disruption(r, overlay, docs)
             check_netpol(r, overlay, docs)
@@ -1102,7 +1253,7 @@ def main() -> int:
                 needed = {AUTOSCALING_METRIC} if scalers else set()
                 for d in scalers:
                     r.cover("runtime", overlay, kn(d))
-                check_runtime(r, overlay, server, server_obj, worker_cs, tmp, needed)
+                check_runtime(r, overlay, server, server_obj, worker_cs, tmp, needed, fixtures)
 
     # ----- summary
     kv = subprocess.run([opts.kubectl, "version", "--client"], capture_output=True, text=True).stdout.split()

@@ -148,7 +148,8 @@ impl TimedJob {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                start_worker_with(addr, &format!("bench-{i}"), &["--device", &self.device, "--metrics-listen", m])
+                let url = format!("http://{addr}");
+                start_worker_with(&url, &format!("bench-{i}"), &["--device", &self.device, "--metrics-listen", m])
             })
             .collect();
         let mut client = connect(addr).await;

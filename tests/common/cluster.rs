@@ -160,19 +160,19 @@ impl ServerCommand {
 
 /// Starts `rwp-worker` against `server` on the CPU with one thread.
 pub fn start_worker(server: SocketAddr, name: &str) -> Proc {
-    start_worker_on(server, name, "cpu")
+    start_worker_with(&format!("http://{server}"), name, &[])
 }
 
 /// Starts `rwp-worker` against `server` on `device` (one CPU thread).
 pub fn start_worker_on(server: SocketAddr, name: &str, device: &str) -> Proc {
-    start_worker_with(server, name, &["--device", device])
+    start_worker_with(&format!("http://{server}"), name, &["--device", device])
 }
 
-/// Starts `rwp-worker` against `server` (CPU, one thread) with `extra`
-/// flag-value pairs, which replace the defaults of the same name.
-pub fn start_worker_with(server: SocketAddr, name: &str, extra: &[&str]) -> Proc {
-    let url = format!("http://{server}");
-    let defaults = [["--server", url.as_str()], ["--device", "cpu"], ["--threads", "1"], ["--name", name]];
+/// Starts `rwp-worker` against the server at `url` (CPU, one thread) with
+/// `extra` flag-value pairs (TLS, credentials, metrics, ...), which replace
+/// the defaults of the same name.
+pub fn start_worker_with(url: &str, name: &str, extra: &[&str]) -> Proc {
+    let defaults = [["--server", url], ["--device", "cpu"], ["--threads", "1"], ["--name", name]];
     let overridden = |flag: &str| extra.chunks(2).any(|pair| pair[0] == flag);
     let args = defaults.iter().filter(|[flag, _]| !overridden(flag)).flatten().chain(extra);
     let child = Command::new(binary("rwp-worker"))

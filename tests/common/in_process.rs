@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rwp_gradient_worker::WorkerConfig;
 use rwp_parameter_server::ServerConfig;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -11,6 +12,10 @@ use tokio::task::JoinHandle;
 #[derive(Debug)]
 pub struct Cluster {
     pub addr: SocketAddr,
+    /// `http://` or, when the server speaks TLS, `https://` and the address.
+    url: String,
+    /// The settings new workers start from (server URL, credentials).
+    worker: WorkerConfig,
     /// The server's `/metrics` endpoint.
     pub metrics: SocketAddr,
     /// Each worker's `/metrics` endpoint.
@@ -20,17 +25,9 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
 }
 
-fn spawn_worker(addr: SocketAddr, i: usize) -> (SocketAddr, (oneshot::Sender<()>, JoinHandle<()>)) {
+fn spawn_worker(template: &WorkerConfig, i: usize) -> (SocketAddr, (oneshot::Sender<()>, JoinHandle<()>)) {
     let metrics = free_port();
-    let config = rwp_gradient_worker::WorkerConfig {
-        metrics_listen: Some(metrics),
-        server: format!("http://{addr}"),
-        name: format!("in-process-{i}"),
-        device: "cpu".into(),
-        threads: 1,
-        lease_wait_ms: 500,
-        ..rwp_gradient_worker::WorkerConfig::default()
-    };
+    let config = WorkerConfig { metrics_listen: Some(metrics), name: format!("in-process-{i}"), ..template.clone() };
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         rwp_gradient_worker::run(config, async {
@@ -70,9 +67,20 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 impl Cluster {
     /// A server (evaluating every epoch) and `workers` CPU workers with one thread each.
     pub async fn start(workers: usize) -> Self {
+        Self::start_configured(workers, |_| {}, |_| {}).await
+    }
+
+    /// [`Cluster::start`] with the server's and the workers' settings changed
+    /// by `server` and `worker` (TLS, tokens, limits). The workers' `server`
+    /// URL is `https://` when the server has a certificate.
+    pub async fn start_configured(
+        workers: usize,
+        server: impl FnOnce(&mut ServerConfig),
+        worker: impl FnOnce(&mut WorkerConfig),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let metrics = free_port();
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             metrics_listen: Some(metrics),
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
@@ -81,8 +89,11 @@ impl Cluster {
             eval_every_epochs: 1,
             ..ServerConfig::default()
         };
+        server(&mut config);
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             rwp_parameter_server::serve_with_listener(listener, config, async {
@@ -91,15 +102,23 @@ impl Cluster {
             .await
             .unwrap();
         });
-        let (worker_metrics, workers) = (0..workers).map(|i| spawn_worker(addr, i)).unzip();
-        Self { addr, metrics, worker_metrics, server: Some((stop, server)), workers, _dir: dir }
+        let mut template = WorkerConfig {
+            server: url.clone(),
+            device: "cpu".into(),
+            threads: 1,
+            lease_wait_ms: 500,
+            ..WorkerConfig::default()
+        };
+        worker(&mut template);
+        let (worker_metrics, workers) = (0..workers).map(|i| spawn_worker(&template, i)).unzip();
+        Self { addr, url, worker: template, metrics, worker_metrics, server: Some((stop, server)), workers, _dir: dir }
     }
 
     /// Adds `count` more workers.
     pub async fn with_workers(mut self, count: usize) -> Self {
         let start = self.workers.len();
         for i in start..start + count {
-            let (metrics, worker) = spawn_worker(self.addr, i);
+            let (metrics, worker) = spawn_worker(&self.worker, i);
             self.worker_metrics.push(metrics);
             self.workers.push(worker);
         }
@@ -114,7 +133,7 @@ impl Cluster {
 
     #[must_use]
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.url.clone()
     }
 
     /// Stops the workers, then the server, and waits for both.

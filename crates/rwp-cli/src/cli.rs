@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
-use rwp_sdk::{DatasetKind, GradientEncoding, Method, ModelKind, NonFinitePolicy};
+use rwp_sdk::{DatasetKind, GradientEncoding, Method, ModelKind, NonFinitePolicy, Token};
 
 const ABOUT: &str = "Command-line client of the RWP distributed training service";
 
@@ -20,10 +20,12 @@ const AFTER_HELP: &str = "\
 Examples:
   rwp submit job.toml --watch            submit a job file and follow it to the end
   rwp submit --method m-arwp --epochs 5  submit with the method's reference settings
-  rwp list                               every job, as a table
+  rwp list                               the jobs you may see, as a table
   rwp watch j-000001                     progress bar until the job ends
   rwp plot j-000001 j-000002 -o curves.svg
   rwp --server https://rwp.example.org:50051 --tls-ca ca.pem list
+  rwp --server https://rwp:50051 --tls-ca ca.pem --tls-cert me.crt --tls-key me.key list
+  RWP_TOKEN_FILE=~/.config/rwp/token rwp list    a server with a tokens file
   rwp completions bash > /etc/bash_completion.d/rwp
 
 Exit status:
@@ -129,9 +131,21 @@ pub struct ConnectionArgs {
     /// PEM file of the CA that signed the server's certificate (turns TLS on)
     #[arg(long, global = true, env = "RWP_TLS_CA", value_name = "PATH", display_order = 101)]
     pub tls_ca: Option<PathBuf>,
+    /// PEM file of a certificate to present to a server that requires mutual TLS (with --tls-key)
+    #[arg(long, global = true, env = "RWP_TLS_CERT", value_name = "PATH", display_order = 102)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of --tls-cert
+    #[arg(long, global = true, env = "RWP_TLS_KEY", value_name = "PATH", display_order = 102)]
+    pub tls_key: Option<PathBuf>,
     /// Name to check the server's certificate against, when it differs from the host of --server
     #[arg(long, global = true, env = "RWP_TLS_DOMAIN", value_name = "NAME", display_order = 102)]
     pub tls_domain: Option<String>,
+    /// Bearer token for a server that requires one (prefer RWP_TOKEN or --token-file: a flag shows in `ps`)
+    #[arg(long, global = true, env = "RWP_TOKEN", hide_env_values = true, value_name = "TOKEN", display_order = 103)]
+    pub token: Option<Token>,
+    /// File holding the bearer token (e.g. ~/.config/rwp/token, or a mounted Secret)
+    #[arg(long, global = true, env = "RWP_TOKEN_FILE", value_name = "PATH", display_order = 103)]
+    pub token_file: Option<PathBuf>,
     /// Retries of a call that could not reach the server (submit is never retried)
     #[arg(
         long,
@@ -160,7 +174,7 @@ pub enum Command {
     /// Submit a job from a TOML job file and/or flags; prints its id
     #[command(after_help = SUBMIT_AFTER_HELP)]
     Submit(Box<SubmitArgs>),
-    /// List every job as a table (or JSON)
+    /// List the jobs you may see (yours; all for an admin) as a table (or JSON)
     #[command(visible_alias = "ls")]
     List(ListArgs),
     /// Show one job: spec, state, progress, latest metrics, error

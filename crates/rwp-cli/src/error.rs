@@ -34,7 +34,10 @@ impl CliError {
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) | CliError::Sdk(SdkError::InvalidSpec(_) | SdkError::Endpoint { .. }) => EXIT_USAGE,
+            CliError::Usage(_)
+            | CliError::Sdk(SdkError::InvalidSpec(_) | SdkError::Endpoint { .. } | SdkError::Credentials(_)) => {
+                EXIT_USAGE
+            }
             CliError::Sdk(_) | CliError::Other(_) | CliError::Output(_) => EXIT_ERROR,
         }
     }
@@ -50,10 +53,13 @@ impl CliError {
 #[must_use]
 pub fn sdk_message(e: &SdkError) -> String {
     match e {
-        SdkError::Unreachable { endpoint, reason } => format!(
-            "cannot reach the server at {endpoint}: {} (is rwp-server running? set --server or RWP_SERVER)",
-            tidy_reason(reason)
-        ),
+        SdkError::Unreachable { endpoint, reason } => {
+            format!(
+                "cannot reach the server at {endpoint}: {} ({})",
+                tidy_reason(reason),
+                unreachable_hint(endpoint, reason)
+            )
+        }
         SdkError::Endpoint { endpoint, reason } => {
             format!(
                 "invalid server address {endpoint}: {} (expected http://host:port or https://host:port)",
@@ -65,8 +71,29 @@ pub fn sdk_message(e: &SdkError) -> String {
                 "the TLS handshake with the server failed: {message} (for a plaintext server use an http:// address)"
             )
         }
+        SdkError::Unauthenticated(message) => {
+            format!("{message} (give the token with --token-file, RWP_TOKEN_FILE or RWP_TOKEN)")
+        }
         SdkError::Server { code, message } => format!("the server answered {code:?}: {message}"),
         other => one_line(&other.to_string()),
+    }
+}
+
+/// What to try when the server cannot be reached, from why.
+fn unreachable_hint(endpoint: &str, reason: &str) -> &'static str {
+    if reason.contains("invalid peer certificate") {
+        "the server's certificate is not trusted for this address: check --tls-ca and --tls-domain"
+    } else if reason.contains("received fatal alert")
+        || (endpoint.starts_with("https://") && ["connection closed", "broken pipe"].iter().any(|r| reason.contains(r)))
+    {
+        "the server refused the TLS connection: it requires a client certificate signed by its CA and valid now, \
+         given with --tls-cert and --tls-key"
+    } else if endpoint.starts_with("http://")
+        && ["frame with invalid size", "broken pipe", "h2 protocol error"].iter().any(|r| reason.contains(r))
+    {
+        "if the server speaks TLS, use an https:// address"
+    } else {
+        "is rwp-server running? set --server or RWP_SERVER"
     }
 }
 
@@ -92,6 +119,26 @@ mod tests {
              (is rwp-server running? set --server or RWP_SERVER)"
         );
         assert_eq!(e.exit_code(), EXIT_ERROR);
+    }
+
+    #[test]
+    fn tls_failures_get_their_own_hints() {
+        let hint = |endpoint: &str, reason: &str| {
+            CliError::from(SdkError::Unreachable { endpoint: endpoint.into(), reason: reason.into() }).to_string()
+        };
+        let text = hint("https://ps:1", "invalid peer certificate: UnknownIssuer");
+        assert!(
+            text.ends_with(
+                "(the server's certificate is not trusted for this address: check --tls-ca and --tls-domain)"
+            ),
+            "{text}"
+        );
+        let text = hint("https://ps:1", "received fatal alert: CertificateExpired");
+        assert!(text.contains("--tls-cert and --tls-key"), "{text}");
+        let text = hint("https://ps:1", "connection closed");
+        assert!(text.contains("--tls-cert and --tls-key"), "{text}");
+        let text = hint("http://ps:1", "connection error detected: frame with invalid size");
+        assert!(text.contains("use an https:// address"), "{text}");
     }
 
     #[test]

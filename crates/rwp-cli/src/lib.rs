@@ -15,7 +15,9 @@
 //!
 //! The server is `--server URL` (or `RWP_SERVER`, default
 //! `http://127.0.0.1:50051`); `https://` URLs use TLS with the public roots
-//! or `--tls-ca ca.pem`.
+//! or `--tls-ca ca.pem`, and `--tls-cert`/`--tls-key` present a client
+//! certificate to a server that requires mutual TLS. A server with a tokens
+//! file needs a bearer token: `--token-file`/`RWP_TOKEN_FILE` or `RWP_TOKEN`.
 //!
 //! Output is meant for people and scripts alike: `submit` prints only the
 //! job id on stdout, `watch` ends with one summary line on stdout (`job ID

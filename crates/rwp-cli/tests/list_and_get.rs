@@ -9,10 +9,9 @@ use rwp_proto::v1::JobState;
 use rwp_sdk::Method;
 
 fn server() -> MockServer {
-    MockServer::start(vec![
-        ended_job("j-000001", "cifar-marwp", Method::MArwp, JobState::Succeeded, 24, 24),
-        ended_job("j-000002", "", Method::Sgd, JobState::Failed, 7, 24),
-    ])
+    let mut ownerless = ended_job("j-000002", "", Method::Sgd, JobState::Failed, 7, 24);
+    ownerless.record.owner = String::new();
+    MockServer::start(vec![ended_job("j-000001", "cifar-marwp", Method::MArwp, JobState::Succeeded, 24, 24), ownerless])
 }
 
 #[test]
@@ -24,13 +23,17 @@ fn list_prints_an_aligned_table() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     let header: Vec<&str> = lines[0].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
-    assert_eq!(header, ["ID", "NAME", "METHOD", "MODEL", "STATE", "STEP/TOTAL", "LOSS", "TEST ACC", "AGE"]);
+    assert_eq!(header, ["ID", "NAME", "OWNER", "METHOD", "MODEL", "STATE", "STEP/TOTAL", "LOSS", "TEST ACC", "AGE"]);
     let first: Vec<&str> = lines[1].split_whitespace().collect();
-    assert_eq!(&first[..6], ["j-000001", "cifar-marwp", "m-arwp", "small-cnn", "succeeded", "24/24"], "{text}");
-    assert_eq!(first[7], "0.4400", "test accuracy of the last evaluation: {text}");
-    assert_eq!(first[8], "1m", "age: {text}");
+    assert_eq!(
+        &first[..7],
+        ["j-000001", "cifar-marwp", "alice", "m-arwp", "small-cnn", "succeeded", "24/24"],
+        "{text}"
+    );
+    assert_eq!(first[8], "0.4400", "test accuracy of the last evaluation: {text}");
+    assert_eq!(first[9], "1m", "age: {text}");
     let second: Vec<&str> = lines[2].split_whitespace().collect();
-    assert_eq!(&second[..6], ["j-000002", "-", "sgd", "small-cnn", "failed", "7/24"], "{text}");
+    assert_eq!(&second[..7], ["j-000002", "-", "-", "sgd", "small-cnn", "failed", "7/24"], "{text}");
     // Columns line up: every row's STATE starts where the header's does.
     let at = lines[0].find("STATE").unwrap();
     assert!(lines[1..].iter().all(|l| l[at..].starts_with(|c: char| c.is_ascii_lowercase())), "{text}");
@@ -45,6 +48,8 @@ fn list_json_is_an_array_of_jobs() {
     let jobs = value.as_array().unwrap();
     assert_eq!(jobs.len(), 2);
     assert_eq!(jobs[0]["id"], "j-000001");
+    assert_eq!(jobs[0]["owner"], "alice");
+    assert_eq!(jobs[1]["owner"], serde_json::Value::Null);
     assert_eq!(jobs[0]["state"], "succeeded");
     assert_eq!(jobs[0]["spec"]["method"], "m-arwp");
     assert_eq!(jobs[1]["error"], "shard 1 of update 7: data directory /data/cifar10 is missing");
@@ -70,6 +75,8 @@ fn get_shows_the_job_in_detail() {
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
+    let o = rwp(&["--server", &server.url, "get", "j-000001"]);
+    assert!(stdout(&o).lines().any(|l| l.split_whitespace().eq(["owner", "alice"])), "{}", stdout(&o));
     let o = rwp(&["--server", &server.url, "get", "j-000001", "--json"]);
     let value: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(value["step"], 24);

@@ -385,14 +385,30 @@ mod tests {
         assert_eq!(job_state_from_wire(0).unwrap_err().field, "job.state");
     }
 
+    /// The wire fields whose values the domain types cannot hold (range
+    /// checks of the others: `JobSpec::validate`), one bad value each.
     #[test]
-    fn unset_enums_and_schedules_are_named() {
+    fn unset_or_unknown_enums_and_schedules_are_named() {
+        type Spoil = fn(&mut v1::JobSpec);
+        let cases: &[(&str, &str, Spoil)] = &[
+            ("spec.method", "must be set", |s| s.method = 0),
+            ("spec.method", "unknown value 42", |s| s.method = 42),
+            ("spec.model", "must be set", |s| s.model = 0),
+            ("spec.model", "unknown value 99", |s| s.model = 99),
+            ("spec.dataset", "must be set", |s| s.dataset = 0),
+            ("spec.dataset", "unknown value -1", |s| s.dataset = -1),
+            ("spec.non_finite", "unknown value 7", |s| s.non_finite = 7),
+            ("spec.gradient_encoding", "unknown value 3", |s| s.gradient_encoding = 3),
+            ("spec.lr_schedule", "must be set", |s| s.lr_schedule = None),
+            ("spec.lr_schedule", "must be set", |s| s.lr_schedule = Some(v1::LrSchedule { kind: None })),
+            ("spec.sigma_schedule", "must be set", |s| s.sigma_schedule = None),
+        ];
         let wire = v1::JobSpec::from(&JobSpec::reference(Method::Sgd));
-        let err = JobSpec::try_from(v1::JobSpec { method: 0, ..wire.clone() }).unwrap_err();
-        assert_eq!(err.field, "spec.method");
-        let err = JobSpec::try_from(v1::JobSpec { model: 99, ..wire.clone() }).unwrap_err();
-        assert_eq!(err.to_string(), "spec.model: unknown value 99");
-        let err = JobSpec::try_from(v1::JobSpec { lr_schedule: None, ..wire }).unwrap_err();
-        assert_eq!(err.field, "spec.lr_schedule");
+        for (field, reason, spoil) in cases {
+            let mut bad = wire.clone();
+            spoil(&mut bad);
+            let err = JobSpec::try_from(bad).unwrap_err();
+            assert_eq!(err.to_string(), format!("{field}: {reason}"));
+        }
     }
 }

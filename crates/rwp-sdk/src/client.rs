@@ -1,13 +1,15 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rwp_credentials::{client_tls, Bearer, Pem, Token};
 use rwp_proto::v1::job_service_client::JobServiceClient;
 use rwp_proto::v1::{self, job_event::Event};
 use rwp_spec::JobSpec;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
 use crate::{Job, JobEvent, SdkError};
@@ -38,11 +40,18 @@ fn traced<T>(message: T) -> tonic::Request<T> {
 pub struct ClientConfig {
     /// `http://host:port` (plaintext) or `https://host:port` (TLS).
     pub endpoint: String,
-    /// PEM of the CA that signed the server's certificate; the public web
-    /// roots are used when absent.
-    pub tls_ca_pem: Option<Vec<u8>>,
+    /// The CA that signed the server's certificate; the public web roots are
+    /// used when absent.
+    pub tls_ca: Option<Pem>,
+    /// A certificate to present to the server, for a server that requires
+    /// mutual TLS; with `tls_client_key`.
+    pub tls_client_cert: Option<Pem>,
+    /// The private key of `tls_client_cert`.
+    pub tls_client_key: Option<Pem>,
     /// Name to check the server's certificate against, when it differs from the host.
     pub tls_domain: Option<String>,
+    /// Bearer token sent with every call, for a server with a tokens file.
+    pub token: Option<Token>,
     pub connect_timeout: Duration,
     /// Attempts of an idempotent call before giving up (at least 1).
     pub attempts: u32,
@@ -55,8 +64,11 @@ impl ClientConfig {
     pub fn new(endpoint: impl Into<String>) -> Self {
         Self {
             endpoint: endpoint.into(),
-            tls_ca_pem: None,
+            tls_ca: None,
+            tls_client_cert: None,
+            tls_client_key: None,
             tls_domain: None,
+            token: None,
             connect_timeout: Duration::from_secs(5),
             attempts: 4,
             initial_backoff: Duration::from_millis(200),
@@ -72,10 +84,13 @@ pub struct Export {
     pub bytes: usize,
 }
 
+/// The job service's client stub, with the token on every call.
+type Stub = JobServiceClient<InterceptedService<Channel, Bearer>>;
+
 /// A connection to the job service. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: JobServiceClient<Channel>,
+    inner: Stub,
     config: ClientConfig,
 }
 
@@ -91,18 +106,29 @@ impl Client {
         let bad = |reason: String| SdkError::Endpoint { endpoint: config.endpoint.clone(), reason };
         let mut endpoint = Endpoint::from_shared(config.endpoint.clone()).map_err(|e| bad(e.to_string()))?;
         endpoint = endpoint.connect_timeout(config.connect_timeout).tcp_nodelay(true);
-        if config.endpoint.starts_with("https://") || config.tls_ca_pem.is_some() {
-            let mut tls = ClientTlsConfig::new();
-            tls = match &config.tls_ca_pem {
-                Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
-                None => tls.with_webpki_roots(),
-            };
-            if let Some(domain) = &config.tls_domain {
-                tls = tls.domain_name(domain.clone());
+        let identity = match (&config.tls_client_cert, &config.tls_client_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(SdkError::Credentials(
+                    "a client certificate needs its key, and a key its certificate".into(),
+                ))
             }
+        };
+        if config.endpoint.starts_with("https://") || config.tls_ca.is_some() {
+            let tls = client_tls(config.tls_ca.as_ref(), identity, config.tls_domain.as_deref())
+                .map_err(|e| SdkError::Credentials(e.to_string()))?;
             endpoint = endpoint.tls_config(tls).map_err(|e| bad(e.to_string()))?;
+        } else if identity.is_some() {
+            return Err(SdkError::Credentials(format!(
+                "a client certificate is given but {} is not an https:// address",
+                config.endpoint
+            )));
         }
-        let inner = JobServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 << 20);
+        let bearer =
+            Bearer::new(config.token.as_ref(), "the token").map_err(|e| SdkError::Credentials(e.to_string()))?;
+        let inner =
+            JobServiceClient::with_interceptor(endpoint.connect_lazy(), bearer).max_decoding_message_size(256 << 20);
         let client = Self { inner, config };
         client.list().await?;
         Ok(client)
@@ -120,7 +146,7 @@ impl Client {
     /// Runs an idempotent call, retrying transient failures with backoff.
     async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, SdkError>
     where
-        F: FnMut(JobServiceClient<Channel>) -> Fut,
+        F: FnMut(Stub) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let mut delay = self.config.initial_backoff;
@@ -157,7 +183,8 @@ impl Client {
         job.try_into()
     }
 
-    /// Every job the server knows, oldest id first.
+    /// Every job the caller may see (its own, or all for an admin or on a
+    /// server without authentication), oldest id first.
     pub async fn list(&self) -> Result<Vec<Job>, SdkError> {
         let r = self
             .retrying("list", |mut c| async move {

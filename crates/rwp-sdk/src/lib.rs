@@ -26,7 +26,8 @@
 //! Idempotent calls (`get`, `list`, `cancel`, `watch`, `export`) retry
 //! transient failures with exponential backoff; `submit` does not. Endpoints
 //! are `http://` (plaintext) or `https://` (TLS, with the public roots or a
-//! CA given in [`ClientConfig`]). The crate does not depend on libtorch.
+//! CA given in [`ClientConfig`], and a client certificate for servers that
+//! require mutual TLS). The crate does not depend on libtorch.
 
 mod builder;
 mod client;
@@ -38,6 +39,7 @@ pub use builder::JobSpecBuilder;
 pub use client::{Client, ClientConfig, Export};
 pub use error::SdkError;
 pub use job_file::JobFile;
+pub use rwp_credentials::{read_token_file, Pem, Token};
 pub use rwp_spec::{
     DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelKind, NonFinitePolicy,
     SigmaSchedule, StepMetrics,

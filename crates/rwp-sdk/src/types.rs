@@ -23,6 +23,9 @@ pub struct Job {
     pub skipped_updates: u64,
     pub last_step: Option<StepMetrics>,
     pub last_evaluation: Option<Evaluation>,
+    /// Name of the token that submitted the job; `None` on a server without
+    /// authentication.
+    pub owner: Option<String>,
 }
 
 /// What [`crate::Client::watch`] yields.
@@ -58,6 +61,7 @@ impl TryFrom<v1::Job> for Job {
             skipped_updates: j.skipped_updates,
             last_step: j.last_step.map(Into::into),
             last_evaluation: j.last_evaluation.map(Into::into),
+            owner: (!j.owner.is_empty()).then_some(j.owner),
         })
     }
 }

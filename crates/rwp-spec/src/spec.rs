@@ -154,7 +154,10 @@ impl JobSpec {
         spec
     }
 
-    /// Checks every field, naming the first one that is out of range.
+    /// Checks every field, naming the first one that is out of range. Fields
+    /// without a range (`method`, `model`, `dataset`, `seed`, the flags, the
+    /// policies) are valid by their type; the wire conversion names unknown
+    /// enum values.
     pub fn validate(&self) -> Result<(), SpecError> {
         fn bad(field: &'static str, value: impl ToString, rule: &'static str) -> SpecError {
             SpecError::OutOfRange { field, value: value.to_string(), rule }
@@ -166,18 +169,32 @@ impl JobSpec {
                 Err(bad(field, v, "must be a finite number >= 0"))
             }
         };
-        if self.batch_size == 0 {
-            return Err(bad("batch_size", 0, "must be at least 1"));
+        if let Some(dir) = &self.data_dir {
+            let length = dir.as_os_str().len();
+            if length == 0 {
+                return Err(bad("data_dir", "\"\"", "must not be empty when set"));
+            }
+            if length > MAX_DATA_DIR_BYTES {
+                return Err(bad("data_dir", format!("a path of {length} bytes"), "must be at most 4096 bytes"));
+            }
         }
-        if self.epochs == 0 {
-            return Err(bad("epochs", 0, "must be at least 1"));
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return Err(bad("batch_size", self.batch_size, "must be in 1..=65536"));
         }
-        if self.max_updates == Some(0) {
-            return Err(bad("max_updates", 0, "must be at least 1 when set"));
+        if !(1..=MAX_EPOCHS).contains(&self.epochs) {
+            return Err(bad("epochs", self.epochs, "must be in 1..=100000"));
+        }
+        if let Some(max) = self.max_updates {
+            if !(1..=MAX_UPDATES).contains(&max) {
+                return Err(bad("max_updates", max, "must be in 1..=1000000000 when set"));
+            }
+        }
+        if self.warmup_updates > MAX_UPDATES {
+            return Err(bad("warmup_updates", self.warmup_updates, "must be at most 1000000000"));
         }
         for (field, shards) in [("clean_shards", self.clean_shards), ("perturbed_shards", self.perturbed_shards)] {
-            if shards == 0 {
-                return Err(bad(field, 0, "must be at least 1"));
+            if !(1..=MAX_SHARDS).contains(&shards) {
+                return Err(bad(field, shards, "must be in 1..=1024"));
             }
             if self.batch_size % shards != 0 {
                 return Err(bad(field, shards, "must divide batch_size"));
@@ -201,13 +218,24 @@ impl JobSpec {
         if !(0.0..1.0).contains(&self.beta) {
             return Err(bad("beta", self.beta, "must be in [0, 1)"));
         }
-        if self.method == Method::Sam && !(self.rho.is_finite() && self.rho > 0.0) {
-            return Err(bad("rho", self.rho, "must be a finite number > 0 for sam"));
+        if self.method == Method::Sam {
+            if !(self.rho.is_finite() && self.rho > 0.0) {
+                return Err(bad("rho", self.rho, "must be a finite number > 0 for sam"));
+            }
+        } else {
+            finite_non_negative("rho", self.rho)?;
         }
         match &self.lr_schedule {
             LrSchedule::Step { milestones, gamma } => {
                 if !(gamma.is_finite() && *gamma > 0.0 && *gamma <= 1.0) {
                     return Err(bad("lr_schedule.gamma", gamma, "must be in (0, 1]"));
+                }
+                if milestones.len() > MAX_MILESTONES {
+                    return Err(bad(
+                        "lr_schedule.milestones",
+                        format!("{} milestones", milestones.len()),
+                        "at most 1000",
+                    ));
                 }
                 if milestones.windows(2).any(|w| w[0] >= w[1]) {
                     return Err(bad(
@@ -228,6 +256,19 @@ impl JobSpec {
         Ok(())
     }
 }
+
+/// Largest `batch_size`.
+pub const MAX_BATCH_SIZE: u32 = 65_536;
+/// Largest `epochs`.
+pub const MAX_EPOCHS: u32 = 100_000;
+/// Largest `max_updates` and `warmup_updates`.
+pub const MAX_UPDATES: u64 = 1_000_000_000;
+/// Largest `clean_shards` and `perturbed_shards`: tasks per update.
+pub const MAX_SHARDS: u32 = 1024;
+/// Most milestones of a step schedule.
+pub const MAX_MILESTONES: usize = 1000;
+/// Longest `data_dir`, in bytes.
+pub const MAX_DATA_DIR_BYTES: usize = 4096;
 
 /// Learning rate and σ for every update of a run over a training set of a
 /// known size.
@@ -382,13 +423,6 @@ mod tests {
     }
 
     #[test]
-    fn zero_batch_size_is_rejected() {
-        let mut s = base();
-        s.batch_size = 0;
-        rejects(&s, "batch_size");
-    }
-
-    #[test]
     fn shard_counts_must_divide_the_batch() {
         let mut s = base();
         s.batch_size = 64;
@@ -437,33 +471,99 @@ mod tests {
         assert_eq!(s.validate(), Ok(()));
     }
 
+    /// One out-of-range value per case; the error must blame that field.
+    type Spoil = fn(&mut JobSpec);
+
+    /// Every field with a range, hit with values out of it. Fields without a
+    /// range are valid by their type: the destructuring below stops
+    /// compiling when a field is added, so that it is added here too.
     #[test]
-    fn other_out_of_range_fields_are_named() {
-        let mut s = base();
-        s.epochs = 0;
-        rejects(&s, "epochs");
-        let mut s = base();
-        s.max_updates = Some(0);
-        rejects(&s, "max_updates");
-        let mut s = base();
-        s.lr = 0.0;
-        rejects(&s, "lr");
-        let mut s = base();
-        s.weight_decay = -1.0;
-        rejects(&s, "weight_decay");
-        let mut s = base();
-        s.eta = f64::NEG_INFINITY;
-        rejects(&s, "eta");
-        let mut s = base();
-        s.lr_schedule = LrSchedule::Step { milestones: vec![2, 4], gamma: 0.0 };
-        rejects(&s, "lr_schedule.gamma");
-        s.lr_schedule = LrSchedule::Step { milestones: vec![4, 2], gamma: 0.1 };
-        rejects(&s, "lr_schedule.milestones");
-        s.lr_schedule = LrSchedule::Step { milestones: vec![2, 2], gamma: 0.1 };
-        rejects(&s, "lr_schedule.milestones");
-        let mut s = base();
-        s.sigma_schedule = SigmaSchedule::CosineIncreasing { inc: -1.0 };
-        rejects(&s, "sigma_schedule.inc");
+    fn every_field_is_checked_and_named() {
+        let JobSpec {
+            method: _,           // an enum: unknown wire values are named by rwp-proto
+            model: _,            // likewise
+            dataset: _,          // likewise; a file dataset without data_dir: file_datasets_need_a_data_dir
+            data_dir: _,         // below
+            seed: _,             // every u64 is a seed
+            epochs: _,           // below
+            max_updates: _,      // below
+            batch_size: _,       // below
+            clean_shards: _,     // below
+            perturbed_shards: _, // below
+            independent_noise: _,
+            lr: _,             // below
+            momentum: _,       // below
+            nesterov: _,       // below
+            weight_decay: _,   // below
+            lr_schedule: _,    // below: gamma and milestones
+            warmup_updates: _, // below
+            sigma: _,          // below
+            sigma_schedule: _, // below: inc
+            lambda: _,         // below
+            eta: _,            // below
+            beta: _,           // below
+            rho: _,            // below
+            augment: _,
+            non_finite: _,
+            gradient_encoding: _,
+        } = base();
+        let cases: &[(&str, Spoil)] = &[
+            ("data_dir", |s| s.data_dir = Some(PathBuf::new())),
+            ("data_dir", |s| s.data_dir = Some(PathBuf::from("d".repeat(MAX_DATA_DIR_BYTES + 1)))),
+            ("batch_size", |s| s.batch_size = 0),
+            ("batch_size", |s| s.batch_size = MAX_BATCH_SIZE + 1),
+            ("epochs", |s| s.epochs = 0),
+            ("epochs", |s| s.epochs = MAX_EPOCHS + 1),
+            ("max_updates", |s| s.max_updates = Some(0)),
+            ("max_updates", |s| s.max_updates = Some(MAX_UPDATES + 1)),
+            ("warmup_updates", |s| s.warmup_updates = MAX_UPDATES + 1),
+            ("clean_shards", |s| s.clean_shards = 0),
+            ("clean_shards", |s| s.clean_shards = 3),
+            ("clean_shards", |s| (s.batch_size, s.clean_shards) = (2048, 2048)),
+            ("perturbed_shards", |s| s.perturbed_shards = 0),
+            ("perturbed_shards", |s| s.perturbed_shards = 5),
+            ("perturbed_shards", |s| (s.batch_size, s.perturbed_shards) = (2048, 2048)),
+            ("lr", |s| s.lr = 0.0),
+            ("lr", |s| s.lr = f64::NAN),
+            ("lr", |s| s.lr = f64::INFINITY),
+            ("momentum", |s| s.momentum = 1.0),
+            ("momentum", |s| s.momentum = -0.1),
+            ("momentum", |s| s.momentum = f64::NAN),
+            ("nesterov", |s| (s.nesterov, s.momentum) = (true, 0.0)),
+            ("weight_decay", |s| s.weight_decay = -1.0),
+            ("weight_decay", |s| s.weight_decay = f64::NAN),
+            ("lr_schedule.gamma", |s| s.lr_schedule = LrSchedule::Step { milestones: vec![2, 4], gamma: 0.0 }),
+            ("lr_schedule.gamma", |s| s.lr_schedule = LrSchedule::Step { milestones: vec![2, 4], gamma: 1.5 }),
+            ("lr_schedule.milestones", |s| s.lr_schedule = LrSchedule::Step { milestones: vec![4, 2], gamma: 0.1 }),
+            ("lr_schedule.milestones", |s| s.lr_schedule = LrSchedule::Step { milestones: vec![2, 2], gamma: 0.1 }),
+            ("lr_schedule.milestones", |s| {
+                s.lr_schedule = LrSchedule::Step { milestones: (0..=MAX_MILESTONES as u32).collect(), gamma: 0.1 };
+            }),
+            ("sigma", |s| s.sigma = -0.01),
+            ("sigma", |s| s.sigma = f64::INFINITY),
+            ("sigma_schedule.inc", |s| s.sigma_schedule = SigmaSchedule::CosineIncreasing { inc: -1.0 }),
+            ("sigma_schedule.inc", |s| s.sigma_schedule = SigmaSchedule::CosineIncreasing { inc: f64::NAN }),
+            ("lambda", |s| s.lambda = 1.5),
+            ("lambda", |s| s.lambda = -0.1),
+            ("eta", |s| s.eta = f64::NEG_INFINITY),
+            ("eta", |s| s.eta = -0.5),
+            ("beta", |s| s.beta = 1.0),
+            ("beta", |s| s.beta = -0.5),
+            ("rho", |s| s.rho = -1.0),
+            ("rho", |s| s.rho = f64::NAN),
+            ("rho", |s| (s.method, s.rho) = (Method::Sam, 0.0)),
+        ];
+        for (i, (field, spoil)) in cases.iter().enumerate() {
+            let mut spec = base();
+            spoil(&mut spec);
+            let err = spec.validate().expect_err(&format!("case {i}: a bad {field} is accepted"));
+            assert!(
+                matches!(&err, SpecError::OutOfRange { field: f, .. } if f == field),
+                "case {i}: expected {field} to be blamed, got: {err}"
+            );
+            let text = err.to_string();
+            assert!(text.starts_with(&format!("{field} = ")), "case {i}: '{text}' does not start with the field");
+        }
     }
 
     #[test]

@@ -6,11 +6,21 @@
 //! device = "cuda:0"
 //! threads = 4
 //! chunk_bytes = 1048576
+//! # TLS (an https:// server): the CA to trust (else the public roots), a
+//! # certificate and key for mutual TLS, the name the server's certificate
+//! # carries when it is not the URL's host.
+//! tls_ca = "/etc/rwp/tls/ca.crt"
+//! tls_cert = "/etc/rwp/tls/tls.crt"
+//! tls_key = "/etc/rwp/tls/tls.key"
+//! # A server with a tokens file: the worker's token (role worker), best
+//! # from a file (a mounted Secret) or RWP_TOKEN rather than this file.
+//! token_file = "/etc/rwp/token/token"
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use rwp_credentials::Token;
 use serde::{Deserialize, Serialize};
 
 use crate::WorkerError;
@@ -33,6 +43,18 @@ pub const ENV_MAX_BACKOFF_MS: &str = "RWP_MAX_BACKOFF_MS";
 pub const ENV_DRAIN_TIMEOUT_MS: &str = "RWP_DRAIN_TIMEOUT_MS";
 /// Environment variable of [`WorkerConfig::metrics_listen`].
 pub const ENV_METRICS_LISTEN: &str = "RWP_METRICS_LISTEN";
+/// Environment variable of [`WorkerConfig::tls_ca`].
+pub const ENV_TLS_CA: &str = "RWP_TLS_CA";
+/// Environment variable of [`WorkerConfig::tls_cert`].
+pub const ENV_TLS_CERT: &str = "RWP_TLS_CERT";
+/// Environment variable of [`WorkerConfig::tls_key`].
+pub const ENV_TLS_KEY: &str = "RWP_TLS_KEY";
+/// Environment variable of [`WorkerConfig::tls_domain`].
+pub const ENV_TLS_DOMAIN: &str = "RWP_TLS_DOMAIN";
+/// Environment variable of [`WorkerConfig::token`].
+pub const ENV_TOKEN: &str = "RWP_TOKEN";
+/// Environment variable of [`WorkerConfig::token_file`].
+pub const ENV_TOKEN_FILE: &str = "RWP_TOKEN_FILE";
 
 /// The first reconnection delay; it doubles up to `max_backoff_ms`.
 pub const INITIAL_BACKOFF_MS: u64 = 100;
@@ -62,6 +84,20 @@ pub struct WorkerConfig {
     pub drain_timeout_ms: u64,
     /// Address of the HTTP endpoint with `/metrics` and `/healthz`; off when unset.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// PEM CA certificates to trust for an `https://` server (the public web
+    /// roots when unset).
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate to present to the server (mutual TLS), with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Name the server's certificate is checked against, when it is not the
+    /// host of `server`.
+    pub tls_domain: Option<String>,
+    /// Bearer token (role worker) for a server with a tokens file.
+    pub token: Option<Token>,
+    /// File holding the bearer token (a mounted Secret), instead of `token`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -76,6 +112,12 @@ impl Default for WorkerConfig {
             max_backoff_ms: 5000,
             drain_timeout_ms: 30_000,
             metrics_listen: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_domain: None,
+            token: None,
+            token_file: None,
         }
     }
 }
@@ -122,6 +164,24 @@ pub struct ConfigFlags {
     /// HTTP address for /metrics and /healthz; off when unset [env: RWP_METRICS_LISTEN]
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// PEM CA certificates to trust for an https:// server [env: RWP_TLS_CA] [default: the public roots]
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate to present to the server (mutual TLS), with --tls-key [env: RWP_TLS_CERT]
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [env: RWP_TLS_KEY]
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Name to check the server's certificate against, when not the host of --server [env: RWP_TLS_DOMAIN]
+    #[arg(long, value_name = "NAME")]
+    pub tls_domain: Option<String>,
+    /// Bearer token (role worker) for a server with a tokens file; prefer RWP_TOKEN or --token-file [env: RWP_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<Token>,
+    /// File holding the bearer token, e.g. a mounted Secret [env: RWP_TOKEN_FILE]
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
 }
 
 fn from_env<T: FromStr>(
@@ -145,6 +205,13 @@ where
 fn set<T>(target: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *target = v;
+    }
+}
+
+/// [`set`] for a setting that may stay unset: a value given replaces it.
+fn set_optional<T>(target: &mut Option<T>, value: Option<T>) {
+    if value.is_some() {
+        *target = value;
     }
 }
 
@@ -183,9 +250,13 @@ impl WorkerConfig {
         set(&mut c.chunk_bytes, from_env(env, ENV_CHUNK_BYTES, "chunk_bytes")?);
         set(&mut c.max_backoff_ms, from_env(env, ENV_MAX_BACKOFF_MS, "max_backoff_ms")?);
         set(&mut c.drain_timeout_ms, from_env(env, ENV_DRAIN_TIMEOUT_MS, "drain_timeout_ms")?);
-        if let Some(addr) = from_env(env, ENV_METRICS_LISTEN, "metrics_listen")? {
-            c.metrics_listen = Some(addr);
-        }
+        set_optional(&mut c.metrics_listen, from_env(env, ENV_METRICS_LISTEN, "metrics_listen")?);
+        set_optional(&mut c.tls_ca, from_env(env, ENV_TLS_CA, "tls_ca")?);
+        set_optional(&mut c.tls_cert, from_env(env, ENV_TLS_CERT, "tls_cert")?);
+        set_optional(&mut c.tls_key, from_env(env, ENV_TLS_KEY, "tls_key")?);
+        set_optional(&mut c.tls_domain, from_env(env, ENV_TLS_DOMAIN, "tls_domain")?);
+        set_optional(&mut c.token, from_env(env, ENV_TOKEN, "token")?);
+        set_optional(&mut c.token_file, from_env(env, ENV_TOKEN_FILE, "token_file")?);
 
         let f = flags.clone();
         set(&mut c.server, f.server);
@@ -196,9 +267,13 @@ impl WorkerConfig {
         set(&mut c.chunk_bytes, f.chunk_bytes);
         set(&mut c.max_backoff_ms, f.max_backoff_ms);
         set(&mut c.drain_timeout_ms, f.drain_timeout_ms);
-        if f.metrics_listen.is_some() {
-            c.metrics_listen = f.metrics_listen;
-        }
+        set_optional(&mut c.metrics_listen, f.metrics_listen);
+        set_optional(&mut c.tls_ca, f.tls_ca);
+        set_optional(&mut c.tls_cert, f.tls_cert);
+        set_optional(&mut c.tls_key, f.tls_key);
+        set_optional(&mut c.tls_domain, f.tls_domain);
+        set_optional(&mut c.token, f.token);
+        set_optional(&mut c.token_file, f.token_file);
         c.validate()?;
         Ok(c)
     }
@@ -239,6 +314,18 @@ impl WorkerConfig {
                 format!("{} is out of range: must be in 1..={MAX_CHUNK_BYTES}", self.chunk_bytes),
             );
         }
+        let tls = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_domain.is_some();
+        if tls && !self.server.starts_with("https://") {
+            return bad("server", format!("'{}' must be an https:// URL when a tls_* setting is given", self.server));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return bad("tls_key", "must be set with tls_cert (mutual TLS needs both)".to_owned()),
+            (None, Some(_)) => return bad("tls_cert", "must be set with tls_key (mutual TLS needs both)".to_owned()),
+            _ => {}
+        }
+        if self.token.is_some() && self.token_file.is_some() {
+            return bad("token_file", "is set as well as token: give the token once".to_owned());
+        }
         if self.max_backoff_ms < INITIAL_BACKOFF_MS {
             return bad(
                 "max_backoff_ms",
@@ -263,12 +350,15 @@ mod tests {
     #[test]
     fn out_of_range_fields_are_named() {
         type Spoil = fn(&mut WorkerConfig);
-        let cases: [(&str, Spoil); 5] = [
+        let cases: [(&str, Spoil); 8] = [
             ("chunk_bytes", |c| c.chunk_bytes = 0),
             ("server", |c| c.server = "localhost:1".to_owned()),
             ("device", |c| c.device = "gpu".to_owned()),
             ("max_backoff_ms", |c| c.max_backoff_ms = 10),
             ("lease_wait_ms", |c| c.lease_wait_ms = 0),
+            ("server", |c| c.tls_ca = Some("ca.crt".into())),
+            ("tls_key", |c| (c.server, c.tls_cert) = ("https://ps:1".to_owned(), Some("tls.crt".into()))),
+            ("tls_cert", |c| (c.server, c.tls_key) = ("https://ps:1".to_owned(), Some("tls.key".into()))),
         ];
         for (field, spoil) in cases {
             let mut c = WorkerConfig::default();
@@ -276,6 +366,17 @@ mod tests {
             let err = c.validate().unwrap_err();
             assert!(matches!(err, WorkerError::Config { field: f, .. } if f == field), "{field}: {err}");
         }
+    }
+
+    #[test]
+    fn the_token_comes_from_one_place_and_never_shows_in_debug() {
+        let env = |k: &str| (k == ENV_TOKEN).then(|| "rwp_s3cret".to_owned());
+        let c = WorkerConfig::resolve(None, &env, &ConfigFlags::default()).unwrap();
+        assert_eq!(c.token.as_ref().map(Token::expose), Some("rwp_s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+        let flags = ConfigFlags { token_file: Some("/etc/rwp/token/token".into()), ..ConfigFlags::default() };
+        let err = WorkerConfig::resolve(None, &env, &flags).unwrap_err();
+        assert!(matches!(err, WorkerError::Config { field: "token_file", .. }), "{err}");
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub enum WorkerError {
     /// The TOML config file cannot be read or parsed (an unknown key is named).
     #[error("config file {}: {message}", path.display())]
     ConfigFile { path: PathBuf, message: String },
+    /// A credential file (CA, certificate, key) that cannot be used; the
+    /// message names it.
+    #[error("{0}")]
+    Credentials(String),
     /// The compute device cannot be used.
     #[error("device: {0}")]
     Device(String),

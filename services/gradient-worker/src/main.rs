@@ -77,7 +77,10 @@ fn main() -> ExitCode {
         };
         match rwp_gradient_worker::run(config, shutdown).await {
             Ok(_) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::FAILURE,
+            Err(e) => {
+                tracing::error!("worker failed: {e}");
+                ExitCode::FAILURE
+            }
         }
     })
 }

@@ -11,14 +11,18 @@ use rwp_proto::v1::{
     FetchWeightsRequest, GradientChunk, GradientHeader, LeaseTaskRequest, RegisterRequest, ReleaseLeaseRequest,
     RenewLeaseRequest, Task, WeightsChunk,
 };
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use tracing::{debug, info, trace, warn};
 
+use rwp_credentials::{client_tls, read_token_file, Bearer, Pem};
+
 use crate::config::{WorkerConfig, INITIAL_BACKOFF_MS};
 use crate::WorkerError;
 
-pub(crate) type Client = WorkerServiceClient<Channel>;
+/// The worker service's client stub, with the worker's token on every call.
+pub(crate) type Client = WorkerServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// HTTP/2 flow-control windows: large enough that a weights pull or a
 /// gradient push is not held back by window updates on a fast network.
@@ -76,69 +80,100 @@ pub(crate) struct Session {
     pub renew_interval: Duration,
 }
 
-fn endpoint(config: &WorkerConfig) -> Result<Endpoint, WorkerError> {
-    let endpoint = Endpoint::from_shared(config.server.clone())
-        .map_err(|e| WorkerError::Config { field: "server", reason: e.to_string() })?;
-    Ok(endpoint
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .initial_stream_window_size(WINDOW_BYTES)
-        .initial_connection_window_size(WINDOW_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
-        .http2_keep_alive_interval(Duration::from_secs(15))
-        .keep_alive_timeout(Duration::from_secs(20)))
+/// How the worker reaches the server: the endpoint, with TLS when the
+/// server is `https://`, and its token. Made once, at startup, so that a bad
+/// credential file stops the worker at once, naming the file.
+#[derive(Debug, Clone)]
+pub(crate) struct Connector {
+    endpoint: Endpoint,
+    bearer: Bearer,
 }
 
-async fn connect_once(config: &WorkerConfig) -> Result<Client, WorkerError> {
-    let channel = endpoint(config)?
-        .connect()
-        .await
-        .map_err(|source| WorkerError::Connect { server: config.server.clone(), source })?;
-    let message_limit = config.chunk_bytes + (1 << 20);
-    Ok(WorkerServiceClient::new(channel)
-        .max_encoding_message_size(message_limit)
-        .max_decoding_message_size(message_limit.max(MIN_DECODING_BYTES)))
-}
+impl Connector {
+    pub(crate) fn new(config: &WorkerConfig) -> Result<Self, WorkerError> {
+        let credentials = |e: rwp_credentials::CredentialsError| WorkerError::Credentials(e.to_string());
+        let mut endpoint = Endpoint::from_shared(config.server.clone())
+            .map_err(|e| WorkerError::Config { field: "server", reason: e.to_string() })?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .initial_stream_window_size(WINDOW_BYTES)
+            .initial_connection_window_size(WINDOW_BYTES)
+            .max_frame_size(MAX_FRAME_BYTES)
+            .http2_keep_alive_interval(Duration::from_secs(15))
+            .keep_alive_timeout(Duration::from_secs(20));
+        if config.server.starts_with("https://") {
+            let read =
+                |path: &Option<std::path::PathBuf>| path.as_deref().map(Pem::read).transpose().map_err(credentials);
+            let (ca, cert, key) = (read(&config.tls_ca)?, read(&config.tls_cert)?, read(&config.tls_key)?);
+            let tls = client_tls(ca.as_ref(), cert.as_ref().zip(key.as_ref()), config.tls_domain.as_deref())
+                .map_err(credentials)?;
+            endpoint = endpoint.tls_config(tls).map_err(|e| WorkerError::Credentials(format!("TLS: {e}")))?;
+        }
+        let token = match &config.token_file {
+            Some(path) => Some(read_token_file(path).map_err(credentials)?),
+            None => config.token.clone(),
+        };
+        let origin = if config.token_file.is_some() { "token_file" } else { "token" };
+        let bearer = Bearer::new(token.as_ref(), origin).map_err(credentials)?;
+        Ok(Self { endpoint, bearer })
+    }
 
-async fn register_once(config: &WorkerConfig, device: &str) -> Result<Session, WorkerError> {
-    let mut client = connect_once(config).await?;
-    let mut request = Request::new(RegisterRequest { name: config.name.clone(), device: device.to_owned() });
-    request.set_timeout(CALL_TIMEOUT);
-    let response = client.register(request).await.map_err(WorkerError::rpc("Register"))?.into_inner();
-    let renew_interval = match response.renew_interval_ms {
-        0 => FALLBACK_RENEW,
-        ms => Duration::from_millis(u64::from(ms)),
-    };
-    Ok(Session { client, worker_id: response.worker_id, renew_interval })
-}
+    async fn connect(&self, config: &WorkerConfig) -> Result<Client, WorkerError> {
+        let channel = self
+            .endpoint
+            .connect()
+            .await
+            .map_err(|source| WorkerError::Connect { server: config.server.clone(), source })?;
+        let message_limit = config.chunk_bytes + (1 << 20);
+        Ok(WorkerServiceClient::with_interceptor(channel, self.bearer.clone())
+            .max_encoding_message_size(message_limit)
+            .max_decoding_message_size(message_limit.max(MIN_DECODING_BYTES)))
+    }
 
-/// Connects and registers, retrying with backoff until it works (callers
-/// race it against shutdown).
-pub(crate) async fn connect_and_register(config: &WorkerConfig, device: &str) -> Result<Session, WorkerError> {
-    let mut backoff = Backoff::new(config.max_backoff_ms);
-    let mut attempt = 1u64;
-    loop {
-        match register_once(config, device).await {
-            Ok(session) => {
-                info!(
-                    server = %config.server,
-                    worker_id = %session.worker_id,
-                    renew_interval_ms = session.renew_interval.as_millis() as u64,
-                    "registered"
-                );
-                return Ok(session);
-            }
-            Err(e @ WorkerError::Config { .. }) => return Err(e),
-            Err(e) => {
-                let delay = backoff.next_delay();
-                warn!(
-                    server = %config.server,
-                    attempt,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "cannot register with the server: {e}"
-                );
-                tokio::time::sleep(delay).await;
-                attempt += 1;
+    async fn register_once(&self, config: &WorkerConfig, device: &str) -> Result<Session, WorkerError> {
+        let mut client = self.connect(config).await?;
+        let mut request = Request::new(RegisterRequest { name: config.name.clone(), device: device.to_owned() });
+        request.set_timeout(CALL_TIMEOUT);
+        let response = client.register(request).await.map_err(WorkerError::rpc("Register"))?.into_inner();
+        let renew_interval = match response.renew_interval_ms {
+            0 => FALLBACK_RENEW,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        Ok(Session { client, worker_id: response.worker_id, renew_interval })
+    }
+
+    /// Connects and registers, retrying with backoff until it works (callers
+    /// race it against shutdown).
+    pub(crate) async fn connect_and_register(
+        &self,
+        config: &WorkerConfig,
+        device: &str,
+    ) -> Result<Session, WorkerError> {
+        let mut backoff = Backoff::new(config.max_backoff_ms);
+        let mut attempt = 1u64;
+        loop {
+            match self.register_once(config, device).await {
+                Ok(session) => {
+                    info!(
+                        server = %config.server,
+                        worker_id = %session.worker_id,
+                        renew_interval_ms = session.renew_interval.as_millis() as u64,
+                        "registered"
+                    );
+                    return Ok(session);
+                }
+                Err(e @ WorkerError::Config { .. }) => return Err(e),
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    warn!(
+                        server = %config.server,
+                        attempt,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "cannot register with the server: {e}"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
             }
         }
     }

@@ -171,6 +171,7 @@ fn device_name(device: Device) -> String {
 /// invalid configuration, an unusable device or a dead compute thread.
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<WorkerReport, WorkerError> {
     config.validate()?;
+    let connector = rpc::Connector::new(&config)?;
     let device = rwp_core::trainer::parse_device(&config.device).map_err(|e| WorkerError::Device(e.to_string()))?;
     let compute = ComputeHandle::spawn(device, config.threads)?;
     info!(
@@ -204,8 +205,15 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
         }
         None => None,
     };
-    let mut worker =
-        Worker { metrics, config, device, compute: &compute, report: WorkerReport::default(), session: None };
+    let mut worker = Worker {
+        metrics,
+        config,
+        connector,
+        device,
+        compute: &compute,
+        report: WorkerReport::default(),
+        session: None,
+    };
     let result = worker.serve(shutdown).await;
     let _ = stop_metrics.send(());
     if let Some(handle) = metrics_server {
@@ -213,16 +221,15 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
     }
     let report = worker.report;
     compute.stop(Duration::from_secs(5)).await;
-    match &result {
-        Ok(()) => info!(?report, "worker stopped"),
-        Err(e) => error!(?report, "worker failed: {e}"),
-    }
+    // An error is the caller's to report (the binary logs it and exits non-zero).
+    info!(?report, "worker stopped");
     result.map(|()| report)
 }
 
 struct Worker<'a> {
     metrics: Arc<Registry>,
     config: WorkerConfig,
+    connector: rpc::Connector,
     device: Device,
     compute: &'a ComputeHandle,
     report: WorkerReport,
@@ -244,7 +251,7 @@ impl Worker<'_> {
                 Some(s) => s.clone(),
                 None => {
                     let device = device_name(self.device);
-                    let connect = rpc::connect_and_register(&self.config, &device);
+                    let connect = self.connector.connect_and_register(&self.config, &device);
                     let session = tokio::select! {
                         biased;
                         () = &mut shutdown => return Ok(()),

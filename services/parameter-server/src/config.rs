@@ -45,6 +45,36 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Requests handled at once; beyond it new requests are shed with UNAVAILABLE.
     pub max_concurrent_requests: usize,
+    /// PEM certificate chain the gRPC port presents; with `tls_key`, the
+    /// port speaks TLS only.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates; when set, every client must present a
+    /// certificate that chains to one of them (mutual TLS).
+    #[serde(default)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Address of a plaintext gRPC endpoint that serves only
+    /// `grpc.health.v1.Health`, for probes that cannot speak TLS (the
+    /// kubelet's); off when unset.
+    #[serde(default)]
+    pub health_listen: Option<SocketAddr>,
+    /// TOML file of the bearer tokens callers must present (see
+    /// [`crate::tokens`]); without one every caller may do everything.
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
+    /// Jobs one token may have running at once, unless its entry in the
+    /// tokens file says otherwise (`max_active_jobs`).
+    pub max_active_jobs_per_token: u32,
+    /// Most parameters of a job's model; a larger one is refused at submit.
+    pub max_model_parameters: u64,
+    /// Job API requests one token may make per second, on average, unless
+    /// its entry says otherwise; beyond, RESOURCE_EXHAUSTED.
+    pub requests_per_second: f64,
+    /// Job API requests one token may make at once after a quiet spell.
+    pub request_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +94,15 @@ impl Default for ServerConfig {
             metrics_listen: None,
             request_timeout_ms: 60_000,
             max_concurrent_requests: 4096,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            health_listen: None,
+            tokens_file: None,
+            max_active_jobs_per_token: 8,
+            max_model_parameters: 100_000_000,
+            requests_per_second: 20.0,
+            request_burst: 40,
         }
     }
 }
@@ -86,6 +125,15 @@ pub struct ConfigLayer {
     pub metrics_listen: Option<SocketAddr>,
     pub request_timeout_ms: Option<u64>,
     pub max_concurrent_requests: Option<usize>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub health_listen: Option<SocketAddr>,
+    pub tokens_file: Option<PathBuf>,
+    pub max_active_jobs_per_token: Option<u32>,
+    pub max_model_parameters: Option<u64>,
+    pub requests_per_second: Option<f64>,
+    pub request_burst: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +144,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{field} = {value} is out of range: {rule}")]
     Invalid { field: &'static str, value: String, rule: &'static str },
+    #[error("{field} is set but {missing} is not: {why}")]
+    Incomplete { field: &'static str, missing: &'static str, why: &'static str },
 }
 
 impl ConfigLayer {
@@ -132,14 +182,24 @@ impl ServerConfig {
                 max_message_bytes,
                 drain_timeout_ms,
                 request_timeout_ms,
-                max_concurrent_requests
+                max_concurrent_requests,
+                max_active_jobs_per_token,
+                max_model_parameters,
+                requests_per_second,
+                request_burst
             );
-            if l.metrics_listen.is_some() {
-                c.metrics_listen = l.metrics_listen;
+            macro_rules! take_optional {
+                ($($f:ident),*) => { $( if l.$f.is_some() { c.$f = l.$f.clone(); } )* };
             }
-            if l.checkpoint_dir.is_some() {
-                c.checkpoint_dir.clone_from(&l.checkpoint_dir);
-            }
+            take_optional!(
+                metrics_listen,
+                tls_cert,
+                tls_key,
+                tls_client_ca,
+                health_listen,
+                tokens_file,
+                checkpoint_dir
+            );
         }
         c.validate()?;
         Ok(c)
@@ -174,6 +234,27 @@ impl ServerConfig {
         }
         if self.max_message_bytes < self.chunk_bytes + 4096 {
             return bad("max_message_bytes", self.max_message_bytes.to_string(), "must exceed chunk_bytes by 4 KiB");
+        }
+        if self.max_active_jobs_per_token == 0 {
+            return bad("max_active_jobs_per_token", "0".into(), "must be at least 1");
+        }
+        if self.max_model_parameters == 0 {
+            return bad("max_model_parameters", "0".into(), "must be at least 1");
+        }
+        if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {
+            return bad("requests_per_second", self.requests_per_second.to_string(), "must be a finite number > 0");
+        }
+        if self.request_burst == 0 {
+            return bad("request_burst", "0".into(), "must be at least 1");
+        }
+        let incomplete = |field, missing, why| Err(ConfigError::Incomplete { field, missing, why });
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return incomplete("tls_cert", "tls_key", "TLS needs the certificate and its key"),
+            (None, Some(_)) => return incomplete("tls_key", "tls_cert", "TLS needs the certificate and its key"),
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return incomplete("tls_client_ca", "tls_cert", "mutual TLS needs the server's own certificate and key");
         }
         Ok(())
     }
@@ -213,5 +294,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("checkpoint_retry_ms = 5"), "{err}");
+    }
+
+    #[test]
+    fn limits_out_of_range_are_named() {
+        let cases = [
+            (ConfigLayer { max_active_jobs_per_token: Some(0), ..Default::default() }, "max_active_jobs_per_token = 0"),
+            (ConfigLayer { max_model_parameters: Some(0), ..Default::default() }, "max_model_parameters = 0"),
+            (ConfigLayer { requests_per_second: Some(0.0), ..Default::default() }, "requests_per_second = 0"),
+            (ConfigLayer { requests_per_second: Some(f64::NAN), ..Default::default() }, "requests_per_second = NaN"),
+            (ConfigLayer { request_burst: Some(0), ..Default::default() }, "request_burst = 0"),
+        ];
+        for (layer, want) in cases {
+            let err = ServerConfig::from_layers(&[layer]).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn tls_settings_must_come_in_working_sets() {
+        let cert = || Some(PathBuf::from("tls.crt"));
+        let key = || Some(PathBuf::from("tls.key"));
+        let ca = || Some(PathBuf::from("ca.crt"));
+        let cases = [
+            (ConfigLayer { tls_cert: cert(), ..Default::default() }, "tls_cert is set but tls_key is not"),
+            (ConfigLayer { tls_key: key(), ..Default::default() }, "tls_key is set but tls_cert is not"),
+            (ConfigLayer { tls_client_ca: ca(), ..Default::default() }, "tls_client_ca is set but tls_cert is not"),
+        ];
+        for (layer, want) in cases {
+            let err = ServerConfig::from_layers(&[layer]).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+        }
+        let file: ConfigLayer =
+            toml::from_str("tls_cert = \"/etc/rwp/tls/tls.crt\"\ntls_key = \"/etc/rwp/tls/tls.key\"").unwrap();
+        let flags = ConfigLayer { tls_client_ca: ca(), ..Default::default() };
+        let c = ServerConfig::from_layers(&[file, flags]).unwrap();
+        assert_eq!(c.tls_cert, Some(PathBuf::from("/etc/rwp/tls/tls.crt")));
+        assert_eq!(c.tls_client_ca, ca());
     }
 }

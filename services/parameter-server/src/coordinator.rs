@@ -20,9 +20,10 @@ use tokio::sync::{broadcast, Notify};
 use tracing::{info, warn, Instrument};
 
 use crate::config::ServerConfig;
-use crate::domain::{now_unix_ms, Evaluation, JobEvent, JobRecord, JobState, StepMetrics};
+use crate::domain::{now_unix_ms, Evaluation, JobEvent, JobRecord, JobState, Principal, StepMetrics};
 use crate::engine::{EngineConfig, EngineHandle, Layout, RawResult, RawStep, UpdateOutcome};
 use crate::error::ServerError;
+use crate::limits::RateLimiter;
 use crate::store::Store;
 use rwp_telemetry::{Kind, Registry};
 
@@ -139,6 +140,9 @@ struct Slot {
 /// A task that fails this many times fails its job.
 const MAX_TASK_FAILURES: u32 = 3;
 
+/// Longest job name, in characters.
+const MAX_JOB_NAME_CHARS: usize = 256;
+
 #[derive(Debug)]
 struct Run {
     engine: EngineHandle,
@@ -181,6 +185,9 @@ struct State {
     /// Registered workers: name and when each last asked for work.
     workers: HashMap<String, (String, Instant)>,
     leases: HashMap<String, LeaseRef>,
+    /// Submissions under way, by owner: they count as running jobs until
+    /// their job is in `jobs` (or refused).
+    submitting: HashMap<String, u32>,
     counter: u64,
     cursor: usize,
 }
@@ -195,6 +202,40 @@ pub struct Coordinator {
     draining: AtomicBool,
     stopping: tokio::sync::watch::Sender<bool>,
     metrics: Arc<Registry>,
+    rates: RateLimiter,
+}
+
+/// A running-job slot held by a submission under way; given back when
+/// dropped unless the job took it over.
+struct ActiveJobSlot<'a> {
+    coordinator: &'a Coordinator,
+    owner: Option<String>,
+}
+
+impl ActiveJobSlot<'_> {
+    /// The job is in the coordinator's jobs now: it counts itself.
+    fn taken_over(mut self, s: &mut State) {
+        if let Some(owner) = self.owner.take() {
+            release_submission(s, &owner);
+        }
+    }
+}
+
+impl Drop for ActiveJobSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.take() {
+            release_submission(&mut self.coordinator.lock(), &owner);
+        }
+    }
+}
+
+fn release_submission(s: &mut State, owner: &str) {
+    if let Some(count) = s.submitting.get_mut(owner) {
+        *count -= 1;
+        if *count == 0 {
+            s.submitting.remove(owner);
+        }
+    }
 }
 
 fn returns_buffers(spec: &JobSpec, role: Role) -> bool {
@@ -240,11 +281,12 @@ impl Coordinator {
             draining: AtomicBool::new(false),
             stopping: tokio::sync::watch::channel(false).0,
             metrics,
+            rates: RateLimiter::default(),
         });
         for mut record in this.store.jobs()? {
             let (events, _) = broadcast::channel(1024);
             let run = if matches!(record.state, JobState::Running | JobState::Paused) {
-                match this.start_run(&record).await {
+                match this.start_run(&record, None).await {
                     Ok(run) => {
                         info!(job = %record.id, step = run.snapshot.version, "resuming job");
                         // A paused job tries again; it pauses anew if its checkpoints still fail.
@@ -314,7 +356,8 @@ impl Coordinator {
         self.config.checkpoint_root().join(job)
     }
 
-    async fn start_run(&self, record: &JobRecord) -> Result<Run, ServerError> {
+    /// Starts a job's engine; `max_parameters` refuses a larger model.
+    async fn start_run(&self, record: &JobRecord, max_parameters: Option<u64>) -> Result<Run, ServerError> {
         let dir = self.job_dir(&record.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ServerError::Storage(format!("cannot create {}: {e}", dir.display())))?;
@@ -323,6 +366,7 @@ impl Coordinator {
             checkpoint_every: self.config.checkpoint_every,
             eval_every_epochs: self.config.eval_every_epochs,
             torch_threads: self.config.torch_threads,
+            max_parameters,
         };
         let (engine, init) = EngineHandle::start(record.spec.clone(), config).await?;
         for rejected in &init.rejected_checkpoints {
@@ -355,11 +399,45 @@ impl Coordinator {
 
     // ------------------------------------------------------------------ jobs
 
-    pub async fn submit(&self, name: String, spec: JobSpec) -> Result<JobRecord, ServerError> {
+    /// Takes one request from `principal`'s rate.
+    fn admit(&self, principal: &Principal) -> Result<(), ServerError> {
+        let Some(rate) = principal.limits.rate else { return Ok(()) };
+        self.rates.admit(&principal.name, rate, Instant::now()).map_err(|retry_after| ServerError::RateLimited {
+            principal: principal.name.clone(),
+            per_second: rate.per_second,
+            burst: rate.burst,
+            retry_after,
+        })
+    }
+
+    /// A running-job slot for a job `principal` submits, if it has one left.
+    fn reserve_active_job(&self, principal: &Principal) -> Result<ActiveJobSlot<'_>, ServerError> {
+        let (Some(owner), Some(limit)) = (principal.owner(), principal.limits.max_active_jobs) else {
+            return Ok(ActiveJobSlot { coordinator: self, owner: None });
+        };
+        let mut s = self.lock();
+        let running = s.jobs.values().filter(|j| j.run.is_some() && j.record.owner.as_ref() == Some(&owner)).count();
+        let submitting = s.submitting.get(&owner).copied().unwrap_or(0);
+        if running + submitting as usize >= limit as usize {
+            return Err(ServerError::TooManyActiveJobs { owner, limit });
+        }
+        *s.submitting.entry(owner.clone()).or_default() += 1;
+        Ok(ActiveJobSlot { coordinator: self, owner: Some(owner) })
+    }
+
+    pub async fn submit(&self, principal: &Principal, name: String, spec: JobSpec) -> Result<JobRecord, ServerError> {
+        self.admit(principal)?;
         if self.draining.load(Ordering::SeqCst) {
             return Err(ServerError::ShuttingDown);
         }
+        if name.chars().count() > MAX_JOB_NAME_CHARS {
+            return Err(ServerError::InvalidSpec(format!(
+                "the job name is {} characters long, at most {MAX_JOB_NAME_CHARS}",
+                name.chars().count()
+            )));
+        }
         spec.validate().map_err(|e| ServerError::InvalidSpec(e.to_string()))?;
+        let slot = self.reserve_active_job(principal)?;
         let id = {
             let mut s = self.lock();
             s.counter += 1;
@@ -381,38 +459,52 @@ impl Coordinator {
             last_step: None,
             last_evaluation: None,
             wall_time_before_s: 0.0,
+            owner: principal.owner(),
         };
-        let run = self.start_run(&record).await.map_err(|e| match e {
+        let run = self.start_run(&record, Some(self.config.max_model_parameters)).await.map_err(|e| match e {
             ServerError::Engine(message) => ServerError::InvalidSpec(message),
             other => other,
         })?;
         record.total_updates = run.schedule.total_updates;
         record.updates_per_epoch = run.schedule.updates_per_epoch;
         self.store.put_job(&record)?;
-        info!(job = %id, method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
+        info!(job = %id, owner = %principal.name, method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
         let (events, _) = broadcast::channel(1024);
         {
             let mut s = self.lock();
             s.jobs.insert(id, JobEntry { record: record.clone(), events, run: Some(run) });
+            slot.taken_over(&mut s);
             self.refresh_gauges(&s);
         }
         self.work.notify_waiters();
         Ok(record)
     }
 
-    pub fn get(&self, job: &str) -> Result<JobRecord, ServerError> {
-        self.lock().jobs.get(job).map(|j| j.record.clone()).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))
+    /// The job `job` as `principal` may see it: another user's job is not
+    /// found, so that its existence does not leak.
+    fn visible<'a>(s: &'a State, principal: &Principal, job: &str) -> Result<&'a JobEntry, ServerError> {
+        s.jobs
+            .get(job)
+            .filter(|entry| principal.can_see(&entry.record))
+            .ok_or_else(|| ServerError::JobNotFound(job.to_owned()))
     }
 
-    #[must_use]
-    pub fn list(&self) -> Vec<JobRecord> {
-        self.lock().jobs.values().map(|j| j.record.clone()).collect()
+    pub fn get(&self, principal: &Principal, job: &str) -> Result<JobRecord, ServerError> {
+        self.admit(principal)?;
+        Self::visible(&self.lock(), principal, job).map(|j| j.record.clone())
     }
 
-    pub async fn cancel(&self, job: &str) -> Result<JobRecord, ServerError> {
+    /// The jobs `principal` may see.
+    pub fn list(&self, principal: &Principal) -> Result<Vec<JobRecord>, ServerError> {
+        self.admit(principal)?;
+        Ok(self.lock().jobs.values().filter(|j| principal.can_see(&j.record)).map(|j| j.record.clone()).collect())
+    }
+
+    pub async fn cancel(&self, principal: &Principal, job: &str) -> Result<JobRecord, ServerError> {
+        self.admit(principal)?;
         let engine = {
             let s = self.lock();
-            let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+            let entry = Self::visible(&s, principal, job)?;
             match &entry.run {
                 Some(run) => run.engine.clone(),
                 None => return Ok(entry.record.clone()),
@@ -447,10 +539,11 @@ impl Coordinator {
     }
 
     /// The job's state as a checkpoint file, and the step it holds.
-    pub async fn export(&self, job: &str) -> Result<(u64, Vec<u8>), ServerError> {
+    pub async fn export(&self, principal: &Principal, job: &str) -> Result<(u64, Vec<u8>), ServerError> {
+        self.admit(principal)?;
         let (engine, step) = {
             let s = self.lock();
-            let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+            let entry = Self::visible(&s, principal, job)?;
             (entry.run.as_ref().map(|r| r.engine.clone()), entry.record.step)
         };
         match engine {
@@ -472,12 +565,14 @@ impl Coordinator {
     /// then the record if the job already ended) and a receiver of live events.
     pub fn watch(
         &self,
+        principal: &Principal,
         job: &str,
         from_step: u64,
     ) -> Result<(Vec<JobEvent>, Option<broadcast::Receiver<JobEvent>>), ServerError> {
+        self.admit(principal)?;
         let (receiver, record) = {
             let s = self.lock();
-            let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+            let entry = Self::visible(&s, principal, job)?;
             (entry.events.subscribe(), entry.record.clone())
         };
         let mut history: Vec<(u64, u8, JobEvent)> = Vec::new();

@@ -137,6 +137,9 @@ pub struct EngineConfig {
     pub checkpoint_every: u64,
     pub eval_every_epochs: u64,
     pub torch_threads: i32,
+    /// Refuse a model with more parameters, before any tensor is made
+    /// (new jobs; a resumed job was accepted already).
+    pub max_parameters: Option<u64>,
 }
 
 impl EngineHandle {
@@ -158,7 +161,7 @@ impl EngineHandle {
             })
             .map_err(|e| ServerError::Engine(format!("cannot start engine thread: {e}")))?;
         let init = init_rx.await.map_err(|_| ServerError::Engine("engine thread died".into()))?;
-        Ok((Self { tx }, init.map_err(ServerError::Engine)?))
+        Ok((Self { tx }, init?))
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ServerError> {
@@ -197,13 +200,18 @@ struct Engine {
 }
 
 impl Engine {
-    fn new(spec: JobSpec, config: EngineConfig) -> Result<(Self, EngineInit), String> {
+    fn new(spec: JobSpec, config: EngineConfig) -> Result<(Self, EngineInit), ServerError> {
         if config.torch_threads > 0 {
             tch::set_num_threads(config.torch_threads);
         }
-        let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment).map_err(|e| e.to_string())?;
+        let engine = |e: &dyn std::fmt::Display| ServerError::Engine(e.to_string());
+        let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment).map_err(|e| engine(&e))?;
         let model = Model::new(spec.model, data.shape, data.classes);
-        let schedule = Schedule::new(&spec, data.train.len()).map_err(|e| e.to_string())?;
+        let parameters = u64::try_from(model.num_parameters()).unwrap_or(u64::MAX);
+        if let Some(limit) = config.max_parameters.filter(|limit| parameters > *limit) {
+            return Err(ServerError::ModelTooLarge { model: spec.model.to_string(), parameters, limit });
+        }
+        let schedule = Schedule::new(&spec, data.train.len()).map_err(|e| engine(&e))?;
         let checkpoints = checkpoint::Rotation::in_dir(&config.checkpoint_dir);
         let (resumed, rejected) = checkpoints.load(&model, Device::Cpu);
         let state = match resumed {

@@ -24,18 +24,49 @@ pub enum ServerError {
     NonFinite(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// No credentials, or ones the server does not know.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Known credentials whose role may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A principal called the job API faster than its rate allows.
+    #[error(
+        "too many requests from '{principal}' (at most {per_second}/s, bursts of {burst}): retry in {} ms",
+        retry_after.as_millis().max(1)
+    )]
+    RateLimited { principal: String, per_second: f64, burst: u32, retry_after: std::time::Duration },
+    /// A principal already has as many running jobs as it may.
+    #[error(
+        "'{owner}' already has {limit} running jobs, as many as it may have at once: \
+         wait for one to end or cancel one, then submit again"
+    )]
+    TooManyActiveJobs { owner: String, limit: u32 },
+    /// A job whose model has more parameters than the server accepts.
+    #[error(
+        "model {model} has {parameters} parameters, more than this server accepts ({limit}, max_model_parameters)"
+    )]
+    ModelTooLarge { model: String, parameters: u64, limit: u64 },
     #[error("storage: {0}")]
     Storage(String),
     #[error("training engine: {0}")]
     Engine(String),
+    /// A credential file (certificate, key, CA) that cannot be used; the
+    /// message names it. Reported at startup.
+    #[error("{0}")]
+    Credentials(String),
 }
 
 impl From<ServerError> for Status {
     fn from(e: ServerError) -> Self {
         let message = e.to_string();
         match e {
-            ServerError::InvalidSpec(_) | ServerError::BadPush(_) | ServerError::NonFinite(_) => {
-                Status::invalid_argument(message)
+            ServerError::InvalidSpec(_)
+            | ServerError::BadPush(_)
+            | ServerError::NonFinite(_)
+            | ServerError::ModelTooLarge { .. } => Status::invalid_argument(message),
+            ServerError::RateLimited { .. } | ServerError::TooManyActiveJobs { .. } => {
+                Status::resource_exhausted(message)
             }
             ServerError::JobNotFound(_) | ServerError::UnknownWorker(_) | ServerError::UnknownLease(_) => {
                 Status::not_found(message)
@@ -44,7 +75,9 @@ impl From<ServerError> for Status {
                 Status::failed_precondition(message)
             }
             ServerError::ShuttingDown => Status::unavailable(message),
-            ServerError::Storage(_) | ServerError::Engine(_) => Status::internal(message),
+            ServerError::Unauthenticated(_) => Status::unauthenticated(message),
+            ServerError::PermissionDenied(_) => Status::permission_denied(message),
+            ServerError::Storage(_) | ServerError::Engine(_) | ServerError::Credentials(_) => Status::internal(message),
         }
     }
 }

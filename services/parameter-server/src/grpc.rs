@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::coordinator::{Coordinator, PushAdmission, PushHeader};
-use crate::domain::{JobEvent, JobRecord};
+use crate::domain::{JobEvent, JobRecord, Principal};
 use crate::error::ServerError;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -34,6 +34,13 @@ impl Handlers {
     pub fn new(coordinator: Arc<Coordinator>) -> Self {
         Self { coordinator }
     }
+}
+
+/// The caller, as the authentication layer put it in the request.
+fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
+    request.extensions().get::<Principal>().cloned().ok_or_else(|| {
+        Status::from(ServerError::Unauthenticated("the request carries no authenticated caller".to_owned()))
+    })
 }
 
 fn invalid(e: impl std::fmt::Display) -> Status {
@@ -70,6 +77,7 @@ fn job_to_wire(r: &JobRecord) -> v1::Job {
         skipped_updates: r.skipped_updates,
         last_step: r.last_step.as_ref().map(Into::into),
         last_evaluation: r.last_evaluation.as_ref().map(Into::into),
+        owner: r.owner.clone().unwrap_or_default(),
     }
 }
 
@@ -226,28 +234,31 @@ impl Handlers {
 impl JobService for Handlers {
     async fn submit_job(&self, request: Request<v1::SubmitJobRequest>) -> Result<Response<v1::Job>, Status> {
         let span = api_span("rwp.submit", &request);
+        let principal = principal(&request)?;
         let r = request.into_inner();
         let spec = r.spec.ok_or_else(|| Status::invalid_argument("invalid job spec: spec must be set"))?;
         let spec = JobSpec::try_from(spec).map_err(|e| Status::from(ServerError::InvalidSpec(e.to_string())))?;
-        let record = self.coordinator.submit(r.name, spec).instrument(span.clone()).await?;
+        let record = self.coordinator.submit(&principal, r.name, spec).instrument(span.clone()).await?;
         span.record("job", record.id.as_str());
         Ok(Response::new(job_to_wire(&record)))
     }
 
     async fn get_job(&self, request: Request<v1::GetJobRequest>) -> Result<Response<v1::Job>, Status> {
-        Ok(Response::new(job_to_wire(&self.coordinator.get(&request.into_inner().job_id)?)))
+        let principal = principal(&request)?;
+        Ok(Response::new(job_to_wire(&self.coordinator.get(&principal, &request.into_inner().job_id)?)))
     }
 
-    async fn list_jobs(&self, _: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsResponse>, Status> {
-        let jobs = self.coordinator.list().iter().map(job_to_wire).collect();
+    async fn list_jobs(&self, request: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let jobs = self.coordinator.list(&principal(&request)?)?.iter().map(job_to_wire).collect();
         Ok(Response::new(v1::ListJobsResponse { jobs }))
     }
 
     type WatchJobStream = BoxStream<v1::JobEvent>;
 
     async fn watch_job(&self, request: Request<v1::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+        let principal = principal(&request)?;
         let r = request.into_inner();
-        let (history, live) = self.coordinator.watch(&r.job_id, r.from_step)?;
+        let (history, live) = self.coordinator.watch(&principal, &r.job_id, r.from_step)?;
         let mut next_step = history
             .iter()
             .filter_map(|e| if let JobEvent::Step(m) = e { Some(m.step + 1) } else { None })
@@ -304,9 +315,10 @@ impl JobService for Handlers {
 
     async fn cancel_job(&self, request: Request<v1::CancelJobRequest>) -> Result<Response<v1::Job>, Status> {
         let span = api_span("rwp.cancel", &request);
+        let principal = principal(&request)?;
         let job = request.into_inner().job_id;
         span.record("job", job.as_str());
-        Ok(Response::new(job_to_wire(&self.coordinator.cancel(&job).instrument(span).await?)))
+        Ok(Response::new(job_to_wire(&self.coordinator.cancel(&principal, &job).instrument(span).await?)))
     }
 
     type ExportWeightsStream = BoxStream<v1::ExportChunk>;
@@ -315,7 +327,8 @@ impl JobService for Handlers {
         &self,
         request: Request<v1::ExportWeightsRequest>,
     ) -> Result<Response<Self::ExportWeightsStream>, Status> {
-        let (step, bytes) = self.coordinator.export(&request.into_inner().job_id).await?;
+        let principal = principal(&request)?;
+        let (step, bytes) = self.coordinator.export(&principal, &request.into_inner().job_id).await?;
         let bytes = Bytes::from(bytes);
         let total = bytes.len() as u64;
         let messages: Vec<_> = chunks(&bytes, self.coordinator.chunk_bytes())

@@ -12,7 +12,9 @@
 //! [`serve`] runs the gRPC services (`rwp.v1.WorkerService`,
 //! `rwp.v1.JobService`, `grpc.health.v1.Health`, reflection) until the
 //! `shutdown` future resolves, then drains: no new leases, in-flight updates
-//! finish, every running job is checkpointed.
+//! finish, every running job is checkpointed. With `tls_cert` and `tls_key`
+//! the port speaks TLS only (mutual TLS with `tls_client_ca`); `health_listen`
+//! adds a plaintext port with health alone, for probes that cannot speak TLS.
 
 pub mod config;
 pub mod coordinator;
@@ -21,7 +23,10 @@ pub mod engine;
 pub mod error;
 mod grpc;
 pub mod layers;
+pub mod limits;
+pub mod security;
 pub mod store;
+pub mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,10 +37,11 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::transport::Server;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::ServerConfig;
 pub use error::ServerError;
+pub use security::Security;
 
 /// Binds `config.listen` and serves until `shutdown` resolves.
 pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
@@ -57,8 +63,10 @@ pub async fn serve_with_listener(
 /// Extension points of the server.
 #[derive(Clone, Default)]
 pub struct ServeOptions {
-    /// The authentication slot: called with every request's headers (health
-    /// and reflection excepted); an error refuses the request with that status.
+    /// Replaces the authentication the configuration sets up (bearer tokens
+    /// of `tokens_file`, or none): called with every request's headers
+    /// (health and reflection excepted), it resolves the caller or refuses
+    /// the request with its error.
     pub authenticate: Option<layers::Authenticate>,
 }
 
@@ -75,15 +83,46 @@ pub async fn serve_with(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let security = Security::load(&config)?;
+    serve_with_security(listener, config, security, options, shutdown).await
+}
+
+/// [`serve_with`] with the credential files of `config` already read (by
+/// [`Security::load`]), so that a binary can report a bad one before it
+/// opens its port.
+pub async fn serve_with_security(
+    listener: TcpListener,
+    config: ServerConfig,
+    security: Security,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let local: SocketAddr = listener.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?;
     let max_message = config.max_message_bytes;
     let request_timeout = std::time::Duration::from_millis(config.request_timeout_ms);
+    let authenticate = match options.authenticate {
+        Some(custom) => custom,
+        None => {
+            match &security.tokens {
+                Some(tokens) => {
+                    let (users, admins, workers) = tokens.counts();
+                    info!(users, admins, workers, "callers need a bearer token of the tokens file");
+                }
+                None => warn!(
+                    "no tokens_file: every caller may submit, see and cancel every job and run tasks \
+                     (development mode); set tokens_file before the server is reachable by others"
+                ),
+            }
+            security.authenticate()
+        }
+    };
     let middleware = tower::ServiceBuilder::new()
         .load_shed()
         .concurrency_limit(config.max_concurrent_requests)
-        .layer(layers::AuthLayer::new(options.authenticate))
+        .layer(layers::AuthLayer::new(authenticate))
         .into_inner();
     let metrics_listen = config.metrics_listen;
+    let health_listen = config.health_listen;
     let metrics = std::sync::Arc::new(rwp_telemetry::Registry::new());
     let coordinator = coordinator::Coordinator::open(config, metrics.clone()).await?;
     // Also over OTLP when the OTEL_* variables ask for it; stops with the server.
@@ -110,12 +149,32 @@ pub async fn serve_with(
         .build_v1()
         .map_err(|e| ServerError::Storage(format!("reflection: {e}")))?;
 
+    // Probes that cannot speak TLS get health alone, in plaintext, until the
+    // main port has drained.
+    let health_server = match health_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|e| ServerError::Storage(format!("cannot listen on {address} (health_listen): {e}")))?;
+            info!(address = %listener.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?, "plaintext health endpoint listening");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = Server::builder().add_service(health_service.clone()).serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            );
+            Some((stop, tokio::spawn(server)))
+        }
+        None => None,
+    };
+
     let incoming = TcpListenerStream::new(listener).map(|stream| {
         stream.inspect(|s| {
             let _ = s.set_nodelay(true);
         })
     });
-    info!(address = %local, "parameter server listening");
+    info!(address = %local, tls = security.tls.is_some(), "parameter server listening");
     let drain = {
         let coordinator = coordinator.clone();
         async move {
@@ -126,7 +185,11 @@ pub async fn serve_with(
             coordinator.drain().await;
         }
     };
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = security.tls {
+        server = server.tls_config(tls).map_err(|e| ServerError::Credentials(format!("TLS: {e}")))?;
+    }
+    let served = server
         .timeout(request_timeout)
         .layer(middleware)
         .initial_stream_window_size(8 << 20)
@@ -146,7 +209,12 @@ pub async fn serve_with(
         )
         .serve_with_incoming_shutdown(incoming, drain)
         .await
-        .map_err(|e| ServerError::Storage(format!("server: {e}")))?;
+        .map_err(|e| ServerError::Storage(format!("server: {e}")));
+    if let Some((stop, handle)) = health_server {
+        let _ = stop.send(());
+        let _ = handle.await;
+    }
+    served?;
     if let Some(handle) = metrics_server {
         let _ = handle.await;
     }

@@ -1,19 +1,26 @@
 //! `rwp-server`: the parameter server binary. Configuration in layers
 //! (defaults, `--config` TOML file, `RWP_*` environment, flags); SIGTERM or
-//! Ctrl-C drains and exits 0.
+//! Ctrl-C drains and exits 0. `rwp-server token new|hash` makes entries of
+//! the tokens file.
 
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 use rwp_parameter_server::config::{ConfigLayer, ServerConfig};
+use rwp_parameter_server::domain::Role;
+use rwp_parameter_server::tokens;
+use rwp_parameter_server::{Security, ServeOptions};
 use tokio::net::TcpListener;
 
 /// The RWP parameter server.
 #[derive(Debug, Parser)]
 #[command(name = "rwp-server", version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML file with any of the settings below (unknown keys are rejected).
     #[arg(long, env = "RWP_SERVER_CONFIG")]
     config: Option<PathBuf>,
@@ -59,9 +66,102 @@ struct Args {
     /// Requests handled at once; more are refused with UNAVAILABLE.
     #[arg(long, env = "RWP_MAX_CONCURRENT_REQUESTS")]
     max_concurrent_requests: Option<usize>,
+    /// PEM certificate chain of the gRPC port; with --tls-key the port speaks TLS only.
+    #[arg(long, env = "RWP_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RWP_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates: clients must present a certificate chaining to one (mutual TLS).
+    #[arg(long, env = "RWP_TLS_CLIENT_CA", value_name = "PEM")]
+    tls_client_ca: Option<PathBuf>,
+    /// Plaintext gRPC address serving only grpc.health.v1.Health (for probes that cannot speak TLS); off when unset.
+    #[arg(long, env = "RWP_HEALTH_LISTEN")]
+    health_listen: Option<SocketAddr>,
+    /// TOML file of the bearer tokens callers must present; unset: every caller may do everything.
+    #[arg(long, env = "RWP_TOKENS_FILE", value_name = "TOML")]
+    tokens_file: Option<PathBuf>,
+    /// Jobs one token may have running at once (a token's entry may say otherwise).
+    #[arg(long, env = "RWP_MAX_ACTIVE_JOBS_PER_TOKEN", value_name = "N")]
+    max_active_jobs_per_token: Option<u32>,
+    /// Most parameters of a job's model; larger ones are refused at submit.
+    #[arg(long, env = "RWP_MAX_MODEL_PARAMETERS", value_name = "N")]
+    max_model_parameters: Option<u64>,
+    /// Job API requests per second one token may make on average (a token's entry may say otherwise).
+    #[arg(long, env = "RWP_REQUESTS_PER_SECOND", value_name = "RATE")]
+    requests_per_second: Option<f64>,
+    /// Job API requests one token may make at once after a quiet spell.
+    #[arg(long, env = "RWP_REQUEST_BURST", value_name = "N")]
+    request_burst: Option<u32>,
     /// Log format: text or json.
     #[arg(long, env = "RWP_LOG_FORMAT", default_value = "text")]
     log_format: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bearer tokens for the tokens file
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a random token: prints it (once; it is stored nowhere), then its tokens-file entry, which holds only its SHA-256
+    New {
+        /// Who the token is for: owner of the jobs it submits
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: TokenRole,
+    },
+    /// Print the SHA-256 of a token read from stdin, as the tokens file holds it
+    Hash,
+}
+
+/// The roles a token may have.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TokenRole {
+    /// Submits jobs; sees and controls its own
+    User,
+    /// Sees and controls every job
+    Admin,
+    /// Runs gradient tasks (rwp.v1.WorkerService only)
+    Worker,
+}
+
+impl From<TokenRole> for Role {
+    fn from(role: TokenRole) -> Self {
+        match role {
+            TokenRole::User => Role::User,
+            TokenRole::Admin => Role::Admin,
+            TokenRole::Worker => Role::Worker,
+        }
+    }
+}
+
+fn token_command(command: TokenCommand) -> Result<(), String> {
+    match command {
+        TokenCommand::New { name, role } => {
+            tokens::check_name(&name)?;
+            let token = tokens::new_token().map_err(|e| e.to_string())?;
+            eprintln!("The token for {name} is on the first line: hand it over now, it is stored nowhere.");
+            println!("{token}");
+            println!("# Add to the tokens file (tokens_file); the entry holds only the token's SHA-256:");
+            print!("{}", tokens::token_entry(&name, role.into(), &token));
+            Ok(())
+        }
+        TokenCommand::Hash => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map_err(|e| format!("cannot read stdin: {e}"))?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err("no token on stdin".to_owned());
+            }
+            println!("{}", tokens::hash_token(token));
+            Ok(())
+        }
+    }
 }
 
 impl Args {
@@ -85,6 +185,15 @@ impl Args {
             metrics_listen: self.metrics_listen,
             request_timeout_ms: self.request_timeout_ms,
             max_concurrent_requests: self.max_concurrent_requests,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
+            health_listen: self.health_listen,
+            tokens_file: self.tokens_file.clone(),
+            max_active_jobs_per_token: self.max_active_jobs_per_token,
+            max_model_parameters: self.max_model_parameters,
+            requests_per_second: self.requests_per_second,
+            request_burst: self.request_burst,
         });
         ServerConfig::from_layers(&layers).map_err(|e| e.to_string())
     }
@@ -101,15 +210,29 @@ async fn shutdown_signal() {
 async fn run(args: Args) -> Result<(), String> {
     let _telemetry = rwp_telemetry::init("rwp-server", &args.log_format)?;
     let config = args.config()?;
+    // Credential files are read before the port opens: a bad one is named and nothing listens.
+    let security = Security::load(&config).map_err(|e| e.to_string())?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     println!("rwp-server listening on {address}");
-    rwp_parameter_server::serve_with_listener(listener, config, shutdown_signal()).await.map_err(|e| e.to_string())
+    let options = ServeOptions::default();
+    rwp_parameter_server::serve_with_security(listener, config, security, options, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Command::Token(command)) = args.command.take() {
+        return match token_command(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

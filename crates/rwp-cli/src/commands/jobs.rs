@@ -6,12 +6,13 @@ use serde_json::{json, Value};
 use crate::format::{age_seconds, format_age, format_duration, metric};
 use crate::table::{Align, Table};
 
-/// The `rwp list` table: ID, NAME, METHOD, MODEL, STATE, STEP/TOTAL, LOSS, TEST ACC, AGE.
+/// The `rwp list` table: ID, NAME, OWNER, METHOD, MODEL, STATE, STEP/TOTAL, LOSS, TEST ACC, AGE.
 #[must_use]
 pub fn jobs_table(jobs: &[Job], now_unix_ms: i64) -> String {
     let mut table = Table::new(&[
         ("ID", Align::Left),
         ("NAME", Align::Left),
+        ("OWNER", Align::Left),
         ("METHOD", Align::Left),
         ("MODEL", Align::Left),
         ("STATE", Align::Left),
@@ -24,6 +25,7 @@ pub fn jobs_table(jobs: &[Job], now_unix_ms: i64) -> String {
         table.push(vec![
             job.id.clone(),
             if job.name.is_empty() { "-".to_owned() } else { job.name.clone() },
+            job.owner.clone().unwrap_or_else(|| "-".to_owned()),
             job.spec.method.to_string(),
             job.spec.model.to_string(),
             job.state.to_string(),
@@ -129,6 +131,9 @@ pub fn job_detail(job: &Job, now_unix_ms: i64) -> String {
     if !job.name.is_empty() {
         rows.push(("name", job.name.clone()));
     }
+    if let Some(owner) = &job.owner {
+        rows.push(("owner", owner.clone()));
+    }
     rows.push(("state", job.state.to_string()));
     let percent = if job.total_updates > 0 { 100.0 * job.step as f64 / job.total_updates as f64 } else { 0.0 };
     let mut progress = format!("{}/{} updates ({percent:.1}%)", job.step, job.total_updates);
@@ -180,6 +185,7 @@ pub fn job_json(job: &Job) -> Value {
     json!({
         "id": job.id,
         "name": job.name,
+        "owner": job.owner,
         "state": job.state.name(),
         "step": job.step,
         "total_updates": job.total_updates,
@@ -250,6 +256,7 @@ pub(crate) mod tests {
                 test_accuracy: 0.61234,
                 wall_time_s: 21.0,
             }),
+            owner: Some("alice".into()),
         }
     }
 
@@ -262,12 +269,13 @@ pub(crate) mod tests {
         other.state = JobState::Failed;
         other.last_step = None;
         other.last_evaluation = None;
+        other.owner = None;
         let text = jobs_table(&[sample_job(), other], 1_000_000 + 300_000);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert_eq!(lines[0], "ID        NAME  METHOD  MODEL      STATE    STEP/TOTAL    LOSS  TEST ACC  AGE");
-        assert_eq!(lines[1], "j-000001  demo  m-arwp  small-cnn  running     120/240  1.2346    0.6123   5m");
-        assert_eq!(lines[2], "j-000002  -     sgd     small-cnn  failed      120/240       -         -   5m");
+        assert_eq!(lines[0], "ID        NAME  OWNER  METHOD  MODEL      STATE    STEP/TOTAL    LOSS  TEST ACC  AGE");
+        assert_eq!(lines[1], "j-000001  demo  alice  m-arwp  small-cnn  running     120/240  1.2346    0.6123   5m");
+        assert_eq!(lines[2], "j-000002  -     -      sgd     small-cnn  failed      120/240       -         -   5m");
     }
 
     #[test]
@@ -278,6 +286,7 @@ pub(crate) mod tests {
         let text = job_detail(&job, 1_300_000);
         for want in [
             "job           j-000001",
+            "owner         alice",
             "state         failed",
             "progress      120/240 updates (50.0%), epoch 15 of 30",
             "method        m-arwp",
@@ -301,6 +310,7 @@ pub(crate) mod tests {
         job.last_step.as_mut().unwrap().loss = f64::NAN;
         let value = job_json(&job);
         assert_eq!(value["id"], "j-000001");
+        assert_eq!(value["owner"], "alice");
         assert_eq!(value["state"], "running");
         assert_eq!(value["last_step"]["loss"], Value::Null);
         assert_eq!(value["last_evaluation"]["test_accuracy"], 0.61234);

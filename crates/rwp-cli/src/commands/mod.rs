@@ -6,10 +6,11 @@ mod plot;
 mod watch;
 
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use clap::CommandFactory;
-use rwp_sdk::{Client, ClientConfig, JobState, SdkError};
+use rwp_sdk::{read_token_file, Client, ClientConfig, JobState, Pem, SdkError};
 
 use crate::cli::{Cli, Command, ConnectionArgs, SubmitArgs};
 use crate::error::CliError;
@@ -39,11 +40,24 @@ impl Connection {
         // `host:port` alone means plaintext HTTP/2.
         let endpoint = if server.contains("://") { server.to_owned() } else { format!("http://{server}") };
         let mut config = ClientConfig::new(endpoint);
-        if let Some(path) = &args.tls_ca {
-            let pem = std::fs::read(path)
-                .map_err(|e| CliError::Usage(format!("cannot read the CA certificate {}: {e}", path.display())))?;
-            config.tls_ca_pem = Some(pem);
+        if args.tls_cert.is_some() != args.tls_key.is_some() {
+            return Err(CliError::Usage("--tls-cert and --tls-key go together (mutual TLS needs both)".into()));
         }
+        config.tls_ca = read_pem(args.tls_ca.as_deref(), "--tls-ca")?;
+        config.tls_client_cert = read_pem(args.tls_cert.as_deref(), "--tls-cert")?;
+        config.tls_client_key = read_pem(args.tls_key.as_deref(), "--tls-key")?;
+        config.token = match (&args.token, &args.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(CliError::Usage(
+                    "give the token once: --token (RWP_TOKEN) or --token-file (RWP_TOKEN_FILE)".into(),
+                ))
+            }
+            (Some(token), None) => Some(token.clone()),
+            (None, Some(path)) => {
+                Some(read_token_file(path).map_err(|e| CliError::Usage(format!("--token-file: {e}")))?)
+            }
+            (None, None) => None,
+        };
         config.tls_domain.clone_from(&args.tls_domain);
         config.attempts = args.retries.saturating_add(1);
         config.connect_timeout = Duration::from_secs_f64(args.connect_timeout);
@@ -83,6 +97,11 @@ impl Connection {
             .into()),
         }
     }
+}
+
+/// Reads the PEM file of a flag, if given; errors name the flag and the file.
+fn read_pem(path: Option<&Path>, flag: &str) -> Result<Option<Pem>, CliError> {
+    path.map(Pem::read).transpose().map_err(|e| CliError::Usage(format!("{flag}: {e}")))
 }
 
 /// Runs one parsed command line; returns the process's exit status.

@@ -38,6 +38,8 @@ pub struct MockJob {
 pub struct Recorded {
     pub submitted: Vec<(String, JobSpec)>,
     pub cancelled: Vec<String>,
+    /// The `authorization` metadata of each `ListJobs` call.
+    pub authorization: Vec<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -129,7 +131,9 @@ impl JobService for Service {
         jobs.get(&id).map(|j| Response::new(j.record.clone())).ok_or_else(|| not_found(&id))
     }
 
-    async fn list_jobs(&self, _: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsResponse>, Status> {
+    async fn list_jobs(&self, request: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        self.recorded.lock().unwrap().authorization.push(authorization);
         let jobs = self.jobs.lock().unwrap().values().map(|j| j.record.clone()).collect();
         Ok(Response::new(v1::ListJobsResponse { jobs }))
     }
@@ -221,6 +225,7 @@ pub fn job(id: &str, name: &str, method: Method, state: v1::JobState, step: u64,
         skipped_updates: 0,
         last_step: (step > 0).then(|| step_metrics(step - 1, 1.0)),
         last_evaluation: None,
+        owner: "alice".to_owned(),
     }
 }
 

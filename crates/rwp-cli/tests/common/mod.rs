@@ -13,16 +13,35 @@ pub fn rwp_bin() -> &'static str {
     env!("CARGO_BIN_EXE_rwp")
 }
 
+/// The environment variables of the CLI: the tests' own settings only.
+const RWP_VARIABLES: [&str; 9] = [
+    "RWP_SERVER",
+    "RWP_TLS_CA",
+    "RWP_TLS_CERT",
+    "RWP_TLS_KEY",
+    "RWP_TLS_DOMAIN",
+    "RWP_TOKEN",
+    "RWP_TOKEN_FILE",
+    "RWP_RETRIES",
+    "RWP_SERVER_CONFIG",
+];
+
 /// Runs `rwp args...` with no server configured by the environment, killing
 /// it after `deadline`; returns its output and how long it took.
 pub fn rwp_within(args: &[&str], deadline: Duration) -> (Output, Duration) {
+    rwp_with_env(args, &[], deadline)
+}
+
+/// [`rwp_within`] with the environment variables `vars` set.
+pub fn rwp_with_env(args: &[&str], vars: &[(&str, &str)], deadline: Duration) -> (Output, Duration) {
     let start = Instant::now();
-    let mut child = Command::new(rwp_bin())
+    let mut command = Command::new(rwp_bin());
+    for name in RWP_VARIABLES {
+        command.env_remove(name);
+    }
+    let mut child = command
         .args(args)
-        .env_remove("RWP_SERVER")
-        .env_remove("RWP_TLS_CA")
-        .env_remove("RWP_TLS_DOMAIN")
-        .env_remove("RWP_RETRIES")
+        .envs(vars.iter().copied())
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -361,7 +361,7 @@ pub fn worker_config(server: &str) -> WorkerConfig {
         chunk_bytes: 4096,
         max_backoff_ms: 400,
         drain_timeout_ms: 30_000,
-        metrics_listen: None,
+        ..WorkerConfig::default()
     }
 }
 
