@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use bytes::Bytes;
+use rwp_spec::payload::{Announced, PushMessage};
 use rwp_spec::{
     DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelKind, NonFinitePolicy, Role,
     SigmaSchedule, StepMetrics,
@@ -147,6 +149,29 @@ pub fn encoding_from_wire(value: i32) -> Result<GradientEncoding, ConversionErro
     match v1::GradientEncoding::try_from(value).map_err(|_| unknown("encoding", value))? {
         v1::GradientEncoding::Unspecified | v1::GradientEncoding::F32 => Ok(GradientEncoding::F32),
         v1::GradientEncoding::Bf16 => Ok(GradientEncoding::Bf16),
+    }
+}
+
+/// A push header's announced encoding and byte counts, for
+/// [`rwp_spec::payload::Layout::expect`].
+pub fn announced_from_wire(h: &v1::GradientHeader) -> Result<Announced, ConversionError> {
+    Ok(Announced {
+        encoding: encoding_from_wire(h.encoding)?,
+        gradient_bytes: h.gradient_bytes,
+        buffer_bytes: h.buffer_bytes,
+    })
+}
+
+/// A message of a `PushGradient` stream, for the transport-free checks of
+/// [`rwp_spec::payload`].
+impl From<v1::GradientChunk> for PushMessage<v1::GradientHeader, Bytes> {
+    fn from(chunk: v1::GradientChunk) -> Self {
+        use v1::gradient_chunk::Part;
+        match chunk.part {
+            Some(Part::Header(h)) => PushMessage::Header(h),
+            Some(Part::Data(data)) => PushMessage::Data(data),
+            None => PushMessage::Empty,
+        }
     }
 }
 
@@ -381,6 +406,26 @@ mod tests {
             assert_eq!(job_state_from_wire(v1::JobState::from(s) as i32).unwrap(), s);
         }
         assert_eq!(job_state_from_wire(0).unwrap_err().field, "job.state");
+    }
+
+    #[test]
+    fn push_messages_and_announced_sizes_convert() {
+        use v1::gradient_chunk::Part;
+        let header = v1::GradientHeader {
+            encoding: v1::GradientEncoding::Bf16 as i32,
+            gradient_bytes: 10,
+            buffer_bytes: 4,
+            ..v1::GradientHeader::default()
+        };
+        let announced = announced_from_wire(&header).unwrap();
+        assert_eq!(announced, Announced { encoding: GradientEncoding::Bf16, gradient_bytes: 10, buffer_bytes: 4 });
+        let err = announced_from_wire(&v1::GradientHeader { encoding: 7, ..header.clone() }).unwrap_err();
+        assert_eq!(err.to_string(), "encoding: unknown value 7");
+        let data = Bytes::from_static(&[1, 2]);
+        let message = |part| PushMessage::from(v1::GradientChunk { part });
+        assert_eq!(message(Some(Part::Header(header.clone()))), PushMessage::Header(header));
+        assert_eq!(message(Some(Part::Data(data.clone()))), PushMessage::Data(data));
+        assert_eq!(message(None), PushMessage::Empty);
     }
 
     #[test]
