@@ -10,7 +10,7 @@ endif
 CARGO ?= cargo
 SETUP_STAMP := .cargo/config.toml
 
-.PHONY: setup build release test fmt lint demo demo-local bench bench-distributed k8s-check clean
+.PHONY: setup build release test fmt lint fuzz demo demo-local bench bench-distributed k8s-check clean
 
 $(SETUP_STAMP): scripts/setup-libtorch.sh
 	./scripts/setup-libtorch.sh
@@ -47,6 +47,13 @@ fmt:
 
 lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## cargo-fuzz targets (fuzz/): job files, protobuf job specs, gradient
+## pushes, each for FUZZ_SECONDS; a summary line per target. Not part of
+## `test` (crashes found become regression tests there). No libtorch.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
 
 ## README command one: server, two workers, an m-arwp and an sgd job, summary and plot.
 demo: release
