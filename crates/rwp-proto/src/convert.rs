@@ -428,6 +428,29 @@ mod tests {
         assert_eq!(message(None), PushMessage::Empty);
     }
 
+    /// Found by the `proto_job_spec` fuzz target (fuzz/): an m-rwp
+    /// `SubmitJobRequest` with `rho` = NaN (bytes `0xff` × 8) passed
+    /// validation, since only sam's ρ was checked, and a NaN went into the
+    /// stored spec.
+    #[test]
+    fn a_nan_rho_from_the_wire_is_refused_for_every_method() {
+        use prost::Message;
+        const CRASH: [u8; 130] = [
+            10, 15, 114, 101, 102, 101, 114, 101, 110, 99, 101, 45, 109, 45, 114, 119, 112, 18, 111, 8, 5, 16, 2, 24,
+            1, 48, 30, 64, 128, 2, 72, 1, 80, 1, 97, 154, 153, 153, 153, 153, 153, 185, 63, 105, 205, 204, 204, 204,
+            204, 204, 236, 63, 121, 252, 169, 241, 210, 77, 98, 80, 63, 130, 1, 2, 34, 0, 145, 1, 123, 20, 174, 71,
+            225, 122, 132, 63, 154, 1, 2, 10, 0, 161, 1, 0, 0, 0, 0, 0, 0, 224, 63, 169, 1, 154, 153, 153, 153, 153,
+            153, 185, 63, 177, 1, 174, 71, 225, 122, 20, 174, 239, 63, 185, 1, 255, 255, 255, 255, 255, 255, 255, 255,
+            192, 1, 1, 200, 1, 1, 208, 1, 1,
+        ];
+        let request = v1::SubmitJobRequest::decode(CRASH.as_slice()).unwrap();
+        let spec = JobSpec::try_from(request.spec.unwrap()).unwrap();
+        assert_eq!(spec.method, Method::MRwp);
+        assert!(spec.rho.is_nan());
+        let err = spec.validate().unwrap_err();
+        assert_eq!(err.to_string(), "rho = NaN is out of range: must be a finite number >= 0");
+    }
+
     #[test]
     fn unset_enums_and_schedules_are_named() {
         let wire = v1::JobSpec::from(&JobSpec::reference(Method::Sgd));
