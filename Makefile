@@ -10,7 +10,7 @@ endif
 CARGO ?= cargo
 SETUP_STAMP := .cargo/config.toml
 
-.PHONY: setup build release test fmt lint demo demo-local bench bench-gpu bench-local chaos load k8s-check clean
+.PHONY: setup build release test fmt lint fuzz demo demo-local bench bench-gpu bench-local chaos load k8s-check clean
 
 $(SETUP_STAMP): scripts/setup-libtorch.sh
 	./scripts/setup-libtorch.sh
@@ -64,6 +64,13 @@ chaos: setup
 ## server memory, and every job checked against the single-process trainer.
 load: release
 	RUST_LOG=error target/release/load-test
+
+## cargo-fuzz targets (fuzz/): job files, protobuf job specs, gradient
+## pushes, each for FUZZ_SECONDS; a summary line per target. Not part of
+## `test` (crashes found become regression tests there). No libtorch.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
 
 ## README command one: server, two workers, an m-arwp and an sgd job, summary and plot.
 demo: release

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use bytes::Bytes;
+use rwp_spec::payload::{Announced, PushMessage};
 use rwp_spec::{
     DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelKind, NonFinitePolicy, Role,
     SigmaSchedule, StepMetrics,
@@ -147,6 +149,29 @@ pub fn encoding_from_wire(value: i32) -> Result<GradientEncoding, ConversionErro
     match v1::GradientEncoding::try_from(value).map_err(|_| unknown("encoding", value))? {
         v1::GradientEncoding::Unspecified | v1::GradientEncoding::F32 => Ok(GradientEncoding::F32),
         v1::GradientEncoding::Bf16 => Ok(GradientEncoding::Bf16),
+    }
+}
+
+/// A push header's announced encoding and byte counts, for
+/// [`rwp_spec::payload::Layout::expect`].
+pub fn announced_from_wire(h: &v1::GradientHeader) -> Result<Announced, ConversionError> {
+    Ok(Announced {
+        encoding: encoding_from_wire(h.encoding)?,
+        gradient_bytes: h.gradient_bytes,
+        buffer_bytes: h.buffer_bytes,
+    })
+}
+
+/// A message of a `PushGradient` stream, for the transport-free checks of
+/// [`rwp_spec::payload`].
+impl From<v1::GradientChunk> for PushMessage<v1::GradientHeader, Bytes> {
+    fn from(chunk: v1::GradientChunk) -> Self {
+        use v1::gradient_chunk::Part;
+        match chunk.part {
+            Some(Part::Header(h)) => PushMessage::Header(h),
+            Some(Part::Data(data)) => PushMessage::Data(data),
+            None => PushMessage::Empty,
+        }
     }
 }
 
@@ -410,5 +435,48 @@ mod tests {
             let err = JobSpec::try_from(bad).unwrap_err();
             assert_eq!(err.to_string(), format!("{field}: {reason}"));
         }
+    }
+
+    #[test]
+    fn push_messages_and_announced_sizes_convert() {
+        use v1::gradient_chunk::Part;
+        let header = v1::GradientHeader {
+            encoding: v1::GradientEncoding::Bf16 as i32,
+            gradient_bytes: 10,
+            buffer_bytes: 4,
+            ..v1::GradientHeader::default()
+        };
+        let announced = announced_from_wire(&header).unwrap();
+        assert_eq!(announced, Announced { encoding: GradientEncoding::Bf16, gradient_bytes: 10, buffer_bytes: 4 });
+        let err = announced_from_wire(&v1::GradientHeader { encoding: 7, ..header.clone() }).unwrap_err();
+        assert_eq!(err.to_string(), "encoding: unknown value 7");
+        let data = Bytes::from_static(&[1, 2]);
+        let message = |part| PushMessage::from(v1::GradientChunk { part });
+        assert_eq!(message(Some(Part::Header(header.clone()))), PushMessage::Header(header));
+        assert_eq!(message(Some(Part::Data(data.clone()))), PushMessage::Data(data));
+        assert_eq!(message(None), PushMessage::Empty);
+    }
+
+    /// Found by the `proto_job_spec` fuzz target (fuzz/): an m-rwp
+    /// `SubmitJobRequest` with `rho` = NaN (bytes `0xff` × 8) passed
+    /// validation, since only sam's ρ was checked, and a NaN went into the
+    /// stored spec.
+    #[test]
+    fn a_nan_rho_from_the_wire_is_refused_for_every_method() {
+        use prost::Message;
+        const CRASH: [u8; 130] = [
+            10, 15, 114, 101, 102, 101, 114, 101, 110, 99, 101, 45, 109, 45, 114, 119, 112, 18, 111, 8, 5, 16, 2, 24,
+            1, 48, 30, 64, 128, 2, 72, 1, 80, 1, 97, 154, 153, 153, 153, 153, 153, 185, 63, 105, 205, 204, 204, 204,
+            204, 204, 236, 63, 121, 252, 169, 241, 210, 77, 98, 80, 63, 130, 1, 2, 34, 0, 145, 1, 123, 20, 174, 71,
+            225, 122, 132, 63, 154, 1, 2, 10, 0, 161, 1, 0, 0, 0, 0, 0, 0, 224, 63, 169, 1, 154, 153, 153, 153, 153,
+            153, 185, 63, 177, 1, 174, 71, 225, 122, 20, 174, 239, 63, 185, 1, 255, 255, 255, 255, 255, 255, 255, 255,
+            192, 1, 1, 200, 1, 1, 208, 1, 1,
+        ];
+        let request = v1::SubmitJobRequest::decode(CRASH.as_slice()).unwrap();
+        let spec = JobSpec::try_from(request.spec.unwrap()).unwrap();
+        assert_eq!(spec.method, Method::MRwp);
+        assert!(spec.rho.is_nan());
+        let err = spec.validate().unwrap_err();
+        assert_eq!(err.to_string(), "rho = NaN is out of range: must be a finite number >= 0");
     }
 }

@@ -8,8 +8,8 @@
 mod convert;
 
 pub use convert::{
-    dataset_from_wire, encoding_from_wire, job_state_from_wire, method_from_wire, model_from_wire, role_from_wire,
-    ConversionError,
+    announced_from_wire, dataset_from_wire, encoding_from_wire, job_state_from_wire, method_from_wire, model_from_wire,
+    role_from_wire, ConversionError,
 };
 
 /// Version 1 of the contract.

@@ -133,6 +133,22 @@ mod tests {
         assert!(err.starts_with("job.toml"), "{err}");
     }
 
+    /// Found by the `job_file` fuzz target (fuzz/): `data_dir = ""` passed
+    /// validation here, but an empty string is an unset field on the wire, so
+    /// the server refused the job ("dataset mnist needs a data directory").
+    #[test]
+    fn an_empty_data_dir_is_refused_before_it_is_lost_on_the_wire() {
+        let text =
+            "name = \"arwp\"\nmethod = \"arwp\"\ndataset = \"mnist\"\ndata_dir = \"\"\nepochs = 1\nbatch_size = 2\n";
+        let err = JobFile::parse(text, "j").unwrap().into_spec().unwrap_err().to_string();
+        assert_eq!(err, "job file: data_dir = \"\" is out of range: must not be empty (leave it out when the dataset needs no files)");
+        let synthetic = "method = \"sgd\"\ndata_dir = \"\"\n";
+        let err = JobFile::parse(synthetic, "j").unwrap().into_spec().unwrap_err().to_string();
+        assert!(err.contains("data_dir"), "{err}");
+        let fine = text.replace("data_dir = \"\"", "data_dir = \"/data/mnist\"");
+        assert!(JobFile::parse(&fine, "j").unwrap().into_spec().is_ok());
+    }
+
     #[test]
     fn out_of_range_values_and_a_missing_method_are_refused() {
         let err = JobFile::parse("method = \"m-rwp\"\nlambda = 2.0\n", "j").unwrap().into_spec().unwrap_err();

@@ -3,7 +3,9 @@
 //!
 //! - [`JobSpec`]: method, model, data and hyper-parameters, validated;
 //! - [`Schedule`]: learning rate and σ per update (ALGORITHMS.md, "Schedules");
-//! - [`plan`]: the tasks of an update and the samples and seeds of each task.
+//! - [`plan`]: the tasks of an update and the samples and seeds of each task;
+//! - [`payload`]: the byte layout of a shard result and the server's checks
+//!   on a pushed one (sizes, order of messages, finite values).
 //!
 //! Seeds are derived with [`rng::derive_seed`] from the job's root seed and a
 //! path `(tag, ...)`: initial weights `(1)`, the sample order of a stream in an
@@ -13,6 +15,7 @@
 
 pub mod job;
 mod method;
+pub mod payload;
 pub mod plan;
 pub mod rng;
 mod spec;

@@ -203,6 +203,11 @@ impl JobSpec {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(bad("lr", self.lr, "must be a finite number > 0"));
         }
+        // The warmup computes `lr · (t + 1) / warmup_updates` (in that order,
+        // as the reference does), which must not overflow.
+        if !(self.lr * self.warmup_updates as f64).is_finite() {
+            return Err(bad("lr", self.lr, "lr times warmup_updates must be finite"));
+        }
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(bad("momentum", self.momentum, "must be in [0, 1)"));
         }
@@ -225,6 +230,8 @@ impl JobSpec {
         } else {
             finite_non_negative("rho", self.rho)?;
         }
+        // Other methods ignore ρ, but it is part of the spec that is stored and shown.
+        finite_non_negative("rho", self.rho)?;
         match &self.lr_schedule {
             LrSchedule::Step { milestones, gamma } => {
                 if !(gamma.is_finite() && *gamma > 0.0 && *gamma <= 1.0) {
@@ -249,6 +256,15 @@ impl JobSpec {
         }
         if let SigmaSchedule::CosineIncreasing { inc } = self.sigma_schedule {
             finite_non_negative("sigma_schedule.inc", inc)?;
+            // σ at its peak, computed as `Schedule::sigma_at` does (1 − cos ≤ 2).
+            if !(self.sigma * (1.0 + inc * 2.0 / 2.0)).is_finite() {
+                return Err(bad("sigma_schedule.inc", inc, "sigma times (1 + inc) must be finite"));
+            }
+        }
+        // On the wire an empty data_dir is an unset one: refuse it here, so
+        // that a spec valid for the client is the same spec for the server.
+        if self.data_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(bad("data_dir", "\"\"", "must not be empty (leave it out when the dataset needs no files)"));
         }
         if self.dataset.needs_files() && self.data_dir.is_none() {
             return Err(SpecError::MissingDataDir { dataset: self.dataset });
@@ -296,7 +312,12 @@ impl Schedule {
                 rule: "must not exceed the training set size",
             });
         }
-        let planned_updates = updates_per_epoch * u64::from(spec.epochs);
+        let planned_updates =
+            updates_per_epoch.checked_mul(u64::from(spec.epochs)).ok_or_else(|| SpecError::OutOfRange {
+                field: "epochs",
+                value: spec.epochs.to_string(),
+                rule: "epochs times the updates per epoch must fit in 64 bits",
+            })?;
         let total_updates = spec.max_updates.map_or(planned_updates, |m| m.min(planned_updates));
         Ok(Self {
             lr: spec.lr,
@@ -465,10 +486,14 @@ mod tests {
         rejects(&s, "rho");
         s.rho = f64::NAN;
         rejects(&s, "rho");
-        // Other methods ignore rho.
+        // Other methods ignore rho, but it must still be a number.
         let mut s = JobSpec::reference(Method::Sgd);
         s.rho = 0.0;
         assert_eq!(s.validate(), Ok(()));
+        for bad in [f64::NAN, f64::INFINITY, -0.1] {
+            s.rho = bad;
+            rejects(&s, "rho");
+        }
     }
 
     /// One out-of-range value per case; the error must blame that field.
@@ -604,6 +629,68 @@ mod tests {
         assert_eq!(schedule(&s, 105).total_updates, 30);
         let err = Schedule::new(&s, 9).unwrap_err();
         assert!(err.to_string().contains("batch_size"), "{err}");
+    }
+
+    /// Found by the `job_file` fuzz target (fuzz/): the README's job file with
+    /// `epochs = 400`, planned over a training set of `usize::MAX` samples,
+    /// overflowed `updates_per_epoch * epochs` (a panic in debug builds, a
+    /// wrapped update count in release ones). No dataset is that large, but
+    /// the schedule is total now.
+    #[test]
+    fn an_update_count_beyond_64_bits_is_an_error_not_a_panic() {
+        let mut s = base();
+        s.batch_size = 256;
+        s.epochs = 400;
+        let err = Schedule::new(&s, usize::MAX).unwrap_err();
+        assert!(matches!(err, SpecError::OutOfRange { field: "epochs", .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "epochs = 400 is out of range: epochs times the updates per epoch must fit in 64 bits"
+        );
+        s.epochs = 1;
+        assert_eq!(schedule(&s, usize::MAX).planned_updates, usize::MAX as u64 / 256);
+    }
+
+    /// Found by the `proto_job_spec` fuzz target (fuzz/): lr = 1.8e307 with
+    /// 59 warmup updates validated, and the warmup's `lr · (t + 1)`
+    /// overflowed to an infinite learning rate at step 9.
+    #[test]
+    fn a_learning_rate_whose_warmup_overflows_is_refused() {
+        let mut s = base();
+        s.lr = 1.797_693_134_862_571_5e307;
+        s.warmup_updates = 59;
+        s.lr_schedule = LrSchedule::Step { milestones: vec![1, 2, 5], gamma: 0.5 };
+        let text = rejects(&s, "lr");
+        assert!(text.contains("warmup_updates"), "{text}");
+        s.warmup_updates = 0;
+        assert_eq!(s.validate(), Ok(()));
+        let sched = schedule(&s, 1000);
+        assert!((0..sched.planned_updates).all(|t| sched.lr_at(t).is_finite()));
+        s.lr = 1e300;
+        s.warmup_updates = 1000;
+        assert_eq!(s.validate(), Ok(()));
+        assert!(schedule(&s, 1000).lr_at(998).is_finite());
+    }
+
+    /// Found with a hand-written input to the `job_file` fuzz target
+    /// (fuzz/), which checks that σ stays finite: σ = 1e300 with a
+    /// cosine-increasing schedule of inc = 1e300 validated, and σ became
+    /// infinite from the first update on.
+    #[test]
+    fn a_sigma_schedule_that_overflows_is_refused() {
+        let mut s = JobSpec::reference(Method::Arwp);
+        s.sigma = 1e300;
+        s.sigma_schedule = SigmaSchedule::CosineIncreasing { inc: 1e300 };
+        let text = rejects(&s, "sigma_schedule.inc");
+        assert!(text.contains("sigma times (1 + inc) must be finite"), "{text}");
+        // inc alone overflows when doubled.
+        s.sigma = 0.001;
+        s.sigma_schedule = SigmaSchedule::CosineIncreasing { inc: f64::MAX };
+        rejects(&s, "sigma_schedule.inc");
+        s.sigma_schedule = SigmaSchedule::CosineIncreasing { inc: 1e300 };
+        assert_eq!(s.validate(), Ok(()));
+        let sched = schedule(&s, 1000);
+        assert!((0..sched.planned_updates).all(|t| sched.sigma_at(t).is_finite()));
     }
 
     #[test]

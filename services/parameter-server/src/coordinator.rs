@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rwp_spec::payload::{Announced, Layout, Payload, PayloadError, PayloadSizes};
 use rwp_spec::plan::tasks_for_step;
 use rwp_spec::rng::derive_seed;
 use rwp_spec::{JobSpec, NonFinitePolicy, Role, Schedule, Task};
@@ -21,7 +22,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::config::ServerConfig;
 use crate::domain::{now_unix_ms, Evaluation, JobEvent, JobRecord, JobState, Principal, StepMetrics};
-use crate::engine::{EngineConfig, EngineHandle, Layout, RawResult, RawStep, UpdateOutcome};
+use crate::engine::{EngineConfig, EngineHandle, RawResult, RawStep, UpdateOutcome};
 use crate::error::ServerError;
 use crate::limits::RateLimiter;
 use crate::store::Store;
@@ -104,18 +105,17 @@ pub struct PushHeader {
     pub weights_version: u64,
     pub loss: f64,
     pub accuracy: f64,
-    pub encoding: rwp_spec::GradientEncoding,
-    pub gradient_bytes: u64,
-    pub buffer_bytes: u64,
+    /// The encoding and byte counts of the payload that follows.
+    pub announced: Announced,
 }
 
-/// Whether a push should be read.
+/// Whether a push should be read, and how many bytes it must have.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushAdmission {
-    /// Read exactly this many bytes.
-    Expect { total_bytes: usize },
-    /// The shard's result is already in: read and drop.
-    Duplicate,
+    /// Read exactly these sizes.
+    Expect(PayloadSizes),
+    /// The shard's result is already in: read (checking the sizes) and drop.
+    Duplicate(PayloadSizes),
 }
 
 #[derive(Debug)]
@@ -834,35 +834,19 @@ impl Coordinator {
                 current: run.snapshot.version,
             });
         }
-        if h.encoding != run.layout.encoding {
-            return Err(ServerError::BadPush(format!(
-                "gradient encoding {:?}, the job uses {:?}",
-                h.encoding, run.layout.encoding
-            )));
-        }
-        let want_gradient = run.layout.gradient_bytes() as u64;
-        if h.gradient_bytes != want_gradient {
-            return Err(ServerError::BadPush(format!(
-                "gradient_bytes = {}, expected {want_gradient} for {}",
-                h.gradient_bytes, entry.record.spec.model
-            )));
-        }
-        let want_buffers = if slot.returns_buffers { run.layout.buffers_bytes as u64 } else { 0 };
-        if h.buffer_bytes != want_buffers {
-            return Err(ServerError::BadPush(format!(
-                "buffer_bytes = {}, expected {want_buffers} for this task",
-                h.buffer_bytes
-            )));
-        }
+        let sizes = run
+            .layout
+            .expect(&h.announced, slot.returns_buffers)
+            .map_err(|e| ServerError::BadPush(format!("{e}, for {} on job {}", entry.record.spec.model, h.job_id)))?;
         if matches!(slot.status, SlotStatus::Done) {
-            return Ok(PushAdmission::Duplicate);
+            return Ok(PushAdmission::Duplicate(sizes));
         }
-        Ok(PushAdmission::Expect { total_bytes: (want_gradient + want_buffers) as usize })
+        Ok(PushAdmission::Expect(sizes))
     }
 
     /// Takes a complete, admitted payload. Returns whether it was accepted
     /// (false: a duplicate, dropped).
-    pub async fn complete_push(self: &Arc<Self>, h: &PushHeader, payload: Bytes) -> Result<bool, ServerError> {
+    pub async fn complete_push(self: &Arc<Self>, h: &PushHeader, payload: Payload) -> Result<bool, ServerError> {
         let outcome = {
             let mut guard = self.lock();
             let s = &mut *guard;
@@ -878,20 +862,17 @@ impl Coordinator {
             if run.slots[slot_index].result.is_some() {
                 return Ok(false);
             }
+            let split = payload.gradient_bytes();
+            let payload = Bytes::from(payload.into_bytes());
             self.metrics.inc("rwp_gradient_bytes_in_total", &[], payload.len() as f64);
-            let split = h.gradient_bytes as usize;
             let (gradient, buffers) = (payload.slice(..split), payload.slice(split..));
-            let non_finite = run.layout.first_non_finite(&gradient).map(|p| format!("gradient of {p}")).or_else(|| {
-                buffers
-                    .chunks_exact(4)
-                    .any(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
-                    .then(|| "BatchNorm buffers".to_owned())
-            });
-            if let Some(what) = non_finite {
-                let reason = format!(
-                    "{what} holds NaN or infinite values ({:?} shard {} of step {}, worker {})",
-                    h.role, h.shard, h.step, h.worker_id
-                );
+            let non_finite = match run.layout.check_finite(&gradient, &buffers) {
+                Ok(()) => None,
+                Err(e @ PayloadError::NonFinite(_)) => Some(e),
+                Err(e) => return Err(ServerError::BadPush(e.to_string())),
+            };
+            if let Some(e) = non_finite {
+                let reason = format!("{e} ({:?} shard {} of step {}, worker {})", h.role, h.shard, h.step, h.worker_id);
                 Err((policy, reason))
             } else {
                 self.metrics.inc("rwp_results_accepted_total", &[], 1.0);

@@ -16,58 +16,13 @@ use rwp_core::model::Model;
 use rwp_core::optim::{apply_update, StepResults, TrainState, UpdateReport};
 use rwp_core::trainer::{evaluate, Evaluation};
 use rwp_core::wire;
+use rwp_spec::payload::Layout;
 use rwp_spec::plan::init_seed;
-use rwp_spec::{GradientEncoding, JobSpec, Schedule};
+use rwp_spec::{JobSpec, Schedule};
 use tch::Device;
 use tokio::sync::oneshot;
 
 use crate::error::ServerError;
-
-/// Sizes and names the async side needs to check a pushed payload.
-#[derive(Clone, Debug)]
-pub struct Layout {
-    /// (parameter name, number of elements), in declaration order.
-    pub params: Vec<(String, usize)>,
-    pub buffers_bytes: usize,
-    pub encoding: GradientEncoding,
-}
-
-impl Layout {
-    #[must_use]
-    pub fn gradient_bytes(&self) -> usize {
-        let elt = match self.encoding {
-            GradientEncoding::F32 => 4,
-            GradientEncoding::Bf16 => 2,
-        };
-        self.params.iter().map(|(_, n)| n * elt).sum()
-    }
-
-    /// The first parameter whose gradient holds NaN or ±∞, if any. Pure Rust
-    /// on the raw bytes, so the async side can refuse a push at once.
-    #[must_use]
-    pub fn first_non_finite(&self, gradient: &[u8]) -> Option<&str> {
-        let mut offset = 0;
-        for (name, numel) in &self.params {
-            let finite = match self.encoding {
-                GradientEncoding::F32 => {
-                    let bytes = &gradient[offset..offset + numel * 4];
-                    offset += numel * 4;
-                    bytes.chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
-                }
-                GradientEncoding::Bf16 => {
-                    let bytes = &gradient[offset..offset + numel * 2];
-                    offset += numel * 2;
-                    // bfloat16 is the top half of a float32.
-                    bytes.chunks_exact(2).all(|b| f32::from_le_bytes([0, 0, b[0], b[1]]).is_finite())
-                }
-            };
-            if !finite {
-                return Some(name);
-            }
-        }
-        None
-    }
-}
 
 /// One shard's result as it arrived.
 #[derive(Debug)]
@@ -223,11 +178,12 @@ impl Engine {
                 TrainState::new(weights, buffers)
             }
         };
-        let layout = Layout {
-            params: model.params().iter().map(|p| (p.name.clone(), p.numel() as usize)).collect(),
-            buffers_bytes: wire::buffers_len(&model),
-            encoding: spec.gradient_encoding,
-        };
+        let layout = Layout::new(
+            model.params().iter().map(|p| (p.name.clone(), p.numel() as usize)).collect(),
+            model.buffers().iter().map(|b| b.numel() as usize).sum(),
+            spec.gradient_encoding,
+        )
+        .map_err(|e| engine(&e))?;
         let engine = Self { spec, config, checkpoints, model, data, schedule: schedule.clone(), state };
         let init = EngineInit {
             layout,

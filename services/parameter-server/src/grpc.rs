@@ -5,9 +5,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rwp_proto::v1::{self, job_service_server::JobService, worker_service_server::WorkerService};
-use rwp_proto::{encoding_from_wire, role_from_wire};
+use rwp_proto::{announced_from_wire, role_from_wire};
+use rwp_spec::payload::{self, PayloadAssembler, PushMessage};
 use rwp_spec::JobSpec;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -179,16 +180,12 @@ impl Handlers {
         &self,
         request: Request<Streaming<v1::GradientChunk>>,
     ) -> Result<Response<v1::PushGradientResponse>, Status> {
-        use v1::gradient_chunk::Part;
         let mut stream = request.into_inner();
-        let header = match stream.message().await? {
-            Some(v1::GradientChunk { part: Some(Part::Header(h)) }) => h,
-            Some(_) => return Err(invalid("the first message of a push must be its header")),
-            None => return Err(invalid("empty push")),
-        };
+        let first = stream.message().await?.map(PushMessage::from);
+        let header = payload::header_first(first).map_err(invalid)?;
         let header = PushHeader {
             role: role_from_wire(header.role).map_err(invalid)?,
-            encoding: encoding_from_wire(header.encoding).map_err(invalid)?,
+            announced: announced_from_wire(&header).map_err(invalid)?,
             worker_id: header.worker_id,
             lease_id: header.lease_id,
             job_id: header.job_id,
@@ -197,35 +194,18 @@ impl Handlers {
             weights_version: header.weights_version,
             loss: header.loss,
             accuracy: header.accuracy,
-            gradient_bytes: header.gradient_bytes,
-            buffer_bytes: header.buffer_bytes,
         };
-        let admission = self.coordinator.admit_push(&header)?;
-        let expected = match admission {
-            PushAdmission::Expect { total_bytes } => Some(total_bytes),
-            PushAdmission::Duplicate => None,
+        let mut assembler = match self.coordinator.admit_push(&header)? {
+            PushAdmission::Expect(sizes) => PayloadAssembler::new(sizes),
+            PushAdmission::Duplicate(sizes) => PayloadAssembler::discarding(sizes),
         };
-        let mut payload = BytesMut::with_capacity(expected.unwrap_or(0));
         while let Some(chunk) = stream.message().await? {
-            match chunk.part {
-                Some(Part::Data(data)) => {
-                    if let Some(total) = expected {
-                        if payload.len() + data.len() > total {
-                            return Err(invalid(format!("payload exceeds the announced {total} bytes")));
-                        }
-                        payload.extend_from_slice(&data);
-                    }
-                }
-                _ => return Err(invalid("only data chunks may follow the header")),
-            }
+            assembler.feed(PushMessage::from(chunk)).map_err(invalid)?;
         }
-        let Some(total) = expected else {
+        let Some(payload) = assembler.finish().map_err(invalid)? else {
             return Ok(Response::new(v1::PushGradientResponse { accepted: false }));
         };
-        if payload.len() != total {
-            return Err(invalid(format!("stream ended after {} of {total} bytes", payload.len())));
-        }
-        let accepted = self.coordinator.complete_push(&header, payload.freeze()).await?;
+        let accepted = self.coordinator.complete_push(&header, payload).await?;
         Ok(Response::new(v1::PushGradientResponse { accepted }))
     }
 }
