@@ -10,7 +10,7 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rwp_integration_tests::binary;
 use rwp_integration_tests::cluster::{start_worker_with, Proc};
-use rwp_integration_tests::in_process::Cluster;
+use rwp_integration_tests::in_process::{free_port, Cluster};
 use rwp_integration_tests::tokens::TokensFile;
 use rwp_parameter_server::domain::Role;
 use rwp_sdk::{Client, ClientConfig, JobEvent, JobSpecBuilder, JobState, Method, Pem, SdkError};
@@ -118,10 +118,6 @@ fn refused(result: Result<Client, SdkError>) -> String {
     let err = result.expect_err("the connection must be refused");
     assert!(matches!(&err, SdkError::Unreachable { .. }), "{err:?}");
     err.to_string()
-}
-
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,10 +39,23 @@ fn spawn_worker(template: &WorkerConfig, i: usize) -> (SocketAddr, (oneshot::Sen
     (metrics, (stop, handle))
 }
 
-/// A loopback address with a port that was free a moment ago.
+/// A loopback address with a port that was free a moment ago, for a
+/// listener that can only be given an address. Drawn below the kernel's
+/// ephemeral range (32768 and up): a port from that range can be taken by any
+/// outgoing connection between this check and the listener's bind.
 #[must_use]
 pub fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let salt = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    loop {
+        let draw =
+            rwp_spec::rng::derive_seed(salt, &[u64::from(std::process::id()), DRAWS.fetch_add(1, Ordering::Relaxed)]);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 20_000 + (draw % 12_000) as u16));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
 }
 
 /// GETs `path` over plain HTTP/1.1 and returns the body.

@@ -141,7 +141,7 @@ mod tests {
         let text =
             "name = \"arwp\"\nmethod = \"arwp\"\ndataset = \"mnist\"\ndata_dir = \"\"\nepochs = 1\nbatch_size = 2\n";
         let err = JobFile::parse(text, "j").unwrap().into_spec().unwrap_err().to_string();
-        assert_eq!(err, "job file: data_dir = \"\" is out of range: must not be empty (leave it out when the dataset needs no files)");
+        assert_eq!(err, "job file: data_dir = \"\" is out of range: must not be empty when set");
         let synthetic = "method = \"sgd\"\ndata_dir = \"\"\n";
         let err = JobFile::parse(synthetic, "j").unwrap().into_spec().unwrap_err().to_string();
         assert!(err.contains("data_dir"), "{err}");

@@ -261,11 +261,6 @@ impl JobSpec {
                 return Err(bad("sigma_schedule.inc", inc, "sigma times (1 + inc) must be finite"));
             }
         }
-        // On the wire an empty data_dir is an unset one: refuse it here, so
-        // that a spec valid for the client is the same spec for the server.
-        if self.data_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
-            return Err(bad("data_dir", "\"\"", "must not be empty (leave it out when the dataset needs no files)"));
-        }
         if self.dataset.needs_files() && self.data_dir.is_none() {
             return Err(SpecError::MissingDataDir { dataset: self.dataset });
         }
