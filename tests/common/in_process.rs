@@ -77,6 +77,23 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Starts a parameter server with `config` on its `listen` address (port 0
+/// for a free one); returns the address it listens on, the sender that stops
+/// it, and its task.
+pub async fn spawn_server(config: ServerConfig) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        rwp_parameter_server::serve_with_listener(listener, config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (addr, stop, server)
+}
+
 impl Cluster {
     /// A server (evaluating every epoch) and `workers` CPU workers with one thread each.
     pub async fn start(workers: usize) -> Self {
@@ -103,18 +120,9 @@ impl Cluster {
             ..ServerConfig::default()
         };
         server(&mut config);
-        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
+        let (addr, stop, server) = spawn_server(config).await;
         let url = format!("{scheme}://{addr}");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            rwp_parameter_server::serve_with_listener(listener, config, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
         let mut template = WorkerConfig {
             server: url.clone(),
             device: "cpu".into(),
