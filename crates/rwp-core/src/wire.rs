@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use rwp_spec::payload::all_finite;
 use rwp_spec::GradientEncoding;
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use tch::{Device, Kind, Tensor};
@@ -192,12 +193,14 @@ pub fn decode_gradients(
         .iter()
         .map(|spec| {
             let len = spec.numel() as usize * kind.elt_size_in_bytes();
-            let t = Tensor::from_data_size(&bytes[offset..offset + len], &spec.shape, kind).to_kind(Kind::Float);
+            let data = &bytes[offset..offset + len];
             offset += len;
-            if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
+            // On the bytes, as the server's push check does: `isfinite().all()`
+            // on the tensor would allocate three temporaries its size.
+            if !all_finite(data, encoding) {
                 return Err(WireError::NonFinite { param: spec.name.clone() });
             }
-            Ok(t.to_device(device))
+            Ok(Tensor::from_data_size(data, &spec.shape, kind).to_kind(Kind::Float).to_device(device))
         })
         .collect()
 }
@@ -214,12 +217,12 @@ pub fn decode_buffers(model: &Model, bytes: &[u8], device: Device) -> Result<Vec
         .iter()
         .map(|spec| {
             let len = spec.numel() as usize * 4;
-            let t = Tensor::from_data_size(&bytes[offset..offset + len], &spec.shape, Kind::Float);
+            let data = &bytes[offset..offset + len];
             offset += len;
-            if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
+            if !all_finite(data, GradientEncoding::F32) {
                 return Err(WireError::NonFiniteBuffer { buffer: spec.name.clone() });
             }
-            Ok(t.to_device(device))
+            Ok(Tensor::from_data_size(data, &spec.shape, Kind::Float).to_device(device))
         })
         .collect()
 }
@@ -273,8 +276,19 @@ mod tests {
         let err = (&approx[0] - &w[0]).abs().max().double_value(&[]);
         assert!(err > 0.0 && err < 1e-2 * w[0].abs().max().double_value(&[]));
 
+        let mut inf = bf16.clone();
+        let fc_weight_offset = fc_weight_offset / 2;
+        // −∞ in bfloat16 is 0xFF80.
+        inf[fc_weight_offset..fc_weight_offset + 2].copy_from_slice(&[0x80, 0xFF]);
+        let err = decode_gradients(&m, &inf, GradientEncoding::Bf16, Device::Cpu).unwrap_err();
+        assert_eq!(err, WireError::NonFinite { param: "fc.weight".to_owned() });
+
         let buffers = decode_buffers(&m, &encode_buffers(&b), Device::Cpu).unwrap();
         assert!(buffers.iter().zip(&b).all(|(x, y)| x.equal(y)));
         assert!(decode_buffers(&m, &[0u8; 3], Device::Cpu).is_err());
+        let mut inf = encode_buffers(&b);
+        inf[..4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        let err = decode_buffers(&m, &inf, Device::Cpu).unwrap_err();
+        assert_eq!(err, WireError::NonFiniteBuffer { buffer: "bn1.running_mean".to_owned() });
     }
 }

@@ -230,7 +230,8 @@ impl Layout {
 }
 
 /// Whether every element of `bytes` (a whole number of elements) is finite.
-fn all_finite(bytes: &[u8], encoding: GradientEncoding) -> bool {
+#[must_use]
+pub fn all_finite(bytes: &[u8], encoding: GradientEncoding) -> bool {
     match encoding {
         GradientEncoding::F32 => {
             bytes.chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
