@@ -34,6 +34,7 @@ use rwp_core::model::{InputShape, Model};
 use rwp_integration_tests::bench::{env, write_cifar_like};
 use rwp_integration_tests::cluster::{connect, submit};
 use rwp_integration_tests::in_process::spawn_server;
+use rwp_parameter_server::pool::PayloadPool;
 use rwp_parameter_server::ServerConfig;
 use rwp_proto::v1::gradient_chunk::Part;
 use rwp_proto::v1::worker_service_client::WorkerServiceClient;
@@ -190,9 +191,11 @@ fn round1(x: f64) -> f64 {
 }
 
 /// The server's own work on a push outside the network path, in ms (best of
-/// `repeats`): putting the chunks together (`PayloadAssembler`, as the push
-/// handler does), and the NaN/∞ scan (`Layout::check_finite`).
+/// `repeats`): putting the chunks together (`PayloadAssembler`, in a buffer
+/// from the pool, as the push handler does), and the NaN/∞ scan
+/// (`Layout::check_finite`).
 fn server_side_costs(layout: &Layout, payload: &Bytes, chunk: usize, repeats: usize) -> (f64, f64) {
+    let pool = PayloadPool::new(usize::MAX);
     let announced = Announced {
         encoding: layout.encoding(),
         gradient_bytes: layout.gradient_bytes() as u64,
@@ -202,7 +205,7 @@ fn server_side_costs(layout: &Layout, payload: &Bytes, chunk: usize, repeats: us
     let (mut copy, mut scan) = (f64::INFINITY, f64::INFINITY);
     for _ in 0..repeats {
         let started = Instant::now();
-        let mut assembler = PayloadAssembler::new(sizes);
+        let mut assembler = PayloadAssembler::with_buffer(sizes, pool.take(sizes.total()));
         for piece in payload.chunks(chunk) {
             assembler.feed(PushMessage::<(), _>::Data(piece)).unwrap();
         }
@@ -211,6 +214,7 @@ fn server_side_costs(layout: &Layout, payload: &Bytes, chunk: usize, repeats: us
         let started = Instant::now();
         layout.check_finite(assembled.gradient(), assembled.buffers()).unwrap();
         scan = scan.min(started.elapsed().as_secs_f64());
+        pool.give(Bytes::from(assembled.into_bytes()));
     }
     (copy * 1e3, scan * 1e3)
 }

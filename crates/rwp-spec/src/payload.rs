@@ -232,12 +232,21 @@ impl Layout {
 /// Whether every element of `bytes` (a whole number of elements) is finite.
 #[must_use]
 pub fn all_finite(bytes: &[u8], encoding: GradientEncoding) -> bool {
+    // NaN and ±∞ are the values whose exponent bits are all ones (bfloat16 is
+    // the top half of a float32). No early exit within a block, so that it
+    // vectorises (several times faster than testing value by value).
+    const BLOCK: usize = 16 << 10;
     match encoding {
-        GradientEncoding::F32 => {
-            bytes.chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
-        }
-        // bfloat16 is the top half of a float32.
-        GradientEncoding::Bf16 => bytes.chunks_exact(2).all(|b| f32::from_le_bytes([0, 0, b[0], b[1]]).is_finite()),
+        GradientEncoding::F32 => bytes.chunks(BLOCK).all(|block| {
+            const EXPONENT: u32 = 0x7F80_0000;
+            let special = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & EXPONENT == EXPONENT;
+            !block.chunks_exact(4).fold(false, |any, b| any | special(b))
+        }),
+        GradientEncoding::Bf16 => bytes.chunks(BLOCK).all(|block| {
+            const EXPONENT: u16 = 0x7F80;
+            let special = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]) & EXPONENT == EXPONENT;
+            !block.chunks_exact(2).fold(false, |any, b| any | special(b))
+        }),
     }
 }
 
@@ -323,7 +332,16 @@ impl PayloadAssembler {
     /// An assembler that keeps the payload.
     #[must_use]
     pub fn new(sizes: PayloadSizes) -> Self {
-        Self { sizes, bytes: Some(Vec::with_capacity(sizes.total())), received: 0, messages: 1 }
+        Self::with_buffer(sizes, Vec::new())
+    }
+
+    /// [`PayloadAssembler::new`] that keeps the payload in `buffer` (emptied
+    /// first), reusing its memory: it grows only when smaller than the payload.
+    #[must_use]
+    pub fn with_buffer(sizes: PayloadSizes, mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        buffer.reserve_exact(sizes.total());
+        Self { sizes, bytes: Some(buffer), received: 0, messages: 1 }
     }
 
     /// An assembler that checks the stream as [`PayloadAssembler::new`]
@@ -453,6 +471,47 @@ mod tests {
         let sizes = f32.expect(&honest(&f32, true), true).unwrap();
         assert_eq!((sizes.gradient(), sizes.buffers(), sizes.total()), (20, 16, 36));
         assert_eq!(f32.expect(&honest(&f32, false), false).unwrap().total(), 20);
+    }
+
+    #[test]
+    fn finiteness_is_read_from_the_bytes() {
+        // Finite in bfloat16 too (f32::MAX would round to ∞ there).
+        let finite = [0.0f32, -0.0, 1.5, -3.25e-3, 3e38, -3e38, f32::MIN_POSITIVE, 1e-38, -1e-38];
+        let special = [f32::NAN, -f32::NAN, f32::from_bits(0x7F80_0001), f32::INFINITY, f32::NEG_INFINITY];
+        let bytes = |values: &[f32], encoding| -> Vec<u8> {
+            match encoding {
+                GradientEncoding::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                GradientEncoding::Bf16 => {
+                    values.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect()
+                }
+            }
+        };
+        // Long enough for several blocks; a special value first, in the middle and last.
+        let values: Vec<f32> = (0..20_000).map(|i| finite[i % finite.len()]).collect();
+        for encoding in [GradientEncoding::F32, GradientEncoding::Bf16] {
+            assert!(all_finite(&bytes(&values, encoding), encoding));
+            for bad in special {
+                for at in [0, 9_999, 19_999] {
+                    let mut v = values.clone();
+                    v[at] = bad;
+                    assert!(!all_finite(&bytes(&v, encoding), encoding), "{bad} at {at}, {encoding:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_reused_buffer_is_emptied_and_kept() {
+        let l = layout(GradientEncoding::F32);
+        let sizes = l.expect(&honest(&l, true), true).unwrap();
+        let stale = vec![9u8; 100];
+        let address = stale.as_ptr();
+        let mut assembler = PayloadAssembler::with_buffer(sizes, stale);
+        let whole: Vec<u8> = (0..36).collect();
+        assembler.feed(Message::Data(&whole)).unwrap();
+        let bytes = assembler.finish().unwrap().unwrap().into_bytes();
+        assert_eq!(bytes, whole);
+        assert_eq!(bytes.as_ptr(), address, "the same memory");
     }
 
     #[test]

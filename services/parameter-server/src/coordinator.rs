@@ -25,6 +25,7 @@ use crate::domain::{now_unix_ms, Evaluation, JobEvent, JobRecord, JobState, Prin
 use crate::engine::{EngineConfig, EngineHandle, RawResult, RawStep, UpdateOutcome};
 use crate::error::ServerError;
 use crate::limits::RateLimiter;
+use crate::pool::{self, PayloadPool};
 use crate::store::Store;
 use rwp_telemetry::{Kind, Registry};
 
@@ -203,6 +204,7 @@ pub struct Coordinator {
     stopping: tokio::sync::watch::Sender<bool>,
     metrics: Arc<Registry>,
     rates: RateLimiter,
+    payloads: Arc<PayloadPool>,
 }
 
 /// A running-job slot held by a submission under way; given back when
@@ -282,6 +284,7 @@ impl Coordinator {
             stopping: tokio::sync::watch::channel(false).0,
             metrics,
             rates: RateLimiter::default(),
+            payloads: Arc::new(PayloadPool::new(pool::MAX_IDLE_BYTES)),
         });
         for mut record in this.store.jobs()? {
             let (events, _) = broadcast::channel(1024);
@@ -367,6 +370,7 @@ impl Coordinator {
             eval_every_epochs: self.config.eval_every_epochs,
             torch_threads: self.config.torch_threads,
             max_parameters,
+            payloads: self.payloads.clone(),
         };
         let (engine, init) = EngineHandle::start(record.spec.clone(), config).await?;
         for rejected in &init.rejected_checkpoints {
@@ -1187,5 +1191,11 @@ impl Coordinator {
     #[must_use]
     pub fn chunk_bytes(&self) -> usize {
         self.config.chunk_bytes
+    }
+
+    /// An empty buffer for a pushed payload of `size` bytes, reused when one is idle.
+    #[must_use]
+    pub fn payload_buffer(&self, size: usize) -> Vec<u8> {
+        self.payloads.take(size)
     }
 }

@@ -5,7 +5,7 @@
 //! of the server only ever holds bytes; it talks to the engine over a channel.
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use bytes::Bytes;
@@ -23,6 +23,7 @@ use tch::Device;
 use tokio::sync::oneshot;
 
 use crate::error::ServerError;
+use crate::pool::PayloadPool;
 
 /// One shard's result as it arrived.
 #[derive(Debug)]
@@ -95,6 +96,8 @@ pub struct EngineConfig {
     /// Refuse a model with more parameters, before any tensor is made
     /// (new jobs; a resumed job was accepted already).
     pub max_parameters: Option<u64>,
+    /// Where decoded payloads go back for the next pushes.
+    pub payloads: Arc<PayloadPool>,
 }
 
 impl EngineHandle {
@@ -232,6 +235,7 @@ impl Engine {
             .map(|b| wire::decode_buffers(&self.model, &b, Device::Cpu))
             .transpose()
             .map_err(|e| e.to_string())?;
+        self.config.payloads.give(raw.gradient);
         Ok(ShardGradient { grads, loss: raw.loss, accuracy: raw.accuracy, buffers })
     }
 

@@ -196,7 +196,9 @@ impl Handlers {
             accuracy: header.accuracy,
         };
         let mut assembler = match self.coordinator.admit_push(&header)? {
-            PushAdmission::Expect(sizes) => PayloadAssembler::new(sizes),
+            PushAdmission::Expect(sizes) => {
+                PayloadAssembler::with_buffer(sizes, self.coordinator.payload_buffer(sizes.total()))
+            }
             PushAdmission::Duplicate(sizes) => PayloadAssembler::discarding(sizes),
         };
         while let Some(chunk) = stream.message().await? {
