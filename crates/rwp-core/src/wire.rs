@@ -39,10 +39,21 @@ pub enum WireError {
 /// Little-endian bytes of a tensor in `kind` (float32 or bfloat16).
 #[must_use]
 pub fn tensor_bytes(t: &Tensor, kind: Kind) -> Vec<u8> {
-    let t = t.to_device(Device::Cpu).to_kind(kind).contiguous();
-    let numel = t.numel();
-    let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
-    t.copy_data_u8(&mut data, numel);
+    concatenated_bytes(std::slice::from_ref(t), kind)
+}
+
+/// The bytes of every tensor in `kind`, one after another, written straight
+/// into one buffer of the final size.
+fn concatenated_bytes(tensors: &[Tensor], kind: Kind) -> Vec<u8> {
+    let elt = kind.elt_size_in_bytes();
+    let mut data = vec![0u8; tensors.iter().map(|t| t.numel() * elt).sum()];
+    let mut offset = 0;
+    for t in tensors {
+        let t = t.to_device(Device::Cpu).to_kind(kind).contiguous();
+        let numel = t.numel();
+        t.copy_data_u8(&mut data[offset..offset + numel * elt], numel);
+        offset += numel * elt;
+    }
     data
 }
 
@@ -166,13 +177,12 @@ pub fn buffers_len(model: &Model) -> usize {
 
 #[must_use]
 pub fn encode_gradients(grads: &[Tensor], encoding: GradientEncoding) -> Vec<u8> {
-    let kind = kind_of(encoding);
-    grads.iter().flat_map(|g| tensor_bytes(g, kind)).collect()
+    concatenated_bytes(grads, kind_of(encoding))
 }
 
 #[must_use]
 pub fn encode_buffers(buffers: &[Tensor]) -> Vec<u8> {
-    buffers.iter().flat_map(|b| tensor_bytes(b, Kind::Float)).collect()
+    concatenated_bytes(buffers, Kind::Float)
 }
 
 /// Decodes and checks a shard's gradients: exact byte count, finite values.
