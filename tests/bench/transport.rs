@@ -8,7 +8,7 @@
 //!   (the server has then put the chunks together, scanned them for NaN/∞
 //!   and stored the result);
 //! - **fetch**: `FetchWeights` of the job's snapshot (44.7 MB), put back
-//!   together in one buffer as the worker does;
+//!   together in one buffer, the previous snapshot's, as the worker does;
 //! - **raw**: a tokio `TcpStream` `write_all` of the same number of bytes, read
 //!   with `read_exact` on the other end, then a 1-byte ack: into one buffer
 //!   reused throughout (transport alone: the ratios are against this one), and
@@ -73,11 +73,13 @@ async fn push(client: &mut WorkerServiceClient<Channel>, header: GradientHeader,
     client.push_gradient(tokio_stream::iter(messages)).await.unwrap().into_inner().accepted
 }
 
-/// `rwp-worker`'s fetch: the chunks appended to one buffer of the announced size.
-async fn fetch(client: &mut WorkerServiceClient<Channel>, job_id: &str, version: u64) -> Vec<u8> {
+/// `rwp-worker`'s fetch: the chunks appended to one buffer of the announced
+/// size, the one the previous snapshot was fetched into.
+async fn fetch(client: &mut WorkerServiceClient<Channel>, job_id: &str, version: u64, buffer: Vec<u8>) -> Vec<u8> {
     let request = FetchWeightsRequest { job_id: job_id.to_owned(), version };
     let mut stream = client.fetch_weights(request).await.unwrap().into_inner();
-    let mut bytes = Vec::new();
+    let mut bytes = buffer;
+    bytes.clear();
     while let Some(chunk) = stream.message().await.unwrap() {
         if bytes.is_empty() {
             bytes.reserve_exact(chunk.total_bytes as usize);
@@ -279,7 +281,8 @@ async fn main() {
 
     // Warm-up: connections, allocator, the first snapshot.
     let task = lease(&mut client, &worker_id).await;
-    let snapshot_bytes = fetch(&mut client, &job_id, task.step).await.len();
+    let mut snapshot = fetch(&mut client, &job_id, task.step, Vec::new()).await;
+    let snapshot_bytes = snapshot.len();
     raw.copy(&payload).await;
     raw_fresh.copy(&payload).await;
     let warm_header = header(&worker_id, &task, gradient_bytes, payload.len());
@@ -292,7 +295,7 @@ async fn main() {
             let task = lease(&mut client, &worker_id).await;
             raw_s.time(raw.copy(&payload)).await;
             fresh_s.time(raw_fresh.copy(&payload)).await;
-            let snapshot = fetch_s.time(fetch(&mut client, &job_id, task.step)).await;
+            snapshot = fetch_s.time(fetch(&mut client, &job_id, task.step, snapshot)).await;
             assert_eq!(snapshot.len(), snapshot_bytes);
             let header = header(&worker_id, &task, gradient_bytes, payload.len());
             // The last shard of an update starts the (untimed) update, which

@@ -241,8 +241,10 @@ pub(crate) struct Assembler {
 }
 
 impl Assembler {
-    pub(crate) fn new(version: u64) -> Self {
-        Self { version, total: None, bytes: Vec::new() }
+    /// Assembles into `buffer` (cleared; its capacity is reused).
+    pub(crate) fn new(version: u64, mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        Self { version, total: None, bytes: buffer }
     }
 
     pub(crate) fn push(&mut self, chunk: WeightsChunk) -> Result<(), String> {
@@ -253,7 +255,7 @@ impl Assembler {
         if chunk.total_bytes != total {
             return Err(format!("total_bytes changed from {total} to {}", chunk.total_bytes));
         }
-        if self.bytes.is_empty() && self.bytes.capacity() == 0 {
+        if self.bytes.is_empty() {
             self.bytes.reserve_exact(total.min(1 << 30) as usize);
         }
         let have = self.bytes.len() as u64;
@@ -278,13 +280,18 @@ impl Assembler {
     }
 }
 
-/// Fetches weights version `version` of a job as one snapshot file.
-pub(crate) async fn fetch_weights(session: &Session, job_id: &str, version: u64) -> Result<Vec<u8>, WorkerError> {
+/// Fetches weights version `version` of a job as one snapshot file, into `buffer`.
+pub(crate) async fn fetch_weights(
+    session: &Session,
+    job_id: &str,
+    version: u64,
+    buffer: Vec<u8>,
+) -> Result<Vec<u8>, WorkerError> {
     let started = std::time::Instant::now();
     let call = WorkerError::rpc("FetchWeights");
     let request = FetchWeightsRequest { job_id: job_id.to_owned(), version };
     let mut stream = session.client.clone().fetch_weights(request).await.map_err(call)?.into_inner();
-    let mut assembler = Assembler::new(version);
+    let mut assembler = Assembler::new(version, buffer);
     let bad = |reason| WorkerError::Weights { job_id: job_id.to_owned(), version, reason };
     while let Some(chunk) = stream.message().await.map_err(WorkerError::rpc("FetchWeights"))? {
         assembler.push(chunk).map_err(bad)?;
@@ -325,7 +332,7 @@ mod tests {
 
     #[test]
     fn chunks_are_assembled_in_order() {
-        let mut a = Assembler::new(3);
+        let mut a = Assembler::new(3, Vec::new());
         a.push(chunk(0, b"abc")).unwrap();
         a.push(chunk(3, b"de")).unwrap();
         a.push(chunk(5, b"f")).unwrap();
@@ -333,8 +340,15 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_buffer_starts_empty() {
+        let mut a = Assembler::new(3, b"stale bytes".to_vec());
+        a.push(chunk(0, b"abcdef")).unwrap();
+        assert_eq!(a.finish().unwrap(), b"abcdef");
+    }
+
+    #[test]
     fn gaps_overlaps_overruns_and_short_streams_are_refused() {
-        let mut a = Assembler::new(3);
+        let mut a = Assembler::new(3, Vec::new());
         a.push(chunk(0, b"abc")).unwrap();
         assert!(a.push(chunk(4, b"e")).unwrap_err().contains("offset 4"));
         assert!(a.push(chunk(2, b"c")).is_err());
@@ -342,7 +356,7 @@ mod tests {
         assert!(a.push(WeightsChunk { version: 2, ..chunk(3, b"d") }).is_err());
         assert!(a.push(WeightsChunk { total_bytes: 7, ..chunk(3, b"d") }).is_err());
         assert!(a.finish().unwrap_err().contains("3 of 6"));
-        assert!(Assembler::new(3).finish().is_err());
+        assert!(Assembler::new(3, Vec::new()).finish().is_err());
     }
 
     #[test]

@@ -105,7 +105,7 @@ async fn process(
     let snapshot = if compute.has_weights(&input.job_id, task.step).await? {
         None
     } else {
-        let bytes = rpc::fetch_weights(session, &input.job_id, task.step).await?;
+        let bytes = rpc::fetch_weights(session, &input.job_id, task.step, compute.snapshot_buffer()).await?;
         metrics.inc("rwp_worker_weight_bytes_in_total", &[], bytes.len() as f64);
         Some(bytes)
     };
