@@ -213,5 +213,7 @@ async fn main() {
     std::fs::create_dir_all("runs/load").unwrap();
     std::fs::write("runs/load/report.txt", &report).unwrap();
     let ok = succeeded == submitted.len() && accepted == planned && differing.is_empty();
+    // exit() skips destructors: stop the server here.
+    drop(server);
     std::process::exit(i32::from(!ok));
 }
