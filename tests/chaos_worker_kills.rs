@@ -1,6 +1,8 @@
 //! Workers SIGKILLed at random every few seconds while a job runs, each
 //! replaced by a fresh process: the job completes, bit-identical to the
-//! local trainer. The kill times and victims come from a seeded generator;
+//! local trainer. A kill comes after a random wait or a random number of
+//! updates, whichever is first, so a fast machine sees as many kills as a
+//! slow one. Waits, update counts and victims come from a seeded generator;
 //! the seed is printed, and `RWP_CHAOS_SEED` replays a run.
 
 use std::time::{Duration, Instant};
@@ -32,13 +34,15 @@ async fn random_worker_kills_with_replacements() {
     let started = Instant::now();
     let mut kills = 0u64;
     let mut spawned = workers as u64;
+    let mut last_step = 0;
     loop {
         let draw = derive_seed(seed, &[kills]);
         let gap = min_gap_ms + draw % (max_gap_ms - min_gap_ms);
         let wake = Instant::now() + Duration::from_millis(gap);
+        let kill_at_step = last_step + 2 + (draw >> 16) % 4;
         let state = loop {
             let j = job(&mut client, &id).await;
-            if j.state != JobState::Running as i32 || Instant::now() >= wake {
+            if j.state != JobState::Running as i32 || Instant::now() >= wake || j.step >= kill_at_step {
                 break j;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -48,6 +52,7 @@ async fn random_worker_kills_with_replacements() {
             break;
         }
         assert!(started.elapsed() < TIMEOUT, "job stuck at step {}", state.step);
+        last_step = state.step;
         let victim = (draw >> 32) as usize % pool.len();
         pool[victim].kill_hard();
         kills += 1;
