@@ -9,9 +9,12 @@ use rwp_proto::v1::JobState;
 use rwp_sdk::Method;
 
 fn server() -> MockServer {
+    let first = ended_job("j-000001", "cifar-marwp", Method::MArwp, JobState::Succeeded, 24, 24);
     let mut ownerless = ended_job("j-000002", "", Method::Sgd, JobState::Failed, 7, 24);
     ownerless.record.owner = String::new();
-    MockServer::start(vec![ended_job("j-000001", "cifar-marwp", Method::MArwp, JobState::Succeeded, 24, 24), ownerless])
+    // Submitted a second after the first: `rwp list` orders by submission time.
+    ownerless.record.created_unix_ms = first.record.created_unix_ms + 1000;
+    MockServer::start(vec![first, ownerless])
 }
 
 #[test]
