@@ -19,17 +19,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rwp_integration_tests::bench::{env, memory_mib};
 use rwp_integration_tests::cluster::{connect, data_dir, export, start_worker, submit, ServerCommand};
 use rwp_integration_tests::in_process::{free_port, http_get, sample};
-use rwp_integration_tests::local_run::local_reference;
+use rwp_integration_tests::local_run::matches_local;
 use rwp_proto::v1::{JobState, ListJobsRequest};
 use rwp_spec::plan::tasks_for_step;
 use rwp_spec::{JobSpec, Method, ModelKind, Schedule};
-use tch::Tensor;
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn job_spec(index: u64, updates: u64, batch: u32) -> JobSpec {
     let method = Method::ALL[index as usize % Method::ALL.len()];
@@ -79,19 +75,6 @@ fn quantile(text: &str, name: &str, q: f64) -> Option<f64> {
         (lower, below) = (bound, count);
     }
     None
-}
-
-/// Resident and peak resident memory of a process, in MiB.
-fn memory_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 #[tokio::main]
@@ -173,14 +156,7 @@ async fn main() {
     let mut identical = 0;
     let mut differing = Vec::new();
     for (id, spec) in &submitted {
-        let bytes = export(&mut client, id).await;
-        let path = _tmp.path().join("export.safetensors");
-        std::fs::write(&path, bytes).unwrap();
-        let exported: BTreeMap<String, Tensor> = Tensor::read_safetensors(&path).unwrap().into_iter().collect();
-        let local = local_reference(spec);
-        let same =
-            local.len() == exported.len() && local.iter().all(|(k, v)| exported.get(k).is_some_and(|e| e.equal(v)));
-        if same {
+        if matches_local(&export(&mut client, id).await, spec) {
             identical += 1;
         } else {
             differing.push(id.clone());

@@ -155,7 +155,7 @@ impl TimedJob {
         let mut client = connect(addr).await;
         let id = submit(&mut client, "bench", &self.spec()).await;
         wait_for_success(&mut client, &id, Duration::from_secs(3600)).await;
-        let server_peak_mib = peak_memory_mib(server.child.id());
+        let server_peak_mib = memory_mib(server.child.id()).1;
         let mut profile = BTreeMap::new();
         let text = http_get(metrics.parse().unwrap(), "/metrics").await;
         for phase in ["waiting", "update", "aggregation", "publish"] {
@@ -188,13 +188,16 @@ impl TimedJob {
     }
 }
 
-/// Peak resident memory (VmHWM) of a process, MiB.
+/// Resident and peak resident memory (VmRSS, VmHWM) of a process, MiB.
 #[must_use]
-pub fn peak_memory_mib(pid: u32) -> f64 {
+pub fn memory_mib(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }

@@ -34,11 +34,23 @@ pub fn local_reference(spec: &JobSpec) -> HashMap<String, Tensor> {
     Tensor::read_safetensors(&path).unwrap().into_iter().collect()
 }
 
-pub fn assert_bit_identical(label: &str, exported: &[u8], spec: &JobSpec) {
+/// The named tensors of an exported checkpoint (safetensors bytes).
+pub fn exported_tensors(exported: &[u8]) -> HashMap<String, Tensor> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("exported.safetensors");
     std::fs::write(&path, exported).unwrap();
-    let distributed: HashMap<String, Tensor> = Tensor::read_safetensors(&path).unwrap().into_iter().collect();
+    Tensor::read_safetensors(&path).unwrap().into_iter().collect()
+}
+
+/// Whether an exported checkpoint holds exactly the local trainer's tensors, bit for bit.
+pub fn matches_local(exported: &[u8], spec: &JobSpec) -> bool {
+    let distributed = exported_tensors(exported);
+    let local = local_reference(spec);
+    local.len() == distributed.len() && local.iter().all(|(k, v)| distributed.get(k).is_some_and(|d| d.equal(v)))
+}
+
+pub fn assert_bit_identical(label: &str, exported: &[u8], spec: &JobSpec) {
+    let distributed = exported_tensors(exported);
     let local = local_reference(spec);
     assert_eq!(
         {
