@@ -2,25 +2,16 @@
 //! ALGORITHMS.md (`tests/reference/rwp_reference.py`): same initial weights,
 //! same batches, same noise seeds, one CPU thread; after 24 updates of the
 //! small CNN with BatchNorm, weights, momentum, BN buffers and the history `F`
-//! must be equal bit for bit.
+//! must be equal bit for bit. The same holds for a TorchScript CNN with
+//! BatchNorm (`tests/reference/script_models.py`), trained by every method
+//! from the file's weights, against PyTorch training the same module.
 
-use std::collections::HashMap;
-
-use rwp_core::trainer::LocalTrainer;
-use rwp_integration_tests::{max_difference, python, workspace_root};
-use rwp_spec::{JobSpec, LrSchedule, Method, Role};
-use serde_json::json;
-use tch::{Device, Tensor};
+use rwp_integration_tests::reference::{assert_matches_pytorch, run_with_pytorch};
+use rwp_integration_tests::write_script_model;
+use rwp_spec::{JobSpec, LrSchedule, Method};
+use tch::Tensor;
 
 const UPDATES: u64 = 24;
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Clean => "clean",
-        Role::Perturbed => "perturbed",
-        Role::Sam => "sam",
-    }
-}
 
 fn spec_for(method: Method) -> JobSpec {
     let mut spec = JobSpec::reference(method);
@@ -48,78 +39,33 @@ fn spec_for(method: Method) -> JobSpec {
 
 /// Runs `spec` in Rust, writes the case for the script, runs it, compares.
 fn check(spec: JobSpec) {
-    tch::set_num_threads(1);
-    let label = format!("{} ({}+{} shards)", spec.method, spec.clean_shards, spec.perturbed_shards);
-    let mut trainer = LocalTrainer::new(spec.clone(), Device::Cpu).expect("valid spec");
-    let mut case: Vec<(String, Tensor)> = Vec::new();
-    for (i, w) in trainer.state.weights.iter().enumerate() {
-        case.push((format!("init.w.{i}"), w.copy()));
-    }
-    for (i, b) in trainer.state.buffers.iter().enumerate() {
-        case.push((format!("init.b.{i}"), b.copy()));
-    }
-    let mut steps = Vec::new();
-    while !trainer.is_done() {
-        let step = trainer.state.step;
-        let prepared = trainer.prepare_step();
-        let mut tasks = Vec::new();
-        for (task, batch) in &prepared.tasks {
-            let key = format!("step{step}.{}{}", role_name(task.role), task.shard);
-            case.push((format!("{key}.x"), batch.images.copy()));
-            case.push((format!("{key}.y"), batch.labels.copy()));
-            tasks.push(json!({"role": role_name(task.role), "shard": task.shard, "noise_seed": task.noise_seed}));
-        }
-        steps.push(tasks);
-        trainer.run_step(prepared).expect("update applies");
-    }
-    assert_eq!(trainer.state.step, UPDATES);
+    check_with(spec, None);
+}
 
+/// [`check`] for a TorchScript model: the script trains the same file.
+fn check_script(method: Method) {
     let dir = tempfile::tempdir().unwrap();
-    let case_path = dir.path().join("case.safetensors");
-    let config_path = dir.path().join("case.json");
-    let out_path = dir.path().join("out.safetensors");
-    Tensor::write_safetensors(&case, &case_path).unwrap();
-    let mut config = serde_json::to_value(&spec).unwrap();
-    let extra = json!({
-        "num_weights": trainer.state.weights.len(),
-        "num_buffers": trainer.state.buffers.len(),
-        "updates": UPDATES,
-        "updates_per_epoch": trainer.schedule.updates_per_epoch,
-        "planned_updates": trainer.schedule.planned_updates,
-        "steps": steps,
-    });
-    config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    std::fs::write(&config_path, config.to_string()).unwrap();
+    let module = dir.path().join("cnn_bn.pt");
+    write_script_model("cnn-bn", &module, 3);
+    let mut spec = spec_for(method);
+    spec.model = rwp_spec::ModelKind::TorchScript;
+    spec.model_file = Some(rwp_spec::ModelFile::of_path(&module).unwrap());
+    check_with(spec, Some(&module));
+}
 
-    let output = python()
-        .arg(workspace_root().join("tests/reference/rwp_reference.py"))
-        .args(["run".as_ref(), case_path.as_os_str(), config_path.as_os_str(), out_path.as_os_str()])
-        .output()
-        .expect("the reference script starts");
-    assert!(output.status.success(), "reference script failed: {}", String::from_utf8_lossy(&output.stderr));
-    let reference: HashMap<String, Tensor> = Tensor::read_safetensors(&out_path).unwrap().into_iter().collect();
-
-    let mut groups = vec![("w", &trainer.state.weights), ("b", &trainer.state.buffers)];
-    let momentum = trainer.state.momentum.as_ref().expect("every case uses momentum");
-    groups.push(("m", momentum));
+fn check_with(spec: JobSpec, module: Option<&std::path::Path>) {
+    let label = format!("{} {} ({}+{} shards)", spec.model, spec.method, spec.clean_shards, spec.perturbed_shards);
+    let run = run_with_pytorch(&spec, module);
+    let state = &run.trainer.state;
+    assert_eq!(state.step, UPDATES);
+    let mut groups: Vec<(&str, &[Tensor])> = vec![("w", &state.weights), ("b", &state.buffers)];
+    groups.push(("m", state.momentum.as_deref().expect("every case uses momentum")));
     if spec.method.is_adaptive() {
-        groups.push(("F", trainer.state.history.as_ref().expect("adaptive methods keep F")));
+        groups.push(("F", state.history.as_deref().expect("adaptive methods keep F")));
     }
-    assert_eq!(reference.len(), groups.iter().map(|(_, t)| t.len()).sum::<usize>(), "{label}: tensor count");
-    let mut mismatches = Vec::new();
-    for (prefix, tensors) in groups {
-        for (i, ours) in tensors.iter().enumerate() {
-            let theirs = &reference[&format!("{prefix}.{i}")];
-            if !ours.equal(theirs) {
-                let (abs, rel) = max_difference(ours, theirs);
-                mismatches.push(format!("{prefix}.{i}: max abs {abs:e}, max rel {rel:e}"));
-            }
-        }
-    }
-    assert!(mismatches.is_empty(), "{label}: not bit-identical to PyTorch:\n{}", mismatches.join("\n"));
+    assert_matches_pytorch(&label, &groups, &run.reference);
     // The run must have moved the weights, or the comparison proves nothing.
-    let initial = case.iter().find(|(n, _)| n == "init.w.0").unwrap();
-    assert!(!initial.1.equal(&trainer.state.weights[0]), "{label}: weights did not change");
+    assert!(!run.initial_first_weight.equal(&state.weights[0]), "{label}: weights did not change");
 }
 
 #[test]
@@ -158,4 +104,34 @@ fn sharded_m_arwp_matches_pytorch_bit_for_bit() {
     spec.clean_shards = 2;
     spec.perturbed_shards = 4;
     check(spec);
+}
+
+#[test]
+fn torchscript_sgd_matches_pytorch_bit_for_bit() {
+    check_script(Method::Sgd);
+}
+
+#[test]
+fn torchscript_sam_matches_pytorch_bit_for_bit() {
+    check_script(Method::Sam);
+}
+
+#[test]
+fn torchscript_rwp_matches_pytorch_bit_for_bit() {
+    check_script(Method::Rwp);
+}
+
+#[test]
+fn torchscript_arwp_matches_pytorch_bit_for_bit() {
+    check_script(Method::Arwp);
+}
+
+#[test]
+fn torchscript_m_rwp_matches_pytorch_bit_for_bit() {
+    check_script(Method::MRwp);
+}
+
+#[test]
+fn torchscript_m_arwp_matches_pytorch_bit_for_bit() {
+    check_script(Method::MArwp);
 }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cluster;
 pub mod in_process;
 pub mod local_run;
+pub mod reference;
 pub mod tokens;
 
 use std::path::PathBuf;
@@ -36,6 +37,18 @@ pub fn binary(name: &str) -> PathBuf {
     candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
         panic!("{name} is missing next to {}: build the workspace's binaries first (make build)", exe.display())
     })
+}
+
+/// Writes a TorchScript file with `tests/reference/script_models.py` (kinds:
+/// `cnn-bn`, `mlp`, `no-params`, `not-script`) for a dataset of `channels`
+/// × 16 × 16 images and 10 classes.
+pub fn write_script_model(kind: &str, path: &std::path::Path, channels: u32) {
+    let output = python()
+        .arg(workspace_root().join("tests/reference/script_models.py"))
+        .args([kind.as_ref(), path.as_os_str(), "--channels".as_ref(), channels.to_string().as_ref()])
+        .output()
+        .expect("the model script starts");
+    assert!(output.status.success(), "script_models.py {kind} failed: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 /// Largest absolute and relative difference between two tensors.

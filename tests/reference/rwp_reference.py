@@ -5,6 +5,7 @@ weights and buffers, the batches of every update, the noise seed of every
 perturbed task and the hyper-parameters) and writes the final state.
 
     rwp_reference.py run CASE.safetensors CASE.json OUT.safetensors
+    rwp_reference.py run CASE.safetensors CASE.json OUT.safetensors --module NET.pt
     rwp_reference.py bench --method m-arwp --updates 30 --batch-size 256
 
 Floating-point order follows the "fixed order" notes of the Rust modules
@@ -45,9 +46,56 @@ def small_cnn(params, buffers, x, bn_mode):
     return F.linear(x.flatten(1), fc_w, fc_b)
 
 
+class ScriptModel:
+    """A TorchScript module (torch.jit.load) trained the way PyTorch users
+    train one: its parameters are set to the weights of the pass, its
+    floating-point buffers to the running statistics, `train()` / `eval()`
+    picks the BatchNorm mode, and the gradient is taken with respect to its
+    parameters. A pass with batch statistics only ("batch") runs in train
+    mode and leaves the caller's buffers alone."""
+
+    def __init__(self, path):
+        # Graph optimisations off, as in the Rust loader: the module runs the
+        # eager kernels in program order.
+        torch._C._set_graph_executor_optimize(False)
+        self.module = torch.jit.load(path)
+        self.params = [p for _, p in self.module.named_parameters()]
+        self.buffers = [b for _, b in self.module.named_buffers() if b.is_floating_point()]
+
+    def initial(self):
+        return [p.detach().clone() for p in self.params], [b.clone() for b in self.buffers]
+
+    def leaves(self, weights):
+        with torch.no_grad():
+            for p, w in zip(self.params, weights):
+                p.copy_(w)
+        return self.params
+
+    def __call__(self, params, buffers, x, bn_mode):
+        with torch.no_grad():
+            for p, w in zip(self.params, params):
+                if p is not w:
+                    p.copy_(w)
+            for b, v in zip(self.buffers, buffers):
+                b.copy_(v)
+        self.module.train(bn_mode != "eval")
+        logits = self.module(x)
+        if bn_mode == "train":
+            with torch.no_grad():
+                for v, b in zip(buffers, self.buffers):
+                    v.copy_(b)
+        return logits
+
+
+MODEL = small_cnn
+
+
 def loss_and_grads(weights, buffers, x, y, bn_mode):
-    leaves = [w.detach().requires_grad_() for w in weights]
-    loss = F.cross_entropy(small_cnn(leaves, buffers, x, bn_mode), y)
+    if isinstance(MODEL, ScriptModel):
+        leaves = MODEL.leaves(weights)
+    else:
+        leaves = [w.detach().requires_grad_() for w in weights]
+    loss = F.cross_entropy(MODEL(leaves, buffers, x, bn_mode), y)
     return list(torch.autograd.grad(loss, leaves)), loss.item()
 
 
@@ -191,12 +239,21 @@ def train(cfg, weights, buffers, batches):
 
 
 def run_case(args):
+    global MODEL
     torch.set_num_threads(1)
     cfg = json.load(open(args.config))
     case = load_file(args.case)
     n_w, n_b = cfg["num_weights"], cfg["num_buffers"]
-    weights = [case[f"init.w.{i}"] for i in range(n_w)]
-    buffers = [case[f"init.b.{i}"] for i in range(n_b)]
+    if args.module:
+        # The initial state is the module file's own, not the case's.
+        MODEL = ScriptModel(args.module)
+        weights, buffers = MODEL.initial()
+        if (len(weights), len(buffers)) != (n_w, n_b):
+            sys.exit(f"the module has {len(weights)} parameters and {len(buffers)} float buffers; "
+                     f"the case has {n_w} and {n_b}")
+    else:
+        weights = [case[f"init.w.{i}"] for i in range(n_w)]
+        buffers = [case[f"init.b.{i}"] for i in range(n_b)]
 
     def batches(t):
         out = {"clean": [], "perturbed": []}
@@ -256,6 +313,7 @@ def main():
     r.add_argument("case")
     r.add_argument("config")
     r.add_argument("out")
+    r.add_argument("--module", help="train this TorchScript file instead of the built-in small CNN")
     b = sub.add_parser("bench")
     b.add_argument("--method", default="m-arwp")
     b.add_argument("--updates", type=int, default=30)

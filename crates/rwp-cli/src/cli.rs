@@ -224,9 +224,12 @@ pub struct SpecFlags {
     /// Training method (required without a job file)
     #[arg(long, value_name = "METHOD", value_parser = method_parser())]
     pub method: Option<Method>,
-    /// Model architecture
+    /// Model architecture (torchscript: the module of --model-file)
     #[arg(long, value_name = "MODEL", value_parser = model_parser())]
     pub model: Option<ModelKind>,
+    /// TorchScript file (torch.jit.script(model).save(path)) of --model torchscript; uploaded on submit
+    #[arg(long, value_name = "PT")]
+    pub model_file: Option<PathBuf>,
     /// Dataset (synthetic is built in; the others read --data-dir)
     #[arg(long, value_name = "DATASET", value_parser = dataset_parser())]
     pub dataset: Option<DatasetKind>,

@@ -54,11 +54,25 @@ impl SpecFlags {
         if self.no_augment {
             file.augment = Some(false);
         }
+        // A path given as a flag is relative to the working directory, not
+        // to the job file.
+        if let Some(path) = &self.model_file {
+            file.model_file = Some(std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.clone()));
+        }
     }
 }
 
+/// The job `rwp submit` would send: its name, validated spec, and the
+/// TorchScript file to upload first, if any.
+#[derive(Debug)]
+pub struct BuiltJob {
+    pub name: String,
+    pub spec: JobSpec,
+    pub model_path: Option<std::path::PathBuf>,
+}
+
 /// The name and validated spec of the job that `rwp submit` would send.
-pub fn build_job(args: &SubmitArgs) -> Result<(String, JobSpec), CliError> {
+pub fn build_job(args: &SubmitArgs) -> Result<BuiltJob, CliError> {
     let mut file = match &args.job_file {
         Some(path) => JobFile::read(path).map_err(|e| job_file_error(&e))?,
         None => JobFile::default(),
@@ -75,6 +89,7 @@ pub fn build_job(args: &SubmitArgs) -> Result<(String, JobSpec), CliError> {
         Some(path) => path.display().to_string(),
         None => "invalid job".to_owned(),
     };
+    let model_path = file.model_path();
     let (file_name, spec) = file.into_spec().map_err(|e| {
         let text = e.to_string();
         let rule = text.strip_prefix("job file: ").unwrap_or(&text);
@@ -86,7 +101,7 @@ pub fn build_job(args: &SubmitArgs) -> Result<(String, JobSpec), CliError> {
         .or(file_name)
         .or_else(|| args.job_file.as_deref().and_then(Path::file_stem).map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    Ok((name, spec))
+    Ok(BuiltJob { name, spec, model_path })
 }
 
 /// A job file that cannot be read or parsed, as one line naming the file,
@@ -141,12 +156,12 @@ mod tests {
 
     #[test]
     fn flags_alone_start_from_the_reference() {
-        let (name, spec) =
+        let BuiltJob { name, spec, .. } =
             build_job(&submit_args(&["--method", "m-arwp", "--epochs", "3", "--name", "quick"])).unwrap();
         let mut expected = JobSpec::reference(Method::MArwp);
         expected.epochs = 3;
         assert_eq!((name.as_str(), spec), ("quick", expected));
-        let (name, _) = build_job(&submit_args(&["--method", "sgd"])).unwrap();
+        let BuiltJob { name, .. } = build_job(&submit_args(&["--method", "sgd"])).unwrap();
         assert_eq!(name, "");
     }
 
@@ -154,17 +169,18 @@ mod tests {
     fn flags_override_the_file_and_the_file_names_the_job() {
         let f = job_file("name = \"from-file\"\nmethod = \"m-rwp\"\nepochs = 7\nsigma = 0.02\n");
         let path = f.path().to_str().unwrap();
-        let (name, spec) = build_job(&submit_args(&[path, "--sigma", "0.03", "--no-augment", "--nesterov"])).unwrap();
+        let BuiltJob { name, spec, .. } =
+            build_job(&submit_args(&[path, "--sigma", "0.03", "--no-augment", "--nesterov"])).unwrap();
         assert_eq!(name, "from-file");
         assert_eq!(
             (spec.method, spec.epochs, spec.sigma, spec.augment, spec.nesterov),
             (Method::MRwp, 7, 0.03, false, true)
         );
-        let (name, spec) = build_job(&submit_args(&[path, "--method", "sgd", "--name", "n"])).unwrap();
+        let BuiltJob { name, spec, .. } = build_job(&submit_args(&[path, "--method", "sgd", "--name", "n"])).unwrap();
         assert_eq!((name.as_str(), spec.method, spec.epochs), ("n", Method::Sgd, 7));
         // Without a name in the file, the file's stem.
         let f = job_file("method = \"sgd\"\n");
-        let (name, _) = build_job(&submit_args(&[f.path().to_str().unwrap()])).unwrap();
+        let BuiltJob { name, .. } = build_job(&submit_args(&[f.path().to_str().unwrap()])).unwrap();
         assert_eq!(name, f.path().file_stem().unwrap().to_str().unwrap());
     }
 

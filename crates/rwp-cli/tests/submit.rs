@@ -40,6 +40,44 @@ fn flags_override_the_job_file() {
 }
 
 #[test]
+fn a_torchscript_model_file_is_uploaded_then_named_by_its_digest() {
+    let server = MockServer::start(vec![]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    std::fs::write(dir.path().join("models/net.pt"), b"abc").unwrap();
+    let job = write_file(
+        dir.path(),
+        "job.toml",
+        "method = \"m-arwp\"\nmodel = \"torchscript\"\nmodel_file = \"models/net.pt\"\n",
+    );
+    // The job file's model_file is relative to the job file, wherever rwp runs.
+    let o = rwp(&["--server", &server.url, "submit", &job]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sha256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    {
+        let recorded = server.recorded.lock().unwrap();
+        assert_eq!(recorded.uploads, [(sha256.to_owned(), b"abc".to_vec())]);
+        let file = recorded.submitted[0].1.model_file.clone().expect("the spec names the file");
+        assert_eq!((file.sha256.as_str(), file.size_bytes), (sha256, 3));
+    }
+    // A missing file is reported before anything is sent.
+    let o = rwp(&[
+        "--server",
+        &server.url,
+        "submit",
+        "--method",
+        "sgd",
+        "--model",
+        "torchscript",
+        "--model-file",
+        "/no/net.pt",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/no/net.pt"), "{}", stderr(&o));
+    assert_eq!(server.recorded.lock().unwrap().uploads.len(), 1);
+}
+
+#[test]
 fn watch_follows_the_new_job() {
     let server = MockServer::start(vec![]);
     let o = rwp(&["--server", &server.url, "submit", "--method", "sgd", "--watch"]);

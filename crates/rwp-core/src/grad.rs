@@ -29,7 +29,7 @@ struct Pass {
 }
 
 fn loss_and_grads(model: &Model, weights: &[Tensor], buffers: &[Tensor], batch: &Batch, bn: BnMode) -> Pass {
-    let leaves: Vec<Tensor> = weights.iter().map(|w| w.detach().set_requires_grad(true)).collect();
+    let leaves = model.leaves(weights);
     let logits = model.forward(&leaves, buffers, &batch.images, bn);
     let loss = logits.cross_entropy_for_logits(&batch.labels);
     let grads = Tensor::run_backward(&[&loss], &leaves, false, false);

@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{Batch, DataError, Dataset};
 use crate::grad::compute_task;
-use crate::model::{BnMode, Model};
+use crate::model::{BnMode, Model, ModelError};
 use crate::optim::{apply_update, StepResults, TrainState, UpdateError, UpdateReport};
 use crate::perturb::RowFactors;
 
@@ -25,8 +25,31 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Update(#[from] UpdateError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
     #[error("{0}")]
     Device(String),
+    #[error("{0}")]
+    ModelFile(String),
+}
+
+/// Checks that `path` holds the file `spec.model_file` names.
+fn check_model_file(spec: &JobSpec, path: Option<&Path>) -> Result<(), TrainError> {
+    let (Some(expected), Some(path)) = (&spec.model_file, path) else { return Ok(()) };
+    let found = rwp_spec::ModelFile::of_path(path)
+        .map_err(|e| TrainError::ModelFile(format!("cannot read {}: {e}", path.display())))?;
+    if &found == expected {
+        Ok(())
+    } else {
+        Err(TrainError::ModelFile(format!(
+            "{} has SHA-256 {} ({} bytes); the job's model file is {} ({} bytes)",
+            path.display(),
+            found.sha256,
+            found.size_bytes,
+            expected.sha256,
+            expected.size_bytes
+        )))
+    }
 }
 
 /// Parses `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
@@ -97,21 +120,32 @@ pub struct LocalTrainer {
 }
 
 impl LocalTrainer {
-    /// A fresh run of `spec` with initial weights drawn from the spec's seed.
+    /// A fresh run of `spec` (a built-in model) with initial weights drawn
+    /// from the spec's seed.
     pub fn new(spec: JobSpec, device: Device) -> Result<Self, TrainError> {
+        Self::with_model_file(spec, device, None)
+    }
+
+    /// A fresh run of `spec`; a TorchScript model is loaded from
+    /// `model_file` (the file `spec.model_file` names) and starts from the
+    /// file's weights.
+    pub fn with_model_file(spec: JobSpec, device: Device, model_file: Option<&Path>) -> Result<Self, TrainError> {
         spec.validate()?;
+        check_model_file(&spec, model_file)?;
         let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment)?;
-        let model = Model::new(spec.model, data.shape, data.classes);
+        let model = Model::for_spec(&spec, data.shape, data.classes, model_file, device)?;
         let (weights, buffers) = model.init(init_seed(&spec), device);
         Self::assemble(spec, data, model, TrainState::new(weights, buffers), device)
     }
 
-    /// Continues the run saved in a checkpoint.
-    pub fn resume(path: &Path, device: Device) -> Result<Self, TrainError> {
+    /// Continues the run saved in a checkpoint (`model_file` as for
+    /// [`LocalTrainer::with_model_file`]).
+    pub fn resume(path: &Path, device: Device, model_file: Option<&Path>) -> Result<Self, TrainError> {
         let spec = checkpoint::read_spec(path)?;
         spec.validate()?;
+        check_model_file(&spec, model_file)?;
         let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment)?;
-        let model = Model::new(spec.model, data.shape, data.classes);
+        let model = Model::for_spec(&spec, data.shape, data.classes, model_file, device)?;
         let loaded = checkpoint::load(path, &model, device)?;
         Self::assemble(loaded.spec, data, model, loaded.state, device)
     }

@@ -65,7 +65,7 @@ fn a_resumed_run_continues_bit_for_bit() {
     assert_eq!(original.state.step, 2);
     assert!(original.state.momentum.is_some() && original.state.history.is_some());
 
-    let mut resumed = LocalTrainer::resume(&path, Device::Cpu).unwrap();
+    let mut resumed = LocalTrainer::resume(&path, Device::Cpu, None).unwrap();
     assert_eq!(resumed.spec, original.spec);
     assert_eq!(resumed.model.kind, ModelKind::SmallCnn);
     assert_eq!(resumed.schedule.total_updates, 4);
@@ -142,7 +142,7 @@ fn truncated_and_garbage_files_are_errors_not_panics() {
     std::fs::write(&cut, &bytes[..bytes.len() - 1]).unwrap();
     let err = checkpoint::load(&cut, &t.model, Device::Cpu).unwrap_err();
     assert!(matches!(err, CheckpointError::Invalid { .. }), "{err:?}");
-    expect_invalid(LocalTrainer::resume(&cut, Device::Cpu), &cut);
+    expect_invalid(LocalTrainer::resume(&cut, Device::Cpu, None), &cut);
 
     // Cut inside the header, and a few bytes only.
     for len in [bytes.len() / 100, 12, 5, 0] {
@@ -151,7 +151,7 @@ fn truncated_and_garbage_files_are_errors_not_panics() {
         let err = checkpoint::load(&short, &t.model, Device::Cpu).unwrap_err();
         assert!(matches!(err, CheckpointError::Invalid { .. }), "{len} bytes: {err:?}");
         assert!(matches!(checkpoint::read_spec(&short), Err(CheckpointError::Invalid { .. })), "{len} bytes");
-        expect_invalid(LocalTrainer::resume(&short, Device::Cpu), &short);
+        expect_invalid(LocalTrainer::resume(&short, Device::Cpu, None), &short);
     }
 
     // A header length far beyond the file.
@@ -159,7 +159,7 @@ fn truncated_and_garbage_files_are_errors_not_panics() {
     let mut garbage = u64::MAX.to_le_bytes().to_vec();
     garbage.extend_from_slice(b"{}");
     std::fs::write(&huge, &garbage).unwrap();
-    expect_invalid(LocalTrainer::resume(&huge, Device::Cpu), &huge);
+    expect_invalid(LocalTrainer::resume(&huge, Device::Cpu, None), &huge);
 
     // No file at all.
     let missing = dir.path().join("missing.safetensors");

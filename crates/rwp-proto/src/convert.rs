@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use rwp_spec::payload::{Announced, PushMessage};
 use rwp_spec::{
-    DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelKind, NonFinitePolicy, Role,
-    SigmaSchedule, StepMetrics,
+    DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelFile, ModelKind,
+    NonFinitePolicy, Role, SigmaSchedule, StepMetrics,
 };
 
 use crate::v1;
@@ -65,6 +65,7 @@ impl From<ModelKind> for v1::Model {
             ModelKind::Vgg16Bn => v1::Model::Vgg16Bn,
             ModelKind::Wrn16_8 => v1::Model::Wrn168,
             ModelKind::Wrn28_10 => v1::Model::Wrn2810,
+            ModelKind::TorchScript => v1::Model::Torchscript,
         }
     }
 }
@@ -80,6 +81,7 @@ pub fn model_from_wire(value: i32) -> Result<ModelKind, ConversionError> {
             v1::Model::Vgg16Bn => ModelKind::Vgg16Bn,
             v1::Model::Wrn168 => ModelKind::Wrn16_8,
             v1::Model::Wrn2810 => ModelKind::Wrn28_10,
+            v1::Model::Torchscript => ModelKind::TorchScript,
         })
     }
 }
@@ -234,6 +236,10 @@ impl From<&JobSpec> for v1::JobSpec {
             }
             .into(),
             gradient_encoding: v1::GradientEncoding::from(s.gradient_encoding).into(),
+            model_file: s
+                .model_file
+                .as_ref()
+                .map(|f| v1::ModelFile { sha256: f.sha256.clone(), size_bytes: f.size_bytes }),
         }
     }
 }
@@ -290,6 +296,7 @@ impl TryFrom<v1::JobSpec> for JobSpec {
             non_finite,
             gradient_encoding: encoding_from_wire(s.gradient_encoding)
                 .map_err(|e| ConversionError { field: "spec.gradient_encoding", reason: e.reason })?,
+            model_file: s.model_file.map(|f| ModelFile { sha256: f.sha256, size_bytes: f.size_bytes }),
         })
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 use rwp_credentials::{client_tls, Bearer, Pem, Token};
 use rwp_proto::v1::job_service_client::JobServiceClient;
 use rwp_proto::v1::{self, job_event::Event};
-use rwp_spec::JobSpec;
+use rwp_spec::{JobSpec, ModelFile};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -34,6 +34,9 @@ fn traced<T>(message: T) -> tonic::Request<T> {
     });
     request
 }
+
+/// Bytes per `UploadModel` message (well under the server's message limit).
+const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
 
 /// How the client reaches the server.
 #[derive(Clone, Debug)]
@@ -165,6 +168,49 @@ impl Client {
     }
 
     /// Submits a job (not retried: a retry could start it twice).
+    /// Stores a TorchScript file (`torch.jit.script(model).save(path)`) on
+    /// the server for jobs to name in `JobSpec::model_file`. Content-addressed:
+    /// uploading the same file again is harmless, so a failed attempt is
+    /// retried.
+    pub async fn upload_model(&self, path: &Path) -> Result<ModelFile, SdkError> {
+        let io = |source| SdkError::Io { path: path.display().to_string(), source };
+        let bytes = bytes::Bytes::from(tokio::fs::read(path).await.map_err(io)?);
+        let file = ModelFile { sha256: rwp_spec::sha256_hex(&bytes), size_bytes: bytes.len() as u64 };
+        let stored = self
+            .retrying("upload_model", |mut c| {
+                let (bytes, file) = (bytes.clone(), file.clone());
+                async move {
+                    let chunks = (0..bytes.len().max(1)).step_by(UPLOAD_CHUNK_BYTES).map(move |start| {
+                        let end = (start + UPLOAD_CHUNK_BYTES).min(bytes.len());
+                        v1::ModelChunk {
+                            total_bytes: file.size_bytes,
+                            sha256: if start == 0 { file.sha256.clone() } else { String::new() },
+                            offset: start as u64,
+                            data: bytes.slice(start..end),
+                        }
+                    });
+                    c.upload_model(traced(tokio_stream::iter(chunks))).await.map(tonic::Response::into_inner)
+                }
+            })
+            .await?;
+        if stored.sha256 != file.sha256 || stored.size_bytes != file.size_bytes {
+            return Err(SdkError::InvalidSpec(format!(
+                "the server stored {} ({} bytes) for {} ({} bytes)",
+                stored.sha256, stored.size_bytes, file.sha256, file.size_bytes
+            )));
+        }
+        Ok(file)
+    }
+
+    /// Uploads the TorchScript file at `model` and submits `spec` with it as
+    /// the job's model (`spec.model` becomes `torchscript`).
+    pub async fn submit_with_model_file(&self, name: &str, spec: &JobSpec, model: &Path) -> Result<Job, SdkError> {
+        let mut spec = spec.clone();
+        spec.model = rwp_spec::ModelKind::TorchScript;
+        spec.model_file = Some(self.upload_model(model).await?);
+        self.submit(name, &spec).await
+    }
+
     pub async fn submit(&self, name: &str, spec: &JobSpec) -> Result<Job, SdkError> {
         spec.validate().map_err(|e| SdkError::InvalidSpec(e.to_string()))?;
         let request = v1::SubmitJobRequest { name: name.to_owned(), spec: Some(spec.into()) };

@@ -5,7 +5,9 @@
 //! ```toml
 //! name = "cifar-marwp"          # optional
 //! method = "m-arwp"             # sgd | sam | rwp | arwp | m-rwp | m-arwp
-//! model = "resnet18"            # mlp | small-cnn | resnet18 | vgg16-bn | wrn16-8 | wrn28-10
+//! model = "resnet18"            # mlp | small-cnn | resnet18 | vgg16-bn | wrn16-8 | wrn28-10 | torchscript
+//! # model_file = "net.pt"       # with model = "torchscript": a torch.jit.script(...).save() file,
+//!                               # relative to the job file; uploaded on submit
 //! dataset = "cifar10"           # synthetic | mnist | cifar10 | cifar100
 //! data_dir = "/data/cifar10"    # read by every worker
 //! epochs = 200
@@ -18,7 +20,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rwp_spec::{DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelKind, NonFinitePolicy, SigmaSchedule};
+use rwp_spec::{
+    DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelFile, ModelKind, NonFinitePolicy, SigmaSchedule,
+};
 use serde::Deserialize;
 
 use crate::SdkError;
@@ -54,6 +58,12 @@ pub struct JobFile {
     pub augment: Option<bool>,
     pub non_finite: Option<NonFinitePolicy>,
     pub gradient_encoding: Option<GradientEncoding>,
+    /// The TorchScript file of `model = "torchscript"`, relative to the job
+    /// file's directory.
+    pub model_file: Option<PathBuf>,
+    /// The directory of the job file read, which `model_file` is relative to.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
 impl JobFile {
@@ -65,11 +75,30 @@ impl JobFile {
     pub fn read(path: &Path) -> Result<Self, SdkError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| SdkError::InvalidSpec(format!("cannot read job file {}: {e}", path.display())))?;
-        Self::parse(&text, &path.display().to_string())
+        let mut file = Self::parse(&text, &path.display().to_string())?;
+        file.base_dir = path.parent().map(Path::to_path_buf);
+        Ok(file)
+    }
+
+    /// The TorchScript file this job names, resolved against the job file's
+    /// directory: the file to upload before submitting.
+    #[must_use]
+    pub fn model_path(&self) -> Option<PathBuf> {
+        let path = self.model_file.as_ref()?;
+        Some(match &self.base_dir {
+            Some(dir) => dir.join(path),
+            None => path.clone(),
+        })
     }
 
     /// The spec: the method's reference defaults with this file's settings on top, validated.
     pub fn into_spec(self) -> Result<(Option<String>, JobSpec), SdkError> {
+        let model_file = match self.model_path() {
+            Some(path) => Some(ModelFile::of_path(&path).map_err(|e| {
+                SdkError::InvalidSpec(format!("job file: cannot read model_file {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
         let method = self.method.ok_or_else(|| SdkError::InvalidSpec("job file: `method` is required".into()))?;
         let mut s = JobSpec::reference(method);
         macro_rules! set {
@@ -106,6 +135,7 @@ impl JobFile {
         if self.max_updates.is_some() {
             s.max_updates = self.max_updates;
         }
+        s.model_file = model_file;
         s.validate().map_err(|e| SdkError::InvalidSpec(format!("job file: {e}")))?;
         Ok((self.name, s))
     }
@@ -147,6 +177,27 @@ mod tests {
         assert!(err.contains("data_dir"), "{err}");
         let fine = text.replace("data_dir = \"\"", "data_dir = \"/data/mnist\"");
         assert!(JobFile::parse(&fine, "j").unwrap().into_spec().is_ok());
+    }
+
+    #[test]
+    fn a_model_file_is_read_relative_to_the_job_file_and_named_by_its_digest() {
+        let dir = std::env::temp_dir().join(format!("rwp-job-file-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("models")).unwrap();
+        std::fs::write(dir.join("models/net.pt"), b"abc").unwrap();
+        let job = dir.join("job.toml");
+        std::fs::write(&job, "method = \"m-arwp\"\nmodel = \"torchscript\"\nmodel_file = \"models/net.pt\"\n").unwrap();
+        let file = JobFile::read(&job).unwrap();
+        assert_eq!(file.model_path(), Some(dir.join("models/net.pt")));
+        let (_, spec) = file.into_spec().unwrap();
+        let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(spec.model_file, Some(ModelFile { sha256: expected.to_owned(), size_bytes: 3 }));
+        std::fs::write(&job, "method = \"m-arwp\"\nmodel = \"torchscript\"\n").unwrap();
+        let err = JobFile::read(&job).unwrap().into_spec().unwrap_err().to_string();
+        assert!(err.contains("model_file"), "{err}");
+        std::fs::write(&job, "method = \"sgd\"\nmodel = \"torchscript\"\nmodel_file = \"missing.pt\"\n").unwrap();
+        let err = JobFile::read(&job).unwrap().into_spec().unwrap_err().to_string();
+        assert!(err.contains("missing.pt"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

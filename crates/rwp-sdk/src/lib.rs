@@ -41,7 +41,7 @@ pub use error::SdkError;
 pub use job_file::JobFile;
 pub use rwp_credentials::{read_token_file, Pem, Token};
 pub use rwp_spec::{
-    DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelKind, NonFinitePolicy,
-    SigmaSchedule, StepMetrics,
+    DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelFile, ModelKind,
+    NonFinitePolicy, SigmaSchedule, StepMetrics,
 };
 pub use types::{Job, JobEvent};

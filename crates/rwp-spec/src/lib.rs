@@ -15,6 +15,7 @@
 
 pub mod job;
 mod method;
+mod model_file;
 pub mod payload;
 pub mod plan;
 pub mod rng;
@@ -22,6 +23,7 @@ mod spec;
 
 pub use job::{Evaluation, JobState, StepMetrics};
 pub use method::{DatasetKind, Method, ModelKind};
+pub use model_file::{is_sha256_hex, sha256_hex, ModelFile, Sha256};
 pub use plan::{Role, Task};
 pub use spec::{GradientEncoding, JobSpec, LrSchedule, NonFinitePolicy, Schedule, SigmaSchedule};
 

@@ -92,16 +92,20 @@ pub enum ModelKind {
     Vgg16Bn,
     Wrn16_8,
     Wrn28_10,
+    /// A TorchScript module uploaded by the user (`JobSpec::model_file`).
+    #[serde(rename = "torchscript")]
+    TorchScript,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 6] = [
+    pub const ALL: [ModelKind; 7] = [
         ModelKind::Mlp,
         ModelKind::SmallCnn,
         ModelKind::Resnet18,
         ModelKind::Vgg16Bn,
         ModelKind::Wrn16_8,
         ModelKind::Wrn28_10,
+        ModelKind::TorchScript,
     ];
 
     #[must_use]
@@ -113,6 +117,7 @@ impl ModelKind {
             ModelKind::Vgg16Bn => "vgg16-bn",
             ModelKind::Wrn16_8 => "wrn16-8",
             ModelKind::Wrn28_10 => "wrn28-10",
+            ModelKind::TorchScript => "torchscript",
         }
     }
 }

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DatasetKind, Method, ModelKind, SpecError};
+use crate::{DatasetKind, Method, ModelFile, ModelKind, SpecError};
 
 /// When the learning rate changes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -106,6 +106,10 @@ pub struct JobSpec {
     /// Wire format of gradients in distributed runs.
     #[serde(default)]
     pub gradient_encoding: GradientEncoding,
+    /// The TorchScript file of a [`ModelKind::TorchScript`] job; `None` for
+    /// the built-in models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_file: Option<ModelFile>,
 }
 
 impl JobSpec {
@@ -140,6 +144,7 @@ impl JobSpec {
             augment: true,
             non_finite: NonFinitePolicy::Fail,
             gradient_encoding: GradientEncoding::F32,
+            model_file: None,
         };
         match method {
             Method::Sgd | Method::Sam => {}
@@ -263,6 +268,14 @@ impl JobSpec {
         }
         if self.dataset.needs_files() && self.data_dir.is_none() {
             return Err(SpecError::MissingDataDir { dataset: self.dataset });
+        }
+        match (&self.model_file, self.model) {
+            (Some(file), ModelKind::TorchScript) => file.validate()?,
+            (None, ModelKind::TorchScript) => {
+                return Err(bad("model_file", "none", "must name the uploaded TorchScript file for model torchscript"))
+            }
+            (Some(_), model) => return Err(bad("model_file", model, "must be unset for a built-in model")),
+            (None, _) => {}
         }
         Ok(())
     }
@@ -526,8 +539,19 @@ mod tests {
             augment: _,
             non_finite: _,
             gradient_encoding: _,
+            model_file: _, // below
         } = base();
         let cases: &[(&str, Spoil)] = &[
+            ("model_file", |s| s.model = ModelKind::TorchScript),
+            ("model_file", |s| s.model_file = Some(ModelFile { sha256: "ab".repeat(32), size_bytes: 1 })),
+            ("model_file.sha256", |s| {
+                s.model = ModelKind::TorchScript;
+                s.model_file = Some(ModelFile { sha256: "../../etc/passwd".into(), size_bytes: 1 });
+            }),
+            ("model_file.sha256", |s| {
+                s.model = ModelKind::TorchScript;
+                s.model_file = Some(ModelFile { sha256: "AB".repeat(32), size_bytes: 1 });
+            }),
             ("data_dir", |s| s.data_dir = Some(PathBuf::new())),
             ("data_dir", |s| s.data_dir = Some(PathBuf::from("d".repeat(MAX_DATA_DIR_BYTES + 1)))),
             ("batch_size", |s| s.batch_size = 0),

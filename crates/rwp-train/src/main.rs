@@ -10,7 +10,7 @@ use std::time::Instant;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use rwp_core::trainer::{parse_device, LocalTrainer};
-use rwp_spec::{DatasetKind, JobSpec, LrSchedule, Method, ModelKind, SigmaSchedule};
+use rwp_spec::{DatasetKind, JobSpec, LrSchedule, Method, ModelFile, ModelKind, SigmaSchedule};
 
 /// Train a model with an RWP-family method in one process.
 ///
@@ -22,9 +22,14 @@ struct Args {
     /// sgd, sam, rwp, arwp, m-rwp or m-arwp.
     #[arg(long, default_value = "m-arwp")]
     method: Method,
-    /// mlp, small-cnn, resnet18, vgg16-bn, wrn16-8 or wrn28-10.
+    /// mlp, small-cnn, resnet18, vgg16-bn, wrn16-8, wrn28-10, or torchscript
+    /// (with --model-file).
     #[arg(long, default_value = "small-cnn")]
     model: ModelKind,
+    /// The TorchScript file (`torch.jit.script(model).save(path)`) of
+    /// --model torchscript; training starts from its weights.
+    #[arg(long)]
+    model_file: Option<PathBuf>,
     /// synthetic (built in), mnist, cifar10 or cifar100.
     #[arg(long, default_value = "synthetic")]
     dataset: DatasetKind,
@@ -135,6 +140,14 @@ impl Args {
     fn spec(&self) -> Result<JobSpec, String> {
         let mut s = JobSpec::reference(self.method);
         s.model = self.model;
+        s.model_file = match (&self.model_file, self.model) {
+            (Some(path), ModelKind::TorchScript) => {
+                Some(ModelFile::of_path(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
+            }
+            (None, ModelKind::TorchScript) => return Err("--model torchscript needs --model-file".to_owned()),
+            (Some(_), model) => return Err(format!("--model-file is for --model torchscript, not {model}")),
+            (None, _) => None,
+        };
         s.dataset = self.dataset;
         s.data_dir.clone_from(&self.data_dir);
         s.seed = self.seed;
@@ -201,8 +214,8 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let device = parse_device(&args.device).map_err(|e| e.to_string())?;
     let mut trainer = match &args.resume {
-        Some(path) => LocalTrainer::resume(path, device),
-        None => LocalTrainer::new(args.spec()?, device),
+        Some(path) => LocalTrainer::resume(path, device, args.model_file.as_deref()),
+        None => LocalTrainer::with_model_file(args.spec()?, device, args.model_file.as_deref()),
     }
     .map_err(|e| e.to_string())?;
     let mut metrics = match &args.metrics {

@@ -35,6 +35,8 @@ pub(crate) struct TaskInput {
     pub spec: JobSpec,
     pub task: Task,
     pub returns_buffers: bool,
+    /// The cached TorchScript file of a `torchscript` job.
+    pub model_file: Option<std::path::PathBuf>,
     /// The task's span, entered on the compute thread for its log lines.
     pub span: Span,
 }
@@ -151,10 +153,14 @@ struct JobState {
 }
 
 impl JobState {
-    fn load(spec: &JobSpec) -> Result<Self, WorkerError> {
+    fn load(spec: &JobSpec, model_file: Option<&std::path::Path>, device: Device) -> Result<Self, WorkerError> {
         spec.validate()?;
         let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment)?;
-        let model = Model::new(spec.model, data.shape, data.classes);
+        let model =
+            Model::for_spec(spec, data.shape, data.classes, model_file, device).map_err(|e| WorkerError::Model {
+                sha256: spec.model_file.as_ref().map(|f| f.sha256.clone()).unwrap_or_default(),
+                reason: e.to_string(),
+            })?;
         let schedule = Schedule::new(spec, data.train.len())?;
         let sampler = Sampler::new(spec, &schedule, data.train.len());
         Ok(Self { spec: spec.clone(), data, model, schedule, sampler, weights: None, last_used: Instant::now() })
@@ -256,7 +262,12 @@ impl ComputeThread {
         }
     }
 
-    fn job(&mut self, job_id: &str, spec: &JobSpec) -> Result<&mut JobState, WorkerError> {
+    fn job(
+        &mut self,
+        job_id: &str,
+        spec: &JobSpec,
+        model_file: Option<&std::path::Path>,
+    ) -> Result<&mut JobState, WorkerError> {
         let stale = self.jobs.get(job_id).is_some_and(|j| &j.spec != spec);
         if stale {
             info!("the job's spec changed; reloading it");
@@ -264,7 +275,7 @@ impl ComputeThread {
         }
         if !self.jobs.contains_key(job_id) {
             let started = Instant::now();
-            let state = JobState::load(spec)?;
+            let state = JobState::load(spec, model_file, self.device)?;
             info!(
                 model = %spec.model,
                 dataset = %spec.dataset,
@@ -283,7 +294,7 @@ impl ComputeThread {
         let _entered = input.span.enter();
         let device = self.device;
         let task = &input.task;
-        let job = self.job(&input.job_id, &input.spec)?;
+        let job = self.job(&input.job_id, &input.spec, input.model_file.as_deref())?;
         job.check(task)?;
         let spent_snapshot = match snapshot {
             Some(bytes) => {

@@ -55,6 +55,8 @@ pub const ENV_TLS_DOMAIN: &str = "RWP_TLS_DOMAIN";
 pub const ENV_TOKEN: &str = "RWP_TOKEN";
 /// Environment variable of [`WorkerConfig::token_file`].
 pub const ENV_TOKEN_FILE: &str = "RWP_TOKEN_FILE";
+/// Environment variable of [`WorkerConfig::model_cache_dir`].
+pub const ENV_MODEL_CACHE_DIR: &str = "RWP_MODEL_CACHE_DIR";
 
 /// The first reconnection delay; it doubles up to `max_backoff_ms`.
 pub const INITIAL_BACKOFF_MS: u64 = 100;
@@ -98,6 +100,9 @@ pub struct WorkerConfig {
     pub token: Option<Token>,
     /// File holding the bearer token (a mounted Secret), instead of `token`.
     pub token_file: Option<PathBuf>,
+    /// Where TorchScript model files fetched from the server are kept, by
+    /// SHA-256 (any worker may delete it; files are fetched again).
+    pub model_cache_dir: PathBuf,
 }
 
 impl Default for WorkerConfig {
@@ -118,6 +123,7 @@ impl Default for WorkerConfig {
             tls_domain: None,
             token: None,
             token_file: None,
+            model_cache_dir: std::env::temp_dir().join("rwp-model-cache"),
         }
     }
 }
@@ -182,6 +188,9 @@ pub struct ConfigFlags {
     /// File holding the bearer token, e.g. a mounted Secret [env: RWP_TOKEN_FILE]
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// Directory for TorchScript model files fetched from the server [env: RWP_MODEL_CACHE_DIR] [default: $TMPDIR/rwp-model-cache]
+    #[arg(long, value_name = "DIR")]
+    pub model_cache_dir: Option<PathBuf>,
 }
 
 fn from_env<T: FromStr>(
@@ -257,6 +266,7 @@ impl WorkerConfig {
         set_optional(&mut c.tls_domain, from_env(env, ENV_TLS_DOMAIN, "tls_domain")?);
         set_optional(&mut c.token, from_env(env, ENV_TOKEN, "token")?);
         set_optional(&mut c.token_file, from_env(env, ENV_TOKEN_FILE, "token_file")?);
+        set(&mut c.model_cache_dir, from_env(env, ENV_MODEL_CACHE_DIR, "model_cache_dir")?);
 
         let f = flags.clone();
         set(&mut c.server, f.server);
@@ -274,6 +284,7 @@ impl WorkerConfig {
         set_optional(&mut c.tls_domain, f.tls_domain);
         set_optional(&mut c.token, f.token);
         set_optional(&mut c.token_file, f.token_file);
+        set(&mut c.model_cache_dir, f.model_cache_dir);
         c.validate()?;
         Ok(c)
     }
@@ -296,6 +307,9 @@ impl WorkerConfig {
         }
         if self.name.trim().is_empty() {
             return bad("name", "must not be empty".to_owned());
+        }
+        if self.model_cache_dir.as_os_str().is_empty() {
+            return bad("model_cache_dir", "must not be empty".to_owned());
         }
         let device_ok = matches!(self.device.as_str(), "cpu" | "cuda" | "auto")
             || self.device.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());

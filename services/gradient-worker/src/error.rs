@@ -46,6 +46,9 @@ pub enum WorkerError {
     /// The streamed weights do not form one whole file.
     #[error("weights of job {job_id} version {version}: {reason}")]
     Weights { job_id: String, version: u64, reason: String },
+    /// A job's model file cannot be fetched or used.
+    #[error("model file {sha256}: {reason}")]
+    Model { sha256: String, reason: String },
     /// Computing the task failed (a libtorch error or an internal bug).
     #[error("compute: {0}")]
     Compute(String),

@@ -16,6 +16,8 @@
 //! 3. **fetch** the weights version the task needs with `FetchWeights`, unless
 //!    the compute thread already holds it, checking that the chunks tile the
 //!    announced size exactly;
+//!    For a TorchScript job, the model file the spec names is fetched once
+//!    with `FetchModel` into `model_cache_dir`, checked against its SHA-256;
 //! 4. **compute** the shard's result with [`rwp_core::grad::compute_task`],
 //!    on one dedicated thread that owns every libtorch object (tensors are not
 //!    `Sync`, so none is ever held in async code). The thread caches, per job,
@@ -40,6 +42,7 @@
 mod compute;
 pub mod config;
 mod error;
+mod models;
 mod rpc;
 mod worker;
 

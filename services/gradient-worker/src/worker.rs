@@ -11,6 +11,7 @@ use tonic::Code;
 use tracing::{debug, error, info, info_span, warn, Instrument, Span};
 
 use crate::compute::{ComputeHandle, TaskInput};
+use crate::models;
 use crate::rpc::{self, Backoff, Session};
 use crate::{WorkerConfig, WorkerError};
 use rwp_telemetry::{Kind, Registry};
@@ -72,6 +73,7 @@ fn convert(task: v1::Task) -> Result<Leased, WorkerError> {
             sigma: task.sigma,
         },
         returns_buffers: task.returns_buffers,
+        model_file: None,
         span,
     };
     Ok(Leased { lease_id: task.lease_id, input })
@@ -91,6 +93,7 @@ impl Drop for AbortOnDrop {
 /// server accepted the result.
 async fn process(
     chunk_bytes: usize,
+    model_cache_dir: &std::path::Path,
     compute: &ComputeHandle,
     session: &Session,
     leased: &Leased,
@@ -100,7 +103,11 @@ async fn process(
     let renewer = AbortOnDrop(tokio::spawn(
         rpc::keep_renewing(session.clone(), leased.lease_id.clone()).instrument(Span::current()),
     ));
-    let input = &leased.input;
+    let mut input = leased.input.clone();
+    if let Some(file) = &input.spec.model_file {
+        input.model_file = Some(models::cached_model(session, model_cache_dir, file).await?);
+    }
+    let input = &input;
     let task = &input.task;
     let snapshot = if compute.has_weights(&input.job_id, task.step).await? {
         None
@@ -333,7 +340,9 @@ impl Worker<'_> {
         let span = leased.input.span.clone();
         let compute: &ComputeHandle = self.compute;
         let metrics = self.metrics.clone();
-        let work = process(self.config.chunk_bytes, compute, session, &leased, &metrics).instrument(span.clone());
+        let model_cache_dir = self.config.model_cache_dir.clone();
+        let work = process(self.config.chunk_bytes, &model_cache_dir, compute, session, &leased, &metrics)
+            .instrument(span.clone());
         let mut work = std::pin::pin!(work);
         let drain = Duration::from_millis(self.config.drain_timeout_ms);
         let (outcome, flow) = tokio::select! {

@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub max_active_jobs_per_token: u32,
     /// Most parameters of a job's model; a larger one is refused at submit.
     pub max_model_parameters: u64,
+    /// Largest TorchScript file `UploadModel` accepts, in bytes.
+    pub max_model_file_bytes: u64,
     /// Job API requests one token may make per second, on average, unless
     /// its entry says otherwise; beyond, RESOURCE_EXHAUSTED.
     pub requests_per_second: f64,
@@ -101,6 +103,7 @@ impl Default for ServerConfig {
             tokens_file: None,
             max_active_jobs_per_token: 8,
             max_model_parameters: 100_000_000,
+            max_model_file_bytes: 256 << 20,
             requests_per_second: 20.0,
             request_burst: 40,
         }
@@ -132,6 +135,7 @@ pub struct ConfigLayer {
     pub tokens_file: Option<PathBuf>,
     pub max_active_jobs_per_token: Option<u32>,
     pub max_model_parameters: Option<u64>,
+    pub max_model_file_bytes: Option<u64>,
     pub requests_per_second: Option<f64>,
     pub request_burst: Option<u32>,
 }
@@ -185,6 +189,7 @@ impl ServerConfig {
                 max_concurrent_requests,
                 max_active_jobs_per_token,
                 max_model_parameters,
+                max_model_file_bytes,
                 requests_per_second,
                 request_burst
             );
@@ -240,6 +245,9 @@ impl ServerConfig {
         }
         if self.max_model_parameters == 0 {
             return bad("max_model_parameters", "0".into(), "must be at least 1");
+        }
+        if self.max_model_file_bytes == 0 {
+            return bad("max_model_file_bytes", "0".into(), "must be at least 1");
         }
         if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {
             return bad("requests_per_second", self.requests_per_second.to_string(), "must be a finite number > 0");
@@ -301,6 +309,7 @@ mod tests {
         let cases = [
             (ConfigLayer { max_active_jobs_per_token: Some(0), ..Default::default() }, "max_active_jobs_per_token = 0"),
             (ConfigLayer { max_model_parameters: Some(0), ..Default::default() }, "max_model_parameters = 0"),
+            (ConfigLayer { max_model_file_bytes: Some(0), ..Default::default() }, "max_model_file_bytes = 0"),
             (ConfigLayer { requests_per_second: Some(0.0), ..Default::default() }, "requests_per_second = 0"),
             (ConfigLayer { requests_per_second: Some(f64::NAN), ..Default::default() }, "requests_per_second = NaN"),
             (ConfigLayer { request_burst: Some(0), ..Default::default() }, "request_burst = 0"),

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use rwp_spec::payload::{Announced, Layout, Payload, PayloadError, PayloadSizes};
 use rwp_spec::plan::tasks_for_step;
 use rwp_spec::rng::derive_seed;
-use rwp_spec::{JobSpec, NonFinitePolicy, Role, Schedule, Task};
+use rwp_spec::{JobSpec, ModelFile, NonFinitePolicy, Role, Schedule, Task};
 use tokio::sync::{broadcast, Notify};
 use tracing::{info, warn, Instrument};
 
@@ -25,6 +25,7 @@ use crate::domain::{now_unix_ms, Evaluation, JobEvent, JobRecord, JobState, Prin
 use crate::engine::{EngineConfig, EngineHandle, RawResult, RawStep, UpdateOutcome};
 use crate::error::ServerError;
 use crate::limits::RateLimiter;
+use crate::models::{ModelStore, ModelUpload};
 use crate::pool::{self, PayloadPool};
 use crate::store::Store;
 use rwp_telemetry::{Kind, Registry};
@@ -205,6 +206,7 @@ pub struct Coordinator {
     metrics: Arc<Registry>,
     rates: RateLimiter,
     payloads: Arc<PayloadPool>,
+    models: Arc<ModelStore>,
 }
 
 /// A running-job slot held by a submission under way; given back when
@@ -273,6 +275,7 @@ impl Coordinator {
             metrics.describe(name, *kind, help);
         }
         let store = Store::open(&config.data_dir)?;
+        let models = Arc::new(ModelStore::open(config.data_dir.join("models"), config.max_model_file_bytes)?);
         let incarnation = format!("{:08x}", derive_seed(now_unix_ms() as u64, &[u64::from(std::process::id())]) as u32);
         let this = Arc::new(Self {
             config: Arc::new(config),
@@ -285,6 +288,7 @@ impl Coordinator {
             metrics,
             rates: RateLimiter::default(),
             payloads: Arc::new(PayloadPool::new(pool::MAX_IDLE_BYTES)),
+            models,
         });
         for mut record in this.store.jobs()? {
             let (events, _) = broadcast::channel(1024);
@@ -371,6 +375,7 @@ impl Coordinator {
             torch_threads: self.config.torch_threads,
             max_parameters,
             payloads: self.payloads.clone(),
+            model_file: record.spec.model_file.as_ref().map(|f| self.models.path(&f.sha256)),
         };
         let (engine, init) = EngineHandle::start(record.spec.clone(), config).await?;
         for rejected in &init.rejected_checkpoints {
@@ -441,6 +446,9 @@ impl Coordinator {
             )));
         }
         spec.validate().map_err(|e| ServerError::InvalidSpec(e.to_string()))?;
+        if let Some(file) = &spec.model_file {
+            self.models.stored(file)?;
+        }
         let slot = self.reserve_active_job(principal)?;
         let id = {
             let mut s = self.lock();
@@ -482,6 +490,35 @@ impl Coordinator {
         }
         self.work.notify_waiters();
         Ok(record)
+    }
+
+    /// Starts receiving a model file for `principal`.
+    pub fn begin_model_upload(&self, principal: &Principal, announced: ModelFile) -> Result<ModelUpload, ServerError> {
+        self.admit(principal)?;
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(ServerError::ShuttingDown);
+        }
+        self.models.begin(announced)
+    }
+
+    /// Checks a received model file and stores it (libtorch loads it, on a
+    /// blocking thread).
+    pub async fn finish_model_upload(&self, upload: ModelUpload) -> Result<ModelFile, ServerError> {
+        let models = self.models.clone();
+        let file = tokio::task::spawn_blocking(move || models.commit(upload))
+            .await
+            .map_err(|e| ServerError::Storage(format!("model check stopped: {e}")))??;
+        info!(sha256 = %file.sha256, bytes = file.size_bytes, "model file stored");
+        Ok(file)
+    }
+
+    /// A stored model file's bytes, for workers.
+    pub async fn model_bytes(&self, sha256: &str) -> Result<Bytes, ServerError> {
+        let models = self.models.clone();
+        let sha256 = sha256.to_owned();
+        tokio::task::spawn_blocking(move || models.read(&sha256).map(Bytes::from))
+            .await
+            .map_err(|e| ServerError::Storage(format!("model read stopped: {e}")))?
     }
 
     /// The job `job` as `principal` may see it: another user's job is not

@@ -98,6 +98,8 @@ pub struct EngineConfig {
     pub max_parameters: Option<u64>,
     /// Where decoded payloads go back for the next pushes.
     pub payloads: Arc<PayloadPool>,
+    /// The stored TorchScript file of a `torchscript` job.
+    pub model_file: Option<PathBuf>,
 }
 
 impl EngineHandle {
@@ -164,7 +166,8 @@ impl Engine {
         }
         let engine = |e: &dyn std::fmt::Display| ServerError::Engine(e.to_string());
         let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment).map_err(|e| engine(&e))?;
-        let model = Model::new(spec.model, data.shape, data.classes);
+        let model = Model::for_spec(&spec, data.shape, data.classes, config.model_file.as_deref(), Device::Cpu)
+            .map_err(|e| engine(&e))?;
         let parameters = u64::try_from(model.num_parameters()).unwrap_or(u64::MAX);
         if let Some(limit) = config.max_parameters.filter(|limit| parameters > *limit) {
             return Err(ServerError::ModelTooLarge { model: spec.model.to_string(), parameters, limit });

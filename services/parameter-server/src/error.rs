@@ -47,6 +47,13 @@ pub enum ServerError {
         "model {model} has {parameters} parameters, more than this server accepts ({limit}, max_model_parameters)"
     )]
     ModelTooLarge { model: String, parameters: u64, limit: u64 },
+    /// An uploaded model file that cannot be stored: the message says why.
+    #[error("invalid model file: {0}")]
+    InvalidModel(String),
+    #[error("model file of {size} bytes is larger than this server accepts ({limit} bytes, max_model_file_bytes)")]
+    ModelFileTooLarge { size: u64, limit: u64 },
+    #[error("model file {0} is not stored on this server: upload it first (UploadModel)")]
+    ModelNotFound(String),
     #[error("storage: {0}")]
     Storage(String),
     #[error("training engine: {0}")]
@@ -64,13 +71,16 @@ impl From<ServerError> for Status {
             ServerError::InvalidSpec(_)
             | ServerError::BadPush(_)
             | ServerError::NonFinite(_)
-            | ServerError::ModelTooLarge { .. } => Status::invalid_argument(message),
+            | ServerError::ModelTooLarge { .. }
+            | ServerError::InvalidModel(_) => Status::invalid_argument(message),
+            ServerError::ModelFileTooLarge { .. } => Status::out_of_range(message),
             ServerError::RateLimited { .. } | ServerError::TooManyActiveJobs { .. } => {
                 Status::resource_exhausted(message)
             }
-            ServerError::JobNotFound(_) | ServerError::UnknownWorker(_) | ServerError::UnknownLease(_) => {
-                Status::not_found(message)
-            }
+            ServerError::JobNotFound(_)
+            | ServerError::UnknownWorker(_)
+            | ServerError::UnknownLease(_)
+            | ServerError::ModelNotFound(_) => Status::not_found(message),
             ServerError::JobNotRunning { .. } | ServerError::StaleTask(_) | ServerError::StaleVersion { .. } => {
                 Status::failed_precondition(message)
             }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use rwp_proto::v1::{self, job_service_server::JobService, worker_service_server::WorkerService};
 use rwp_proto::{announced_from_wire, role_from_wire};
 use rwp_spec::payload::{self, PayloadAssembler, PushMessage};
-use rwp_spec::JobSpec;
+use rwp_spec::{JobSpec, ModelFile};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -160,6 +160,24 @@ impl WorkerService for Handlers {
         let version = snapshot.version;
         let messages: Vec<_> = chunks(&snapshot.bytes, self.coordinator.chunk_bytes())
             .map(|(offset, data)| Ok(v1::WeightsChunk { version, total_bytes: total, offset, data }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
+    }
+
+    type FetchModelStream = BoxStream<v1::ModelChunk>;
+
+    async fn fetch_model(
+        &self,
+        request: Request<v1::FetchModelRequest>,
+    ) -> Result<Response<Self::FetchModelStream>, Status> {
+        let sha256 = request.into_inner().sha256;
+        let bytes = self.coordinator.model_bytes(&sha256).await?;
+        let total = bytes.len() as u64;
+        let messages: Vec<_> = chunks(&bytes, self.coordinator.chunk_bytes())
+            .map(|(offset, data)| {
+                let sha256 = if offset == 0 { sha256.clone() } else { String::new() };
+                Ok(v1::ModelChunk { total_bytes: total, sha256, offset, data })
+            })
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
@@ -317,5 +335,26 @@ impl JobService for Handlers {
             .map(|(offset, data)| Ok(v1::ExportChunk { step, total_bytes: total, offset, data }))
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(messages).map(|m| m))))
+    }
+
+    async fn upload_model(
+        &self,
+        request: Request<Streaming<v1::ModelChunk>>,
+    ) -> Result<Response<v1::ModelFile>, Status> {
+        let span = api_span("rwp.upload_model", &request);
+        let principal = principal(&request)?;
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::from(ServerError::InvalidModel("the upload carries no chunks".to_owned())))?;
+        let announced = ModelFile { sha256: first.sha256, size_bytes: first.total_bytes };
+        let mut upload = self.coordinator.begin_model_upload(&principal, announced)?;
+        upload.write(first.offset, &first.data)?;
+        while let Some(chunk) = stream.message().await? {
+            upload.write(chunk.offset, &chunk.data)?;
+        }
+        let file = self.coordinator.finish_model_upload(upload).instrument(span).await?;
+        Ok(Response::new(v1::ModelFile { sha256: file.sha256, size_bytes: file.size_bytes }))
     }
 }

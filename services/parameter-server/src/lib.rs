@@ -24,6 +24,7 @@ pub mod error;
 mod grpc;
 pub mod layers;
 pub mod limits;
+pub mod models;
 pub mod pool;
 pub mod security;
 pub mod store;

@@ -87,6 +87,9 @@ struct Args {
     /// Most parameters of a job's model; larger ones are refused at submit.
     #[arg(long, env = "RWP_MAX_MODEL_PARAMETERS", value_name = "N")]
     max_model_parameters: Option<u64>,
+    /// Largest TorchScript model file an upload may carry, in bytes.
+    #[arg(long, env = "RWP_MAX_MODEL_FILE_BYTES", value_name = "BYTES")]
+    max_model_file_bytes: Option<u64>,
     /// Job API requests per second one token may make on average (a token's entry may say otherwise).
     #[arg(long, env = "RWP_REQUESTS_PER_SECOND", value_name = "RATE")]
     requests_per_second: Option<f64>,
@@ -192,6 +195,7 @@ impl Args {
             tokens_file: self.tokens_file.clone(),
             max_active_jobs_per_token: self.max_active_jobs_per_token,
             max_model_parameters: self.max_model_parameters,
+            max_model_file_bytes: self.max_model_file_bytes,
             requests_per_second: self.requests_per_second,
             request_burst: self.request_burst,
         });

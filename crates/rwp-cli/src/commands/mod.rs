@@ -15,7 +15,7 @@ use rwp_sdk::{read_token_file, Client, ClientConfig, JobState, Pem, SdkError};
 use crate::cli::{Cli, Command, ConnectionArgs, SubmitArgs};
 use crate::error::CliError;
 use crate::format::now_unix_ms;
-use crate::job::build_job;
+use crate::job::{build_job, BuiltJob};
 use crate::plot::ImageFormat;
 
 pub use jobs::{job_detail, job_json, jobs_table};
@@ -115,8 +115,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             Ok(0)
         }
         Command::Submit(args) => {
-            let (name, spec) = build_job(&args)?;
-            submit(&connect()?, &args, &name, &spec, out).await
+            let job = build_job(&args)?;
+            submit(&connect()?, &args, &job, out).await
         }
         Command::List(args) => {
             let mut jobs = connect()?.connect().await?.list().await?;
@@ -175,12 +175,14 @@ fn to_json(value: &impl serde::Serialize) -> Result<String, CliError> {
 async fn submit(
     connection: &Connection,
     args: &SubmitArgs,
-    name: &str,
-    spec: &rwp_sdk::JobSpec,
+    built: &BuiltJob,
     out: &mut dyn Write,
 ) -> Result<u8, CliError> {
     let client = if args.watch { connection.connect_patient().await? } else { connection.connect().await? };
-    let job = client.submit(name, spec).await?;
+    if let Some(path) = &built.model_path {
+        client.upload_model(path).await?;
+    }
+    let job = client.submit(&built.name, &built.spec).await?;
     writeln!(out, "{}", job.id)?;
     out.flush()?;
     if !args.watch {

@@ -37,6 +37,8 @@ pub struct MockJob {
 #[derive(Default, Debug)]
 pub struct Recorded {
     pub submitted: Vec<(String, JobSpec)>,
+    /// The bytes of each `UploadModel` call, with the digest it announced.
+    pub uploads: Vec<(String, Vec<u8>)>,
     pub cancelled: Vec<String>,
     /// The `authorization` metadata of each `ListJobs` call.
     pub authorization: Vec<Option<String>>,
@@ -123,6 +125,21 @@ impl JobService for Service {
         jobs.insert(id.clone(), MockJob { record: record.clone(), history: vec![], live, ends: Some(ends) });
         self.recorded.lock().unwrap().submitted.push((r.name, spec));
         Ok(Response::new(record))
+    }
+
+    async fn upload_model(
+        &self,
+        request: Request<tonic::Streaming<v1::ModelChunk>>,
+    ) -> Result<Response<v1::ModelFile>, Status> {
+        let mut stream = request.into_inner();
+        let (mut announced, mut bytes) = (None, Vec::new());
+        while let Some(chunk) = stream.message().await? {
+            announced.get_or_insert((chunk.sha256.clone(), chunk.total_bytes));
+            bytes.extend_from_slice(&chunk.data);
+        }
+        let (sha256, size_bytes) = announced.ok_or_else(|| Status::invalid_argument("no chunks"))?;
+        self.recorded.lock().unwrap().uploads.push((sha256.clone(), bytes));
+        Ok(Response::new(v1::ModelFile { sha256, size_bytes }))
     }
 
     async fn get_job(&self, request: Request<v1::GetJobRequest>) -> Result<Response<v1::Job>, Status> {

@@ -8,11 +8,16 @@
 //! numbers, so it is part of the determinism contract.
 
 mod arch;
+mod script;
 
-use rwp_spec::ModelKind;
+use std::path::Path;
+
+use rwp_spec::{JobSpec, ModelKind};
 use tch::{Device, Kind, Tensor};
 
 use crate::torch_rng;
+
+pub use script::{ScriptError, ScriptModule};
 
 pub const BN_MOMENTUM: f64 = 0.1;
 pub const BN_EPS: f64 = 1e-5;
@@ -33,6 +38,8 @@ enum Init {
     },
     Ones,
     Zeros,
+    /// The value in the TorchScript file.
+    Loaded,
 }
 
 /// A named tensor of a model: a trainable parameter or a BatchNorm buffer.
@@ -130,6 +137,45 @@ impl Builder {
     }
 }
 
+/// Why a model cannot be built; for TorchScript files, what is wrong with
+/// the file, in words a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model torchscript needs its model file")]
+    NoFile,
+    #[error("not a loadable TorchScript module (save it with torch.jit.script(model).save(path)): {0}")]
+    NotTorchScript(ScriptError),
+    #[error("the TorchScript module has no parameters: there is nothing to train")]
+    NoParameters,
+    #[error("the TorchScript module's {what} {name} is {kind:?}; only float32 models are supported")]
+    NotFloat32 { what: &'static str, name: String, kind: Kind },
+    #[error("the TorchScript module does not accept the dataset's input of shape {shape:?}: {message}")]
+    Input { shape: Vec<i64>, message: String },
+    #[error("the TorchScript module returns {got}; the dataset needs logits of shape {expected:?} (batch, classes)")]
+    Output { got: String, expected: Vec<i64> },
+}
+
+/// The computation of a model.
+#[derive(Debug)]
+enum Network {
+    /// A built-in architecture, a pure function of the tensors passed in.
+    Layers(Vec<Layer>),
+    Script(ScriptNet),
+}
+
+/// A TorchScript module with its trainable tensors.
+#[derive(Debug)]
+struct ScriptNet {
+    module: ScriptModule,
+    /// The module's parameters (storage shared with it), in its order.
+    params: Vec<Tensor>,
+    /// The module's floating-point buffers (BatchNorm running statistics).
+    buffers: Vec<Tensor>,
+    /// Copies of the file's values: the job's initial weights and buffers.
+    initial_params: Vec<Tensor>,
+    initial_buffers: Vec<Tensor>,
+}
+
 /// A model architecture: its parameter and buffer specs and its forward pass.
 #[derive(Debug)]
 pub struct Model {
@@ -138,10 +184,15 @@ pub struct Model {
     pub classes: i64,
     params: Vec<TensorSpec>,
     buffers: Vec<TensorSpec>,
-    layers: Vec<Layer>,
+    network: Network,
 }
 
 impl Model {
+    /// A built-in architecture.
+    ///
+    /// # Panics
+    /// For [`ModelKind::TorchScript`], which needs its file: use
+    /// [`Model::for_spec`] or [`Model::load_script`].
     #[must_use]
     pub fn new(kind: ModelKind, input: InputShape, classes: i64) -> Self {
         let mut b = Builder::default();
@@ -152,8 +203,81 @@ impl Model {
             ModelKind::Vgg16Bn => arch::vgg16_bn(&mut b, input, classes),
             ModelKind::Wrn16_8 => arch::wide_resnet(&mut b, input, classes, 16, 8),
             ModelKind::Wrn28_10 => arch::wide_resnet(&mut b, input, classes, 28, 10),
+            ModelKind::TorchScript => panic!("a TorchScript model is loaded from its file (Model::load_script)"),
         };
-        Self { kind, input, classes, params: b.params, buffers: b.buffers, layers }
+        Self { kind, input, classes, params: b.params, buffers: b.buffers, network: Network::Layers(layers) }
+    }
+
+    /// The model of `spec`: a built-in architecture, or the TorchScript file
+    /// `script` (the file `spec.model_file` names) loaded onto `device`.
+    pub fn for_spec(
+        spec: &JobSpec,
+        input: InputShape,
+        classes: i64,
+        script: Option<&Path>,
+        device: Device,
+    ) -> Result<Self, ModelError> {
+        match spec.model {
+            ModelKind::TorchScript => Self::load_script(script.ok_or(ModelError::NoFile)?, input, classes, device),
+            kind => Ok(Self::new(kind, input, classes)),
+        }
+    }
+
+    /// Loads a TorchScript module and checks that it can be trained on
+    /// inputs of shape `input` with `classes` classes: it has parameters, all
+    /// float32, and maps a batch `[2, C, H, W]` to logits `[2, classes]`.
+    /// Its trainable state is its parameters in `named_parameters()` order
+    /// and its floating-point buffers in `named_buffers()` order (integer
+    /// buffers such as BatchNorm's `num_batches_tracked` are not part of it).
+    pub fn load_script(path: &Path, input: InputShape, classes: i64, device: Device) -> Result<Self, ModelError> {
+        let module = ScriptModule::load(path, device).map_err(ModelError::NotTorchScript)?;
+        let named_params = module.named_parameters().map_err(ModelError::NotTorchScript)?;
+        if named_params.is_empty() {
+            return Err(ModelError::NoParameters);
+        }
+        let named_buffers: Vec<(String, Tensor)> = module
+            .named_buffers()
+            .map_err(ModelError::NotTorchScript)?
+            .into_iter()
+            .filter(|(_, b)| b.is_floating_point())
+            .collect();
+        let spec_of = |what, (name, t): &(String, Tensor)| {
+            if t.kind() == Kind::Float {
+                Ok(TensorSpec { name: name.clone(), shape: t.size(), init: Init::Loaded })
+            } else {
+                Err(ModelError::NotFloat32 { what, name: name.clone(), kind: t.kind() })
+            }
+        };
+        let params = named_params.iter().map(|p| spec_of("parameter", p)).collect::<Result<Vec<_>, _>>()?;
+        let buffers = named_buffers.iter().map(|b| spec_of("buffer", b)).collect::<Result<Vec<_>, _>>()?;
+        // Trained in place of whatever the file said (a frozen parameter is
+        // still a parameter here).
+        let module_params: Vec<Tensor> = named_params.into_iter().map(|(_, p)| p.set_requires_grad(true)).collect();
+        let module_buffers: Vec<Tensor> = named_buffers.into_iter().map(|(_, b)| b).collect();
+        let net = ScriptNet {
+            initial_params: module_params.iter().map(|p| p.detach().copy()).collect(),
+            initial_buffers: module_buffers.iter().map(Tensor::copy).collect(),
+            module,
+            params: module_params,
+            buffers: module_buffers,
+        };
+        let model =
+            Self { kind: ModelKind::TorchScript, input, classes, params, buffers, network: Network::Script(net) };
+        model.check_shapes(device)?;
+        Ok(model)
+    }
+
+    fn check_shapes(&self, device: Device) -> Result<(), ModelError> {
+        let shape = vec![2, self.input.channels, self.input.height, self.input.width];
+        let (params, buffers) = self.init(0, device);
+        let images = Tensor::zeros(shape.as_slice(), (Kind::Float, device));
+        let logits = tch::no_grad(|| self.try_forward(&params, &buffers, &images, BnMode::Eval))
+            .map_err(|e| ModelError::Input { shape: shape.clone(), message: e.0 })?;
+        let expected = vec![2, self.classes];
+        if logits.size() != expected || logits.kind() != Kind::Float {
+            return Err(ModelError::Output { got: format!("{:?} {:?}", logits.kind(), logits.size()), expected });
+        }
+        Ok(())
     }
 
     /// Trainable parameters in declaration order.
@@ -175,8 +299,13 @@ impl Model {
 
     /// Initial parameters drawn from torch's generator seeded with `seed`, and
     /// initial buffers (mean 0, variance 1).
+    /// A TorchScript model's come from its file (`seed` is not used).
     #[must_use]
     pub fn init(&self, seed: u64, device: Device) -> (Vec<Tensor>, Vec<Tensor>) {
+        if let Network::Script(net) = &self.network {
+            let to = |ts: &[Tensor]| ts.iter().map(|t| t.to_device(device).copy()).collect();
+            return (to(&net.initial_params), to(&net.initial_buffers));
+        }
         let make = |spec: &TensorSpec| {
             let opts = (Kind::Float, device);
             match spec.init {
@@ -188,6 +317,7 @@ impl Model {
                 }
                 Init::Ones => Tensor::ones(spec.shape.as_slice(), opts),
                 Init::Zeros => Tensor::zeros(spec.shape.as_slice(), opts),
+                Init::Loaded => unreachable!("only TorchScript models have loaded tensors"),
             }
         };
         let params = torch_rng::with_seed(seed, || self.params.iter().map(make).collect());
@@ -195,13 +325,70 @@ impl Model {
         (params, buffers)
     }
 
+    /// The tensors to differentiate with respect to at `weights`: fresh
+    /// leaves for a built-in model; for a TorchScript module its own
+    /// parameters, set to `weights` (autograd sees only what the module uses).
+    #[must_use]
+    pub fn leaves(&self, weights: &[Tensor]) -> Vec<Tensor> {
+        match &self.network {
+            Network::Layers(_) => weights.iter().map(|w| w.detach().set_requires_grad(true)).collect(),
+            Network::Script(net) => {
+                copy_into(&net.params, weights);
+                net.params.iter().map(Tensor::shallow_clone).collect()
+            }
+        }
+    }
+
     /// Logits for `images` (`[N, C, H, W]`). With [`BnMode::Train`] the
     /// running statistics in `buffers` are updated in place.
+    ///
+    /// # Panics
+    /// When a TorchScript module fails on these inputs (its shapes were
+    /// checked at load, so this is a module that fails on some batches only);
+    /// the message is libtorch's.
     pub fn forward(&self, params: &[Tensor], buffers: &[Tensor], images: &Tensor, bn: BnMode) -> Tensor {
+        self.try_forward(params, buffers, images, bn)
+            .unwrap_or_else(|e| panic!("the TorchScript module failed on a batch of shape {:?}: {e}", images.size()))
+    }
+
+    fn try_forward(
+        &self,
+        params: &[Tensor],
+        buffers: &[Tensor],
+        images: &Tensor,
+        bn: BnMode,
+    ) -> Result<Tensor, ScriptError> {
         debug_assert_eq!(params.len(), self.params.len());
         debug_assert_eq!(buffers.len(), self.buffers.len());
-        run(&self.layers, params, buffers, images.shallow_clone(), bn)
+        match &self.network {
+            Network::Layers(layers) => Ok(run(layers, params, buffers, images.shallow_clone(), bn)),
+            Network::Script(net) => {
+                // The module computes with its own tensors: give it ours.
+                copy_into(&net.params, params);
+                copy_into(&net.buffers, buffers);
+                net.module.set_training(bn != BnMode::Eval)?;
+                let logits = net.module.forward(images)?;
+                // BatchStats leaves `buffers` as they were: only the module's
+                // copies moved, and they are overwritten before the next pass.
+                if bn == BnMode::Train {
+                    copy_into(buffers, &net.buffers);
+                }
+                Ok(logits)
+            }
+        }
     }
+}
+
+/// `dst[i] ← src[i]` without autograd, skipping tensors that already are
+/// the same storage (the module's own leaves passed back in).
+fn copy_into(dst: &[Tensor], src: &[Tensor]) {
+    tch::no_grad(|| {
+        for (d, s) in dst.iter().zip(src) {
+            if d.data_ptr() != s.data_ptr() {
+                d.shallow_clone().copy_(s);
+            }
+        }
+    });
 }
 
 fn run(layers: &[Layer], p: &[Tensor], b: &[Tensor], mut x: Tensor, bn: BnMode) -> Tensor {

@@ -140,7 +140,12 @@ pub struct FakeState {
     pub leased: Vec<String>,
     pub renewals: Vec<String>,
     pub releases: Vec<String>,
+    /// The error each release gave (empty when none).
+    pub release_errors: Vec<String>,
     pub fetches: Vec<(String, u64)>,
+    /// Model files by the digest asked for (the bytes may be wrong on purpose).
+    pub models: HashMap<String, Bytes>,
+    pub model_fetches: Vec<String>,
     pub pushes: Vec<RecordedPush>,
     next_lease: u64,
 }
@@ -225,7 +230,9 @@ impl WorkerService for FakeServer {
     ) -> Result<Response<v1::ReleaseLeaseResponse>, Status> {
         let request = request.into_inner();
         self.check_worker(&request.worker_id)?;
-        self.state.lock().unwrap().releases.push(request.lease_id);
+        let mut s = self.state.lock().unwrap();
+        s.releases.push(request.lease_id);
+        s.release_errors.push(request.error);
         Ok(Response::new(v1::ReleaseLeaseResponse {}))
     }
 
@@ -260,6 +267,22 @@ impl WorkerService for FakeServer {
             })
             .collect::<Vec<_>>();
         Ok(Response::new(tokio_stream::iter(chunks)))
+    }
+
+    type FetchModelStream = tokio_stream::Iter<std::vec::IntoIter<Result<v1::ModelChunk, Status>>>;
+
+    async fn fetch_model(
+        &self,
+        request: Request<v1::FetchModelRequest>,
+    ) -> Result<Response<Self::FetchModelStream>, Status> {
+        let sha256 = request.into_inner().sha256;
+        let bytes = {
+            let mut s = self.state.lock().unwrap();
+            s.model_fetches.push(sha256.clone());
+            s.models.get(&sha256).cloned().ok_or_else(|| Status::not_found("no such model file"))?
+        };
+        let chunk = v1::ModelChunk { total_bytes: bytes.len() as u64, sha256, offset: 0, data: bytes };
+        Ok(Response::new(tokio_stream::iter(vec![Ok(chunk)])))
     }
 
     async fn push_gradient(
