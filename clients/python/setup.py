@@ -122,6 +122,7 @@ class BuildPyWithProto(build_py):
     directory for a wheel, into the source tree for an editable install."""
 
     def run(self) -> None:
+        proto_root()  # before anything else: a build without the protos stops here
         super().run()
         base = HERE / "src" if self.editable_mode else Path(self.build_lib)
         self._generated = generate(base / PROTO_SUBDIR)

@@ -58,49 +58,61 @@ class Proc:
                 self.popen.kill()
                 self.popen.wait()
                 raise AssertionError(f"{self.name} did not exit within {timeout}s of SIGTERM") from None
-        return self.popen.returncode
+        return int(self.popen.returncode)
+
+
+def _start_server(root: Path, data_dir: Path, listen: str, flags: Sequence[str]) -> tuple[Proc, str]:
+    """Starts rwp-server and returns it with the address it reports."""
+    server = Proc(
+        "rwp-server",
+        [binary("rwp-server"), "--listen", listen, "--data-dir", data_dir, *SERVER_FLAGS, *flags],
+        root / "server.log",
+        stdout=subprocess.PIPE,
+    )
+    assert server.popen.stdout is not None
+    line = server.popen.stdout.readline().decode()
+    server.popen.stdout.close()
+    prefix = "rwp-server listening on "
+    if not line.startswith(prefix):
+        server.stop()
+        raise AssertionError(f"rwp-server did not start: {line!r}; log:\n{server.log.read_text()}")
+    return server, line[len(prefix) :].strip()
 
 
 @dataclass
 class Cluster:
     """A server and its workers; ``url`` is the server's ``http://`` address."""
 
+    root: Path
     server: Proc
+    server_flags: Sequence[str]
     workers: list[Proc]
     url: str
     data_dir: Path
 
     @classmethod
     def start(
-        cls, root: Path, *, workers: int, server_flags: Sequence[str] = (), worker_token: Path | None = None
+        cls, root: Path, *, workers: int, server_flags: Sequence[str] = (), worker_flags: Sequence[str] = ()
     ) -> Cluster:
         data_dir = root / "data"
         data_dir.mkdir(parents=True)
-        server = Proc(
-            "rwp-server",
-            [binary("rwp-server"), "--listen", "127.0.0.1:0", "--data-dir", data_dir, *SERVER_FLAGS, *server_flags],
-            root / "server.log",
-            stdout=subprocess.PIPE,
-        )
-        assert server.popen.stdout is not None
-        line = server.popen.stdout.readline().decode()
-        server.popen.stdout.close()
-        prefix = "rwp-server listening on "
-        if not line.startswith(prefix):
-            server.stop()
-            raise AssertionError(f"rwp-server did not start: {line!r}; log:\n{server.log.read_text()}")
-        url = f"http://{line[len(prefix):].strip()}"
-        cluster = cls(server=server, workers=[], url=url, data_dir=data_dir)
+        server, address = _start_server(root, data_dir, "127.0.0.1:0", server_flags)
+        url = f"http://{address}"
+        cluster = cls(root=root, server=server, server_flags=server_flags, workers=[], url=url, data_dir=data_dir)
         for i in range(workers):
             args: list[str | os.PathLike[str]] = [
-                binary("rwp-worker"), "--server", url, "--device", "cpu", "--threads", "1", "--name", f"py-worker-{i}"
+                binary("rwp-worker"), "--server", url, "--device", "cpu", "--threads", "1", "--name", f"py-worker-{i}",
+                *worker_flags,
             ]
-            if worker_token is not None:
-                args += ["--token-file", worker_token]
-            cluster.workers.append(
-                Proc(f"rwp-worker {i}", args, root / f"worker-{i}.log", stdout=subprocess.DEVNULL)
-            )
+            cluster.workers.append(Proc(f"rwp-worker {i}", args, root / f"worker-{i}.log", stdout=subprocess.DEVNULL))
         return cluster
+
+    def restart_server(self) -> None:
+        """Stops the server (SIGTERM) and starts it again on the same port and
+        data directory; it resumes its jobs from their checkpoints."""
+        assert self.server.stop() == 0, "rwp-server exits cleanly on SIGTERM"
+        address = self.url.removeprefix("http://")
+        self.server, _ = _start_server(self.root, self.data_dir, address, self.server_flags)
 
     def stop(self) -> None:
         """Workers first, then the server; every one must exit cleanly."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -35,7 +36,7 @@ SPEC = JobSpec(method=Method.SGD, epochs=1, batch_size=64, max_updates=1)
     ],
 )
 def test_an_out_of_range_value_is_invalid_argument_naming_the_field(
-    client: Client, change: dict[str, object], field: str, value: str
+    client: Client, change: dict[str, Any], field: str, value: str
 ) -> None:
     spec = dataclasses.replace(SPEC, method=Method.M_RWP, **change)
     with pytest.raises(InvalidArgument) as raised:
@@ -53,7 +54,8 @@ def test_the_server_checks_what_the_client_cannot(client: Client) -> None:
 
 
 def test_values_the_wire_cannot_carry_are_refused_by_name_before_sending(client: Client) -> None:
-    for change, field in [({"epochs": -1}, "epochs"), ({"seed": 2**64}, "seed"), ({"lr": "fast"}, "lr")]:
+    changes: list[tuple[dict[str, Any], str]] = [({"epochs": -1}, "epochs"), ({"seed": 2**64}, "seed"), ({"lr": "fast"}, "lr")]
+    for change, field in changes:
         with pytest.raises(InvalidArgument, match=f"^{field} = ") as raised:
             client.submit(dataclasses.replace(SPEC, **change))
         assert raised.value.code is None, "refused by the client"

@@ -95,3 +95,10 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
 ]
+
+# Public classes show (and pickle) as rwp_client.X, not as their private module's.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type) and _value.__module__.startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _name, _value

@@ -10,14 +10,14 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Protocol, TypeAlias, TypeVar
 
 import grpc
 
-from ._errors import DataLoss, InvalidArgument, RwpError, from_rpc_error, is_transient
+from ._errors import DataLoss, InvalidArgument, RwpError, Unavailable, from_rpc_error, is_transient
 from ._proto.rwp.v1 import jobs_pb2, jobs_pb2_grpc, spec_pb2
 from ._spec import JobSpec, Model, ModelFile
 from ._types import Export, Job, JobEvent, StepMetrics, event_from_proto
@@ -246,7 +246,9 @@ class Client:
         )
         return Job.from_proto(response)
 
-    def watch(self, job: JobRef, from_step: int = 0, *, timeout: float | None = None) -> Iterator[JobEvent]:
+    def watch(
+        self, job: JobRef, from_step: int = 0, *, timeout: float | None = None
+    ) -> Generator[JobEvent, None, None]:
         """The job's events from update ``from_step`` on: every
         :class:`StepMetrics` in order, the :class:`Evaluation` s, and the
         :class:`Job` whenever its state changes; the iterator ends after the
@@ -261,7 +263,7 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         return self._watch(job_id, from_step, deadline)
 
-    def _watch(self, job_id: str, from_step: int, deadline: float | None) -> Iterator[JobEvent]:
+    def _watch(self, job_id: str, from_step: int, deadline: float | None) -> Generator[JobEvent, None, None]:
         next_step = from_step
         reconnects = 0
         while True:
@@ -284,10 +286,26 @@ class Client:
                     raise error from None
                 reconnects += 1
                 time.sleep(self._initial_backoff * reconnects)
+                # A restarting server takes a moment: wait for it (up to the
+                # client's timeout) rather than spend the attempts at once.
+                self._wait_for_server("WatchJob", deadline)
                 continue
             finally:
                 call.cancel()
             raise DataLoss(f"the watch of {job_id} ended before the job did")
+
+    def _wait_for_server(self, rpc: str, deadline: float | None) -> None:
+        """Blocks until the channel is connected, for at most ``timeout``
+        (and not past ``deadline``)."""
+        limits = [t for t in (self._timeout, None if deadline is None else deadline - time.monotonic()) if t is not None]
+        limit = max(0.0, min(limits)) if limits else None
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=limit)
+        except grpc.FutureTimeoutError:
+            raise Unavailable(
+                f"cannot reach the server at {self.address} ({rpc}): not back within {limit:g}s",
+                code=grpc.StatusCode.UNAVAILABLE,
+            ) from None
 
     def wait(self, job: JobRef, *, timeout: float | None = None) -> Job:
         """Blocks until the job has ended and returns its final record
