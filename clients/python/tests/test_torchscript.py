@@ -15,7 +15,8 @@ import torch
 from safetensors.numpy import load_file
 from torch import nn
 
-from rwp_client import CHUNK_BYTES, Client, InvalidArgument, JobSpec, Method, Model, ModelFile
+from _cluster import Cluster
+from rwp_client import CHUNK_BYTES, Client, InvalidArgument, JobSpec, Method, Model, ModelFile, OutOfRange
 
 
 class TinyCnn(nn.Module):
@@ -90,6 +91,18 @@ def test_a_large_file_travels_in_chunks_and_a_non_module_is_refused(client: Clie
         client.upload_model(junk)
     with pytest.raises(InvalidArgument, match="script the module first"):
         client.upload_model(TinyCnn())  # type: ignore[arg-type]
+
+
+def test_a_file_over_the_servers_limit_is_out_of_range(tmp_path: Path) -> None:
+    cluster = Cluster.start(tmp_path, workers=0, server_flags=["--max-model-file-bytes", "4096"])
+    try:
+        big = tmp_path / "big.pt"
+        big.write_bytes(bytes(3 * CHUNK_BYTES))
+        with Client(cluster.url) as client, pytest.raises(OutOfRange, match="max_model_file_bytes") as raised:
+            client.upload_model(big)
+        assert isinstance(raised.value, InvalidArgument)
+    finally:
+        cluster.stop()
 
 
 def test_the_readme_example_runs(client: Client, tmp_path: Path) -> None:

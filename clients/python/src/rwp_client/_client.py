@@ -96,8 +96,9 @@ class Client:
     (unavailable, rate-limited) ``attempts`` times with exponential backoff;
     ``submit`` never retries, since a retry could start a job twice.
 
-    The connection is made on first use. Use as a context manager, or call
-    :meth:`close`. Every failure is an :class:`~rwp_client.RwpError`.
+    The connection is made on first use; one client may serve many threads.
+    Use it as a context manager, or call :meth:`close`. Every failure is an
+    :class:`~rwp_client.RwpError`.
     """
 
     def __init__(

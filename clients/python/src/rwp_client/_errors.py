@@ -28,6 +28,10 @@ class InvalidArgument(RwpError, ValueError):
     the message names the field and the rule."""
 
 
+class OutOfRange(InvalidArgument):
+    """A value past a limit of the server (a model file over its size limit)."""
+
+
 class NotFound(RwpError, LookupError):
     """No such job (or model file) for this caller; another user's jobs are
     NotFound too."""
@@ -82,7 +86,7 @@ class ServerError(RwpError):
 
 _BY_CODE: dict[grpc.StatusCode, type[RwpError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRange,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
