@@ -38,13 +38,13 @@ def binary(name: str) -> Path:
 class Proc:
     """A child process with its stderr in a log file; stopped with SIGTERM."""
 
-    def __init__(self, name: str, args: Sequence[str | os.PathLike[str]], log: Path, **kwargs: object) -> None:
+    def __init__(self, name: str, args: Sequence[str | os.PathLike[str]], log: Path, *, stdout: int) -> None:
         self.name = name
         self.log = log
         env = {**os.environ, "RUST_LOG": "warn"}
         with log.open("ab") as stderr:
             self.popen = subprocess.Popen(
-                [os.fspath(a) for a in args], stdin=subprocess.DEVNULL, stderr=stderr, env=env, **kwargs  # type: ignore[call-overload]
+                [os.fspath(a) for a in args], stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env
             )
 
     def stop(self, timeout: float = 20) -> int:

@@ -116,7 +116,7 @@ def test_cancel_during_watch_ends_the_watch_cancelled(client: Client) -> None:
     assert client.get(job).state is JobState.CANCELLED
 
 
-def test_closing_a_watch_early_cancels_its_call(client: Client) -> None:
+def test_closing_a_watch_early_leaves_the_job_running(client: Client) -> None:
     job = client.submit(JobSpec(method=Method.SGD, epochs=100, batch_size=64), name="py-partial-watch")
     try:
         events = client.watch(job)
