@@ -10,7 +10,7 @@ endif
 CARGO ?= cargo
 SETUP_STAMP := .cargo/config.toml
 
-.PHONY: setup build release test fmt lint fuzz demo demo-local bench bench-gpu bench-local chaos load k8s-check clean
+.PHONY: setup build release test test-python fmt lint fuzz demo demo-local bench bench-gpu bench-local chaos load k8s-check clean
 
 $(SETUP_STAMP): scripts/setup-libtorch.sh
 	./scripts/setup-libtorch.sh
@@ -32,7 +32,16 @@ test: setup
 	# first (cargo test builds a package's binaries only for its own tests).
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory test-python
 	$(MAKE) --no-print-directory k8s-check
+
+## The Python client (clients/python): installs it into .venv (its gRPC
+## modules are generated from proto/ as it is built) and runs its tests
+## against real rwp-server and rwp-worker processes, mypy --strict included.
+test-python: setup
+	$(CARGO) build -p rwp-parameter-server -p rwp-gradient-worker --bins
+	python -m pip install --quiet --disable-pip-version-check ./clients/python
+	RWP_BIN_DIR=$(or $(CARGO_TARGET_DIR),target)/debug python -m pytest -q clients/python/tests
 
 ## Kubernetes manifests and images (docs/deploy.md): render every overlay,
 ## validate against the Kubernetes 1.32 schemas, check ports, probes, flags,

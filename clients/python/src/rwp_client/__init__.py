@@ -1,0 +1,106 @@
+"""Python client of the RWP distributed training service.
+
+Submit a job, follow it, export its weights::
+
+    from rwp_client import Client, JobSpec, Method, StepMetrics
+
+    with Client("http://127.0.0.1:50051") as client:
+        job = client.submit(JobSpec(method=Method.M_ARWP, epochs=2, batch_size=128), name="first")
+        for event in client.watch(job):
+            if isinstance(event, StepMetrics):
+                print(event.step, event.loss)
+        client.export(job, "weights.safetensors")
+
+See the package's README for TorchScript models, TLS and tokens.
+"""
+
+from ._client import CHUNK_BYTES, Client, JobRef, ModelSource, Pem, ScriptModuleLike
+from ._errors import (
+    AlreadyExists,
+    Cancelled,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    RwpError,
+    ServerError,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
+from ._spec import (
+    ConstantLr,
+    ConstantSigma,
+    CosineIncreasingSigma,
+    CosineLrPerEpoch,
+    CosineLrPerUpdate,
+    Dataset,
+    GradientEncoding,
+    JobSpec,
+    LrSchedule,
+    Method,
+    Model,
+    ModelFile,
+    NonFinitePolicy,
+    SigmaSchedule,
+    StepLr,
+)
+from ._types import Evaluation, Export, Job, JobEvent, JobState, StepMetrics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CHUNK_BYTES",
+    "AlreadyExists",
+    "Cancelled",
+    "Client",
+    "ConstantLr",
+    "ConstantSigma",
+    "CosineIncreasingSigma",
+    "CosineLrPerEpoch",
+    "CosineLrPerUpdate",
+    "DataLoss",
+    "Dataset",
+    "DeadlineExceeded",
+    "Evaluation",
+    "Export",
+    "FailedPrecondition",
+    "GradientEncoding",
+    "InvalidArgument",
+    "Job",
+    "JobEvent",
+    "JobRef",
+    "JobSpec",
+    "JobState",
+    "LrSchedule",
+    "Method",
+    "Model",
+    "ModelFile",
+    "ModelSource",
+    "NonFinitePolicy",
+    "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
+    "Pem",
+    "ResourceExhausted",
+    "RwpError",
+    "ScriptModuleLike",
+    "ServerError",
+    "SigmaSchedule",
+    "StepLr",
+    "StepMetrics",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+]
+
+# Public classes show (and pickle) as rwp_client.X, not as their private module's.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type) and _value.__module__.startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _name, _value

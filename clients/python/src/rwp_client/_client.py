@@ -1,0 +1,453 @@
+"""The job service's client: submit, get, list, watch, wait, cancel, export,
+upload_model."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Protocol, TypeAlias, TypeVar
+
+import grpc
+
+from ._errors import DataLoss, InvalidArgument, RwpError, Unavailable, from_rpc_error, is_transient
+from ._proto.rwp.v1 import jobs_pb2, jobs_pb2_grpc, spec_pb2
+from ._spec import JobSpec, Model, ModelFile
+from ._types import Export, Job, JobEvent, StepMetrics, event_from_proto
+
+#: Bytes per ``ModelChunk`` of an upload.
+CHUNK_BYTES: Final = 1 << 20
+#: Largest message the client accepts (export chunks are far smaller).
+_MAX_MESSAGE_BYTES: Final = 256 << 20
+
+#: A PEM credential: its bytes, or the path of a file holding it.
+Pem: TypeAlias = bytes | str | os.PathLike[str]
+
+
+class ScriptModuleLike(Protocol):
+    """What :meth:`Client.upload_model` needs of a ``torch.jit.ScriptModule``."""
+
+    def save(self, f: str, /) -> None: ...
+
+
+#: A TorchScript model: a file written by ``torch.jit.script(m).save(path)``,
+#: a scripted module (needs torch), or a file already uploaded.
+ModelSource: TypeAlias = str | os.PathLike[str] | ScriptModuleLike | ModelFile
+#: A job, or its id.
+JobRef: TypeAlias = Job | str
+
+_T = TypeVar("_T")
+
+
+def _job_id(job: JobRef) -> str:
+    if isinstance(job, Job):
+        return job.id
+    if isinstance(job, str) and job:
+        return job
+    raise InvalidArgument(f"job = {job!r}: must be a Job or a non-empty job id")
+
+
+def _read_pem(what: str, pem: Pem | None) -> bytes | None:
+    if pem is None or isinstance(pem, bytes):
+        return pem
+    try:
+        return Path(pem).read_bytes()
+    except OSError as e:
+        raise InvalidArgument(f"{what}: cannot read {os.fspath(pem)}: {e.strerror}") from None
+
+
+def _target(address: str) -> tuple[str, bool | None]:
+    """``host:port`` and whether the address asks for TLS (None: unsaid)."""
+    for scheme, tls in (("http://", False), ("https://", True)):
+        if address.startswith(scheme):
+            target = address[len(scheme) :].rstrip("/")
+            break
+    else:
+        if "://" in address:
+            raise InvalidArgument(f"address = {address!r}: use host:port, http://host:port or https://host:port")
+        target, tls = address, None
+    if not target or "/" in target:
+        raise InvalidArgument(f"address = {address!r}: use host:port, http://host:port or https://host:port")
+    return target, tls
+
+
+class Client:
+    """A connection to the job service of an ``rwp-server``.
+
+    ``address`` is ``host:port``, ``http://host:port`` (plaintext) or
+    ``https://host:port`` (TLS, trusting ``tls_ca`` or the public roots); a
+    bare ``host:port`` speaks TLS when a CA or client certificate is given.
+    ``tls_cert`` and ``tls_key`` are a client certificate for servers that
+    require mutual TLS; ``tls_domain`` is the name to check the server's
+    certificate against when it is not the host. PEM values are bytes or the
+    path of a file. ``token`` is sent as ``authorization: Bearer <token>``
+    with every call, for a server with a tokens file.
+
+    ``timeout`` bounds each unary call (seconds; ``None``: no limit); streams
+    (watch, export, upload) take their own. Idempotent calls (get, list,
+    cancel, watch, export, upload_model) retry transient failures
+    (unavailable, rate-limited) ``attempts`` times with exponential backoff;
+    ``submit`` never retries, since a retry could start a job twice.
+
+    The connection is made on first use; one client may serve many threads.
+    Use it as a context manager, or call :meth:`close`. Every failure is an
+    :class:`~rwp_client.RwpError`.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        *,
+        tls_ca: Pem | None = None,
+        tls_cert: Pem | None = None,
+        tls_key: Pem | None = None,
+        tls_domain: str | None = None,
+        timeout: float | None = 30.0,
+        attempts: int = 4,
+        initial_backoff: float = 0.2,
+    ) -> None:
+        target, scheme_tls = _target(address)
+        if (tls_cert is None) != (tls_key is None):
+            raise InvalidArgument("tls_cert and tls_key: a client certificate needs its key, and a key its certificate")
+        wants_tls = tls_ca is not None or tls_cert is not None or tls_domain is not None
+        if scheme_tls is False and wants_tls:
+            raise InvalidArgument(f"TLS settings are given but {address} is an http:// (plaintext) address")
+        if attempts < 1:
+            raise InvalidArgument(f"attempts = {attempts}: must be at least 1")
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        if token is not None:
+            token = token.strip()
+            if not token or not token.isascii() or not token.isprintable():
+                raise InvalidArgument("token: must be non-empty printable ASCII (the text `rwp-server token new` printed)")
+            self._metadata = (("authorization", f"Bearer {token}"),)
+        options: list[tuple[str, str | int]] = [
+            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+        ]
+        if scheme_tls or (scheme_tls is None and wants_tls):
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read_pem("tls_ca", tls_ca),
+                private_key=_read_pem("tls_key", tls_key),
+                certificate_chain=_read_pem("tls_cert", tls_cert),
+            )
+            if tls_domain is not None:
+                options.append(("grpc.ssl_target_name_override", tls_domain))
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self.address = address
+        self._stub = jobs_pb2_grpc.JobServiceStub(self._channel)
+        self._timeout = timeout
+        self._attempts = attempts
+        self._initial_backoff = initial_backoff
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def close(self) -> None:
+        """Closes the connection; calls in flight are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.address!r}, token={'<redacted>' if self._metadata else None})"
+
+    # -- calls -----------------------------------------------------------------
+
+    def _call(self, rpc: str, call: Callable[[], _T], *, retry: bool) -> _T:
+        """Runs ``call``, mapping a gRPC failure to the client's exception;
+        with ``retry``, transient failures are retried with backoff."""
+        delay = self._initial_backoff
+        attempt = 1
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as e:
+                error = from_rpc_error(e, address=self.address, rpc=rpc)
+            if not (retry and is_transient(error) and attempt < self._attempts):
+                raise error
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            attempt += 1
+
+    def submit(self, spec: JobSpec, *, name: str = "", model: ModelSource | None = None) -> Job:
+        """Submits a job and returns it (running).
+
+        For a ``Model.TORCHSCRIPT`` spec, ``model`` is the module: a file
+        saved by ``torch.jit.script(module).save(path)``, the scripted module
+        itself, or a :class:`ModelFile` from :meth:`upload_model`. It is
+        uploaded first and named in the submitted spec's ``model_file``.
+        Not retried: a retry could start the job twice.
+        """
+        if not isinstance(spec, JobSpec):
+            raise InvalidArgument(f"spec: must be a rwp_client.JobSpec, got {type(spec).__name__}")
+        if model is not None:
+            if spec.model is not Model.TORCHSCRIPT:
+                raise InvalidArgument(
+                    f"model: a model to upload needs spec.model = Model.TORCHSCRIPT (the spec has {spec.model})"
+                )
+            model_file = model if isinstance(model, ModelFile) else self.upload_model(model)
+            spec = dataclasses.replace(spec, model_file=model_file)
+        elif spec.model is Model.TORCHSCRIPT and spec.model_file is None:
+            raise InvalidArgument(
+                "model_file: a Model.TORCHSCRIPT job needs its module: submit(spec, model=path_or_script_module)"
+            )
+        request = jobs_pb2.SubmitJobRequest(name=name, spec=spec.to_proto())
+        response = self._call(
+            "SubmitJob",
+            lambda: self._stub.SubmitJob(request, timeout=self._timeout, metadata=self._metadata),
+            retry=False,
+        )
+        return Job.from_proto(response)
+
+    def get(self, job: JobRef) -> Job:
+        """The job's current record."""
+        request = jobs_pb2.GetJobRequest(job_id=_job_id(job))
+        response = self._call(
+            "GetJob", lambda: self._stub.GetJob(request, timeout=self._timeout, metadata=self._metadata), retry=True
+        )
+        return Job.from_proto(response)
+
+    def list(self) -> list[Job]:
+        """Every job the caller may see (its own; all for an admin token or on
+        a server without authentication), oldest first."""
+        request = jobs_pb2.ListJobsRequest()
+        response = self._call(
+            "ListJobs",
+            lambda: self._stub.ListJobs(request, timeout=self._timeout, metadata=self._metadata),
+            retry=True,
+        )
+        return [Job.from_proto(j) for j in response.jobs]
+
+    def cancel(self, job: JobRef) -> Job:
+        """Cancels the job and returns it. Idempotent: an ended job is returned
+        as it is. Its state so far stays exportable."""
+        request = jobs_pb2.CancelJobRequest(job_id=_job_id(job))
+        response = self._call(
+            "CancelJob",
+            lambda: self._stub.CancelJob(request, timeout=self._timeout, metadata=self._metadata),
+            retry=True,
+        )
+        return Job.from_proto(response)
+
+    def watch(
+        self, job: JobRef, from_step: int = 0, *, timeout: float | None = None
+    ) -> Generator[JobEvent, None, None]:
+        """The job's events from update ``from_step`` on: every
+        :class:`StepMetrics` in order, the :class:`Evaluation` s, and the
+        :class:`Job` whenever its state changes; the iterator ends after the
+        terminal state. A broken connection (a server restart, say) is
+        resumed after the last step seen. ``timeout`` bounds the whole watch
+        (:class:`DeadlineExceeded`). The call is made on the first ``next()``;
+        closing the iterator cancels it.
+        """
+        job_id = _job_id(job)
+        if from_step < 0:
+            raise InvalidArgument(f"from_step = {from_step}: must be >= 0")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._watch(job_id, from_step, deadline)
+
+    def _watch(self, job_id: str, from_step: int, deadline: float | None) -> Generator[JobEvent, None, None]:
+        next_step = from_step
+        reconnects = 0
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            request = jobs_pb2.WatchJobRequest(job_id=job_id, from_step=next_step)
+            call = self._stub.WatchJob(request, timeout=remaining, metadata=self._metadata)
+            try:
+                for message in call:
+                    event = event_from_proto(message)
+                    if isinstance(event, StepMetrics):
+                        next_step = event.step + 1
+                    yield event
+                    reconnects = 0
+                    if isinstance(event, Job) and event.done:
+                        return
+            except grpc.RpcError as e:
+                error = from_rpc_error(e, address=self.address, rpc="WatchJob")
+                resumable = is_transient(error) or error.code is grpc.StatusCode.DATA_LOSS
+                if not resumable or reconnects + 1 >= self._attempts:
+                    raise error from None
+                reconnects += 1
+                time.sleep(self._initial_backoff * reconnects)
+                # A restarting server takes a moment: wait for it (up to the
+                # client's timeout) rather than spend the attempts at once.
+                self._wait_for_server("WatchJob", deadline)
+                continue
+            finally:
+                call.cancel()
+            raise DataLoss(f"the watch of {job_id} ended before the job did")
+
+    def _wait_for_server(self, rpc: str, deadline: float | None) -> None:
+        """Blocks until the channel is connected, for at most ``timeout``
+        (and not past ``deadline``)."""
+        limits = [t for t in (self._timeout, None if deadline is None else deadline - time.monotonic()) if t is not None]
+        limit = max(0.0, min(limits)) if limits else None
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=limit)
+        except grpc.FutureTimeoutError:
+            raise Unavailable(
+                f"cannot reach the server at {self.address} ({rpc}): not back within {limit:g}s",
+                code=grpc.StatusCode.UNAVAILABLE,
+            ) from None
+
+    def wait(self, job: JobRef, *, timeout: float | None = None) -> Job:
+        """Blocks until the job has ended and returns its final record
+        (whatever the outcome: check :attr:`Job.succeeded`)."""
+        current = self.get(job)
+        if current.done:
+            return current
+        for event in self.watch(current.id, current.step, timeout=timeout):
+            if isinstance(event, Job) and event.done:
+                return event
+        raise DataLoss(f"the watch of {current.id} ended without a terminal state")  # pragma: no cover
+
+    def export(self, job: JobRef, path: str | os.PathLike[str], *, timeout: float | None = None) -> Export:
+        """Writes the job's current state (weights, BN buffers, momentum, and
+        ARWP's history ``F``) to ``path`` as a safetensors file. The file is
+        written beside ``path`` and renamed into place, so ``path`` never holds
+        a partial export."""
+        request = jobs_pb2.ExportWeightsRequest(job_id=_job_id(job))
+        destination = Path(path)
+
+        def attempt() -> Export:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            fd, partial = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    call = self._stub.ExportWeights(request, timeout=remaining, metadata=self._metadata)
+                    try:
+                        export = _receive_export(call, out.write)
+                    finally:
+                        call.cancel()
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(partial, destination)
+                return export
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(partial)
+                raise
+
+        try:
+            return self._call("ExportWeights", attempt, retry=True)
+        except RwpError:
+            raise  # some are OSErrors too (Unavailable, DeadlineExceeded)
+        except OSError as e:
+            raise RwpError(f"cannot write {destination}: {e.strerror or e}") from e
+
+    def upload_model(self, model: str | os.PathLike[str] | ScriptModuleLike) -> ModelFile:
+        """Stores a TorchScript module on the server for ``Model.TORCHSCRIPT``
+        jobs: a file saved by ``torch.jit.script(module).save(path)``, or the
+        scripted module itself. Streams it in 1 MiB chunks, the first carrying
+        the size and SHA-256 (the server checks both, and that the file is a
+        TorchScript module with parameters). Uploading the same file again is
+        harmless. Returns what :attr:`JobSpec.model_file` takes."""
+        with contextlib.ExitStack() as stack:
+            path = _model_path(model, stack)
+            try:
+                size, sha256 = _file_digest(path)
+            except OSError as e:
+                raise InvalidArgument(f"model: cannot read {path}: {e.strerror or e}") from None
+            response: spec_pb2.ModelFile = self._call(
+                "UploadModel",
+                lambda: self._stub.UploadModel(
+                    _model_chunks(path, size, sha256), timeout=None, metadata=self._metadata
+                ),
+                retry=True,
+            )
+        if response.sha256 != sha256 or response.size_bytes != size:
+            raise DataLoss(
+                f"the server stored {response.sha256} ({response.size_bytes} bytes) for a file of "
+                f"{size} bytes with SHA-256 {sha256}"
+            )
+        return ModelFile(sha256=response.sha256, size_bytes=response.size_bytes)
+
+
+def _receive_export(chunks: Iterator[jobs_pb2.ExportChunk], write: Callable[[bytes], object]) -> Export:
+    """Checks each chunk's offset, size and step against what came before."""
+    written = 0
+    total: int | None = None
+    step: int | None = None
+    for chunk in chunks:
+        if chunk.offset != written:
+            raise DataLoss(f"export chunk at offset {chunk.offset} after {written} bytes")
+        if total is None:
+            total, step = chunk.total_bytes, chunk.step
+        elif (chunk.total_bytes, chunk.step) != (total, step):
+            raise DataLoss(
+                f"export chunk announces {chunk.total_bytes} bytes of step {chunk.step}, "
+                f"the first announced {total} bytes of step {step}"
+            )
+        write(chunk.data)
+        written += len(chunk.data)
+        if written > total:
+            raise DataLoss(f"export longer than the {total} bytes announced")
+    if total is None or step is None:
+        raise DataLoss("the export stream ended without a chunk")
+    if written != total:
+        raise DataLoss(f"the export stream ended after {written} of {total} bytes")
+    return Export(step=step, size_bytes=written)
+
+
+def _model_path(model: str | os.PathLike[str] | ScriptModuleLike, stack: contextlib.ExitStack) -> Path:
+    if isinstance(model, (str, os.PathLike)):
+        return Path(model)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.jit.ScriptModule):
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="rwp-model-"))
+        path = Path(directory, "model.pt")
+        model.save(str(path))
+        return path
+    if torch is not None and isinstance(model, torch.nn.Module):
+        raise InvalidArgument("model: script the module first: torch.jit.script(module)")
+    raise InvalidArgument(
+        f"model: expected a TorchScript file path or a torch.jit.ScriptModule, got {type(model).__name__}"
+    )
+
+
+def _file_digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while block := f.read(CHUNK_BYTES):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def _model_chunks(path: Path, size: int, sha256: str) -> Iterator[spec_pb2.ModelChunk]:
+    """The file as ``ModelChunk`` s; the first names the whole file's size and
+    SHA-256 (an empty file is one empty chunk, which the server refuses)."""
+    with path.open("rb") as f:
+        offset = 0
+        while True:
+            data = f.read(CHUNK_BYTES)
+            if offset == 0:
+                yield spec_pb2.ModelChunk(total_bytes=size, sha256=sha256, offset=0, data=data)
+            elif data:
+                yield spec_pb2.ModelChunk(offset=offset, data=data)
+            offset += len(data)
+            if not data or offset >= size:
+                return
+
+
+__all__ = ["CHUNK_BYTES", "Client", "JobRef", "ModelSource", "Pem", "ScriptModuleLike"]

@@ -1,0 +1,187 @@
+"""Typed views of the job service's messages: jobs, metrics, watch events."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TypeAlias
+
+from ._errors import DataLoss
+from ._proto.rwp.v1 import jobs_pb2
+from ._spec import JobSpec
+
+
+class JobState(enum.Enum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    #: A due checkpoint could not be written; no work is handed out until a
+    #: retry succeeds (``Job.error`` says why). Not terminal.
+    PAUSED = "paused"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job has ended (succeeded, failed or cancelled)."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+_STATE_FROM_WIRE: dict[int, JobState] = {
+    jobs_pb2.JOB_STATE_RUNNING: JobState.RUNNING,
+    jobs_pb2.JOB_STATE_SUCCEEDED: JobState.SUCCEEDED,
+    jobs_pb2.JOB_STATE_FAILED: JobState.FAILED,
+    jobs_pb2.JOB_STATE_CANCELLED: JobState.CANCELLED,
+    jobs_pb2.JOB_STATE_PAUSED: JobState.PAUSED,
+}
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    """One applied update (a watch yields every step, in order)."""
+
+    step: int
+    loss: float
+    accuracy: float
+    #: Mean loss at the perturbed weights, for methods that compute it.
+    perturbed_loss: float | None
+    lr: float
+    sigma: float
+    #: Seconds since the job started running, when the update was applied.
+    wall_time_s: float
+    #: Whether the update was skipped for non-finite gradients.
+    skipped: bool
+
+    @classmethod
+    def from_proto(cls, m: jobs_pb2.StepMetrics) -> StepMetrics:
+        return cls(
+            step=m.step,
+            loss=m.loss,
+            accuracy=m.accuracy,
+            perturbed_loss=m.perturbed_loss if m.HasField("perturbed_loss") else None,
+            lr=m.lr,
+            sigma=m.sigma,
+            wall_time_s=m.wall_time_s,
+            skipped=m.skipped,
+        )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A test-split evaluation."""
+
+    #: Updates applied when evaluated.
+    step: int
+    epoch: int
+    test_loss: float
+    test_accuracy: float
+    wall_time_s: float
+
+    @classmethod
+    def from_proto(cls, e: jobs_pb2.Evaluation) -> Evaluation:
+        return cls(
+            step=e.step,
+            epoch=e.epoch,
+            test_loss=e.test_loss,
+            test_accuracy=e.test_accuracy,
+            wall_time_s=e.wall_time_s,
+        )
+
+
+def _time(unix_ms: int) -> datetime:
+    return datetime.fromtimestamp(unix_ms / 1000, tz=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the server reported it (a snapshot: :meth:`Client.get`
+    fetches a fresh one)."""
+
+    id: str
+    name: str
+    spec: JobSpec
+    state: JobState
+    #: Updates applied so far.
+    step: int
+    total_updates: int
+    updates_per_epoch: int
+    #: Why the job failed (or is paused), if it did.
+    error: str | None
+    created: datetime
+    updated: datetime
+    #: Updates skipped for non-finite gradients (``NonFinitePolicy.SKIP``).
+    skipped_updates: int
+    #: The latest update's metrics, if any.
+    last_step: StepMetrics | None
+    #: The latest test-split evaluation, if any.
+    last_evaluation: Evaluation | None
+    #: Name of the token that submitted the job; ``None`` on a server
+    #: without authentication.
+    owner: str | None
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has ended, however it ended."""
+        return self.state.terminal
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is JobState.SUCCEEDED
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the updates applied, in [0, 1]."""
+        return self.step / self.total_updates if self.total_updates else 0.0
+
+    @classmethod
+    def from_proto(cls, j: jobs_pb2.Job) -> Job:
+        if not j.HasField("spec"):
+            raise DataLoss(f"the server sent job {j.id!r} without a spec")
+        try:
+            state = _STATE_FROM_WIRE[j.state]
+        except KeyError:
+            raise DataLoss(f"the server sent job {j.id!r} in an unknown state ({j.state})") from None
+        return cls(
+            id=j.id,
+            name=j.name,
+            spec=JobSpec.from_proto(j.spec),
+            state=state,
+            step=j.step,
+            total_updates=j.total_updates,
+            updates_per_epoch=j.updates_per_epoch,
+            error=j.error or None,
+            created=_time(j.created_unix_ms),
+            updated=_time(j.updated_unix_ms),
+            skipped_updates=j.skipped_updates,
+            last_step=StepMetrics.from_proto(j.last_step) if j.HasField("last_step") else None,
+            last_evaluation=Evaluation.from_proto(j.last_evaluation) if j.HasField("last_evaluation") else None,
+            owner=j.owner or None,
+        )
+
+
+#: What :meth:`Client.watch` yields: every applied update's metrics, the
+#: evaluations, and the job's record when its state changes (the terminal
+#: one last). Dispatch with ``match event: case StepMetrics(): ...``.
+JobEvent: TypeAlias = StepMetrics | Evaluation | Job
+
+
+def event_from_proto(e: jobs_pb2.JobEvent) -> JobEvent:
+    match e.WhichOneof("event"):
+        case "step":
+            return StepMetrics.from_proto(e.step)
+        case "evaluation":
+            return Evaluation.from_proto(e.evaluation)
+        case "job":
+            return Job.from_proto(e.job)
+        case _:
+            raise DataLoss("the server sent an empty watch event")
+
+
+@dataclass(frozen=True)
+class Export:
+    """A job's state written by :meth:`Client.export`."""
+
+    #: Updates applied to the exported state.
+    step: int
+    #: Size of the safetensors file written.
+    size_bytes: int
