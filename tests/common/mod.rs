@@ -10,10 +10,14 @@ pub mod tokens;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The workspace root.
+/// The workspace root: where this crate was built, or `RWP_WORKSPACE_ROOT`
+/// for binaries run from another copy of the repository (a benchmark built
+/// here and run on a GPU machine).
 #[must_use]
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_owned()
+    std::env::var_os("RWP_WORKSPACE_ROOT").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_owned()
+    })
 }
 
 /// The Python interpreter with torch 2.11.0 that `scripts/setup-libtorch.sh`
