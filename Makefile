@@ -10,7 +10,7 @@ endif
 CARGO ?= cargo
 SETUP_STAMP := .cargo/config.toml
 
-.PHONY: setup build release test test-python fmt lint fuzz demo demo-local bench bench-gpu bench-local chaos load k8s-check clean
+.PHONY: setup build release test test-python fmt lint fuzz demo demo-local bench bench-gpu bench-local gpu-bundle chaos load k8s-check clean
 
 $(SETUP_STAMP): scripts/setup-libtorch.sh
 	./scripts/setup-libtorch.sh
@@ -98,6 +98,14 @@ bench: release
 ## Benchmarks 1 to 3 with the workers on the CUDA device: the GPU block of BENCHMARKS.md.
 bench-gpu: release
 	DEVICE=cuda SECTIONS=1,2,3 RUST_LOG=error target/release/bench-suite
+
+## The binaries scripts/gpu-check.sh runs on a GPU machine that has torch but
+## no toolchain: stripped release builds in target/gpu (copy the repository
+## and target/gpu there; the script finds libtorch in the machine's torch).
+gpu-bundle: release
+	mkdir -p $(or $(CARGO_TARGET_DIR),target)/gpu
+	for b in bench-suite rwp-server rwp-worker rwp-train; do \
+		strip -o $(or $(CARGO_TARGET_DIR),target)/gpu/$$b $(or $(CARGO_TARGET_DIR),target)/release/$$b; done
 
 ## Time per update of the local trainer against the PyTorch reference script.
 bench-local: release
