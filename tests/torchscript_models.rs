@@ -2,12 +2,15 @@
 //! API, stored by the server under its SHA-256, fetched and cached by real
 //! worker processes, trained with m-ARWP, and compared with PyTorch training
 //! the same module on the same batches and noise (`rwp_reference.py
-//! --module`): bit for bit on one CPU thread. Bad files are refused with
-//! errors that say what is wrong.
+//! --module`): bit for bit on one CPU thread, across a server SIGKILLed
+//! and restarted mid-run. Bad files are refused with errors that say what is
+//! wrong.
 
 use std::time::Duration;
 
-use rwp_integration_tests::cluster::{connect, data_dir, export, start_server, start_worker_with, wait_for_success};
+use rwp_integration_tests::cluster::{
+    connect, data_dir, export, start_worker_with, wait_for_step, wait_for_success, ServerCommand,
+};
 use rwp_integration_tests::in_process::Cluster;
 use rwp_integration_tests::local_run::{exported_tensors, small_job};
 use rwp_integration_tests::reference::{assert_matches_pytorch, run_with_pytorch};
@@ -20,12 +23,13 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 const UPDATES: u64 = 24;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_torchscript_cnn_trained_through_the_service_matches_pytorch_bit_for_bit() {
+async fn a_torchscript_cnn_trained_through_the_service_across_a_restart_matches_pytorch_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
     let module = tmp.path().join("cnn_bn.pt");
     write_script_model("cnn-bn", &module, 3);
     let (_dir, data) = data_dir();
-    let (_server, addr) = start_server(&data, "127.0.0.1:0");
+    let command = ServerCommand::new(&data, "127.0.0.1:0");
+    let (mut server, addr) = command.clone().start();
     let url = format!("http://{addr}");
     let caches: Vec<_> = (1..=2).map(|i| tmp.path().join(format!("cache-w{i}"))).collect();
     let _workers: Vec<_> = caches
@@ -43,6 +47,14 @@ async fn a_torchscript_cnn_trained_through_the_service_matches_pytorch_bit_for_b
     assert_eq!(job.spec.model_file.as_ref(), Some(&stored), "the job names the uploaded file");
     assert!(data.join("models").join(format!("{}.pt", stored.sha256)).is_file(), "the server stores it by digest");
 
+    // The server dies mid-run; restarted, it reloads the module from its
+    // store and resumes from the latest checkpoint.
+    let mut raw = connect(addr).await;
+    let at = wait_for_step(&mut raw, &job.id, 9, TIMEOUT).await;
+    assert!(at.step < UPDATES, "killed before the end (step {})", at.step);
+    server.kill_hard();
+    let (_server, again) = command.listen_on(&addr.to_string()).start();
+    assert_eq!(again, addr);
     let mut raw = connect(addr).await;
     let done = wait_for_success(&mut raw, &job.id, TIMEOUT).await;
     assert_eq!(done.step, UPDATES);
