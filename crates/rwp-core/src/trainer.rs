@@ -9,7 +9,7 @@ use rwp_spec::{JobSpec, Role, Schedule, SpecError, Task};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointError};
-use crate::data::{Batch, DataError, Dataset};
+use crate::data::{Batch, DataError, Dataset, Split};
 use crate::grad::compute_task;
 use crate::model::{BnMode, Model};
 use crate::optim::{apply_update, StepResults, TrainState, UpdateError, UpdateReport};
@@ -64,9 +64,32 @@ pub struct Evaluation {
 /// running statistics in `buffers` (evaluation mode).
 #[must_use]
 pub fn evaluate(model: &Model, data: &Dataset, weights: &[Tensor], buffers: &[Tensor], device: Device) -> Evaluation {
+    evaluate_split(model, data, &data.test, weights, buffers, device)
+}
+
+/// Loss and accuracy on the held-out validation split, when `data` has one.
+#[must_use]
+pub fn evaluate_validation(
+    model: &Model,
+    data: &Dataset,
+    weights: &[Tensor],
+    buffers: &[Tensor],
+    device: Device,
+) -> Option<Evaluation> {
+    data.validation.as_ref().map(|split| evaluate_split(model, data, split, weights, buffers, device))
+}
+
+fn evaluate_split(
+    model: &Model,
+    data: &Dataset,
+    split: &Split,
+    weights: &[Tensor],
+    buffers: &[Tensor],
+    device: Device,
+) -> Evaluation {
     let _no_grad = tch::no_grad_guard();
     let (mut loss, mut correct, mut n) = (0.0, 0.0, 0usize);
-    for batch in data.test_batches(500) {
+    for batch in data.batches(split, 500) {
         let batch = batch.to_device(device);
         let logits = model.forward(weights, buffers, &batch.images, BnMode::Eval);
         let len = batch.len();
@@ -100,7 +123,7 @@ impl LocalTrainer {
     /// A fresh run of `spec` with initial weights drawn from the spec's seed.
     pub fn new(spec: JobSpec, device: Device) -> Result<Self, TrainError> {
         spec.validate()?;
-        let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment)?;
+        let data = Dataset::for_spec(&spec)?;
         let model = Model::new(spec.model, data.shape, data.classes);
         let (weights, buffers) = model.init(init_seed(&spec), device);
         Self::assemble(spec, data, model, TrainState::new(weights, buffers), device)
@@ -110,7 +133,7 @@ impl LocalTrainer {
     pub fn resume(path: &Path, device: Device) -> Result<Self, TrainError> {
         let spec = checkpoint::read_spec(path)?;
         spec.validate()?;
-        let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment)?;
+        let data = Dataset::for_spec(&spec)?;
         let model = Model::new(spec.model, data.shape, data.classes);
         let loaded = checkpoint::load(path, &model, device)?;
         Self::assemble(loaded.spec, data, model, loaded.state, device)
@@ -176,6 +199,12 @@ impl LocalTrainer {
     #[must_use]
     pub fn evaluate(&self) -> Evaluation {
         evaluate(&self.model, &self.data, &self.state.weights, &self.state.buffers, self.device)
+    }
+
+    /// Loss and accuracy on the validation split, when the spec holds one out.
+    #[must_use]
+    pub fn evaluate_validation(&self) -> Option<Evaluation> {
+        evaluate_validation(&self.model, &self.data, &self.state.weights, &self.state.buffers, self.device)
     }
 
     pub fn save_checkpoint(&self, path: &Path) -> Result<(), TrainError> {

@@ -13,6 +13,7 @@
 //! clean_shards = 1
 //! perturbed_shards = 1
 //! sigma = 0.015
+//! validation_fraction = 0.1   # hold out 10% of the training set (seeded)
 //! lr_schedule = { kind = "cosine-per-epoch" }
 //! ```
 
@@ -54,6 +55,7 @@ pub struct JobFile {
     pub augment: Option<bool>,
     pub non_finite: Option<NonFinitePolicy>,
     pub gradient_encoding: Option<GradientEncoding>,
+    pub validation_fraction: Option<f64>,
 }
 
 impl JobFile {
@@ -98,7 +100,8 @@ impl JobFile {
             rho,
             augment,
             non_finite,
-            gradient_encoding
+            gradient_encoding,
+            validation_fraction
         );
         if self.data_dir.is_some() {
             s.data_dir = self.data_dir;

@@ -106,6 +106,11 @@ pub struct JobSpec {
     /// Wire format of gradients in distributed runs.
     #[serde(default)]
     pub gradient_encoding: GradientEncoding,
+    /// Fraction of the training set held out as a validation set, in
+    /// `[0, 0.5)`; 0: none. The held-out samples are drawn with the job's
+    /// seed ([`crate::plan::validation_split`]) and never trained on.
+    #[serde(default)]
+    pub validation_fraction: f64,
 }
 
 impl JobSpec {
@@ -140,6 +145,7 @@ impl JobSpec {
             augment: true,
             non_finite: NonFinitePolicy::Fail,
             gradient_encoding: GradientEncoding::F32,
+            validation_fraction: 0.0,
         };
         match method {
             Method::Sgd | Method::Sam => {}
@@ -261,6 +267,9 @@ impl JobSpec {
                 return Err(bad("sigma_schedule.inc", inc, "sigma times (1 + inc) must be finite"));
             }
         }
+        if !(0.0..MAX_VALIDATION_FRACTION).contains(&self.validation_fraction) {
+            return Err(bad("validation_fraction", self.validation_fraction, "must be in [0, 0.5)"));
+        }
         if self.dataset.needs_files() && self.data_dir.is_none() {
             return Err(SpecError::MissingDataDir { dataset: self.dataset });
         }
@@ -278,6 +287,8 @@ pub const MAX_UPDATES: u64 = 1_000_000_000;
 pub const MAX_SHARDS: u32 = 1024;
 /// Most milestones of a step schedule.
 pub const MAX_MILESTONES: usize = 1000;
+/// `validation_fraction` must be below this.
+pub const MAX_VALIDATION_FRACTION: f64 = 0.5;
 /// Longest `data_dir`, in bytes.
 pub const MAX_DATA_DIR_BYTES: usize = 4096;
 
@@ -526,6 +537,7 @@ mod tests {
             augment: _,
             non_finite: _,
             gradient_encoding: _,
+            validation_fraction: _, // below
         } = base();
         let cases: &[(&str, Spoil)] = &[
             ("data_dir", |s| s.data_dir = Some(PathBuf::new())),
@@ -572,6 +584,9 @@ mod tests {
             ("rho", |s| s.rho = -1.0),
             ("rho", |s| s.rho = f64::NAN),
             ("rho", |s| (s.method, s.rho) = (Method::Sam, 0.0)),
+            ("validation_fraction", |s| s.validation_fraction = -0.1),
+            ("validation_fraction", |s| s.validation_fraction = 0.5),
+            ("validation_fraction", |s| s.validation_fraction = f64::NAN),
         ];
         for (i, (field, spoil)) in cases.iter().enumerate() {
             let mut spec = base();

@@ -153,7 +153,7 @@ struct JobState {
 impl JobState {
     fn load(spec: &JobSpec) -> Result<Self, WorkerError> {
         spec.validate()?;
-        let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment)?;
+        let data = Dataset::for_spec(spec)?;
         let model = Model::new(spec.model, data.shape, data.classes);
         let schedule = Schedule::new(spec, data.train.len())?;
         let sampler = Sampler::new(spec, &schedule, data.train.len());
