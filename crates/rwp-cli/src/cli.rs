@@ -297,6 +297,9 @@ pub struct SpecFlags {
     /// Wire format of gradients: f32 (bit-exact) or bf16 (half the bytes)
     #[arg(long, value_name = "ENCODING", value_parser = encoding_parser())]
     pub gradient_encoding: Option<GradientEncoding>,
+    /// Hold out this fraction of the training set for validation, in [0, 0.5)
+    #[arg(long, value_name = "FRACTION")]
+    pub validation_fraction: Option<f64>,
 }
 
 const SWEEP_AFTER_HELP: &str = "\

@@ -228,7 +228,7 @@ impl SweepSpec {
     /// error names the parameter or trial field at fault.
     pub fn trials(&self) -> Result<Vec<Trial>, SweepError> {
         self.base.validate().map_err(|e| SweepError(format!("base: {e}")))?;
-        if !(self.base.validation_fraction > 0.0) {
+        if self.base.validation_fraction <= 0.0 {
             return err(format!(
                 "base.validation_fraction = {} is out of range: a sweep selects trials on validation accuracy, \
                  so it must hold out a validation set (e.g. 0.1)",
