@@ -190,6 +190,10 @@ pub enum Command {
     /// Draw learning curves of one or more jobs to a PNG or SVG file
     #[command(after_help = PLOT_AFTER_HELP)]
     Plot(PlotArgs),
+    /// Sweeps: run a search over job settings (σ, λ, η, lr, ...) and pick
+    /// the best trial by validation accuracy
+    #[command(subcommand, after_help = SWEEP_AFTER_HELP)]
+    Sweep(SweepCommand),
     /// Print a shell completion script
     #[command(after_help = "\
 Examples:
@@ -296,6 +300,93 @@ pub struct SpecFlags {
     /// Wire format of gradients: f32 (bit-exact) or bf16 (half the bytes)
     #[arg(long, value_name = "ENCODING", value_parser = encoding_parser())]
     pub gradient_encoding: Option<GradientEncoding>,
+    /// Hold out this fraction of the training set for validation, in [0, 0.5)
+    #[arg(long, value_name = "FRACTION")]
+    pub validation_fraction: Option<f64>,
+}
+
+const SWEEP_AFTER_HELP: &str = "\
+Examples:
+  rwp sweep submit sigma.toml --watch      # run a sweep, follow it, print the table
+  rwp sweep get sweep-0123456789 --best-job-file best.toml
+  rwp sweep plot sweep-0123456789 -o plots/
+  rwp submit best.toml                     # train the best trial's settings again
+
+A sweep file is a job file (the base of every trial, with validation_fraction > 0)
+plus [search] with [[search.param]] entries, optional [early_stopping] and
+`concurrency`; see docs/tuning-sigma.md.";
+
+#[derive(Debug, Subcommand)]
+pub enum SweepCommand {
+    /// Create a sweep from a TOML sweep file; prints its id
+    Submit(SweepSubmitArgs),
+    /// Follow a sweep: each trial's progress, then the table of results
+    Watch(SweepWatchArgs),
+    /// List the sweeps you may see
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// The trials of a sweep sorted by validation accuracy (with test accuracy and cost)
+    Get(SweepGetArgs),
+    /// Plot validation accuracy against each swept field, and every trial's curves
+    Plot(SweepPlotArgs),
+    /// Cancel a sweep's running trials; waiting ones never start
+    Cancel(SweepIdArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SweepSubmitArgs {
+    /// Sweep file (TOML)
+    #[arg(value_name = "SWEEPFILE")]
+    pub file: PathBuf,
+    /// Name of the sweep (default: the file's `name`, else its file name)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Follow the sweep after creating it, as `rwp sweep watch` does
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SweepIdArgs {
+    /// Sweep id
+    #[arg(value_name = "SWEEP")]
+    pub sweep: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SweepWatchArgs {
+    /// Sweep id
+    #[arg(value_name = "SWEEP")]
+    pub sweep: String,
+    /// Write the best trial's spec as a job file when the sweep ends
+    #[arg(long, value_name = "FILE")]
+    pub best_job_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SweepGetArgs {
+    /// Sweep id
+    #[arg(value_name = "SWEEP")]
+    pub sweep: String,
+    /// Write the best trial's spec as a job file (loadable by `rwp submit`)
+    #[arg(long, value_name = "FILE")]
+    pub best_job_file: Option<PathBuf>,
+    /// Print JSON instead of the table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SweepPlotArgs {
+    /// Sweep id
+    #[arg(value_name = "SWEEP")]
+    pub sweep: String,
+    /// Directory to write the images to (created if missing)
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Image format: png or svg
+    #[arg(long, default_value = "png", value_parser = ["png", "svg"])]
+    pub format: String,
 }
 
 #[derive(Debug, Clone, Args)]

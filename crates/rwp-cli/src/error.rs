@@ -12,6 +12,8 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_CANCELLED: u8 = 3;
 /// Exit status of `watch` stopped with Ctrl-C (the job goes on).
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// A job stopped early by its sweep's early stopping.
+pub const EXIT_STOPPED: u8 = 4;
 
 /// Everything a command can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -43,7 +43,8 @@ impl SpecFlags {
             beta,
             rho,
             non_finite,
-            gradient_encoding
+            gradient_encoding,
+            validation_fraction
         );
         if self.independent_noise {
             file.independent_noise = Some(true);

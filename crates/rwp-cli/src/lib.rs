@@ -4,7 +4,7 @@
 //! ```text
 //! rwp submit job.toml --watch             # a TOML job file; prints the job id
 //! rwp submit --method m-arwp --epochs 5   # or flags over the method's reference settings
-//! rwp list                                # ID NAME METHOD MODEL STATE STEP/TOTAL LOSS TEST ACC AGE
+//! rwp list                                # ID NAME METHOD MODEL STATE STEP/TOTAL LOSS VAL ACC TEST ACC AGE
 //! rwp get j-000001 [--json]
 //! rwp watch j-000001                      # progress bar; exit 0 succeeded, 1 failed, 3 cancelled
 //! rwp cancel j-000001

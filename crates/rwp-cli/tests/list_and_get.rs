@@ -26,15 +26,19 @@ fn list_prints_an_aligned_table() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     let header: Vec<&str> = lines[0].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
-    assert_eq!(header, ["ID", "NAME", "OWNER", "METHOD", "MODEL", "STATE", "STEP/TOTAL", "LOSS", "TEST ACC", "AGE"]);
+    assert_eq!(
+        header,
+        ["ID", "NAME", "OWNER", "METHOD", "MODEL", "STATE", "STEP/TOTAL", "LOSS", "VAL ACC", "TEST ACC", "AGE"]
+    );
     let first: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(
         &first[..7],
         ["j-000001", "cifar-marwp", "alice", "m-arwp", "small-cnn", "succeeded", "24/24"],
         "{text}"
     );
-    assert_eq!(first[8], "0.4400", "test accuracy of the last evaluation: {text}");
-    assert_eq!(first[9], "1m", "age: {text}");
+    assert_eq!(first[8], "-", "no validation set: {text}");
+    assert_eq!(first[9], "0.4400", "test accuracy of the last evaluation: {text}");
+    assert_eq!(first[10], "1m", "age: {text}");
     let second: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(&second[..7], ["j-000002", "-", "-", "sgd", "small-cnn", "failed", "7/24"], "{text}");
     // Columns line up: every row's STATE starts where the header's does.

@@ -17,7 +17,7 @@ fn synthetic(label: &str, speed: f64, steps: u64) -> Curves {
             TestPoint { step: s, wall_time_s: s as f64 / speed, accuracy: 0.85 - 0.75 * (-(s as f64) / 80.0).exp() }
         })
         .collect();
-    Curves { label: label.to_owned(), train, test }
+    Curves { label: label.to_owned(), train, test, validation: vec![] }
 }
 
 /// With `RWP_PLOT_KEEP=DIR`, copies a drawn file there to look at.
@@ -66,6 +66,7 @@ fn empty_and_degenerate_series_still_draw() {
             TrainPoint { step: 2, wall_time_s: 1.0, loss: 2.0 },
         ],
         test: vec![],
+        validation: vec![],
     };
     for name in ["empty.png", "empty.svg"] {
         let path = dir.path().join(name);

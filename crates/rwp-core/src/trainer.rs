@@ -9,7 +9,7 @@ use rwp_spec::{JobSpec, Role, Schedule, SpecError, Task};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointError};
-use crate::data::{Batch, DataError, Dataset};
+use crate::data::{Batch, DataError, Dataset, Split};
 use crate::grad::compute_task;
 use crate::model::{BnMode, Model, ModelError};
 use crate::optim::{apply_update, StepResults, TrainState, UpdateError, UpdateReport};
@@ -87,9 +87,32 @@ pub struct Evaluation {
 /// running statistics in `buffers` (evaluation mode).
 #[must_use]
 pub fn evaluate(model: &Model, data: &Dataset, weights: &[Tensor], buffers: &[Tensor], device: Device) -> Evaluation {
+    evaluate_split(model, data, &data.test, weights, buffers, device)
+}
+
+/// Loss and accuracy on the held-out validation split, when `data` has one.
+#[must_use]
+pub fn evaluate_validation(
+    model: &Model,
+    data: &Dataset,
+    weights: &[Tensor],
+    buffers: &[Tensor],
+    device: Device,
+) -> Option<Evaluation> {
+    data.validation.as_ref().map(|split| evaluate_split(model, data, split, weights, buffers, device))
+}
+
+fn evaluate_split(
+    model: &Model,
+    data: &Dataset,
+    split: &Split,
+    weights: &[Tensor],
+    buffers: &[Tensor],
+    device: Device,
+) -> Evaluation {
     let _no_grad = tch::no_grad_guard();
     let (mut loss, mut correct, mut n) = (0.0, 0.0, 0usize);
-    for batch in data.test_batches(500) {
+    for batch in data.batches(split, 500) {
         let batch = batch.to_device(device);
         let logits = model.forward(weights, buffers, &batch.images, BnMode::Eval);
         let len = batch.len();
@@ -132,7 +155,7 @@ impl LocalTrainer {
     pub fn with_model_file(spec: JobSpec, device: Device, model_file: Option<&Path>) -> Result<Self, TrainError> {
         spec.validate()?;
         check_model_file(&spec, model_file)?;
-        let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment)?;
+        let data = Dataset::for_spec(&spec)?;
         let model = Model::for_spec(&spec, data.shape, data.classes, model_file, device)?;
         let (weights, buffers) = model.init(init_seed(&spec), device);
         Self::assemble(spec, data, model, TrainState::new(weights, buffers), device)
@@ -144,7 +167,7 @@ impl LocalTrainer {
         let spec = checkpoint::read_spec(path)?;
         spec.validate()?;
         check_model_file(&spec, model_file)?;
-        let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment)?;
+        let data = Dataset::for_spec(&spec)?;
         let model = Model::for_spec(&spec, data.shape, data.classes, model_file, device)?;
         let loaded = checkpoint::load(path, &model, device)?;
         Self::assemble(loaded.spec, data, model, loaded.state, device)
@@ -210,6 +233,12 @@ impl LocalTrainer {
     #[must_use]
     pub fn evaluate(&self) -> Evaluation {
         evaluate(&self.model, &self.data, &self.state.weights, &self.state.buffers, self.device)
+    }
+
+    /// Loss and accuracy on the validation split, when the spec holds one out.
+    #[must_use]
+    pub fn evaluate_validation(&self) -> Option<Evaluation> {
+        evaluate_validation(&self.model, &self.data, &self.state.weights, &self.state.buffers, self.device)
     }
 
     pub fn save_checkpoint(&self, path: &Path) -> Result<(), TrainError> {

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use rwp_spec::payload::{Announced, PushMessage};
+use rwp_spec::sweep::{
+    Distribution, EarlyStopping, ParamValue, Search, SearchMode, SearchParam, SweepSpec, SweepState,
+};
 use rwp_spec::{
     DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelFile, ModelKind,
     NonFinitePolicy, Role, SigmaSchedule, StepMetrics,
@@ -240,6 +243,7 @@ impl From<&JobSpec> for v1::JobSpec {
                 .model_file
                 .as_ref()
                 .map(|f| v1::ModelFile { sha256: f.sha256.clone(), size_bytes: f.size_bytes }),
+            validation_fraction: s.validation_fraction,
         }
     }
 }
@@ -297,6 +301,7 @@ impl TryFrom<v1::JobSpec> for JobSpec {
             gradient_encoding: encoding_from_wire(s.gradient_encoding)
                 .map_err(|e| ConversionError { field: "spec.gradient_encoding", reason: e.reason })?,
             model_file: s.model_file.map(|f| ModelFile { sha256: f.sha256, size_bytes: f.size_bytes }),
+            validation_fraction: s.validation_fraction,
         })
     }
 }
@@ -309,6 +314,7 @@ impl From<JobState> for v1::JobState {
             JobState::Succeeded => v1::JobState::Succeeded,
             JobState::Failed => v1::JobState::Failed,
             JobState::Cancelled => v1::JobState::Cancelled,
+            JobState::Stopped => v1::JobState::Stopped,
         }
     }
 }
@@ -322,6 +328,7 @@ pub fn job_state_from_wire(value: i32) -> Result<JobState, ConversionError> {
         v1::JobState::Succeeded => Ok(JobState::Succeeded),
         v1::JobState::Failed => Ok(JobState::Failed),
         v1::JobState::Cancelled => Ok(JobState::Cancelled),
+        v1::JobState::Stopped => Ok(JobState::Stopped),
     }
 }
 
@@ -363,6 +370,8 @@ impl From<&Evaluation> for v1::Evaluation {
             test_loss: e.test_loss,
             test_accuracy: e.test_accuracy,
             wall_time_s: e.wall_time_s,
+            validation_loss: e.validation_loss,
+            validation_accuracy: e.validation_accuracy,
         }
     }
 }
@@ -375,13 +384,205 @@ impl From<v1::Evaluation> for Evaluation {
             test_loss: e.test_loss,
             test_accuracy: e.test_accuracy,
             wall_time_s: e.wall_time_s,
+            validation_loss: e.validation_loss,
+            validation_accuracy: e.validation_accuracy,
         }
+    }
+}
+
+impl From<&ParamValue> for v1::ParamValue {
+    fn from(v: &ParamValue) -> Self {
+        use v1::param_value::Value;
+        let value = match v {
+            ParamValue::Number(x) => Value::Number(*x),
+            ParamValue::Text(t) => Value::Text(t.clone()),
+            ParamValue::Flag(b) => Value::Flag(*b),
+        };
+        v1::ParamValue { value: Some(value) }
+    }
+}
+
+/// A searched value; `field` names it in the error.
+pub fn param_value_from_wire(v: v1::ParamValue, field: &'static str) -> Result<ParamValue, ConversionError> {
+    use v1::param_value::Value;
+    Ok(match v.value.ok_or_else(|| missing(field))? {
+        Value::Number(x) => ParamValue::Number(x),
+        Value::Text(t) => ParamValue::Text(t),
+        Value::Flag(b) => ParamValue::Flag(b),
+    })
+}
+
+impl From<&SweepSpec> for v1::SweepSpec {
+    fn from(s: &SweepSpec) -> Self {
+        v1::SweepSpec {
+            base: Some((&s.base).into()),
+            mode: match s.search.mode {
+                SearchMode::Grid => v1::SearchMode::Grid,
+                SearchMode::Random => v1::SearchMode::Random,
+            }
+            .into(),
+            n_trials: s.search.n_trials,
+            search_seed: s.search.seed,
+            params: s
+                .search
+                .params
+                .iter()
+                .map(|p| v1::SearchParam {
+                    field: p.field.clone(),
+                    values: p.values.iter().map(Into::into).collect(),
+                    distribution: match p.distribution {
+                        None => v1::Distribution::Unspecified,
+                        Some(Distribution::Choice) => v1::Distribution::Choice,
+                        Some(Distribution::Uniform) => v1::Distribution::Uniform,
+                        Some(Distribution::LogUniform) => v1::Distribution::LogUniform,
+                        Some(Distribution::IntUniform) => v1::Distribution::IntUniform,
+                    }
+                    .into(),
+                    low: p.low,
+                    high: p.high,
+                })
+                .collect(),
+            concurrency: s.concurrency,
+            early_stopping: s.early_stopping.as_ref().map(|e| v1::EarlyStopping {
+                rungs: e.rungs.clone(),
+                reduction_factor: e.reduction_factor,
+                min_validation_accuracy: e.min_validation_accuracy,
+            }),
+        }
+    }
+}
+
+impl TryFrom<v1::SweepSpec> for SweepSpec {
+    type Error = ConversionError;
+
+    /// Converts and checks the enums; [`SweepSpec::trials`] checks the rest.
+    fn try_from(s: v1::SweepSpec) -> Result<Self, Self::Error> {
+        let base = JobSpec::try_from(s.base.ok_or_else(|| missing("sweep.base"))?)?;
+        let mode = match v1::SearchMode::try_from(s.mode).map_err(|_| unknown("sweep.mode", s.mode))? {
+            v1::SearchMode::Unspecified | v1::SearchMode::Grid => SearchMode::Grid,
+            v1::SearchMode::Random => SearchMode::Random,
+        };
+        let mut params = Vec::with_capacity(s.params.len());
+        for p in s.params {
+            let distribution = match v1::Distribution::try_from(p.distribution)
+                .map_err(|_| unknown("sweep.params.distribution", p.distribution))?
+            {
+                v1::Distribution::Unspecified => None,
+                v1::Distribution::Choice => Some(Distribution::Choice),
+                v1::Distribution::Uniform => Some(Distribution::Uniform),
+                v1::Distribution::LogUniform => Some(Distribution::LogUniform),
+                v1::Distribution::IntUniform => Some(Distribution::IntUniform),
+            };
+            params.push(SearchParam {
+                field: p.field,
+                values: p
+                    .values
+                    .into_iter()
+                    .map(|v| param_value_from_wire(v, "sweep.params.values"))
+                    .collect::<Result<_, _>>()?,
+                distribution,
+                low: p.low,
+                high: p.high,
+            });
+        }
+        Ok(SweepSpec {
+            base,
+            search: Search { mode, n_trials: s.n_trials, seed: s.search_seed, params },
+            concurrency: s.concurrency,
+            early_stopping: s.early_stopping.map(|e| EarlyStopping {
+                rungs: e.rungs,
+                reduction_factor: e.reduction_factor,
+                min_validation_accuracy: e.min_validation_accuracy,
+            }),
+        })
+    }
+}
+
+impl From<SweepState> for v1::SweepState {
+    fn from(s: SweepState) -> Self {
+        match s {
+            SweepState::Running => v1::SweepState::Running,
+            SweepState::Succeeded => v1::SweepState::Succeeded,
+            SweepState::Cancelled => v1::SweepState::Cancelled,
+            SweepState::Failed => v1::SweepState::Failed,
+        }
+    }
+}
+
+pub fn sweep_state_from_wire(value: i32) -> Result<SweepState, ConversionError> {
+    match v1::SweepState::try_from(value).map_err(|_| unknown("sweep.state", value))? {
+        v1::SweepState::Unspecified => Err(missing("sweep.state")),
+        v1::SweepState::Running => Ok(SweepState::Running),
+        v1::SweepState::Succeeded => Ok(SweepState::Succeeded),
+        v1::SweepState::Cancelled => Ok(SweepState::Cancelled),
+        v1::SweepState::Failed => Ok(SweepState::Failed),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweep_specs_round_trip() {
+        let text = r#"
+            concurrency = 3
+            [base]
+            method = "m-arwp"
+            model = "mlp"
+            dataset = "synthetic"
+            seed = 1
+            epochs = 4
+            batch_size = 64
+            clean_shards = 1
+            perturbed_shards = 1
+            independent_noise = false
+            lr = 0.1
+            momentum = 0.9
+            nesterov = false
+            weight_decay = 0.001
+            warmup_updates = 0
+            sigma = 0.015
+            lambda = 0.5
+            eta = 0.1
+            beta = 0.99
+            rho = 0.05
+            augment = false
+            validation_fraction = 0.2
+            lr_schedule = { kind = "constant" }
+            sigma_schedule = { kind = "constant" }
+            [search]
+            mode = "random"
+            n_trials = 5
+            seed = 9
+            [[search.param]]
+            field = "sigma"
+            distribution = "log-uniform"
+            low = 0.001
+            high = 0.1
+            [[search.param]]
+            field = "method"
+            values = ["m-rwp", "m-arwp"]
+            [[search.param]]
+            field = "nesterov"
+            values = [true]
+            [early_stopping]
+            rungs = [1, 2]
+            reduction_factor = 2.0
+            min_validation_accuracy = 0.15
+        "#;
+        let spec: SweepSpec = toml_like(text);
+        let wire = v1::SweepSpec::from(&spec);
+        assert_eq!(SweepSpec::try_from(wire).unwrap(), spec);
+        let mut grid = spec.clone();
+        grid.search.mode = SearchMode::Grid;
+        grid.early_stopping = None;
+        assert_eq!(SweepSpec::try_from(v1::SweepSpec::from(&grid)).unwrap(), grid);
+    }
+
+    fn toml_like(text: &str) -> SweepSpec {
+        toml::from_str(text).unwrap()
+    }
 
     #[test]
     fn every_reference_spec_round_trips() {
@@ -409,7 +610,17 @@ mod tests {
             skipped: false,
         };
         assert_eq!(StepMetrics::from(v1::StepMetrics::from(&m)), m);
-        let e = Evaluation { step: 7, epoch: 1, test_loss: 0.5, test_accuracy: 0.875, wall_time_s: 3.0 };
+        let mut e = Evaluation {
+            step: 7,
+            epoch: 1,
+            test_loss: 0.5,
+            test_accuracy: 0.875,
+            wall_time_s: 3.0,
+            validation_loss: None,
+            validation_accuracy: None,
+        };
+        assert_eq!(Evaluation::from(v1::Evaluation::from(&e)), e);
+        (e.validation_loss, e.validation_accuracy) = (Some(0.6), Some(0.8));
         assert_eq!(Evaluation::from(v1::Evaluation::from(&e)), e);
         for s in [JobState::Running, JobState::Paused, JobState::Succeeded, JobState::Failed, JobState::Cancelled] {
             assert_eq!(job_state_from_wire(v1::JobState::from(s) as i32).unwrap(), s);

@@ -9,7 +9,7 @@ mod convert;
 
 pub use convert::{
     announced_from_wire, dataset_from_wire, encoding_from_wire, job_state_from_wire, method_from_wire, model_from_wire,
-    role_from_wire, ConversionError,
+    param_value_from_wire, role_from_wire, sweep_state_from_wire, ConversionError,
 };
 
 /// Version 1 of the contract.

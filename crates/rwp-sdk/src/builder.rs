@@ -58,6 +58,8 @@ impl JobSpecBuilder {
         augment: bool,
         non_finite: NonFinitePolicy,
         gradient_encoding: GradientEncoding,
+        /// Fraction of the training set held out for validation, in [0, 0.5).
+        validation_fraction: f64,
     }
 
     /// Directory of the dataset's files, readable by every worker.

@@ -4,6 +4,7 @@ use std::time::Duration;
 use rwp_credentials::{client_tls, Bearer, Pem, Token};
 use rwp_proto::v1::job_service_client::JobServiceClient;
 use rwp_proto::v1::{self, job_event::Event};
+use rwp_spec::sweep::SweepSpec;
 use rwp_spec::{JobSpec, ModelFile};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -12,7 +13,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
-use crate::{Job, JobEvent, SdkError};
+use crate::{Job, JobEvent, SdkError, Sweep};
 
 struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
 
@@ -330,6 +331,119 @@ impl Client {
                     None => {
                         let _ = tx.send(Err(SdkError::Protocol("the watch ended before the job did".into()))).await;
                         return;
+                    }
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// Creates a sweep (not retried: a retry could start it twice). Its
+    /// trials are generated and checked here first, so that a bad search
+    /// space fails before anything is sent.
+    pub async fn create_sweep(&self, name: &str, spec: &SweepSpec) -> Result<Sweep, SdkError> {
+        spec.trials().map_err(|e| SdkError::InvalidSpec(e.to_string()))?;
+        let request = v1::CreateSweepRequest { name: name.to_owned(), spec: Some(spec.into()) };
+        let sweep = self.inner.clone().create_sweep(traced(request)).await.map_err(|s| self.error(s))?.into_inner();
+        sweep.try_into()
+    }
+
+    pub async fn get_sweep(&self, sweep_id: &str) -> Result<Sweep, SdkError> {
+        let sweep = self
+            .retrying("get_sweep", |mut c| async move {
+                c.get_sweep(traced(v1::GetSweepRequest { sweep_id: sweep_id.to_owned() }))
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+            .await?;
+        sweep.try_into()
+    }
+
+    /// Every sweep the caller may see.
+    pub async fn list_sweeps(&self) -> Result<Vec<Sweep>, SdkError> {
+        let r = self
+            .retrying("list_sweeps", |mut c| async move {
+                c.list_sweeps(traced(v1::ListSweepsRequest {})).await.map(tonic::Response::into_inner)
+            })
+            .await?;
+        r.sweeps.into_iter().map(Sweep::try_from).collect()
+    }
+
+    /// Cancels a sweep's running trials; waiting ones never start.
+    pub async fn cancel_sweep(&self, sweep_id: &str) -> Result<Sweep, SdkError> {
+        let sweep = self
+            .retrying("cancel_sweep", |mut c| async move {
+                c.cancel_sweep(traced(v1::CancelSweepRequest { sweep_id: sweep_id.to_owned() }))
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+            .await?;
+        sweep.try_into()
+    }
+
+    /// The sweep now and after every change (a few per second at most),
+    /// ending once it and all its trials have ended. A broken connection (a
+    /// server restart) is reopened: each message is the whole sweep, so
+    /// nothing is lost.
+    pub async fn watch_sweep(
+        &self,
+        sweep_id: &str,
+    ) -> Result<impl Stream<Item = Result<Sweep, SdkError>> + Send + 'static, SdkError> {
+        let open = {
+            let this = self.clone();
+            let sweep_id = sweep_id.to_owned();
+            move || {
+                let this = this.clone();
+                let sweep_id = sweep_id.clone();
+                async move {
+                    this.retrying("watch_sweep", |mut c| {
+                        let sweep_id = sweep_id.clone();
+                        async move {
+                            c.watch_sweep(traced(v1::WatchSweepRequest { sweep_id }))
+                                .await
+                                .map(tonic::Response::into_inner)
+                        }
+                    })
+                    .await
+                }
+            }
+        };
+        let mut stream = open().await?;
+        let (tx, rx) = mpsc::channel(16);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut reconnects = 0;
+            loop {
+                match stream.next().await {
+                    Some(Ok(sweep)) => {
+                        let converted = Sweep::try_from(sweep);
+                        let finished = matches!(&converted, Ok(s) if s.is_finished());
+                        if tx.send(converted).await.is_err() || finished {
+                            return;
+                        }
+                        reconnects = 0;
+                    }
+                    failure => {
+                        let e = match failure {
+                            Some(Err(status)) => this.error(status),
+                            _ => SdkError::Unreachable {
+                                endpoint: this.config.endpoint.clone(),
+                                reason: "the sweep watch ended early".into(),
+                            },
+                        };
+                        if !e.is_transient() || reconnects >= this.config.attempts {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                        reconnects += 1;
+                        tokio::time::sleep(this.config.initial_backoff * reconnects).await;
+                        match open().await {
+                            Ok(s) => stream = s,
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
                     }
                 }
             }

@@ -15,6 +15,7 @@
 //! clean_shards = 1
 //! perturbed_shards = 1
 //! sigma = 0.015
+//! validation_fraction = 0.1   # hold out 10% of the training set (seeded)
 //! lr_schedule = { kind = "cosine-per-epoch" }
 //! ```
 
@@ -64,6 +65,7 @@ pub struct JobFile {
     /// The directory of the job file read, which `model_file` is relative to.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
+    pub validation_fraction: Option<f64>,
 }
 
 impl JobFile {
@@ -127,7 +129,8 @@ impl JobFile {
             rho,
             augment,
             non_finite,
-            gradient_encoding
+            gradient_encoding,
+            validation_fraction
         );
         if self.data_dir.is_some() {
             s.data_dir = self.data_dir;

@@ -33,6 +33,7 @@ mod builder;
 mod client;
 mod error;
 mod job_file;
+mod sweep_file;
 mod types;
 
 pub use builder::JobSpecBuilder;
@@ -40,8 +41,12 @@ pub use client::{Client, ClientConfig, Export};
 pub use error::SdkError;
 pub use job_file::JobFile;
 pub use rwp_credentials::{read_token_file, Pem, Token};
+pub use rwp_spec::sweep::{
+    self, Distribution, EarlyStopping, ParamValue, Search, SearchMode, SearchParam, SweepSpec, SweepState,
+};
 pub use rwp_spec::{
     DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelFile, ModelKind,
     NonFinitePolicy, SigmaSchedule, StepMetrics,
 };
-pub use types::{Job, JobEvent};
+pub use sweep_file::SweepFile;
+pub use types::{Job, JobEvent, Sweep, Trial};

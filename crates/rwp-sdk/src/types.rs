@@ -1,6 +1,7 @@
 //! Typed views of the service's messages.
 
 use rwp_proto::v1;
+use rwp_spec::sweep::{ParamValue, SweepSpec, SweepState};
 use rwp_spec::{Evaluation, JobSpec, JobState, StepMetrics};
 
 use crate::SdkError;
@@ -26,6 +27,80 @@ pub struct Job {
     /// Name of the token that submitted the job; `None` on a server without
     /// authentication.
     pub owner: Option<String>,
+    /// The sweep the job is a trial of, and its index there.
+    pub sweep: Option<(String, u32)>,
+}
+
+/// A sweep as the server reports it: its spec, and each trial with its job
+/// once started.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sweep {
+    pub id: String,
+    pub name: String,
+    pub spec: SweepSpec,
+    pub state: SweepState,
+    pub error: Option<String>,
+    pub created_unix_ms: i64,
+    pub updated_unix_ms: i64,
+    pub owner: Option<String>,
+    pub trials: Vec<Trial>,
+    /// The trial with the highest validation accuracy so far (never chosen
+    /// by test accuracy).
+    pub best_trial: Option<u32>,
+}
+
+/// One trial of a sweep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trial {
+    pub index: u32,
+    pub params: Vec<(String, ParamValue)>,
+    /// `None` while the trial waits for a slot.
+    pub job: Option<Job>,
+}
+
+impl Sweep {
+    /// The sweep and every trial it started have ended.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.state.is_terminal() && self.trials.iter().filter_map(|t| t.job.as_ref()).all(|j| j.state.is_terminal())
+    }
+
+    #[must_use]
+    pub fn best(&self) -> Option<&Trial> {
+        self.best_trial.and_then(|i| self.trials.get(i as usize))
+    }
+}
+
+impl TryFrom<v1::Sweep> for Sweep {
+    type Error = SdkError;
+    fn try_from(s: v1::Sweep) -> Result<Self, SdkError> {
+        let spec = SweepSpec::try_from(s.spec.ok_or_else(|| protocol("a sweep without a spec"))?).map_err(protocol)?;
+        let mut trials = Vec::with_capacity(s.trials.len());
+        for t in s.trials {
+            let mut params = Vec::with_capacity(t.params.len());
+            for p in t.params {
+                let value = rwp_proto::param_value_from_wire(
+                    p.value.ok_or_else(|| protocol("a trial parameter without a value"))?,
+                    "trial.params.value",
+                )
+                .map_err(protocol)?;
+                params.push((p.field, value));
+            }
+            trials.push(Trial { index: t.index, params, job: t.job.map(Job::try_from).transpose()? });
+        }
+        Ok(Self {
+            state: rwp_proto::sweep_state_from_wire(s.state).map_err(protocol)?,
+            id: s.id,
+            name: s.name,
+            spec,
+            error: (!s.error.is_empty()).then_some(s.error),
+            created_unix_ms: s.created_unix_ms,
+            updated_unix_ms: s.updated_unix_ms,
+            owner: (!s.owner.is_empty()).then_some(s.owner),
+            trials,
+            best_trial: s.best_trial,
+        })
+    }
 }
 
 /// What [`crate::Client::watch`] yields.
@@ -62,6 +137,7 @@ impl TryFrom<v1::Job> for Job {
             last_step: j.last_step.map(Into::into),
             last_evaluation: j.last_evaluation.map(Into::into),
             owner: (!j.owner.is_empty()).then_some(j.owner),
+            sweep: (!j.sweep_id.is_empty()).then_some((j.sweep_id, j.sweep_trial)),
         })
     }
 }

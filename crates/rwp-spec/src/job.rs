@@ -15,6 +15,9 @@ pub enum JobState {
     Succeeded,
     Failed,
     Cancelled,
+    /// Stopped early by its sweep's early-stopping rule; `error` says why.
+    /// Its metrics and weights stay as they were.
+    Stopped,
 }
 
 impl JobState {
@@ -31,6 +34,7 @@ impl JobState {
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
+            JobState::Stopped => "stopped",
         }
     }
 }
@@ -53,7 +57,8 @@ pub struct StepMetrics {
     pub skipped: bool,
 }
 
-/// A test-split evaluation.
+/// An evaluation on the test split, and on the validation split when the
+/// job holds one out (`validation_fraction > 0`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Updates applied when evaluated.
@@ -62,6 +67,10 @@ pub struct Evaluation {
     pub test_loss: f64,
     pub test_accuracy: f64,
     pub wall_time_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_accuracy: Option<f64>,
 }
 
 impl std::fmt::Display for JobState {

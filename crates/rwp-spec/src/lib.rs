@@ -11,7 +11,8 @@
 //! path `(tag, ...)`: initial weights `(1)`, the sample order of a stream in an
 //! epoch `(2, stream, epoch)`, the augmentation of the sample at position `p`
 //! of that order `(3, stream, epoch, p)`, and ε of update `t`
-//! `(4, t, shard)` (shard is 0 unless noise is independent per shard).
+//! `(4, t, shard)` (shard is 0 unless noise is independent per shard), and
+//! the validation samples held out of the training set `(5)`.
 
 pub mod job;
 mod method;
@@ -20,6 +21,7 @@ pub mod payload;
 pub mod plan;
 pub mod rng;
 mod spec;
+pub mod sweep;
 
 pub use job::{Evaluation, JobState, StepMetrics};
 pub use method::{DatasetKind, Method, ModelKind};

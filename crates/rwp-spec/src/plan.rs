@@ -11,6 +11,7 @@ const TAG_INIT: u64 = 1;
 const TAG_ORDER: u64 = 2;
 const TAG_AUGMENT: u64 = 3;
 const TAG_NOISE: u64 = 4;
+const TAG_VALIDATION: u64 = 5;
 
 /// Which gradient a task computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,6 +85,39 @@ pub fn tasks_for_step(spec: &JobSpec, schedule: &Schedule, step: u64) -> Vec<Tas
         }
     }
     tasks
+}
+
+/// The split of a training set of `n` samples into the samples trained on
+/// and the held-out validation samples, both as indices into the full
+/// training set in increasing order.
+///
+/// `floor(validation_fraction · n)` samples are held out: the first ones of
+/// a permutation of `0..n` drawn from the job's seed (path `(5)`), so the
+/// split is the same on the server, every worker and the local trainer. With
+/// `validation_fraction = 0` nothing is held out and the training set is
+/// `0..n` in its order, exactly as without a split.
+#[must_use]
+pub fn validation_split(spec: &JobSpec, n: usize) -> (Vec<u32>, Vec<u32>) {
+    let held_out = validation_len(spec, n);
+    if held_out == 0 {
+        return ((0..n as u32).collect(), Vec::new());
+    }
+    let order = Rng::new(derive_seed(spec.seed, &[TAG_VALIDATION])).permutation(n);
+    let mut validation = order[..held_out].to_vec();
+    validation.sort_unstable();
+    let mut is_held_out = vec![false; n];
+    for &i in &validation {
+        is_held_out[i as usize] = true;
+    }
+    let train = (0..n as u32).filter(|&i| !is_held_out[i as usize]).collect();
+    (train, validation)
+}
+
+/// How many of `n` training samples [`validation_split`] holds out.
+#[must_use]
+pub fn validation_len(spec: &JobSpec, n: usize) -> usize {
+    // Exact for every n a dataset can have (n < 2^53).
+    (spec.validation_fraction * n as f64).floor() as usize
 }
 
 /// Sample indices of a shard, with one augmentation seed per sample.
@@ -217,6 +251,30 @@ mod tests {
         assert_eq!(joined, whole);
         let perturbed = sampler.shard(tasks.iter().find(|t| t.role == Role::Perturbed).unwrap());
         assert_ne!(perturbed.indices, whole.indices[..8].to_vec());
+    }
+
+    #[test]
+    fn validation_split_is_seeded_disjoint_and_complete() {
+        let mut s = spec(Method::Sgd);
+        let (train, validation) = validation_split(&s, 1000);
+        assert_eq!(train, (0..1000).collect::<Vec<u32>>(), "fraction 0 keeps the training set as it is");
+        assert!(validation.is_empty());
+
+        s.validation_fraction = 0.25;
+        let (train, validation) = validation_split(&s, 1000);
+        assert_eq!((train.len(), validation.len()), (750, 250));
+        assert_eq!(validation_len(&s, 1000), 250);
+        assert!(train.windows(2).all(|w| w[0] < w[1]) && validation.windows(2).all(|w| w[0] < w[1]));
+        let mut all: Vec<u32> = train.iter().chain(&validation).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<u32>>(), "disjoint and covering");
+        assert_eq!(validation_split(&s, 1000), (train.clone(), validation.clone()), "same seed, same split");
+        // Not a prefix or suffix: drawn at random.
+        assert!(validation.first() < Some(&100) && validation.last() > Some(&900));
+        s.seed += 1;
+        assert_ne!(validation_split(&s, 1000).1, validation, "another seed, another split");
+        s.validation_fraction = 0.0005;
+        assert_eq!(validation_split(&s, 1000).1.len(), 0, "floor(0.5) samples");
     }
 
     #[test]

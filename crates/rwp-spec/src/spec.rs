@@ -110,6 +110,11 @@ pub struct JobSpec {
     /// the built-in models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_file: Option<ModelFile>,
+    /// Fraction of the training set held out as a validation set, in
+    /// `[0, 0.5)`; 0: none. The held-out samples are drawn with the job's
+    /// seed ([`crate::plan::validation_split`]) and never trained on.
+    #[serde(default)]
+    pub validation_fraction: f64,
 }
 
 impl JobSpec {
@@ -145,6 +150,7 @@ impl JobSpec {
             non_finite: NonFinitePolicy::Fail,
             gradient_encoding: GradientEncoding::F32,
             model_file: None,
+            validation_fraction: 0.0,
         };
         match method {
             Method::Sgd | Method::Sam => {}
@@ -266,6 +272,9 @@ impl JobSpec {
                 return Err(bad("sigma_schedule.inc", inc, "sigma times (1 + inc) must be finite"));
             }
         }
+        if !(0.0..MAX_VALIDATION_FRACTION).contains(&self.validation_fraction) {
+            return Err(bad("validation_fraction", self.validation_fraction, "must be in [0, 0.5)"));
+        }
         if self.dataset.needs_files() && self.data_dir.is_none() {
             return Err(SpecError::MissingDataDir { dataset: self.dataset });
         }
@@ -291,6 +300,8 @@ pub const MAX_UPDATES: u64 = 1_000_000_000;
 pub const MAX_SHARDS: u32 = 1024;
 /// Most milestones of a step schedule.
 pub const MAX_MILESTONES: usize = 1000;
+/// `validation_fraction` must be below this.
+pub const MAX_VALIDATION_FRACTION: f64 = 0.5;
 /// Longest `data_dir`, in bytes.
 pub const MAX_DATA_DIR_BYTES: usize = 4096;
 
@@ -540,6 +551,7 @@ mod tests {
             non_finite: _,
             gradient_encoding: _,
             model_file: _, // below
+            validation_fraction: _, // below
         } = base();
         let cases: &[(&str, Spoil)] = &[
             ("model_file", |s| s.model = ModelKind::TorchScript),
@@ -596,6 +608,9 @@ mod tests {
             ("rho", |s| s.rho = -1.0),
             ("rho", |s| s.rho = f64::NAN),
             ("rho", |s| (s.method, s.rho) = (Method::Sam, 0.0)),
+            ("validation_fraction", |s| s.validation_fraction = -0.1),
+            ("validation_fraction", |s| s.validation_fraction = 0.5),
+            ("validation_fraction", |s| s.validation_fraction = f64::NAN),
         ];
         for (i, (field, spoil)) in cases.iter().enumerate() {
             let mut spec = base();

@@ -272,10 +272,13 @@ fn run(args: &Args) -> Result<(), String> {
             step == total || (args.eval_every > 0 && epoch_end && (step / per_epoch) % u64::from(args.eval_every) == 0);
         if eval_now {
             let eval = trainer.evaluate();
+            let validation = trainer.evaluate_validation();
+            let val_text =
+                validation.map(|v| format!("  val loss {:.4}  val acc {:.4}", v.loss, v.accuracy)).unwrap_or_default();
             say(
                 &bar,
                 format!(
-                    "epoch {:>4}  update {step:>6}  train loss {:.4}  test loss {:.4}  test acc {:.4}",
+                    "epoch {:>4}  update {step:>6}  train loss {:.4}{val_text}  test loss {:.4}  test acc {:.4}",
                     step.div_ceil(per_epoch),
                     report.loss,
                     eval.loss,
@@ -286,7 +289,9 @@ fn run(args: &Args) -> Result<(), String> {
                 &mut metrics,
                 &serde_json::json!({
                     "kind": "eval", "step": step, "epoch": step.div_ceil(per_epoch), "test_loss": eval.loss,
-                    "test_accuracy": eval.accuracy, "wall_time_s": started.elapsed().as_secs_f64(),
+                    "test_accuracy": eval.accuracy, "validation_loss": validation.map(|v| v.loss),
+                    "validation_accuracy": validation.map(|v| v.accuracy),
+                    "wall_time_s": started.elapsed().as_secs_f64(),
                 }),
             )?;
             last_eval = Some(eval);

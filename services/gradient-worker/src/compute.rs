@@ -155,7 +155,7 @@ struct JobState {
 impl JobState {
     fn load(spec: &JobSpec, model_file: Option<&std::path::Path>, device: Device) -> Result<Self, WorkerError> {
         spec.validate()?;
-        let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment)?;
+        let data = Dataset::for_spec(spec)?;
         let model =
             Model::for_spec(spec, data.shape, data.classes, model_file, device).map_err(|e| WorkerError::Model {
                 sha256: spec.model_file.as_ref().map(|f| f.sha256.clone()).unwrap_or_default(),

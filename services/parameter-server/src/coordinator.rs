@@ -30,6 +30,9 @@ use crate::pool::{self, PayloadPool};
 use crate::store::Store;
 use rwp_telemetry::{Kind, Registry};
 
+mod sweeps;
+use sweeps::SweepEntry;
+
 /// The metric families the server exports.
 const METRICS: &[(&str, Kind, &str)] = &[
     ("rwp_pending_tasks", Kind::Gauge, "Tasks of running jobs waiting for a worker (the autoscaling signal)."),
@@ -142,8 +145,18 @@ struct Slot {
 /// A task that fails this many times fails its job.
 const MAX_TASK_FAILURES: u32 = 3;
 
-/// Longest job name, in characters.
+/// Longest job (or sweep) name, in characters.
 const MAX_JOB_NAME_CHARS: usize = 256;
+
+fn check_name(name: &str) -> Result<(), ServerError> {
+    let chars = name.chars().count();
+    if chars > MAX_JOB_NAME_CHARS {
+        return Err(ServerError::InvalidSpec(format!(
+            "the job name is {chars} characters long, at most {MAX_JOB_NAME_CHARS}"
+        )));
+    }
+    Ok(())
+}
 
 #[derive(Debug)]
 struct Run {
@@ -192,6 +205,7 @@ struct State {
     submitting: HashMap<String, u32>,
     counter: u64,
     cursor: usize,
+    sweeps: BTreeMap<String, SweepEntry>,
 }
 
 #[derive(Debug)]
@@ -207,6 +221,11 @@ pub struct Coordinator {
     rates: RateLimiter,
     payloads: Arc<PayloadPool>,
     models: Arc<ModelStore>,
+    /// Sweeps whose trials ended: the sweep scheduler starts the next ones.
+    sweep_signal: tokio::sync::mpsc::UnboundedSender<String>,
+    sweep_signals: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// One sweep scheduling pass at a time, so that no trial starts twice.
+    sweep_scheduler: tokio::sync::Mutex<()>,
 }
 
 /// A running-job slot held by a submission under way; given back when
@@ -276,6 +295,7 @@ impl Coordinator {
         }
         let store = Store::open(&config.data_dir)?;
         let models = Arc::new(ModelStore::open(config.data_dir.join("models"), config.max_model_file_bytes)?);
+        let (sweep_signal, sweep_signals) = tokio::sync::mpsc::unbounded_channel();
         let incarnation = format!("{:08x}", derive_seed(now_unix_ms() as u64, &[u64::from(std::process::id())]) as u32);
         let this = Arc::new(Self {
             config: Arc::new(config),
@@ -289,6 +309,9 @@ impl Coordinator {
             rates: RateLimiter::default(),
             payloads: Arc::new(PayloadPool::new(pool::MAX_IDLE_BYTES)),
             models,
+            sweep_signal,
+            sweep_signals: Mutex::new(Some(sweep_signals)),
+            sweep_scheduler: tokio::sync::Mutex::new(()),
         });
         for mut record in this.store.jobs()? {
             let (events, _) = broadcast::channel(1024);
@@ -317,6 +340,7 @@ impl Coordinator {
             this.lock().jobs.insert(record.id.clone(), JobEntry { record, events, run });
         }
         this.refresh_gauges(&this.lock());
+        this.resume_sweeps()?;
         Ok(this)
     }
 
@@ -439,17 +463,24 @@ impl Coordinator {
         if self.draining.load(Ordering::SeqCst) {
             return Err(ServerError::ShuttingDown);
         }
-        if name.chars().count() > MAX_JOB_NAME_CHARS {
-            return Err(ServerError::InvalidSpec(format!(
-                "the job name is {} characters long, at most {MAX_JOB_NAME_CHARS}",
-                name.chars().count()
-            )));
-        }
+        check_name(&name)?;
         spec.validate().map_err(|e| ServerError::InvalidSpec(e.to_string()))?;
         if let Some(file) = &spec.model_file {
             self.models.stored(file)?;
         }
         let slot = self.reserve_active_job(principal)?;
+        self.start_job(principal.owner(), name, spec, None, slot).await
+    }
+
+    /// Starts a validated job: its engine, its record, its first tasks.
+    async fn start_job(
+        &self,
+        owner: Option<String>,
+        name: String,
+        spec: JobSpec,
+        sweep: Option<(String, u32)>,
+        slot: ActiveJobSlot<'_>,
+    ) -> Result<JobRecord, ServerError> {
         let id = {
             let mut s = self.lock();
             s.counter += 1;
@@ -471,7 +502,8 @@ impl Coordinator {
             last_step: None,
             last_evaluation: None,
             wall_time_before_s: 0.0,
-            owner: principal.owner(),
+            owner,
+            sweep,
         };
         let run = self.start_run(&record, Some(self.config.max_model_parameters)).await.map_err(|e| match e {
             ServerError::Engine(message) => ServerError::InvalidSpec(message),
@@ -480,7 +512,7 @@ impl Coordinator {
         record.total_updates = run.schedule.total_updates;
         record.updates_per_epoch = run.schedule.updates_per_epoch;
         self.store.put_job(&record)?;
-        info!(job = %id, owner = %principal.name, method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
+        info!(job = %id, owner = record.owner.as_deref().unwrap_or(""), method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
         let (events, _) = broadcast::channel(1024);
         {
             let mut s = self.lock();
@@ -543,17 +575,23 @@ impl Coordinator {
 
     pub async fn cancel(&self, principal: &Principal, job: &str) -> Result<JobRecord, ServerError> {
         self.admit(principal)?;
+        Self::visible(&self.lock(), principal, job)?;
+        self.end_running(job, JobState::Cancelled, None).await
+    }
+
+    /// Ends a job that may be running: checkpoints it (export and inspection
+    /// keep working on the state reached) and moves it to `state`.
+    async fn end_running(&self, job: &str, state: JobState, error: Option<String>) -> Result<JobRecord, ServerError> {
         let engine = {
             let s = self.lock();
-            let entry = Self::visible(&s, principal, job)?;
+            let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
             match &entry.run {
                 Some(run) => run.engine.clone(),
                 None => return Ok(entry.record.clone()),
             }
         };
-        // Keep the state reached so far: export and inspection still work.
         let _ = engine.checkpoint().await;
-        self.finish(job, JobState::Cancelled, None)
+        self.finish(job, state, error)
     }
 
     /// Moves a job to a terminal state, dropping its engine and leases.
@@ -576,6 +614,9 @@ impl Coordinator {
         };
         info!(job, state = state.name(), error = record.error.as_deref().unwrap_or(""), "job finished");
         self.store.put_job(&record)?;
+        if let Some((sweep, _)) = &record.sweep {
+            self.trial_ended(sweep);
+        }
         Ok(record)
     }
 
@@ -977,6 +1018,15 @@ impl Coordinator {
                 Ok(true)
             }
             Err((NonFinitePolicy::Fail, reason)) => {
+                // A sweep trial whose gradients blow up (a σ or learning rate
+                // far too large) is what early stopping is for: it stops,
+                // keeping its metrics, instead of failing the sweep's report.
+                let trial = self.lock().jobs.get(&h.job_id).is_some_and(|j| j.record.sweep.is_some());
+                if trial {
+                    let reason = format!("stopped early at update {}: non-finite gradient: {reason}", h.step);
+                    self.finish(&h.job_id, JobState::Stopped, Some(reason.clone()))?;
+                    return Err(ServerError::NonFinite(format!("{reason}; the trial stopped")));
+                }
                 self.finish(&h.job_id, JobState::Failed, Some(format!("non-finite gradient: {reason}")))?;
                 Err(ServerError::NonFinite(format!("{reason}; the job failed")))
             }
@@ -1048,12 +1098,14 @@ impl Coordinator {
                     skipped: true,
                 },
             };
-            let evaluation = outcome.evaluation.map(|(epoch, e)| Evaluation {
+            let evaluation = outcome.evaluation.map(|(epoch, e, v)| Evaluation {
                 step: outcome.step,
                 epoch,
                 test_loss: e.loss,
                 test_accuracy: e.accuracy,
                 wall_time_s: wall,
+                validation_loss: v.map(|v| v.loss),
+                validation_accuracy: v.map(|v| v.accuracy),
             });
             entry.record.step = outcome.step;
             entry.record.updated_unix_ms = now_unix_ms();
@@ -1124,7 +1176,11 @@ impl Coordinator {
             let mut written = file.scalars(metrics.step + 1, wall, &scalars);
             if let Some(e) = &evaluation {
                 written = written.and_then(|()| {
-                    file.scalars(e.step, wall, &[("test/loss", e.test_loss), ("test/accuracy", e.test_accuracy)])
+                    let mut scalars = vec![("test/loss", e.test_loss), ("test/accuracy", e.test_accuracy)];
+                    if let (Some(loss), Some(accuracy)) = (e.validation_loss, e.validation_accuracy) {
+                        scalars.extend([("validation/loss", loss), ("validation/accuracy", accuracy)]);
+                    }
+                    file.scalars(e.step, wall, &scalars)
                 });
             }
             if let Err(e) = written {
@@ -1133,6 +1189,12 @@ impl Coordinator {
         }
         if let Err(e) = self.store.put_step(&record, &metrics, evaluation.as_ref()) {
             warn!(job, error = %e, "cannot record metrics");
+        }
+        if let Some((sweep, trial)) = &record.sweep {
+            self.sweep_changed(sweep);
+            if let (Some(e), false) = (&evaluation, finished) {
+                self.judge_trial(sweep, *trial, job, e).await;
+            }
         }
         if finished && !paused {
             let _ = self.finish(job, JobState::Succeeded, None);

@@ -1,6 +1,7 @@
 //! The server's domain types: what a job is, what happened at each update.
 //! Free of transport; `grpc.rs` converts them to and from wire messages.
 
+use rwp_spec::sweep::{ParamValue, RungResult, SweepSpec, SweepState};
 use rwp_spec::JobSpec;
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,46 @@ pub struct JobRecord {
     /// were recorded): such jobs are an admin's only.
     #[serde(default)]
     pub owner: Option<String>,
+    /// The sweep this job is a trial of, and the trial's index there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<(String, u32)>,
+}
+
+/// The durable record of a sweep: its spec, its generated trials (each
+/// linked to its job once started) and the early-stopping results so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub id: String,
+    pub name: String,
+    pub spec: SweepSpec,
+    pub state: SweepState,
+    pub error: Option<String>,
+    pub created_unix_ms: i64,
+    pub updated_unix_ms: i64,
+    pub owner: Option<String>,
+    pub trials: Vec<TrialRecord>,
+    /// Every rung judgement made, in the order made.
+    pub rungs: Vec<RungResult>,
+}
+
+/// One trial of a sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    pub index: u32,
+    pub params: Vec<(String, ParamValue)>,
+    pub spec: JobSpec,
+    /// Set when the trial's job is started.
+    pub job_id: Option<String>,
+}
+
+/// A sweep with the current record of each trial's job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepView {
+    pub record: SweepRecord,
+    /// In trial order; `None` for trials not started.
+    pub jobs: Vec<Option<JobRecord>>,
+    /// The trial with the highest validation accuracy so far.
+    pub best_trial: Option<u32>,
 }
 
 /// What a caller may do.
@@ -130,9 +171,16 @@ impl Principal {
     /// admin, or anyone on a server without authentication.
     #[must_use]
     pub fn can_see(&self, job: &JobRecord) -> bool {
+        self.can_see_owned_by(job.owner.as_deref())
+    }
+
+    /// Whether this principal may see and control what `owner` owns (a job
+    /// or a sweep).
+    #[must_use]
+    pub fn can_see_owned_by(&self, owner: Option<&str>) -> bool {
         match self.role {
             Role::Admin | Role::Anonymous => true,
-            Role::User => job.owner.as_deref() == Some(self.name.as_str()),
+            Role::User => owner == Some(self.name.as_str()),
             Role::Worker => false,
         }
     }
@@ -181,6 +229,7 @@ mod tests {
             last_evaluation: None,
             wall_time_before_s: 0.0,
             owner: owner.map(str::to_owned),
+            sweep: None,
         }
     }
 

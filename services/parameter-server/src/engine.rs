@@ -14,7 +14,7 @@ use rwp_core::data::Dataset;
 use rwp_core::grad::ShardGradient;
 use rwp_core::model::Model;
 use rwp_core::optim::{apply_update, StepResults, TrainState, UpdateReport};
-use rwp_core::trainer::{evaluate, Evaluation};
+use rwp_core::trainer::{evaluate, evaluate_validation, Evaluation};
 use rwp_core::wire;
 use rwp_spec::payload::Layout;
 use rwp_spec::plan::init_seed;
@@ -45,8 +45,8 @@ pub struct RawStep {
 pub struct UpdateOutcome {
     /// `None` for a skipped update.
     pub report: Option<UpdateReport>,
-    /// (epoch, evaluation) when one was due.
-    pub evaluation: Option<(u64, Evaluation)>,
+    /// (epoch, test evaluation, validation evaluation) when one was due.
+    pub evaluation: Option<(u64, Evaluation, Option<Evaluation>)>,
     /// The next weights version, serialised.
     pub snapshot: Bytes,
     /// Updates applied after this one.
@@ -165,7 +165,7 @@ impl Engine {
             tch::set_num_threads(config.torch_threads);
         }
         let engine = |e: &dyn std::fmt::Display| ServerError::Engine(e.to_string());
-        let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment).map_err(|e| engine(&e))?;
+        let data = Dataset::for_spec(&spec).map_err(|e| engine(&e))?;
         let model = Model::for_spec(&spec, data.shape, data.classes, config.model_file.as_deref(), Device::Cpu)
             .map_err(|e| engine(&e))?;
         let parameters = u64::try_from(model.num_parameters()).unwrap_or(u64::MAX);
@@ -268,8 +268,11 @@ impl Engine {
                 && epoch % self.config.eval_every_epochs == 0);
         let mut phases: Vec<(&'static str, f64)> = Vec::new();
         let started = std::time::Instant::now();
-        let evaluation = eval_due
-            .then(|| (epoch, evaluate(&self.model, &self.data, &self.state.weights, &self.state.buffers, Device::Cpu)));
+        let evaluation = eval_due.then(|| {
+            let (weights, buffers) = (&self.state.weights, &self.state.buffers);
+            let test = evaluate(&self.model, &self.data, weights, buffers, Device::Cpu);
+            (epoch, test, evaluate_validation(&self.model, &self.data, weights, buffers, Device::Cpu))
+        });
         if evaluation.is_some() {
             phases.push(("evaluation", started.elapsed().as_secs_f64()));
         }

@@ -8,6 +8,10 @@ pub enum ServerError {
     InvalidSpec(String),
     #[error("job {0} not found")]
     JobNotFound(String),
+    #[error("invalid sweep: {0}")]
+    InvalidSweep(String),
+    #[error("sweep {0} not found")]
+    SweepNotFound(String),
     #[error("job {job} is {state}, not running")]
     JobNotRunning { job: String, state: &'static str },
     #[error("worker {0} is not registered (register again)")]
@@ -69,6 +73,7 @@ impl From<ServerError> for Status {
         let message = e.to_string();
         match e {
             ServerError::InvalidSpec(_)
+            | ServerError::InvalidSweep(_)
             | ServerError::BadPush(_)
             | ServerError::NonFinite(_)
             | ServerError::ModelTooLarge { .. }
@@ -78,6 +83,7 @@ impl From<ServerError> for Status {
                 Status::resource_exhausted(message)
             }
             ServerError::JobNotFound(_)
+            | ServerError::SweepNotFound(_)
             | ServerError::UnknownWorker(_)
             | ServerError::UnknownLease(_)
             | ServerError::ModelNotFound(_) => Status::not_found(message),

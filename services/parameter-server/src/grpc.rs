@@ -9,6 +9,7 @@ use bytes::Bytes;
 use rwp_proto::v1::{self, job_service_server::JobService, worker_service_server::WorkerService};
 use rwp_proto::{announced_from_wire, role_from_wire};
 use rwp_spec::payload::{self, PayloadAssembler, PushMessage};
+use rwp_spec::sweep::SweepSpec;
 use rwp_spec::{JobSpec, ModelFile};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,10 +18,13 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::coordinator::{Coordinator, PushAdmission, PushHeader};
-use crate::domain::{JobEvent, JobRecord, Principal};
+use crate::domain::{JobEvent, JobRecord, Principal, SweepView};
 use crate::error::ServerError;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Shortest time between two messages of a sweep watch.
+const SWEEP_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Longest a `LeaseTask` call is held open.
 const MAX_LEASE_WAIT: Duration = Duration::from_secs(30);
@@ -79,6 +83,38 @@ fn job_to_wire(r: &JobRecord) -> v1::Job {
         last_step: r.last_step.as_ref().map(Into::into),
         last_evaluation: r.last_evaluation.as_ref().map(Into::into),
         owner: r.owner.clone().unwrap_or_default(),
+        sweep_id: r.sweep.as_ref().map(|(id, _)| id.clone()).unwrap_or_default(),
+        sweep_trial: r.sweep.as_ref().map_or(0, |(_, trial)| *trial),
+    }
+}
+
+fn sweep_to_wire(v: &SweepView) -> v1::Sweep {
+    let r = &v.record;
+    v1::Sweep {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        spec: Some((&r.spec).into()),
+        state: v1::SweepState::from(r.state).into(),
+        error: r.error.clone().unwrap_or_default(),
+        created_unix_ms: r.created_unix_ms,
+        updated_unix_ms: r.updated_unix_ms,
+        owner: r.owner.clone().unwrap_or_default(),
+        trials: r
+            .trials
+            .iter()
+            .zip(&v.jobs)
+            .map(|(t, job)| v1::Trial {
+                index: t.index,
+                params: t
+                    .params
+                    .iter()
+                    .map(|(field, value)| v1::SweepParam { field: field.clone(), value: Some(value.into()) })
+                    .collect(),
+                job_id: t.job_id.clone().unwrap_or_default(),
+                job: job.as_ref().map(job_to_wire),
+            })
+            .collect(),
+        best_trial: v.best_trial,
     }
 }
 
@@ -319,6 +355,77 @@ impl JobService for Handlers {
         let job = request.into_inner().job_id;
         span.record("job", job.as_str());
         Ok(Response::new(job_to_wire(&self.coordinator.cancel(&principal, &job).instrument(span).await?)))
+    }
+
+    async fn create_sweep(&self, request: Request<v1::CreateSweepRequest>) -> Result<Response<v1::Sweep>, Status> {
+        let span = api_span("rwp.create_sweep", &request);
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let spec = r.spec.ok_or_else(|| Status::from(ServerError::InvalidSweep("spec must be set".into())))?;
+        let spec = SweepSpec::try_from(spec).map_err(|e| Status::from(ServerError::InvalidSweep(e.to_string())))?;
+        let view = self.coordinator.create_sweep(&principal, r.name, spec).instrument(span).await?;
+        Ok(Response::new(sweep_to_wire(&view)))
+    }
+
+    async fn get_sweep(&self, request: Request<v1::GetSweepRequest>) -> Result<Response<v1::Sweep>, Status> {
+        let principal = principal(&request)?;
+        Ok(Response::new(sweep_to_wire(&self.coordinator.get_sweep(&principal, &request.into_inner().sweep_id)?)))
+    }
+
+    async fn list_sweeps(
+        &self,
+        request: Request<v1::ListSweepsRequest>,
+    ) -> Result<Response<v1::ListSweepsResponse>, Status> {
+        let sweeps = self.coordinator.list_sweeps(&principal(&request)?)?.iter().map(sweep_to_wire).collect();
+        Ok(Response::new(v1::ListSweepsResponse { sweeps }))
+    }
+
+    type WatchSweepStream = BoxStream<v1::Sweep>;
+
+    async fn watch_sweep(
+        &self,
+        request: Request<v1::WatchSweepRequest>,
+    ) -> Result<Response<Self::WatchSweepStream>, Status> {
+        let principal = principal(&request)?;
+        let id = request.into_inner().sweep_id;
+        let (first, mut changed) = self.coordinator.watch_sweep(&principal, &id)?;
+        let coordinator = self.coordinator.clone();
+        let mut stopping = self.coordinator.stopping();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut view = first;
+            loop {
+                let terminal =
+                    view.record.state.is_terminal() && view.jobs.iter().flatten().all(|j| j.state.is_terminal());
+                if tx.send(Ok(sweep_to_wire(&view))).await.is_err() || terminal {
+                    return;
+                }
+                tokio::select! {
+                    changed = changed.changed() => if changed.is_err() { return },
+                    _ = async { stopping.wait_for(|s| *s).await.map(|_| ()) } => {
+                        let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again"))).await;
+                        return;
+                    }
+                }
+                // At most a few updates a second: a sweep's trials change at every update.
+                tokio::time::sleep(SWEEP_WATCH_INTERVAL).await;
+                view = match coordinator.sweep_now(&id) {
+                    Ok(view) => view,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn cancel_sweep(&self, request: Request<v1::CancelSweepRequest>) -> Result<Response<v1::Sweep>, Status> {
+        let span = api_span("rwp.cancel_sweep", &request);
+        let principal = principal(&request)?;
+        let id = request.into_inner().sweep_id;
+        Ok(Response::new(sweep_to_wire(&self.coordinator.cancel_sweep(&principal, &id).instrument(span).await?)))
     }
 
     type ExportWeightsStream = BoxStream<v1::ExportChunk>;

@@ -1,17 +1,18 @@
-//! The embedded database (redb) in the data directory: job records and the
-//! metrics history of every job, keyed by (job, step).
+//! The embedded database (redb) in the data directory: job records, the
+//! metrics history of every job, keyed by (job, step), and sweep records.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-use crate::domain::{Evaluation, JobRecord, StepMetrics};
+use crate::domain::{Evaluation, JobRecord, StepMetrics, SweepRecord};
 use crate::error::ServerError;
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const STEPS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("step_metrics");
 const EVALS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("evaluations");
+const SWEEPS: TableDefinition<&str, &[u8]> = TableDefinition::new("sweeps");
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -27,6 +28,7 @@ impl Store {
         txn.open_table(JOBS)?;
         txn.open_table(STEPS)?;
         txn.open_table(EVALS)?;
+        txn.open_table(SWEEPS)?;
         txn.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -54,6 +56,25 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    pub fn put_sweep(&self, record: &SweepRecord) -> Result<(), ServerError> {
+        let bytes = serde_json::to_vec(record)?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(SWEEPS)?.insert(record.id.as_str(), bytes.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn sweeps(&self) -> Result<Vec<SweepRecord>, ServerError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SWEEPS)?;
+        let mut sweeps = Vec::new();
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            sweeps.push(serde_json::from_slice(value.value())?);
+        }
+        Ok(sweeps)
     }
 
     pub fn jobs(&self) -> Result<Vec<JobRecord>, ServerError> {

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::format::{age_seconds, format_age, format_duration, metric};
 use crate::table::{Align, Table};
 
-/// The `rwp list` table: ID, NAME, OWNER, METHOD, MODEL, STATE, STEP/TOTAL, LOSS, TEST ACC, AGE.
+/// The `rwp list` table: ID, NAME, OWNER, METHOD, MODEL, STATE, STEP/TOTAL, LOSS, VAL ACC, TEST ACC, AGE.
 #[must_use]
 pub fn jobs_table(jobs: &[Job], now_unix_ms: i64) -> String {
     let mut table = Table::new(&[
@@ -18,6 +18,7 @@ pub fn jobs_table(jobs: &[Job], now_unix_ms: i64) -> String {
         ("STATE", Align::Left),
         ("STEP/TOTAL", Align::Right),
         ("LOSS", Align::Right),
+        ("VAL ACC", Align::Right),
         ("TEST ACC", Align::Right),
         ("AGE", Align::Right),
     ]);
@@ -31,6 +32,7 @@ pub fn jobs_table(jobs: &[Job], now_unix_ms: i64) -> String {
             job.state.to_string(),
             format!("{}/{}", job.step, job.total_updates),
             metric(job.last_step.as_ref().map(|m| m.loss), 4),
+            metric(job.last_evaluation.as_ref().and_then(|e| e.validation_accuracy), 4),
             metric(job.last_evaluation.as_ref().map(|e| e.test_accuracy), 4),
             format_age(age_seconds(job.created_unix_ms, now_unix_ms)),
         ]);
@@ -158,7 +160,22 @@ pub fn job_detail(job: &Job, now_unix_ms: i64) -> String {
         text.push_str(&format!(", lr {:.5}, sigma {:.5}, wall {}", m.lr, m.sigma, format_duration(m.wall_time_s)));
         rows.push(("last update", text));
     }
+    if let Some((sweep, trial)) = &job.sweep {
+        rows.push(("sweep", format!("{sweep}, trial {trial}")));
+    }
     if let Some(e) = &job.last_evaluation {
+        if let (Some(accuracy), Some(loss)) = (e.validation_accuracy, e.validation_loss) {
+            rows.push((
+                "last validation",
+                format!(
+                    "after {} updates (epoch {}): accuracy {}, loss {}",
+                    e.step,
+                    e.epoch,
+                    metric(Some(accuracy), 4),
+                    metric(Some(loss), 4)
+                ),
+            ));
+        }
         rows.push((
             "last test",
             format!(
@@ -210,8 +227,11 @@ pub fn job_json(job: &Job) -> Value {
             "epoch": e.epoch,
             "test_loss": finite(e.test_loss),
             "test_accuracy": finite(e.test_accuracy),
+            "validation_loss": e.validation_loss.and_then(finite),
+            "validation_accuracy": e.validation_accuracy.and_then(finite),
             "wall_time_s": e.wall_time_s,
         })),
+        "sweep": job.sweep.as_ref().map(|(id, trial)| json!({"id": id, "trial": trial})),
     })
 }
 
@@ -255,8 +275,11 @@ pub(crate) mod tests {
                 test_loss: 1.1,
                 test_accuracy: 0.61234,
                 wall_time_s: 21.0,
+                validation_loss: None,
+                validation_accuracy: None,
             }),
             owner: Some("alice".into()),
+            sweep: None,
         }
     }
 
@@ -273,9 +296,18 @@ pub(crate) mod tests {
         let text = jobs_table(&[sample_job(), other], 1_000_000 + 300_000);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert_eq!(lines[0], "ID        NAME  OWNER  METHOD  MODEL      STATE    STEP/TOTAL    LOSS  TEST ACC  AGE");
-        assert_eq!(lines[1], "j-000001  demo  alice  m-arwp  small-cnn  running     120/240  1.2346    0.6123   5m");
-        assert_eq!(lines[2], "j-000002  -     -      sgd     small-cnn  failed      120/240       -         -   5m");
+        assert_eq!(
+            lines[0],
+            "ID        NAME  OWNER  METHOD  MODEL      STATE    STEP/TOTAL    LOSS  VAL ACC  TEST ACC  AGE"
+        );
+        assert_eq!(
+            lines[1],
+            "j-000001  demo  alice  m-arwp  small-cnn  running     120/240  1.2346        -    0.6123   5m"
+        );
+        assert_eq!(
+            lines[2],
+            "j-000002  -     -      sgd     small-cnn  failed      120/240       -        -         -   5m"
+        );
     }
 
     #[test]

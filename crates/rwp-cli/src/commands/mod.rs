@@ -3,6 +3,7 @@
 
 mod jobs;
 mod plot;
+mod sweeps;
 mod watch;
 
 use std::io::Write;
@@ -159,6 +160,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             writeln!(out, "exported job {} at step {step}: {bytes} bytes to {path}", args.job)?;
             Ok(0)
         }
+        Command::Sweep(command) => sweeps::run(command, connect, out).await,
         Command::Plot(args) => {
             ImageFormat::from_path(&args.output).map_err(CliError::Usage)?;
             let client = connect()?.connect().await?;

@@ -61,6 +61,9 @@ pub async fn curves(client: &Client, job_id: &str) -> Result<Curves, CliError> {
                     break;
                 }
                 curves.test.push(TestPoint { step: e.step, wall_time_s: e.wall_time_s, accuracy: e.test_accuracy });
+                if let Some(accuracy) = e.validation_accuracy {
+                    curves.validation.push(TestPoint { step: e.step, wall_time_s: e.wall_time_s, accuracy });
+                }
             }
             Some(Ok(JobEvent::State(j))) if j.state.is_terminal() => break,
             Some(Ok(JobEvent::State(_))) => {}

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rwp_sdk::{Client, Evaluation, Job, JobEvent, JobState, StepMetrics};
 use tokio_stream::StreamExt;
 
-use crate::error::{CliError, EXIT_CANCELLED, EXIT_ERROR, EXIT_INTERRUPTED};
+use crate::error::{CliError, EXIT_CANCELLED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_STOPPED};
 use crate::format::{average_rate, eta_seconds, format_duration, metric, RateMeter};
 
 /// How a watch ended.
@@ -16,6 +16,8 @@ pub enum Outcome {
     Succeeded,
     Failed,
     Cancelled,
+    /// Stopped early by its sweep's early stopping.
+    Stopped,
     /// Ctrl-C stopped the watch; the job goes on.
     Interrupted,
 }
@@ -26,18 +28,20 @@ impl Outcome {
         match state {
             JobState::Succeeded => Outcome::Succeeded,
             JobState::Cancelled => Outcome::Cancelled,
+            JobState::Stopped => Outcome::Stopped,
             // A watch ends only on a terminal state; a running one cannot reach here.
             JobState::Failed | JobState::Running | JobState::Paused => Outcome::Failed,
         }
     }
 
-    /// 0 succeeded, 1 failed, 3 cancelled, 130 interrupted.
+    /// 0 succeeded, 1 failed, 3 cancelled, 4 stopped early, 130 interrupted.
     #[must_use]
     pub fn exit_code(self) -> u8 {
         match self {
             Outcome::Succeeded => 0,
             Outcome::Failed => EXIT_ERROR,
             Outcome::Cancelled => EXIT_CANCELLED,
+            Outcome::Stopped => EXIT_STOPPED,
             Outcome::Interrupted => EXIT_INTERRUPTED,
         }
     }
@@ -78,13 +82,19 @@ pub fn progress_message(m: &StepMetrics, rate: Option<f64>, remaining: u64) -> S
 /// An evaluation, printed above the bar.
 #[must_use]
 pub fn evaluation_line(e: &Evaluation) -> String {
-    format!(
+    let test = format!(
         "test after step {} (epoch {}): accuracy {}, loss {}",
         e.step,
         e.epoch,
         metric(Some(e.test_accuracy), 4),
         metric(Some(e.test_loss), 4)
-    )
+    );
+    match (e.validation_accuracy, e.validation_loss) {
+        (Some(accuracy), Some(loss)) => {
+            format!("{test}; validation: accuracy {}, loss {}", metric(Some(accuracy), 4), metric(Some(loss), 4))
+        }
+        _ => test,
+    }
 }
 
 /// Where progress goes: a bar on a terminal, plain lines every `interval` elsewhere.

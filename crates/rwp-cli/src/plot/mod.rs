@@ -42,6 +42,70 @@ pub struct Curves {
     pub label: String,
     pub train: Vec<TrainPoint>,
     pub test: Vec<TestPoint>,
+    /// Validation accuracy, for jobs that hold out a validation set.
+    pub validation: Vec<TestPoint>,
+}
+
+/// A chart of its own (sweep plots): named series of `(x, y)` points.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Chart {
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    /// Legend and points of each series.
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+    /// Dots only (one point per trial), not lines.
+    pub scatter: bool,
+}
+
+/// Writes `charts` side by side in rows of `columns` to `path` (PNG or SVG).
+pub fn render_charts(path: &Path, charts: &[Chart], columns: usize, size: (u32, u32)) -> Result<(), String> {
+    let format = ImageFormat::from_path(path)?;
+    register_fonts()?;
+    let fail = |e: &dyn std::fmt::Display| format!("cannot draw {}: {e}", path.display());
+    let panels: Vec<Panel<'_>> = charts
+        .iter()
+        .map(|c| Panel {
+            title: &c.title,
+            x_desc: &c.x_desc,
+            y_desc: &c.y_desc,
+            legend: SeriesLabelPosition::LowerRight,
+            lines: c
+                .series
+                .iter()
+                .map(|(label, points)| Line { label, points: points.clone(), markers: true, connect: !c.scatter })
+                .collect(),
+            log_y: false,
+        })
+        .collect();
+    let columns = columns.max(1);
+    let rows = charts.len().div_ceil(columns).max(1);
+    fn draw_all<DB: DrawingBackend>(
+        root: &DrawingArea<DB, Shift>,
+        panels: &[Panel<'_>],
+        grid: (usize, usize),
+    ) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
+        let (w, h) = root.dim_in_pixel();
+        let scale =
+            (f64::from(w) / (700.0 * grid.1 as f64)).min(f64::from(h) / (500.0 * grid.0 as f64)).clamp(0.7, 2.5);
+        for (area, panel) in root.split_evenly(grid).iter().zip(panels) {
+            draw_panel(area, panel, scale)?;
+        }
+        Ok(())
+    }
+    match format {
+        ImageFormat::Png => {
+            let root = CrispText(BitMapBackend::new(path, size)).into_drawing_area();
+            draw_all(&root, &panels, (rows, columns)).map_err(|e| fail(&e))?;
+            root.present().map_err(|e| fail(&e))
+        }
+        ImageFormat::Svg => {
+            let root = SVGBackend::new(path, size).into_drawing_area();
+            draw_all(&root, &panels, (rows, columns)).map_err(|e| fail(&e))?;
+            root.present().map_err(|e| fail(&e))
+        }
+    }
 }
 
 /// Image formats `render` writes, chosen by the file's extension.
@@ -119,6 +183,8 @@ struct Line<'a> {
     label: &'a str,
     points: Vec<(f64, f64)>,
     markers: bool,
+    /// Joined by a line (else dots only).
+    connect: bool,
 }
 
 /// One of the four panels.
@@ -144,17 +210,35 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, jobs: &[Curves]) -> D
 
     let loss = |x: &dyn Fn(&TrainPoint) -> f64| -> Vec<Line<'_>> {
         jobs.iter()
-            .map(|j| Line { label: &j.label, points: j.train.iter().map(|p| (x(p), p.loss)).collect(), markers: false })
+            .map(|j| Line {
+                label: &j.label,
+                points: j.train.iter().map(|p| (x(p), p.loss)).collect(),
+                markers: false,
+                connect: true,
+            })
             .collect()
     };
+    // Validation labels live as long as the panels that borrow them.
+    let validation_labels: Vec<String> = jobs.iter().map(|j| format!("{} validation", j.label)).collect();
     let accuracy = |x: &dyn Fn(&TestPoint) -> f64| -> Vec<Line<'_>> {
-        jobs.iter()
+        let mut lines: Vec<Line<'_>> = jobs
+            .iter()
             .map(|j| Line {
                 label: &j.label,
                 points: j.test.iter().map(|p| (x(p), p.accuracy)).collect(),
                 markers: true,
+                connect: true,
             })
-            .collect()
+            .collect();
+        for (j, label) in jobs.iter().zip(&validation_labels).filter(|(j, _)| !j.validation.is_empty()) {
+            lines.push(Line {
+                label,
+                points: j.validation.iter().map(|p| (x(p), p.accuracy)).collect(),
+                markers: true,
+                connect: true,
+            });
+        }
+        lines
     };
     let panels = [
         Panel {
@@ -176,7 +260,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, jobs: &[Curves]) -> D
         Panel {
             title: "Test accuracy by step",
             x_desc: "step",
-            y_desc: "test accuracy",
+            y_desc: "accuracy (test; validation where held out)",
             legend: SeriesLabelPosition::LowerRight,
             lines: accuracy(&|p| p.step as f64),
             log_y: false,
@@ -184,7 +268,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, jobs: &[Curves]) -> D
         Panel {
             title: "Test accuracy by wall time",
             x_desc: &time_desc,
-            y_desc: "test accuracy",
+            y_desc: "accuracy (test; validation where held out)",
             legend: SeriesLabelPosition::LowerRight,
             lines: accuracy(&|p| p.wall_time_s / seconds_per_unit),
             log_y: false,
@@ -327,6 +411,14 @@ where
     for (i, line) in panel.lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let points: Vec<(f64, f64)> = line.points.iter().filter(finite).copied().collect();
+        if !line.connect {
+            let size = px(5.0).max(3);
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, size, color.filled())))?
+                .label(line.label)
+                .legend(move |(x, y)| Circle::new((x + 11, y), size, color.filled()));
+            continue;
+        }
         // A lone point is drawn as a dot, or it would not show.
         let dots = if line.markers || points.len() == 1 { px(3.0).max(2) } else { 0 };
         let series = LineSeries::new(points, color.stroke_width(px(2.0).max(1))).point_size(dots);

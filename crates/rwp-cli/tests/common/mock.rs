@@ -119,8 +119,14 @@ impl JobService for Service {
         ends.state = v1::JobState::Succeeded as i32;
         ends.step = 8;
         ends.last_step = Some(step_metrics(7, 0.05));
-        ends.last_evaluation =
-            Some(v1::Evaluation { step: 8, epoch: 2, test_loss: 0.9, test_accuracy: 0.55, wall_time_s: 0.41 });
+        ends.last_evaluation = Some(v1::Evaluation {
+            step: 8,
+            epoch: 2,
+            test_loss: 0.9,
+            test_accuracy: 0.55,
+            wall_time_s: 0.41,
+            ..v1::Evaluation::default()
+        });
         let live = history(0, 8, 0.05).into_iter().map(|e| (Duration::from_millis(20), e)).collect();
         jobs.insert(id.clone(), MockJob { record: record.clone(), history: vec![], live, ends: Some(ends) });
         self.recorded.lock().unwrap().submitted.push((r.name, spec));
@@ -201,6 +207,29 @@ impl JobService for Service {
         Ok(Response::new(job.record.clone()))
     }
 
+    // The mock serves jobs only; sweeps run against the real server (tests/sweep_*.rs).
+    async fn create_sweep(&self, _: Request<v1::CreateSweepRequest>) -> Result<Response<v1::Sweep>, Status> {
+        Err(Status::unimplemented("the mock server has no sweeps"))
+    }
+
+    async fn get_sweep(&self, _: Request<v1::GetSweepRequest>) -> Result<Response<v1::Sweep>, Status> {
+        Err(Status::unimplemented("the mock server has no sweeps"))
+    }
+
+    async fn list_sweeps(&self, _: Request<v1::ListSweepsRequest>) -> Result<Response<v1::ListSweepsResponse>, Status> {
+        Err(Status::unimplemented("the mock server has no sweeps"))
+    }
+
+    type WatchSweepStream = BoxStream<v1::Sweep>;
+
+    async fn watch_sweep(&self, _: Request<v1::WatchSweepRequest>) -> Result<Response<Self::WatchSweepStream>, Status> {
+        Err(Status::unimplemented("the mock server has no sweeps"))
+    }
+
+    async fn cancel_sweep(&self, _: Request<v1::CancelSweepRequest>) -> Result<Response<v1::Sweep>, Status> {
+        Err(Status::unimplemented("the mock server has no sweeps"))
+    }
+
     type ExportWeightsStream = BoxStream<v1::ExportChunk>;
 
     async fn export_weights(
@@ -243,6 +272,7 @@ pub fn job(id: &str, name: &str, method: Method, state: v1::JobState, step: u64,
         last_step: (step > 0).then(|| step_metrics(step - 1, 1.0)),
         last_evaluation: None,
         owner: "alice".to_owned(),
+        ..v1::Job::default()
     }
 }
 
@@ -276,6 +306,7 @@ pub fn evaluation_event(step: u64, seconds_per_update: f64, accuracy: f64) -> v1
             test_loss: 1.0 - accuracy / 2.0,
             test_accuracy: accuracy,
             wall_time_s: step as f64 * seconds_per_update + 0.01,
+            ..v1::Evaluation::default()
         })),
     }
 }

@@ -9,8 +9,8 @@ mod synthetic;
 
 use std::path::{Path, PathBuf};
 
-use rwp_spec::plan::ShardSamples;
-use rwp_spec::DatasetKind;
+use rwp_spec::plan::{validation_split, ShardSamples};
+use rwp_spec::{DatasetKind, JobSpec};
 use tch::{Device, Tensor};
 
 use crate::model::InputShape;
@@ -42,6 +42,19 @@ impl Split {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// The samples at `indices`, in that order.
+    fn select(&self, indices: &[u32]) -> Split {
+        let len = self.images.len() / self.labels.len().max(1);
+        let mut images = Vec::with_capacity(indices.len() * len);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let i = i as usize;
+            images.extend_from_slice(&self.images[i * len..(i + 1) * len]);
+            labels.push(self.labels[i]);
+        }
+        Split { images, labels }
     }
 }
 
@@ -77,6 +90,8 @@ pub struct Dataset {
     pub shape: InputShape,
     pub classes: i64,
     pub train: Split,
+    /// Held out of the training set (`validation_fraction > 0`).
+    pub validation: Option<Split>,
     pub test: Split,
     mean: Vec<f32>,
     std: Vec<f32>,
@@ -101,6 +116,7 @@ impl Dataset {
                     shape: synthetic::SHAPE,
                     classes: synthetic::CLASSES,
                     train,
+                    validation: None,
                     test,
                     mean: vec![0.5; 3],
                     std: vec![0.25; 3],
@@ -114,6 +130,7 @@ impl Dataset {
                     shape: InputShape { channels: 1, height: 28, width: 28 },
                     classes: 10,
                     train,
+                    validation: None,
                     test,
                     mean: vec![MNIST_MEAN],
                     std: vec![MNIST_STD],
@@ -128,6 +145,7 @@ impl Dataset {
                     shape: InputShape { channels: 3, height: 32, width: 32 },
                     classes,
                     train,
+                    validation: None,
                     test,
                     mean: CIFAR_MEAN.to_vec(),
                     std: CIFAR_STD.to_vec(),
@@ -136,6 +154,26 @@ impl Dataset {
             }
         };
         Ok(ds)
+    }
+
+    /// The dataset of `spec`, with its validation samples held out of the
+    /// training set ([`rwp_spec::plan::validation_split`]): what the
+    /// server, every worker and the local trainer train and evaluate on.
+    pub fn for_spec(spec: &JobSpec) -> Result<Self, DataError> {
+        let mut data = Self::load(spec.dataset, spec.data_dir.as_deref(), spec.augment)?;
+        data.hold_out_validation(spec);
+        Ok(data)
+    }
+
+    /// Moves the validation samples of `spec` out of the training set
+    /// (nothing changes when `validation_fraction` is 0).
+    pub fn hold_out_validation(&mut self, spec: &JobSpec) {
+        let (train, validation) = validation_split(spec, self.train.len());
+        if validation.is_empty() {
+            return;
+        }
+        self.validation = Some(self.train.select(&validation));
+        self.train = self.train.select(&train);
     }
 
     fn image_len(&self) -> usize {
@@ -183,12 +221,17 @@ impl Dataset {
 
     /// The test split in order, in batches of at most `batch_size`.
     pub fn test_batches(&self, batch_size: usize) -> impl Iterator<Item = Batch> + '_ {
+        self.batches(&self.test, batch_size)
+    }
+
+    /// `split` in order, not augmented, in batches of at most `batch_size`.
+    pub fn batches<'a>(&'a self, split: &'a Split, batch_size: usize) -> impl Iterator<Item = Batch> + 'a {
         let len = self.image_len();
-        (0..self.test.len()).step_by(batch_size.max(1)).map(move |start| {
-            let end = (start + batch_size).min(self.test.len());
+        (0..split.len()).step_by(batch_size.max(1)).map(move |start| {
+            let end = (start + batch_size).min(split.len());
             let mut pixels = Vec::with_capacity((end - start) * len);
-            self.normalise(&self.test.images[start * len..end * len], &mut pixels);
-            self.make_batch(pixels, self.test.labels[start..end].to_vec())
+            self.normalise(&split.images[start * len..end * len], &mut pixels);
+            self.make_batch(pixels, split.labels[start..end].to_vec())
         })
     }
 }

@@ -69,7 +69,7 @@ fn returns_buffers(spec: &JobSpec, role: Role) -> bool {
 pub fn fixture() -> Fixture {
     tch::set_num_threads(1);
     let spec = small_spec();
-    let data = Dataset::load(spec.dataset, spec.data_dir.as_deref(), spec.augment).unwrap();
+    let data = Dataset::for_spec(&spec).unwrap();
     let model = Model::new(spec.model, data.shape, data.classes);
     let schedule = Schedule::new(&spec, data.train.len()).unwrap();
     let mut sampler = Sampler::new(&spec, &schedule, data.train.len());

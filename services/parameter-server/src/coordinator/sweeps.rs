@@ -1,0 +1,393 @@
+//! Sweeps on the coordinator: creating one (its trials generated and
+//! validated up front), starting trials as ordinary jobs tagged with the
+//! sweep, at most `concurrency` at a time, judging each trial at its rungs
+//! (asynchronous successive halving on validation accuracy), and resuming
+//! every running sweep when the server starts again.
+//!
+//! The sweep record (trials, the job started for each, every rung judgement)
+//! is in the store; trial jobs resume from their checkpoints like any job.
+
+use std::sync::Arc;
+
+use rwp_spec::sweep::{self, Decision, RungResult, SweepSpec, SweepState, TrialScore};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{check_name, ActiveJobSlot, Coordinator, State};
+use crate::domain::{now_unix_ms, Evaluation, JobRecord, JobState, Principal, SweepRecord, SweepView, TrialRecord};
+use crate::error::ServerError;
+
+#[derive(Debug)]
+pub(super) struct SweepEntry {
+    record: SweepRecord,
+    /// Bumped whenever the sweep or one of its trials changes.
+    changed: watch::Sender<u64>,
+}
+
+impl SweepEntry {
+    fn new(record: SweepRecord) -> Self {
+        Self { record, changed: watch::channel(0).0 }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+fn view(s: &State, record: &SweepRecord) -> SweepView {
+    let jobs: Vec<Option<JobRecord>> = record
+        .trials
+        .iter()
+        .map(|t| t.job_id.as_ref().and_then(|id| s.jobs.get(id)).map(|j| j.record.clone()))
+        .collect();
+    let scores: Vec<TrialScore> = record
+        .trials
+        .iter()
+        .zip(&jobs)
+        .map(|(t, job)| {
+            let last = job.as_ref().and_then(|j| j.last_evaluation.as_ref());
+            TrialScore {
+                index: t.index,
+                validation_accuracy: last.and_then(|e| e.validation_accuracy),
+                test_accuracy: last.map(|e| e.test_accuracy),
+            }
+        })
+        .collect();
+    SweepView { record: record.clone(), jobs, best_trial: sweep::best(&scores) }
+}
+
+impl Coordinator {
+    /// Validates `spec`, records the sweep and starts its first trials.
+    pub async fn create_sweep(
+        self: &Arc<Self>,
+        principal: &Principal,
+        name: String,
+        spec: SweepSpec,
+    ) -> Result<SweepView, ServerError> {
+        self.admit(principal)?;
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ServerError::ShuttingDown);
+        }
+        check_name(&name)?;
+        let trials = spec.trials().map_err(|e| ServerError::InvalidSweep(e.to_string()))?;
+        if let Some(es) = &spec.early_stopping {
+            let every = self.config.eval_every_epochs;
+            if every == 0 {
+                return Err(ServerError::InvalidSweep(
+                    "early_stopping needs evaluations during training, and this server evaluates at the end only \
+                     (eval_every_epochs = 0)"
+                        .into(),
+                ));
+            }
+            if let Some(rung) = es.rungs.iter().find(|&&r| u64::from(r) % every != 0) {
+                return Err(ServerError::InvalidSweep(format!(
+                    "early_stopping.rungs: rung epoch {rung} is not a multiple of the server's eval_every_epochs \
+                     ({every}), so no evaluation would judge it"
+                )));
+            }
+        }
+        if let Some(limit) = principal.limits.max_active_jobs.filter(|l| spec.concurrency > *l) {
+            return Err(ServerError::InvalidSweep(format!(
+                "concurrency = {} is more than the {limit} running jobs '{}' may have",
+                spec.concurrency, principal.name
+            )));
+        }
+        let id = {
+            let mut s = self.lock();
+            s.counter += 1;
+            format!(
+                "sweep-{:010x}",
+                rwp_spec::rng::derive_seed(now_unix_ms() as u64, &[s.counter, u64::from(std::process::id()), 7]) >> 24
+            )
+        };
+        let now = now_unix_ms();
+        let record = SweepRecord {
+            id: id.clone(),
+            name,
+            state: SweepState::Running,
+            error: None,
+            created_unix_ms: now,
+            updated_unix_ms: now,
+            owner: principal.owner(),
+            trials: trials
+                .into_iter()
+                .map(|t| TrialRecord { index: t.index, params: t.params, spec: t.spec, job_id: None })
+                .collect(),
+            rungs: Vec::new(),
+            spec,
+        };
+        self.store.put_sweep(&record)?;
+        info!(sweep = %id, trials = record.trials.len(), concurrency = record.spec.concurrency, "sweep created");
+        self.lock().sweeps.insert(id.clone(), SweepEntry::new(record));
+        self.schedule_sweep(&id).await;
+        let s = self.lock();
+        Ok(view(&s, &s.sweeps[&id].record))
+    }
+
+    fn visible_sweep<'a>(s: &'a State, principal: &Principal, sweep: &str) -> Result<&'a SweepEntry, ServerError> {
+        s.sweeps
+            .get(sweep)
+            .filter(|e| principal.can_see_owned_by(e.record.owner.as_deref()))
+            .ok_or_else(|| ServerError::SweepNotFound(sweep.to_owned()))
+    }
+
+    pub fn get_sweep(&self, principal: &Principal, sweep: &str) -> Result<SweepView, ServerError> {
+        self.admit(principal)?;
+        let s = self.lock();
+        Ok(view(&s, &Self::visible_sweep(&s, principal, sweep)?.record))
+    }
+
+    pub fn list_sweeps(&self, principal: &Principal) -> Result<Vec<SweepView>, ServerError> {
+        self.admit(principal)?;
+        let s = self.lock();
+        Ok(s.sweeps
+            .values()
+            .filter(|e| principal.can_see_owned_by(e.record.owner.as_deref()))
+            .map(|e| view(&s, &e.record))
+            .collect())
+    }
+
+    /// The sweep now, and a receiver that changes whenever it (or a trial) does.
+    pub fn watch_sweep(
+        &self,
+        principal: &Principal,
+        sweep: &str,
+    ) -> Result<(SweepView, watch::Receiver<u64>), ServerError> {
+        self.admit(principal)?;
+        let s = self.lock();
+        let entry = Self::visible_sweep(&s, principal, sweep)?;
+        Ok((view(&s, &entry.record), entry.changed.subscribe()))
+    }
+
+    /// The sweep as it is now, for a watcher (no rate admission: one watch is one request).
+    pub fn sweep_now(&self, sweep: &str) -> Result<SweepView, ServerError> {
+        let s = self.lock();
+        let entry = s.sweeps.get(sweep).ok_or_else(|| ServerError::SweepNotFound(sweep.to_owned()))?;
+        Ok(view(&s, &entry.record))
+    }
+
+    /// Cancels the sweep's running trials; the waiting ones never start.
+    pub async fn cancel_sweep(&self, principal: &Principal, sweep: &str) -> Result<SweepView, ServerError> {
+        self.admit(principal)?;
+        let _scheduling = self.sweep_scheduler.lock().await;
+        let (record, running) = {
+            let mut s = self.lock();
+            Self::visible_sweep(&s, principal, sweep)?;
+            let jobs: Vec<String> = s.sweeps[sweep]
+                .record
+                .trials
+                .iter()
+                .filter_map(|t| t.job_id.clone())
+                .filter(|id| s.jobs.get(id).is_some_and(|j| !j.record.state.is_terminal()))
+                .collect();
+            let entry = s.sweeps.get_mut(sweep).expect("visible");
+            if !entry.record.state.is_terminal() {
+                entry.record.state = SweepState::Cancelled;
+                entry.record.updated_unix_ms = now_unix_ms();
+            }
+            (entry.record.clone(), jobs)
+        };
+        self.store.put_sweep(&record)?;
+        for job in running {
+            if let Err(e) = self.end_running(&job, JobState::Cancelled, Some(format!("sweep {sweep} cancelled"))).await
+            {
+                warn!(sweep, job, error = %e, "cannot cancel trial");
+            }
+        }
+        info!(sweep, "sweep cancelled");
+        let s = self.lock();
+        let entry = &s.sweeps[sweep];
+        entry.bump();
+        Ok(view(&s, &entry.record))
+    }
+
+    /// A trial job of `sweep` reached a terminal state.
+    pub(super) fn trial_ended(&self, sweep: &str) {
+        self.sweep_changed(sweep);
+        let _ = self.sweep_signal.send(sweep.to_owned());
+    }
+
+    /// Wakes the sweep's watchers.
+    pub(super) fn sweep_changed(&self, sweep: &str) {
+        if let Some(entry) = self.lock().sweeps.get(sweep) {
+            entry.bump();
+        }
+    }
+
+    /// Loads the sweeps, links trial jobs started just before a crash to
+    /// their trials, and starts the scheduler; running sweeps go on.
+    pub(super) fn resume_sweeps(self: &Arc<Self>) -> Result<(), ServerError> {
+        let records = self.store.sweeps()?;
+        let mut running = Vec::new();
+        {
+            let mut s = self.lock();
+            let mut linked: Vec<SweepRecord> = Vec::new();
+            for mut record in records {
+                let mut relinked = false;
+                for job in s.jobs.values() {
+                    let Some((sweep, trial)) = &job.record.sweep else { continue };
+                    if *sweep != record.id {
+                        continue;
+                    }
+                    if let Some(t) = record.trials.get_mut(*trial as usize).filter(|t| t.job_id.is_none()) {
+                        t.job_id = Some(job.record.id.clone());
+                        relinked = true;
+                    }
+                }
+                if relinked {
+                    linked.push(record.clone());
+                }
+                if record.state == SweepState::Running {
+                    running.push(record.id.clone());
+                }
+                s.sweeps.insert(record.id.clone(), SweepEntry::new(record));
+            }
+            drop(s);
+            for record in &linked {
+                self.store.put_sweep(record)?;
+            }
+        }
+        let receiver = self.sweep_signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(mut receiver) = receiver {
+            let this = Arc::downgrade(self);
+            tokio::spawn(async move {
+                while let Some(sweep) = receiver.recv().await {
+                    let Some(this) = this.upgrade() else { return };
+                    this.schedule_sweep(&sweep).await;
+                }
+            });
+        }
+        for id in running {
+            info!(sweep = %id, "resuming sweep");
+            let _ = self.sweep_signal.send(id);
+        }
+        Ok(())
+    }
+
+    /// Starts waiting trials while fewer than `concurrency` run; ends the
+    /// sweep when every trial has ended.
+    pub(super) async fn schedule_sweep(&self, sweep: &str) {
+        let _scheduling = self.sweep_scheduler.lock().await;
+        loop {
+            if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            let next = {
+                let mut s = self.lock();
+                let Some(entry) = s.sweeps.get(sweep) else { return };
+                if entry.record.state.is_terminal() {
+                    return;
+                }
+                let running = entry
+                    .record
+                    .trials
+                    .iter()
+                    .filter_map(|t| t.job_id.as_ref())
+                    .filter(|id| s.jobs.get(*id).is_some_and(|j| !j.record.state.is_terminal()))
+                    .count();
+                let waiting = entry.record.trials.iter().find(|t| t.job_id.is_none()).cloned();
+                match waiting {
+                    Some(trial) if running < entry.record.spec.concurrency as usize => {
+                        Some((trial, entry.record.owner.clone(), entry.record.name.clone()))
+                    }
+                    Some(_) => return,
+                    None if running > 0 => return,
+                    None => {
+                        let entry = s.sweeps.get_mut(sweep).expect("present");
+                        entry.record.state = SweepState::Succeeded;
+                        entry.record.updated_unix_ms = now_unix_ms();
+                        entry.bump();
+                        let record = entry.record.clone();
+                        drop(s);
+                        info!(sweep, "sweep finished: every trial ended");
+                        if let Err(e) = self.store.put_sweep(&record) {
+                            warn!(sweep, error = %e, "cannot record the sweep");
+                        }
+                        return;
+                    }
+                }
+            };
+            let Some((trial, owner, name)) = next else { return };
+            let job_name = format!(
+                "{}/{} {}",
+                if name.is_empty() { sweep } else { &name },
+                trial.index,
+                sweep::describe(&trial.params)
+            );
+            let slot = ActiveJobSlot { coordinator: self, owner: None };
+            let started =
+                self.start_job(owner, job_name, trial.spec.clone(), Some((sweep.to_owned(), trial.index)), slot).await;
+            let record = {
+                let mut s = self.lock();
+                let Some(entry) = s.sweeps.get_mut(sweep) else { return };
+                match &started {
+                    Ok(job) => {
+                        entry.record.trials[trial.index as usize].job_id = Some(job.id.clone());
+                        info!(sweep, trial = trial.index, job = %job.id, params = %sweep::describe(&trial.params), "trial started");
+                    }
+                    Err(e) => {
+                        warn!(sweep, trial = trial.index, error = %e, "trial cannot start; the sweep fails");
+                        entry.record.state = SweepState::Failed;
+                        entry.record.error = Some(format!("trial {} could not start: {e}", trial.index));
+                    }
+                }
+                entry.record.updated_unix_ms = now_unix_ms();
+                entry.bump();
+                entry.record.clone()
+            };
+            if let Err(e) = self.store.put_sweep(&record) {
+                warn!(sweep, error = %e, "cannot record the sweep");
+            }
+            if started.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Judges a trial at the rung its evaluation reached, if any: records
+    /// the result and stops the trial when successive halving says so.
+    pub(super) async fn judge_trial(&self, sweep: &str, trial: u32, job: &str, evaluation: &Evaluation) {
+        let Some(accuracy) = evaluation.validation_accuracy else { return };
+        let (decision, rung, record) = {
+            let mut s = self.lock();
+            if s.jobs.get(job).is_none_or(|j| j.record.state.is_terminal()) {
+                return;
+            }
+            let Some(entry) = s.sweeps.get_mut(sweep) else { return };
+            if entry.record.state.is_terminal() {
+                return;
+            }
+            let Some(es) = entry.record.spec.early_stopping.clone() else { return };
+            let judged = |r: u32| entry.record.rungs.iter().any(|x| x.rung == r && x.trial == trial);
+            let Some(rung) = es.rung_reached(evaluation.epoch, judged) else { return };
+            let others: Vec<f64> = entry
+                .record
+                .rungs
+                .iter()
+                .filter(|x| x.rung == rung && x.trial != trial)
+                .map(|x| x.validation_accuracy)
+                .collect();
+            let decision = es.decide(rung, accuracy, &others);
+            entry.record.rungs.push(RungResult {
+                rung,
+                trial,
+                validation_accuracy: accuracy,
+                continued: decision == Decision::Continue,
+            });
+            entry.record.updated_unix_ms = now_unix_ms();
+            (decision, rung, entry.record.clone())
+        };
+        if let Err(e) = self.store.put_sweep(&record) {
+            warn!(sweep, error = %e, "cannot record the rung result");
+        }
+        match decision {
+            Decision::Continue => info!(sweep, trial, job, rung, accuracy, "trial goes on from its rung"),
+            Decision::Stop { reason } => {
+                info!(sweep, trial, job, rung, %reason, "trial stopped early");
+                if let Err(e) = self.end_running(job, JobState::Stopped, Some(reason)).await {
+                    warn!(sweep, job, error = %e, "cannot stop trial");
+                }
+            }
+        }
+    }
+}
