@@ -550,7 +550,7 @@ mod tests {
             augment: _,
             non_finite: _,
             gradient_encoding: _,
-            model_file: _, // below
+            model_file: _,          // below
             validation_fraction: _, // below
         } = base();
         let cases: &[(&str, Spoil)] = &[
