@@ -132,3 +132,17 @@ def test_export_of_an_unknown_job_writes_nothing(client: Client, tmp_path: Path)
     with pytest.raises(NotFound, match="job-missing"):
         client.export("job-missing", tmp_path / "w.safetensors")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_validation_split_reports_validation_metrics_apart_from_test(client: Client) -> None:
+    spec = JobSpec(method=Method.SGD, epochs=1, batch_size=100, max_updates=3, seed=4, validation_fraction=0.2)
+    job = client.submit(spec, name="py-validation")
+    assert job.spec.validation_fraction == 0.2
+    evaluations = [e for e in client.watch(job) if isinstance(e, Evaluation)]
+    assert evaluations, "the final evaluation"
+    last = evaluations[-1]
+    assert last.validation_accuracy is not None and 0.0 <= last.validation_accuracy <= 1.0
+    assert last.validation_loss is not None and last.validation_loss > 0
+    # Without a split there is nothing to report.
+    plain = client.wait(client.submit(JobSpec(method=Method.SGD, epochs=1, batch_size=100, max_updates=2), name="py-plain"))
+    assert plain.last_evaluation is not None and plain.last_evaluation.validation_accuracy is None

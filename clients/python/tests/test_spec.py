@@ -53,7 +53,7 @@ def test_every_field_survives_the_wire() -> None:
         lr=0.05, momentum=0.5, nesterov=True, weight_decay=5e-4, lr_schedule=StepLr(milestones=(2, 5), gamma=0.2),
         warmup_updates=9, sigma=0.02, sigma_schedule=CosineIncreasingSigma(inc=3.0), lambda_=0.25, eta=0.3,
         beta=0.9, rho=0.1, augment=False, non_finite=NonFinitePolicy.SKIP, gradient_encoding=GradientEncoding.BF16,
-        model_file=ModelFile(sha256="ab" * 32, size_bytes=1234),
+        model_file=ModelFile(sha256="ab" * 32, size_bytes=1234), validation_fraction=0.25,
     )
     wire = spec.to_proto()
     assert getattr(wire, "lambda") == 0.25
@@ -75,7 +75,7 @@ def test_the_readme_job_file_reads_as_the_cli_reads_it() -> None:
         epochs=200, batch_size=256, seed=0, sigma=0.015, lambda_=0.5, eta=0.1, beta=0.99, lr=0.1, momentum=0.9,
         nesterov=False, weight_decay=0.001, lr_schedule=CosineLrPerEpoch(), warmup_updates=0, max_updates=1000,
         independent_noise=False, rho=0.05, augment=True, non_finite=NonFinitePolicy.FAIL,
-        gradient_encoding=GradientEncoding.F32,
+        gradient_encoding=GradientEncoding.F32, validation_fraction=0.1,
     )
 
 

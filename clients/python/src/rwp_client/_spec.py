@@ -181,6 +181,9 @@ class JobSpec:
     #: The uploaded TorchScript file of a ``Model.TORCHSCRIPT`` job
     #: (:meth:`Client.submit` sets it when given the module).
     model_file: ModelFile | None = None
+    #: Fraction of the training set held out (seeded) as a validation set,
+    #: in [0, 0.5); 0: none. Evaluations then report validation metrics.
+    validation_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, Method):
@@ -213,7 +216,7 @@ class JobSpec:
             _assign(p, "max_updates", _integer("max_updates", self.max_updates))
         for name in ("independent_noise", "nesterov", "augment"):
             _assign(p, name, _boolean(name, getattr(self, name)))
-        for name in ("lr", "momentum", "weight_decay", "sigma", "eta", "beta", "rho"):
+        for name in ("lr", "momentum", "weight_decay", "sigma", "eta", "beta", "rho", "validation_fraction"):
             _assign(p, name, _number(name, getattr(self, name)))
         _assign(p, "lambda", _number("lambda", self.lambda_))
         p.lr_schedule.CopyFrom(_lr_schedule_to_wire(self.lr_schedule))
@@ -283,6 +286,7 @@ class JobSpec:
                 if p.HasField("model_file")
                 else None
             ),
+            validation_fraction=p.validation_fraction,
         )
 
     # -- job files -----------------------------------------------------------
@@ -544,6 +548,7 @@ _JOB_FILE_KEYS: dict[str, tuple[str, _Reader]] = {
     "augment": ("augment", _boolean),
     "non_finite": ("non_finite", lambda n, v: _enum(n, v, NonFinitePolicy)),
     "gradient_encoding": ("gradient_encoding", lambda n, v: _enum(n, v, GradientEncoding)),
+    "validation_fraction": ("validation_fraction", _number),
 }
 
 

@@ -68,7 +68,8 @@ class StepMetrics:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A test-split evaluation."""
+    """An evaluation on the test split (and the validation split, when the
+    job holds one out)."""
 
     #: Updates applied when evaluated.
     step: int
@@ -76,6 +77,8 @@ class Evaluation:
     test_loss: float
     test_accuracy: float
     wall_time_s: float
+    validation_loss: float | None = None
+    validation_accuracy: float | None = None
 
     @classmethod
     def from_proto(cls, e: jobs_pb2.Evaluation) -> Evaluation:
@@ -85,6 +88,8 @@ class Evaluation:
             test_loss=e.test_loss,
             test_accuracy=e.test_accuracy,
             wall_time_s=e.wall_time_s,
+            validation_loss=e.validation_loss if e.HasField("validation_loss") else None,
+            validation_accuracy=e.validation_accuracy if e.HasField("validation_accuracy") else None,
         )
 
 
