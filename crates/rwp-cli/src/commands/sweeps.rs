@@ -236,6 +236,12 @@ pub fn sweep_report(sweep: &Sweep) -> String {
             text.push_str(&format!("trial {}: {}\n", trial.index, job.error.as_deref().unwrap_or("stopped early")));
         }
     }
+    if let Some(table) = seed_table(sweep) {
+        text.push_str(
+            "\nover seeds (mean ± standard deviation of the trials that reached the end; ranked by validation):\n",
+        );
+        text.push_str(&table);
+    }
     match sweep.best() {
         Some(best) => text.push_str(&format!(
             "best (by validation accuracy): trial {} [{}]\n",
@@ -245,6 +251,75 @@ pub fn sweep_report(sweep: &Sweep) -> String {
         None => text.push_str("best: none yet (no trial has a validation accuracy)\n"),
     }
     text
+}
+
+/// The trials of one setting of a seed sweep's other fields.
+struct SeedGroup {
+    /// The other fields' values.
+    key: Vec<String>,
+    /// (validation, test) accuracy of each trial that ran to the end.
+    finished: Vec<(f64, f64)>,
+    trials: usize,
+}
+
+/// Mean and (population) standard deviation.
+fn mean_std(xs: &[f64]) -> Option<(f64, f64)> {
+    if xs.is_empty() {
+        return None;
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    Some((mean, (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt()))
+}
+
+/// When a sweep searches `seed` next to other fields: one row per setting
+/// of the other fields, with the mean and standard deviation over seeds of
+/// the validation and test accuracy of the trials that ran to the end (a
+/// stopped trial did not), ranked by mean validation accuracy.
+#[must_use]
+pub fn seed_table(sweep: &Sweep) -> Option<String> {
+    let fields = swept_fields(sweep);
+    if !fields.iter().any(|f| f == "seed") || fields.len() < 2 {
+        return None;
+    }
+    let others: Vec<&String> = fields.iter().filter(|f| *f != "seed").collect();
+    let mut groups: Vec<SeedGroup> = Vec::new();
+    for trial in &sweep.trials {
+        let key: Vec<String> = others
+            .iter()
+            .map(|f| trial.params.iter().find(|(g, _)| g == *f).map_or_else(|| "-".into(), |(_, v)| v.to_string()))
+            .collect();
+        let position = groups.iter().position(|g| g.key == key).unwrap_or_else(|| {
+            groups.push(SeedGroup { key, finished: Vec::new(), trials: 0 });
+            groups.len() - 1
+        });
+        let group = &mut groups[position];
+        group.trials += 1;
+        let finished = trial.job.as_ref().filter(|j| j.state == rwp_sdk::JobState::Succeeded);
+        if let Some(e) = finished.and_then(|j| j.last_evaluation.as_ref()) {
+            if let Some(v) = e.validation_accuracy {
+                group.finished.push((v, e.test_accuracy));
+            }
+        }
+    }
+    let validation = |g: &SeedGroup| mean_std(&g.finished.iter().map(|r| r.0).collect::<Vec<_>>());
+    groups.sort_by(|a, b| match (validation(a), validation(b)) {
+        (Some(x), Some(y)) => y.0.total_cmp(&x.0),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    let mut columns: Vec<(&str, Align)> = others.iter().map(|f| (f.as_str(), Align::Right)).collect();
+    columns.extend([("FINISHED", Align::Right), ("VAL ACC", Align::Right), ("TEST ACC", Align::Right)]);
+    let mut table = Table::new(&columns);
+    let cell = |s: Option<(f64, f64)>| s.map_or_else(|| "-".to_owned(), |(m, d)| format!("{m:.4} ± {d:.4}"));
+    for group in &groups {
+        let test = mean_std(&group.finished.iter().map(|r| r.1).collect::<Vec<_>>());
+        let mut row = group.key.clone();
+        row.extend([format!("{}/{}", group.finished.len(), group.trials), cell(validation(group)), cell(test)]);
+        table.push(row);
+    }
+    Some(table.render())
 }
 
 /// The best trial's spec as a job file, loadable by `rwp submit`.
@@ -380,6 +455,7 @@ pub fn accuracy_charts(sweep: &Sweep) -> Vec<(String, Chart)> {
                 y_desc: "validation accuracy (latest evaluation)".into(),
                 series: vec![("trials".into(), points)],
                 scatter: true,
+                log_y: false,
             };
             (field.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), chart)
         })
@@ -413,6 +489,7 @@ async fn plot(client: &rwp_sdk::Client, args: &SweepPlotArgs, out: &mut dyn Writ
             y_desc: "validation accuracy".into(),
             series: validation,
             scatter: false,
+            log_y: false,
         },
         Chart {
             title: "Train loss of every trial".into(),
@@ -420,6 +497,7 @@ async fn plot(client: &rwp_sdk::Client, args: &SweepPlotArgs, out: &mut dyn Writ
             y_desc: "train loss".into(),
             series: loss,
             scatter: false,
+            log_y: true,
         },
     ];
     let path = args.output.join(format!("curves.{}", args.format));
@@ -536,5 +614,43 @@ mod tests {
         assert_eq!(xs, vec![-3.0, -2.0, -1.0]);
         let progress = progress_line(&sweep().trials[2]);
         assert!(progress.starts_with("trial 2 [sigma = 0.1]: stopped, epoch 4/30, val acc 0.3000"), "{progress}");
+    }
+
+    #[test]
+    fn a_seed_sweep_is_summarised_per_setting_over_seeds() {
+        assert_eq!(seed_table(&sweep()), None, "no seed searched");
+        let text = "concurrency = 2\nmethod = \"m-arwp\"\nvalidation_fraction = 0.2\n[search]\n[[search.param]]\n\
+                    field = \"sigma\"\nvalues = [0.01, 0.1]\n[[search.param]]\nfield = \"seed\"\nvalues = [0, 1]\n";
+        let mut s = sweep();
+        s.spec = SweepFile::parse(text, "s.toml").unwrap().spec;
+        let outcome = [
+            (JobState::Succeeded, 0.6, 0.7),
+            (JobState::Succeeded, 0.4, 0.5),
+            (JobState::Succeeded, 0.3, 0.9),
+            (JobState::Stopped, 0.1, 0.1),
+        ];
+        s.trials = s
+            .spec
+            .trials()
+            .unwrap()
+            .into_iter()
+            .zip(outcome)
+            .map(|(t, (state, val, test))| {
+                let mut j = job(0, state, val, test);
+                j.spec = t.spec.clone();
+                Trial { index: t.index, params: t.params, job: Some(j) }
+            })
+            .collect();
+        let table = seed_table(&s).unwrap();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        let first: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(first, ["0.01", "2/2", "0.5000", "±", "0.1000", "0.6000", "±", "0.1000"], "{table}");
+        let second: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            second,
+            ["0.1", "1/2", "0.3000", "±", "0.0000", "0.9000", "±", "0.0000"],
+            "the stopped seed is left out: {table}"
+        );
     }
 }

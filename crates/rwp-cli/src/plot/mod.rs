@@ -56,6 +56,8 @@ pub struct Chart {
     pub series: Vec<(String, Vec<(f64, f64)>)>,
     /// Dots only (one point per trial), not lines.
     pub scatter: bool,
+    /// Whether the y axis may switch to a log scale (values over 20x apart).
+    pub log_y: bool,
 }
 
 /// Writes `charts` side by side in rows of `columns` to `path` (PNG or SVG).
@@ -73,9 +75,15 @@ pub fn render_charts(path: &Path, charts: &[Chart], columns: usize, size: (u32, 
             lines: c
                 .series
                 .iter()
-                .map(|(label, points)| Line { label, points: points.clone(), markers: true, connect: !c.scatter })
+                .map(|(label, points)| Line {
+                    label,
+                    points: points.clone(),
+                    // Dots on sparse curves (evaluations), not on dense ones (updates).
+                    markers: c.scatter || points.len() <= 60,
+                    connect: !c.scatter,
+                })
                 .collect(),
-            log_y: false,
+            log_y: c.log_y,
         })
         .collect();
     let columns = columns.max(1);
