@@ -14,9 +14,10 @@ use rwp_integration_tests::cluster::{
 use rwp_integration_tests::in_process::Cluster;
 use rwp_integration_tests::local_run::{exported_tensors, small_job};
 use rwp_integration_tests::reference::{assert_matches_pytorch, run_with_pytorch};
+use rwp_integration_tests::sweeps::{sigma_grid, wait_for_sweep};
 use rwp_integration_tests::write_script_model;
 use rwp_proto::v1;
-use rwp_sdk::{Client, JobState, Method, ModelFile, ModelKind, SdkError};
+use rwp_sdk::{Client, JobState, Method, ModelFile, ModelKind, SdkError, SweepState};
 use tch::Tensor;
 
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -174,5 +175,33 @@ async fn bad_model_files_are_refused_with_a_reason() {
     let job = client.submit_with_model_file("good", &spec, &path("good.pt")).await.unwrap();
     assert_eq!(job.state, JobState::Running);
     client.cancel(&job.id).await.unwrap();
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_trains_every_trial_of_a_torchscript_model() {
+    let cluster = Cluster::start(2).await;
+    let client = Client::connect(cluster.url()).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let module = tmp.path().join("mlp.pt");
+    write_script_model("mlp", &module, 3);
+    let mut spec = sigma_grid(&[0.003, 0.03], 1, 2, None);
+    spec.base.model = ModelKind::TorchScript;
+    spec.base.model_file = Some(ModelFile::of_path(&module).unwrap());
+    spec.base.max_updates = Some(4);
+    // Not uploaded yet: refused before any trial starts.
+    match client.create_sweep("ts", &spec).await {
+        Err(SdkError::NotFound(text)) => assert!(text.contains("upload it first"), "{text}"),
+        other => panic!("expected NOT_FOUND, got {other:?}"),
+    }
+    client.upload_model(&module).await.unwrap();
+    let created = client.create_sweep("ts", &spec).await.unwrap();
+    let sweep = wait_for_sweep(&client, &created.id, TIMEOUT).await;
+    assert_eq!(sweep.state, SweepState::Succeeded, "{:?}", sweep.error);
+    for trial in &sweep.trials {
+        let job = trial.job.as_ref().expect("every trial ran");
+        assert_eq!((job.state, job.step), (JobState::Succeeded, 4), "trial {}: {:?}", trial.index, job.error);
+        assert_eq!(job.spec.model_file, spec.base.model_file);
+    }
     cluster.shutdown().await;
 }

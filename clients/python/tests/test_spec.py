@@ -17,6 +17,7 @@ from rwp_client import (
     GradientEncoding,
     InvalidArgument,
     JobSpec,
+    JobState,
     Method,
     Model,
     ModelFile,
@@ -124,3 +125,12 @@ def test_specs_refuse_what_is_not_a_method() -> None:
         JobSpec(method="m-arwp")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="model = 'big'"):
         JobSpec(method=Method.SGD, model="big").to_proto()  # type: ignore[arg-type]
+
+
+def test_every_job_state_on_the_wire_has_a_python_state() -> None:
+    from rwp_client._proto.rwp.v1 import jobs_pb2
+    from rwp_client._types import _STATE_FROM_WIRE
+
+    wire = {v for n, v in jobs_pb2.JobState.items() if n != "JOB_STATE_UNSPECIFIED"}
+    assert wire == set(_STATE_FROM_WIRE), "a state the server can send that the client would refuse"
+    assert JobState.STOPPED.terminal and not JobState.PAUSED.terminal

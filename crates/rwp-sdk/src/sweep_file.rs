@@ -5,7 +5,7 @@
 //! name = "sigma-sweep"          # optional
 //! concurrency = 2               # trials running at once
 //! method = "m-arwp"             # the base job: job-file keys
-//! model = "mlp"
+//! model = "mlp"               # or "torchscript" with model_file (relative to this file)
 //! epochs = 8
 //! validation_fraction = 0.2     # required (> 0): trials are ranked on it
 //!
@@ -30,7 +30,7 @@
 //! # min_validation_accuracy = 0.15   # stop below this at any rung
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rwp_spec::sweep::{EarlyStopping, Search, SweepSpec};
 
@@ -44,12 +44,20 @@ const SWEEP_KEYS: &[&str] = &["concurrency", "search", "early_stopping"];
 pub struct SweepFile {
     pub name: Option<String>,
     pub spec: SweepSpec,
+    /// The TorchScript file the base job names (`model_file`), resolved
+    /// against the sweep file's directory: upload it before creating the sweep.
+    pub model_path: Option<PathBuf>,
 }
 
 impl SweepFile {
     /// Parses TOML text; `origin` names the file in errors. The trials are
     /// generated and checked, so every error is reported before submission.
     pub fn parse(text: &str, origin: &str) -> Result<Self, SdkError> {
+        Self::parse_in(text, origin, None)
+    }
+
+    /// [`SweepFile::parse`] with `model_file` relative to `base_dir`.
+    fn parse_in(text: &str, origin: &str, base_dir: Option<&Path>) -> Result<Self, SdkError> {
         let bad = |what: String| SdkError::InvalidSpec(format!("{origin}: {what}"));
         let mut table: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_owned()))?;
         let concurrency = match table.remove("concurrency") {
@@ -70,19 +78,21 @@ impl SweepFile {
             .transpose()
             .map_err(|e: toml::de::Error| bad(format!("[early_stopping]: {}", e.to_string().trim_end())))?;
         debug_assert!(SWEEP_KEYS.iter().all(|k| !table.contains_key(*k)));
-        let job: JobFile = toml::Value::Table(table)
+        let mut job: JobFile = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| bad(format!("base job: {}", e.to_string().trim_end())))?;
+        job.base_dir = base_dir.map(Path::to_path_buf);
+        let model_path = job.model_path();
         let (name, base) = job.into_spec().map_err(|e| bad(e.to_string()))?;
         let spec = SweepSpec { base, search, concurrency, early_stopping };
         spec.trials().map_err(|e| bad(e.to_string()))?;
-        Ok(Self { name, spec })
+        Ok(Self { name, spec, model_path })
     }
 
     pub fn read(path: &Path) -> Result<Self, SdkError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| SdkError::InvalidSpec(format!("cannot read sweep file {}: {e}", path.display())))?;
-        Self::parse(&text, &path.display().to_string())
+        Self::parse_in(&text, &path.display().to_string(), path.parent())
     }
 }
 
@@ -120,6 +130,21 @@ rungs = [1, 2]
         assert_eq!(file.spec.early_stopping.as_ref().unwrap().rungs, vec![1, 2]);
         let sigmas: Vec<f64> = file.spec.trials().unwrap().iter().map(|t| t.spec.sigma).collect();
         assert_eq!(sigmas, vec![0.003, 0.01, 0.03]);
+    }
+
+    #[test]
+    fn a_torchscript_base_names_its_file_relative_to_the_sweep_file() {
+        let dir = std::env::temp_dir().join(format!("rwp-sweep-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("net.pt"), b"abc").unwrap();
+        let text = FILE.replace("model = \"mlp\"", "model = \"torchscript\"\nmodel_file = \"net.pt\"");
+        std::fs::write(dir.join("sweep.toml"), text).unwrap();
+        let file = SweepFile::read(&dir.join("sweep.toml")).unwrap();
+        assert_eq!(file.model_path, Some(dir.join("net.pt")));
+        let named = file.spec.base.model_file.as_ref().expect("the base names the file");
+        assert_eq!(named.size_bytes, 3);
+        assert!(file.spec.trials().unwrap().iter().all(|t| t.spec.model_file.as_ref() == Some(named)));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -20,11 +20,14 @@ class JobState(enum.Enum):
     #: A due checkpoint could not be written; no work is handed out until a
     #: retry succeeds (``Job.error`` says why). Not terminal.
     PAUSED = "paused"
+    #: Stopped early by its sweep's early-stopping rule (``Job.error`` says
+    #: why); its metrics and weights are kept.
+    STOPPED = "stopped"
 
     @property
     def terminal(self) -> bool:
-        """Whether the job has ended (succeeded, failed or cancelled)."""
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        """Whether the job has ended (succeeded, failed, cancelled or stopped)."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.STOPPED)
 
 
 _STATE_FROM_WIRE: dict[int, JobState] = {
@@ -33,6 +36,7 @@ _STATE_FROM_WIRE: dict[int, JobState] = {
     jobs_pb2.JOB_STATE_FAILED: JobState.FAILED,
     jobs_pb2.JOB_STATE_CANCELLED: JobState.CANCELLED,
     jobs_pb2.JOB_STATE_PAUSED: JobState.PAUSED,
+    jobs_pb2.JOB_STATE_STOPPED: JobState.STOPPED,
 }
 
 
@@ -123,6 +127,10 @@ class Job:
     #: Name of the token that submitted the job; ``None`` on a server
     #: without authentication.
     owner: str | None
+    #: The sweep the job is a trial of (see ``rwp sweep``) and its index
+    #: there; ``None`` for a job submitted on its own.
+    sweep_id: str | None = None
+    sweep_trial: int | None = None
 
     @property
     def done(self) -> bool:
@@ -161,6 +169,8 @@ class Job:
             last_step=StepMetrics.from_proto(j.last_step) if j.HasField("last_step") else None,
             last_evaluation=Evaluation.from_proto(j.last_evaluation) if j.HasField("last_evaluation") else None,
             owner=j.owner or None,
+            sweep_id=j.sweep_id or None,
+            sweep_trial=j.sweep_trial if j.sweep_id else None,
         )
 
 

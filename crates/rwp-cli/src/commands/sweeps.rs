@@ -30,6 +30,9 @@ pub async fn run(
                 });
             let connection = connect()?;
             let client = if args.watch { connection.connect_patient().await? } else { connection.connect().await? };
+            if let Some(path) = &file.model_path {
+                client.upload_model(path).await?;
+            }
             let sweep = client.create_sweep(&name, &file.spec).await?;
             writeln!(out, "{}", sweep.id)?;
             eprintln!(

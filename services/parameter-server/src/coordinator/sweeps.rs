@@ -70,6 +70,11 @@ impl Coordinator {
         }
         check_name(&name)?;
         let trials = spec.trials().map_err(|e| ServerError::InvalidSweep(e.to_string()))?;
+        // A trial's spec may differ from the base in anything but its model
+        // file, which must be stored before any trial starts.
+        if let Some(file) = &spec.base.model_file {
+            self.models.stored(file)?;
+        }
         if let Some(es) = &spec.early_stopping {
             let every = self.config.eval_every_epochs;
             if every == 0 {
