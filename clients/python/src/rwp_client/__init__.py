@@ -11,10 +11,20 @@ Submit a job, follow it, export its weights::
                 print(event.step, event.loss)
         client.export(job, "weights.safetensors")
 
+Sweep σ (or any job field) and pick the best trial by validation accuracy::
+
+    spec = SweepSpec(
+        base=JobSpec(method=Method.M_ARWP, model=Model.MLP, epochs=2, validation_fraction=0.2),
+        search=Search(params=(SearchParam.grid("sigma", [0.003, 0.01, 0.03]),)),
+        concurrency=2,
+    )
+    sweep = client.wait_sweep(client.create_sweep(spec, name="sigma"))
+    print(sweep.best)
+
 See the package's README for TorchScript models, TLS and tokens.
 """
 
-from ._client import CHUNK_BYTES, Client, JobRef, ModelSource, Pem, ScriptModuleLike
+from ._client import CHUNK_BYTES, Client, JobRef, ModelSource, Pem, ScriptModuleLike, SweepRef
 from ._errors import (
     AlreadyExists,
     Cancelled,
@@ -49,7 +59,8 @@ from ._spec import (
     SigmaSchedule,
     StepLr,
 )
-from ._types import Evaluation, Export, Job, JobEvent, JobState, StepMetrics
+from ._sweep import Distribution, EarlyStopping, ParamValue, Search, SearchMode, SearchParam, SweepSpec
+from ._types import Evaluation, Export, Job, JobEvent, JobState, StepMetrics, Sweep, SweepState, Trial
 
 __version__ = "0.1.0"
 
@@ -66,6 +77,8 @@ __all__ = [
     "DataLoss",
     "Dataset",
     "DeadlineExceeded",
+    "Distribution",
+    "EarlyStopping",
     "Evaluation",
     "Export",
     "FailedPrecondition",
@@ -84,15 +97,24 @@ __all__ = [
     "NonFinitePolicy",
     "NotFound",
     "OutOfRange",
-    "PermissionDenied",
+    "ParamValue",
     "Pem",
+    "PermissionDenied",
     "ResourceExhausted",
     "RwpError",
     "ScriptModuleLike",
+    "Search",
+    "SearchMode",
+    "SearchParam",
     "ServerError",
     "SigmaSchedule",
     "StepLr",
     "StepMetrics",
+    "Sweep",
+    "SweepRef",
+    "SweepSpec",
+    "SweepState",
+    "Trial",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

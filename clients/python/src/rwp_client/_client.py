@@ -1,8 +1,10 @@
 """The job service's client: submit, get, list, watch, wait, cancel, export,
-upload_model."""
+upload_model, and the sweeps' create_sweep, get_sweep, list_sweeps,
+watch_sweep, wait_sweep, cancel_sweep."""
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import hashlib
@@ -20,7 +22,8 @@ import grpc
 from ._errors import DataLoss, InvalidArgument, RwpError, Unavailable, from_rpc_error, is_transient
 from ._proto.rwp.v1 import jobs_pb2, jobs_pb2_grpc, spec_pb2
 from ._spec import JobSpec, Model, ModelFile
-from ._types import Export, Job, JobEvent, StepMetrics, event_from_proto
+from ._sweep import SweepSpec
+from ._types import Export, Job, JobEvent, StepMetrics, Sweep, event_from_proto
 
 #: Bytes per ``ModelChunk`` of an upload.
 CHUNK_BYTES: Final = 1 << 20
@@ -42,6 +45,8 @@ class ScriptModuleLike(Protocol):
 ModelSource: TypeAlias = str | os.PathLike[str] | ScriptModuleLike | ModelFile
 #: A job, or its id.
 JobRef: TypeAlias = Job | str
+#: A sweep, or its id.
+SweepRef: TypeAlias = Sweep | str
 
 _T = TypeVar("_T")
 
@@ -52,6 +57,14 @@ def _job_id(job: JobRef) -> str:
     if isinstance(job, str) and job:
         return job
     raise InvalidArgument(f"job = {job!r}: must be a Job or a non-empty job id")
+
+
+def _sweep_id(sweep: SweepRef) -> str:
+    if isinstance(sweep, Sweep):
+        return sweep.id
+    if isinstance(sweep, str) and sweep:
+        return sweep
+    raise InvalidArgument(f"sweep = {sweep!r}: must be a Sweep or a non-empty sweep id")
 
 
 def _read_pem(what: str, pem: Pem | None) -> bytes | None:
@@ -92,9 +105,10 @@ class Client:
 
     ``timeout`` bounds each unary call (seconds; ``None``: no limit); streams
     (watch, export, upload) take their own. Idempotent calls (get, list,
-    cancel, watch, export, upload_model) retry transient failures
-    (unavailable, rate-limited) ``attempts`` times with exponential backoff;
-    ``submit`` never retries, since a retry could start a job twice.
+    cancel, watch, export, upload_model, and their sweep counterparts) retry
+    transient failures (unavailable, rate-limited) ``attempts`` times with
+    exponential backoff; ``submit`` and ``create_sweep`` never retry, since a
+    retry could start a job (or sweep) twice.
 
     The connection is made on first use; one client may serve many threads.
     Use it as a context manager, or call :meth:`close`. Every failure is an
@@ -381,6 +395,121 @@ class Client:
             )
         return ModelFile(sha256=response.sha256, size_bytes=response.size_bytes)
 
+    # -- sweeps ----------------------------------------------------------------
+
+    def create_sweep(self, spec: SweepSpec, *, name: str = "", model: ModelSource | None = None) -> Sweep:
+        """Creates a sweep and returns it (running): the server generates and
+        checks every trial first, and refuses a bad sweep naming the trial
+        and field (:class:`InvalidArgument`).
+
+        For a ``Model.TORCHSCRIPT`` base, ``model`` is the module, uploaded
+        first as for :meth:`submit`. Not retried: a retry could start the
+        sweep twice.
+        """
+        if not isinstance(spec, SweepSpec):
+            raise InvalidArgument(f"spec: must be a rwp_client.SweepSpec, got {type(spec).__name__}")
+        base = spec.base
+        if not isinstance(base, JobSpec):
+            raise InvalidArgument(f"base: must be a rwp_client.JobSpec, got {type(base).__name__}")
+        if model is not None:
+            if base.model is not Model.TORCHSCRIPT:
+                raise InvalidArgument(
+                    f"model: a model to upload needs base.model = Model.TORCHSCRIPT (the base has {base.model})"
+                )
+            model_file = model if isinstance(model, ModelFile) else self.upload_model(model)
+            spec = dataclasses.replace(spec, base=dataclasses.replace(base, model_file=model_file))
+        elif base.model is Model.TORCHSCRIPT and base.model_file is None:
+            raise InvalidArgument(
+                "model_file: a Model.TORCHSCRIPT base needs its module: create_sweep(spec, model=path_or_script_module)"
+            )
+        request = jobs_pb2.CreateSweepRequest(name=name, spec=spec.to_proto())
+        response = self._call(
+            "CreateSweep",
+            lambda: self._stub.CreateSweep(request, timeout=self._timeout, metadata=self._metadata),
+            retry=False,
+        )
+        return Sweep.from_proto(response)
+
+    def get_sweep(self, sweep: SweepRef) -> Sweep:
+        """The sweep's current record, its trials' jobs included."""
+        request = jobs_pb2.GetSweepRequest(sweep_id=_sweep_id(sweep))
+        response = self._call(
+            "GetSweep",
+            lambda: self._stub.GetSweep(request, timeout=self._timeout, metadata=self._metadata),
+            retry=True,
+        )
+        return Sweep.from_proto(response)
+
+    def list_sweeps(self) -> builtins.list[Sweep]:
+        """Every sweep the caller may see, oldest first."""
+        request = jobs_pb2.ListSweepsRequest()
+        response = self._call(
+            "ListSweeps",
+            lambda: self._stub.ListSweeps(request, timeout=self._timeout, metadata=self._metadata),
+            retry=True,
+        )
+        return [Sweep.from_proto(s) for s in response.sweeps]
+
+    def cancel_sweep(self, sweep: SweepRef) -> Sweep:
+        """Cancels the sweep's running trials (waiting ones never start) and
+        returns it. Idempotent: an ended sweep is returned as it is."""
+        request = jobs_pb2.CancelSweepRequest(sweep_id=_sweep_id(sweep))
+        response = self._call(
+            "CancelSweep",
+            lambda: self._stub.CancelSweep(request, timeout=self._timeout, metadata=self._metadata),
+            retry=True,
+        )
+        return Sweep.from_proto(response)
+
+    def watch_sweep(self, sweep: SweepRef, *, timeout: float | None = None) -> Generator[Sweep, None, None]:
+        """The sweep now, then again whenever one of its trials progresses or
+        changes state (each a whole :class:`Sweep`); the iterator ends after
+        the terminal state. A broken connection is reopened (every message is
+        the whole sweep, so nothing is lost). ``timeout`` bounds the whole
+        watch (:class:`DeadlineExceeded`). The call is made on the first
+        ``next()``; closing the iterator cancels it.
+        """
+        sweep_id = _sweep_id(sweep)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._watch_sweep(sweep_id, deadline)
+
+    def _watch_sweep(self, sweep_id: str, deadline: float | None) -> Generator[Sweep, None, None]:
+        reconnects = 0
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            request = jobs_pb2.WatchSweepRequest(sweep_id=sweep_id)
+            call = self._stub.WatchSweep(request, timeout=remaining, metadata=self._metadata)
+            try:
+                for message in call:
+                    snapshot = Sweep.from_proto(message)
+                    yield snapshot
+                    reconnects = 0
+                    if snapshot.done:
+                        return
+            except grpc.RpcError as e:
+                error = from_rpc_error(e, address=self.address, rpc="WatchSweep")
+                resumable = is_transient(error) or error.code is grpc.StatusCode.DATA_LOSS
+                if not resumable or reconnects + 1 >= self._attempts:
+                    raise error from None
+                reconnects += 1
+                time.sleep(self._initial_backoff * reconnects)
+                self._wait_for_server("WatchSweep", deadline)
+                continue
+            finally:
+                call.cancel()
+            raise DataLoss(f"the watch of {sweep_id} ended before the sweep did")
+
+    def wait_sweep(self, sweep: SweepRef, *, timeout: float | None = None) -> Sweep:
+        """Blocks until the sweep has ended and returns its final record
+        (whatever the outcome: check :attr:`Sweep.succeeded`)."""
+        current = self.get_sweep(sweep)
+        if current.done:
+            return current
+        for snapshot in self.watch_sweep(current.id, timeout=timeout):
+            if snapshot.done:
+                return snapshot
+        raise DataLoss(f"the watch of {current.id} ended without a terminal state")  # pragma: no cover
+
 
 def _receive_export(chunks: Iterator[jobs_pb2.ExportChunk], write: Callable[[bytes], object]) -> Export:
     """Checks each chunk's offset, size and step against what came before."""
@@ -450,4 +579,4 @@ def _model_chunks(path: Path, size: int, sha256: str) -> Iterator[spec_pb2.Model
                 return
 
 
-__all__ = ["CHUNK_BYTES", "Client", "JobRef", "ModelSource", "Pem", "ScriptModuleLike"]
+__all__ = ["CHUNK_BYTES", "Client", "JobRef", "ModelSource", "Pem", "ScriptModuleLike", "SweepRef"]

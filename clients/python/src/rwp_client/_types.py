@@ -1,4 +1,5 @@
-"""Typed views of the job service's messages: jobs, metrics, watch events."""
+"""Typed views of the job service's messages: jobs, metrics, watch events,
+sweeps and their trials."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TypeAlias
 from ._errors import DataLoss
 from ._proto.rwp.v1 import jobs_pb2
 from ._spec import JobSpec
+from ._sweep import ParamValue, SweepSpec, param_value_from_proto
 
 
 class JobState(enum.Enum):
@@ -200,3 +202,118 @@ class Export:
     step: int
     #: Size of the safetensors file written.
     size_bytes: int
+
+
+class SweepState(enum.Enum):
+    RUNNING = "running"
+    #: Every trial ended (succeeded, stopped early, or failed).
+    SUCCEEDED = "succeeded"
+    #: Running trials were cancelled; waiting ones never started.
+    CANCELLED = "cancelled"
+    #: The sweep could not go on (a trial could not be started); see
+    #: ``Sweep.error``.
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the sweep has ended (succeeded, cancelled or failed)."""
+        return self is not SweepState.RUNNING
+
+
+_SWEEP_STATE_FROM_WIRE: dict[int, SweepState] = {
+    jobs_pb2.SWEEP_STATE_RUNNING: SweepState.RUNNING,
+    jobs_pb2.SWEEP_STATE_SUCCEEDED: SweepState.SUCCEEDED,
+    jobs_pb2.SWEEP_STATE_CANCELLED: SweepState.CANCELLED,
+    jobs_pb2.SWEEP_STATE_FAILED: SweepState.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial of a sweep: its searched values and, once started, its job
+    (an ordinary job whose ``sweep_id`` and ``sweep_trial`` are set)."""
+
+    index: int
+    #: The searched fields (job-file names) and this trial's values, in the
+    #: search's order. Numbers come as floats.
+    params: dict[str, ParamValue]
+    #: ``None`` while the trial waits for a slot.
+    job: Job | None
+
+    @property
+    def validation_accuracy(self) -> float | None:
+        """The validation accuracy of the job's latest evaluation, if any."""
+        if self.job is None or self.job.last_evaluation is None:
+            return None
+        return self.job.last_evaluation.validation_accuracy
+
+    @classmethod
+    def from_proto(cls, t: jobs_pb2.Trial) -> Trial:
+        return cls(
+            index=t.index,
+            params={p.field: param_value_from_proto(p.value) for p in t.params},
+            job=Job.from_proto(t.job) if t.HasField("job") else None,
+        )
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep as the server reported it (a snapshot: :meth:`Client.get_sweep`
+    fetches a fresh one)."""
+
+    id: str
+    name: str
+    spec: SweepSpec
+    state: SweepState
+    #: Why the sweep failed, if it did.
+    error: str | None
+    created: datetime
+    updated: datetime
+    #: Name of the token that created the sweep; ``None`` on a server
+    #: without authentication.
+    owner: str | None
+    trials: list[Trial]
+    #: Index of the trial with the highest validation accuracy so far (never
+    #: chosen by test accuracy), if any trial has one.
+    best_trial: int | None
+
+    @property
+    def done(self) -> bool:
+        """Whether the sweep has ended, however it ended."""
+        return self.state.terminal
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is SweepState.SUCCEEDED
+
+    @property
+    def best(self) -> Trial | None:
+        """The trial with the highest validation accuracy so far (the
+        server's ``best_trial``), if any."""
+        if self.best_trial is None:
+            return None
+        for trial in self.trials:
+            if trial.index == self.best_trial:
+                return trial
+        return None
+
+    @classmethod
+    def from_proto(cls, s: jobs_pb2.Sweep) -> Sweep:
+        if not s.HasField("spec"):
+            raise DataLoss(f"the server sent sweep {s.id!r} without a spec")
+        try:
+            state = _SWEEP_STATE_FROM_WIRE[s.state]
+        except KeyError:
+            raise DataLoss(f"the server sent sweep {s.id!r} in an unknown state ({s.state})") from None
+        return cls(
+            id=s.id,
+            name=s.name,
+            spec=SweepSpec.from_proto(s.spec),
+            state=state,
+            error=s.error or None,
+            created=_time(s.created_unix_ms),
+            updated=_time(s.updated_unix_ms),
+            owner=s.owner or None,
+            trials=[Trial.from_proto(t) for t in s.trials],
+            best_trial=s.best_trial if s.HasField("best_trial") else None,
+        )
