@@ -308,9 +308,9 @@ mod tests {
     }
 
     fn shard(model: &Model, seed: i64, buffers: bool) -> ShardGradient {
-        tch::manual_seed(seed);
-        let grads =
-            model.params().iter().map(|p| Tensor::randn(p.shape.as_slice(), (Kind::Float, Device::Cpu))).collect();
+        let grads = crate::torch_rng::with_seed(seed as u64, || {
+            model.params().iter().map(|p| Tensor::randn(p.shape.as_slice(), (Kind::Float, Device::Cpu))).collect()
+        });
         let buffers = buffers.then(|| model.init(0, Device::Cpu).1);
         ShardGradient { grads, loss: 1.0, accuracy: 0.5, buffers }
     }
@@ -341,7 +341,9 @@ mod tests {
             let mut reference = TrainState::new(weights, Vec::new());
             let uses_clean = spec.method.uses_clean() || spec.method == Method::Sam;
             for step in 0..3i64 {
-                let results = || StepResults {
+                // Drawn once and copied: the generator is global to the
+                // process, and tests running beside this one draw from it.
+                let results = StepResults {
                     clean: (0..spec.clean_shards as i64)
                         .filter(|_| uses_clean)
                         .map(|k| shard(&model, 100 * step + k, true))
@@ -351,9 +353,21 @@ mod tests {
                         .map(|k| shard(&model, 100 * step + 50 + k, spec.method.bn_stats_from_perturbed()))
                         .collect(),
                 };
+                let copy = |shards: &[ShardGradient]| -> Vec<ShardGradient> {
+                    shards
+                        .iter()
+                        .map(|s| ShardGradient {
+                            grads: s.grads.iter().map(Tensor::copy).collect(),
+                            loss: s.loss,
+                            accuracy: s.accuracy,
+                            buffers: s.buffers.as_ref().map(|b| b.iter().map(Tensor::copy).collect()),
+                        })
+                        .collect()
+                };
+                let again = StepResults { clean: copy(&results.clean), perturbed: copy(&results.perturbed) };
                 let lr = schedule.lr_at(ours.step);
-                tch::no_grad(|| reference_update(&spec, lr, &mut reference, &results()));
-                apply_update(&spec, &schedule, &model, &mut ours, results()).unwrap();
+                tch::no_grad(|| reference_update(&spec, lr, &mut reference, &again));
+                apply_update(&spec, &schedule, &model, &mut ours, results).unwrap();
                 let label =
                     format!("{:?} {} shards, momentum {}, step {step}", spec.method, spec.clean_shards, spec.momentum);
                 assert!(same(&ours.weights, &reference.weights), "weights differ: {label}");
