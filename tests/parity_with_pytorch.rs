@@ -46,7 +46,7 @@ fn check(spec: JobSpec) {
 fn check_script(method: Method) {
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("cnn_bn.pt");
-    write_script_model("cnn-bn", &module, 3);
+    write_script_model("cnn-bn", &module, 3, 10);
     let mut spec = spec_for(method);
     spec.model = rwp_spec::ModelKind::TorchScript;
     spec.model_file = Some(rwp_spec::ModelFile::of_path(&module).unwrap());

@@ -27,7 +27,7 @@ const UPDATES: u64 = 24;
 async fn a_torchscript_cnn_trained_through_the_service_across_a_restart_matches_pytorch_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
     let module = tmp.path().join("cnn_bn.pt");
-    write_script_model("cnn-bn", &module, 3);
+    write_script_model("cnn-bn", &module, 3, 10);
     let (_dir, data) = data_dir();
     let command = ServerCommand::new(&data, "127.0.0.1:0");
     let (mut server, addr) = command.clone().start();
@@ -120,30 +120,25 @@ async fn bad_model_files_are_refused_with_a_reason() {
         s
     };
 
-    write_script_model("not-script", &path("random.pt"), 3);
+    write_script_model("not-script", &path("random.pt"), 3, 10);
     let text = invalid(client.upload_model(&path("random.pt")).await);
     assert!(text.contains("not a loadable TorchScript module"), "{text}");
 
-    write_script_model("no-params", &path("empty.pt"), 3);
+    write_script_model("no-params", &path("empty.pt"), 3, 10);
     let text = invalid(client.upload_model(&path("empty.pt")).await);
     assert!(text.contains("has no parameters"), "{text}");
 
     // Stored fine, but the built-in dataset has 3×16×16 images and 10 classes.
-    write_script_model("cnn-bn", &path("gray.pt"), 1);
+    write_script_model("cnn-bn", &path("gray.pt"), 1, 10);
     let text = invalid(client.submit_with_model_file("gray", &spec, &path("gray.pt")).await);
     assert!(text.contains("does not accept the dataset's input of shape [2, 3, 16, 16]"), "{text}");
     let five_classes = path("five.pt");
-    let output = rwp_integration_tests::python()
-        .arg(rwp_integration_tests::workspace_root().join("tests/reference/script_models.py"))
-        .args(["cnn-bn".as_ref(), five_classes.as_os_str(), "--classes".as_ref(), "5".as_ref()])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
+    write_script_model("cnn-bn", &five_classes, 3, 5);
     let text = invalid(client.submit_with_model_file("five", &spec, &five_classes).await);
     assert!(text.contains("the dataset needs logits of shape [2, 10]"), "{text}");
 
     // The bytes must be the ones announced.
-    write_script_model("cnn-bn", &path("good.pt"), 3);
+    write_script_model("cnn-bn", &path("good.pt"), 3, 10);
     let good = std::fs::read(path("good.pt")).unwrap();
     let mut lying = ModelFile::of_path(&path("good.pt")).unwrap();
     lying.sha256 = rwp_spec::sha256_hex(b"something else");
@@ -184,7 +179,7 @@ async fn a_sweep_trains_every_trial_of_a_torchscript_model() {
     let client = Client::connect(cluster.url()).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let module = tmp.path().join("mlp.pt");
-    write_script_model("mlp", &module, 3);
+    write_script_model("mlp", &module, 3, 10);
     let mut spec = sigma_grid(&[0.003, 0.03], 1, 2, None);
     spec.base.model = ModelKind::TorchScript;
     spec.base.model_file = Some(ModelFile::of_path(&module).unwrap());

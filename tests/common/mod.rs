@@ -46,11 +46,13 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// Writes a TorchScript file with `tests/reference/script_models.py` (kinds:
 /// `cnn-bn`, `mlp`, `no-params`, `not-script`) for a dataset of `channels`
-/// × 16 × 16 images and 10 classes.
-pub fn write_script_model(kind: &str, path: &std::path::Path, channels: u32) {
+/// × 16 × 16 images and `classes` classes.
+pub fn write_script_model(kind: &str, path: &std::path::Path, channels: u32, classes: u32) {
     let output = python()
         .arg(workspace_root().join("tests/reference/script_models.py"))
-        .args([kind.as_ref(), path.as_os_str(), "--channels".as_ref(), channels.to_string().as_ref()])
+        .arg(kind)
+        .arg(path)
+        .args(["--channels", &channels.to_string(), "--classes", &classes.to_string()])
         .output()
         .expect("the model script starts");
     assert!(output.status.success(), "script_models.py {kind} failed: {}", String::from_utf8_lossy(&output.stderr));

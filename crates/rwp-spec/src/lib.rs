@@ -25,7 +25,7 @@ pub mod sweep;
 
 pub use job::{Evaluation, JobState, StepMetrics};
 pub use method::{DatasetKind, Method, ModelKind};
-pub use model_file::{is_sha256_hex, sha256_hex, ModelFile, Sha256};
+pub use model_file::{is_sha256_hex, sha256_hex, ModelFile, ModelReceiver, Sha256};
 pub use plan::{Role, Task};
 pub use spec::{GradientEncoding, JobSpec, LrSchedule, NonFinitePolicy, Schedule, SigmaSchedule};
 

@@ -88,6 +88,58 @@ impl std::fmt::Debug for Sha256 {
     }
 }
 
+/// Checks a model file arriving in chunks against the size and digest
+/// announced for it: chunks in order, no byte beyond the size, all of them,
+/// and the SHA-256 of what came. Upload (server) and fetch (worker) share it;
+/// each writes the bytes where it keeps them.
+#[derive(Debug)]
+pub struct ModelReceiver {
+    expected: ModelFile,
+    received: u64,
+    hasher: Sha256,
+}
+
+impl ModelReceiver {
+    #[must_use]
+    pub fn new(expected: ModelFile) -> Self {
+        Self { expected, received: 0, hasher: Sha256::default() }
+    }
+
+    #[must_use]
+    pub fn expected(&self) -> &ModelFile {
+        &self.expected
+    }
+
+    /// Accepts the chunk at `offset` (to be written after this returns Ok).
+    pub fn accept(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+        if offset != self.received {
+            return Err(format!("chunk at offset {offset}, expected {} (chunks must arrive in order)", self.received));
+        }
+        let end = self.received + data.len() as u64;
+        if end > self.expected.size_bytes {
+            return Err(format!("more than the {} bytes announced", self.expected.size_bytes));
+        }
+        self.hasher.update(data);
+        self.received = end;
+        Ok(())
+    }
+
+    /// After the last chunk: every byte came and the digest matches.
+    pub fn finish(self) -> Result<ModelFile, String> {
+        if self.received != self.expected.size_bytes {
+            return Err(format!("ended after {} of the {} bytes announced", self.received, self.expected.size_bytes));
+        }
+        let digest = self.hasher.finish_hex();
+        if digest != self.expected.sha256 {
+            return Err(format!(
+                "checksum mismatch: the bytes received have SHA-256 {digest}, the file announced is {}",
+                self.expected.sha256
+            ));
+        }
+        Ok(self.expected)
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -111,6 +163,27 @@ mod tests {
         incremental.update(b"a");
         incremental.update(b"bc");
         assert_eq!(incremental.finish_hex(), sha256_hex(b"abc"));
+    }
+
+    #[test]
+    fn a_receiver_takes_the_announced_bytes_in_order_and_nothing_else() {
+        let file = ModelFile { sha256: sha256_hex(b"abcdef"), size_bytes: 6 };
+        let mut ok = ModelReceiver::new(file.clone());
+        ok.accept(0, b"abc").unwrap();
+        ok.accept(3, b"def").unwrap();
+        assert_eq!(ok.finish().unwrap(), file);
+
+        let mut gap = ModelReceiver::new(file.clone());
+        gap.accept(0, b"ab").unwrap();
+        assert!(gap.accept(3, b"def").unwrap_err().contains("chunk at offset 3, expected 2"));
+        let mut long = ModelReceiver::new(file.clone());
+        assert!(long.accept(0, b"abcdefg").unwrap_err().contains("more than the 6 bytes"));
+        let mut short = ModelReceiver::new(file.clone());
+        short.accept(0, b"abc").unwrap();
+        assert!(short.finish().unwrap_err().contains("ended after 3 of the 6 bytes"));
+        let mut other = ModelReceiver::new(file);
+        other.accept(0, b"abcdeX").unwrap();
+        assert!(other.finish().unwrap_err().starts_with("checksum mismatch"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rwp_proto::v1::FetchModelRequest;
-use rwp_spec::{ModelFile, Sha256};
+use rwp_spec::{ModelFile, ModelReceiver};
 use tracing::info;
 
 use crate::rpc::Session;
@@ -43,26 +43,12 @@ async fn fetch_into(session: &Session, temp: &Path, file: &ModelFile) -> Result<
     let mut stream =
         session.client.clone().fetch_model(request).await.map_err(WorkerError::rpc("FetchModel"))?.into_inner();
     let mut out = std::fs::File::create(temp).map_err(|e| bad(format!("cannot create {}: {e}", temp.display())))?;
-    let mut hasher = Sha256::default();
-    let mut received = 0u64;
+    let mut receiver = ModelReceiver::new(file.clone());
     while let Some(chunk) = stream.message().await.map_err(WorkerError::rpc("FetchModel"))? {
-        if chunk.offset != received {
-            return Err(bad(format!("chunk at offset {}, expected {received}", chunk.offset)));
-        }
-        received += chunk.data.len() as u64;
-        if received > file.size_bytes {
-            return Err(bad(format!("the server sent more than the {} bytes the job names", file.size_bytes)));
-        }
-        hasher.update(&chunk.data);
+        receiver.accept(chunk.offset, &chunk.data).map_err(|e| bad(format!("from the server: {e}")))?;
         out.write_all(&chunk.data).map_err(|e| bad(format!("cannot write {}: {e}", temp.display())))?;
     }
-    if received != file.size_bytes {
-        return Err(bad(format!("the server sent {received} of {} bytes", file.size_bytes)));
-    }
-    let digest = hasher.finish_hex();
-    if digest != file.sha256 {
-        return Err(bad(format!("checksum mismatch: received bytes have SHA-256 {digest}")));
-    }
+    receiver.finish().map_err(|e| bad(format!("from the server: {e}")))?;
     out.sync_all().map_err(|e| bad(format!("cannot write {}: {e}", temp.display())))?;
     Ok(())
 }

@@ -9,9 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rwp_core::model::ScriptModule;
-use rwp_spec::{ModelFile, Sha256};
-use tch::Device;
+use rwp_spec::{ModelFile, ModelReceiver};
 
 use crate::error::ServerError;
 
@@ -74,7 +72,7 @@ impl ModelStore {
         let temp = self.dir.join(format!("{}.{}.{n}.upload", announced.sha256, std::process::id()));
         let file =
             File::create(&temp).map_err(|e| ServerError::Storage(format!("cannot create {}: {e}", temp.display())))?;
-        Ok(ModelUpload { temp: Some(temp), file, announced, received: 0, hasher: Sha256::default() })
+        Ok(ModelUpload { temp: Some(temp), file, receiver: Some(ModelReceiver::new(announced)) })
     }
 
     /// Checks a received upload and stores it under its digest. Loads the
@@ -89,32 +87,10 @@ impl ModelStore {
     }
 
     fn check_and_store(&self, temp: &Path, upload: &mut ModelUpload) -> Result<ModelFile, ServerError> {
-        let announced = upload.announced.clone();
-        if upload.received != announced.size_bytes {
-            return Err(ServerError::InvalidModel(format!(
-                "the upload ended after {} of the {} bytes announced",
-                upload.received, announced.size_bytes
-            )));
-        }
-        let digest = std::mem::take(&mut upload.hasher).finish_hex();
-        if digest != announced.sha256 {
-            return Err(ServerError::InvalidModel(format!(
-                "checksum mismatch: the bytes received have SHA-256 {digest}, the upload announced {}",
-                announced.sha256
-            )));
-        }
+        let receiver = upload.receiver.take().expect("an upload is committed once");
+        let announced = receiver.finish().map_err(|e| ServerError::InvalidModel(format!("upload: {e}")))?;
         upload.file.sync_all().map_err(|e| ServerError::Storage(format!("cannot write {}: {e}", temp.display())))?;
-        let module = ScriptModule::load(temp, Device::Cpu).map_err(|e| {
-            ServerError::InvalidModel(format!(
-                "not a loadable TorchScript module (save it with torch.jit.script(model).save(path)): {e}"
-            ))
-        })?;
-        let params = module.named_parameters().map_err(|e| ServerError::InvalidModel(e.to_string()))?;
-        if params.is_empty() {
-            return Err(ServerError::InvalidModel(
-                "the TorchScript module has no parameters: there is nothing to train".to_owned(),
-            ));
-        }
+        rwp_core::model::check_script_file(temp).map_err(|e| ServerError::InvalidModel(e.to_string()))?;
         let path = self.path(&announced.sha256);
         std::fs::rename(temp, &path)
             .map_err(|e| ServerError::Storage(format!("cannot store {}: {e}", path.display())))?;
@@ -141,32 +117,16 @@ impl ModelStore {
 pub struct ModelUpload {
     temp: Option<PathBuf>,
     file: File,
-    announced: ModelFile,
-    received: u64,
-    hasher: Sha256,
+    receiver: Option<ModelReceiver>,
 }
 
 impl ModelUpload {
     /// Appends a chunk, which must start where the previous one ended and
     /// stay within the announced size.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), ServerError> {
-        if offset != self.received {
-            return Err(ServerError::InvalidModel(format!(
-                "chunk at offset {offset}, expected {} (chunks must arrive in order)",
-                self.received
-            )));
-        }
-        let end = self.received + data.len() as u64;
-        if end > self.announced.size_bytes {
-            return Err(ServerError::InvalidModel(format!(
-                "the upload carries more than the {} bytes announced",
-                self.announced.size_bytes
-            )));
-        }
-        self.file.write_all(data).map_err(|e| ServerError::Storage(format!("cannot write an upload: {e}")))?;
-        self.hasher.update(data);
-        self.received = end;
-        Ok(())
+        let receiver = self.receiver.as_mut().expect("written before it is committed");
+        receiver.accept(offset, data).map_err(|e| ServerError::InvalidModel(format!("upload: {e}")))?;
+        self.file.write_all(data).map_err(|e| ServerError::Storage(format!("cannot write an upload: {e}")))
     }
 }
 

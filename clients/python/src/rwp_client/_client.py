@@ -212,17 +212,7 @@ class Client:
         """
         if not isinstance(spec, JobSpec):
             raise InvalidArgument(f"spec: must be a rwp_client.JobSpec, got {type(spec).__name__}")
-        if model is not None:
-            if spec.model is not Model.TORCHSCRIPT:
-                raise InvalidArgument(
-                    f"model: a model to upload needs spec.model = Model.TORCHSCRIPT (the spec has {spec.model})"
-                )
-            model_file = model if isinstance(model, ModelFile) else self.upload_model(model)
-            spec = dataclasses.replace(spec, model_file=model_file)
-        elif spec.model is Model.TORCHSCRIPT and spec.model_file is None:
-            raise InvalidArgument(
-                "model_file: a Model.TORCHSCRIPT job needs its module: submit(spec, model=path_or_script_module)"
-            )
+        spec = self._with_model(spec, model, what="spec", call="submit(spec, model=path_or_script_module)")
         request = jobs_pb2.SubmitJobRequest(name=name, spec=spec.to_proto())
         response = self._call(
             "SubmitJob",
@@ -230,6 +220,21 @@ class Client:
             retry=False,
         )
         return Job.from_proto(response)
+
+    def _with_model(self, spec: JobSpec, model: ModelSource | None, *, what: str, call: str) -> JobSpec:
+        """``spec`` naming ``model`` (uploaded first unless it is a
+        :class:`ModelFile` already); a ``Model.TORCHSCRIPT`` spec needs one,
+        others must not get one. ``what`` names the spec in errors."""
+        if model is not None:
+            if spec.model is not Model.TORCHSCRIPT:
+                raise InvalidArgument(
+                    f"model: a model to upload needs {what}.model = Model.TORCHSCRIPT (the {what} has {spec.model})"
+                )
+            model_file = model if isinstance(model, ModelFile) else self.upload_model(model)
+            return dataclasses.replace(spec, model_file=model_file)
+        if spec.model is Model.TORCHSCRIPT and spec.model_file is None:
+            raise InvalidArgument(f"model_file: a Model.TORCHSCRIPT {what} needs its module: {call}")
+        return spec
 
     def get(self, job: JobRef) -> Job:
         """The job's current record."""
@@ -411,17 +416,8 @@ class Client:
         base = spec.base
         if not isinstance(base, JobSpec):
             raise InvalidArgument(f"base: must be a rwp_client.JobSpec, got {type(base).__name__}")
-        if model is not None:
-            if base.model is not Model.TORCHSCRIPT:
-                raise InvalidArgument(
-                    f"model: a model to upload needs base.model = Model.TORCHSCRIPT (the base has {base.model})"
-                )
-            model_file = model if isinstance(model, ModelFile) else self.upload_model(model)
-            spec = dataclasses.replace(spec, base=dataclasses.replace(base, model_file=model_file))
-        elif base.model is Model.TORCHSCRIPT and base.model_file is None:
-            raise InvalidArgument(
-                "model_file: a Model.TORCHSCRIPT base needs its module: create_sweep(spec, model=path_or_script_module)"
-            )
+        base = self._with_model(base, model, what="base", call="create_sweep(spec, model=path_or_script_module)")
+        spec = dataclasses.replace(spec, base=base)
         request = jobs_pb2.CreateSweepRequest(name=name, spec=spec.to_proto())
         response = self._call(
             "CreateSweep",

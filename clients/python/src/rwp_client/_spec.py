@@ -306,12 +306,16 @@ class JobSpec:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> tuple[str | None, JobSpec]:
         """:meth:`from_toml` on the file at ``path``."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise InvalidArgument(f"cannot read job file {os.fspath(path)}: {e.strerror}") from None
-        return cls.from_toml(text, origin=os.fspath(path))
+        return cls.from_toml(_read_file(path, "job file"), origin=os.fspath(path))
+
+
+def _read_file(path: str | os.PathLike[str], what: str) -> str:
+    """The text of a job or sweep file, or InvalidArgument naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise InvalidArgument(f"cannot read {what} {os.fspath(path)}: {e.strerror}") from None
 
 
 # -- enum tables --------------------------------------------------------------

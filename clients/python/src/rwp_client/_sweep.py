@@ -13,7 +13,18 @@ from typing import TypeAlias
 
 from ._errors import DataLoss, InvalidArgument
 from ._proto.rwp.v1 import jobs_pb2
-from ._spec import JobSpec, _enum, _from_table, _from_wire, _invert, _integer, _no_unknown_keys, _number, _string
+from ._spec import (
+    JobSpec,
+    _enum,
+    _from_table,
+    _from_wire,
+    _invert,
+    _integer,
+    _no_unknown_keys,
+    _number,
+    _read_file,
+    _string,
+)
 
 #: A value of a searched field: a number (integer fields take whole numbers),
 #: a name (``"sgd"``, ``"mlp"``) or a flag. Numbers come back from the server
@@ -236,12 +247,7 @@ class SweepSpec:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> tuple[str | None, SweepSpec]:
         """:meth:`from_toml` on the file at ``path``."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise InvalidArgument(f"cannot read sweep file {os.fspath(path)}: {e.strerror}") from None
-        return cls.from_toml(text, origin=os.fspath(path))
+        return cls.from_toml(_read_file(path, "sweep file"), origin=os.fspath(path))
 
 
 # -- wire tables and values ----------------------------------------------------

@@ -230,11 +230,7 @@ impl Model {
     /// and its floating-point buffers in `named_buffers()` order (integer
     /// buffers such as BatchNorm's `num_batches_tracked` are not part of it).
     pub fn load_script(path: &Path, input: InputShape, classes: i64, device: Device) -> Result<Self, ModelError> {
-        let module = ScriptModule::load(path, device).map_err(ModelError::NotTorchScript)?;
-        let named_params = module.named_parameters().map_err(ModelError::NotTorchScript)?;
-        if named_params.is_empty() {
-            return Err(ModelError::NoParameters);
-        }
+        let (module, named_params) = open_script(path, device)?;
         let named_buffers: Vec<(String, Tensor)> = module
             .named_buffers()
             .map_err(ModelError::NotTorchScript)?
@@ -377,6 +373,24 @@ impl Model {
             }
         }
     }
+}
+
+/// Loads a TorchScript file and its parameters, refusing a file that is not
+/// a module and a module without parameters.
+fn open_script(path: &Path, device: Device) -> Result<(ScriptModule, Vec<(String, Tensor)>), ModelError> {
+    let module = ScriptModule::load(path, device).map_err(ModelError::NotTorchScript)?;
+    let params = module.named_parameters().map_err(ModelError::NotTorchScript)?;
+    if params.is_empty() {
+        return Err(ModelError::NoParameters);
+    }
+    Ok((module, params))
+}
+
+/// What the parameter server checks of an uploaded file before it knows
+/// the dataset: a TorchScript module with parameters ([`Model::load_script`]
+/// checks the rest at submit).
+pub fn check_script_file(path: &Path) -> Result<(), ModelError> {
+    open_script(path, Device::Cpu).map(|_| ())
 }
 
 /// `dst[i] ← src[i]` without autograd, skipping tensors that already are
