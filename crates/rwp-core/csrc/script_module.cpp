@@ -3,11 +3,14 @@
 // exceptions and reports them through `error` (a malloc'ed string the caller
 // frees with rwp_free_string); tensors cross as `torch::Tensor*`, the same
 // handles tch uses, owned by the caller.
+#include <torch/csrc/jit/api/function_impl.h>
 #include <torch/script.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
 #include <string>
+#include <unordered_set>
 
 namespace {
 
@@ -35,6 +38,68 @@ bool guarded(char** error, F f) {
 }
 
 using NamedTensorCallback = void (*)(void* data, const char* name, torch::Tensor* tensor);
+using OperationCallback = void (*)(void* data, const char* function, const char* op);
+
+void walk_function(torch::jit::Function& function, void* data, OperationCallback f,
+                   std::unordered_set<std::string>& seen);
+
+// The function a call node calls, when it is TorchScript code the walk can
+// follow (not a custom C++ class's method, an interface or a builtin).
+torch::jit::Function* callee(torch::jit::Node* node) {
+  if (node->kind() == c10::prim::CallMethod) {
+    if (auto cls = node->inputs().at(0)->type()->cast<c10::ClassType>()) {
+      torch::jit::Function* method = cls->findMethod(node->s(c10::attr::name));
+      if (method != nullptr && torch::jit::tryToGraphFunction(*method) != nullptr) {
+        return method;
+      }
+    }
+  } else if (node->kind() == c10::prim::CallFunction) {
+    if (auto fn = node->inputs().at(0)->type()->cast<c10::FunctionType>()) {
+      if (torch::jit::tryToGraphFunction(*fn->function()) != nullptr) {
+        return fn->function();
+      }
+    }
+  }
+  return nullptr;
+}
+
+// Every node of `block` and of the blocks nested in it (if, loop bodies);
+// calls are followed into the functions they call.
+void walk_block(torch::jit::Block* block, const std::string& function, void* data, OperationCallback f,
+                std::unordered_set<std::string>& seen) {
+  for (torch::jit::Node* node : block->nodes()) {
+    if (torch::jit::Function* target = callee(node)) {
+      walk_function(*target, data, f, seen);
+    } else {
+      std::string op = node->kind().toQualString();
+      // A call the walk cannot follow: name its target.
+      if (node->kind() == c10::prim::CallMethod) {
+        op += "(" + node->inputs().at(0)->type()->str() + "." + node->s(c10::attr::name) + ")";
+      } else if (node->kind() == c10::prim::CallFunction) {
+        op += "(" + node->inputs().at(0)->type()->str() + ")";
+      }
+      f(data, function.c_str(), op.c_str());
+    }
+    for (torch::jit::Block* nested : node->blocks()) {
+      walk_block(nested, function, data, f, seen);
+    }
+  }
+}
+
+// Reports the operations of one function (once) and of what it calls.
+void walk_function(torch::jit::Function& function, void* data, OperationCallback f,
+                   std::unordered_set<std::string>& seen) {
+  std::string name = function.qualname().qualifiedName();
+  if (!seen.insert(name).second) {
+    return;
+  }
+  torch::jit::GraphFunction* graph_function = torch::jit::tryToGraphFunction(function);
+  if (graph_function == nullptr) {
+    f(data, name.c_str(), "<native function>");
+    return;
+  }
+  walk_block(graph_function->graph()->block(), name, data, f, seen);
+}
 
 }  // namespace
 
@@ -48,6 +113,17 @@ void* rwp_script_load(const char* path, int device, char** error) {
   guarded(error, [&] {
     c10::Device target = device < 0 ? c10::Device(c10::kCPU) : c10::Device(c10::kCUDA, device);
     module = new torch::jit::Module(torch::jit::load(std::string(path), target));
+  });
+  return module;
+}
+
+// The same, from a module file's bytes in memory.
+void* rwp_script_load_bytes(const char* data, size_t len, int device, char** error) {
+  torch::jit::Module* module = nullptr;
+  guarded(error, [&] {
+    c10::Device target = device < 0 ? c10::Device(c10::kCPU) : c10::Device(c10::kCUDA, device);
+    std::istringstream in(std::string(data, len));
+    module = new torch::jit::Module(torch::jit::load(in, target));
   });
   return module;
 }
@@ -66,6 +142,26 @@ bool rwp_script_named_buffers(void* module, void* data, NamedTensorCallback f, c
   return guarded(error, [&] {
     for (const auto& b : static_cast<torch::jit::Module*>(module)->named_buffers(/*recurse=*/true)) {
       f(data, b.name.c_str(), new torch::Tensor(b.value));
+    }
+  });
+}
+
+// Calls `f(data, function, op)` for every operation of every function the
+// module's archive defines: each submodule's methods, `__setstate__`
+// included, and the free functions and classes they call. (The walk
+// follows calls itself: torch's Inline pass does nothing while the graph
+// executor's optimisations are off, as they are here.)
+bool rwp_script_operations(void* module, void* data, OperationCallback f, char** error) {
+  return guarded(error, [&] {
+    auto* m = static_cast<torch::jit::Module*>(module);
+    std::unordered_set<std::string> seen;
+    for (const torch::jit::Module& sub : m->modules()) {
+      for (torch::jit::Function* method : sub.type()->methods()) {
+        walk_function(*method, data, f, seen);
+      }
+    }
+    for (torch::jit::Function* function : m->_ivalue()->compilation_unit()->get_functions()) {
+      walk_function(*function, data, f, seen);
     }
   });
 }

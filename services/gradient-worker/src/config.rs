@@ -57,6 +57,16 @@ pub const ENV_TOKEN: &str = "RWP_TOKEN";
 pub const ENV_TOKEN_FILE: &str = "RWP_TOKEN_FILE";
 /// Environment variable of [`WorkerConfig::model_cache_dir`].
 pub const ENV_MODEL_CACHE_DIR: &str = "RWP_MODEL_CACHE_DIR";
+/// Environment variable of [`WorkerConfig::sandbox_program`].
+pub const ENV_SANDBOX_PROGRAM: &str = "RWP_SANDBOX_PROGRAM";
+/// Environment variable of [`WorkerConfig::sandbox_memory_bytes`].
+pub const ENV_SANDBOX_MEMORY_BYTES: &str = "RWP_SANDBOX_MEMORY_BYTES";
+/// Environment variable of [`WorkerConfig::sandbox_user`].
+pub const ENV_SANDBOX_USER: &str = "RWP_SANDBOX_USER";
+/// Environment variable of [`WorkerConfig::sandbox_require_landlock`].
+pub const ENV_SANDBOX_REQUIRE_LANDLOCK: &str = "RWP_SANDBOX_REQUIRE_LANDLOCK";
+/// Environment variable of [`WorkerConfig::sandbox_load_timeout_ms`].
+pub const ENV_SANDBOX_LOAD_TIMEOUT_MS: &str = "RWP_SANDBOX_LOAD_TIMEOUT_MS";
 
 /// The first reconnection delay; it doubles up to `max_backoff_ms`.
 pub const INITIAL_BACKOFF_MS: u64 = 100;
@@ -103,6 +113,17 @@ pub struct WorkerConfig {
     /// Where TorchScript model files fetched from the server are kept, by
     /// SHA-256 (any worker may delete it; files are fetched again).
     pub model_cache_dir: PathBuf,
+    /// The `rwp-sandbox` program that runs TorchScript jobs' code; default:
+    /// beside `rwp-worker`.
+    pub sandbox_program: Option<PathBuf>,
+    /// Private memory one model sandbox may use, bytes.
+    pub sandbox_memory_bytes: u64,
+    /// `UID:GID` model sandboxes run as when the worker runs as root.
+    pub sandbox_user: String,
+    /// Refuse to run TorchScript jobs where the kernel lacks Landlock.
+    pub sandbox_require_landlock: bool,
+    /// How long loading a job's model and data into its sandbox may take.
+    pub sandbox_load_timeout_ms: u64,
 }
 
 impl Default for WorkerConfig {
@@ -124,6 +145,11 @@ impl Default for WorkerConfig {
             token: None,
             token_file: None,
             model_cache_dir: std::env::temp_dir().join("rwp-model-cache"),
+            sandbox_program: None,
+            sandbox_memory_bytes: 8 << 30,
+            sandbox_user: rwp_sandbox::DEFAULT_USER.to_owned(),
+            sandbox_require_landlock: true,
+            sandbox_load_timeout_ms: 600_000,
         }
     }
 }
@@ -191,6 +217,21 @@ pub struct ConfigFlags {
     /// Directory for TorchScript model files fetched from the server [env: RWP_MODEL_CACHE_DIR] [default: $TMPDIR/rwp-model-cache]
     #[arg(long, value_name = "DIR")]
     pub model_cache_dir: Option<PathBuf>,
+    /// The rwp-sandbox program that runs TorchScript models [env: RWP_SANDBOX_PROGRAM] [default: beside rwp-worker]
+    #[arg(long, value_name = "PATH")]
+    pub sandbox_program: Option<PathBuf>,
+    /// Private memory one model sandbox may use [env: RWP_SANDBOX_MEMORY_BYTES] [default: 8 GiB]
+    #[arg(long, value_name = "BYTES")]
+    pub sandbox_memory_bytes: Option<u64>,
+    /// UID:GID model sandboxes run as when the worker runs as root [env: RWP_SANDBOX_USER] [default: 65534:65534]
+    #[arg(long, value_name = "UID:GID")]
+    pub sandbox_user: Option<String>,
+    /// Refuse to run TorchScript jobs where the kernel lacks Landlock [env: RWP_SANDBOX_REQUIRE_LANDLOCK] [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub sandbox_require_landlock: Option<bool>,
+    /// How long loading a job's model and data into its sandbox may take [env: RWP_SANDBOX_LOAD_TIMEOUT_MS] [default: 600000]
+    #[arg(long, value_name = "MS")]
+    pub sandbox_load_timeout_ms: Option<u64>,
 }
 
 fn from_env<T: FromStr>(
@@ -267,6 +308,11 @@ impl WorkerConfig {
         set_optional(&mut c.token, from_env(env, ENV_TOKEN, "token")?);
         set_optional(&mut c.token_file, from_env(env, ENV_TOKEN_FILE, "token_file")?);
         set(&mut c.model_cache_dir, from_env(env, ENV_MODEL_CACHE_DIR, "model_cache_dir")?);
+        set_optional(&mut c.sandbox_program, from_env(env, ENV_SANDBOX_PROGRAM, "sandbox_program")?);
+        set(&mut c.sandbox_memory_bytes, from_env(env, ENV_SANDBOX_MEMORY_BYTES, "sandbox_memory_bytes")?);
+        set(&mut c.sandbox_user, from_env(env, ENV_SANDBOX_USER, "sandbox_user")?);
+        set(&mut c.sandbox_require_landlock, from_env(env, ENV_SANDBOX_REQUIRE_LANDLOCK, "sandbox_require_landlock")?);
+        set(&mut c.sandbox_load_timeout_ms, from_env(env, ENV_SANDBOX_LOAD_TIMEOUT_MS, "sandbox_load_timeout_ms")?);
 
         let f = flags.clone();
         set(&mut c.server, f.server);
@@ -285,8 +331,32 @@ impl WorkerConfig {
         set_optional(&mut c.token, f.token);
         set_optional(&mut c.token_file, f.token_file);
         set(&mut c.model_cache_dir, f.model_cache_dir);
+        set_optional(&mut c.sandbox_program, f.sandbox_program);
+        set(&mut c.sandbox_memory_bytes, f.sandbox_memory_bytes);
+        set(&mut c.sandbox_user, f.sandbox_user);
+        set(&mut c.sandbox_require_landlock, f.sandbox_require_landlock);
+        set(&mut c.sandbox_load_timeout_ms, f.sandbox_load_timeout_ms);
         c.validate()?;
         Ok(c)
+    }
+
+    /// How this worker starts model sandboxes on `device` with `threads`
+    /// libtorch threads; `Err` says why it cannot (no `rwp-sandbox`).
+    pub fn sandbox(
+        &self,
+        device: &str,
+        threads: usize,
+    ) -> Result<rwp_sandbox::SandboxConfig, rwp_sandbox::SandboxError> {
+        Ok(rwp_sandbox::SandboxConfig {
+            program: rwp_sandbox::SandboxConfig::locate_program(self.sandbox_program.as_deref())?,
+            device: device.to_owned(),
+            threads: i32::try_from(threads).unwrap_or(0),
+            memory_bytes: self.sandbox_memory_bytes,
+            cpu_seconds: 0,
+            run_as: rwp_sandbox::parse_user(&self.sandbox_user).ok(),
+            require_landlock: self.sandbox_require_landlock,
+            load_timeout: std::time::Duration::from_millis(self.sandbox_load_timeout_ms),
+        })
     }
 
     /// [`WorkerConfig::resolve`] with the process environment.
@@ -340,6 +410,21 @@ impl WorkerConfig {
         if self.token.is_some() && self.token_file.is_some() {
             return bad("token_file", "is set as well as token: give the token once".to_owned());
         }
+        if self.sandbox_memory_bytes < (64 << 20) {
+            return bad(
+                "sandbox_memory_bytes",
+                format!("{} is out of range: must be at least 64 MiB", self.sandbox_memory_bytes),
+            );
+        }
+        if let Err(reason) = rwp_sandbox::parse_user(&self.sandbox_user) {
+            return bad("sandbox_user", reason);
+        }
+        if !(100..=86_400_000).contains(&self.sandbox_load_timeout_ms) {
+            return bad(
+                "sandbox_load_timeout_ms",
+                format!("{} is out of range: must be between 100 ms and 24 h", self.sandbox_load_timeout_ms),
+            );
+        }
         if self.max_backoff_ms < INITIAL_BACKOFF_MS {
             return bad(
                 "max_backoff_ms",
@@ -364,7 +449,9 @@ mod tests {
     #[test]
     fn out_of_range_fields_are_named() {
         type Spoil = fn(&mut WorkerConfig);
-        let cases: [(&str, Spoil); 8] = [
+        let cases: [(&str, Spoil); 10] = [
+            ("sandbox_user", |c| c.sandbox_user = "0:0".to_owned()),
+            ("sandbox_memory_bytes", |c| c.sandbox_memory_bytes = 1024),
             ("chunk_bytes", |c| c.chunk_bytes = 0),
             ("server", |c| c.server = "localhost:1".to_owned()),
             ("device", |c| c.device = "gpu".to_owned()),

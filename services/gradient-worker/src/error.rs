@@ -49,6 +49,10 @@ pub enum WorkerError {
     /// A job's model file cannot be fetched or used.
     #[error("model file {sha256}: {reason}")]
     Model { sha256: String, reason: String },
+    /// A model sandbox cannot start, or the job's code failed, ran past its
+    /// time limit or was killed in it.
+    #[error("model sandbox: {0}")]
+    Sandbox(String),
     /// Computing the task failed (a libtorch error or an internal bug).
     #[error("compute: {0}")]
     Compute(String),

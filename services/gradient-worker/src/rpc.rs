@@ -193,8 +193,9 @@ pub(crate) async fn lease(
 }
 
 /// Renews a lease every `interval` until dropped (aborted). Stops when the
-/// server says the lease is gone; the result is pushed all the same.
-pub(crate) async fn keep_renewing(session: Session, lease_id: String) {
+/// server says the lease is gone; then a built-in model's result is pushed
+/// all the same, a sandboxed computation is killed.
+pub(crate) async fn keep_renewing(session: Session, lease_id: String, aborter: crate::compute::Aborter) {
     let interval = session.renew_interval;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -208,10 +209,11 @@ pub(crate) async fn keep_renewing(session: Session, lease_id: String) {
             Ok(r) => trace!(deadline_unix_ms = r.into_inner().lease_deadline_unix_ms, "lease renewed"),
             Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => {
                 warn!(
-                    "the lease is gone ({}); finishing the task anyway: the server drops the result if another \
-                     worker's came first",
+                    "the lease is gone ({}); a built-in model's task finishes anyway (the server drops the result \
+                     if another worker's came first), a sandboxed one is stopped",
                     s.message()
                 );
+                aborter.abort("its lease is gone (the job was cancelled, or the task was given to another worker)");
                 return;
             }
             Err(s) => warn!("renewing the lease failed, will retry: {} ({:?})", s.message(), s.code()),

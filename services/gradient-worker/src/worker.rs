@@ -74,6 +74,7 @@ fn convert(task: v1::Task) -> Result<Leased, WorkerError> {
         },
         returns_buffers: task.returns_buffers,
         model_file: None,
+        timeout: (task.timeout_ms > 0).then(|| Duration::from_millis(task.timeout_ms)),
         span,
     };
     Ok(Leased { lease_id: task.lease_id, input })
@@ -101,7 +102,7 @@ async fn process(
 ) -> Result<bool, WorkerError> {
     let started = Instant::now();
     let renewer = AbortOnDrop(tokio::spawn(
-        rpc::keep_renewing(session.clone(), leased.lease_id.clone()).instrument(Span::current()),
+        rpc::keep_renewing(session.clone(), leased.lease_id.clone(), compute.aborter()).instrument(Span::current()),
     ));
     let mut input = leased.input.clone();
     if let Some(file) = &input.spec.model_file {
@@ -180,7 +181,11 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
     config.validate()?;
     let connector = rpc::Connector::new(&config)?;
     let device = rwp_core::trainer::parse_device(&config.device).map_err(|e| WorkerError::Device(e.to_string()))?;
-    let compute = ComputeHandle::spawn(device, config.threads)?;
+    let sandbox = config.sandbox(&device_name(device), config.threads);
+    if let Err(e) = &sandbox {
+        warn!(error = %e, "TorchScript jobs cannot run on this worker");
+    }
+    let compute = ComputeHandle::spawn(device, config.threads, sandbox)?;
     info!(
         server = %config.server,
         name = %config.name,
@@ -227,6 +232,8 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
         let _ = handle.await;
     }
     let report = worker.report;
+    // A sandboxed task still running was given back in the drain: stop it.
+    compute.aborter().abort("the worker is shutting down");
     compute.stop(Duration::from_secs(5)).await;
     // An error is the caller's to report (the binary logs it and exits non-zero).
     info!(?report, "worker stopped");

@@ -77,6 +77,24 @@ pub struct ServerConfig {
     pub requests_per_second: f64,
     /// Job API requests one token may make at once after a quiet spell.
     pub request_burst: u32,
+    /// The `rwp-sandbox` program that runs uploaded models' code (checks
+    /// at upload and submit, evaluation); default: beside `rwp-server`.
+    #[serde(default)]
+    pub sandbox_program: Option<PathBuf>,
+    /// Private memory one model sandbox may use, bytes.
+    pub sandbox_memory_bytes: u64,
+    /// `UID:GID` model sandboxes run as when the server runs as root.
+    pub sandbox_user: String,
+    /// Refuse to run uploaded models where the kernel lacks Landlock.
+    pub sandbox_require_landlock: bool,
+    /// How long loading, checking or evaluating an uploaded model may take
+    /// in its sandbox before it is killed.
+    pub sandbox_timeout_ms: u64,
+    /// A task's time limit before any task of its job has finished.
+    pub task_timeout_initial_ms: u64,
+    /// The least time limit of a task; after the job's first results the
+    /// limit is ten times its slowest task, but not less than this.
+    pub task_timeout_floor_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +124,13 @@ impl Default for ServerConfig {
             max_model_file_bytes: 256 << 20,
             requests_per_second: 20.0,
             request_burst: 40,
+            sandbox_program: None,
+            sandbox_memory_bytes: 8 << 30,
+            sandbox_user: rwp_sandbox::DEFAULT_USER.to_owned(),
+            sandbox_require_landlock: true,
+            sandbox_timeout_ms: 600_000,
+            task_timeout_initial_ms: 600_000,
+            task_timeout_floor_ms: 60_000,
         }
     }
 }
@@ -138,6 +163,13 @@ pub struct ConfigLayer {
     pub max_model_file_bytes: Option<u64>,
     pub requests_per_second: Option<f64>,
     pub request_burst: Option<u32>,
+    pub sandbox_program: Option<PathBuf>,
+    pub sandbox_memory_bytes: Option<u64>,
+    pub sandbox_user: Option<String>,
+    pub sandbox_require_landlock: Option<bool>,
+    pub sandbox_timeout_ms: Option<u64>,
+    pub task_timeout_initial_ms: Option<u64>,
+    pub task_timeout_floor_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +193,21 @@ impl ConfigLayer {
 }
 
 impl ServerConfig {
+    /// How this server starts model sandboxes (on the CPU, with its torch
+    /// threads); `Err` says why it cannot (no `rwp-sandbox` program).
+    pub fn sandbox(&self) -> Result<rwp_sandbox::SandboxConfig, rwp_sandbox::SandboxError> {
+        Ok(rwp_sandbox::SandboxConfig {
+            program: rwp_sandbox::SandboxConfig::locate_program(self.sandbox_program.as_deref())?,
+            device: "cpu".to_owned(),
+            threads: self.torch_threads,
+            memory_bytes: self.sandbox_memory_bytes,
+            cpu_seconds: 0,
+            run_as: rwp_sandbox::parse_user(&self.sandbox_user).ok(),
+            require_landlock: self.sandbox_require_landlock,
+            load_timeout: std::time::Duration::from_millis(self.sandbox_timeout_ms),
+        })
+    }
+
     /// The directory holding one checkpoint folder per job.
     #[must_use]
     pub fn checkpoint_root(&self) -> PathBuf {
@@ -191,7 +238,13 @@ impl ServerConfig {
                 max_model_parameters,
                 max_model_file_bytes,
                 requests_per_second,
-                request_burst
+                request_burst,
+                sandbox_memory_bytes,
+                sandbox_user,
+                sandbox_require_landlock,
+                sandbox_timeout_ms,
+                task_timeout_initial_ms,
+                task_timeout_floor_ms
             );
             macro_rules! take_optional {
                 ($($f:ident),*) => { $( if l.$f.is_some() { c.$f = l.$f.clone(); } )* };
@@ -203,7 +256,8 @@ impl ServerConfig {
                 tls_client_ca,
                 health_listen,
                 tokens_file,
-                checkpoint_dir
+                checkpoint_dir,
+                sandbox_program
             );
         }
         c.validate()?;
@@ -254,6 +308,25 @@ impl ServerConfig {
         }
         if self.request_burst == 0 {
             return bad("request_burst", "0".into(), "must be at least 1");
+        }
+        if self.sandbox_memory_bytes < (64 << 20) {
+            return bad("sandbox_memory_bytes", self.sandbox_memory_bytes.to_string(), "must be at least 64 MiB");
+        }
+        if rwp_sandbox::parse_user(&self.sandbox_user).is_err() {
+            return bad(
+                "sandbox_user",
+                format!("'{}'", self.sandbox_user),
+                "must be UID:GID of a user other than root",
+            );
+        }
+        for (field, value) in [
+            ("sandbox_timeout_ms", self.sandbox_timeout_ms),
+            ("task_timeout_initial_ms", self.task_timeout_initial_ms),
+            ("task_timeout_floor_ms", self.task_timeout_floor_ms),
+        ] {
+            if !(100..=86_400_000).contains(&value) {
+                return bad(field, value.to_string(), "must be between 100 ms and 24 h");
+            }
         }
         let incomplete = |field, missing, why| Err(ConfigError::Incomplete { field, missing, why });
         match (&self.tls_cert, &self.tls_key) {
@@ -313,6 +386,9 @@ mod tests {
             (ConfigLayer { requests_per_second: Some(0.0), ..Default::default() }, "requests_per_second = 0"),
             (ConfigLayer { requests_per_second: Some(f64::NAN), ..Default::default() }, "requests_per_second = NaN"),
             (ConfigLayer { request_burst: Some(0), ..Default::default() }, "request_burst = 0"),
+            (ConfigLayer { sandbox_user: Some("0:0".into()), ..Default::default() }, "sandbox_user = '0:0'"),
+            (ConfigLayer { sandbox_memory_bytes: Some(1), ..Default::default() }, "sandbox_memory_bytes = 1"),
+            (ConfigLayer { task_timeout_floor_ms: Some(0), ..Default::default() }, "task_timeout_floor_ms = 0"),
         ];
         for (layer, want) in cases {
             let err = ServerConfig::from_layers(&[layer]).unwrap_err().to_string();

@@ -96,6 +96,8 @@ pub struct LeasedTask {
     pub task: Task,
     pub returns_buffers: bool,
     pub deadline_unix_ms: i64,
+    /// How long the worker may compute the task before it kills it.
+    pub timeout: Duration,
 }
 
 /// What a worker says it is pushing (the header of a push).
@@ -140,6 +142,8 @@ struct Slot {
     result: Option<RawResult>,
     /// Times workers gave this task back with an error.
     failures: u32,
+    /// When the task was last leased (its time to a result is observed).
+    leased_at: Option<Instant>,
 }
 
 /// A task that fails this many times fails its job.
@@ -177,6 +181,9 @@ struct Run {
     step_span: tracing::Span,
     /// The job's TensorBoard event file (this server process's).
     events_file: Option<Arc<Mutex<rwp_telemetry::tfevents::EventWriter>>>,
+    /// The longest a task of this job took from lease to result (this
+    /// server process's); tasks' time limits follow from it.
+    slowest_task: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -261,6 +268,16 @@ fn release_submission(s: &mut State, owner: &str) {
     }
 }
 
+/// How long a task may run on a worker: `task_timeout_initial_ms` until
+/// one of its job's tasks finished, then ten times the slowest so far, but
+/// never under `task_timeout_floor_ms`.
+fn task_timeout(config: &ServerConfig, slowest: Option<Duration>) -> Duration {
+    match slowest {
+        None => Duration::from_millis(config.task_timeout_initial_ms),
+        Some(slowest) => (slowest * 10).max(Duration::from_millis(config.task_timeout_floor_ms)),
+    }
+}
+
 fn returns_buffers(spec: &JobSpec, role: Role) -> bool {
     match role {
         Role::Clean | Role::Sam => true,
@@ -282,6 +299,7 @@ fn slots_for(spec: &JobSpec, schedule: &Schedule, step: u64) -> Vec<Slot> {
             status: SlotStatus::Pending,
             result: None,
             failures: 0,
+            leased_at: None,
         })
         .collect()
 }
@@ -294,7 +312,11 @@ impl Coordinator {
             metrics.describe(name, *kind, help);
         }
         let store = Store::open(&config.data_dir)?;
-        let models = Arc::new(ModelStore::open(config.data_dir.join("models"), config.max_model_file_bytes)?);
+        let sandbox = config.sandbox();
+        if let Err(e) = &sandbox {
+            warn!(error = %e, "uploaded TorchScript models cannot be checked or trained on this server");
+        }
+        let models = Arc::new(ModelStore::open(config.data_dir.join("models"), config.max_model_file_bytes, sandbox)?);
         let (sweep_signal, sweep_signals) = tokio::sync::mpsc::unbounded_channel();
         let incarnation = format!("{:08x}", derive_seed(now_unix_ms() as u64, &[u64::from(std::process::id())]) as u32);
         let this = Arc::new(Self {
@@ -400,6 +422,7 @@ impl Coordinator {
             max_parameters,
             payloads: self.payloads.clone(),
             model_file: record.spec.model_file.as_ref().map(|f| self.models.path(&f.sha256)),
+            sandbox: self.config.sandbox(),
         };
         let (engine, init) = EngineHandle::start(record.spec.clone(), config).await?;
         for rejected in &init.rejected_checkpoints {
@@ -427,6 +450,7 @@ impl Coordinator {
             step_started: Instant::now(),
             step_span: step_span(&record.id, init.step),
             events_file,
+            slowest_task: None,
         })
     }
 
@@ -775,6 +799,7 @@ impl Coordinator {
             self.metrics.inc("rwp_leases_issued_total", &[], 1.0);
             let timeout = Duration::from_millis(self.config.lease_timeout_ms);
             slot.status = SlotStatus::Leased { lease: lease_id.clone(), deadline: now + timeout };
+            slot.leased_at = Some(now);
             let leased = LeasedTask {
                 trace: run.step_span.clone(),
                 lease_id: lease_id.clone(),
@@ -783,6 +808,7 @@ impl Coordinator {
                 task: slot.task.clone(),
                 returns_buffers: slot.returns_buffers,
                 deadline_unix_ms: now_unix_ms() + timeout.as_millis() as i64,
+                timeout: task_timeout(&self.config, run.slowest_task),
             };
             s.leases.insert(
                 lease_id,
@@ -960,6 +986,9 @@ impl Coordinator {
                 self.metrics.inc("rwp_results_accepted_total", &[], 1.0);
                 let slot = &mut run.slots[slot_index];
                 slot.status = SlotStatus::Done;
+                if let Some(took) = slot.leased_at.map(|at| at.elapsed()) {
+                    run.slowest_task = Some(run.slowest_task.map_or(took, |s| s.max(took)));
+                }
                 slot.result = Some(RawResult {
                     gradient,
                     // A task that returns BN buffers returns them even when the

@@ -3,6 +3,11 @@
 //! the work that needs libtorch: aggregation and update, evaluation,
 //! checkpoints, and serialising each new weights version once. The async side
 //! of the server only ever holds bytes; it talks to the engine over a channel.
+//!
+//! A TorchScript job's code never runs here: its model is known by its
+//! tensors only ([`Model::described`]), read from the module by a sandbox
+//! process that the engine keeps for the job's evaluations (started from
+//! the engine thread, which it dies with).
 
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
@@ -16,8 +21,10 @@ use rwp_core::model::Model;
 use rwp_core::optim::{apply_update, StepResults, TrainState, UpdateReport};
 use rwp_core::trainer::{evaluate, evaluate_validation, Evaluation};
 use rwp_core::wire;
+use rwp_sandbox::{Grants, ModelHost, SandboxConfig, SandboxError};
 use rwp_spec::payload::Layout;
 use rwp_spec::plan::init_seed;
+use rwp_spec::ModelKind;
 use rwp_spec::{JobSpec, Schedule};
 use tch::Device;
 use tokio::sync::oneshot;
@@ -100,6 +107,33 @@ pub struct EngineConfig {
     pub payloads: Arc<PayloadPool>,
     /// The stored TorchScript file of a `torchscript` job.
     pub model_file: Option<PathBuf>,
+    /// How TorchScript jobs' sandboxes start; `Err`: they cannot here.
+    pub sandbox: Result<SandboxConfig, SandboxError>,
+}
+
+/// A TorchScript module's model as the server holds it: names, shapes and
+/// the initial values its sandbox read from the file.
+fn described_model(opened: &rwp_sandbox::OpenedJob, initial: &[u8]) -> Result<Model, ServerError> {
+    let [channels, height, width] = opened.input;
+    let input = rwp_core::model::InputShape { channels, height, width };
+    let zeros = |named: &[(String, Vec<i64>)]| {
+        named.iter().map(|(_, shape)| tch::Tensor::zeros(shape.as_slice(), (tch::Kind::Float, Device::Cpu))).collect()
+    };
+    let build = |weights, buffers| {
+        Model::described(
+            ModelKind::TorchScript,
+            input,
+            opened.classes,
+            opened.params.clone(),
+            opened.buffers.clone(),
+            weights,
+            buffers,
+        )
+    };
+    let skeleton = build(zeros(&opened.params), zeros(&opened.buffers));
+    let snapshot = wire::decode_snapshot(initial, &skeleton, Device::Cpu)
+        .map_err(|e| ServerError::Sandbox(format!("the initial weights from the sandbox: {e}")))?;
+    Ok(build(snapshot.weights, snapshot.buffers))
 }
 
 impl EngineHandle {
@@ -154,9 +188,74 @@ struct Engine {
     config: EngineConfig,
     checkpoints: checkpoint::Rotation,
     model: Model,
-    data: Dataset,
+    evaluator: Evaluator,
     schedule: Schedule,
     state: TrainState,
+}
+
+/// Where a job's evaluations run.
+enum Evaluator {
+    /// A built-in model, on the test (and validation) split held here.
+    Local(Dataset),
+    /// A TorchScript module, in its sandbox (restarted when it died).
+    Sandboxed { host: Option<ModelHost>, sandbox: SandboxConfig, grants: Grants },
+}
+
+impl Evaluator {
+    /// Starts a sandbox for `spec`'s module and opens the job in it.
+    fn open_sandbox(
+        spec: &JobSpec,
+        sandbox: &SandboxConfig,
+        grants: &Grants,
+    ) -> Result<(ModelHost, rwp_sandbox::OpenedJob), SandboxError> {
+        let mut host = ModelHost::spawn(sandbox, grants)?;
+        let opened = host.open_job(spec)?;
+        Ok((host, opened))
+    }
+
+    fn evaluate(
+        &mut self,
+        spec: &JobSpec,
+        model: &Model,
+        state: &TrainState,
+        snapshot: &[u8],
+    ) -> Result<(Evaluation, Option<Evaluation>), String> {
+        match self {
+            Self::Local(data) => {
+                let (weights, buffers) = (&state.weights, &state.buffers);
+                let test = evaluate(model, data, weights, buffers, Device::Cpu);
+                Ok((test, evaluate_validation(model, data, weights, buffers, Device::Cpu)))
+            }
+            Self::Sandboxed { host, sandbox, grants } => {
+                let timeout = sandbox.load_timeout;
+                let mut last = String::new();
+                // A sandbox that died (killed, out of memory) is started
+                // again once; a model that fails twice fails its job.
+                for _ in 0..2 {
+                    if host.as_ref().is_none_or(|h| !h.is_usable()) {
+                        *host = None;
+                        match Self::open_sandbox(spec, sandbox, grants) {
+                            Ok((started, _)) => *host = Some(started),
+                            Err(e) => {
+                                last = e.to_string();
+                                continue;
+                            }
+                        }
+                    }
+                    let running = host.as_mut().expect("started above");
+                    match running.evaluate(snapshot, timeout) {
+                        Ok((test, validation)) => {
+                            let plain =
+                                |e: rwp_sandbox::ExactEvaluation| Evaluation { loss: e.loss(), accuracy: e.accuracy() };
+                            return Ok((plain(test), validation.map(plain)));
+                        }
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                Err(format!("evaluation failed: {last}"))
+            }
+        }
+    }
 }
 
 impl Engine {
@@ -165,14 +264,26 @@ impl Engine {
             tch::set_num_threads(config.torch_threads);
         }
         let engine = |e: &dyn std::fmt::Display| ServerError::Engine(e.to_string());
-        let data = Dataset::for_spec(&spec).map_err(|e| engine(&e))?;
-        let model = Model::for_spec(&spec, data.shape, data.classes, config.model_file.as_deref(), Device::Cpu)
-            .map_err(|e| engine(&e))?;
+        let (model, evaluator, train_len) = if spec.model == ModelKind::TorchScript {
+            let sandbox = config.sandbox.clone().map_err(|e| ServerError::Sandbox(e.to_string()))?;
+            let model_file = config.model_file.clone().ok_or_else(|| engine(&"the job names no model file"))?;
+            let grants = Grants { model_file, data_dir: spec.data_dir.clone() };
+            let (mut host, opened) = Evaluator::open_sandbox(&spec, &sandbox, &grants)?;
+            let initial = host.initial_snapshot()?;
+            let model = described_model(&opened, &initial)?;
+            let train_len = opened.train_samples as usize;
+            (model, Evaluator::Sandboxed { host: Some(host), sandbox, grants }, train_len)
+        } else {
+            let data = Dataset::for_spec(&spec).map_err(|e| engine(&e))?;
+            let model = Model::new(spec.model, data.shape, data.classes);
+            let train_len = data.train.len();
+            (model, Evaluator::Local(data), train_len)
+        };
         let parameters = u64::try_from(model.num_parameters()).unwrap_or(u64::MAX);
         if let Some(limit) = config.max_parameters.filter(|limit| parameters > *limit) {
             return Err(ServerError::ModelTooLarge { model: spec.model.to_string(), parameters, limit });
         }
-        let schedule = Schedule::new(&spec, data.train.len()).map_err(|e| engine(&e))?;
+        let schedule = Schedule::new(&spec, train_len).map_err(|e| engine(&e))?;
         let checkpoints = checkpoint::Rotation::in_dir(&config.checkpoint_dir);
         let (resumed, rejected) = checkpoints.load(&model, Device::Cpu);
         let state = match resumed {
@@ -190,7 +301,7 @@ impl Engine {
             spec.gradient_encoding,
         )
         .map_err(|e| engine(&e))?;
-        let engine = Self { spec, config, checkpoints, model, data, schedule: schedule.clone(), state };
+        let engine = Self { spec, config, checkpoints, model, evaluator, schedule: schedule.clone(), state };
         let init = EngineInit {
             layout,
             schedule,
@@ -268,23 +379,23 @@ impl Engine {
                 && epoch % self.config.eval_every_epochs == 0);
         let mut phases: Vec<(&'static str, f64)> = Vec::new();
         let started = std::time::Instant::now();
-        let evaluation = eval_due.then(|| {
-            let (weights, buffers) = (&self.state.weights, &self.state.buffers);
-            let test = evaluate(&self.model, &self.data, weights, buffers, Device::Cpu);
-            (epoch, test, evaluate_validation(&self.model, &self.data, weights, buffers, Device::Cpu))
-        });
-        if evaluation.is_some() {
+        let snapshot = self.snapshot();
+        let publish = started.elapsed().as_secs_f64();
+        let started = std::time::Instant::now();
+        let evaluation = if eval_due {
+            let (test, validation) = self.evaluator.evaluate(&self.spec, &self.model, &self.state, &snapshot)?;
             phases.push(("evaluation", started.elapsed().as_secs_f64()));
-        }
+            Some((epoch, test, validation))
+        } else {
+            None
+        };
         let mut checkpoint_error = None;
         if done || step % self.config.checkpoint_every == 0 {
             let started = std::time::Instant::now();
             checkpoint_error = self.save().err();
             phases.push(("checkpoint", started.elapsed().as_secs_f64()));
         }
-        let started = std::time::Instant::now();
-        let snapshot = self.snapshot();
-        phases.push(("publish", started.elapsed().as_secs_f64()));
+        phases.push(("publish", publish));
         Ok(UpdateOutcome { report, evaluation, snapshot, step, phases, checkpoint_error })
     }
 }

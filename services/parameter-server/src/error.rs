@@ -62,6 +62,10 @@ pub enum ServerError {
     Storage(String),
     #[error("training engine: {0}")]
     Engine(String),
+    /// The model sandbox could not run (not installed, broken), through no
+    /// fault of the model.
+    #[error("model sandbox: {0}")]
+    Sandbox(String),
     /// A credential file (certificate, key, CA) that cannot be used; the
     /// message names it. Reported at startup.
     #[error("{0}")]
@@ -93,7 +97,22 @@ impl From<ServerError> for Status {
             ServerError::ShuttingDown => Status::unavailable(message),
             ServerError::Unauthenticated(_) => Status::unauthenticated(message),
             ServerError::PermissionDenied(_) => Status::permission_denied(message),
-            ServerError::Storage(_) | ServerError::Engine(_) | ServerError::Credentials(_) => Status::internal(message),
+            ServerError::Storage(_)
+            | ServerError::Engine(_)
+            | ServerError::Credentials(_)
+            | ServerError::Sandbox(_) => Status::internal(message),
+        }
+    }
+}
+
+impl From<rwp_sandbox::SandboxError> for ServerError {
+    /// A model that fails in its sandbox (refused, too slow, out of memory)
+    /// is the model's fault; a sandbox that cannot run is the server's.
+    fn from(e: rwp_sandbox::SandboxError) -> Self {
+        if e.is_server_fault() {
+            ServerError::Sandbox(e.to_string())
+        } else {
+            ServerError::InvalidModel(e.to_string())
         }
     }
 }

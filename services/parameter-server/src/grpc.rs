@@ -156,6 +156,7 @@ impl WorkerService for Handlers {
             sigma: l.task.sigma,
             lease_deadline_unix_ms: l.deadline_unix_ms,
             returns_buffers: l.returns_buffers,
+            timeout_ms: u64::try_from(l.timeout.as_millis()).unwrap_or(u64::MAX),
         });
         let mut response = Response::new(v1::LeaseTaskResponse { task });
         if let Some(span) = trace {

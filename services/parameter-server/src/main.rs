@@ -96,6 +96,27 @@ struct Args {
     /// Job API requests one token may make at once after a quiet spell.
     #[arg(long, env = "RWP_REQUEST_BURST", value_name = "N")]
     request_burst: Option<u32>,
+    /// The rwp-sandbox program that runs uploaded models [default: beside rwp-server]
+    #[arg(long, env = "RWP_SANDBOX_PROGRAM", value_name = "PATH")]
+    sandbox_program: Option<PathBuf>,
+    /// Private memory one model sandbox may use, bytes [default: 8 GiB]
+    #[arg(long, env = "RWP_SANDBOX_MEMORY_BYTES", value_name = "BYTES")]
+    sandbox_memory_bytes: Option<u64>,
+    /// UID:GID model sandboxes run as when the server runs as root [default: 65534:65534]
+    #[arg(long, env = "RWP_SANDBOX_USER", value_name = "UID:GID")]
+    sandbox_user: Option<String>,
+    /// Refuse to run uploaded models where the kernel lacks Landlock [default: true]
+    #[arg(long, env = "RWP_SANDBOX_REQUIRE_LANDLOCK", value_name = "BOOL")]
+    sandbox_require_landlock: Option<bool>,
+    /// How long loading, checking or evaluating an uploaded model may take, ms [default: 600000]
+    #[arg(long, env = "RWP_SANDBOX_TIMEOUT_MS", value_name = "MS")]
+    sandbox_timeout_ms: Option<u64>,
+    /// A task's time limit before any task of its job finished, ms [default: 600000]
+    #[arg(long, env = "RWP_TASK_TIMEOUT_INITIAL_MS", value_name = "MS")]
+    task_timeout_initial_ms: Option<u64>,
+    /// Least time limit of a task (else 10× the job's slowest task), ms [default: 60000]
+    #[arg(long, env = "RWP_TASK_TIMEOUT_FLOOR_MS", value_name = "MS")]
+    task_timeout_floor_ms: Option<u64>,
     /// Log format: text or json.
     #[arg(long, env = "RWP_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -198,6 +219,13 @@ impl Args {
             max_model_file_bytes: self.max_model_file_bytes,
             requests_per_second: self.requests_per_second,
             request_burst: self.request_burst,
+            sandbox_program: self.sandbox_program.clone(),
+            sandbox_memory_bytes: self.sandbox_memory_bytes,
+            sandbox_user: self.sandbox_user.clone(),
+            sandbox_require_landlock: self.sandbox_require_landlock,
+            sandbox_timeout_ms: self.sandbox_timeout_ms,
+            task_timeout_initial_ms: self.task_timeout_initial_ms,
+            task_timeout_floor_ms: self.task_timeout_floor_ms,
         });
         ServerConfig::from_layers(&layers).map_err(|e| e.to_string())
     }

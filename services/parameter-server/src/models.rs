@@ -1,13 +1,17 @@
 //! TorchScript files uploaded for jobs, stored by content:
 //! `<data_dir>/models/<sha256>.pt`. An upload is written to a temporary
-//! file, checked (size, SHA-256, a TorchScript module with parameters) and
-//! only then renamed into place, so a stored file is always whole and valid;
-//! jobs name it by its SHA-256 and workers fetch it by the same name.
+//! file, checked (size, SHA-256, then in a model sandbox: a loadable module
+//! whose code passes the op allowlist, with float32 parameters) and only
+//! then renamed into place, so a stored file is always whole and valid;
+//! jobs name it by its SHA-256 and workers fetch it by the same name. The
+//! server never loads a module in its own process.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use rwp_sandbox::{Grants, ModelHost, SandboxConfig, SandboxError};
 
 use rwp_spec::{ModelFile, ModelReceiver};
 
@@ -19,11 +23,17 @@ pub struct ModelStore {
     dir: PathBuf,
     max_bytes: u64,
     uploads: AtomicU64,
+    /// How uploads are checked; `Err`: this server cannot run the sandbox.
+    sandbox: Result<SandboxConfig, SandboxError>,
 }
 
 impl ModelStore {
     /// Opens (creating) `dir`, clearing uploads a crash left half-written.
-    pub fn open(dir: PathBuf, max_bytes: u64) -> Result<Self, ServerError> {
+    pub fn open(
+        dir: PathBuf,
+        max_bytes: u64,
+        sandbox: Result<SandboxConfig, SandboxError>,
+    ) -> Result<Self, ServerError> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| ServerError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -33,7 +43,7 @@ impl ModelStore {
                 }
             }
         }
-        Ok(Self { dir, max_bytes, uploads: AtomicU64::new(0) })
+        Ok(Self { dir, max_bytes, uploads: AtomicU64::new(0), sandbox })
     }
 
     /// The stored file of `sha256` (which must be a validated hex digest).
@@ -76,7 +86,8 @@ impl ModelStore {
     }
 
     /// Checks a received upload and stores it under its digest. Loads the
-    /// module with libtorch (blocking: call it off the async runtime).
+    /// module in a sandbox and waits for it (blocking: call it off the
+    /// async runtime, on a thread that outlives the check).
     pub fn commit(&self, mut upload: ModelUpload) -> Result<ModelFile, ServerError> {
         let temp = upload.temp.take().expect("an upload is committed once");
         let result = self.check_and_store(&temp, &mut upload);
@@ -90,7 +101,9 @@ impl ModelStore {
         let receiver = upload.receiver.take().expect("an upload is committed once");
         let announced = receiver.finish().map_err(|e| ServerError::InvalidModel(format!("upload: {e}")))?;
         upload.file.sync_all().map_err(|e| ServerError::Storage(format!("cannot write {}: {e}", temp.display())))?;
-        rwp_core::model::check_script_file(temp).map_err(|e| ServerError::InvalidModel(e.to_string()))?;
+        let sandbox = self.sandbox.as_ref().map_err(|e| ServerError::Sandbox(e.to_string()))?;
+        let grants = Grants { model_file: temp.to_owned(), data_dir: None };
+        ModelHost::spawn(sandbox, &grants).and_then(|mut host| host.inspect())?;
         let path = self.path(&announced.sha256);
         std::fs::rename(temp, &path)
             .map_err(|e| ServerError::Storage(format!("cannot store {}: {e}", path.display())))?;

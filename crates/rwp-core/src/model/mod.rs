@@ -17,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::torch_rng;
 
-pub use script::{ScriptError, ScriptModule};
+pub use script::{Operation, ScriptError, ScriptModule, ScriptSource};
 
 pub const BN_MOMENTUM: f64 = 0.1;
 pub const BN_EPS: f64 = 1e-5;
@@ -153,6 +153,9 @@ pub enum ModelError {
     Input { shape: Vec<i64>, message: String },
     #[error("the TorchScript module returns {got}; the dataset needs logits of shape {expected:?} (batch, classes)")]
     Output { got: String, expected: Vec<i64> },
+    /// The module failed a check of its code (the sandbox's op allowlist).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The computation of a model.
@@ -161,6 +164,13 @@ enum Network {
     /// A built-in architecture, a pure function of the tensors passed in.
     Layers(Vec<Layer>),
     Script(ScriptNet),
+    /// The names, shapes and initial values of a model whose code runs
+    /// elsewhere (a TorchScript module in its sandbox): enough to hold,
+    /// update, checkpoint and serialise its state, never to run it.
+    Described {
+        initial_params: Vec<Tensor>,
+        initial_buffers: Vec<Tensor>,
+    },
 }
 
 /// A TorchScript module with its trainable tensors.
@@ -230,7 +240,20 @@ impl Model {
     /// and its floating-point buffers in `named_buffers()` order (integer
     /// buffers such as BatchNorm's `num_batches_tracked` are not part of it).
     pub fn load_script(path: &Path, input: InputShape, classes: i64, device: Device) -> Result<Self, ModelError> {
-        let (module, named_params) = open_script(path, device)?;
+        Self::load_script_vetted(ScriptSource::File(path), input, classes, device, |_| Ok(()))
+    }
+
+    /// [`Model::load_script`], with `vet` judging the loaded module's code
+    /// before anything of it runs (beyond loading it): an `Err` refuses it.
+    pub fn load_script_vetted(
+        source: ScriptSource<'_>,
+        input: InputShape,
+        classes: i64,
+        device: Device,
+        vet: impl FnOnce(&ScriptModule) -> Result<(), String>,
+    ) -> Result<Self, ModelError> {
+        let (module, named_params) = open_script(source, device)?;
+        vet(&module).map_err(ModelError::Refused)?;
         let named_buffers: Vec<(String, Tensor)> = module
             .named_buffers()
             .map_err(ModelError::NotTorchScript)?
@@ -271,9 +294,42 @@ impl Model {
             .map_err(|e| ModelError::Input { shape: shape.clone(), message: e.0 })?;
         let expected = vec![2, self.classes];
         if logits.size() != expected || logits.kind() != Kind::Float {
-            return Err(ModelError::Output { got: format!("{:?} {:?}", logits.kind(), logits.size()), expected });
+            return Err(ModelError::Output { got: describe_output(&logits), expected });
         }
         Ok(())
+    }
+
+    /// A model known by its tensors only: `params` and `buffers` (names
+    /// and shapes, in order) with their initial values. It can be updated,
+    /// checkpointed and serialised like any other; it cannot run a forward
+    /// pass (its code runs in a sandbox, see the `rwp-sandbox` crate).
+    ///
+    /// # Panics
+    /// When the initial values do not match the shapes (a bug of the caller).
+    #[must_use]
+    pub fn described(
+        kind: ModelKind,
+        input: InputShape,
+        classes: i64,
+        params: Vec<(String, Vec<i64>)>,
+        buffers: Vec<(String, Vec<i64>)>,
+        initial_params: Vec<Tensor>,
+        initial_buffers: Vec<Tensor>,
+    ) -> Self {
+        let specs = |named: Vec<(String, Vec<i64>)>, values: &[Tensor]| {
+            assert_eq!(named.len(), values.len(), "one initial value per tensor");
+            named
+                .into_iter()
+                .zip(values)
+                .map(|((name, shape), value)| {
+                    assert_eq!(value.size(), shape, "initial value of {name}");
+                    TensorSpec { name, shape, init: Init::Loaded }
+                })
+                .collect()
+        };
+        let params = specs(params, &initial_params);
+        let buffers = specs(buffers, &initial_buffers);
+        Self { kind, input, classes, params, buffers, network: Network::Described { initial_params, initial_buffers } }
     }
 
     /// Trainable parameters in declaration order.
@@ -298,9 +354,13 @@ impl Model {
     /// A TorchScript model's come from its file (`seed` is not used).
     #[must_use]
     pub fn init(&self, seed: u64, device: Device) -> (Vec<Tensor>, Vec<Tensor>) {
-        if let Network::Script(net) = &self.network {
-            let to = |ts: &[Tensor]| ts.iter().map(|t| t.to_device(device).copy()).collect();
-            return (to(&net.initial_params), to(&net.initial_buffers));
+        let to = |ts: &[Tensor]| ts.iter().map(|t| t.to_device(device).copy()).collect();
+        match &self.network {
+            Network::Script(net) => return (to(&net.initial_params), to(&net.initial_buffers)),
+            Network::Described { initial_params, initial_buffers } => {
+                return (to(initial_params), to(initial_buffers));
+            }
+            Network::Layers(_) => {}
         }
         let make = |spec: &TensorSpec| {
             let opts = (Kind::Float, device);
@@ -327,7 +387,9 @@ impl Model {
     #[must_use]
     pub fn leaves(&self, weights: &[Tensor]) -> Vec<Tensor> {
         match &self.network {
-            Network::Layers(_) => weights.iter().map(|w| w.detach().set_requires_grad(true)).collect(),
+            Network::Layers(_) | Network::Described { .. } => {
+                weights.iter().map(|w| w.detach().set_requires_grad(true)).collect()
+            }
             Network::Script(net) => {
                 copy_into(&net.params, weights);
                 net.params.iter().map(Tensor::shallow_clone).collect()
@@ -371,14 +433,29 @@ impl Model {
                 }
                 Ok(logits)
             }
+            Network::Described { .. } => {
+                Err(ScriptError("this model's code runs only in its sandbox, not in this process".to_owned()))
+            }
         }
+    }
+}
+
+/// A forward pass's output for an error message: its kind and shape when
+/// they look like logits, never more (a module's output could otherwise
+/// smuggle data out through a shape).
+fn describe_output(t: &Tensor) -> String {
+    let shape = t.size();
+    if shape.len() <= 4 && shape.iter().all(|d| (0..=1_000_000).contains(d)) {
+        format!("{:?} {:?}", t.kind(), shape)
+    } else {
+        format!("a {:?} tensor of {} dimensions", t.kind(), shape.len())
     }
 }
 
 /// Loads a TorchScript file and its parameters, refusing a file that is not
 /// a module and a module without parameters.
-fn open_script(path: &Path, device: Device) -> Result<(ScriptModule, Vec<(String, Tensor)>), ModelError> {
-    let module = ScriptModule::load(path, device).map_err(ModelError::NotTorchScript)?;
+fn open_script(source: ScriptSource<'_>, device: Device) -> Result<(ScriptModule, Vec<(String, Tensor)>), ModelError> {
+    let module = ScriptModule::open(source, device).map_err(ModelError::NotTorchScript)?;
     let params = module.named_parameters().map_err(ModelError::NotTorchScript)?;
     if params.is_empty() {
         return Err(ModelError::NoParameters);
@@ -386,11 +463,41 @@ fn open_script(path: &Path, device: Device) -> Result<(ScriptModule, Vec<(String
     Ok((module, params))
 }
 
-/// What the parameter server checks of an uploaded file before it knows
-/// the dataset: a TorchScript module with parameters ([`Model::load_script`]
-/// checks the rest at submit).
-pub fn check_script_file(path: &Path) -> Result<(), ModelError> {
-    open_script(path, Device::Cpu).map(|_| ())
+/// The tensors of a TorchScript file, as an upload check reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptTensors {
+    pub params: Vec<(String, Vec<i64>)>,
+    pub buffers: Vec<(String, Vec<i64>)>,
+}
+
+/// What is checked of an uploaded file before the dataset is known: a
+/// TorchScript module whose code `vet` accepts, with float32 parameters
+/// ([`Model::load_script_vetted`] checks the rest when a job uses it).
+pub fn inspect_script(
+    source: ScriptSource<'_>,
+    vet: impl FnOnce(&ScriptModule) -> Result<(), String>,
+) -> Result<ScriptTensors, ModelError> {
+    let (module, params) = open_script(source, Device::Cpu)?;
+    vet(&module).map_err(ModelError::Refused)?;
+    let buffers: Vec<(String, Tensor)> = module
+        .named_buffers()
+        .map_err(ModelError::NotTorchScript)?
+        .into_iter()
+        .filter(|(_, b)| b.is_floating_point())
+        .collect();
+    let describe = |what: &'static str, named: Vec<(String, Tensor)>| {
+        named
+            .into_iter()
+            .map(|(name, t)| {
+                if t.kind() == Kind::Float {
+                    Ok((name, t.size()))
+                } else {
+                    Err(ModelError::NotFloat32 { what, name, kind: t.kind() })
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(ScriptTensors { params: describe("parameter", params)?, buffers: describe("buffer", buffers)? })
 }
 
 /// `dst[i] ← src[i]` without autograd, skipping tensors that already are

@@ -18,10 +18,12 @@ use tch::{Device, Tensor};
 use torch_sys::C_tensor;
 
 type NamedTensorCallback = extern "C" fn(*mut c_void, *const c_char, *mut C_tensor);
+type OperationCallback = extern "C" fn(*mut c_void, *const c_char, *const c_char);
 
 extern "C" {
     fn rwp_free_string(s: *mut c_char);
     fn rwp_script_load(path: *const c_char, device: i32, error: *mut *mut c_char) -> *mut c_void;
+    fn rwp_script_load_bytes(data: *const c_char, len: usize, device: i32, error: *mut *mut c_char) -> *mut c_void;
     fn rwp_script_free(module: *mut c_void);
     fn rwp_script_named_parameters(
         module: *mut c_void,
@@ -33,6 +35,12 @@ extern "C" {
         module: *mut c_void,
         data: *mut c_void,
         f: NamedTensorCallback,
+        error: *mut *mut c_char,
+    ) -> bool;
+    fn rwp_script_operations(
+        module: *mut c_void,
+        data: *mut c_void,
+        f: OperationCallback,
         error: *mut *mut c_char,
     ) -> bool;
     fn rwp_script_set_training(module: *mut c_void, training: bool, error: *mut *mut c_char) -> bool;
@@ -53,9 +61,31 @@ fn take_error(error: *mut c_char) -> ScriptError {
     // C side; it is freed exactly once, here.
     let message = unsafe { CStr::from_ptr(error) }.to_string_lossy().trim().to_owned();
     unsafe { rwp_free_string(error) };
-    // libtorch's messages end with the TorchScript call stack; its first
-    // lines say what went wrong.
-    ScriptError(message.lines().take(6).collect::<Vec<_>>().join("\n"))
+    ScriptError(summarise(&message))
+}
+
+/// The part of a libtorch message a user needs, bounded: an error raised
+/// inside a module's code comes after a TorchScript traceback (its last
+/// lines say what went wrong, with the line of the module that did it);
+/// other messages end with a C++ call stack (their first lines say it).
+fn summarise(message: &str) -> String {
+    let lines: Vec<&str> = message.lines().filter(|l| !l.trim().is_empty()).collect();
+    let kept: Vec<&str> = if message.contains("Traceback of TorchScript") {
+        let from = lines.len().saturating_sub(3);
+        lines[from..].to_vec()
+    } else {
+        lines.into_iter().take(6).collect()
+    };
+    let mut out = kept.join("\n");
+    if out.len() > 2000 {
+        let mut end = 2000;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push_str(" ...");
+    }
+    out
 }
 
 extern "C" fn collect_named(data: *mut c_void, name: *const c_char, tensor: *mut C_tensor) {
@@ -64,6 +94,25 @@ extern "C" fn collect_named(data: *mut c_void, name: *const c_char, tensor: *mut
     let out = unsafe { &mut *data.cast::<Vec<(String, Tensor)>>() };
     let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
     out.push((name, unsafe { Tensor::from_ptr(tensor) }));
+}
+
+extern "C" fn collect_operation(data: *mut c_void, function: *const c_char, op: *const c_char) {
+    // SAFETY: `data` is the `&mut Vec` passed by `operations`; both strings
+    // are valid C strings for the duration of the call.
+    let out = unsafe { &mut *data.cast::<Vec<Operation>>() };
+    let function = unsafe { CStr::from_ptr(function) }.to_string_lossy().into_owned();
+    let op = unsafe { CStr::from_ptr(op) }.to_string_lossy().into_owned();
+    out.push(Operation { function, op });
+}
+
+/// One operation a function of a TorchScript module runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operation {
+    /// The function's qualified name (`__torch__.Net.forward`).
+    pub function: String,
+    /// The operation (`aten::conv2d`, `prim::If`); a call the walk could not
+    /// follow names its target in parentheses.
+    pub op: String,
 }
 
 /// A loaded TorchScript module.
@@ -88,23 +137,47 @@ impl Drop for ScriptModule {
     }
 }
 
+/// Where a module comes from: its file, or the file's bytes.
+#[derive(Clone, Copy, Debug)]
+pub enum ScriptSource<'a> {
+    File(&'a Path),
+    Bytes(&'a [u8]),
+}
+
+fn device_index(device: Device) -> Result<i32, ScriptError> {
+    match device {
+        Device::Cpu => Ok(-1),
+        Device::Cuda(i) => Ok(i32::try_from(i).unwrap_or(i32::MAX)),
+        other => Err(ScriptError(format!("TorchScript models run on the CPU or CUDA, not {other:?}"))),
+    }
+}
+
 impl ScriptModule {
     /// Loads a TorchScript file onto `device`.
     pub fn load(path: &Path, device: Device) -> Result<Self, ScriptError> {
-        let c_path = CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(|_| ScriptError(format!("{} contains a NUL byte", path.display())))?;
-        let index = match device {
-            Device::Cpu => -1,
-            Device::Cuda(i) => i32::try_from(i).unwrap_or(i32::MAX),
-            other => return Err(ScriptError(format!("TorchScript models run on the CPU or CUDA, not {other:?}"))),
-        };
+        Self::open(ScriptSource::File(path), device)
+    }
+
+    /// Loads a TorchScript module from its file or its bytes onto `device`.
+    pub fn open(source: ScriptSource<'_>, device: Device) -> Result<Self, ScriptError> {
+        let index = device_index(device)?;
         // Graph optimisations (fusion, specialisation) would change the
         // floating-point order between runs; off, a module computes exactly
         // what PyTorch's eager kernels do.
         tch::jit::set_graph_executor_optimize(false);
         let mut error = std::ptr::null_mut();
-        // SAFETY: valid C string and out-pointer.
-        let ptr = unsafe { rwp_script_load(c_path.as_ptr(), index, &mut error) };
+        let ptr = match source {
+            ScriptSource::File(path) => {
+                let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+                    .map_err(|_| ScriptError(format!("{} contains a NUL byte", path.display())))?;
+                // SAFETY: valid C string and out-pointer.
+                unsafe { rwp_script_load(c_path.as_ptr(), index, &mut error) }
+            }
+            // SAFETY: `bytes` is valid for `len` bytes during the call, which copies them.
+            ScriptSource::Bytes(bytes) => unsafe {
+                rwp_script_load_bytes(bytes.as_ptr().cast(), bytes.len(), index, &mut error)
+            },
+        };
         if ptr.is_null() {
             return Err(take_error(error));
         }
@@ -135,6 +208,24 @@ impl ScriptModule {
     /// Buffers in `named_buffers()` order, sharing storage with the module.
     pub fn named_buffers(&self) -> Result<Vec<(String, Tensor)>, ScriptError> {
         self.named(rwp_script_named_buffers)
+    }
+
+    /// Every operation of every function the module's archive defines
+    /// (each submodule's methods, `__setstate__` included, and the functions
+    /// they call), in program order per function; calls that lead to
+    /// TorchScript code are followed, not reported.
+    pub fn operations(&self) -> Result<Vec<Operation>, ScriptError> {
+        let mut out: Vec<Operation> = Vec::new();
+        let mut error = std::ptr::null_mut();
+        // SAFETY: the callback casts `data` back to this Vec.
+        let ok = unsafe {
+            rwp_script_operations(self.ptr, std::ptr::from_mut(&mut out).cast(), collect_operation, &mut error)
+        };
+        if ok {
+            Ok(out)
+        } else {
+            Err(take_error(error))
+        }
     }
 
     /// `module.train(training)`.

@@ -110,6 +110,7 @@ pub fn wire_task(spec: &JobSpec, task: &rwp_spec::Task) -> v1::Task {
         sigma: task.sigma,
         lease_deadline_unix_ms: 0,
         returns_buffers: returns_buffers(spec, task.role),
+        timeout_ms: 0,
     }
 }
 

@@ -1,0 +1,33 @@
+//! Untrusted model code, contained.
+//!
+//! A TorchScript module uploaded by a user is code: loading it runs its
+//! `__setstate__`, training it runs its `forward`. Neither the parameter
+//! server nor a worker runs it in its own process. Instead a [`ModelHost`]
+//! starts the `rwp-sandbox` program for one model file, and that process:
+//!
+//! - confines itself before it reads the file ([`confine`]): an unprivileged
+//!   user, `no_new_privs`, Landlock (read-only access to the model file, the
+//!   job's data and system libraries; no writes anywhere; no TCP), seccomp
+//!   (no sockets, processes, tracing or kernel interfaces beyond computing),
+//!   and limits on memory and CPU time;
+//! - refuses a module that calls anything outside the op [`allowlist`] in
+//!   any of its functions, `__setstate__` included, naming the op and the
+//!   function;
+//! - answers requests (inspect an upload, open a job, compute a task,
+//!   evaluate a version) over a socket, with weights and gradients passed
+//!   through shared memory ([`shm`]) rather than copied through the socket.
+//!
+//! The host bounds every request by a timeout and kills the sandbox when it
+//! runs over, when its job is cancelled or when the parent shuts down
+//! ([`Killer`]). See docs/security.md for the threat model.
+
+pub mod allowlist;
+mod child;
+pub mod confine;
+mod host;
+pub mod protocol;
+pub mod shm;
+
+pub use child::main as sandbox_main;
+pub use host::{parse_user, Computed, Grants, Killer, ModelHost, OpenedJob, SandboxConfig, SandboxError, DEFAULT_USER};
+pub use protocol::ExactEvaluation;
