@@ -248,8 +248,22 @@ impl Drop for ActiveJobSlot<'_> {
     fn drop(&mut self) {
         if let Some(owner) = self.owner.take() {
             release_submission(&mut self.coordinator.lock(), &owner);
+            self.coordinator.active_job_freed(&owner);
         }
     }
+}
+
+/// Takes one of `owner`'s `limit` running-job slots, if one is free: its
+/// running jobs (sweep trials included) and submissions under way hold the
+/// others.
+fn reserve_in(s: &mut State, owner: &str, limit: u32) -> bool {
+    let running = s.jobs.values().filter(|j| j.run.is_some() && j.record.owner.as_deref() == Some(owner)).count();
+    let submitting = s.submitting.get(owner).copied().unwrap_or(0);
+    if running + submitting as usize >= limit as usize {
+        return false;
+    }
+    *s.submitting.entry(owner.to_owned()).or_default() += 1;
+    true
 }
 
 fn release_submission(s: &mut State, owner: &str) {
@@ -448,13 +462,9 @@ impl Coordinator {
         let (Some(owner), Some(limit)) = (principal.owner(), principal.limits.max_active_jobs) else {
             return Ok(ActiveJobSlot { coordinator: self, owner: None });
         };
-        let mut s = self.lock();
-        let running = s.jobs.values().filter(|j| j.run.is_some() && j.record.owner.as_ref() == Some(&owner)).count();
-        let submitting = s.submitting.get(&owner).copied().unwrap_or(0);
-        if running + submitting as usize >= limit as usize {
+        if !reserve_in(&mut self.lock(), &owner, limit) {
             return Err(ServerError::TooManyActiveJobs { owner, limit });
         }
-        *s.submitting.entry(owner.clone()).or_default() += 1;
         Ok(ActiveJobSlot { coordinator: self, owner: Some(owner) })
     }
 
@@ -616,6 +626,9 @@ impl Coordinator {
         self.store.put_job(&record)?;
         if let Some((sweep, _)) = &record.sweep {
             self.trial_ended(sweep);
+        }
+        if let Some(owner) = &record.owner {
+            self.active_job_freed(owner);
         }
         Ok(record)
     }

@@ -13,7 +13,7 @@ use rwp_spec::sweep::{self, Decision, RungResult, SweepSpec, SweepState, TrialSc
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{check_name, ActiveJobSlot, Coordinator, State};
+use super::{check_name, reserve_in, ActiveJobSlot, Coordinator, State};
 use crate::domain::{now_unix_ms, Evaluation, JobRecord, JobState, Principal, SweepRecord, SweepView, TrialRecord};
 use crate::error::ServerError;
 
@@ -114,6 +114,7 @@ impl Coordinator {
             created_unix_ms: now,
             updated_unix_ms: now,
             owner: principal.owner(),
+            max_active_jobs: principal.limits.max_active_jobs,
             trials: trials
                 .into_iter()
                 .map(|t| TrialRecord { index: t.index, params: t.params, spec: t.spec, job_id: None })
@@ -212,6 +213,21 @@ impl Coordinator {
         let _ = self.sweep_signal.send(sweep.to_owned());
     }
 
+    /// A running-job slot of `owner` was given back (a job ended, or a
+    /// submission failed): its sweeps' waiting trials may start now.
+    pub(super) fn active_job_freed(&self, owner: &str) {
+        let sweeps: Vec<String> = self
+            .lock()
+            .sweeps
+            .values()
+            .filter(|e| e.record.owner.as_deref() == Some(owner) && !e.record.state.is_terminal())
+            .map(|e| e.record.id.clone())
+            .collect();
+        for sweep in sweeps {
+            let _ = self.sweep_signal.send(sweep);
+        }
+    }
+
     /// Wakes the sweep's watchers.
     pub(super) fn sweep_changed(&self, sweep: &str) {
         if let Some(entry) = self.lock().sweeps.get(sweep) {
@@ -293,7 +309,20 @@ impl Coordinator {
                 let waiting = entry.record.trials.iter().find(|t| t.job_id.is_none()).cloned();
                 match waiting {
                     Some(trial) if running < entry.record.spec.concurrency as usize => {
-                        Some((trial, entry.record.owner.clone(), entry.record.name.clone()))
+                        let (owner, name) = (entry.record.owner.clone(), entry.record.name.clone());
+                        // Trials are the owner's running jobs like any other:
+                        // at its limit the trial waits until one of them ends.
+                        let reserved = match (&owner, entry.record.max_active_jobs) {
+                            (Some(owner), Some(limit)) => {
+                                if !reserve_in(&mut s, owner, limit) {
+                                    tracing::debug!(sweep, owner, limit, "trial waits for a running-job slot");
+                                    return;
+                                }
+                                Some(owner.clone())
+                            }
+                            _ => None,
+                        };
+                        Some((trial, owner, name, reserved))
                     }
                     Some(_) => return,
                     None if running > 0 => return,
@@ -312,14 +341,14 @@ impl Coordinator {
                     }
                 }
             };
-            let Some((trial, owner, name)) = next else { return };
+            let Some((trial, owner, name, reserved)) = next else { return };
             let job_name = format!(
                 "{}/{} {}",
                 if name.is_empty() { sweep } else { &name },
                 trial.index,
                 sweep::describe(&trial.params)
             );
-            let slot = ActiveJobSlot { coordinator: self, owner: None };
+            let slot = ActiveJobSlot { coordinator: self, owner: reserved };
             let started =
                 self.start_job(owner, job_name, trial.spec.clone(), Some((sweep.to_owned(), trial.index)), slot).await;
             let record = {
