@@ -148,11 +148,36 @@ const MAX_TASK_FAILURES: u32 = 3;
 /// Longest job (or sweep) name, in characters.
 const MAX_JOB_NAME_CHARS: usize = 256;
 
-fn check_name(name: &str) -> Result<(), ServerError> {
+/// What a name names: the error it gets is that kind's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Named {
+    Job,
+    Sweep,
+}
+
+/// Whether `c` could drive or disguise a terminal that prints it: C0 and C1
+/// control characters (ESC, CR, LF, NUL, DEL, CSI, ...) and the Unicode
+/// bidirectional overrides and isolates (U+202A to U+202E, U+2066 to U+2069).
+fn is_terminal_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A job's or sweep's name: at most [`MAX_JOB_NAME_CHARS`] characters, none
+/// of them a terminal control (names are printed by `rwp list` and logs).
+fn check_name(name: &str, named: Named) -> Result<(), ServerError> {
+    let (what, error): (&str, fn(String) -> ServerError) = match named {
+        Named::Job => ("job", ServerError::InvalidSpec),
+        Named::Sweep => ("sweep", ServerError::InvalidSweep),
+    };
     let chars = name.chars().count();
     if chars > MAX_JOB_NAME_CHARS {
-        return Err(ServerError::InvalidSpec(format!(
-            "the job name is {chars} characters long, at most {MAX_JOB_NAME_CHARS}"
+        return Err(error(format!("the {what} name is {chars} characters long, at most {MAX_JOB_NAME_CHARS}")));
+    }
+    if let Some((at, c)) = name.chars().enumerate().find(|(_, c)| is_terminal_control(*c)) {
+        return Err(error(format!(
+            "name: character {} of the {what} name is U+{:04X}, a control character; names must be printable text",
+            at + 1,
+            u32::from(c)
         )));
     }
     Ok(())
@@ -473,7 +498,7 @@ impl Coordinator {
         if self.draining.load(Ordering::SeqCst) {
             return Err(ServerError::ShuttingDown);
         }
-        check_name(&name)?;
+        check_name(&name, Named::Job)?;
         spec.validate().map_err(|e| ServerError::InvalidSpec(e.to_string()))?;
         if let Some(file) = &spec.model_file {
             self.models.stored(file)?;
@@ -1309,5 +1334,44 @@ impl Coordinator {
     #[must_use]
     pub fn payload_buffer(&self, size: usize) -> Vec<u8> {
         self.payloads.take(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_terminal_controls_are_refused_naming_the_code_point() {
+        for ok in ["", "sigma sweep", "σ-grid ünïcode 日本", &"n".repeat(MAX_JOB_NAME_CHARS)] {
+            check_name(ok, Named::Job).unwrap();
+        }
+        let cases = [
+            ("a\u{1b}[2J", "U+001B"),
+            ("a\rb", "U+000D"),
+            ("a\nb", "U+000A"),
+            ("a\0", "U+0000"),
+            ("a\tb", "U+0009"),
+            ("a\u{7f}", "U+007F"),
+            ("a\u{9b}31m", "U+009B"),
+            ("abc\u{202e}gpj.exe", "U+202E"),
+            ("\u{202a}", "U+202A"),
+            ("\u{2066}x\u{2069}", "U+2066"),
+            ("x\u{2069}", "U+2069"),
+        ];
+        for (name, code) in cases {
+            let err = check_name(name, Named::Job).unwrap_err();
+            assert!(
+                matches!(&err, ServerError::InvalidSpec(m) if m.starts_with("name: ") && m.contains(code)),
+                "{err:?}"
+            );
+            let err = check_name(name, Named::Sweep).unwrap_err();
+            assert!(
+                matches!(&err, ServerError::InvalidSweep(m) if m.contains("sweep name") && m.contains(code)),
+                "{err:?}"
+            );
+        }
+        let err = check_name("\u{2067}", Named::Job).unwrap_err().to_string();
+        assert_eq!(err, "invalid job spec: name: character 1 of the job name is U+2067, a control character; names must be printable text");
     }
 }

@@ -13,7 +13,7 @@ use rwp_spec::sweep::{self, Decision, RungResult, SweepSpec, SweepState, TrialSc
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{check_name, reserve_in, ActiveJobSlot, Coordinator, State};
+use super::{check_name, reserve_in, ActiveJobSlot, Coordinator, Named, State};
 use crate::domain::{now_unix_ms, Evaluation, JobRecord, JobState, Principal, SweepRecord, SweepView, TrialRecord};
 use crate::error::ServerError;
 
@@ -68,7 +68,7 @@ impl Coordinator {
         if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ServerError::ShuttingDown);
         }
-        check_name(&name)?;
+        check_name(&name, Named::Sweep)?;
         let trials = spec.trials().map_err(|e| ServerError::InvalidSweep(e.to_string()))?;
         // A trial's spec may differ from the base in anything but its model
         // file, which must be stored before any trial starts.
