@@ -24,13 +24,13 @@ async fn names_with_terminal_controls_are_invalid_arguments() {
         ("x\u{202e}gpj", "U+202E"),
         ("\u{2068}x", "U+2068"),
     ] {
-        let request = SubmitJobRequest { name: name.into(), spec: Some((&job).into()) };
+        let request = SubmitJobRequest { name: name.into(), spec: Some((&job).into()), request_id: None };
         let err = stub.submit_job(request).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{name:?}: {err:?}");
         assert!(err.message().contains("name: ") && err.message().contains(code), "{name:?}: {err:?}");
 
         let sweep = sigma_grid(&[0.01], 1, 1, None);
-        let request = CreateSweepRequest { name: name.into(), spec: Some((&sweep).into()) };
+        let request = CreateSweepRequest { name: name.into(), spec: Some((&sweep).into()), request_id: None };
         let err = stub.create_sweep(request).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{name:?}: {err:?}");
         assert!(err.message().contains("sweep name") && err.message().contains(code), "{name:?}: {err:?}");
@@ -38,7 +38,7 @@ async fn names_with_terminal_controls_are_invalid_arguments() {
     assert!(stub.list_jobs(ListJobsRequest {}).await.unwrap().into_inner().jobs.is_empty());
     assert!(stub.list_sweeps(ListSweepsRequest {}).await.unwrap().into_inner().sweeps.is_empty());
     // Printable Unicode is fine.
-    let request = SubmitJobRequest { name: "σ-grid ünïcode".into(), spec: Some((&job).into()) };
+    let request = SubmitJobRequest { name: "σ-grid ünïcode".into(), spec: Some((&job).into()), request_id: None };
     stub.submit_job(request).await.unwrap();
     cluster.shutdown().await;
 }

@@ -27,7 +27,7 @@ use crate::error::ServerError;
 use crate::limits::RateLimiter;
 use crate::models::{ModelStore, ModelUpload};
 use crate::pool::{self, PayloadPool};
-use crate::store::Store;
+use crate::store::{RequestKey, Store};
 use rwp_telemetry::{Kind, Registry};
 
 mod sweeps;
@@ -148,6 +148,60 @@ const MAX_TASK_FAILURES: u32 = 3;
 /// Longest job (or sweep) name, in characters.
 const MAX_JOB_NAME_CHARS: usize = 256;
 
+/// Longest client request id, in characters.
+const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// A client's request id: 1 to [`MAX_REQUEST_ID_CHARS`] printable characters.
+fn request_key(principal: &Principal, named: Named, id: String) -> Result<RequestKey, ServerError> {
+    let (kind, error): (&'static str, fn(String) -> ServerError) = match named {
+        Named::Job => ("job", ServerError::InvalidSpec),
+        Named::Sweep => ("sweep", ServerError::InvalidSweep),
+    };
+    let chars = id.chars().count();
+    if !(1..=MAX_REQUEST_ID_CHARS).contains(&chars) {
+        return Err(error(format!(
+            "request_id is {chars} characters long; it must have 1 to {MAX_REQUEST_ID_CHARS} when set"
+        )));
+    }
+    if let Some(c) = id.chars().find(|c| is_terminal_control(*c)) {
+        return Err(error(format!("request_id holds U+{:04X}, a control character", u32::from(c))));
+    }
+    Ok(RequestKey { kind, owner: principal.owner().unwrap_or_default(), id })
+}
+
+/// Submissions with a client request id under way, one lock per id: a
+/// retry that arrives while its first attempt is still starting the job
+/// waits for it, then finds what it created.
+#[derive(Debug, Default)]
+struct RequestLocks(Mutex<HashMap<RequestKey, Arc<tokio::sync::Mutex<()>>>>);
+
+impl RequestLocks {
+    async fn lock<'a>(&'a self, key: &RequestKey) -> RequestGuard<'a> {
+        let id = key.clone();
+        let lock =
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(id.clone()).or_default().clone();
+        let guard = lock.lock_owned().await;
+        RequestGuard { locks: self, id, guard: Some(guard) }
+    }
+}
+
+struct RequestGuard<'a> {
+    locks: &'a RequestLocks,
+    id: RequestKey,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for RequestGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.locks.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Nobody else waits on it: forget it.
+        if locks.get(&self.id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(&self.id);
+        }
+    }
+}
+
 /// What a name names: the error it gets is that kind's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Named {
@@ -251,6 +305,8 @@ pub struct Coordinator {
     sweep_signals: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
     /// One sweep scheduling pass at a time, so that no trial starts twice.
     sweep_scheduler: tokio::sync::Mutex<()>,
+    /// Submissions and sweep creations with a client request id under way.
+    requests: RequestLocks,
 }
 
 /// A running-job slot held by a submission under way; given back when
@@ -351,6 +407,7 @@ impl Coordinator {
             sweep_signal,
             sweep_signals: Mutex::new(Some(sweep_signals)),
             sweep_scheduler: tokio::sync::Mutex::new(()),
+            requests: RequestLocks::default(),
         });
         for mut record in this.store.jobs()? {
             let (events, _) = broadcast::channel(1024);
@@ -493,18 +550,47 @@ impl Coordinator {
         Ok(ActiveJobSlot { coordinator: self, owner: Some(owner) })
     }
 
-    pub async fn submit(&self, principal: &Principal, name: String, spec: JobSpec) -> Result<JobRecord, ServerError> {
+    /// Starts a job. With a `request_id` the same owner used within the
+    /// last 24 hours, returns the job that request started instead (a
+    /// client's retry), as long as it asks for the same name and spec.
+    pub async fn submit(
+        &self,
+        principal: &Principal,
+        name: String,
+        spec: JobSpec,
+        request_id: Option<String>,
+    ) -> Result<JobRecord, ServerError> {
         self.admit(principal)?;
         if self.draining.load(Ordering::SeqCst) {
             return Err(ServerError::ShuttingDown);
         }
         check_name(&name, Named::Job)?;
+        let request = request_id.map(|id| request_key(principal, Named::Job, id)).transpose()?;
         spec.validate().map_err(|e| ServerError::InvalidSpec(e.to_string()))?;
         if let Some(file) = &spec.model_file {
             self.models.stored(file)?;
         }
+        let _retries_wait = match &request {
+            Some(key) => Some(self.requests.lock(key).await),
+            None => None,
+        };
+        if let Some(key) = &request {
+            if let Some(job) = self.store.request(key)? {
+                let s = self.lock();
+                let entry = s.jobs.get(&job).ok_or_else(|| ServerError::JobNotFound(job.clone()))?;
+                if entry.record.name != name || entry.record.spec != spec {
+                    return Err(ServerError::InvalidSpec(format!(
+                        "request_id '{}' already submitted job {job}, with another name or spec: \
+                         use a new request_id for a new job",
+                        key.id
+                    )));
+                }
+                info!(job = %job, request_id = %key.id, "a retried submission: the job it started");
+                return Ok(entry.record.clone());
+            }
+        }
         let slot = self.reserve_active_job(principal)?;
-        self.start_job(principal.owner(), name, spec, None, slot).await
+        self.start_job(principal.owner(), name, spec, None, slot, request.as_ref()).await
     }
 
     /// Starts a validated job: its engine, its record, its first tasks.
@@ -515,6 +601,7 @@ impl Coordinator {
         spec: JobSpec,
         sweep: Option<(String, u32)>,
         slot: ActiveJobSlot<'_>,
+        request: Option<&RequestKey>,
     ) -> Result<JobRecord, ServerError> {
         let id = {
             let mut s = self.lock();
@@ -546,7 +633,7 @@ impl Coordinator {
         })?;
         record.total_updates = run.schedule.total_updates;
         record.updates_per_epoch = run.schedule.updates_per_epoch;
-        self.store.put_job(&record)?;
+        self.store.put_job_for(&record, request)?;
         info!(job = %id, owner = record.owner.as_deref().unwrap_or(""), method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
         let (events, _) = broadcast::channel(1024);
         {

@@ -13,7 +13,7 @@ use rwp_spec::sweep::{self, Decision, RungResult, SweepSpec, SweepState, TrialSc
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{check_name, reserve_in, ActiveJobSlot, Coordinator, Named, State};
+use super::{check_name, request_key, reserve_in, ActiveJobSlot, Coordinator, Named, State};
 use crate::domain::{now_unix_ms, Evaluation, JobRecord, JobState, Principal, SweepRecord, SweepView, TrialRecord};
 use crate::error::ServerError;
 
@@ -58,17 +58,40 @@ fn view(s: &State, record: &SweepRecord) -> SweepView {
 
 impl Coordinator {
     /// Validates `spec`, records the sweep and starts its first trials.
+    /// With a `request_id` the same owner used within the last 24 hours,
+    /// returns the sweep that request created instead (a client's retry).
     pub async fn create_sweep(
         self: &Arc<Self>,
         principal: &Principal,
         name: String,
         spec: SweepSpec,
+        request_id: Option<String>,
     ) -> Result<SweepView, ServerError> {
         self.admit(principal)?;
         if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ServerError::ShuttingDown);
         }
         check_name(&name, Named::Sweep)?;
+        let request = request_id.map(|id| request_key(principal, Named::Sweep, id)).transpose()?;
+        let _retries_wait = match &request {
+            Some(key) => Some(self.requests.lock(key).await),
+            None => None,
+        };
+        if let Some(key) = &request {
+            if let Some(sweep) = self.store.request(key)? {
+                let s = self.lock();
+                let entry = s.sweeps.get(&sweep).ok_or_else(|| ServerError::SweepNotFound(sweep.clone()))?;
+                if entry.record.name != name || entry.record.spec != spec {
+                    return Err(ServerError::InvalidSweep(format!(
+                        "request_id '{}' already created sweep {sweep}, with another name or spec: \
+                         use a new request_id for a new sweep",
+                        key.id
+                    )));
+                }
+                info!(sweep = %sweep, request_id = %key.id, "a retried sweep creation: the sweep it created");
+                return Ok(view(&s, &entry.record));
+            }
+        }
         let trials = spec.trials().map_err(|e| ServerError::InvalidSweep(e.to_string()))?;
         // A trial's spec may differ from the base in anything but its model
         // file, which must be stored before any trial starts.
@@ -122,7 +145,7 @@ impl Coordinator {
             rungs: Vec::new(),
             spec,
         };
-        self.store.put_sweep(&record)?;
+        self.store.put_sweep_for(&record, request.as_ref())?;
         info!(sweep = %id, trials = record.trials.len(), concurrency = record.spec.concurrency, "sweep created");
         self.lock().sweeps.insert(id.clone(), SweepEntry::new(record));
         self.schedule_sweep(&id).await;
@@ -349,8 +372,8 @@ impl Coordinator {
                 sweep::describe(&trial.params)
             );
             let slot = ActiveJobSlot { coordinator: self, owner: reserved };
-            let started =
-                self.start_job(owner, job_name, trial.spec.clone(), Some((sweep.to_owned(), trial.index)), slot).await;
+            let trial_of = Some((sweep.to_owned(), trial.index));
+            let started = self.start_job(owner, job_name, trial.spec.clone(), trial_of, slot, None).await;
             let record = {
                 let mut s = self.lock();
                 let Some(entry) = s.sweeps.get_mut(sweep) else { return };
