@@ -77,6 +77,12 @@ pub struct ServerConfig {
     pub requests_per_second: f64,
     /// Job API requests one token may make at once after a quiet spell.
     pub request_burst: u32,
+    /// Directories a job's `data_dir` must lie under (compared after
+    /// resolving `.` and `..` lexically; symlinks are not followed). Unset:
+    /// any path, for development; production deployments set it to the
+    /// datasets volume. An empty list allows only the built-in dataset.
+    #[serde(default)]
+    pub data_roots: Option<Vec<PathBuf>>,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +112,7 @@ impl Default for ServerConfig {
             max_model_file_bytes: 256 << 20,
             requests_per_second: 20.0,
             request_burst: 40,
+            data_roots: None,
         }
     }
 }
@@ -138,6 +145,7 @@ pub struct ConfigLayer {
     pub max_model_file_bytes: Option<u64>,
     pub requests_per_second: Option<f64>,
     pub request_burst: Option<u32>,
+    pub data_roots: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +211,8 @@ impl ServerConfig {
                 tls_client_ca,
                 health_listen,
                 tokens_file,
-                checkpoint_dir
+                checkpoint_dir,
+                data_roots
             );
         }
         c.validate()?;
@@ -254,6 +263,13 @@ impl ServerConfig {
         }
         if self.request_burst == 0 {
             return bad("request_burst", "0".into(), "must be at least 1");
+        }
+        if let Some(root) = self.data_roots.iter().flatten().find(|r| !r.is_absolute()) {
+            return bad(
+                "data_roots",
+                format!("{:?}", root.display().to_string()),
+                "every root must be an absolute path",
+            );
         }
         let incomplete = |field, missing, why| Err(ConfigError::Incomplete { field, missing, why });
         match (&self.tls_cert, &self.tls_key) {
@@ -318,6 +334,17 @@ mod tests {
             let err = ServerConfig::from_layers(&[layer]).unwrap_err().to_string();
             assert!(err.starts_with(want), "{err}");
         }
+    }
+
+    #[test]
+    fn data_roots_are_absolute_directories_and_unset_by_default() {
+        assert_eq!(ServerConfig::default().data_roots, None);
+        let file: ConfigLayer = toml::from_str("data_roots = [\"/datasets\", \"/mnt/data\"]").unwrap();
+        let c = ServerConfig::from_layers(&[file]).unwrap();
+        assert_eq!(c.data_roots, Some(vec![PathBuf::from("/datasets"), PathBuf::from("/mnt/data")]));
+        let file: ConfigLayer = toml::from_str("data_roots = [\"datasets\"]").unwrap();
+        let err = ServerConfig::from_layers(&[file]).unwrap_err().to_string();
+        assert!(err.starts_with("data_roots = \"datasets\" is out of range"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! `.await` or a database write.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -147,6 +147,39 @@ const MAX_TASK_FAILURES: u32 = 3;
 
 /// Longest job (or sweep) name, in characters.
 const MAX_JOB_NAME_CHARS: usize = 256;
+
+/// `path` with `.` and `..` resolved lexically (symlinks are not followed:
+/// the server may not be able to read the directory); `..` at the root
+/// stays there, as the file system has it.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A job's `data_dir` lies under one of `roots` (when the server has them).
+/// The refusal names the roots as configured, and nothing the server found.
+fn check_data_dir(roots: Option<&[PathBuf]>, data_dir: Option<&Path>) -> Result<(), String> {
+    let (Some(roots), Some(dir)) = (roots, data_dir) else { return Ok(()) };
+    let dir = normalize(dir);
+    if dir.is_absolute() && roots.iter().any(|root| dir.starts_with(normalize(root))) {
+        return Ok(());
+    }
+    let allowed = if roots.is_empty() {
+        "none: this server allows only the built-in dataset".to_owned()
+    } else {
+        roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+    };
+    Err(format!("data_dir must be an absolute path under one of this server's data roots (data_roots): {allowed}"))
+}
 
 /// Longest client request id, in characters.
 const MAX_REQUEST_ID_CHARS: usize = 128;
@@ -485,6 +518,8 @@ impl Coordinator {
 
     /// Starts a job's engine; `max_parameters` refuses a larger model.
     async fn start_run(&self, record: &JobRecord, max_parameters: Option<u64>) -> Result<Run, ServerError> {
+        check_data_dir(self.config.data_roots.as_deref(), record.spec.data_dir.as_deref())
+            .map_err(ServerError::InvalidSpec)?;
         let dir = self.job_dir(&record.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ServerError::Storage(format!("cannot create {}: {e}", dir.display())))?;
@@ -567,6 +602,8 @@ impl Coordinator {
         check_name(&name, Named::Job)?;
         let request = request_id.map(|id| request_key(principal, Named::Job, id)).transpose()?;
         spec.validate().map_err(|e| ServerError::InvalidSpec(e.to_string()))?;
+        check_data_dir(self.config.data_roots.as_deref(), spec.data_dir.as_deref())
+            .map_err(ServerError::InvalidSpec)?;
         if let Some(file) = &spec.model_file {
             self.models.stored(file)?;
         }
@@ -1427,6 +1464,28 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_dirs_must_lie_under_a_root_after_dot_dot_is_resolved() {
+        let roots = [PathBuf::from("/datasets"), PathBuf::from("/mnt/data/")];
+        let check = |dir: &str| check_data_dir(Some(&roots), Some(Path::new(dir)));
+        for ok in ["/datasets", "/datasets/cifar10", "/mnt/data/x/./y", "/datasets/a/../b", "/x/../datasets/c"] {
+            check(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in
+            ["/etc", "/datasets2", "/datasets/../etc", "/datasets/a/../../etc", "datasets/cifar", "../datasets", "/"]
+        {
+            let err = check(bad).unwrap_err();
+            assert!(err.ends_with("(data_roots): /datasets, /mnt/data/"), "{bad}: {err}");
+        }
+        // `..` above the root stays at the root, as the file system has it.
+        check("/../datasets/x").unwrap();
+        // No roots: any path; no data_dir: nothing to check; an empty list: none allowed.
+        check_data_dir(None, Some(Path::new("/etc"))).unwrap();
+        check_data_dir(Some(&roots), None).unwrap();
+        let err = check_data_dir(Some(&[]), Some(Path::new("/datasets"))).unwrap_err();
+        assert!(err.contains("allows only the built-in dataset"), "{err}");
+    }
 
     #[test]
     fn names_with_terminal_controls_are_refused_naming_the_code_point() {

@@ -165,7 +165,7 @@ impl Engine {
             tch::set_num_threads(config.torch_threads);
         }
         let engine = |e: &dyn std::fmt::Display| ServerError::Engine(e.to_string());
-        let data = Dataset::for_spec(&spec).map_err(|e| engine(&e))?;
+        let data = Dataset::for_spec(&spec).map_err(|e| ServerError::Engine(crate::error::dataset_error(&e)))?;
         let model = Model::for_spec(&spec, data.shape, data.classes, config.model_file.as_deref(), Device::Cpu)
             .map_err(|e| engine(&e))?;
         let parameters = u64::try_from(model.num_parameters()).unwrap_or(u64::MAX);

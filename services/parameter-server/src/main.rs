@@ -96,6 +96,9 @@ struct Args {
     /// Job API requests one token may make at once after a quiet spell.
     #[arg(long, env = "RWP_REQUEST_BURST", value_name = "N")]
     request_burst: Option<u32>,
+    /// Directories a job's data_dir must lie under, comma-separated (unset: any path; set it in production).
+    #[arg(long, env = "RWP_DATA_ROOTS", value_name = "DIR,...", value_delimiter = ',')]
+    data_roots: Option<Vec<PathBuf>>,
     /// Log format: text or json.
     #[arg(long, env = "RWP_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -198,6 +201,7 @@ impl Args {
             max_model_file_bytes: self.max_model_file_bytes,
             requests_per_second: self.requests_per_second,
             request_burst: self.request_burst,
+            data_roots: self.data_roots.clone(),
         });
         ServerConfig::from_layers(&layers).map_err(|e| e.to_string())
     }

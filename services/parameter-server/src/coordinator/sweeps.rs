@@ -93,6 +93,9 @@ impl Coordinator {
             }
         }
         let trials = spec.trials().map_err(|e| ServerError::InvalidSweep(e.to_string()))?;
+        // Trials may not change data_dir: the base's is every trial's.
+        super::check_data_dir(self.config.data_roots.as_deref(), spec.base.data_dir.as_deref())
+            .map_err(ServerError::InvalidSweep)?;
         // A trial's spec may differ from the base in anything but its model
         // file, which must be stored before any trial starts.
         if let Some(file) = &spec.base.model_file {
