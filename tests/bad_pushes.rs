@@ -160,7 +160,7 @@ fn small_spec(policy: NonFinitePolicy) -> JobSpec {
 }
 
 async fn submit(worker: &mut Worker, spec: &JobSpec) -> String {
-    let request = v1::SubmitJobRequest { name: "bad-input".into(), spec: Some(spec.into()) };
+    let request = v1::SubmitJobRequest { name: "bad-input".into(), spec: Some(spec.into()), request_id: None };
     worker.jobs.submit_job(request).await.unwrap().into_inner().id
 }
 

@@ -47,7 +47,7 @@ async fn a_message_over_max_message_bytes_is_refused_and_a_long_name_too() {
     .await;
     let mut stub = JobServiceClient::connect(cluster.url()).await.unwrap();
     let spec = Some((&small_job()).into());
-    let big = SubmitJobRequest { name: "x".repeat(limit + 1), spec };
+    let big = SubmitJobRequest { name: "x".repeat(limit + 1), spec, request_id: None };
     let err = stub.submit_job(big).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
     assert!(err.message().contains(&format!("the limit is: {limit} bytes")), "{err:?}");

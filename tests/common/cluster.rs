@@ -197,7 +197,7 @@ pub async fn connect(server: SocketAddr) -> JobServiceClient<Channel> {
 }
 
 pub async fn submit(client: &mut JobServiceClient<Channel>, name: &str, spec: &JobSpec) -> String {
-    let request = SubmitJobRequest { name: name.into(), spec: Some(spec.into()) };
+    let request = SubmitJobRequest { name: name.into(), spec: Some(spec.into()), request_id: None };
     client.submit_job(request).await.expect("job accepted").into_inner().id
 }
 

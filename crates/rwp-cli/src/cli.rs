@@ -146,7 +146,7 @@ pub struct ConnectionArgs {
     /// File holding the bearer token (e.g. ~/.config/rwp/token, or a mounted Secret)
     #[arg(long, global = true, env = "RWP_TOKEN_FILE", value_name = "PATH", display_order = 103)]
     pub token_file: Option<PathBuf>,
-    /// Retries of a call that could not reach the server (submit is never retried)
+    /// Retries of a call that could not reach the server (a retried submit carries the first attempt's request id, so it starts one job)
     #[arg(
         long,
         global = true,

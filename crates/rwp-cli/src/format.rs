@@ -1,6 +1,104 @@
-//! Pure formatting and arithmetic helpers: durations, ages, rates, ETAs.
+//! Pure formatting and arithmetic helpers: durations, ages, rates, ETAs,
+//! and the escaping of text from the server before it reaches a terminal.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::io::Write;
+
+/// Whether `c` may drive or disguise a terminal: C0 and C1 control
+/// characters (ESC, CR, LF, NUL, DEL, CSI, ...) and the Unicode
+/// bidirectional overrides and isolates (U+202A to U+202E, U+2066 to U+2069).
+#[must_use]
+pub fn is_terminal_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+fn escape_into(text: &str, keep: impl Fn(char) -> bool, out: &mut String) {
+    for c in text.chars() {
+        if is_terminal_control(c) && !keep(c) {
+            // Every such character is in the BMP: `\uXXXX` is also a JSON escape.
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// `text` (a name, an owner, an error from the server) with every
+/// [terminal control](is_terminal_control), newlines and tabs included,
+/// written as `\uXXXX`, so that printing it cannot move the cursor, change
+/// colours, rewrite the line or reorder what is shown.
+#[must_use]
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_terminal_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    escape_into(text, |_| false, &mut out);
+    Cow::Owned(out)
+}
+
+/// A writer that escapes every [terminal control](is_terminal_control) but
+/// newlines and tabs as `\uXXXX` (valid inside JSON strings, where they are
+/// the only place such characters can appear): whatever the CLI prints on
+/// stdout, tables and JSON alike, cannot drive the terminal.
+#[derive(Debug)]
+pub struct Printable<W: Write> {
+    inner: W,
+    /// The start of a UTF-8 sequence split between two writes.
+    partial: Vec<u8>,
+}
+
+impl<W: Write> Printable<W> {
+    pub fn new(inner: W) -> Self {
+        Self { inner, partial: Vec::new() }
+    }
+}
+
+impl<W: Write> Write for Printable<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.partial.extend_from_slice(buf);
+        let bytes = std::mem::take(&mut self.partial);
+        let mut text = String::new();
+        let mut rest = &bytes[..];
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(valid) => {
+                    escape_into(valid, |c| c == '\n' || c == '\t', &mut text);
+                    rest = &[];
+                    break;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    escape_into(
+                        std::str::from_utf8(valid).expect("valid prefix"),
+                        |c| c == '\n' || c == '\t',
+                        &mut text,
+                    );
+                    match e.error_len() {
+                        // Not UTF-8: shown as U+FFFD, never passed through raw.
+                        Some(n) => {
+                            text.push(char::REPLACEMENT_CHARACTER);
+                            rest = &after[n..];
+                        }
+                        // A sequence the next write completes.
+                        None => {
+                            rest = after;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.partial = rest.to_vec();
+        self.inner.write_all(text.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// A duration for people, precise for short spans and compact for long ones:
 /// `0.4s`, `41.2s`, `3m05s`, `1h02m`, `2d03h`. Negative or non-finite
@@ -146,6 +244,33 @@ pub fn tidy_reason(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_controls_from_the_server_are_escaped() {
+        assert_eq!(printable("sigma-0.01 ünïcode"), "sigma-0.01 ünïcode");
+        assert!(matches!(printable("plain"), Cow::Borrowed(_)));
+        let hostile = "a\u{1b}[2Jb\rc\nd\0e\u{7f}f\u{9b}g\u{202e}h\u{2066}i\tj";
+        assert_eq!(printable(hostile), "a\\u001b[2Jb\\u000dc\\u000ad\\u0000e\\u007ff\\u009bg\\u202eh\\u2066i\\u0009j");
+    }
+
+    #[test]
+    fn the_stdout_writer_keeps_newlines_and_tabs_and_escapes_the_rest_even_split() {
+        let mut out = Printable::new(Vec::new());
+        write!(out, "id\tname\n1\tx\u{1b}]0;pwned\u{7}").unwrap();
+        // A character split between two writes, then a bidi override.
+        let rlo = "\u{202e}".as_bytes();
+        out.write_all(&rlo[..1]).unwrap();
+        out.write_all(&rlo[1..]).unwrap();
+        out.write_all(b"\xff\n").unwrap();
+        let text = String::from_utf8(out.inner).unwrap();
+        assert_eq!(text, "id\tname\n1\tx\\u001b]0;pwned\\u0007\\u202e\u{fffd}\n");
+        // Still valid JSON, with the same string.
+        let mut out = Printable::new(Vec::new());
+        let value = serde_json::json!({ "name": "a\u{9b}b\u{202e}" });
+        write!(out, "{value}").unwrap();
+        let read: serde_json::Value = serde_json::from_slice(&out.inner).unwrap();
+        assert_eq!(read, value);
+    }
 
     #[test]
     fn durations_are_precise_when_short_and_compact_when_long() {

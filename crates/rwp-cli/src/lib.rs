@@ -67,7 +67,8 @@ pub fn main() -> ExitCode {
         Err(e) => return fail(&CliError::Other(format!("cannot start the async runtime: {e}"))),
     };
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Names, owners and errors come from the server: nothing printed may drive the terminal.
+    let mut out = format::Printable::new(stdout.lock());
     let result = runtime.block_on(commands::run(cli, &mut out));
     let _ = out.flush();
     match result {
@@ -78,6 +79,6 @@ pub fn main() -> ExitCode {
 }
 
 fn fail(e: &CliError) -> ExitCode {
-    eprintln!("error: {e}");
+    eprintln!("error: {}", format::printable(&e.to_string()));
     ExitCode::from(e.exit_code())
 }

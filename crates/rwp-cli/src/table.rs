@@ -22,7 +22,9 @@ impl Table {
     }
 
     /// Adds a row; missing cells are empty, extra cells are dropped.
-    pub fn push(&mut self, mut row: Vec<String>) {
+    /// Cells hold text from the server: terminal controls are escaped.
+    pub fn push(&mut self, row: Vec<String>) {
+        let mut row: Vec<String> = row.into_iter().map(|cell| crate::format::printable(&cell).into_owned()).collect();
         row.resize(self.columns.len(), String::new());
         self.rows.push(row);
     }

@@ -36,6 +36,16 @@ fn traced<T>(message: T) -> tonic::Request<T> {
     request
 }
 
+/// A fresh request id for one submission: 128 random bits in hex.
+fn new_request_id() -> Result<String, SdkError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| SdkError::Protocol("the system's random number generator failed".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Bytes per `UploadModel` message (well under the server's message limit).
 const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
 
@@ -168,7 +178,6 @@ impl Client {
         }
     }
 
-    /// Submits a job (not retried: a retry could start it twice).
     /// Stores a TorchScript file (`torch.jit.script(model).save(path)`) on
     /// the server for jobs to name in `JobSpec::model_file`. Content-addressed:
     /// uploading the same file again is harmless, so a failed attempt is
@@ -212,10 +221,22 @@ impl Client {
         self.submit(name, &spec).await
     }
 
+    /// Submits a job. Transient failures are retried: every attempt carries
+    /// the same fresh request id, and the server answers a retry with the
+    /// job the first attempt started, so a job never starts twice.
     pub async fn submit(&self, name: &str, spec: &JobSpec) -> Result<Job, SdkError> {
         spec.validate().map_err(|e| SdkError::InvalidSpec(e.to_string()))?;
-        let request = v1::SubmitJobRequest { name: name.to_owned(), spec: Some(spec.into()) };
-        let job = self.inner.clone().submit_job(traced(request)).await.map_err(|s| self.error(s))?.into_inner();
+        let request = v1::SubmitJobRequest {
+            name: name.to_owned(),
+            spec: Some(spec.into()),
+            request_id: Some(new_request_id()?),
+        };
+        let job = self
+            .retrying("submit", |mut c| {
+                let request = request.clone();
+                async move { c.submit_job(traced(request)).await.map(tonic::Response::into_inner) }
+            })
+            .await?;
         job.try_into()
     }
 
@@ -338,13 +359,23 @@ impl Client {
         Ok(ReceiverStream::new(rx))
     }
 
-    /// Creates a sweep (not retried: a retry could start it twice). Its
-    /// trials are generated and checked here first, so that a bad search
-    /// space fails before anything is sent.
+    /// Creates a sweep, retried like [`Client::submit`] (one request id for
+    /// every attempt, so it is created once). Its trials are generated and
+    /// checked here first, so that a bad search space fails before anything
+    /// is sent.
     pub async fn create_sweep(&self, name: &str, spec: &SweepSpec) -> Result<Sweep, SdkError> {
         spec.trials().map_err(|e| SdkError::InvalidSpec(e.to_string()))?;
-        let request = v1::CreateSweepRequest { name: name.to_owned(), spec: Some(spec.into()) };
-        let sweep = self.inner.clone().create_sweep(traced(request)).await.map_err(|s| self.error(s))?.into_inner();
+        let request = v1::CreateSweepRequest {
+            name: name.to_owned(),
+            spec: Some(spec.into()),
+            request_id: Some(new_request_id()?),
+        };
+        let sweep = self
+            .retrying("create_sweep", |mut c| {
+                let request = request.clone();
+                async move { c.create_sweep(traced(request)).await.map(tonic::Response::into_inner) }
+            })
+            .await?;
         sweep.try_into()
     }
 
@@ -486,5 +517,17 @@ impl Client {
         tokio::fs::write(&tmp, &bytes).await.map_err(io)?;
         tokio::fs::rename(&tmp, path).await.map_err(io)?;
         Ok(Export { step, bytes: bytes.len() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_submission_gets_its_own_request_id() {
+        let (a, b) = (new_request_id().unwrap(), new_request_id().unwrap());
+        assert_ne!(a, b);
+        assert!(a.len() == 32 && a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
     }
 }

@@ -95,6 +95,12 @@ pub struct ServerConfig {
     /// The least time limit of a task; after the job's first results the
     /// limit is ten times its slowest task, but not less than this.
     pub task_timeout_floor_ms: u64,
+    /// Directories a job's `data_dir` must lie under (compared after
+    /// resolving `.` and `..` lexically; symlinks are not followed). Unset:
+    /// any path, for development; production deployments set it to the
+    /// datasets volume. An empty list allows only the built-in dataset.
+    #[serde(default)]
+    pub data_roots: Option<Vec<PathBuf>>,
 }
 
 impl Default for ServerConfig {
@@ -131,6 +137,7 @@ impl Default for ServerConfig {
             sandbox_timeout_ms: 600_000,
             task_timeout_initial_ms: 600_000,
             task_timeout_floor_ms: 60_000,
+            data_roots: None,
         }
     }
 }
@@ -170,6 +177,7 @@ pub struct ConfigLayer {
     pub sandbox_timeout_ms: Option<u64>,
     pub task_timeout_initial_ms: Option<u64>,
     pub task_timeout_floor_ms: Option<u64>,
+    pub data_roots: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,7 +265,8 @@ impl ServerConfig {
                 health_listen,
                 tokens_file,
                 checkpoint_dir,
-                sandbox_program
+                sandbox_program,
+                data_roots
             );
         }
         c.validate()?;
@@ -328,6 +337,13 @@ impl ServerConfig {
                 return bad(field, value.to_string(), "must be between 100 ms and 24 h");
             }
         }
+        if let Some(root) = self.data_roots.iter().flatten().find(|r| !r.is_absolute()) {
+            return bad(
+                "data_roots",
+                format!("{:?}", root.display().to_string()),
+                "every root must be an absolute path",
+            );
+        }
         let incomplete = |field, missing, why| Err(ConfigError::Incomplete { field, missing, why });
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => return incomplete("tls_cert", "tls_key", "TLS needs the certificate and its key"),
@@ -394,6 +410,17 @@ mod tests {
             let err = ServerConfig::from_layers(&[layer]).unwrap_err().to_string();
             assert!(err.starts_with(want), "{err}");
         }
+    }
+
+    #[test]
+    fn data_roots_are_absolute_directories_and_unset_by_default() {
+        assert_eq!(ServerConfig::default().data_roots, None);
+        let file: ConfigLayer = toml::from_str("data_roots = [\"/datasets\", \"/mnt/data\"]").unwrap();
+        let c = ServerConfig::from_layers(&[file]).unwrap();
+        assert_eq!(c.data_roots, Some(vec![PathBuf::from("/datasets"), PathBuf::from("/mnt/data")]));
+        let file: ConfigLayer = toml::from_str("data_roots = [\"datasets\"]").unwrap();
+        let err = ServerConfig::from_layers(&[file]).unwrap_err().to_string();
+        assert!(err.starts_with("data_roots = \"datasets\" is out of range"), "{err}");
     }
 
     #[test]

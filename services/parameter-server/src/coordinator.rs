@@ -7,7 +7,7 @@
 //! `.await` or a database write.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use crate::error::ServerError;
 use crate::limits::RateLimiter;
 use crate::models::{ModelStore, ModelUpload};
 use crate::pool::{self, PayloadPool};
-use crate::store::Store;
+use crate::store::{RequestKey, Store};
 use rwp_telemetry::{Kind, Registry};
 
 mod sweeps;
@@ -152,11 +152,123 @@ const MAX_TASK_FAILURES: u32 = 3;
 /// Longest job (or sweep) name, in characters.
 const MAX_JOB_NAME_CHARS: usize = 256;
 
-fn check_name(name: &str) -> Result<(), ServerError> {
+/// `path` with `.` and `..` resolved lexically (symlinks are not followed:
+/// the server may not be able to read the directory); `..` at the root
+/// stays there, as the file system has it.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A job's `data_dir` lies under one of `roots` (when the server has them).
+/// The refusal names the roots as configured, and nothing the server found.
+fn check_data_dir(roots: Option<&[PathBuf]>, data_dir: Option<&Path>) -> Result<(), String> {
+    let (Some(roots), Some(dir)) = (roots, data_dir) else { return Ok(()) };
+    let dir = normalize(dir);
+    if dir.is_absolute() && roots.iter().any(|root| dir.starts_with(normalize(root))) {
+        return Ok(());
+    }
+    let allowed = if roots.is_empty() {
+        "none: this server allows only the built-in dataset".to_owned()
+    } else {
+        roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+    };
+    Err(format!("data_dir must be an absolute path under one of this server's data roots (data_roots): {allowed}"))
+}
+
+/// Longest client request id, in characters.
+const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// A client's request id: 1 to [`MAX_REQUEST_ID_CHARS`] printable characters.
+fn request_key(principal: &Principal, named: Named, id: String) -> Result<RequestKey, ServerError> {
+    let (kind, error): (&'static str, fn(String) -> ServerError) = match named {
+        Named::Job => ("job", ServerError::InvalidSpec),
+        Named::Sweep => ("sweep", ServerError::InvalidSweep),
+    };
+    let chars = id.chars().count();
+    if !(1..=MAX_REQUEST_ID_CHARS).contains(&chars) {
+        return Err(error(format!(
+            "request_id is {chars} characters long; it must have 1 to {MAX_REQUEST_ID_CHARS} when set"
+        )));
+    }
+    if let Some(c) = id.chars().find(|c| is_terminal_control(*c)) {
+        return Err(error(format!("request_id holds U+{:04X}, a control character", u32::from(c))));
+    }
+    Ok(RequestKey { kind, owner: principal.owner().unwrap_or_default(), id })
+}
+
+/// Submissions with a client request id under way, one lock per id: a
+/// retry that arrives while its first attempt is still starting the job
+/// waits for it, then finds what it created.
+#[derive(Debug, Default)]
+struct RequestLocks(Mutex<HashMap<RequestKey, Arc<tokio::sync::Mutex<()>>>>);
+
+impl RequestLocks {
+    async fn lock<'a>(&'a self, key: &RequestKey) -> RequestGuard<'a> {
+        let id = key.clone();
+        let lock =
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(id.clone()).or_default().clone();
+        let guard = lock.lock_owned().await;
+        RequestGuard { locks: self, id, guard: Some(guard) }
+    }
+}
+
+struct RequestGuard<'a> {
+    locks: &'a RequestLocks,
+    id: RequestKey,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for RequestGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.locks.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Nobody else waits on it: forget it.
+        if locks.get(&self.id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(&self.id);
+        }
+    }
+}
+
+/// What a name names: the error it gets is that kind's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Named {
+    Job,
+    Sweep,
+}
+
+/// Whether `c` could drive or disguise a terminal that prints it: C0 and C1
+/// control characters (ESC, CR, LF, NUL, DEL, CSI, ...) and the Unicode
+/// bidirectional overrides and isolates (U+202A to U+202E, U+2066 to U+2069).
+fn is_terminal_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A job's or sweep's name: at most [`MAX_JOB_NAME_CHARS`] characters, none
+/// of them a terminal control (names are printed by `rwp list` and logs).
+fn check_name(name: &str, named: Named) -> Result<(), ServerError> {
+    let (what, error): (&str, fn(String) -> ServerError) = match named {
+        Named::Job => ("job", ServerError::InvalidSpec),
+        Named::Sweep => ("sweep", ServerError::InvalidSweep),
+    };
     let chars = name.chars().count();
     if chars > MAX_JOB_NAME_CHARS {
-        return Err(ServerError::InvalidSpec(format!(
-            "the job name is {chars} characters long, at most {MAX_JOB_NAME_CHARS}"
+        return Err(error(format!("the {what} name is {chars} characters long, at most {MAX_JOB_NAME_CHARS}")));
+    }
+    if let Some((at, c)) = name.chars().enumerate().find(|(_, c)| is_terminal_control(*c)) {
+        return Err(error(format!(
+            "name: character {} of the {what} name is U+{:04X}, a control character; names must be printable text",
+            at + 1,
+            u32::from(c)
         )));
     }
     Ok(())
@@ -233,6 +345,8 @@ pub struct Coordinator {
     sweep_signals: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
     /// One sweep scheduling pass at a time, so that no trial starts twice.
     sweep_scheduler: tokio::sync::Mutex<()>,
+    /// Submissions and sweep creations with a client request id under way.
+    requests: RequestLocks,
 }
 
 /// A running-job slot held by a submission under way; given back when
@@ -255,8 +369,22 @@ impl Drop for ActiveJobSlot<'_> {
     fn drop(&mut self) {
         if let Some(owner) = self.owner.take() {
             release_submission(&mut self.coordinator.lock(), &owner);
+            self.coordinator.active_job_freed(&owner);
         }
     }
+}
+
+/// Takes one of `owner`'s `limit` running-job slots, if one is free: its
+/// running jobs (sweep trials included) and submissions under way hold the
+/// others.
+fn reserve_in(s: &mut State, owner: &str, limit: u32) -> bool {
+    let running = s.jobs.values().filter(|j| j.run.is_some() && j.record.owner.as_deref() == Some(owner)).count();
+    let submitting = s.submitting.get(owner).copied().unwrap_or(0);
+    if running + submitting as usize >= limit as usize {
+        return false;
+    }
+    *s.submitting.entry(owner.to_owned()).or_default() += 1;
+    true
 }
 
 fn release_submission(s: &mut State, owner: &str) {
@@ -334,6 +462,7 @@ impl Coordinator {
             sweep_signal,
             sweep_signals: Mutex::new(Some(sweep_signals)),
             sweep_scheduler: tokio::sync::Mutex::new(()),
+            requests: RequestLocks::default(),
         });
         for mut record in this.store.jobs()? {
             let (events, _) = broadcast::channel(1024);
@@ -411,6 +540,8 @@ impl Coordinator {
 
     /// Starts a job's engine; `max_parameters` refuses a larger model.
     async fn start_run(&self, record: &JobRecord, max_parameters: Option<u64>) -> Result<Run, ServerError> {
+        check_data_dir(self.config.data_roots.as_deref(), record.spec.data_dir.as_deref())
+            .map_err(ServerError::InvalidSpec)?;
         let dir = self.job_dir(&record.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ServerError::Storage(format!("cannot create {}: {e}", dir.display())))?;
@@ -472,28 +603,55 @@ impl Coordinator {
         let (Some(owner), Some(limit)) = (principal.owner(), principal.limits.max_active_jobs) else {
             return Ok(ActiveJobSlot { coordinator: self, owner: None });
         };
-        let mut s = self.lock();
-        let running = s.jobs.values().filter(|j| j.run.is_some() && j.record.owner.as_ref() == Some(&owner)).count();
-        let submitting = s.submitting.get(&owner).copied().unwrap_or(0);
-        if running + submitting as usize >= limit as usize {
+        if !reserve_in(&mut self.lock(), &owner, limit) {
             return Err(ServerError::TooManyActiveJobs { owner, limit });
         }
-        *s.submitting.entry(owner.clone()).or_default() += 1;
         Ok(ActiveJobSlot { coordinator: self, owner: Some(owner) })
     }
 
-    pub async fn submit(&self, principal: &Principal, name: String, spec: JobSpec) -> Result<JobRecord, ServerError> {
+    /// Starts a job. With a `request_id` the same owner used within the
+    /// last 24 hours, returns the job that request started instead (a
+    /// client's retry), as long as it asks for the same name and spec.
+    pub async fn submit(
+        &self,
+        principal: &Principal,
+        name: String,
+        spec: JobSpec,
+        request_id: Option<String>,
+    ) -> Result<JobRecord, ServerError> {
         self.admit(principal)?;
         if self.draining.load(Ordering::SeqCst) {
             return Err(ServerError::ShuttingDown);
         }
-        check_name(&name)?;
+        check_name(&name, Named::Job)?;
+        let request = request_id.map(|id| request_key(principal, Named::Job, id)).transpose()?;
         spec.validate().map_err(|e| ServerError::InvalidSpec(e.to_string()))?;
+        check_data_dir(self.config.data_roots.as_deref(), spec.data_dir.as_deref())
+            .map_err(ServerError::InvalidSpec)?;
         if let Some(file) = &spec.model_file {
             self.models.stored(file)?;
         }
+        let _retries_wait = match &request {
+            Some(key) => Some(self.requests.lock(key).await),
+            None => None,
+        };
+        if let Some(key) = &request {
+            if let Some(job) = self.store.request(key)? {
+                let s = self.lock();
+                let entry = s.jobs.get(&job).ok_or_else(|| ServerError::JobNotFound(job.clone()))?;
+                if entry.record.name != name || entry.record.spec != spec {
+                    return Err(ServerError::InvalidSpec(format!(
+                        "request_id '{}' already submitted job {job}, with another name or spec: \
+                         use a new request_id for a new job",
+                        key.id
+                    )));
+                }
+                info!(job = %job, request_id = %key.id, "a retried submission: the job it started");
+                return Ok(entry.record.clone());
+            }
+        }
         let slot = self.reserve_active_job(principal)?;
-        self.start_job(principal.owner(), name, spec, None, slot).await
+        self.start_job(principal.owner(), name, spec, None, slot, request.as_ref()).await
     }
 
     /// Starts a validated job: its engine, its record, its first tasks.
@@ -504,6 +662,7 @@ impl Coordinator {
         spec: JobSpec,
         sweep: Option<(String, u32)>,
         slot: ActiveJobSlot<'_>,
+        request: Option<&RequestKey>,
     ) -> Result<JobRecord, ServerError> {
         let id = {
             let mut s = self.lock();
@@ -535,7 +694,7 @@ impl Coordinator {
         })?;
         record.total_updates = run.schedule.total_updates;
         record.updates_per_epoch = run.schedule.updates_per_epoch;
-        self.store.put_job(&record)?;
+        self.store.put_job_for(&record, request)?;
         info!(job = %id, owner = record.owner.as_deref().unwrap_or(""), method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
         let (events, _) = broadcast::channel(1024);
         {
@@ -640,6 +799,9 @@ impl Coordinator {
         self.store.put_job(&record)?;
         if let Some((sweep, _)) = &record.sweep {
             self.trial_ended(sweep);
+        }
+        if let Some(owner) = &record.owner {
+            self.active_job_freed(owner);
         }
         Ok(record)
     }
@@ -1325,5 +1487,66 @@ impl Coordinator {
     #[must_use]
     pub fn payload_buffer(&self, size: usize) -> Vec<u8> {
         self.payloads.take(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dirs_must_lie_under_a_root_after_dot_dot_is_resolved() {
+        let roots = [PathBuf::from("/datasets"), PathBuf::from("/mnt/data/")];
+        let check = |dir: &str| check_data_dir(Some(&roots), Some(Path::new(dir)));
+        for ok in ["/datasets", "/datasets/cifar10", "/mnt/data/x/./y", "/datasets/a/../b", "/x/../datasets/c"] {
+            check(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in
+            ["/etc", "/datasets2", "/datasets/../etc", "/datasets/a/../../etc", "datasets/cifar", "../datasets", "/"]
+        {
+            let err = check(bad).unwrap_err();
+            assert!(err.ends_with("(data_roots): /datasets, /mnt/data/"), "{bad}: {err}");
+        }
+        // `..` above the root stays at the root, as the file system has it.
+        check("/../datasets/x").unwrap();
+        // No roots: any path; no data_dir: nothing to check; an empty list: none allowed.
+        check_data_dir(None, Some(Path::new("/etc"))).unwrap();
+        check_data_dir(Some(&roots), None).unwrap();
+        let err = check_data_dir(Some(&[]), Some(Path::new("/datasets"))).unwrap_err();
+        assert!(err.contains("allows only the built-in dataset"), "{err}");
+    }
+
+    #[test]
+    fn names_with_terminal_controls_are_refused_naming_the_code_point() {
+        for ok in ["", "sigma sweep", "σ-grid ünïcode 日本", &"n".repeat(MAX_JOB_NAME_CHARS)] {
+            check_name(ok, Named::Job).unwrap();
+        }
+        let cases = [
+            ("a\u{1b}[2J", "U+001B"),
+            ("a\rb", "U+000D"),
+            ("a\nb", "U+000A"),
+            ("a\0", "U+0000"),
+            ("a\tb", "U+0009"),
+            ("a\u{7f}", "U+007F"),
+            ("a\u{9b}31m", "U+009B"),
+            ("abc\u{202e}gpj.exe", "U+202E"),
+            ("\u{202a}", "U+202A"),
+            ("\u{2066}x\u{2069}", "U+2066"),
+            ("x\u{2069}", "U+2069"),
+        ];
+        for (name, code) in cases {
+            let err = check_name(name, Named::Job).unwrap_err();
+            assert!(
+                matches!(&err, ServerError::InvalidSpec(m) if m.starts_with("name: ") && m.contains(code)),
+                "{err:?}"
+            );
+            let err = check_name(name, Named::Sweep).unwrap_err();
+            assert!(
+                matches!(&err, ServerError::InvalidSweep(m) if m.contains("sweep name") && m.contains(code)),
+                "{err:?}"
+            );
+        }
+        let err = check_name("\u{2067}", Named::Job).unwrap_err().to_string();
+        assert_eq!(err, "invalid job spec: name: character 1 of the job name is U+2067, a control character; names must be printable text");
     }
 }

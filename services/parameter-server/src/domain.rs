@@ -51,6 +51,11 @@ pub struct SweepRecord {
     pub created_unix_ms: i64,
     pub updated_unix_ms: i64,
     pub owner: Option<String>,
+    /// The owner's running-job limit when the sweep was created: a trial
+    /// waits while the owner has that many jobs running (trials included).
+    /// `None`: no limit (and sweeps recorded before trials were counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_jobs: Option<u32>,
     pub trials: Vec<TrialRecord>,
     /// Every rung judgement made, in the order made.
     pub rungs: Vec<RungResult>,

@@ -274,7 +274,7 @@ impl Engine {
             let train_len = opened.train_samples as usize;
             (model, Evaluator::Sandboxed { host: Some(host), sandbox, grants }, train_len)
         } else {
-            let data = Dataset::for_spec(&spec).map_err(|e| engine(&e))?;
+            let data = Dataset::for_spec(&spec).map_err(|e| ServerError::Engine(crate::error::dataset_error(&e)))?;
             let model = Model::new(spec.model, data.shape, data.classes);
             let train_len = data.train.len();
             (model, Evaluator::Local(data), train_len)

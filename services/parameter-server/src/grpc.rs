@@ -275,7 +275,7 @@ impl JobService for Handlers {
         let r = request.into_inner();
         let spec = r.spec.ok_or_else(|| Status::invalid_argument("invalid job spec: spec must be set"))?;
         let spec = JobSpec::try_from(spec).map_err(|e| Status::from(ServerError::InvalidSpec(e.to_string())))?;
-        let record = self.coordinator.submit(&principal, r.name, spec).instrument(span.clone()).await?;
+        let record = self.coordinator.submit(&principal, r.name, spec, r.request_id).instrument(span.clone()).await?;
         span.record("job", record.id.as_str());
         Ok(Response::new(job_to_wire(&record)))
     }
@@ -364,7 +364,7 @@ impl JobService for Handlers {
         let r = request.into_inner();
         let spec = r.spec.ok_or_else(|| Status::from(ServerError::InvalidSweep("spec must be set".into())))?;
         let spec = SweepSpec::try_from(spec).map_err(|e| Status::from(ServerError::InvalidSweep(e.to_string())))?;
-        let view = self.coordinator.create_sweep(&principal, r.name, spec).instrument(span).await?;
+        let view = self.coordinator.create_sweep(&principal, r.name, spec, r.request_id).instrument(span).await?;
         Ok(Response::new(sweep_to_wire(&view)))
     }
 

@@ -117,6 +117,9 @@ struct Args {
     /// Least time limit of a task (else 10× the job's slowest task), ms [default: 60000]
     #[arg(long, env = "RWP_TASK_TIMEOUT_FLOOR_MS", value_name = "MS")]
     task_timeout_floor_ms: Option<u64>,
+    /// Directories a job's data_dir must lie under, comma-separated (unset: any path; set it in production).
+    #[arg(long, env = "RWP_DATA_ROOTS", value_name = "DIR,...", value_delimiter = ',')]
+    data_roots: Option<Vec<PathBuf>>,
     /// Log format: text or json.
     #[arg(long, env = "RWP_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -226,6 +229,7 @@ impl Args {
             sandbox_timeout_ms: self.sandbox_timeout_ms,
             task_timeout_initial_ms: self.task_timeout_initial_ms,
             task_timeout_floor_ms: self.task_timeout_floor_ms,
+            data_roots: self.data_roots.clone(),
         });
         ServerConfig::from_layers(&layers).map_err(|e| e.to_string())
     }

@@ -1,18 +1,48 @@
 //! The embedded database (redb) in the data directory: job records, the
-//! metrics history of every job, keyed by (job, step), and sweep records.
+//! metrics history of every job, keyed by (job, step), sweep records, and
+//! the client request ids of submissions, keyed by (kind, owner, id).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-use crate::domain::{Evaluation, JobRecord, StepMetrics, SweepRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{now_unix_ms, Evaluation, JobRecord, StepMetrics, SweepRecord};
 use crate::error::ServerError;
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const STEPS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("step_metrics");
 const EVALS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("evaluations");
 const SWEEPS: TableDefinition<&str, &[u8]> = TableDefinition::new("sweeps");
+const REQUESTS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("request_ids");
+
+/// How long a client request id keeps naming what it created.
+pub const REQUEST_ID_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// A client's id for one submission: what it creates (`"job"` or
+/// `"sweep"`), for whom (the owner; `""` on a server without tokens) and
+/// the client's id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RequestKey {
+    pub kind: &'static str,
+    pub owner: String,
+    pub id: String,
+}
+
+impl RequestKey {
+    fn key(&self) -> (&str, &str, &str) {
+        (self.kind, self.owner.as_str(), self.id.as_str())
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RequestEntry {
+    /// The job or sweep the request created.
+    target: String,
+    created_unix_ms: i64,
+}
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -29,16 +59,46 @@ impl Store {
         txn.open_table(STEPS)?;
         txn.open_table(EVALS)?;
         txn.open_table(SWEEPS)?;
+        // Request ids older than a day name nothing any more.
+        {
+            let mut requests = txn.open_table(REQUESTS)?;
+            let expired = now_unix_ms() - REQUEST_ID_TTL_MS;
+            requests.retain(|_, value| {
+                serde_json::from_slice::<RequestEntry>(value).is_ok_and(|e| e.created_unix_ms > expired)
+            })?;
+        }
         txn.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
 
     pub fn put_job(&self, record: &JobRecord) -> Result<(), ServerError> {
+        self.put_job_for(record, None)
+    }
+
+    /// Records a new job and, in the same transaction, the request id that created it.
+    pub fn put_job_for(&self, record: &JobRecord, request: Option<&RequestKey>) -> Result<(), ServerError> {
         let bytes = serde_json::to_vec(record)?;
         let txn = self.db.begin_write()?;
         txn.open_table(JOBS)?.insert(record.id.as_str(), bytes.as_slice())?;
+        if let Some(request) = request {
+            Self::put_request(&txn, request, &record.id)?;
+        }
         txn.commit()?;
         Ok(())
+    }
+
+    fn put_request(txn: &redb::WriteTransaction, request: &RequestKey, target: &str) -> Result<(), ServerError> {
+        let entry = RequestEntry { target: target.to_owned(), created_unix_ms: now_unix_ms() };
+        txn.open_table(REQUESTS)?.insert(request.key(), serde_json::to_vec(&entry)?.as_slice())?;
+        Ok(())
+    }
+
+    /// The job or sweep `request` created, if it did within the last 24 hours.
+    pub fn request(&self, request: &RequestKey) -> Result<Option<String>, ServerError> {
+        let txn = self.db.begin_read()?;
+        let Some(value) = txn.open_table(REQUESTS)?.get(request.key())? else { return Ok(None) };
+        let entry: RequestEntry = serde_json::from_slice(value.value())?;
+        Ok((entry.created_unix_ms > now_unix_ms() - REQUEST_ID_TTL_MS).then_some(entry.target))
     }
 
     /// Records an update's metrics (and evaluation) together with the job's record.
@@ -59,9 +119,17 @@ impl Store {
     }
 
     pub fn put_sweep(&self, record: &SweepRecord) -> Result<(), ServerError> {
+        self.put_sweep_for(record, None)
+    }
+
+    /// Records a new sweep and, in the same transaction, the request id that created it.
+    pub fn put_sweep_for(&self, record: &SweepRecord, request: Option<&RequestKey>) -> Result<(), ServerError> {
         let bytes = serde_json::to_vec(record)?;
         let txn = self.db.begin_write()?;
         txn.open_table(SWEEPS)?.insert(record.id.as_str(), bytes.as_slice())?;
+        if let Some(request) = request {
+            Self::put_request(&txn, request, &record.id)?;
+        }
         txn.commit()?;
         Ok(())
     }

@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -107,8 +108,9 @@ class Client:
     (watch, export, upload) take their own. Idempotent calls (get, list,
     cancel, watch, export, upload_model, and their sweep counterparts) retry
     transient failures (unavailable, rate-limited) ``attempts`` times with
-    exponential backoff; ``submit`` and ``create_sweep`` never retry, since a
-    retry could start a job (or sweep) twice.
+    exponential backoff; so do ``submit`` and ``create_sweep``, sending one
+    fresh request id with every attempt: the server answers a retry with the
+    job (or sweep) the first attempt created, so none starts twice.
 
     The connection is made on first use; one client may serve many threads.
     Use it as a context manager, or call :meth:`close`. Every failure is an
@@ -208,16 +210,16 @@ class Client:
         saved by ``torch.jit.script(module).save(path)``, the scripted module
         itself, or a :class:`ModelFile` from :meth:`upload_model`. It is
         uploaded first and named in the submitted spec's ``model_file``.
-        Not retried: a retry could start the job twice.
+        Retried with one request id, so the job starts once.
         """
         if not isinstance(spec, JobSpec):
             raise InvalidArgument(f"spec: must be a rwp_client.JobSpec, got {type(spec).__name__}")
         spec = self._with_model(spec, model, what="spec", call="submit(spec, model=path_or_script_module)")
-        request = jobs_pb2.SubmitJobRequest(name=name, spec=spec.to_proto())
+        request = jobs_pb2.SubmitJobRequest(name=name, spec=spec.to_proto(), request_id=uuid.uuid4().hex)
         response = self._call(
             "SubmitJob",
             lambda: self._stub.SubmitJob(request, timeout=self._timeout, metadata=self._metadata),
-            retry=False,
+            retry=True,
         )
         return Job.from_proto(response)
 
@@ -408,8 +410,8 @@ class Client:
         and field (:class:`InvalidArgument`).
 
         For a ``Model.TORCHSCRIPT`` base, ``model`` is the module, uploaded
-        first as for :meth:`submit`. Not retried: a retry could start the
-        sweep twice.
+        first as for :meth:`submit`. Retried with one request id, so the
+        sweep is created once.
         """
         if not isinstance(spec, SweepSpec):
             raise InvalidArgument(f"spec: must be a rwp_client.SweepSpec, got {type(spec).__name__}")
@@ -418,11 +420,11 @@ class Client:
             raise InvalidArgument(f"base: must be a rwp_client.JobSpec, got {type(base).__name__}")
         base = self._with_model(base, model, what="base", call="create_sweep(spec, model=path_or_script_module)")
         spec = dataclasses.replace(spec, base=base)
-        request = jobs_pb2.CreateSweepRequest(name=name, spec=spec.to_proto())
+        request = jobs_pb2.CreateSweepRequest(name=name, spec=spec.to_proto(), request_id=uuid.uuid4().hex)
         response = self._call(
             "CreateSweep",
             lambda: self._stub.CreateSweep(request, timeout=self._timeout, metadata=self._metadata),
-            retry=False,
+            retry=True,
         )
         return Sweep.from_proto(response)
 

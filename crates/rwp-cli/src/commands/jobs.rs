@@ -3,7 +3,7 @@
 use rwp_sdk::{Job, JobSpec, LrSchedule, Method, SigmaSchedule};
 use serde_json::{json, Value};
 
-use crate::format::{age_seconds, format_age, format_duration, metric};
+use crate::format::{age_seconds, format_age, format_duration, metric, printable};
 use crate::table::{Align, Table};
 
 /// The `rwp list` table: ID, NAME, OWNER, METHOD, MODEL, STATE, STEP/TOTAL, LOSS, VAL ACC, TEST ACC, AGE.
@@ -193,7 +193,7 @@ pub fn job_detail(job: &Job, now_unix_ms: i64) -> String {
         rows.push(("error", error.clone()));
     }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    rows.iter().map(|(k, v)| format!("{k:width$}  {v}\n")).collect()
+    rows.iter().map(|(k, v)| format!("{k:width$}  {}\n", printable(v))).collect()
 }
 
 /// A job as JSON: the server's record, with the spec as in job files.

@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 use super::{job_json, plot::curves, to_json, Connection};
 use crate::cli::{SweepCommand, SweepGetArgs, SweepPlotArgs};
 use crate::error::CliError;
-use crate::format::{age_seconds, format_age, format_duration, metric, now_unix_ms};
+use crate::format::{age_seconds, format_age, format_duration, metric, now_unix_ms, printable};
 use crate::plot::{render_charts, Chart};
 use crate::table::{Align, Table};
 
@@ -36,8 +36,9 @@ pub async fn run(
             let sweep = client.create_sweep(&name, &file.spec).await?;
             writeln!(out, "{}", sweep.id)?;
             eprintln!(
-                "sweep {} ({name}): {} trials, {} at a time",
-                sweep.id,
+                "sweep {} ({}): {} trials, {} at a time",
+                printable(&sweep.id),
+                printable(&name),
                 sweep.trials.len(),
                 file.spec.concurrency
             );
@@ -105,7 +106,7 @@ async fn watch(
         for trial in &sweep.trials {
             let line = progress_line(trial);
             if seen.get(&trial.index) != Some(&line) {
-                eprintln!("{line}");
+                eprintln!("{}", printable(&line));
                 seen.insert(trial.index, line);
             }
         }

@@ -8,7 +8,7 @@ use rwp_sdk::{Client, Evaluation, Job, JobEvent, JobState, StepMetrics};
 use tokio_stream::StreamExt;
 
 use crate::error::{CliError, EXIT_CANCELLED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_STOPPED};
-use crate::format::{average_rate, eta_seconds, format_duration, metric, RateMeter};
+use crate::format::{average_rate, eta_seconds, format_duration, metric, printable, RateMeter};
 
 /// How a watch ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +116,7 @@ impl View {
             let style = ProgressStyle::with_template("{prefix} [{bar:30.cyan/blue}] {pos}/{len}  {msg}")
                 .map_or_else(|_| ProgressStyle::default_bar(), |s| s.progress_chars("=> "));
             bar.set_style(style);
-            bar.set_prefix(job.id.clone());
+            bar.set_prefix(printable(&job.id).into_owned());
             bar.set_position(job.step);
             bar.set_message("waiting for the next update");
             bar
@@ -146,7 +146,7 @@ impl View {
             None => {
                 if self.last_line.is_none_or(|t| t.elapsed() >= self.interval) {
                     self.last_line = Some(Instant::now());
-                    eprintln!("job {}: step {done}/{}  {message}", self.job_id, self.total);
+                    eprintln!("job {}: step {done}/{}  {message}", printable(&self.job_id), self.total);
                 }
             }
         }
@@ -159,6 +159,7 @@ impl View {
     }
 
     fn note(&self, line: &str) {
+        let line = printable(line);
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
@@ -240,7 +241,8 @@ pub async fn watch(
     writeln!(out, "{}", summary_line(&last, view.last_step.as_ref(), view.last_eval.as_ref()))?;
     out.flush()?;
     if outcome == Outcome::Failed {
-        eprintln!("error: job {} failed: {}", last.id, last.error.as_deref().unwrap_or("no reason given"));
+        let reason = last.error.as_deref().unwrap_or("no reason given");
+        eprintln!("error: job {} failed: {}", printable(&last.id), printable(reason));
     }
     Ok(outcome)
 }

@@ -13,7 +13,7 @@ use rwp_spec::sweep::{self, Decision, RungResult, SweepSpec, SweepState, TrialSc
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{check_name, ActiveJobSlot, Coordinator, State};
+use super::{check_name, request_key, reserve_in, ActiveJobSlot, Coordinator, Named, State};
 use crate::domain::{now_unix_ms, Evaluation, JobRecord, JobState, Principal, SweepRecord, SweepView, TrialRecord};
 use crate::error::ServerError;
 
@@ -58,18 +58,44 @@ fn view(s: &State, record: &SweepRecord) -> SweepView {
 
 impl Coordinator {
     /// Validates `spec`, records the sweep and starts its first trials.
+    /// With a `request_id` the same owner used within the last 24 hours,
+    /// returns the sweep that request created instead (a client's retry).
     pub async fn create_sweep(
         self: &Arc<Self>,
         principal: &Principal,
         name: String,
         spec: SweepSpec,
+        request_id: Option<String>,
     ) -> Result<SweepView, ServerError> {
         self.admit(principal)?;
         if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ServerError::ShuttingDown);
         }
-        check_name(&name)?;
+        check_name(&name, Named::Sweep)?;
+        let request = request_id.map(|id| request_key(principal, Named::Sweep, id)).transpose()?;
+        let _retries_wait = match &request {
+            Some(key) => Some(self.requests.lock(key).await),
+            None => None,
+        };
+        if let Some(key) = &request {
+            if let Some(sweep) = self.store.request(key)? {
+                let s = self.lock();
+                let entry = s.sweeps.get(&sweep).ok_or_else(|| ServerError::SweepNotFound(sweep.clone()))?;
+                if entry.record.name != name || entry.record.spec != spec {
+                    return Err(ServerError::InvalidSweep(format!(
+                        "request_id '{}' already created sweep {sweep}, with another name or spec: \
+                         use a new request_id for a new sweep",
+                        key.id
+                    )));
+                }
+                info!(sweep = %sweep, request_id = %key.id, "a retried sweep creation: the sweep it created");
+                return Ok(view(&s, &entry.record));
+            }
+        }
         let trials = spec.trials().map_err(|e| ServerError::InvalidSweep(e.to_string()))?;
+        // Trials may not change data_dir: the base's is every trial's.
+        super::check_data_dir(self.config.data_roots.as_deref(), spec.base.data_dir.as_deref())
+            .map_err(ServerError::InvalidSweep)?;
         // A trial's spec may differ from the base in anything but its model
         // file, which must be stored before any trial starts.
         if let Some(file) = &spec.base.model_file {
@@ -114,6 +140,7 @@ impl Coordinator {
             created_unix_ms: now,
             updated_unix_ms: now,
             owner: principal.owner(),
+            max_active_jobs: principal.limits.max_active_jobs,
             trials: trials
                 .into_iter()
                 .map(|t| TrialRecord { index: t.index, params: t.params, spec: t.spec, job_id: None })
@@ -121,7 +148,7 @@ impl Coordinator {
             rungs: Vec::new(),
             spec,
         };
-        self.store.put_sweep(&record)?;
+        self.store.put_sweep_for(&record, request.as_ref())?;
         info!(sweep = %id, trials = record.trials.len(), concurrency = record.spec.concurrency, "sweep created");
         self.lock().sweeps.insert(id.clone(), SweepEntry::new(record));
         self.schedule_sweep(&id).await;
@@ -212,6 +239,21 @@ impl Coordinator {
         let _ = self.sweep_signal.send(sweep.to_owned());
     }
 
+    /// A running-job slot of `owner` was given back (a job ended, or a
+    /// submission failed): its sweeps' waiting trials may start now.
+    pub(super) fn active_job_freed(&self, owner: &str) {
+        let sweeps: Vec<String> = self
+            .lock()
+            .sweeps
+            .values()
+            .filter(|e| e.record.owner.as_deref() == Some(owner) && !e.record.state.is_terminal())
+            .map(|e| e.record.id.clone())
+            .collect();
+        for sweep in sweeps {
+            let _ = self.sweep_signal.send(sweep);
+        }
+    }
+
     /// Wakes the sweep's watchers.
     pub(super) fn sweep_changed(&self, sweep: &str) {
         if let Some(entry) = self.lock().sweeps.get(sweep) {
@@ -293,7 +335,20 @@ impl Coordinator {
                 let waiting = entry.record.trials.iter().find(|t| t.job_id.is_none()).cloned();
                 match waiting {
                     Some(trial) if running < entry.record.spec.concurrency as usize => {
-                        Some((trial, entry.record.owner.clone(), entry.record.name.clone()))
+                        let (owner, name) = (entry.record.owner.clone(), entry.record.name.clone());
+                        // Trials are the owner's running jobs like any other:
+                        // at its limit the trial waits until one of them ends.
+                        let reserved = match (&owner, entry.record.max_active_jobs) {
+                            (Some(owner), Some(limit)) => {
+                                if !reserve_in(&mut s, owner, limit) {
+                                    tracing::debug!(sweep, owner, limit, "trial waits for a running-job slot");
+                                    return;
+                                }
+                                Some(owner.clone())
+                            }
+                            _ => None,
+                        };
+                        Some((trial, owner, name, reserved))
                     }
                     Some(_) => return,
                     None if running > 0 => return,
@@ -312,16 +367,16 @@ impl Coordinator {
                     }
                 }
             };
-            let Some((trial, owner, name)) = next else { return };
+            let Some((trial, owner, name, reserved)) = next else { return };
             let job_name = format!(
                 "{}/{} {}",
                 if name.is_empty() { sweep } else { &name },
                 trial.index,
                 sweep::describe(&trial.params)
             );
-            let slot = ActiveJobSlot { coordinator: self, owner: None };
-            let started =
-                self.start_job(owner, job_name, trial.spec.clone(), Some((sweep.to_owned(), trial.index)), slot).await;
+            let slot = ActiveJobSlot { coordinator: self, owner: reserved };
+            let trial_of = Some((sweep.to_owned(), trial.index));
+            let started = self.start_job(owner, job_name, trial.spec.clone(), trial_of, slot, None).await;
             let record = {
                 let mut s = self.lock();
                 let Some(entry) = s.sweeps.get_mut(sweep) else { return };
