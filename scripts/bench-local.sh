@@ -52,3 +52,9 @@ print(f"{'method':<8} {'rust ms':>9} {'torch ms':>9} {'rust/torch':>11} {'rust v
 for m in r:
     print(f"{m:<8} {r[m]:>9.2f} {t[m]:>9.2f} {r[m]/t[m]:>11.3f} {r[m]/r['sgd']:>12.3f} {t[m]/t['sgd']:>13.3f}")
 PY
+
+# The model sandbox's cost for a TorchScript CNN with BatchNorm: a worker's
+# m-arwp update computed in this process and in an rwp-sandbox process.
+echo
+BATCH="$BATCH" THREADS="$THREADS" ROUNDS="$ROUNDS" UPDATES="$UPDATES" WARMUP="$WARMUP" \
+  target/release/bench-sandbox | grep -v '^{'
