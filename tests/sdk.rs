@@ -112,11 +112,12 @@ async fn errors_are_typed_and_name_the_problem() {
     let err = JobSpecBuilder::new(Method::MRwp).lambda(1.5).build().unwrap_err();
     assert!(matches!(&err, SdkError::InvalidSpec(m) if m.contains("lambda")), "{err}");
 
-    // The server checks what the SDK cannot: here, the dataset's files.
+    // The server checks what the SDK cannot: here, the dataset's files
+    // (named by file, without the server's paths).
     let spec =
         JobSpecBuilder::new(Method::Sgd).dataset(DatasetKind::Cifar10).data_dir("/nonexistent/cifar").build().unwrap();
     let err = client.submit("no-data", &spec).await.unwrap_err();
-    assert!(matches!(&err, SdkError::InvalidSpec(m) if m.contains("/nonexistent/cifar")), "{err}");
+    assert!(matches!(&err, SdkError::InvalidSpec(m) if m.contains("data_batch_1.bin in data_dir")), "{err}");
 
     let err = client.get("job-missing").await.unwrap_err();
     assert!(matches!(&err, SdkError::NotFound(m) if m.contains("job-missing")), "{err}");

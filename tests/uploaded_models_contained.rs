@@ -2,9 +2,11 @@
 //! `rwp-server` with a tokens file and real `rwp-worker` processes: modules
 //! that write or read files are refused at upload and write nothing; a
 //! module that never returns from training fails its job at the task time
-//! limit while another user's job trains to success; cancelling its job kills
-//! the computation; SIGTERM stops a worker in the middle of it, sandbox
-//! included.
+//! limit while another user's job trains to success; a 2 GiB allocation
+//! fails its job within the sandbox's memory limit while the worker stays
+//! small; cancelling its job kills the computation; SIGTERM stops a worker in
+//! the middle of it, and the server in the middle of loading a module that
+//! never loads, sandboxes included.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,13 +37,17 @@ fn attack(dir: &Path, kind: &str, target: &Path) -> PathBuf {
 struct Service {
     _data: tempfile::TempDir,
     tokens: TokensFile,
-    _server: Proc,
+    server: Proc,
     url: String,
 }
 
 impl Service {
     /// A server with two users and a worker token; tasks get `task_timeout_ms`.
     fn start(task_timeout_ms: u64) -> Self {
+        Self::start_with(task_timeout_ms, &[])
+    }
+
+    fn start_with(task_timeout_ms: u64, flags: &[&str]) -> Self {
         let tokens = TokensFile::new(&[("alice", Role::User), ("bob", Role::User), ("pool", Role::Worker)]);
         let (data, path) = data_dir();
         let timeout = task_timeout_ms.to_string();
@@ -54,8 +60,9 @@ impl Service {
                 "--task-timeout-floor-ms",
                 &timeout,
             ])
+            .extra_flags(flags)
             .start();
-        Self { _data: data, tokens, _server: server, url: format!("http://{addr}") }
+        Self { _data: data, tokens, server, url: format!("http://{addr}") }
     }
 
     fn worker(&self, name: &str, extra: &[&str]) -> Proc {
@@ -107,15 +114,25 @@ fn sandboxes_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-async fn wait_for_sandbox(worker: &Proc) -> u32 {
+async fn wait_for_sandbox(parent: &Proc) -> u32 {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        if let Some(pid) = sandboxes_of(worker.child.id()).first() {
+        if let Some(pid) = sandboxes_of(parent.child.id()).first() {
             return *pid;
         }
-        assert!(Instant::now() < deadline, "the worker started no sandbox");
+        assert!(Instant::now() < deadline, "{} started no sandbox", parent.name);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A process's resident memory, from /proc.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 fn alive(pid: u32) -> bool {
@@ -210,4 +227,51 @@ async fn sigterm_stops_a_worker_in_the_middle_of_an_endless_task() {
         assert!(Instant::now() < deadline, "the sandbox {sandbox} outlived its worker");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_allocation_fails_its_job_and_the_worker_stays_small() {
+    let service = Service::start(60_000);
+    let worker = service.worker("w0", &["--sandbox-memory-bytes", "1073741824"]);
+    let alice = service.client("alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let module = attack(dir.path(), "alloc-in-training", Path::new("/nonexistent"));
+    let job = alice.submit_with_model_file("greedy", &small_spec(ModelKind::TorchScript, 4), &module).await.unwrap();
+    let mut peak = 0;
+    let deadline = Instant::now() + TIMEOUT;
+    let ended = loop {
+        peak = peak.max(resident_bytes(worker.child.id()));
+        let job = alice.get(&job.id).await.unwrap();
+        if !matches!(job.state, JobState::Running | JobState::Paused) {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the job did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ended.state, JobState::Failed);
+    let error = ended.error.unwrap_or_default();
+    assert!(error.contains("failed 3 times") && error.contains("allocate"), "{error}");
+    assert!(peak < 1 << 30, "the worker itself grew to {peak} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_while_a_module_loads_forever() {
+    let mut service = Service::start_with(60_000, &["--drain-timeout-ms", "1000"]);
+    let alice = service.client("alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let module = attack(dir.path(), "loop-in-setstate", Path::new("/nonexistent"));
+    let upload = tokio::spawn(async move { alice.upload_model(&module).await });
+    let sandbox = wait_for_sandbox(&service.server).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = Instant::now();
+    service.server.signal("TERM");
+    let code = service.server.wait_exit(Duration::from_secs(15));
+    assert!(code.is_some(), "the server did not stop within 15 s of SIGTERM");
+    assert!(sent.elapsed() < Duration::from_secs(10), "{:?}", sent.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(sandbox) {
+        assert!(Instant::now() < deadline, "the sandbox {sandbox} outlived the server");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(upload.await.unwrap().is_err(), "the upload of a module that never loads is not stored");
 }

@@ -42,13 +42,14 @@ pub struct Confinement {
 /// Confines the calling process (while it has one thread: Landlock and the
 /// limits then cover every thread libtorch starts later).
 pub fn confine(policy: &Policy) -> Result<Confinement, String> {
+    limits(policy)?;
+    let uid = drop_privileges(policy)?;
+    // After the change of user: a change of credentials clears it.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| format!("cannot tie the sandbox to its parent: {e}"))?;
     if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
         return Err("the parent is gone".to_owned());
     }
-    limits(policy)?;
-    let uid = drop_privileges(policy)?;
     rustix::thread::set_no_new_privs(true).map_err(|e| format!("cannot set no_new_privs: {e}"))?;
     let landlock = landlock(policy)?;
     seccomp()?;

@@ -32,6 +32,7 @@ pub mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use rwp_proto::v1::job_service_server::JobServiceServer;
 use rwp_proto::v1::worker_service_server::WorkerServiceServer;
@@ -101,7 +102,7 @@ pub async fn serve_with_security(
 ) -> Result<(), ServerError> {
     let local: SocketAddr = listener.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?;
     let max_message = config.max_message_bytes;
-    let request_timeout = std::time::Duration::from_millis(config.request_timeout_ms);
+    let request_timeout = Duration::from_millis(config.request_timeout_ms);
     let authenticate = match options.authenticate {
         Some(custom) => custom,
         None => {
@@ -126,6 +127,7 @@ pub async fn serve_with_security(
     let metrics_listen = config.metrics_listen;
     let health_listen = config.health_listen;
     let metrics = std::sync::Arc::new(rwp_telemetry::Registry::new());
+    let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
     let coordinator = coordinator::Coordinator::open(config, metrics.clone()).await?;
     // Also over OTLP when the OTEL_* variables ask for it; stops with the server.
     let _otlp_metrics = rwp_telemetry::export_metrics(&metrics, "rwp-server").map_err(ServerError::Storage)?;
@@ -177,10 +179,15 @@ pub async fn serve_with_security(
         })
     });
     info!(address = %local, tls = security.tls.is_some(), "parameter server listening");
+    // Requests still running when the drain is over (an upload whose model
+    // takes its whole sandbox timeout to load, say) do not hold the
+    // shutdown beyond the drain timeout.
+    let (draining_tx, draining) = tokio::sync::oneshot::channel::<()>();
     let drain = {
         let coordinator = coordinator.clone();
         async move {
             shutdown.await;
+            let _ = draining_tx.send(());
             info!("shutting down: draining");
             health.set_not_serving::<WorkerServiceServer<grpc::Handlers>>().await;
             health.set_not_serving::<JobServiceServer<grpc::Handlers>>().await;
@@ -209,9 +216,19 @@ pub async fn serve_with_security(
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         )
-        .serve_with_incoming_shutdown(incoming, drain)
-        .await
-        .map_err(|e| ServerError::Storage(format!("server: {e}")));
+        .serve_with_incoming_shutdown(incoming, drain);
+    let served = tokio::select! {
+        served = served => served.map_err(|e| ServerError::Storage(format!("server: {e}"))),
+        () = async {
+            if draining.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(drain_timeout + Duration::from_secs(1)).await;
+        } => {
+            warn!(drain_timeout_ms = drain_timeout.as_millis() as u64, "requests still in flight after the drain timeout; stopping without them");
+            Ok(())
+        }
+    };
     if let Some((stop, handle)) = health_server {
         let _ = stop.send(());
         let _ = handle.await;
