@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod connections;
 pub mod in_process;
 pub mod local_run;
 pub mod reference;

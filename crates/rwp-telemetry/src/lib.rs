@@ -5,8 +5,12 @@
 //!   [`inject`] / [`set_parent_from`] carry W3C trace context in gRPC metadata;
 //! - [`Registry`]: counters, gauges and histograms with labels, rendered in
 //!   the Prometheus text format;
-//! - [`serve_metrics`]: an HTTP endpoint with `/metrics` and `/healthz`.
+//! - [`serve_metrics`]: an HTTP endpoint with `/metrics` and `/healthz`,
+//!   within [`ConnectionLimits`];
+//! - [`ConnectionsPerPeer`]: the per-peer connection limit it keeps, which
+//!   the parameter server's gRPC ports keep as well.
 
+mod connections;
 mod otlp_metrics;
 mod registry;
 pub mod tfevents;
@@ -18,7 +22,9 @@ pub use tracing_setup::{init, init_with, inject, set_parent_from, TelemetryGuard
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+pub use connections::{ConnectionsPerPeer, PeerPermit};
 pub use registry::{Kind, Registry};
 
 /// The OTLP endpoint the standard variables give for `signal` (`TRACES` or
@@ -35,10 +41,24 @@ fn otlp_endpoint_from_env(signal: &str) -> Option<String> {
     set(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")).or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))
 }
 
-/// Serves `/metrics` (Prometheus text) and `/healthz` on `listener` until `shutdown`.
+/// Limits on the connections of the metrics endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Time a client has to send a request's headers: the first request's
+    /// from connecting, a later one's from the previous response (so an idle
+    /// keep-alive connection is closed after it too).
+    pub header_read_timeout: Duration,
+    /// Connections one peer IP address may hold at once; one more is closed
+    /// as soon as it is accepted.
+    pub max_per_peer: usize,
+}
+
+/// Serves `/metrics` (Prometheus text) and `/healthz` on `listener` until
+/// `shutdown`, within `limits`; then lets the requests in progress finish.
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::routing::get;
@@ -56,7 +76,48 @@ pub async fn serve_metrics(
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let peers = ConnectionsPerPeer::new(limits.max_per_peer);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::debug!("metrics endpoint: cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(permit) = peers.admit(peer.ip()) else {
+            tracing::warn!(
+                peer = %peer.ip(),
+                limit = peers.limit(),
+                "metrics endpoint: closed a connection beyond the peer's limit (max_connections_per_peer)"
+            );
+            continue;
+        };
+        let served = http.serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(app.clone()),
+        );
+        let served = connections.watch(served);
+        tokio::spawn(async move {
+            if let Err(e) = served.await {
+                tracing::debug!(%peer, "metrics endpoint: connection closed: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
 }
 
 /// Binds `address` for [`serve_metrics`], naming the address on failure.

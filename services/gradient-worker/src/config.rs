@@ -43,6 +43,10 @@ pub const ENV_MAX_BACKOFF_MS: &str = "RWP_MAX_BACKOFF_MS";
 pub const ENV_DRAIN_TIMEOUT_MS: &str = "RWP_DRAIN_TIMEOUT_MS";
 /// Environment variable of [`WorkerConfig::metrics_listen`].
 pub const ENV_METRICS_LISTEN: &str = "RWP_METRICS_LISTEN";
+/// Environment variable of [`WorkerConfig::metrics_header_timeout_ms`].
+pub const ENV_METRICS_HEADER_TIMEOUT_MS: &str = "RWP_METRICS_HEADER_TIMEOUT_MS";
+/// Environment variable of [`WorkerConfig::max_connections_per_peer`].
+pub const ENV_MAX_CONNECTIONS_PER_PEER: &str = "RWP_MAX_CONNECTIONS_PER_PEER";
 /// Environment variable of [`WorkerConfig::tls_ca`].
 pub const ENV_TLS_CA: &str = "RWP_TLS_CA";
 /// Environment variable of [`WorkerConfig::tls_cert`].
@@ -96,6 +100,12 @@ pub struct WorkerConfig {
     pub drain_timeout_ms: u64,
     /// Address of the HTTP endpoint with `/metrics` and `/healthz`; off when unset.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Time a client of the metrics endpoint has to send a request's
+    /// headers; a connection that does not is closed.
+    pub metrics_header_timeout_ms: u64,
+    /// Connections one peer IP address may hold to the metrics endpoint at
+    /// once; one more is closed as soon as it is accepted.
+    pub max_connections_per_peer: usize,
     /// PEM CA certificates to trust for an `https://` server (the public web
     /// roots when unset).
     pub tls_ca: Option<PathBuf>,
@@ -138,6 +148,8 @@ impl Default for WorkerConfig {
             max_backoff_ms: 5000,
             drain_timeout_ms: 30_000,
             metrics_listen: None,
+            metrics_header_timeout_ms: 10_000,
+            max_connections_per_peer: 64,
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
@@ -196,6 +208,12 @@ pub struct ConfigFlags {
     /// HTTP address for /metrics and /healthz; off when unset [env: RWP_METRICS_LISTEN]
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Time a metrics client has to send a request's headers [env: RWP_METRICS_HEADER_TIMEOUT_MS] [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub metrics_header_timeout_ms: Option<u64>,
+    /// Connections one peer IP address may hold to the metrics endpoint [env: RWP_MAX_CONNECTIONS_PER_PEER] [default: 64]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_peer: Option<usize>,
     /// PEM CA certificates to trust for an https:// server [env: RWP_TLS_CA] [default: the public roots]
     #[arg(long, value_name = "PEM")]
     pub tls_ca: Option<PathBuf>,
@@ -301,6 +319,11 @@ impl WorkerConfig {
         set(&mut c.max_backoff_ms, from_env(env, ENV_MAX_BACKOFF_MS, "max_backoff_ms")?);
         set(&mut c.drain_timeout_ms, from_env(env, ENV_DRAIN_TIMEOUT_MS, "drain_timeout_ms")?);
         set_optional(&mut c.metrics_listen, from_env(env, ENV_METRICS_LISTEN, "metrics_listen")?);
+        set(
+            &mut c.metrics_header_timeout_ms,
+            from_env(env, ENV_METRICS_HEADER_TIMEOUT_MS, "metrics_header_timeout_ms")?,
+        );
+        set(&mut c.max_connections_per_peer, from_env(env, ENV_MAX_CONNECTIONS_PER_PEER, "max_connections_per_peer")?);
         set_optional(&mut c.tls_ca, from_env(env, ENV_TLS_CA, "tls_ca")?);
         set_optional(&mut c.tls_cert, from_env(env, ENV_TLS_CERT, "tls_cert")?);
         set_optional(&mut c.tls_key, from_env(env, ENV_TLS_KEY, "tls_key")?);
@@ -324,6 +347,8 @@ impl WorkerConfig {
         set(&mut c.max_backoff_ms, f.max_backoff_ms);
         set(&mut c.drain_timeout_ms, f.drain_timeout_ms);
         set_optional(&mut c.metrics_listen, f.metrics_listen);
+        set(&mut c.metrics_header_timeout_ms, f.metrics_header_timeout_ms);
+        set(&mut c.max_connections_per_peer, f.max_connections_per_peer);
         set_optional(&mut c.tls_ca, f.tls_ca);
         set_optional(&mut c.tls_cert, f.tls_cert);
         set_optional(&mut c.tls_key, f.tls_key);
@@ -425,6 +450,15 @@ impl WorkerConfig {
                 format!("{} is out of range: must be between 100 ms and 24 h", self.sandbox_load_timeout_ms),
             );
         }
+        if !(100..=600_000).contains(&self.metrics_header_timeout_ms) {
+            return bad(
+                "metrics_header_timeout_ms",
+                format!("{} is out of range: must be between 100 ms and 10 min", self.metrics_header_timeout_ms),
+            );
+        }
+        if self.max_connections_per_peer == 0 {
+            return bad("max_connections_per_peer", "0 is out of range: must be at least 1".to_owned());
+        }
         if self.max_backoff_ms < INITIAL_BACKOFF_MS {
             return bad(
                 "max_backoff_ms",
@@ -449,7 +483,9 @@ mod tests {
     #[test]
     fn out_of_range_fields_are_named() {
         type Spoil = fn(&mut WorkerConfig);
-        let cases: [(&str, Spoil); 10] = [
+        let cases: [(&str, Spoil); 12] = [
+            ("metrics_header_timeout_ms", |c| c.metrics_header_timeout_ms = 0),
+            ("max_connections_per_peer", |c| c.max_connections_per_peer = 0),
             ("sandbox_user", |c| c.sandbox_user = "0:0".to_owned()),
             ("sandbox_memory_bytes", |c| c.sandbox_memory_bytes = 1024),
             ("chunk_bytes", |c| c.chunk_bytes = 0),

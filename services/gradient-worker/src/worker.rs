@@ -211,7 +211,11 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
                 .await
                 .map_err(|reason| WorkerError::Config { field: "metrics_listen", reason })?;
             info!(address = %address, "metrics endpoint listening");
-            Some(tokio::spawn(rwp_telemetry::serve_metrics(listener, metrics.clone(), async {
+            let limits = rwp_telemetry::ConnectionLimits {
+                header_read_timeout: Duration::from_millis(config.metrics_header_timeout_ms),
+                max_per_peer: config.max_connections_per_peer,
+            };
+            Some(tokio::spawn(rwp_telemetry::serve_metrics(listener, metrics.clone(), limits, async {
                 let _ = metrics_stopped.await;
             })))
         }

@@ -45,6 +45,15 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Requests handled at once; beyond it new requests are shed with UNAVAILABLE.
     pub max_concurrent_requests: usize,
+    /// A connection to a gRPC port that has not delivered its first complete
+    /// request (TLS handshake, HTTP/2 preface, headers) this long after it
+    /// was accepted is closed; on the metrics port, each request's headers
+    /// must arrive within it.
+    pub connection_first_request_timeout_ms: u64,
+    /// Connections one peer IP address may hold at once, on each port; one
+    /// more is closed as soon as it is accepted. Behind a load balancer or
+    /// an ingress every client shares its address: raise it there.
+    pub max_connections_per_peer: usize,
     /// PEM certificate chain the gRPC port presents; with `tls_key`, the
     /// port speaks TLS only.
     #[serde(default)]
@@ -120,6 +129,8 @@ impl Default for ServerConfig {
             metrics_listen: None,
             request_timeout_ms: 60_000,
             max_concurrent_requests: 4096,
+            connection_first_request_timeout_ms: 10_000,
+            max_connections_per_peer: 64,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -160,6 +171,8 @@ pub struct ConfigLayer {
     pub metrics_listen: Option<SocketAddr>,
     pub request_timeout_ms: Option<u64>,
     pub max_concurrent_requests: Option<usize>,
+    pub connection_first_request_timeout_ms: Option<u64>,
+    pub max_connections_per_peer: Option<usize>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
@@ -242,6 +255,8 @@ impl ServerConfig {
                 drain_timeout_ms,
                 request_timeout_ms,
                 max_concurrent_requests,
+                connection_first_request_timeout_ms,
+                max_connections_per_peer,
                 max_active_jobs_per_token,
                 max_model_parameters,
                 max_model_file_bytes,
@@ -299,6 +314,16 @@ impl ServerConfig {
         }
         if self.max_concurrent_requests == 0 {
             return bad("max_concurrent_requests", "0".into(), "must be at least 1");
+        }
+        if !(100..=600_000).contains(&self.connection_first_request_timeout_ms) {
+            return bad(
+                "connection_first_request_timeout_ms",
+                self.connection_first_request_timeout_ms.to_string(),
+                "must be between 100 ms and 10 min",
+            );
+        }
+        if self.max_connections_per_peer == 0 {
+            return bad("max_connections_per_peer", "0".into(), "must be at least 1");
         }
         if self.max_message_bytes < self.chunk_bytes + 4096 {
             return bad("max_message_bytes", self.max_message_bytes.to_string(), "must exceed chunk_bytes by 4 KiB");
@@ -405,6 +430,11 @@ mod tests {
             (ConfigLayer { sandbox_user: Some("0:0".into()), ..Default::default() }, "sandbox_user = '0:0'"),
             (ConfigLayer { sandbox_memory_bytes: Some(1), ..Default::default() }, "sandbox_memory_bytes = 1"),
             (ConfigLayer { task_timeout_floor_ms: Some(0), ..Default::default() }, "task_timeout_floor_ms = 0"),
+            (ConfigLayer { max_connections_per_peer: Some(0), ..Default::default() }, "max_connections_per_peer = 0"),
+            (
+                ConfigLayer { connection_first_request_timeout_ms: Some(50), ..Default::default() },
+                "connection_first_request_timeout_ms = 50",
+            ),
         ];
         for (layer, want) in cases {
             let err = ServerConfig::from_layers(&[layer]).unwrap_err().to_string();

@@ -1,5 +1,6 @@
-//! The tower middleware every request passes, outermost first:
-//! load shedding (refuse at once when saturated rather than queue), a global
+//! The tower middleware every request passes, outermost first: marking its
+//! connection as having delivered a request
+//! ([`crate::connections::FirstRequestLayer`]), load shedding (refuse at once when saturated rather than queue), a global
 //! concurrency limit, then authentication. Request timeouts and
 //! decoded-message size limits are set on the tonic server and services.
 //!

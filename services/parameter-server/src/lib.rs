@@ -15,8 +15,10 @@
 //! finish, every running job is checkpointed. With `tls_cert` and `tls_key`
 //! the port speaks TLS only (mutual TLS with `tls_client_ca`); `health_listen`
 //! adds a plaintext port with health alone, for probes that cannot speak TLS.
+//! Every port keeps its connections within the limits of [`connections`].
 
 pub mod config;
+pub mod connections;
 pub mod coordinator;
 pub mod domain;
 pub mod engine;
@@ -34,11 +36,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use connections::{Admission, FirstRequestLayer, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use rwp_proto::v1::job_service_server::JobServiceServer;
 use rwp_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
@@ -120,12 +121,18 @@ pub async fn serve_with_security(
         }
     };
     let middleware = tower::ServiceBuilder::new()
+        .layer(FirstRequestLayer)
         .load_shed()
         .concurrency_limit(config.max_concurrent_requests)
         .layer(layers::AuthLayer::new(authenticate))
         .into_inner();
     let metrics_listen = config.metrics_listen;
     let health_listen = config.health_listen;
+    let metrics_limits = rwp_telemetry::ConnectionLimits {
+        header_read_timeout: std::time::Duration::from_millis(config.connection_first_request_timeout_ms),
+        max_per_peer: config.max_connections_per_peer,
+    };
+    let (admission, health_admission) = (Admission::new(&config), Admission::new(&config));
     let metrics = std::sync::Arc::new(rwp_telemetry::Registry::new());
     let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
     let coordinator = coordinator::Coordinator::open(config, metrics.clone()).await?;
@@ -136,7 +143,7 @@ pub async fn serve_with_security(
             let listener = rwp_telemetry::bind(address).await.map_err(ServerError::Storage)?;
             info!(address = %listener.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?, "metrics endpoint listening");
             let mut stopping = coordinator.stopping();
-            Some(tokio::spawn(rwp_telemetry::serve_metrics(listener, metrics, async move {
+            Some(tokio::spawn(rwp_telemetry::serve_metrics(listener, metrics, metrics_limits, async move {
                 let _ = stopping.wait_for(|s| *s).await;
             })))
         }
@@ -162,22 +169,20 @@ pub async fn serve_with_security(
                 .map_err(|e| ServerError::Storage(format!("cannot listen on {address} (health_listen): {e}")))?;
             info!(address = %listener.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?, "plaintext health endpoint listening");
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = Server::builder().add_service(health_service.clone()).serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                async {
+            let server = Server::builder()
+                .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+                .layer(FirstRequestLayer)
+                .add_service(health_service.clone())
+                .serve_with_incoming_shutdown(health_admission.incoming(listener), async {
                     let _ = stopped.await;
-                },
-            );
+                });
             Some((stop, tokio::spawn(server)))
         }
         None => None,
     };
 
-    let incoming = TcpListenerStream::new(listener).map(|stream| {
-        stream.inspect(|s| {
-            let _ = s.set_nodelay(true);
-        })
-    });
+    let incoming = admission.incoming(listener);
     info!(address = %local, tls = security.tls.is_some(), "parameter server listening");
     // Requests still running when the drain is over (an upload whose model
     // takes its whole sandbox timeout to load, say) do not hold the
@@ -200,6 +205,8 @@ pub async fn serve_with_security(
     }
     let served = server
         .timeout(request_timeout)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(middleware)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(16 << 20)

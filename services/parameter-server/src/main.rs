@@ -66,6 +66,12 @@ struct Args {
     /// Requests handled at once; more are refused with UNAVAILABLE.
     #[arg(long, env = "RWP_MAX_CONCURRENT_REQUESTS")]
     max_concurrent_requests: Option<usize>,
+    /// A connection that has not delivered its first complete request this long after connecting is closed (on the metrics port: each request's headers), ms [default: 10000]
+    #[arg(long, env = "RWP_CONNECTION_FIRST_REQUEST_TIMEOUT_MS", value_name = "MS")]
+    connection_first_request_timeout_ms: Option<u64>,
+    /// Connections one peer IP address may hold at once, per port (raise it behind a load balancer or ingress) [default: 64]
+    #[arg(long, env = "RWP_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
+    max_connections_per_peer: Option<usize>,
     /// PEM certificate chain of the gRPC port; with --tls-key the port speaks TLS only.
     #[arg(long, env = "RWP_TLS_CERT", value_name = "PEM")]
     tls_cert: Option<PathBuf>,
@@ -212,6 +218,8 @@ impl Args {
             metrics_listen: self.metrics_listen,
             request_timeout_ms: self.request_timeout_ms,
             max_concurrent_requests: self.max_concurrent_requests,
+            connection_first_request_timeout_ms: self.connection_first_request_timeout_ms,
+            max_connections_per_peer: self.max_connections_per_peer,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             tls_client_ca: self.tls_client_ca.clone(),
