@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cluster;
 pub mod in_process;
 pub mod local_run;
+pub mod models;
 pub mod reference;
 pub mod sweeps;
 pub mod tokens;
