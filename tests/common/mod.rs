@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod connections;
 pub mod in_process;
 pub mod local_run;
+pub mod models;
 pub mod reference;
 pub mod sweeps;
 pub mod tokens;

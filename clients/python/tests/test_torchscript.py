@@ -16,7 +16,7 @@ from safetensors.numpy import load_file
 from torch import nn
 
 from _cluster import Cluster
-from rwp_client import CHUNK_BYTES, Client, InvalidArgument, JobSpec, Method, Model, ModelFile, OutOfRange
+from rwp_client import CHUNK_BYTES, Client, InvalidArgument, JobSpec, Method, Model, ModelFile, NotFound, OutOfRange
 
 
 class TinyCnn(nn.Module):
@@ -117,3 +117,19 @@ def test_the_readme_example_runs(client: Client, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "job succeeded" in result.stdout, result.stdout
     assert (tmp_path / "my-cnn.safetensors").is_file()
+
+
+def test_uploaded_files_are_listed_and_deleted(client: Client, tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    path = tmp_path / "listed.pt"
+    torch.jit.script(TinyCnn()).save(str(path))
+    uploaded = client.upload_model(path)
+    listed = {m.sha256: m for m in client.list_models()}
+    assert listed[uploaded.sha256].size_bytes == uploaded.size_bytes
+    assert listed[uploaded.sha256].owner is None, "a server without tokens has no owners"
+    assert listed[uploaded.sha256].uploaded_unix_ms > 1_700_000_000_000
+
+    client.delete_model(uploaded)
+    assert uploaded.sha256 not in {m.sha256 for m in client.list_models()}
+    with pytest.raises(NotFound, match="upload it first"):
+        client.delete_model(uploaded.sha256)

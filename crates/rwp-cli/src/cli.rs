@@ -194,6 +194,9 @@ pub enum Command {
     /// the best trial by validation accuracy
     #[command(subcommand, after_help = SWEEP_AFTER_HELP)]
     Sweep(SweepCommand),
+    /// Model files: list the TorchScript files you uploaded, delete ones you no longer need
+    #[command(subcommand, after_help = MODEL_AFTER_HELP)]
+    Model(ModelCommand),
     /// Print a shell completion script
     #[command(after_help = "\
 Examples:
@@ -414,6 +417,42 @@ pub struct WatchArgs {
     /// Seconds between progress lines when stderr is not a terminal
     #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_seconds)]
     pub interval: f64,
+}
+
+const MODEL_AFTER_HELP: &str = "\
+Uploaded files (rwp submit --model-file, sweep files' model_file) belong to the
+token that uploaded them: a job may name only its submitter's files (an admin's
+any), and each token may store up to the server's max_model_bytes_per_owner.
+The server deletes a file once no owner is left and no running job names it,
+and any file no running job has named for unreferenced_model_retention_ms
+(7 days by default) after its last upload.
+
+Examples:
+  rwp model list                   your files: SHA256, SIZE, UPLOADED (an admin's: every owner's)
+  rwp model list --json
+  rwp model delete 3b0c...e41f     give up your copy of a file";
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// List the model files you uploaded (all, with owners, for an admin)
+    #[command(visible_alias = "ls")]
+    List(ModelListArgs),
+    /// Give up your ownership of an uploaded model file
+    Delete(ModelDeleteArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelListArgs {
+    /// Print JSON (an array of files) instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelDeleteArgs {
+    /// The file's SHA-256 (64 hex digits), as `rwp model list` shows it
+    #[arg(value_name = "SHA256")]
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Args)]

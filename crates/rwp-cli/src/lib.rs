@@ -10,6 +10,8 @@
 //! rwp cancel j-000001
 //! rwp export j-000001 -o weights.safetensors
 //! rwp plot j-000001 j-000002 -o curves.svg
+//! rwp model list [--json]                 # uploaded TorchScript files: SHA256 SIZE UPLOADED [OWNER]
+//! rwp model delete SHA256
 //! rwp completions bash
 //! ```
 //!

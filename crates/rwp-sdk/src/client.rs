@@ -13,7 +13,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
-use crate::{Job, JobEvent, SdkError, Sweep};
+use crate::{Job, JobEvent, SdkError, StoredModel, Sweep};
 
 struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
 
@@ -210,6 +210,27 @@ impl Client {
             )));
         }
         Ok(file)
+    }
+
+    /// The model files the caller uploaded (every owner's for an admin, or
+    /// on a server without authentication), by owner then digest.
+    pub async fn list_models(&self) -> Result<Vec<StoredModel>, SdkError> {
+        let r = self
+            .retrying("list_models", |mut c| async move {
+                c.list_models(traced(v1::ListModelsRequest {})).await.map(tonic::Response::into_inner)
+            })
+            .await?;
+        Ok(r.models.into_iter().map(StoredModel::from).collect())
+    }
+
+    /// Gives up the caller's ownership of the model file `sha256` (not found
+    /// when it has none); the server removes the file once no owner is left
+    /// and no running job names it. Not retried: a retry of a call that did
+    /// go through would be told the file is not found.
+    pub async fn delete_model(&self, sha256: &str) -> Result<(), SdkError> {
+        let request = v1::DeleteModelRequest { sha256: sha256.to_owned() };
+        self.inner.clone().delete_model(traced(request)).await.map_err(|s| self.error(s))?;
+        Ok(())
     }
 
     /// Uploads the TorchScript file at `model` and submits `spec` with it as

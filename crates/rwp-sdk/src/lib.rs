@@ -49,4 +49,4 @@ pub use rwp_spec::{
     NonFinitePolicy, SigmaSchedule, StepMetrics,
 };
 pub use sweep_file::SweepFile;
-pub use types::{Job, JobEvent, Sweep, Trial};
+pub use types::{Job, JobEvent, StoredModel, Sweep, Trial};

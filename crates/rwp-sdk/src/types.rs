@@ -103,6 +103,28 @@ impl TryFrom<v1::Sweep> for Sweep {
     }
 }
 
+/// A model file uploaded to the server, as [`crate::Client::list_models`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredModel {
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// When its owner last uploaded it.
+    pub uploaded_unix_ms: i64,
+    /// The token that uploaded it; `None` on a server without authentication.
+    pub owner: Option<String>,
+}
+
+impl From<v1::StoredModel> for StoredModel {
+    fn from(m: v1::StoredModel) -> Self {
+        Self {
+            sha256: m.sha256,
+            size_bytes: m.size_bytes,
+            uploaded_unix_ms: m.uploaded_unix_ms,
+            owner: (!m.owner.is_empty()).then_some(m.owner),
+        }
+    }
+}
+
 /// What [`crate::Client::watch`] yields.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobEvent {

@@ -81,6 +81,16 @@ pub struct ServerConfig {
     pub max_model_parameters: u64,
     /// Largest TorchScript file `UploadModel` accepts, in bytes.
     pub max_model_file_bytes: u64,
+    /// Bytes of model files one owner (token) may have stored; an upload
+    /// that would go over is refused before a byte is stored. Re-uploading
+    /// a file the owner has costs nothing. Not applied without a tokens file.
+    pub max_model_bytes_per_owner: u64,
+    /// How often stored model files are collected (and once at start).
+    pub model_gc_interval_ms: u64,
+    /// A model file no running or paused job (nor running sweep) names is
+    /// deleted, with its owners' records, once this long has passed since
+    /// its last upload (for files without a record: its modification).
+    pub unreferenced_model_retention_ms: u64,
     /// Job API requests one token may make per second, on average, unless
     /// its entry says otherwise; beyond, RESOURCE_EXHAUSTED.
     pub requests_per_second: f64,
@@ -139,6 +149,9 @@ impl Default for ServerConfig {
             max_active_jobs_per_token: 8,
             max_model_parameters: 100_000_000,
             max_model_file_bytes: 256 << 20,
+            max_model_bytes_per_owner: 4 << 30,
+            model_gc_interval_ms: 3_600_000,
+            unreferenced_model_retention_ms: 7 * 24 * 3_600_000,
             requests_per_second: 20.0,
             request_burst: 40,
             sandbox_program: None,
@@ -181,6 +194,9 @@ pub struct ConfigLayer {
     pub max_active_jobs_per_token: Option<u32>,
     pub max_model_parameters: Option<u64>,
     pub max_model_file_bytes: Option<u64>,
+    pub max_model_bytes_per_owner: Option<u64>,
+    pub model_gc_interval_ms: Option<u64>,
+    pub unreferenced_model_retention_ms: Option<u64>,
     pub requests_per_second: Option<f64>,
     pub request_burst: Option<u32>,
     pub sandbox_program: Option<PathBuf>,
@@ -260,6 +276,9 @@ impl ServerConfig {
                 max_active_jobs_per_token,
                 max_model_parameters,
                 max_model_file_bytes,
+                max_model_bytes_per_owner,
+                model_gc_interval_ms,
+                unreferenced_model_retention_ms,
                 requests_per_second,
                 request_burst,
                 sandbox_memory_bytes,
@@ -336,6 +355,19 @@ impl ServerConfig {
         }
         if self.max_model_file_bytes == 0 {
             return bad("max_model_file_bytes", "0".into(), "must be at least 1");
+        }
+        if self.max_model_bytes_per_owner == 0 {
+            return bad("max_model_bytes_per_owner", "0".into(), "must be at least 1");
+        }
+        if self.model_gc_interval_ms < 100 {
+            return bad("model_gc_interval_ms", self.model_gc_interval_ms.to_string(), "must be at least 100");
+        }
+        if self.unreferenced_model_retention_ms < 1000 {
+            return bad(
+                "unreferenced_model_retention_ms",
+                self.unreferenced_model_retention_ms.to_string(),
+                "must be at least 1000 (an upload needs time to be named by a job)",
+            );
         }
         if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {
             return bad("requests_per_second", self.requests_per_second.to_string(), "must be a finite number > 0");
@@ -423,6 +455,12 @@ mod tests {
         let cases = [
             (ConfigLayer { max_active_jobs_per_token: Some(0), ..Default::default() }, "max_active_jobs_per_token = 0"),
             (ConfigLayer { max_model_parameters: Some(0), ..Default::default() }, "max_model_parameters = 0"),
+            (ConfigLayer { max_model_bytes_per_owner: Some(0), ..Default::default() }, "max_model_bytes_per_owner = 0"),
+            (ConfigLayer { model_gc_interval_ms: Some(10), ..Default::default() }, "model_gc_interval_ms = 10"),
+            (
+                ConfigLayer { unreferenced_model_retention_ms: Some(999), ..Default::default() },
+                "unreferenced_model_retention_ms = 999",
+            ),
             (ConfigLayer { max_model_file_bytes: Some(0), ..Default::default() }, "max_model_file_bytes = 0"),
             (ConfigLayer { requests_per_second: Some(0.0), ..Default::default() }, "requests_per_second = 0"),
             (ConfigLayer { requests_per_second: Some(f64::NAN), ..Default::default() }, "requests_per_second = NaN"),

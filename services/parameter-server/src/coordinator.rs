@@ -16,7 +16,7 @@ use bytes::Bytes;
 use rwp_spec::payload::{Announced, Layout, Payload, PayloadError, PayloadSizes};
 use rwp_spec::plan::tasks_for_step;
 use rwp_spec::rng::derive_seed;
-use rwp_spec::{JobSpec, ModelFile, NonFinitePolicy, Role, Schedule, Task};
+use rwp_spec::{JobSpec, NonFinitePolicy, Role, Schedule, Task};
 use tokio::sync::{broadcast, Notify};
 use tracing::{info, warn, Instrument};
 
@@ -25,11 +25,12 @@ use crate::domain::{now_unix_ms, Evaluation, JobEvent, JobRecord, JobState, Prin
 use crate::engine::{EngineConfig, EngineHandle, RawResult, RawStep, UpdateOutcome};
 use crate::error::ServerError;
 use crate::limits::RateLimiter;
-use crate::models::{ModelStore, ModelUpload};
+use crate::models::ModelStore;
 use crate::pool::{self, PayloadPool};
 use crate::store::{RequestKey, Store};
 use rwp_telemetry::{Kind, Registry};
 
+mod models;
 mod sweeps;
 use sweeps::SweepEntry;
 
@@ -325,6 +326,8 @@ struct State {
     counter: u64,
     cursor: usize,
     sweeps: BTreeMap<String, SweepEntry>,
+    /// Model files named by submissions under way, with how many.
+    models_starting: HashMap<String, u32>,
 }
 
 #[derive(Debug)]
@@ -347,6 +350,8 @@ pub struct Coordinator {
     sweep_scheduler: tokio::sync::Mutex<()>,
     /// Submissions and sweep creations with a client request id under way.
     requests: RequestLocks,
+    /// Model files whose last owner gave them up while a job used them.
+    disowned: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A running-job slot held by a submission under way; given back when
@@ -444,7 +449,13 @@ impl Coordinator {
         if let Err(e) = &sandbox {
             warn!(error = %e, "uploaded TorchScript models cannot be checked or trained on this server");
         }
-        let models = Arc::new(ModelStore::open(config.data_dir.join("models"), config.max_model_file_bytes, sandbox)?);
+        let models = Arc::new(ModelStore::open(
+            config.data_dir.join("models"),
+            config.max_model_file_bytes,
+            config.max_model_bytes_per_owner,
+            store.clone(),
+            sandbox,
+        )?);
         let (sweep_signal, sweep_signals) = tokio::sync::mpsc::unbounded_channel();
         let incarnation = format!("{:08x}", derive_seed(now_unix_ms() as u64, &[u64::from(std::process::id())]) as u32);
         let this = Arc::new(Self {
@@ -463,6 +474,7 @@ impl Coordinator {
             sweep_signals: Mutex::new(Some(sweep_signals)),
             sweep_scheduler: tokio::sync::Mutex::new(()),
             requests: RequestLocks::default(),
+            disowned: Mutex::default(),
         });
         for mut record in this.store.jobs()? {
             let (events, _) = broadcast::channel(1024);
@@ -492,6 +504,7 @@ impl Coordinator {
         }
         this.refresh_gauges(&this.lock());
         this.resume_sweeps()?;
+        this.spawn_model_collection();
         Ok(this)
     }
 
@@ -628,9 +641,7 @@ impl Coordinator {
         spec.validate().map_err(|e| ServerError::InvalidSpec(e.to_string()))?;
         check_data_dir(self.config.data_roots.as_deref(), spec.data_dir.as_deref())
             .map_err(ServerError::InvalidSpec)?;
-        if let Some(file) = &spec.model_file {
-            self.models.stored(file)?;
-        }
+        let _model_in_use = spec.model_file.as_ref().map(|file| self.use_model(principal, file)).transpose()?;
         let _retries_wait = match &request {
             Some(key) => Some(self.requests.lock(key).await),
             None => None,
@@ -707,35 +718,6 @@ impl Coordinator {
         Ok(record)
     }
 
-    /// Starts receiving a model file for `principal`.
-    pub fn begin_model_upload(&self, principal: &Principal, announced: ModelFile) -> Result<ModelUpload, ServerError> {
-        self.admit(principal)?;
-        if self.draining.load(Ordering::SeqCst) {
-            return Err(ServerError::ShuttingDown);
-        }
-        self.models.begin(announced)
-    }
-
-    /// Checks a received model file and stores it (libtorch loads it, on a
-    /// blocking thread).
-    pub async fn finish_model_upload(&self, upload: ModelUpload) -> Result<ModelFile, ServerError> {
-        let models = self.models.clone();
-        let file = tokio::task::spawn_blocking(move || models.commit(upload))
-            .await
-            .map_err(|e| ServerError::Storage(format!("model check stopped: {e}")))??;
-        info!(sha256 = %file.sha256, bytes = file.size_bytes, "model file stored");
-        Ok(file)
-    }
-
-    /// A stored model file's bytes, for workers.
-    pub async fn model_bytes(&self, sha256: &str) -> Result<Bytes, ServerError> {
-        let models = self.models.clone();
-        let sha256 = sha256.to_owned();
-        tokio::task::spawn_blocking(move || models.read(&sha256).map(Bytes::from))
-            .await
-            .map_err(|e| ServerError::Storage(format!("model read stopped: {e}")))?
-    }
-
     /// The job `job` as `principal` may see it: another user's job is not
     /// found, so that its existence does not leak.
     fn visible<'a>(s: &'a State, principal: &Principal, job: &str) -> Result<&'a JobEntry, ServerError> {
@@ -802,6 +784,9 @@ impl Coordinator {
         }
         if let Some(owner) = &record.owner {
             self.active_job_freed(owner);
+        }
+        if let Some(file) = &record.spec.model_file {
+            self.model_released(file);
         }
         Ok(record)
     }

@@ -81,6 +81,17 @@ pub struct SweepView {
     pub best_trial: Option<u32>,
 }
 
+/// One owner's upload of a model file, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredModel {
+    /// The uploading token's name; `""` on a server without tokens.
+    pub owner: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// When the owner last uploaded it.
+    pub uploaded_unix_ms: i64,
+}
+
 /// What a caller may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -56,8 +56,17 @@ pub enum ServerError {
     InvalidModel(String),
     #[error("model file of {size} bytes is larger than this server accepts ({limit} bytes, max_model_file_bytes)")]
     ModelFileTooLarge { size: u64, limit: u64 },
-    #[error("model file {0} is not stored on this server: upload it first (UploadModel)")]
+    /// A model file that is not stored, or (for a user) not among its
+    /// uploads, or not of the size named: one answer for all three.
+    #[error("model file {0} is not stored on this server for this caller: upload it first (UploadModel)")]
     ModelNotFound(String),
+    /// An upload that would take its owner's stored model files over its limit.
+    #[error(
+        "'{owner}' has {used} bytes of model files stored (or being uploaded); this upload of {size} bytes would \
+         exceed its limit of {limit} bytes (max_model_bytes_per_owner): delete files it no longer needs \
+         (rwp model delete) first"
+    )]
+    ModelQuotaExceeded { owner: String, used: u64, size: u64, limit: u64 },
     #[error("storage: {0}")]
     Storage(String),
     #[error("training engine: {0}")]
@@ -83,9 +92,9 @@ impl From<ServerError> for Status {
             | ServerError::ModelTooLarge { .. }
             | ServerError::InvalidModel(_) => Status::invalid_argument(message),
             ServerError::ModelFileTooLarge { .. } => Status::out_of_range(message),
-            ServerError::RateLimited { .. } | ServerError::TooManyActiveJobs { .. } => {
-                Status::resource_exhausted(message)
-            }
+            ServerError::RateLimited { .. }
+            | ServerError::TooManyActiveJobs { .. }
+            | ServerError::ModelQuotaExceeded { .. } => Status::resource_exhausted(message),
             ServerError::JobNotFound(_)
             | ServerError::SweepNotFound(_)
             | ServerError::UnknownWorker(_)

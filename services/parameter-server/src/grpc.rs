@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::coordinator::{Coordinator, PushAdmission, PushHeader};
-use crate::domain::{JobEvent, JobRecord, Principal, SweepView};
+use crate::domain::{JobEvent, JobRecord, Principal, StoredModel, SweepView};
 use crate::error::ServerError;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -116,6 +116,10 @@ fn sweep_to_wire(v: &SweepView) -> v1::Sweep {
             .collect(),
         best_trial: v.best_trial,
     }
+}
+
+fn model_to_wire(m: StoredModel) -> v1::StoredModel {
+    v1::StoredModel { sha256: m.sha256, size_bytes: m.size_bytes, uploaded_unix_ms: m.uploaded_unix_ms, owner: m.owner }
 }
 
 fn event_to_wire(e: &JobEvent) -> v1::JobEvent {
@@ -464,5 +468,24 @@ impl JobService for Handlers {
         }
         let file = self.coordinator.finish_model_upload(upload).instrument(span).await?;
         Ok(Response::new(v1::ModelFile { sha256: file.sha256, size_bytes: file.size_bytes }))
+    }
+
+    async fn list_models(
+        &self,
+        request: Request<v1::ListModelsRequest>,
+    ) -> Result<Response<v1::ListModelsResponse>, Status> {
+        let models = self.coordinator.list_models(&principal(&request)?)?.into_iter().map(model_to_wire).collect();
+        Ok(Response::new(v1::ListModelsResponse { models }))
+    }
+
+    async fn delete_model(
+        &self,
+        request: Request<v1::DeleteModelRequest>,
+    ) -> Result<Response<v1::DeleteModelResponse>, Status> {
+        let span = api_span("rwp.delete_model", &request);
+        let principal = principal(&request)?;
+        let sha256 = request.into_inner().sha256;
+        span.in_scope(|| self.coordinator.delete_model(&principal, &sha256))?;
+        Ok(Response::new(v1::DeleteModelResponse {}))
     }
 }

@@ -96,6 +96,15 @@ struct Args {
     /// Largest TorchScript model file an upload may carry, in bytes.
     #[arg(long, env = "RWP_MAX_MODEL_FILE_BYTES", value_name = "BYTES")]
     max_model_file_bytes: Option<u64>,
+    /// Bytes of model files one token may have stored; uploads beyond are refused [default: 4 GiB]
+    #[arg(long, env = "RWP_MAX_MODEL_BYTES_PER_OWNER", value_name = "BYTES")]
+    max_model_bytes_per_owner: Option<u64>,
+    /// How often unreferenced model files are collected, ms [default: 3600000]
+    #[arg(long, env = "RWP_MODEL_GC_INTERVAL_MS", value_name = "MS")]
+    model_gc_interval_ms: Option<u64>,
+    /// How long a model file no running job names is kept after its last upload, ms [default: 7 days]
+    #[arg(long, env = "RWP_UNREFERENCED_MODEL_RETENTION_MS", value_name = "MS")]
+    unreferenced_model_retention_ms: Option<u64>,
     /// Job API requests per second one token may make on average (a token's entry may say otherwise).
     #[arg(long, env = "RWP_REQUESTS_PER_SECOND", value_name = "RATE")]
     requests_per_second: Option<f64>,
@@ -228,6 +237,9 @@ impl Args {
             max_active_jobs_per_token: self.max_active_jobs_per_token,
             max_model_parameters: self.max_model_parameters,
             max_model_file_bytes: self.max_model_file_bytes,
+            max_model_bytes_per_owner: self.max_model_bytes_per_owner,
+            model_gc_interval_ms: self.model_gc_interval_ms,
+            unreferenced_model_retention_ms: self.unreferenced_model_retention_ms,
             requests_per_second: self.requests_per_second,
             request_burst: self.request_burst,
             sandbox_program: self.sandbox_program.clone(),

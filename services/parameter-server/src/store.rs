@@ -1,6 +1,7 @@
 //! The embedded database (redb) in the data directory: job records, the
-//! metrics history of every job, keyed by (job, step), sweep records, and
-//! the client request ids of submissions, keyed by (kind, owner, id).
+//! metrics history of every job, keyed by (job, step), sweep records, the
+//! client request ids of submissions, keyed by (kind, owner, id), and who
+//! uploaded which model file, keyed by (owner, sha256).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{now_unix_ms, Evaluation, JobRecord, StepMetrics, SweepRecord};
+use crate::domain::{now_unix_ms, Evaluation, JobRecord, StepMetrics, StoredModel, SweepRecord};
 use crate::error::ServerError;
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
@@ -17,6 +18,8 @@ const STEPS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("step_me
 const EVALS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("evaluations");
 const SWEEPS: TableDefinition<&str, &[u8]> = TableDefinition::new("sweeps");
 const REQUESTS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("request_ids");
+/// (owner, sha256) → [`ModelEntry`]; the owner is `""` on a server without tokens.
+const MODELS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("model_owners");
 
 /// How long a client request id keeps naming what it created.
 pub const REQUEST_ID_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -44,6 +47,23 @@ struct RequestEntry {
     created_unix_ms: i64,
 }
 
+/// One owner's upload of a model file.
+#[derive(Debug, Serialize, Deserialize)]
+struct ModelEntry {
+    size_bytes: u64,
+    uploaded_unix_ms: i64,
+}
+
+fn stored_model(owner: &str, sha256: &str, bytes: &[u8]) -> Result<StoredModel, ServerError> {
+    let entry: ModelEntry = serde_json::from_slice(bytes)?;
+    Ok(StoredModel {
+        owner: owner.to_owned(),
+        sha256: sha256.to_owned(),
+        size_bytes: entry.size_bytes,
+        uploaded_unix_ms: entry.uploaded_unix_ms,
+    })
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Arc<Database>,
@@ -59,6 +79,7 @@ impl Store {
         txn.open_table(STEPS)?;
         txn.open_table(EVALS)?;
         txn.open_table(SWEEPS)?;
+        txn.open_table(MODELS)?;
         // Request ids older than a day name nothing any more.
         {
             let mut requests = txn.open_table(REQUESTS)?;
@@ -168,6 +189,59 @@ impl Store {
         Ok(out)
     }
 
+    /// Records (or renews) `model.owner`'s upload of a model file.
+    pub fn put_model(&self, model: &StoredModel) -> Result<(), ServerError> {
+        let entry = ModelEntry { size_bytes: model.size_bytes, uploaded_unix_ms: model.uploaded_unix_ms };
+        let txn = self.db.begin_write()?;
+        txn.open_table(MODELS)?
+            .insert((model.owner.as_str(), model.sha256.as_str()), serde_json::to_vec(&entry)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// `owner`'s upload of the file `sha256`, if it has one.
+    pub fn model(&self, owner: &str, sha256: &str) -> Result<Option<StoredModel>, ServerError> {
+        let txn = self.db.begin_read()?;
+        let Some(value) = txn.open_table(MODELS)?.get((owner, sha256))? else { return Ok(None) };
+        stored_model(owner, sha256, value.value()).map(Some)
+    }
+
+    /// Every upload record (`owner`'s alone when given), by owner then digest.
+    pub fn models(&self, owner: Option<&str>) -> Result<Vec<StoredModel>, ServerError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MODELS)?;
+        let mut out = Vec::new();
+        let entries = match owner {
+            Some(owner) => table.range((owner, "")..)?,
+            None => table.iter()?,
+        };
+        for entry in entries {
+            let (key, value) = entry?;
+            let (who, sha256) = key.value();
+            if owner.is_some_and(|o| o != who) {
+                break;
+            }
+            out.push(stored_model(who, sha256, value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Drops `owner`'s record of `sha256`; `false` when it had none.
+    pub fn delete_model(&self, owner: &str, sha256: &str) -> Result<bool, ServerError> {
+        let txn = self.db.begin_write()?;
+        let removed = txn.open_table(MODELS)?.remove((owner, sha256))?.is_some();
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// Drops every owner's record of `sha256`.
+    pub fn delete_model_records(&self, sha256: &str) -> Result<(), ServerError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(MODELS)?.retain(|(_, digest), _| digest != sha256)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Evaluations of `job` at or after update `from`, in step order.
     pub fn evaluations(&self, job: &str, from: u64) -> Result<Vec<Evaluation>, ServerError> {
         let txn = self.db.begin_read()?;
@@ -178,5 +252,43 @@ impl Store {
             out.push(serde_json::from_slice(value.value())?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(owner: &str, sha256: &str, size_bytes: u64, uploaded_unix_ms: i64) -> StoredModel {
+        StoredModel { owner: owner.into(), sha256: sha256.into(), size_bytes, uploaded_unix_ms }
+    }
+
+    #[test]
+    fn model_records_are_per_owner_and_several_owners_may_hold_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        store.put_model(&model("alice", &a, 10, 1)).unwrap();
+        store.put_model(&model("alice", &b, 20, 2)).unwrap();
+        store.put_model(&model("bob", &a, 10, 3)).unwrap();
+        store.put_model(&model("al", &b, 20, 4)).unwrap();
+        assert_eq!(store.model("alice", &a).unwrap(), Some(model("alice", &a, 10, 1)));
+        assert_eq!(store.model("bob", &b).unwrap(), None);
+        let alices = store.models(Some("alice")).unwrap();
+        assert_eq!(alices, vec![model("alice", &a, 10, 1), model("alice", &b, 20, 2)]);
+        assert_eq!(store.models(None).unwrap().len(), 4);
+
+        // Renewed, then dropped by one owner: the other keeps it.
+        store.put_model(&model("alice", &a, 10, 5)).unwrap();
+        assert_eq!(store.model("alice", &a).unwrap().unwrap().uploaded_unix_ms, 5);
+        assert!(store.delete_model("alice", &a).unwrap());
+        assert!(!store.delete_model("alice", &a).unwrap());
+        assert_eq!(store.model("bob", &a).unwrap(), Some(model("bob", &a, 10, 3)));
+
+        // Collection drops every owner's record of a file.
+        store.delete_model_records(&b).unwrap();
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.models(None).unwrap(), vec![model("bob", &a, 10, 3)]);
     }
 }

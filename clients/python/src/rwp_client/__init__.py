@@ -60,7 +60,7 @@ from ._spec import (
     StepLr,
 )
 from ._sweep import Distribution, EarlyStopping, ParamValue, Search, SearchMode, SearchParam, SweepSpec
-from ._types import Evaluation, Export, Job, JobEvent, JobState, StepMetrics, Sweep, SweepState, Trial
+from ._types import Evaluation, Export, Job, JobEvent, JobState, StepMetrics, StoredModel, Sweep, SweepState, Trial
 
 __version__ = "0.1.0"
 
@@ -110,6 +110,7 @@ __all__ = [
     "SigmaSchedule",
     "StepLr",
     "StepMetrics",
+    "StoredModel",
     "Sweep",
     "SweepRef",
     "SweepSpec",

@@ -24,7 +24,7 @@ from ._errors import DataLoss, InvalidArgument, RwpError, Unavailable, from_rpc_
 from ._proto.rwp.v1 import jobs_pb2, jobs_pb2_grpc, spec_pb2
 from ._spec import JobSpec, Model, ModelFile
 from ._sweep import SweepSpec
-from ._types import Export, Job, JobEvent, StepMetrics, Sweep, event_from_proto
+from ._types import Export, Job, JobEvent, StepMetrics, StoredModel, Sweep, event_from_proto
 
 #: Bytes per ``ModelChunk`` of an upload.
 CHUNK_BYTES: Final = 1 << 20
@@ -401,6 +401,31 @@ class Client:
                 f"{size} bytes with SHA-256 {sha256}"
             )
         return ModelFile(sha256=response.sha256, size_bytes=response.size_bytes)
+
+    def list_models(self) -> builtins.list[StoredModel]:
+        """The model files the caller uploaded (every owner's for an admin, or
+        on a server without authentication), by owner then digest."""
+        request = jobs_pb2.ListModelsRequest()
+        response = self._call(
+            "ListModels",
+            lambda: self._stub.ListModels(request, timeout=self._timeout, metadata=self._metadata),
+            retry=True,
+        )
+        return [StoredModel.from_proto(m) for m in response.models]
+
+    def delete_model(self, model: ModelFile | str) -> None:
+        """Gives up the caller's ownership of an uploaded file (a
+        :class:`ModelFile` or its SHA-256); :class:`NotFound` unless the caller
+        uploaded it. The server removes the file once no owner is left and no
+        running job names it. Not retried: a retry of a call that went through
+        would be told the file is not found."""
+        sha256 = model.sha256 if isinstance(model, ModelFile) else model
+        request = jobs_pb2.DeleteModelRequest(sha256=sha256)
+        self._call(
+            "DeleteModel",
+            lambda: self._stub.DeleteModel(request, timeout=self._timeout, metadata=self._metadata),
+            retry=False,
+        )
 
     # -- sweeps ----------------------------------------------------------------
 

@@ -43,6 +43,27 @@ _STATE_FROM_WIRE: dict[int, JobState] = {
 
 
 @dataclass(frozen=True)
+class StoredModel:
+    """A model file uploaded to the server (:meth:`Client.list_models`)."""
+
+    sha256: str
+    size_bytes: int
+    #: When its owner last uploaded it (Unix ms).
+    uploaded_unix_ms: int
+    #: The token that uploaded it; ``None`` on a server without authentication.
+    owner: str | None
+
+    @classmethod
+    def from_proto(cls, m: jobs_pb2.StoredModel) -> StoredModel:
+        return cls(
+            sha256=m.sha256,
+            size_bytes=m.size_bytes,
+            uploaded_unix_ms=m.uploaded_unix_ms,
+            owner=m.owner or None,
+        )
+
+
+@dataclass(frozen=True)
 class StepMetrics:
     """One applied update (a watch yields every step, in order)."""
 

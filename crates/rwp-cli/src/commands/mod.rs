@@ -2,6 +2,7 @@
 //! progress and notes go to stderr.
 
 mod jobs;
+mod models;
 mod plot;
 mod sweeps;
 mod watch;
@@ -20,6 +21,7 @@ use crate::job::{build_job, BuiltJob};
 use crate::plot::ImageFormat;
 
 pub use jobs::{job_detail, job_json, jobs_table};
+pub use models::{model_json, models_table};
 pub use watch::{summary_line, Outcome};
 
 /// Attempts of each call while watching, so that a watch rides out a server
@@ -161,6 +163,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             Ok(0)
         }
         Command::Sweep(command) => sweeps::run(command, connect, out).await,
+        Command::Model(command) => models::run(command, connect, out).await,
         Command::Plot(args) => {
             ImageFormat::from_path(&args.output).map_err(CliError::Usage)?;
             let client = connect()?.connect().await?;

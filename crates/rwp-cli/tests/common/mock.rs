@@ -40,6 +40,8 @@ pub struct Recorded {
     /// The bytes of each `UploadModel` call, with the digest it announced.
     pub uploads: Vec<(String, Vec<u8>)>,
     pub cancelled: Vec<String>,
+    /// The digest of each `DeleteModel` call that found its file.
+    pub deleted_models: Vec<String>,
     /// The `authorization` metadata of each `ListJobs` call.
     pub authorization: Vec<Option<String>>,
 }
@@ -146,6 +148,37 @@ impl JobService for Service {
         let (sha256, size_bytes) = announced.ok_or_else(|| Status::invalid_argument("no chunks"))?;
         self.recorded.lock().unwrap().uploads.push((sha256.clone(), bytes));
         Ok(Response::new(v1::ModelFile { sha256, size_bytes }))
+    }
+
+    /// The uploads so far, as alice's, uploaded a minute ago.
+    async fn list_models(&self, _: Request<v1::ListModelsRequest>) -> Result<Response<v1::ListModelsResponse>, Status> {
+        let uploaded_unix_ms = now_ms() - 60_000;
+        let recorded = self.recorded.lock().unwrap();
+        let models = recorded
+            .uploads
+            .iter()
+            .filter(|(sha256, _)| !recorded.deleted_models.contains(sha256))
+            .map(|(sha256, bytes)| v1::StoredModel {
+                sha256: sha256.clone(),
+                size_bytes: bytes.len() as u64,
+                uploaded_unix_ms,
+                owner: "alice".into(),
+            })
+            .collect();
+        Ok(Response::new(v1::ListModelsResponse { models }))
+    }
+
+    async fn delete_model(
+        &self,
+        request: Request<v1::DeleteModelRequest>,
+    ) -> Result<Response<v1::DeleteModelResponse>, Status> {
+        let sha256 = request.into_inner().sha256;
+        let mut recorded = self.recorded.lock().unwrap();
+        if !recorded.uploads.iter().any(|(s, _)| *s == sha256) || recorded.deleted_models.contains(&sha256) {
+            return Err(Status::not_found(format!("model file {sha256} is not stored on this server for this caller")));
+        }
+        recorded.deleted_models.push(sha256);
+        Ok(Response::new(v1::DeleteModelResponse {}))
     }
 
     async fn get_job(&self, request: Request<v1::GetJobRequest>) -> Result<Response<v1::Job>, Status> {

@@ -25,6 +25,12 @@ pub(super) struct SweepEntry {
 }
 
 impl SweepEntry {
+    /// The digest of the model file a running sweep's trials will use.
+    pub(super) fn model_in_use(&self) -> Option<&str> {
+        let file = self.record.spec.base.model_file.as_ref();
+        file.filter(|_| self.record.state == SweepState::Running).map(|f| f.sha256.as_str())
+    }
+
     fn new(record: SweepRecord) -> Self {
         Self { record, changed: watch::channel(0).0 }
     }
@@ -73,6 +79,10 @@ impl Coordinator {
         }
         check_name(&name, Named::Sweep)?;
         let request = request_id.map(|id| request_key(principal, Named::Sweep, id)).transpose()?;
+        // A trial's spec may differ from the base in anything but its model
+        // file, which must be one the caller may name (retries included)
+        // before any trial starts; once the sweep runs, it holds the file.
+        let _model_in_use = spec.base.model_file.as_ref().map(|file| self.use_model(principal, file)).transpose()?;
         let _retries_wait = match &request {
             Some(key) => Some(self.requests.lock(key).await),
             None => None,
@@ -96,11 +106,6 @@ impl Coordinator {
         // Trials may not change data_dir: the base's is every trial's.
         super::check_data_dir(self.config.data_roots.as_deref(), spec.base.data_dir.as_deref())
             .map_err(ServerError::InvalidSweep)?;
-        // A trial's spec may differ from the base in anything but its model
-        // file, which must be stored before any trial starts.
-        if let Some(file) = &spec.base.model_file {
-            self.models.stored(file)?;
-        }
         if let Some(es) = &spec.early_stopping {
             let every = self.config.eval_every_epochs;
             if every == 0 {
