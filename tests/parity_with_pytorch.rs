@@ -1,5 +1,5 @@
 //! The Rust core against an independent PyTorch implementation of
-//! ALGORITHMS.md (`tests/reference/rwp_reference.py`): same initial weights,
+//! docs/algorithms.md (`tests/reference/rwp_reference.py`): same initial weights,
 //! same batches, same noise seeds, one CPU thread; after 24 updates of the
 //! small CNN with BatchNorm, weights, momentum, BN buffers and the history `F`
 //! must be equal bit for bit. The same holds for a TorchScript CNN with

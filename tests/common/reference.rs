@@ -1,4 +1,4 @@
-//! Runs the independent PyTorch implementation of ALGORITHMS.md
+//! Runs the independent PyTorch implementation of docs/algorithms.md
 //! (`tests/reference/rwp_reference.py`) on the exact batches and noise seeds
 //! of a job, and compares its final state with ours.
 

@@ -2,7 +2,7 @@
 """Parallel m-RWP the way the papers' reference code runs it: PyTorch DDP with
 the gloo backend, two processes on 127.0.0.1. Rank 0 computes the clean
 gradient at w, rank 1 the perturbed gradient at w + ε (filter-wise ε,
-ALGORITHMS.md); each scales its loss by 2(1 − λ) or 2λ so that DDP's gradient
+docs/algorithms.md); each scales its loss by 2(1 − λ) or 2λ so that DDP's gradient
 all-reduce (an average) yields (1 − λ)·g_clean + λ·g_pert; DDP broadcasts the
 BN running statistics from rank 0 (the clean rank) before every forward pass;
 both ranks then take the same SGD step. Random inputs of the datasets' shapes:
@@ -95,7 +95,7 @@ MODELS = {"small-cnn": (SmallCnn, (3, 16, 16)), "resnet18": (ResNet18, (3, 32, 3
 
 @torch.no_grad()
 def perturbation(params, sigma):
-    """Filter-wise ε (ALGORITHMS.md): σ·‖row‖ per output row for ≥2-D tensors,
+    """Filter-wise ε (docs/algorithms.md): σ·‖row‖ per output row for ≥2-D tensors,
     σ·(‖p‖ + 1e-16) for 1-D ones, in parameter order."""
     eps = []
     for p in params:

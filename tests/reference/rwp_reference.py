@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent PyTorch implementation of ALGORITHMS.md, used to check the Rust
+"""Independent PyTorch implementation of docs/algorithms.md, used to check the Rust
 core bit for bit. It never calls the Rust code: it reads a *case* (initial
 weights and buffers, the batches of every update, the noise seed of every
 perturbed task and the hyper-parameters) and writes the final state.
@@ -9,7 +9,7 @@ perturbed task and the hyper-parameters) and writes the final state.
     rwp_reference.py bench --method m-arwp --updates 30 --batch-size 256
 
 Floating-point order follows the "fixed order" notes of the Rust modules
-`perturb`, `grad` and `optim`, which restate the math of ALGORITHMS.md as a
+`perturb`, `grad` and `optim`, which restate the math of docs/algorithms.md as a
 sequence of tensor operations. Both sides call the same ATen kernels in that
 order, so on one CPU thread the results agree bit for bit.
 """

@@ -37,9 +37,10 @@ Exit status:
 
 const SUBMIT_AFTER_HELP: &str = "\
 The job comes from a job file, from flags, or both: every setting starts from
-the method's reference value (ALGORITHMS.md), then the job file's, then the
-flags'. Only the job id is printed on stdout; with --watch, progress goes to
-stderr and a summary line to stdout, as `rwp watch` does.
+the method's reference value (docs/algorithms.md in the repository, section
+Reference hyper-parameters), then the job file's, then the flags'. Only the
+job id is printed on stdout; with --watch, progress goes to stderr and a
+summary line to stdout, as `rwp watch` does.
 
 Job file (TOML): a `method` and only the settings that differ from its
 reference; unknown keys are rejected with their line.

@@ -1,4 +1,4 @@
-//! RWP-family training on libtorch (ALGORITHMS.md is the specification).
+//! RWP-family training on libtorch (docs/algorithms.md is the specification).
 //!
 //! The pieces a distributed run spreads over machines are separate functions
 //! over plain tensors, with no state kept between them:

@@ -1,5 +1,6 @@
-//! Aggregation of shard results and the update (ALGORITHMS.md, "Methods",
-//! "Base optimizer", "Sharding", "BatchNorm running statistics").
+//! Aggregation of shard results and the update (docs/algorithms.md, "The
+//! methods", "Shards and aggregation", "The SGD step", "BatchNorm running
+//! statistics").
 //!
 //! Floating-point order, fixed so that every implementation gets the same bits:
 //! - shard mean: `((g₀ + g₁) + …) / k`, in shard order;

@@ -1,5 +1,5 @@
-//! Filter-wise random perturbation ε (ALGORITHMS.md, "Filter-wise random
-//! perturbation" and "Adaptive perturbation").
+//! Filter-wise random perturbation ε (docs/algorithms.md, "Filter-wise random
+//! perturbation" and "Adaptive perturbation (ARWP, m-ARWP)").
 //!
 //! Floating-point order, fixed so that every implementation gets the same bits:
 //! - ≥2-D: `r = ‖p.view(d0, -1)‖₂` per row; `std = r · σ`; with history

@@ -4,9 +4,10 @@ use rwp_spec::{DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, Model
 
 use crate::SdkError;
 
-/// Builds a [`JobSpec`] starting from the reference hyper-parameters of
-/// ALGORITHMS.md for a method (σ, λ, η, β, lr 0.1, momentum 0.9, weight
-/// decay 1e-3, batch 256, cosine schedule) on the built-in dataset.
+/// Builds a [`JobSpec`] starting from the reference hyper-parameters of a
+/// method (σ, λ, η, β, lr 0.1, momentum 0.9, weight decay 1e-3, batch 256,
+/// cosine schedule; docs/algorithms.md, "Reference hyper-parameters") on the
+/// built-in dataset.
 #[derive(Clone, Debug)]
 pub struct JobSpecBuilder {
     spec: JobSpec,

@@ -2,7 +2,7 @@
 //! clients, the parameter server's control plane and the workers share it.
 //!
 //! - [`JobSpec`]: method, model, data and hyper-parameters, validated;
-//! - [`Schedule`]: learning rate and σ per update (ALGORITHMS.md, "Schedules");
+//! - [`Schedule`]: learning rate and σ per update (docs/algorithms.md, "Schedules");
 //! - [`plan`]: the tasks of an update and the samples and seeds of each task;
 //! - [`payload`]: the byte layout of a shard result and the server's checks
 //!   on a pushed one (sizes, order of messages, finite values).

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::SpecError;
 
-/// A training method of ALGORITHMS.md.
+/// A training method (docs/algorithms.md, "The methods").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {

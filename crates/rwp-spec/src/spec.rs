@@ -118,8 +118,8 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
-    /// The reference hyper-parameters of ALGORITHMS.md for `method`, on the
-    /// built-in dataset with the small CNN.
+    /// The reference hyper-parameters for `method` (docs/algorithms.md,
+    /// "Reference hyper-parameters"), on the built-in dataset with the small CNN.
     #[must_use]
     pub fn reference(method: Method) -> Self {
         let mut spec = JobSpec {

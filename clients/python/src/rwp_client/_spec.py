@@ -15,7 +15,7 @@ from ._proto.rwp.v1 import spec_pb2
 
 
 class Method(enum.Enum):
-    """A training method (ALGORITHMS.md); the values are the job-file names."""
+    """A training method (docs/algorithms.md); the values are the job-file names."""
 
     SGD = "sgd"
     SAM = "sam"
@@ -125,7 +125,7 @@ def _reference_lr_schedule(method: Method) -> LrSchedule:
 class JobSpec:
     """Everything that decides a training run (``rwp.v1.JobSpec``).
 
-    Unset fields take the reference hyper-parameters of ALGORITHMS.md, as the
+    Unset fields take the reference hyper-parameters (docs/algorithms.md), as the
     Rust SDK's ``JobSpecBuilder::new(method)`` and job files do: the small CNN
     on the built-in dataset, 30 epochs, batch 256, lr 0.1 with momentum 0.9,
     weight decay 1e-3, λ 0.5, η 0.1, β 0.99, ρ 0.05. ``sigma``,
