@@ -10,7 +10,7 @@ endif
 CARGO ?= cargo
 SETUP_STAMP := .cargo/config.toml
 
-.PHONY: setup build release test test-python fmt lint fuzz demo demo-local bench bench-gpu bench-local gpu-bundle chaos load k8s-check clean
+.PHONY: setup build release check test test-python fmt lint fuzz demo demo-local bench bench-gpu bench-local bench-sandbox gpu-bundle chaos load k8s-check clean
 
 $(SETUP_STAMP): scripts/setup-libtorch.sh
 	./scripts/setup-libtorch.sh
@@ -23,6 +23,14 @@ build: setup
 
 release: setup
 	$(CARGO) build --release --workspace --bins
+
+## The everyday loop: format check, clippy, and the unit tests of every
+## crate (the scheduler's rules among them); no real-process, Python or
+## Kubernetes suites. `make test` is the full suite CI runs.
+check: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace --lib --bins
 
 ## Format check, then every test of the workspace (unit, integration, the
 ## PyTorch parity tests).
@@ -107,9 +115,15 @@ gpu-bundle: release
 	for b in bench-suite rwp-server rwp-worker rwp-sandbox rwp-train; do \
 		strip -o $(or $(CARGO_TARGET_DIR),target)/gpu/$$b $(or $(CARGO_TARGET_DIR),target)/release/$$b; done
 
-## Time per update of the local trainer against the PyTorch reference script.
+## Time per update of the local trainer against the PyTorch reference script
+## (and, last, the model sandbox's cost: bench-sandbox).
 bench-local: release
 	./scripts/bench-local.sh
+
+## A worker's update of a TorchScript CNN in process and in the model
+## sandbox, side by side (crates/rwp-sandbox/benches/sandbox.rs).
+bench-sandbox: setup
+	$(CARGO) bench -p rwp-sandbox --bench sandbox
 
 clean:
 	$(CARGO) clean

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use connections::{ConnectionsPerPeer, PeerPermit};
-pub use registry::{Kind, Registry};
+pub use registry::{Counter, Gauge, Histogram, Kind, Registry};
 
 /// The OTLP endpoint the standard variables give for `signal` (`TRACES` or
 /// `METRICS`): `OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`, else

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The Prometheus type of a metric family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,10 +59,82 @@ fn render_labels(labels: &Labels, extra: Option<(&str, String)>) -> String {
     }
 }
 
+/// A counter family of a [`Registry`], declared once: a service keeps its
+/// metrics as fields of a struct of these, so a misspelt metric does not
+/// compile.
+#[derive(Clone, Debug)]
+pub struct Counter(Metric);
+
+/// A gauge family of a [`Registry`] (see [`Counter`]).
+#[derive(Clone, Debug)]
+pub struct Gauge(Metric);
+
+/// A histogram family of a [`Registry`], in seconds (see [`Counter`]).
+#[derive(Clone, Debug)]
+pub struct Histogram(Metric);
+
+#[derive(Clone, Debug)]
+struct Metric {
+    registry: Arc<Registry>,
+    name: &'static str,
+}
+
+impl Counter {
+    /// Adds `by` to the series without labels.
+    pub fn inc(&self, by: f64) {
+        self.0.registry.inc(self.0.name, &[], by);
+    }
+
+    /// Adds `by` to the series with `labels`.
+    pub fn inc_with(&self, labels: &[(&str, &str)], by: f64) {
+        self.0.registry.inc(self.0.name, labels, by);
+    }
+}
+
+impl Gauge {
+    pub fn set(&self, value: f64) {
+        self.0.registry.set(self.0.name, &[], value);
+    }
+
+    pub fn set_with(&self, labels: &[(&str, &str)], value: f64) {
+        self.0.registry.set(self.0.name, labels, value);
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        self.0.registry.observe(self.0.name, &[], seconds);
+    }
+
+    pub fn observe_with(&self, labels: &[(&str, &str)], seconds: f64) {
+        self.0.registry.observe(self.0.name, labels, seconds);
+    }
+}
+
 impl Registry {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn declare(self: &Arc<Self>, name: &'static str, kind: Kind, help: &str) -> Metric {
+        self.describe(name, kind, help);
+        Metric { registry: Arc::clone(self), name }
+    }
+
+    /// Declares a counter family.
+    pub fn counter(self: &Arc<Self>, name: &'static str, help: &str) -> Counter {
+        Counter(self.declare(name, Kind::Counter, help))
+    }
+
+    /// Declares a gauge family.
+    pub fn gauge(self: &Arc<Self>, name: &'static str, help: &str) -> Gauge {
+        Gauge(self.declare(name, Kind::Gauge, help))
+    }
+
+    /// Declares a histogram family (seconds).
+    pub fn histogram(self: &Arc<Self>, name: &'static str, help: &str) -> Histogram {
+        Histogram(self.declare(name, Kind::Histogram, help))
     }
 
     /// Declares a family so it is listed (with HELP and TYPE) before it has samples.

@@ -69,6 +69,13 @@ pub enum ServerError {
     ModelQuotaExceeded { owner: String, used: u64, size: u64, limit: u64 },
     #[error("storage: {0}")]
     Storage(String),
+    /// The server could not start: a port it cannot listen on, a service it
+    /// cannot build. Reported at startup.
+    #[error("cannot start: {0}")]
+    Startup(String),
+    /// The gRPC server stopped with an error while serving.
+    #[error("transport: {0}")]
+    Transport(String),
     #[error("training engine: {0}")]
     Engine(String),
     /// The model sandbox could not run (not installed, broken), through no
@@ -109,7 +116,28 @@ impl From<ServerError> for Status {
             ServerError::Storage(_)
             | ServerError::Engine(_)
             | ServerError::Credentials(_)
-            | ServerError::Sandbox(_) => Status::internal(message),
+            | ServerError::Sandbox(_)
+            | ServerError::Startup(_)
+            | ServerError::Transport(_) => Status::internal(message),
+        }
+    }
+}
+
+impl From<rwp_scheduler::ScheduleError> for ServerError {
+    /// The callers that can tell a job that ended from one never known map
+    /// [`ScheduleError::NotScheduled`] themselves; here it is not found.
+    ///
+    /// [`ScheduleError::NotScheduled`]: rwp_scheduler::ScheduleError::NotScheduled
+    fn from(e: rwp_scheduler::ScheduleError) -> Self {
+        use rwp_scheduler::ScheduleError as E;
+        match e {
+            E::UnknownWorker(worker) => ServerError::UnknownWorker(worker),
+            E::UnknownLease(lease) => ServerError::UnknownLease(lease),
+            E::NotScheduled(job) => ServerError::JobNotFound(job),
+            E::Stale(message) => ServerError::StaleTask(message),
+            E::Mismatch(message) => ServerError::BadPush(message),
+            E::StaleVersion { job, requested, current } => ServerError::StaleVersion { job, requested, current },
+            E::ShuttingDown => ServerError::ShuttingDown,
         }
     }
 }

@@ -51,7 +51,7 @@ pub use security::Security;
 pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|e| ServerError::Storage(format!("cannot listen on {}: {e}", config.listen)))?;
+        .map_err(|e| ServerError::Startup(format!("cannot listen on {}: {e}", config.listen)))?;
     serve_with_listener(listener, config, shutdown).await
 }
 
@@ -101,7 +101,7 @@ pub async fn serve_with_security(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let local: SocketAddr = listener.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?;
+    let local: SocketAddr = listener.local_addr().map_err(|e| ServerError::Startup(e.to_string()))?;
     let max_message = config.max_message_bytes;
     let request_timeout = Duration::from_millis(config.request_timeout_ms);
     let authenticate = match options.authenticate {
@@ -137,11 +137,11 @@ pub async fn serve_with_security(
     let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
     let coordinator = coordinator::Coordinator::open(config, metrics.clone()).await?;
     // Also over OTLP when the OTEL_* variables ask for it; stops with the server.
-    let _otlp_metrics = rwp_telemetry::export_metrics(&metrics, "rwp-server").map_err(ServerError::Storage)?;
+    let _otlp_metrics = rwp_telemetry::export_metrics(&metrics, "rwp-server").map_err(ServerError::Startup)?;
     let metrics_server = match metrics_listen {
         Some(address) => {
-            let listener = rwp_telemetry::bind(address).await.map_err(ServerError::Storage)?;
-            info!(address = %listener.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?, "metrics endpoint listening");
+            let listener = rwp_telemetry::bind(address).await.map_err(ServerError::Startup)?;
+            info!(address = %listener.local_addr().map_err(|e| ServerError::Startup(e.to_string()))?, "metrics endpoint listening");
             let mut stopping = coordinator.stopping();
             Some(tokio::spawn(rwp_telemetry::serve_metrics(listener, metrics, metrics_limits, async move {
                 let _ = stopping.wait_for(|s| *s).await;
@@ -158,7 +158,7 @@ pub async fn serve_with_security(
         .register_encoded_file_descriptor_set(rwp_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| ServerError::Storage(format!("reflection: {e}")))?;
+        .map_err(|e| ServerError::Startup(format!("reflection: {e}")))?;
 
     // Probes that cannot speak TLS get health alone, in plaintext, until the
     // main port has drained.
@@ -166,8 +166,8 @@ pub async fn serve_with_security(
         Some(address) => {
             let listener = TcpListener::bind(address)
                 .await
-                .map_err(|e| ServerError::Storage(format!("cannot listen on {address} (health_listen): {e}")))?;
-            info!(address = %listener.local_addr().map_err(|e| ServerError::Storage(e.to_string()))?, "plaintext health endpoint listening");
+                .map_err(|e| ServerError::Startup(format!("cannot listen on {address} (health_listen): {e}")))?;
+            info!(address = %listener.local_addr().map_err(|e| ServerError::Startup(e.to_string()))?, "plaintext health endpoint listening");
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let server = Server::builder()
                 .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -225,7 +225,7 @@ pub async fn serve_with_security(
         )
         .serve_with_incoming_shutdown(incoming, drain);
     let served = tokio::select! {
-        served = served => served.map_err(|e| ServerError::Storage(format!("server: {e}"))),
+        served = served => served.map_err(|e| ServerError::Transport(e.to_string())),
         () = async {
             if draining.await.is_err() {
                 std::future::pending::<()>().await;

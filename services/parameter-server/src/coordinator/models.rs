@@ -31,7 +31,7 @@ fn access(principal: &Principal) -> Access<'_> {
 
 /// The digests of the files in use (see the module's documentation).
 fn in_use(s: &State) -> HashSet<&str> {
-    let jobs = s.jobs.values().filter(|j| j.run.is_some()).filter_map(|j| j.record.spec.model_file.as_ref());
+    let jobs = s.jobs.entries().filter(|j| j.run.is_some()).filter_map(|j| j.record.spec.model_file.as_ref());
     let files = jobs.map(|f| f.sha256.as_str());
     let sweeps = s.sweeps.values().filter_map(super::sweeps::SweepEntry::model_in_use);
     files.chain(sweeps).chain(s.models_starting.keys().map(String::as_str)).collect()
@@ -83,7 +83,7 @@ impl Coordinator {
     /// Starts receiving a model file for `principal`, within its quota.
     pub fn begin_model_upload(&self, principal: &Principal, announced: ModelFile) -> Result<ModelUpload, ServerError> {
         self.admit(principal)?;
-        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.draining() {
             return Err(ServerError::ShuttingDown);
         }
         let owner = principal.owner();

@@ -13,7 +13,9 @@ use rwp_spec::sweep::{self, Decision, RungResult, SweepSpec, SweepState, TrialSc
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{check_name, request_key, reserve_in, ActiveJobSlot, Coordinator, Named, State};
+use super::admission::{check_data_dir, check_name, request_key, Named};
+use super::registry::ActiveJobSlot;
+use super::{Coordinator, State};
 use crate::domain::{now_unix_ms, Evaluation, JobRecord, JobState, Principal, SweepRecord, SweepView, TrialRecord};
 use crate::error::ServerError;
 
@@ -74,7 +76,7 @@ impl Coordinator {
         request_id: Option<String>,
     ) -> Result<SweepView, ServerError> {
         self.admit(principal)?;
-        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.draining() {
             return Err(ServerError::ShuttingDown);
         }
         check_name(&name, Named::Sweep)?;
@@ -104,7 +106,7 @@ impl Coordinator {
         }
         let trials = spec.trials().map_err(|e| ServerError::InvalidSweep(e.to_string()))?;
         // Trials may not change data_dir: the base's is every trial's.
-        super::check_data_dir(self.config.data_roots.as_deref(), spec.base.data_dir.as_deref())
+        check_data_dir(self.config.data_roots.as_deref(), spec.base.data_dir.as_deref())
             .map_err(ServerError::InvalidSweep)?;
         if let Some(es) = &spec.early_stopping {
             let every = self.config.eval_every_epochs;
@@ -129,11 +131,10 @@ impl Coordinator {
             )));
         }
         let id = {
-            let mut s = self.lock();
-            s.counter += 1;
+            let serial = self.lock().jobs.next_serial();
             format!(
                 "sweep-{:010x}",
-                rwp_spec::rng::derive_seed(now_unix_ms() as u64, &[s.counter, u64::from(std::process::id()), 7]) >> 24
+                rwp_spec::rng::derive_seed(now_unix_ms() as u64, &[serial, u64::from(std::process::id()), 7]) >> 24
             )
         };
         let now = now_unix_ms();
@@ -276,7 +277,7 @@ impl Coordinator {
             let mut linked: Vec<SweepRecord> = Vec::new();
             for mut record in records {
                 let mut relinked = false;
-                for job in s.jobs.values() {
+                for job in s.jobs.entries() {
                     let Some((sweep, trial)) = &job.record.sweep else { continue };
                     if *sweep != record.id {
                         continue;
@@ -321,7 +322,7 @@ impl Coordinator {
     pub(super) async fn schedule_sweep(&self, sweep: &str) {
         let _scheduling = self.sweep_scheduler.lock().await;
         loop {
-            if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.draining() {
                 return;
             }
             let next = {
@@ -335,7 +336,7 @@ impl Coordinator {
                     .trials
                     .iter()
                     .filter_map(|t| t.job_id.as_ref())
-                    .filter(|id| s.jobs.get(*id).is_some_and(|j| !j.record.state.is_terminal()))
+                    .filter(|id| s.jobs.get(id).is_some_and(|j| !j.record.state.is_terminal()))
                     .count();
                 let waiting = entry.record.trials.iter().find(|t| t.job_id.is_none()).cloned();
                 match waiting {
@@ -345,7 +346,7 @@ impl Coordinator {
                         // at its limit the trial waits until one of them ends.
                         let reserved = match (&owner, entry.record.max_active_jobs) {
                             (Some(owner), Some(limit)) => {
-                                if !reserve_in(&mut s, owner, limit) {
+                                if !s.jobs.reserve(owner, limit) {
                                     tracing::debug!(sweep, owner, limit, "trial waits for a running-job slot");
                                     return;
                                 }

@@ -1,0 +1,385 @@
+//! The jobs registry: every job's record, who may see it, the running-job
+//! quota, the record's store writes and the job's event broadcast; and the
+//! job API over it (submit, get, list, watch, cancel, export).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use rwp_spec::rng::derive_seed;
+use rwp_spec::JobSpec;
+use tokio::sync::broadcast;
+use tracing::info;
+
+use super::admission::{check_data_dir, check_name, request_key, Named};
+use super::{planned, Coordinator, Run, State};
+use crate::domain::{now_unix_ms, JobEvent, Principal};
+pub(super) use crate::domain::{JobRecord, JobState};
+use crate::engine::EngineHandle;
+use crate::error::ServerError;
+use crate::store::RequestKey;
+
+#[derive(Debug)]
+pub(super) struct JobEntry {
+    pub(super) record: JobRecord,
+    pub(super) events: broadcast::Sender<JobEvent>,
+    /// The job's engine while it runs.
+    pub(super) run: Option<Run>,
+}
+
+impl JobEntry {
+    /// Sends the record to the job's watchers.
+    pub(super) fn announce(&self) {
+        let _ = self.events.send(JobEvent::Job(Box::new(self.record.clone())));
+    }
+}
+
+/// Every job this server knows, by id.
+#[derive(Debug, Default)]
+pub(super) struct Jobs {
+    entries: BTreeMap<String, JobEntry>,
+    /// Submissions under way, by owner: they count as running jobs until
+    /// their job is in `entries` (or refused).
+    submitting: HashMap<String, u32>,
+    counter: u64,
+}
+
+impl Jobs {
+    pub(super) fn insert(&mut self, entry: JobEntry) {
+        self.entries.insert(entry.record.id.clone(), entry);
+    }
+
+    pub(super) fn get(&self, job: &str) -> Option<&JobEntry> {
+        self.entries.get(job)
+    }
+
+    pub(super) fn get_mut(&mut self, job: &str) -> Option<&mut JobEntry> {
+        self.entries.get_mut(job)
+    }
+
+    pub(super) fn entries(&self) -> impl Iterator<Item = &JobEntry> {
+        self.entries.values()
+    }
+
+    /// The job's running state, if it runs.
+    pub(super) fn run(&self, job: &str) -> Option<&Run> {
+        self.entries.get(job).and_then(|j| j.run.as_ref())
+    }
+
+    /// The job `job` as `principal` may see it: another user's job is not
+    /// found, so that its existence does not leak.
+    pub(super) fn visible(&self, principal: &Principal, job: &str) -> Result<&JobEntry, ServerError> {
+        self.entries
+            .get(job)
+            .filter(|entry| principal.can_see(&entry.record))
+            .ok_or_else(|| ServerError::JobNotFound(job.to_owned()))
+    }
+
+    /// The engine of every running job.
+    pub(super) fn engines(&self) -> Vec<(String, EngineHandle)> {
+        self.entries.iter().filter_map(|(id, j)| j.run.as_ref().map(|r| (id.clone(), r.engine.clone()))).collect()
+    }
+
+    /// A number not handed out before by this registry (ids are drawn from it).
+    pub(super) fn next_serial(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    /// Takes one of `owner`'s `limit` running-job slots, if one is free: its
+    /// running jobs (sweep trials included) and submissions under way hold
+    /// the others.
+    pub(super) fn reserve(&mut self, owner: &str, limit: u32) -> bool {
+        let running =
+            self.entries.values().filter(|j| j.run.is_some() && j.record.owner.as_deref() == Some(owner)).count();
+        let submitting = self.submitting.get(owner).copied().unwrap_or(0);
+        if running + submitting as usize >= limit as usize {
+            return false;
+        }
+        *self.submitting.entry(owner.to_owned()).or_default() += 1;
+        true
+    }
+
+    fn release_submission(&mut self, owner: &str) {
+        if let Some(count) = self.submitting.get_mut(owner) {
+            *count -= 1;
+            if *count == 0 {
+                self.submitting.remove(owner);
+            }
+        }
+    }
+}
+
+/// A running-job slot held by a submission under way; given back when
+/// dropped unless the job took it over.
+pub(super) struct ActiveJobSlot<'a> {
+    pub(super) coordinator: &'a Coordinator,
+    pub(super) owner: Option<String>,
+}
+
+impl ActiveJobSlot<'_> {
+    /// The job is in the registry now: it counts itself.
+    pub(super) fn taken_over(mut self, s: &mut State) {
+        if let Some(owner) = self.owner.take() {
+            s.jobs.release_submission(&owner);
+        }
+    }
+}
+
+impl Drop for ActiveJobSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.take() {
+            self.coordinator.lock().jobs.release_submission(&owner);
+            self.coordinator.active_job_freed(&owner);
+        }
+    }
+}
+
+impl Coordinator {
+    /// Takes one request from `principal`'s rate.
+    pub(super) fn admit(&self, principal: &Principal) -> Result<(), ServerError> {
+        let Some(rate) = principal.limits.rate else { return Ok(()) };
+        self.rates.admit(&principal.name, rate, Instant::now()).map_err(|retry_after| ServerError::RateLimited {
+            principal: principal.name.clone(),
+            per_second: rate.per_second,
+            burst: rate.burst,
+            retry_after,
+        })
+    }
+
+    /// A running-job slot for a job `principal` submits, if it has one left.
+    fn reserve_active_job(&self, principal: &Principal) -> Result<ActiveJobSlot<'_>, ServerError> {
+        let (Some(owner), Some(limit)) = (principal.owner(), principal.limits.max_active_jobs) else {
+            return Ok(ActiveJobSlot { coordinator: self, owner: None });
+        };
+        if !self.lock().jobs.reserve(&owner, limit) {
+            return Err(ServerError::TooManyActiveJobs { owner, limit });
+        }
+        Ok(ActiveJobSlot { coordinator: self, owner: Some(owner) })
+    }
+
+    /// Starts a job. With a `request_id` the same owner used within the
+    /// last 24 hours, returns the job that request started instead (a
+    /// client's retry), as long as it asks for the same name and spec.
+    pub async fn submit(
+        &self,
+        principal: &Principal,
+        name: String,
+        spec: JobSpec,
+        request_id: Option<String>,
+    ) -> Result<JobRecord, ServerError> {
+        self.admit(principal)?;
+        if self.draining() {
+            return Err(ServerError::ShuttingDown);
+        }
+        check_name(&name, Named::Job)?;
+        let request = request_id.map(|id| request_key(principal, Named::Job, id)).transpose()?;
+        spec.validate().map_err(|e| ServerError::InvalidSpec(e.to_string()))?;
+        check_data_dir(self.config.data_roots.as_deref(), spec.data_dir.as_deref())
+            .map_err(ServerError::InvalidSpec)?;
+        let _model_in_use = spec.model_file.as_ref().map(|file| self.use_model(principal, file)).transpose()?;
+        let _retries_wait = match &request {
+            Some(key) => Some(self.requests.lock(key).await),
+            None => None,
+        };
+        if let Some(key) = &request {
+            if let Some(job) = self.store.request(key)? {
+                let s = self.lock();
+                let entry = s.jobs.get(&job).ok_or_else(|| ServerError::JobNotFound(job.clone()))?;
+                if entry.record.name != name || entry.record.spec != spec {
+                    return Err(ServerError::InvalidSpec(format!(
+                        "request_id '{}' already submitted job {job}, with another name or spec: \
+                         use a new request_id for a new job",
+                        key.id
+                    )));
+                }
+                info!(job = %job, request_id = %key.id, "a retried submission: the job it started");
+                return Ok(entry.record.clone());
+            }
+        }
+        let slot = self.reserve_active_job(principal)?;
+        self.start_job(principal.owner(), name, spec, None, slot, request.as_ref()).await
+    }
+
+    /// Starts a validated job: its engine, its record, its first tasks.
+    pub(super) async fn start_job(
+        &self,
+        owner: Option<String>,
+        name: String,
+        spec: JobSpec,
+        sweep: Option<(String, u32)>,
+        slot: ActiveJobSlot<'_>,
+        request: Option<&RequestKey>,
+    ) -> Result<JobRecord, ServerError> {
+        let serial = self.lock().jobs.next_serial();
+        let id =
+            format!("job-{:012x}", derive_seed(now_unix_ms() as u64, &[serial, u64::from(std::process::id())]) >> 16);
+        let now = now_unix_ms();
+        let mut record = JobRecord {
+            id: id.clone(),
+            name,
+            spec,
+            state: JobState::Running,
+            step: 0,
+            total_updates: 0,
+            updates_per_epoch: 0,
+            error: None,
+            created_unix_ms: now,
+            updated_unix_ms: now,
+            skipped_updates: 0,
+            last_step: None,
+            last_evaluation: None,
+            wall_time_before_s: 0.0,
+            owner,
+            sweep,
+        };
+        let run = self.start_run(&record, Some(self.config.max_model_parameters)).await.map_err(|e| match e {
+            ServerError::Engine(message) => ServerError::InvalidSpec(message),
+            other => other,
+        })?;
+        record.total_updates = run.schedule.total_updates;
+        record.updates_per_epoch = run.schedule.updates_per_epoch;
+        self.store.put_job_for(&record, request)?;
+        info!(job = %id, owner = record.owner.as_deref().unwrap_or(""), method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
+        let (events, _) = broadcast::channel(1024);
+        {
+            let mut s = self.lock();
+            let tasks = planned(&record.spec, &run.schedule, run.snapshot.version);
+            s.scheduler.schedule(&id, run.snapshot.version, tasks, Instant::now());
+            s.jobs.insert(JobEntry { record: record.clone(), events, run: Some(run) });
+            slot.taken_over(&mut s);
+            self.refresh_gauges(&s);
+        }
+        self.work.notify_waiters();
+        Ok(record)
+    }
+
+    pub fn get(&self, principal: &Principal, job: &str) -> Result<JobRecord, ServerError> {
+        self.admit(principal)?;
+        self.lock().jobs.visible(principal, job).map(|j| j.record.clone())
+    }
+
+    /// The jobs `principal` may see.
+    pub fn list(&self, principal: &Principal) -> Result<Vec<JobRecord>, ServerError> {
+        self.admit(principal)?;
+        Ok(self.lock().jobs.entries().filter(|j| principal.can_see(&j.record)).map(|j| j.record.clone()).collect())
+    }
+
+    pub async fn cancel(&self, principal: &Principal, job: &str) -> Result<JobRecord, ServerError> {
+        self.admit(principal)?;
+        self.lock().jobs.visible(principal, job)?;
+        self.end_running(job, JobState::Cancelled, None).await
+    }
+
+    /// Ends a job that may be running: checkpoints it (export and inspection
+    /// keep working on the state reached) and moves it to `state`.
+    pub(super) async fn end_running(
+        &self,
+        job: &str,
+        state: JobState,
+        error: Option<String>,
+    ) -> Result<JobRecord, ServerError> {
+        let engine = {
+            let s = self.lock();
+            let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+            match &entry.run {
+                Some(run) => run.engine.clone(),
+                None => return Ok(entry.record.clone()),
+            }
+        };
+        let _ = engine.checkpoint().await;
+        self.finish(job, state, error)
+    }
+
+    /// Moves a job to a terminal state, dropping its engine and leases.
+    pub(super) fn finish(&self, job: &str, state: JobState, error: Option<String>) -> Result<JobRecord, ServerError> {
+        let record = {
+            let mut guard = self.lock();
+            let s = &mut *guard;
+            s.scheduler.unschedule(job);
+            let entry = s.jobs.get_mut(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+            if entry.record.state.is_terminal() {
+                return Ok(entry.record.clone());
+            }
+            entry.run = None;
+            entry.record.state = state;
+            entry.record.error = error;
+            entry.record.updated_unix_ms = now_unix_ms();
+            entry.announce();
+            let record = entry.record.clone();
+            self.refresh_gauges(s);
+            record
+        };
+        self.recorder.close_board(job);
+        info!(job, state = state.name(), error = record.error.as_deref().unwrap_or(""), "job finished");
+        self.store.put_job(&record)?;
+        if let Some((sweep, _)) = &record.sweep {
+            self.trial_ended(sweep);
+        }
+        if let Some(owner) = &record.owner {
+            self.active_job_freed(owner);
+        }
+        if let Some(file) = &record.spec.model_file {
+            self.model_released(file);
+        }
+        Ok(record)
+    }
+
+    /// The job's state as a checkpoint file, and the step it holds.
+    pub async fn export(&self, principal: &Principal, job: &str) -> Result<(u64, Vec<u8>), ServerError> {
+        self.admit(principal)?;
+        let (engine, step) = {
+            let s = self.lock();
+            let entry = s.jobs.visible(principal, job)?;
+            (entry.run.as_ref().map(|r| r.engine.clone()), entry.record.step)
+        };
+        match engine {
+            Some(engine) => Ok((step, engine.export().await?)),
+            None => {
+                let path = self.job_dir(job).join("checkpoint.safetensors");
+                let bytes = tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| ServerError::Storage(format!("no weights to export for job {job}: {e}")))?;
+                rwp_core::checkpoint::verify(&bytes).map_err(|e| {
+                    ServerError::Storage(format!("the checkpoint of job {job} ({}) is corrupt: {e}", path.display()))
+                })?;
+                Ok((step, bytes))
+            }
+        }
+    }
+
+    /// History from `from_step` (step metrics and evaluations in step order,
+    /// then the record if the job already ended) and a receiver of live events.
+    pub fn watch(
+        &self,
+        principal: &Principal,
+        job: &str,
+        from_step: u64,
+    ) -> Result<(Vec<JobEvent>, Option<broadcast::Receiver<JobEvent>>), ServerError> {
+        self.admit(principal)?;
+        let (receiver, record) = {
+            let s = self.lock();
+            let entry = s.jobs.visible(principal, job)?;
+            (entry.events.subscribe(), entry.record.clone())
+        };
+        let mut history: Vec<(u64, u8, JobEvent)> = Vec::new();
+        for m in self.store.steps(job, from_step)? {
+            // Metrics of steps the job has not (re)reached are left over from
+            // before a restart; they will be recorded again.
+            if m.step < record.step {
+                history.push((m.step, 0, JobEvent::Step(m)));
+            }
+        }
+        for e in self.store.evaluations(job, from_step + 1)? {
+            if e.step <= record.step {
+                history.push((e.step - 1, 1, JobEvent::Evaluation(e)));
+            }
+        }
+        history.sort_by_key(|(step, order, _)| (*step, *order));
+        let mut events: Vec<JobEvent> = history.into_iter().map(|(_, _, e)| e).collect();
+        if record.state.is_terminal() {
+            events.push(JobEvent::Job(Box::new(record)));
+            return Ok((events, None));
+        }
+        Ok((events, Some(receiver)))
+    }
+}

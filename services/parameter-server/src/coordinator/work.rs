@@ -1,0 +1,211 @@
+//! The worker API over the scheduler: registration, leases, weights
+//! versions and the admission and recording of pushed results.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rwp_scheduler::{PushClaim, Recorded, Released, ScheduleError};
+use rwp_spec::payload::{Payload, PayloadError};
+use tracing::{info, warn};
+
+use super::{Coordinator, LeasedTask, PushAdmission, PushHeader, Snapshot, State};
+use crate::domain::{now_unix_ms, JobState};
+use crate::engine::RawResult;
+use crate::error::ServerError;
+
+/// Unix milliseconds of `deadline`, a time after `now`.
+fn unix_ms(deadline: Instant, now: Instant) -> i64 {
+    now_unix_ms() + deadline.saturating_duration_since(now).as_millis() as i64
+}
+
+/// A scheduler's refusal; a job it does not schedule is named as the
+/// registry knows it (not found, or ended).
+fn refusal(s: &State, e: ScheduleError) -> ServerError {
+    match e {
+        ScheduleError::NotScheduled(job) => match s.jobs.get(&job) {
+            Some(entry) => ServerError::JobNotRunning { job, state: entry.record.state.name() },
+            None => ServerError::JobNotFound(job),
+        },
+        other => other.into(),
+    }
+}
+
+impl Coordinator {
+    pub fn register(&self, name: &str, device: &str) -> (String, u64) {
+        let id = self.lock().scheduler.register(Instant::now());
+        info!(worker = %id, name, device, "worker registered");
+        (id, self.config.lease_timeout_ms / 3)
+    }
+
+    /// Leases the next task, waiting up to `wait` for one.
+    pub async fn lease(&self, worker: &str, wait: Duration) -> Result<Option<LeasedTask>, ServerError> {
+        let deadline = Instant::now() + wait;
+        let arrived = Instant::now();
+        let mut first_try = true;
+        loop {
+            let notified = self.work.notified();
+            if let Some(task) = self.try_lease(worker)? {
+                if first_try {
+                    self.metrics.lease_service_seconds.observe(arrived.elapsed().as_secs_f64());
+                }
+                return Ok(Some(task));
+            }
+            first_try = false;
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            // Also wake up in time for the earliest lease expiry.
+            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(250)), notified).await;
+        }
+    }
+
+    fn try_lease(&self, worker: &str) -> Result<Option<LeasedTask>, ServerError> {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let now = Instant::now();
+        let lease = s.scheduler.lease(worker, now);
+        self.refresh_gauges(s);
+        let Some(lease) = lease? else { return Ok(None) };
+        if let Some(expired) = &lease.replaces {
+            warn!(job = %lease.job, step = lease.task.step, shard = lease.task.shard, %expired, "lease expired, re-issuing");
+            self.metrics.lease_expiries.inc(1.0);
+        }
+        self.metrics.task_queue_seconds.observe(lease.queued.as_secs_f64());
+        self.metrics.leases_issued.inc(1.0);
+        let entry = s.jobs.get(&lease.job).expect("a scheduled job is registered");
+        let run = entry.run.as_ref().expect("a scheduled job runs");
+        Ok(Some(LeasedTask {
+            trace: run.step_span.clone(),
+            deadline_unix_ms: unix_ms(lease.deadline, now),
+            lease_id: lease.id,
+            job_id: lease.job,
+            spec: entry.record.spec.clone(),
+            task: lease.task,
+            returns_buffers: lease.returns_buffers,
+            timeout: lease.task_timeout,
+        }))
+    }
+
+    /// Extends a lease; returns its new deadline (Unix ms).
+    pub fn renew(&self, worker: &str, lease: &str) -> Result<i64, ServerError> {
+        let now = Instant::now();
+        let deadline = self.lock().scheduler.renew(worker, lease, now)?;
+        Ok(unix_ms(deadline, now))
+    }
+
+    /// Hands a lease back unfinished so the task is re-issued at once. With
+    /// an `error`, the failure is counted; the third failure of the same task
+    /// fails the job with that reason.
+    pub fn release(&self, worker: &str, lease: &str, error: Option<&str>) -> Result<(), ServerError> {
+        let released = {
+            let mut s = self.lock();
+            let released = s.scheduler.release(worker, lease, error);
+            self.refresh_gauges(&s);
+            released?
+        };
+        if let Released::Failed { task, .. } | Released::JobFails { task, .. } = &released {
+            self.metrics.task_failures.inc(1.0);
+            let error = error.unwrap_or_default();
+            warn!(lease, step = task.step, shard = task.shard, worker, error, "task failed on a worker");
+        }
+        if let Released::JobFails { job, reason, .. } = released {
+            self.finish(&job, JobState::Failed, Some(reason))?;
+        }
+        self.work.notify_waiters();
+        Ok(())
+    }
+
+    /// The weights version a worker asks for, if it is the current one.
+    pub fn snapshot(&self, job: &str, version: u64) -> Result<Arc<Snapshot>, ServerError> {
+        let s = self.lock();
+        let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
+        let run = entry
+            .run
+            .as_ref()
+            .ok_or(ServerError::JobNotRunning { job: job.to_owned(), state: entry.record.state.name() })?;
+        if run.snapshot.version != version {
+            return Err(ServerError::StaleVersion {
+                job: job.to_owned(),
+                requested: version,
+                current: run.snapshot.version,
+            });
+        }
+        Ok(run.snapshot.clone())
+    }
+
+    /// Checks a push header before its payload is read.
+    pub fn admit_push(&self, h: &PushHeader) -> Result<PushAdmission, ServerError> {
+        let s = self.lock();
+        let claim = PushClaim {
+            worker: &h.worker_id,
+            lease: &h.lease_id,
+            job: &h.job_id,
+            step: h.step,
+            role: h.role,
+            shard: h.shard,
+            weights_version: h.weights_version,
+        };
+        let admitted = s.scheduler.admit(&claim).map_err(|e| refusal(&s, e))?;
+        let entry = s.jobs.get(&h.job_id).expect("a scheduled job is registered");
+        let run = entry.run.as_ref().expect("a scheduled job runs");
+        let sizes = run
+            .layout
+            .expect(&h.announced, admitted.returns_buffers)
+            .map_err(|e| ServerError::BadPush(format!("{e}, for {} on job {}", entry.record.spec.model, h.job_id)))?;
+        Ok(if admitted.duplicate { PushAdmission::Duplicate(sizes) } else { PushAdmission::Expect(sizes) })
+    }
+
+    /// Takes a complete, admitted payload. Returns whether it was accepted
+    /// (false: a duplicate, dropped).
+    pub async fn complete_push(self: &Arc<Self>, h: &PushHeader, payload: Payload) -> Result<bool, ServerError> {
+        let recorded = {
+            let mut guard = self.lock();
+            let s = &mut *guard;
+            let Some(slot) = s.scheduler.result_slot(&h.lease_id).map_err(|e| refusal(s, e))? else {
+                return Ok(false);
+            };
+            let entry = s.jobs.get(&h.job_id).ok_or_else(|| ServerError::JobNotFound(h.job_id.clone()))?;
+            let policy = entry.record.spec.non_finite;
+            let run = entry.run.as_ref().expect("a scheduled job runs");
+            let split = payload.gradient_bytes();
+            let payload = Bytes::from(payload.into_bytes());
+            self.metrics.gradient_bytes_in.inc(payload.len() as f64);
+            let (gradient, buffers) = (payload.slice(..split), payload.slice(split..));
+            match run.layout.check_finite(&gradient, &buffers) {
+                Ok(()) => {}
+                Err(e @ PayloadError::NonFinite(_)) => {
+                    let reason =
+                        format!("{e} ({:?} shard {} of step {}, worker {})", h.role, h.shard, h.step, h.worker_id);
+                    drop(guard);
+                    return self.non_finite(h, policy, reason);
+                }
+                Err(e) => return Err(ServerError::BadPush(e.to_string())),
+            }
+            self.metrics.results_accepted.inc(1.0);
+            let result = RawResult {
+                gradient,
+                // A task that returns BN buffers returns them even when the
+                // model has none (an MLP): an empty set, not a missing one.
+                buffers: slot.returns_buffers.then_some(buffers),
+                loss: h.loss,
+                accuracy: h.accuracy,
+            };
+            let recorded = s.scheduler.record(slot, result, Instant::now());
+            match recorded {
+                Recorded::Accepted => None,
+                Recorded::Complete(update) => {
+                    let run = s.jobs.run(&h.job_id).expect("a scheduled job runs");
+                    Some((update, run.engine.clone(), run.step_span.clone()))
+                }
+            }
+        };
+        if let Some((update, engine, step_span)) = recorded {
+            self.metrics.step_seconds.observe_with(&[("phase", "waiting")], update.waited.as_secs_f64());
+            let span = tracing::info_span!(parent: &step_span, "rwp.update", job = %h.job_id, step = h.step);
+            self.apply(h.job_id.clone(), engine, update, span);
+        }
+        Ok(true)
+    }
+}
