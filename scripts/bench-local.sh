@@ -57,4 +57,4 @@ PY
 # m-arwp update computed in this process and in an rwp-sandbox process.
 echo
 BATCH="$BATCH" THREADS="$THREADS" ROUNDS="$ROUNDS" UPDATES="$UPDATES" WARMUP="$WARMUP" \
-  target/release/bench-sandbox | grep -v '^{'
+  cargo bench --quiet -p rwp-sandbox --bench sandbox | grep -v '^{'

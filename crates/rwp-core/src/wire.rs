@@ -45,16 +45,27 @@ pub fn tensor_bytes(t: &Tensor, kind: Kind) -> Vec<u8> {
 /// The bytes of every tensor in `kind`, one after another, written straight
 /// into one buffer of the final size.
 fn concatenated_bytes(tensors: &[Tensor], kind: Kind) -> Vec<u8> {
+    let mut data = vec![0u8; concatenated_len(tensors, kind)];
+    write_concatenated(tensors, kind, &mut data);
+    data
+}
+
+fn concatenated_len(tensors: &[Tensor], kind: Kind) -> usize {
+    tensors.iter().map(|t| t.numel() * kind.elt_size_in_bytes()).sum()
+}
+
+/// Writes the bytes of every tensor in `kind` at the start of `out`;
+/// returns how many. Panics when `out` is too small.
+fn write_concatenated(tensors: &[Tensor], kind: Kind, out: &mut [u8]) -> usize {
     let elt = kind.elt_size_in_bytes();
-    let mut data = vec![0u8; tensors.iter().map(|t| t.numel() * elt).sum()];
     let mut offset = 0;
     for t in tensors {
         let t = t.to_device(Device::Cpu).to_kind(kind).contiguous();
         let numel = t.numel();
-        t.copy_data_u8(&mut data[offset..offset + numel * elt], numel);
+        t.copy_data_u8(&mut out[offset..offset + numel * elt], numel);
         offset += numel * elt;
     }
-    data
+    offset
 }
 
 /// A tensor's bytes with its shape, ready to be written as safetensors.
@@ -183,6 +194,30 @@ pub fn encode_gradients(grads: &[Tensor], encoding: GradientEncoding) -> Vec<u8>
 #[must_use]
 pub fn encode_buffers(buffers: &[Tensor]) -> Vec<u8> {
     concatenated_bytes(buffers, Kind::Float)
+}
+
+/// A shard's result (its gradients, then its BatchNorm buffers if any) in
+/// the bytes [`encode_gradients`] and [`encode_buffers`] give, written in
+/// place at the start of `out` (shared memory, say); returns the byte
+/// counts of the two parts, or `None` when `out` is too small.
+#[must_use]
+pub fn write_result(
+    grads: &[Tensor],
+    encoding: GradientEncoding,
+    buffers: Option<&[Tensor]>,
+    out: &mut [u8],
+) -> Option<(usize, usize)> {
+    let kind = kind_of(encoding);
+    let gradient_bytes = concatenated_len(grads, kind);
+    let buffer_bytes = buffers.map_or(0, |b| concatenated_len(b, Kind::Float));
+    if gradient_bytes + buffer_bytes > out.len() {
+        return None;
+    }
+    write_concatenated(grads, kind, out);
+    if let Some(b) = buffers {
+        write_concatenated(b, Kind::Float, &mut out[gradient_bytes..]);
+    }
+    Some((gradient_bytes, buffer_bytes))
 }
 
 /// Decodes and checks a shard's gradients: exact byte count, finite values.

@@ -20,6 +20,7 @@ use tch::Device;
 
 use crate::allowlist;
 use crate::confine::confine;
+use crate::panic_message;
 use crate::protocol::{self, ExactEvaluation, Policy, Request, Response};
 use crate::shm::Region;
 
@@ -92,14 +93,6 @@ fn failed(message: String) -> Response {
     Response::Failed { message, refused: false }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "unknown panic".to_owned())
-}
-
 /// Checks a loaded module's code against the allowlist.
 fn vet(module: &ScriptModule) -> Result<(), String> {
     let operations = module.operations().map_err(|e| format!("cannot read the module's code: {e}"))?;
@@ -166,22 +159,24 @@ impl Sandbox {
                     &batch,
                     weights.factors.as_ref(),
                 );
-                let gradients = wire::encode_gradients(&result.grads, job.spec.gradient_encoding);
-                let buffers = match (returns_buffers, result.buffers.as_ref()) {
-                    (true, Some(b)) => wire::encode_buffers(b),
+                let buffers = match (returns_buffers, result.buffers.as_deref()) {
+                    (true, Some(b)) => Some(b),
                     (true, None) => {
                         return Err(failed(format!("a {:?} task returned no BatchNorm buffers", task.role)))
                     }
-                    (false, _) => Vec::new(),
+                    (false, _) => None,
                 };
-                let total = gradients.len() + buffers.len();
-                let out = output(&mut self.output, total)?;
-                out[..gradients.len()].copy_from_slice(&gradients);
-                out[gradients.len()..total].copy_from_slice(&buffers);
+                // Encoded straight into the shared memory the host reads.
+                let region = self.output.as_mut().ok_or_else(|| failed("no output region".to_owned()))?;
+                let size = region.len();
+                let (gradient_bytes, buffer_bytes) =
+                    wire::write_result(&result.grads, job.spec.gradient_encoding, buffers, region.as_mut_slice())
+                        .ok_or_else(|| failed(format!("the result does not fit the output region of {size}")))?;
+                let total = gradient_bytes + buffer_bytes;
                 Ok(Response::Computed {
                     payload_len: total as u64,
-                    gradient_bytes: gradients.len() as u64,
-                    buffer_bytes: buffers.len() as u64,
+                    gradient_bytes: gradient_bytes as u64,
+                    buffer_bytes: buffer_bytes as u64,
                     loss_bits: result.loss.to_bits(),
                     accuracy_bits: result.accuracy.to_bits(),
                     compute_micros: started.elapsed().as_micros() as u64,

@@ -202,6 +202,8 @@ pub struct ModelHost {
     input: Option<Region>,
     output: Option<Region>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    /// Forwards the sandbox's standard error to the log; ends when the sandbox does.
+    log_thread: Option<std::thread::JoinHandle<()>>,
     killer: Killer,
     load_timeout: Duration,
     dead: bool,
@@ -241,14 +243,18 @@ impl ModelHost {
         }
         let mut child = command.spawn().map_err(spawn_error)?;
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
-        if let Some(pipe) = child.stderr.take() {
-            let tail = stderr.clone();
-            let pid = child.id();
-            std::thread::Builder::new()
-                .name("rwp-sandbox-log".to_owned())
-                .spawn(move || forward_stderr(pipe, pid, &tail))
-                .map_err(spawn_error)?;
-        }
+        let log_thread = match child.stderr.take() {
+            Some(pipe) => {
+                let tail = stderr.clone();
+                let pid = child.id();
+                let thread = std::thread::Builder::new()
+                    .name("rwp-sandbox-log".to_owned())
+                    .spawn(move || forward_stderr(pipe, pid, &tail))
+                    .map_err(spawn_error)?;
+                Some(thread)
+            }
+            None => None,
+        };
         let killer = Killer::default();
         killer.state.lock().unwrap_or_else(PoisonError::into_inner).0 = i32::try_from(child.id()).ok();
         Ok(Self {
@@ -257,6 +263,7 @@ impl ModelHost {
             input: None,
             output: None,
             stderr,
+            log_thread,
             killer,
             load_timeout: config.load_timeout,
             dead: false,
@@ -460,9 +467,13 @@ impl ModelHost {
         }
     }
 
-    fn stderr_detail(&self) -> String {
-        // The log thread may still be draining the pipe.
-        std::thread::sleep(Duration::from_millis(20));
+    /// The last lines the dead sandbox wrote.
+    fn stderr_detail(&mut self) -> String {
+        // The sandbox is reaped and could not fork: its end of the pipe is
+        // closed, so the log thread ends once it has read the last lines.
+        if let Some(thread) = self.log_thread.take() {
+            let _ = thread.join();
+        }
         let tail = self.stderr.lock().unwrap_or_else(PoisonError::into_inner);
         let lines: Vec<&str> =
             tail.iter().map(String::as_str).filter(|l| !l.starts_with("rwp-sandbox: confined")).collect();

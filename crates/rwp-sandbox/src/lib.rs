@@ -31,3 +31,14 @@ pub mod shm;
 pub use child::main as sandbox_main;
 pub use host::{parse_user, Computed, Grants, Killer, ModelHost, OpenedJob, SandboxConfig, SandboxError, DEFAULT_USER};
 pub use protocol::ExactEvaluation;
+
+/// The message of a caught panic (model code that panicked in libtorch's
+/// bindings, say), for an error report.
+#[must_use]
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}

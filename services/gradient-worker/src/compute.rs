@@ -284,14 +284,6 @@ struct ComputeThread {
     running: Aborter,
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "unknown panic".to_owned())
-}
-
 impl ComputeThread {
     fn serve(mut self, commands: &mpsc::Receiver<Command>) {
         loop {
@@ -307,7 +299,7 @@ impl ComputeThread {
                         .unwrap_or_else(|panic| {
                             // The job's cached state may be half updated.
                             self.jobs.remove(&job_id);
-                            Err(WorkerError::Compute(format!("panicked: {}", panic_message(&*panic))))
+                            Err(WorkerError::Compute(format!("panicked: {}", rwp_sandbox::panic_message(&*panic))))
                         });
                     let _ = reply.send(result);
                     let _entered = span.enter();
