@@ -8,7 +8,7 @@ For every overlay under deploy/k8s/overlays it renders the manifests with
                (kubernetes-validate, strict: unknown fields are errors);
   binaries     every flag, environment variable and config-file key the
                containers use is one the binary in the image accepts
-               (parsed from its --help);
+               (read from its --print-config);
   ports        listen addresses, container ports, Services, the workers'
                server URL and the Ingress agree;
   probes       gRPC probes name a gRPC service of the proto that the server
@@ -50,6 +50,7 @@ import argparse
 import collections
 import hashlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -129,32 +130,39 @@ def kn(doc: dict) -> str:
 # --------------------------------------------------------------------------- the binaries
 
 class Binary:
-    """What one binary accepts, read from its --help."""
+    """What one binary accepts, read from its --print-config (JSON, format
+    rwp-config/1: docs/deploy.md): each setting's key, flag and environment
+    variable, and the binary's other options (--config, --log-format)."""
+
+    FORMAT = "rwp-config/1"
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = path.name
-        out = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=60)
+        # A clean environment: the defaults, and no RWP_* variable of this shell.
+        out = subprocess.run([str(path), "--print-config"], capture_output=True, text=True, timeout=60,
+                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
         if out.returncode != 0:
-            raise SystemExit(f"k8s-check: {path} --help failed: {out.stderr.strip()}")
-        self.help = out.stdout
-        self.flags: dict[str, str | None] = {}  # long flag -> its environment variable
-        current = None
-        for line in self.help.splitlines():
-            m = re.match(r"^\s{2,}(?:-\w, )?--([a-z0-9][a-z0-9-]*)", line)
-            if m:
-                current = m.group(1)
-                self.flags[current] = None
-            elif line.strip() == "" and current is not None and self.flags[current]:
-                current = None
-            if current is not None:
-                e = re.search(r"\[env: ([A-Z][A-Z0-9_]*)", line)
-                if e and self.flags[current] is None:
-                    self.flags[current] = e.group(1)
+            raise SystemExit(f"k8s-check: {path} --print-config failed: {out.stderr.strip()}")
+        try:
+            printed = json.loads(out.stdout)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"k8s-check: {path} --print-config did not print JSON: {e}")
+        if printed.get("format") != self.FORMAT:
+            raise SystemExit(f"k8s-check: {path} --print-config is format {printed.get('format')!r}, "
+                             f"not {self.FORMAT!r}")
+        self.schema: dict[str, dict] = printed["schema"]
+        self.defaults: dict = printed["config"]
+        # config-file keys, and the flag and variable of each
+        self.keys = set(self.schema)
+        self.setting_flags = {s["flag"].removeprefix("--"): key for key, s in self.schema.items()}
+        self.setting_env = {s["env"]: key for key, s in self.schema.items()}
+        # every long flag -> its environment variable (None: none)
+        self.flags: dict[str, str | None] = {s["flag"].removeprefix("--"): s["env"] for s in self.schema.values()}
+        for option in printed["options"].values():
+            self.flags[option["flag"].removeprefix("--")] = option["env"]
         self.env = {v: k for k, v in self.flags.items() if v}
-        # config-file keys: the settings' flags with underscores
-        self.keys = {f.replace("-", "_") for f in self.flags if f not in {"config", "log-format", "help", "version"}}
-        self.config_env = self.flags.get("config")
+        self.config_env = printed["options"]["config"]["env"]
 
     def strings(self) -> bytes:
         return self.path.read_bytes()
@@ -259,11 +267,11 @@ class Container:
             self.file_settings = tomllib.loads(self.files[self.config_path])
         self.settings = dict(self.file_settings)
         for name, e in self.env.items():
-            if name in binary.env and "value" in e and binary.env[name] != "config":
-                self.settings[binary.env[name].replace("-", "_")] = e["value"]
+            if name in binary.setting_env and "value" in e:
+                self.settings[binary.setting_env[name]] = e["value"]
         for name, value in self.args:
-            if name in binary.flags and name not in ("config", "log-format"):
-                self.settings[name.replace("-", "_")] = value
+            if name in binary.setting_flags:
+                self.settings[binary.setting_flags[name]] = value
 
     def port_of(self, port: int | str) -> int | None:
         if isinstance(port, int):

@@ -1,5 +1,9 @@
-//! The worker's configuration, in layers: defaults < TOML file (`--config`) <
-//! environment (`RWP_*`) < command-line flags.
+//! The worker's configuration: one struct, [`WorkerConfig`], whose fields are
+//! the settings, in layers: defaults < TOML file (`--config`) < environment
+//! (`RWP_*`) < command-line flags. `rwp-config` merges them, the same way as
+//! the server's, and derives each setting's variable (`RWP_` and the key in
+//! capitals, unless the field names another) and flag (`--key-with-dashes`)
+//! from the struct; `rwp-worker --print-config` prints it all.
 //!
 //! ```toml
 //! server = "http://rwp-parameter-server:50051"
@@ -18,59 +22,13 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
+use rwp_config::{Env, Loaded};
 use rwp_credentials::Token;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::WorkerError;
-
-/// Environment variable of [`WorkerConfig::server`].
-pub const ENV_SERVER: &str = "RWP_SERVER";
-/// Environment variable of [`WorkerConfig::name`].
-pub const ENV_NAME: &str = "RWP_WORKER_NAME";
-/// Environment variable of [`WorkerConfig::device`].
-pub const ENV_DEVICE: &str = "RWP_DEVICE";
-/// Environment variable of [`WorkerConfig::threads`].
-pub const ENV_THREADS: &str = "RWP_THREADS";
-/// Environment variable of [`WorkerConfig::lease_wait_ms`].
-pub const ENV_LEASE_WAIT_MS: &str = "RWP_LEASE_WAIT_MS";
-/// Environment variable of [`WorkerConfig::chunk_bytes`].
-pub const ENV_CHUNK_BYTES: &str = "RWP_CHUNK_BYTES";
-/// Environment variable of [`WorkerConfig::max_backoff_ms`].
-pub const ENV_MAX_BACKOFF_MS: &str = "RWP_MAX_BACKOFF_MS";
-/// Environment variable of [`WorkerConfig::drain_timeout_ms`].
-pub const ENV_DRAIN_TIMEOUT_MS: &str = "RWP_DRAIN_TIMEOUT_MS";
-/// Environment variable of [`WorkerConfig::metrics_listen`].
-pub const ENV_METRICS_LISTEN: &str = "RWP_METRICS_LISTEN";
-/// Environment variable of [`WorkerConfig::metrics_header_timeout_ms`].
-pub const ENV_METRICS_HEADER_TIMEOUT_MS: &str = "RWP_METRICS_HEADER_TIMEOUT_MS";
-/// Environment variable of [`WorkerConfig::max_connections_per_peer`].
-pub const ENV_MAX_CONNECTIONS_PER_PEER: &str = "RWP_MAX_CONNECTIONS_PER_PEER";
-/// Environment variable of [`WorkerConfig::tls_ca`].
-pub const ENV_TLS_CA: &str = "RWP_TLS_CA";
-/// Environment variable of [`WorkerConfig::tls_cert`].
-pub const ENV_TLS_CERT: &str = "RWP_TLS_CERT";
-/// Environment variable of [`WorkerConfig::tls_key`].
-pub const ENV_TLS_KEY: &str = "RWP_TLS_KEY";
-/// Environment variable of [`WorkerConfig::tls_domain`].
-pub const ENV_TLS_DOMAIN: &str = "RWP_TLS_DOMAIN";
-/// Environment variable of [`WorkerConfig::token`].
-pub const ENV_TOKEN: &str = "RWP_TOKEN";
-/// Environment variable of [`WorkerConfig::token_file`].
-pub const ENV_TOKEN_FILE: &str = "RWP_TOKEN_FILE";
-/// Environment variable of [`WorkerConfig::model_cache_dir`].
-pub const ENV_MODEL_CACHE_DIR: &str = "RWP_MODEL_CACHE_DIR";
-/// Environment variable of [`WorkerConfig::sandbox_program`].
-pub const ENV_SANDBOX_PROGRAM: &str = "RWP_SANDBOX_PROGRAM";
-/// Environment variable of [`WorkerConfig::sandbox_memory_bytes`].
-pub const ENV_SANDBOX_MEMORY_BYTES: &str = "RWP_SANDBOX_MEMORY_BYTES";
-/// Environment variable of [`WorkerConfig::sandbox_user`].
-pub const ENV_SANDBOX_USER: &str = "RWP_SANDBOX_USER";
-/// Environment variable of [`WorkerConfig::sandbox_require_landlock`].
-pub const ENV_SANDBOX_REQUIRE_LANDLOCK: &str = "RWP_SANDBOX_REQUIRE_LANDLOCK";
-/// Environment variable of [`WorkerConfig::sandbox_load_timeout_ms`].
-pub const ENV_SANDBOX_LOAD_TIMEOUT_MS: &str = "RWP_SANDBOX_LOAD_TIMEOUT_MS";
 
 /// The first reconnection delay; it doubles up to `max_backoff_ms`.
 pub const INITIAL_BACKOFF_MS: u64 = 100;
@@ -78,12 +36,14 @@ pub const INITIAL_BACKOFF_MS: u64 = 100;
 pub const MAX_CHUNK_BYTES: usize = 64 << 20;
 
 /// Everything the worker needs to know.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
     /// URL of the parameter server's gRPC endpoint.
     pub server: String,
-    /// Name the worker registers under (shown in the server's logs).
+    /// Name the worker registers under (shown in the server's logs); default
+    /// `hostname-pid`.
+    #[schemars(extend("x-env" = "RWP_WORKER_NAME"))]
     pub name: String,
     /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
     pub device: String,
@@ -99,6 +59,7 @@ pub struct WorkerConfig {
     /// lease is given back instead.
     pub drain_timeout_ms: u64,
     /// Address of the HTTP endpoint with `/metrics` and `/healthz`; off when unset.
+    #[schemars(example = &"0.0.0.0:9091")]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Time a client of the metrics endpoint has to send a request's
     /// headers; a connection that does not is closed.
@@ -116,12 +77,15 @@ pub struct WorkerConfig {
     /// Name the server's certificate is checked against, when it is not the
     /// host of `server`.
     pub tls_domain: Option<String>,
-    /// Bearer token (role worker) for a server with a tokens file.
+    /// Bearer token (role worker) for a server with a tokens file; prefer
+    /// `token_file` or the variable to a flag.
+    #[schemars(with = "Option<String>", extend("x-secret" = true))]
     pub token: Option<Token>,
     /// File holding the bearer token (a mounted Secret), instead of `token`.
     pub token_file: Option<PathBuf>,
     /// Where TorchScript model files fetched from the server are kept, by
-    /// SHA-256 (any worker may delete it; files are fetched again).
+    /// SHA-256 (any worker may delete it; files are fetched again); default
+    /// `$TMPDIR/rwp-model-cache`.
     pub model_cache_dir: PathBuf,
     /// The `rwp-sandbox` program that runs TorchScript jobs' code; default:
     /// beside `rwp-worker`.
@@ -177,127 +141,12 @@ fn default_name() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// The command-line flags that override configuration values; `None` keeps
-/// the value of the lower layers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
-pub struct ConfigFlags {
-    /// Parameter server URL, e.g. http://127.0.0.1:50051 [env: RWP_SERVER]
-    #[arg(long, value_name = "URL")]
-    pub server: Option<String>,
-    /// Name to register under [env: RWP_WORKER_NAME] [default: hostname-pid]
-    #[arg(long)]
-    pub name: Option<String>,
-    /// cpu, cuda, cuda:N or auto [env: RWP_DEVICE] [default: auto]
-    #[arg(long)]
-    pub device: Option<String>,
-    /// libtorch intra-op threads, 0 = libtorch's default [env: RWP_THREADS]
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// How long one LeaseTask call may wait for work [env: RWP_LEASE_WAIT_MS] [default: 2000]
-    #[arg(long, value_name = "MS")]
-    pub lease_wait_ms: Option<u32>,
-    /// Largest data chunk of a gradient push [env: RWP_CHUNK_BYTES] [default: 1048576]
-    #[arg(long, value_name = "BYTES")]
-    pub chunk_bytes: Option<usize>,
-    /// Longest delay between attempts to reach the server [env: RWP_MAX_BACKOFF_MS] [default: 5000]
-    #[arg(long, value_name = "MS")]
-    pub max_backoff_ms: Option<u64>,
-    /// Time the task in flight gets to finish on shutdown [env: RWP_DRAIN_TIMEOUT_MS] [default: 30000]
-    #[arg(long, value_name = "MS")]
-    pub drain_timeout_ms: Option<u64>,
-    /// HTTP address for /metrics and /healthz; off when unset [env: RWP_METRICS_LISTEN]
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_listen: Option<std::net::SocketAddr>,
-    /// Time a metrics client has to send a request's headers [env: RWP_METRICS_HEADER_TIMEOUT_MS] [default: 10000]
-    #[arg(long, value_name = "MS")]
-    pub metrics_header_timeout_ms: Option<u64>,
-    /// Connections one peer IP address may hold to the metrics endpoint [env: RWP_MAX_CONNECTIONS_PER_PEER] [default: 64]
-    #[arg(long, value_name = "N")]
-    pub max_connections_per_peer: Option<usize>,
-    /// PEM CA certificates to trust for an https:// server [env: RWP_TLS_CA] [default: the public roots]
-    #[arg(long, value_name = "PEM")]
-    pub tls_ca: Option<PathBuf>,
-    /// PEM certificate to present to the server (mutual TLS), with --tls-key [env: RWP_TLS_CERT]
-    #[arg(long, value_name = "PEM")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert [env: RWP_TLS_KEY]
-    #[arg(long, value_name = "PEM")]
-    pub tls_key: Option<PathBuf>,
-    /// Name to check the server's certificate against, when not the host of --server [env: RWP_TLS_DOMAIN]
-    #[arg(long, value_name = "NAME")]
-    pub tls_domain: Option<String>,
-    /// Bearer token (role worker) for a server with a tokens file; prefer RWP_TOKEN or --token-file [env: RWP_TOKEN]
-    #[arg(long, value_name = "TOKEN")]
-    pub token: Option<Token>,
-    /// File holding the bearer token, e.g. a mounted Secret [env: RWP_TOKEN_FILE]
-    #[arg(long, value_name = "PATH")]
-    pub token_file: Option<PathBuf>,
-    /// Directory for TorchScript model files fetched from the server [env: RWP_MODEL_CACHE_DIR] [default: $TMPDIR/rwp-model-cache]
-    #[arg(long, value_name = "DIR")]
-    pub model_cache_dir: Option<PathBuf>,
-    /// The rwp-sandbox program that runs TorchScript models [env: RWP_SANDBOX_PROGRAM] [default: beside rwp-worker]
-    #[arg(long, value_name = "PATH")]
-    pub sandbox_program: Option<PathBuf>,
-    /// Private memory one model sandbox may use [env: RWP_SANDBOX_MEMORY_BYTES] [default: 8 GiB]
-    #[arg(long, value_name = "BYTES")]
-    pub sandbox_memory_bytes: Option<u64>,
-    /// UID:GID model sandboxes run as when the worker runs as root [env: RWP_SANDBOX_USER] [default: 65534:65534]
-    #[arg(long, value_name = "UID:GID")]
-    pub sandbox_user: Option<String>,
-    /// Refuse to run TorchScript jobs where the kernel lacks Landlock [env: RWP_SANDBOX_REQUIRE_LANDLOCK] [default: true]
-    #[arg(long, value_name = "BOOL")]
-    pub sandbox_require_landlock: Option<bool>,
-    /// How long loading a job's model and data into its sandbox may take [env: RWP_SANDBOX_LOAD_TIMEOUT_MS] [default: 600000]
-    #[arg(long, value_name = "MS")]
-    pub sandbox_load_timeout_ms: Option<u64>,
-}
-
-fn from_env<T: FromStr>(
-    env: &dyn Fn(&str) -> Option<String>,
-    key: &'static str,
-    field: &'static str,
-) -> Result<Option<T>, WorkerError>
-where
-    T::Err: std::fmt::Display,
-{
-    match env(key).filter(|v| !v.trim().is_empty()) {
-        None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|e| WorkerError::Config { field, reason: format!("{key}='{v}' is not valid: {e}") }),
-    }
-}
-
-fn set<T>(target: &mut T, value: Option<T>) {
-    if let Some(v) = value {
-        *target = v;
-    }
-}
-
-/// [`set`] for a setting that may stay unset: a value given replaces it.
-fn set_optional<T>(target: &mut Option<T>, value: Option<T>) {
-    if value.is_some() {
-        *target = value;
-    }
-}
+/// The command-line flags of the settings (`--server`, `--threads` ...), to
+/// flatten into the binary's parser; a flag not given keeps the value of the
+/// lower layers.
+pub type ConfigFlags = rwp_config::Flags<WorkerConfig>;
 
 impl WorkerConfig {
-    /// Parses a TOML config file's text; `origin` names it in errors. Keys
-    /// not given keep their defaults; an unknown key is an error naming it.
-    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self, WorkerError> {
-        toml::from_str(text)
-            .map_err(|e| WorkerError::ConfigFile { path: origin.to_owned(), message: e.to_string().trim().to_owned() })
-    }
-
-    /// Reads a TOML config file (see [`WorkerConfig::from_toml_str`]).
-    pub fn from_file(path: &Path) -> Result<Self, WorkerError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| WorkerError::ConfigFile { path: path.to_owned(), message: e.to_string() })?;
-        Self::from_toml_str(&text, path)
-    }
-
     /// Layers defaults < `file` < `env` < `flags` and validates the result.
     /// `env` looks a variable up (`|k| std::env::var(k).ok()` for the process
     /// environment); empty values count as unset.
@@ -306,63 +155,17 @@ impl WorkerConfig {
         env: &dyn Fn(&str) -> Option<String>,
         flags: &ConfigFlags,
     ) -> Result<Self, WorkerError> {
-        let mut c = match file {
-            Some(path) => Self::from_file(path)?,
-            None => Self::default(),
-        };
-        set(&mut c.server, from_env(env, ENV_SERVER, "server")?);
-        set(&mut c.name, from_env(env, ENV_NAME, "name")?);
-        set(&mut c.device, from_env(env, ENV_DEVICE, "device")?);
-        set(&mut c.threads, from_env(env, ENV_THREADS, "threads")?);
-        set(&mut c.lease_wait_ms, from_env(env, ENV_LEASE_WAIT_MS, "lease_wait_ms")?);
-        set(&mut c.chunk_bytes, from_env(env, ENV_CHUNK_BYTES, "chunk_bytes")?);
-        set(&mut c.max_backoff_ms, from_env(env, ENV_MAX_BACKOFF_MS, "max_backoff_ms")?);
-        set(&mut c.drain_timeout_ms, from_env(env, ENV_DRAIN_TIMEOUT_MS, "drain_timeout_ms")?);
-        set_optional(&mut c.metrics_listen, from_env(env, ENV_METRICS_LISTEN, "metrics_listen")?);
-        set(
-            &mut c.metrics_header_timeout_ms,
-            from_env(env, ENV_METRICS_HEADER_TIMEOUT_MS, "metrics_header_timeout_ms")?,
-        );
-        set(&mut c.max_connections_per_peer, from_env(env, ENV_MAX_CONNECTIONS_PER_PEER, "max_connections_per_peer")?);
-        set_optional(&mut c.tls_ca, from_env(env, ENV_TLS_CA, "tls_ca")?);
-        set_optional(&mut c.tls_cert, from_env(env, ENV_TLS_CERT, "tls_cert")?);
-        set_optional(&mut c.tls_key, from_env(env, ENV_TLS_KEY, "tls_key")?);
-        set_optional(&mut c.tls_domain, from_env(env, ENV_TLS_DOMAIN, "tls_domain")?);
-        set_optional(&mut c.token, from_env(env, ENV_TOKEN, "token")?);
-        set_optional(&mut c.token_file, from_env(env, ENV_TOKEN_FILE, "token_file")?);
-        set(&mut c.model_cache_dir, from_env(env, ENV_MODEL_CACHE_DIR, "model_cache_dir")?);
-        set_optional(&mut c.sandbox_program, from_env(env, ENV_SANDBOX_PROGRAM, "sandbox_program")?);
-        set(&mut c.sandbox_memory_bytes, from_env(env, ENV_SANDBOX_MEMORY_BYTES, "sandbox_memory_bytes")?);
-        set(&mut c.sandbox_user, from_env(env, ENV_SANDBOX_USER, "sandbox_user")?);
-        set(&mut c.sandbox_require_landlock, from_env(env, ENV_SANDBOX_REQUIRE_LANDLOCK, "sandbox_require_landlock")?);
-        set(&mut c.sandbox_load_timeout_ms, from_env(env, ENV_SANDBOX_LOAD_TIMEOUT_MS, "sandbox_load_timeout_ms")?);
+        Self::load(file, &Env::Lookup(env), flags).map(|loaded| loaded.config)
+    }
 
-        let f = flags.clone();
-        set(&mut c.server, f.server);
-        set(&mut c.name, f.name);
-        set(&mut c.device, f.device);
-        set(&mut c.threads, f.threads);
-        set(&mut c.lease_wait_ms, f.lease_wait_ms);
-        set(&mut c.chunk_bytes, f.chunk_bytes);
-        set(&mut c.max_backoff_ms, f.max_backoff_ms);
-        set(&mut c.drain_timeout_ms, f.drain_timeout_ms);
-        set_optional(&mut c.metrics_listen, f.metrics_listen);
-        set(&mut c.metrics_header_timeout_ms, f.metrics_header_timeout_ms);
-        set(&mut c.max_connections_per_peer, f.max_connections_per_peer);
-        set_optional(&mut c.tls_ca, f.tls_ca);
-        set_optional(&mut c.tls_cert, f.tls_cert);
-        set_optional(&mut c.tls_key, f.tls_key);
-        set_optional(&mut c.tls_domain, f.tls_domain);
-        set_optional(&mut c.token, f.token);
-        set_optional(&mut c.token_file, f.token_file);
-        set(&mut c.model_cache_dir, f.model_cache_dir);
-        set_optional(&mut c.sandbox_program, f.sandbox_program);
-        set(&mut c.sandbox_memory_bytes, f.sandbox_memory_bytes);
-        set(&mut c.sandbox_user, f.sandbox_user);
-        set(&mut c.sandbox_require_landlock, f.sandbox_require_landlock);
-        set(&mut c.sandbox_load_timeout_ms, f.sandbox_load_timeout_ms);
-        c.validate()?;
-        Ok(c)
+    /// Layers defaults < `file` < `env` < `flags` and validates the result,
+    /// keeping where each value came from (for `--print-config`). With
+    /// [`Env::All`], an `RWP_*` variable that is no setting of either service
+    /// nor read by another program of the project is an error.
+    pub fn load(file: Option<&Path>, env: &Env<'_>, flags: &ConfigFlags) -> Result<Loaded<Self>, WorkerError> {
+        let loaded = rwp_config::load(file, env, flags)?;
+        loaded.config.validate()?;
+        Ok(loaded)
     }
 
     /// How this worker starts model sandboxes on `device` with `threads`
@@ -384,9 +187,9 @@ impl WorkerConfig {
         })
     }
 
-    /// [`WorkerConfig::resolve`] with the process environment.
+    /// [`WorkerConfig::load`] with the process environment.
     pub fn from_process(file: Option<&Path>, flags: &ConfigFlags) -> Result<Self, WorkerError> {
-        Self::resolve(file, &|k| std::env::var(k).ok(), flags)
+        Self::load(file, &Env::process(), flags).map(|loaded| loaded.config)
     }
 
     /// Checks every field, naming the first one out of range. The device is
@@ -507,20 +310,62 @@ mod tests {
 
     #[test]
     fn the_token_comes_from_one_place_and_never_shows_in_debug() {
-        let env = |k: &str| (k == ENV_TOKEN).then(|| "rwp_s3cret".to_owned());
+        let env = |k: &str| (k == "RWP_TOKEN").then(|| "rwp_s3cret".to_owned());
         let c = WorkerConfig::resolve(None, &env, &ConfigFlags::default()).unwrap();
         assert_eq!(c.token.as_ref().map(Token::expose), Some("rwp_s3cret"));
         assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
-        let flags = ConfigFlags { token_file: Some("/etc/rwp/token/token".into()), ..ConfigFlags::default() };
+        let flags = ConfigFlags::parse(&["--token-file", "/etc/rwp/token/token"]).unwrap();
         let err = WorkerConfig::resolve(None, &env, &flags).unwrap_err();
         assert!(matches!(err, WorkerError::Config { field: "token_file", .. }), "{err}");
     }
 
     #[test]
     fn a_bad_environment_value_names_variable_and_field() {
-        let env = |k: &str| (k == ENV_CHUNK_BYTES).then(|| "lots".to_owned());
+        let env = |k: &str| (k == "RWP_CHUNK_BYTES").then(|| "lots".to_owned());
         let err = WorkerConfig::resolve(None, &env, &ConfigFlags::default()).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("chunk_bytes") && text.contains(ENV_CHUNK_BYTES), "{text}");
+        assert!(text.contains("chunk_bytes") && text.contains("RWP_CHUNK_BYTES"), "{text}");
+    }
+
+    #[test]
+    fn docs_distributed_md_lists_every_setting_and_its_variable() {
+        rwp_config::check::assert_documented::<WorkerConfig>(
+            include_str!("../../../docs/distributed.md"),
+            "Configuration",
+        );
+    }
+
+    /// Generated from the struct (`rwp_config::check`): each key of the
+    /// serialised default, set from a TOML file, from its variable and from
+    /// its flag, arrives (and nothing else changes); a higher layer wins. A
+    /// field added to `WorkerConfig` is checked with the others, and fails here
+    /// if a layer cannot carry it.
+    #[test]
+    fn every_setting_can_be_set_from_each_layer() {
+        rwp_config::check::assert_every_key_settable::<WorkerConfig>();
+    }
+
+    #[test]
+    fn the_variables_are_the_documented_ones_and_the_token_is_redacted() {
+        let schema = rwp_config::Schema::of::<WorkerConfig>();
+        let key = |name: &str| schema.get(name).unwrap();
+        assert_eq!(key("name").env, "RWP_WORKER_NAME");
+        assert_eq!(key("chunk_bytes").env, "RWP_CHUNK_BYTES");
+        assert_eq!(key("sandbox_load_timeout_ms").flag, "--sandbox-load-timeout-ms");
+        assert!(key("token").secret);
+        let flags = ConfigFlags::parse(&["--token", "rwp_s3cret"]).unwrap();
+        let loaded = WorkerConfig::load(None, &Env::All(Vec::new()), &flags).unwrap();
+        assert_eq!(loaded.config.token.as_ref().map(Token::expose), Some("rwp_s3cret"));
+        let printed = rwp_config::print_config(&loaded, &clap::Command::new("rwp-worker")).to_string();
+        assert!(!printed.contains("s3cret") && printed.contains("<redacted>"), "{printed}");
+    }
+
+    #[test]
+    fn an_unknown_rwp_variable_is_refused_but_other_programs_are_left_alone() {
+        let env = |vars: &[(&str, &str)]| Env::All(vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect());
+        let err = WorkerConfig::load(None, &env(&[("RWP_CHUNKBYTES", "4096")]), &ConfigFlags::default()).unwrap_err();
+        assert!(err.to_string().contains("did you mean RWP_CHUNK_BYTES?"), "{err}");
+        let others = [("RWP_LISTEN", "0.0.0.0:1"), ("RWP_BIN_DIR", "target/debug"), ("RWP_LOG_FORMAT", "json")];
+        WorkerConfig::load(None, &env(&others), &ConfigFlags::default()).unwrap();
     }
 }

@@ -14,6 +14,10 @@ pub enum WorkerError {
     /// The TOML config file cannot be read or parsed (an unknown key is named).
     #[error("config file {}: {message}", path.display())]
     ConfigFile { path: PathBuf, message: String },
+    /// A variable's or flag's value that is not of its setting's type, or an
+    /// `RWP_*` variable that names no setting (named).
+    #[error(transparent)]
+    ConfigLayer(rwp_config::LoadError),
     /// A credential file (CA, certificate, key) that cannot be used; the
     /// message names it.
     #[error("{0}")]
@@ -74,6 +78,18 @@ fn chain(error: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+impl From<rwp_config::LoadError> for WorkerError {
+    fn from(error: rwp_config::LoadError) -> Self {
+        match error {
+            rwp_config::LoadError::Read { path, source } => {
+                WorkerError::ConfigFile { path, message: source.to_string() }
+            }
+            rwp_config::LoadError::File { path, message } => WorkerError::ConfigFile { path, message },
+            other => WorkerError::ConfigLayer(other),
+        }
+    }
 }
 
 impl WorkerError {

@@ -1,11 +1,13 @@
 //! `rwp-worker`: the gradient worker binary. Parses the configuration, sets
 //! up logging (to stderr), turns SIGTERM/SIGINT into a graceful shutdown and
-//! runs [`rwp_gradient_worker::run`]. Prints nothing on stdout.
+//! runs [`rwp_gradient_worker::run`]. Prints nothing on stdout, except the
+//! configuration with `--print-config` (which starts nothing).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
+use rwp_config::Env;
 use rwp_gradient_worker::{ConfigFlags, WorkerConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -28,12 +30,20 @@ struct Cli {
     /// Log line format (filter with RUST_LOG, default info)
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "RWP_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Print the effective configuration (defaults < --config < RWP_* environment < flags; secrets redacted) and every setting's type, default, variable, flag and doc as JSON, then exit
+    #[arg(long)]
+    print_config: bool,
+    // The settings, one flag each (WorkerConfig's fields).
     #[command(flatten)]
     flags: ConfigFlags,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.print_config {
+        let loaded = WorkerConfig::load(cli.config.as_deref(), &Env::process(), &cli.flags);
+        return rwp_config::print_config_and_exit(loaded, &Cli::command(), ExitCode::from(2));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -1,17 +1,23 @@
-//! Server configuration in layers: built-in defaults, then an optional TOML
-//! file, then environment variables, then command-line flags (the last two
-//! merged by clap). Unknown keys in the file are rejected; every value is
-//! validated and a bad one is named.
+//! Server configuration: one struct, [`ServerConfig`], whose fields are the
+//! settings. Its defaults, a TOML file (`--config`), the `RWP_*` environment
+//! and the command-line flags are layered in that order by `rwp-config`,
+//! which derives each setting's variable (`RWP_` and the key in capitals,
+//! unless the field names another) and flag (`--key-with-dashes`) from the
+//! struct, and prints it all with `rwp-server --print-config`. Unknown keys
+//! are rejected; every value is validated and a bad one is named.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use rwp_config::{Env, Loaded};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address to listen on (port 0 picks a free port).
+    /// Address to listen on (port 0 picks a free port, printed on stdout).
+    #[schemars(example = &"[::]:50051")]
     pub listen: SocketAddr,
     /// Directory of the embedded database (and of the checkpoints unless
     /// `checkpoint_dir` is set).
@@ -32,13 +38,16 @@ pub struct ServerConfig {
     /// libtorch intra-op threads for aggregation and evaluation (0: libtorch's default).
     pub torch_threads: i32,
     /// Size of the chunks weights and exports are streamed in.
+    #[schemars(extend("x-env" = "RWP_STREAM_CHUNK_BYTES"))]
     pub chunk_bytes: usize,
     /// Largest gRPC message accepted (one gradient chunk, say).
     pub max_message_bytes: usize,
     /// On SIGTERM, how long in-flight work may take before the server stops.
+    #[schemars(extend("x-env" = "RWP_SERVER_DRAIN_TIMEOUT_MS"))]
     pub drain_timeout_ms: u64,
     /// Address of the HTTP endpoint with `/metrics` (Prometheus) and `/healthz`; off when unset.
     #[serde(default)]
+    #[schemars(example = &"0.0.0.0:9090")]
     pub metrics_listen: Option<SocketAddr>,
     /// Longest time a request's handler may take (long-polled leases wait
     /// at most 30 s; streams are not cut once they started).
@@ -69,6 +78,7 @@ pub struct ServerConfig {
     /// `grpc.health.v1.Health`, for probes that cannot speak TLS (the
     /// kubelet's); off when unset.
     #[serde(default)]
+    #[schemars(example = &"0.0.0.0:50052")]
     pub health_listen: Option<SocketAddr>,
     /// TOML file of the bearer tokens callers must present (see
     /// [`crate::tokens`]); without one every caller may do everything.
@@ -117,7 +127,8 @@ pub struct ServerConfig {
     /// Directories a job's `data_dir` must lie under (compared after
     /// resolving `.` and `..` lexically; symlinks are not followed). Unset:
     /// any path, for development; production deployments set it to the
-    /// datasets volume. An empty list allows only the built-in dataset.
+    /// datasets volume. An empty list allows only the built-in dataset. In
+    /// a variable or flag: comma-separated.
     #[serde(default)]
     pub data_roots: Option<Vec<PathBuf>>,
 }
@@ -166,67 +177,20 @@ impl Default for ServerConfig {
     }
 }
 
-/// One layer of overrides: every field optional.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigLayer {
-    pub listen: Option<SocketAddr>,
-    pub data_dir: Option<PathBuf>,
-    pub checkpoint_dir: Option<PathBuf>,
-    pub checkpoint_retry_ms: Option<u64>,
-    pub lease_timeout_ms: Option<u64>,
-    pub checkpoint_every: Option<u64>,
-    pub eval_every_epochs: Option<u64>,
-    pub torch_threads: Option<i32>,
-    pub chunk_bytes: Option<usize>,
-    pub max_message_bytes: Option<usize>,
-    pub drain_timeout_ms: Option<u64>,
-    pub metrics_listen: Option<SocketAddr>,
-    pub request_timeout_ms: Option<u64>,
-    pub max_concurrent_requests: Option<usize>,
-    pub connection_first_request_timeout_ms: Option<u64>,
-    pub max_connections_per_peer: Option<usize>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub tls_client_ca: Option<PathBuf>,
-    pub health_listen: Option<SocketAddr>,
-    pub tokens_file: Option<PathBuf>,
-    pub max_active_jobs_per_token: Option<u32>,
-    pub max_model_parameters: Option<u64>,
-    pub max_model_file_bytes: Option<u64>,
-    pub max_model_bytes_per_owner: Option<u64>,
-    pub model_gc_interval_ms: Option<u64>,
-    pub unreferenced_model_retention_ms: Option<u64>,
-    pub requests_per_second: Option<f64>,
-    pub request_burst: Option<u32>,
-    pub sandbox_program: Option<PathBuf>,
-    pub sandbox_memory_bytes: Option<u64>,
-    pub sandbox_user: Option<String>,
-    pub sandbox_require_landlock: Option<bool>,
-    pub sandbox_timeout_ms: Option<u64>,
-    pub task_timeout_initial_ms: Option<u64>,
-    pub task_timeout_floor_ms: Option<u64>,
-    pub data_roots: Option<Vec<PathBuf>>,
-}
+/// The command-line flags of the settings (`--lease-timeout-ms` ...), to
+/// flatten into the binary's parser.
+pub type ServerFlags = rwp_config::Flags<ServerConfig>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {}: {message}", path.display())]
-    Parse { path: PathBuf, message: String },
+    /// The file, a variable or a flag cannot be read as settings (an
+    /// unknown key or `RWP_*` variable is named).
+    #[error(transparent)]
+    Load(#[from] rwp_config::LoadError),
     #[error("{field} = {value} is out of range: {rule}")]
     Invalid { field: &'static str, value: String, rule: &'static str },
     #[error("{field} is set but {missing} is not: {why}")]
     Incomplete { field: &'static str, missing: &'static str, why: &'static str },
-}
-
-impl ConfigLayer {
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
-    }
 }
 
 impl ServerConfig {
@@ -251,60 +215,12 @@ impl ServerConfig {
         self.checkpoint_dir.clone().unwrap_or_else(|| self.data_dir.join("jobs"))
     }
 
-    /// Applies `layers` in order on top of the defaults, then validates.
-    pub fn from_layers(layers: &[ConfigLayer]) -> Result<Self, ConfigError> {
-        let mut c = ServerConfig::default();
-        for l in layers {
-            macro_rules! take {
-                ($($f:ident),*) => { $( if let Some(v) = l.$f.clone() { c.$f = v; } )* };
-            }
-            take!(
-                listen,
-                data_dir,
-                checkpoint_retry_ms,
-                lease_timeout_ms,
-                checkpoint_every,
-                eval_every_epochs,
-                torch_threads,
-                chunk_bytes,
-                max_message_bytes,
-                drain_timeout_ms,
-                request_timeout_ms,
-                max_concurrent_requests,
-                connection_first_request_timeout_ms,
-                max_connections_per_peer,
-                max_active_jobs_per_token,
-                max_model_parameters,
-                max_model_file_bytes,
-                max_model_bytes_per_owner,
-                model_gc_interval_ms,
-                unreferenced_model_retention_ms,
-                requests_per_second,
-                request_burst,
-                sandbox_memory_bytes,
-                sandbox_user,
-                sandbox_require_landlock,
-                sandbox_timeout_ms,
-                task_timeout_initial_ms,
-                task_timeout_floor_ms
-            );
-            macro_rules! take_optional {
-                ($($f:ident),*) => { $( if l.$f.is_some() { c.$f = l.$f.clone(); } )* };
-            }
-            take_optional!(
-                metrics_listen,
-                tls_cert,
-                tls_key,
-                tls_client_ca,
-                health_listen,
-                tokens_file,
-                checkpoint_dir,
-                sandbox_program,
-                data_roots
-            );
-        }
-        c.validate()?;
-        Ok(c)
+    /// Merges the layers, defaults < the TOML file `file` < `env` < `flags`,
+    /// and validates the result.
+    pub fn load(file: Option<&Path>, env: &Env<'_>, flags: &ServerFlags) -> Result<Loaded<Self>, ConfigError> {
+        let loaded = rwp_config::load(file, env, flags)?;
+        loaded.config.validate()?;
+        Ok(loaded)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -416,66 +332,68 @@ impl ServerConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
+
+    /// The configuration with `toml` as the config file (and no variables).
+    fn from_file(toml: &str) -> Result<ServerConfig, ConfigError> {
+        from_file_and_flags(toml, &[])
+    }
+
+    fn from_file_and_flags(toml: &str, flags: &[&str]) -> Result<ServerConfig, ConfigError> {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(toml.as_bytes()).unwrap();
+        let flags = ServerFlags::parse(flags).unwrap();
+        ServerConfig::load(Some(file.path()), &Env::All(Vec::new()), &flags).map(|l| l.config)
+    }
 
     #[test]
     fn later_layers_win_and_unset_fields_keep_earlier_values() {
-        let file: ConfigLayer = toml::from_str("lease_timeout_ms = 500\ncheckpoint_every = 7").unwrap();
-        let flags = ConfigLayer { checkpoint_every: Some(3), ..ConfigLayer::default() };
-        let c = ServerConfig::from_layers(&[file, flags]).unwrap();
+        let c =
+            from_file_and_flags("lease_timeout_ms = 500\ncheckpoint_every = 7", &["--checkpoint-every", "3"]).unwrap();
         assert_eq!((c.lease_timeout_ms, c.checkpoint_every), (500, 3));
         assert_eq!(c.chunk_bytes, ServerConfig::default().chunk_bytes);
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
-        let err = toml::from_str::<ConfigLayer>("lease_timeout = 5").unwrap_err().to_string();
+        let err = from_file("lease_timeout = 5").unwrap_err().to_string();
         assert!(err.contains("lease_timeout"), "{err}");
-        let err = ServerConfig::from_layers(&[ConfigLayer { checkpoint_every: Some(0), ..Default::default() }])
-            .unwrap_err()
-            .to_string();
+        let err = from_file("checkpoint_every = 0").unwrap_err().to_string();
         assert!(err.starts_with("checkpoint_every = 0"), "{err}");
     }
 
     #[test]
     fn checkpoints_default_to_the_data_directory_and_may_move() {
-        let c = ServerConfig::from_layers(&[ConfigLayer { data_dir: Some("d".into()), ..Default::default() }]).unwrap();
+        let c = from_file("data_dir = \"d\"").unwrap();
         assert_eq!(c.checkpoint_root(), PathBuf::from("d/jobs"));
-        let file: ConfigLayer = toml::from_str("checkpoint_dir = \"/vol/ckpt\"\ncheckpoint_retry_ms = 250").unwrap();
-        let c = ServerConfig::from_layers(&[file]).unwrap();
+        let c = from_file("checkpoint_dir = \"/vol/ckpt\"\ncheckpoint_retry_ms = 250").unwrap();
         assert_eq!((c.checkpoint_root(), c.checkpoint_retry_ms), (PathBuf::from("/vol/ckpt"), 250));
-        let err = ServerConfig::from_layers(&[ConfigLayer { checkpoint_retry_ms: Some(5), ..Default::default() }])
-            .unwrap_err()
-            .to_string();
+        let err = from_file("checkpoint_retry_ms = 5").unwrap_err().to_string();
         assert!(err.starts_with("checkpoint_retry_ms = 5"), "{err}");
     }
 
     #[test]
     fn limits_out_of_range_are_named() {
         let cases = [
-            (ConfigLayer { max_active_jobs_per_token: Some(0), ..Default::default() }, "max_active_jobs_per_token = 0"),
-            (ConfigLayer { max_model_parameters: Some(0), ..Default::default() }, "max_model_parameters = 0"),
-            (ConfigLayer { max_model_bytes_per_owner: Some(0), ..Default::default() }, "max_model_bytes_per_owner = 0"),
-            (ConfigLayer { model_gc_interval_ms: Some(10), ..Default::default() }, "model_gc_interval_ms = 10"),
-            (
-                ConfigLayer { unreferenced_model_retention_ms: Some(999), ..Default::default() },
-                "unreferenced_model_retention_ms = 999",
-            ),
-            (ConfigLayer { max_model_file_bytes: Some(0), ..Default::default() }, "max_model_file_bytes = 0"),
-            (ConfigLayer { requests_per_second: Some(0.0), ..Default::default() }, "requests_per_second = 0"),
-            (ConfigLayer { requests_per_second: Some(f64::NAN), ..Default::default() }, "requests_per_second = NaN"),
-            (ConfigLayer { request_burst: Some(0), ..Default::default() }, "request_burst = 0"),
-            (ConfigLayer { sandbox_user: Some("0:0".into()), ..Default::default() }, "sandbox_user = '0:0'"),
-            (ConfigLayer { sandbox_memory_bytes: Some(1), ..Default::default() }, "sandbox_memory_bytes = 1"),
-            (ConfigLayer { task_timeout_floor_ms: Some(0), ..Default::default() }, "task_timeout_floor_ms = 0"),
-            (ConfigLayer { max_connections_per_peer: Some(0), ..Default::default() }, "max_connections_per_peer = 0"),
-            (
-                ConfigLayer { connection_first_request_timeout_ms: Some(50), ..Default::default() },
-                "connection_first_request_timeout_ms = 50",
-            ),
+            ("max_active_jobs_per_token = 0", "max_active_jobs_per_token = 0"),
+            ("max_model_parameters = 0", "max_model_parameters = 0"),
+            ("max_model_bytes_per_owner = 0", "max_model_bytes_per_owner = 0"),
+            ("model_gc_interval_ms = 10", "model_gc_interval_ms = 10"),
+            ("unreferenced_model_retention_ms = 999", "unreferenced_model_retention_ms = 999"),
+            ("max_model_file_bytes = 0", "max_model_file_bytes = 0"),
+            ("requests_per_second = 0.0", "requests_per_second = 0"),
+            ("requests_per_second = nan", "requests_per_second = NaN"),
+            ("request_burst = 0", "request_burst = 0"),
+            ("sandbox_user = \"0:0\"", "sandbox_user = '0:0'"),
+            ("sandbox_memory_bytes = 1", "sandbox_memory_bytes = 1"),
+            ("task_timeout_floor_ms = 0", "task_timeout_floor_ms = 0"),
+            ("max_connections_per_peer = 0", "max_connections_per_peer = 0"),
+            ("connection_first_request_timeout_ms = 50", "connection_first_request_timeout_ms = 50"),
         ];
         for (layer, want) in cases {
-            let err = ServerConfig::from_layers(&[layer]).unwrap_err().to_string();
+            let err = from_file(layer).unwrap_err().to_string();
             assert!(err.starts_with(want), "{err}");
         }
     }
@@ -483,33 +401,59 @@ mod tests {
     #[test]
     fn data_roots_are_absolute_directories_and_unset_by_default() {
         assert_eq!(ServerConfig::default().data_roots, None);
-        let file: ConfigLayer = toml::from_str("data_roots = [\"/datasets\", \"/mnt/data\"]").unwrap();
-        let c = ServerConfig::from_layers(&[file]).unwrap();
+        let c = from_file("data_roots = [\"/datasets\", \"/mnt/data\"]").unwrap();
         assert_eq!(c.data_roots, Some(vec![PathBuf::from("/datasets"), PathBuf::from("/mnt/data")]));
-        let file: ConfigLayer = toml::from_str("data_roots = [\"datasets\"]").unwrap();
-        let err = ServerConfig::from_layers(&[file]).unwrap_err().to_string();
+        let err = from_file("data_roots = [\"datasets\"]").unwrap_err().to_string();
         assert!(err.starts_with("data_roots = \"datasets\" is out of range"), "{err}");
     }
 
     #[test]
     fn tls_settings_must_come_in_working_sets() {
-        let cert = || Some(PathBuf::from("tls.crt"));
-        let key = || Some(PathBuf::from("tls.key"));
         let ca = || Some(PathBuf::from("ca.crt"));
         let cases = [
-            (ConfigLayer { tls_cert: cert(), ..Default::default() }, "tls_cert is set but tls_key is not"),
-            (ConfigLayer { tls_key: key(), ..Default::default() }, "tls_key is set but tls_cert is not"),
-            (ConfigLayer { tls_client_ca: ca(), ..Default::default() }, "tls_client_ca is set but tls_cert is not"),
+            ("tls_cert = \"tls.crt\"", "tls_cert is set but tls_key is not"),
+            ("tls_key = \"tls.key\"", "tls_key is set but tls_cert is not"),
+            ("tls_client_ca = \"ca.crt\"", "tls_client_ca is set but tls_cert is not"),
         ];
         for (layer, want) in cases {
-            let err = ServerConfig::from_layers(&[layer]).unwrap_err().to_string();
+            let err = from_file(layer).unwrap_err().to_string();
             assert!(err.starts_with(want), "{err}");
         }
-        let file: ConfigLayer =
-            toml::from_str("tls_cert = \"/etc/rwp/tls/tls.crt\"\ntls_key = \"/etc/rwp/tls/tls.key\"").unwrap();
-        let flags = ConfigLayer { tls_client_ca: ca(), ..Default::default() };
-        let c = ServerConfig::from_layers(&[file, flags]).unwrap();
+        let c = from_file_and_flags(
+            "tls_cert = \"/etc/rwp/tls/tls.crt\"\ntls_key = \"/etc/rwp/tls/tls.key\"",
+            &["--tls-client-ca", "ca.crt"],
+        )
+        .unwrap();
         assert_eq!(c.tls_cert, Some(PathBuf::from("/etc/rwp/tls/tls.crt")));
         assert_eq!(c.tls_client_ca, ca());
+    }
+
+    #[test]
+    fn docs_distributed_md_lists_every_setting_and_its_variable() {
+        rwp_config::check::assert_documented::<ServerConfig>(
+            include_str!("../../../docs/distributed.md"),
+            "Configuration",
+        );
+    }
+
+    /// Generated from the struct (`rwp_config::check`): each key of the
+    /// serialised default, set from a TOML file, from its variable and from
+    /// its flag, arrives (and nothing else changes); a higher layer wins. A
+    /// field added to `ServerConfig` is checked with the others, and fails here
+    /// if a layer cannot carry it.
+    #[test]
+    fn every_setting_can_be_set_from_each_layer() {
+        rwp_config::check::assert_every_key_settable::<ServerConfig>();
+    }
+
+    #[test]
+    fn the_variables_and_flags_are_the_documented_ones() {
+        let schema = rwp_config::Schema::of::<ServerConfig>();
+        let key = |name: &str| schema.get(name).unwrap();
+        assert_eq!(key("lease_timeout_ms").env, "RWP_LEASE_TIMEOUT_MS");
+        assert_eq!(key("lease_timeout_ms").flag, "--lease-timeout-ms");
+        assert_eq!(key("chunk_bytes").env, "RWP_STREAM_CHUNK_BYTES");
+        assert_eq!(key("drain_timeout_ms").env, "RWP_SERVER_DRAIN_TIMEOUT_MS");
+        assert_eq!(key("data_roots").flag, "--data-roots");
     }
 }
