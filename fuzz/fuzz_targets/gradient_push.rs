@@ -11,10 +11,10 @@ use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
+use rwp_proto::encoding_from_wire;
 use rwp_proto::v1::{self, gradient_chunk::Part};
-use rwp_proto::{announced_from_wire, encoding_from_wire};
 use rwp_spec::payload::{
-    header_first, Layout, NonFinitePart, PayloadAssembler, PayloadError, PayloadSizes, PushMessage,
+    header_first, Announced, Layout, NonFinitePart, PayloadAssembler, PayloadError, PayloadSizes, PushMessage,
 };
 use rwp_spec::GradientEncoding;
 
@@ -182,7 +182,7 @@ fuzz_target!(|input: Input| {
             return;
         }
     };
-    let Ok(announced) = announced_from_wire(&header) else {
+    let Ok(announced) = Announced::try_from(&header) else {
         assert!(encoding_from_wire(header.encoding).is_err());
         return;
     };

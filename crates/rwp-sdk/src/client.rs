@@ -258,7 +258,7 @@ impl Client {
                 async move { c.submit_job(traced(request)).await.map(tonic::Response::into_inner) }
             })
             .await?;
-        job.try_into()
+        Ok(job.try_into()?)
     }
 
     pub async fn get(&self, job_id: &str) -> Result<Job, SdkError> {
@@ -269,7 +269,7 @@ impl Client {
                     .map(tonic::Response::into_inner)
             })
             .await?;
-        job.try_into()
+        Ok(job.try_into()?)
     }
 
     /// Every job the caller may see (its own, or all for an admin or on a
@@ -280,7 +280,7 @@ impl Client {
                 c.list_jobs(traced(v1::ListJobsRequest {})).await.map(tonic::Response::into_inner)
             })
             .await?;
-        r.jobs.into_iter().map(Job::try_from).collect()
+        Ok(r.jobs.into_iter().map(Job::try_from).collect::<Result<_, _>>()?)
     }
 
     /// Cancels a job (idempotent: cancelling an ended job returns it as it is).
@@ -292,7 +292,7 @@ impl Client {
                     .map(tonic::Response::into_inner)
             })
             .await?;
-        job.try_into()
+        Ok(job.try_into()?)
     }
 
     /// The job's events from update `from_step` on: every step in order, the
@@ -332,7 +332,7 @@ impl Client {
                         if let Some(Event::Step(m)) = &event.event {
                             next_step = m.step + 1;
                         }
-                        let converted = JobEvent::try_from(event);
+                        let converted = JobEvent::try_from(event).map_err(SdkError::from);
                         let terminal = matches!(&converted, Ok(JobEvent::State(j)) if j.state.is_terminal());
                         if tx.send(converted).await.is_err() || terminal {
                             return;
@@ -397,7 +397,7 @@ impl Client {
                 async move { c.create_sweep(traced(request)).await.map(tonic::Response::into_inner) }
             })
             .await?;
-        sweep.try_into()
+        Ok(sweep.try_into()?)
     }
 
     pub async fn get_sweep(&self, sweep_id: &str) -> Result<Sweep, SdkError> {
@@ -408,7 +408,7 @@ impl Client {
                     .map(tonic::Response::into_inner)
             })
             .await?;
-        sweep.try_into()
+        Ok(sweep.try_into()?)
     }
 
     /// Every sweep the caller may see.
@@ -418,7 +418,7 @@ impl Client {
                 c.list_sweeps(traced(v1::ListSweepsRequest {})).await.map(tonic::Response::into_inner)
             })
             .await?;
-        r.sweeps.into_iter().map(Sweep::try_from).collect()
+        Ok(r.sweeps.into_iter().map(Sweep::try_from).collect::<Result<_, _>>()?)
     }
 
     /// Cancels a sweep's running trials; waiting ones never start.
@@ -430,7 +430,7 @@ impl Client {
                     .map(tonic::Response::into_inner)
             })
             .await?;
-        sweep.try_into()
+        Ok(sweep.try_into()?)
     }
 
     /// The sweep now and after every change (a few per second at most),
@@ -468,7 +468,7 @@ impl Client {
             loop {
                 match stream.next().await {
                     Some(Ok(sweep)) => {
-                        let converted = Sweep::try_from(sweep);
+                        let converted = Sweep::try_from(sweep).map_err(SdkError::from);
                         let finished = matches!(&converted, Ok(s) if s.is_finished());
                         if tx.send(converted).await.is_err() || finished {
                             return;

@@ -40,6 +40,13 @@ pub enum SdkError {
     Io { path: String, source: std::io::Error },
 }
 
+/// A message from the server that does not convert to the SDK's types.
+impl From<rwp_proto::ConversionError> for SdkError {
+    fn from(e: rwp_proto::ConversionError) -> Self {
+        SdkError::Protocol(format!("unexpected message from the server: {e}"))
+    }
+}
+
 impl SdkError {
     /// Whether retrying the same idempotent call may succeed.
     #[must_use]

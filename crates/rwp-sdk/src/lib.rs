@@ -34,19 +34,21 @@ mod client;
 mod error;
 mod job_file;
 mod sweep_file;
-mod types;
 
 pub use builder::JobSpecBuilder;
 pub use client::{Client, ClientConfig, Export};
 pub use error::SdkError;
 pub use job_file::JobFile;
 pub use rwp_credentials::{read_token_file, Pem, Token};
+// What the server reports (Job, JobEvent, Sweep, Trial, StoredModel) are
+// the domain types of rwp-spec, the server's own; rwp-proto converts them
+// from the wire.
+pub use rwp_spec::report::{Sweep, Trial};
 pub use rwp_spec::sweep::{
     self, Distribution, EarlyStopping, ParamValue, Search, SearchMode, SearchParam, SweepSpec, SweepState,
 };
 pub use rwp_spec::{
-    DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelFile, ModelKind,
-    NonFinitePolicy, SigmaSchedule, StepMetrics,
+    DatasetKind, Evaluation, GradientEncoding, Job, JobEvent, JobSpec, JobState, LrSchedule, Method, ModelFile,
+    ModelKind, NonFinitePolicy, SigmaSchedule, StepMetrics, StoredModel,
 };
 pub use sweep_file::SweepFile;
-pub use types::{Job, JobEvent, StoredModel, Sweep, Trial};

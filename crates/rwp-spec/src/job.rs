@@ -1,8 +1,54 @@
-//! What clients and the server say about a job's progress: its state, the
-//! metrics of each update, the evaluations. Shared by the server, the SDK and
-//! the CLI (the wire messages convert to and from these in `rwp-proto`).
+//! What clients and the server say about a job: the job as reported
+//! ([`Job`]), its state, the metrics of each update, the evaluations and
+//! what a watcher sees ([`JobEvent`]). Shared by the server, the SDK and the
+//! CLI (the wire messages convert to and from these in `rwp-proto`).
 
 use serde::{Deserialize, Serialize};
+
+use crate::JobSpec;
+
+/// A job as the server reports it. The server's durable record is this
+/// plus its own bookkeeping, flattened into the same JSON object, so the
+/// serde attributes here are those of the stored records: `owner` may be
+/// missing (records written before owners were recorded), `sweep` is left
+/// out when `None`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub name: String,
+    pub spec: JobSpec,
+    pub state: JobState,
+    /// Updates applied so far.
+    pub step: u64,
+    pub total_updates: u64,
+    pub updates_per_epoch: u64,
+    /// Why the job failed (or stopped early), if it did.
+    pub error: Option<String>,
+    pub created_unix_ms: i64,
+    pub updated_unix_ms: i64,
+    pub skipped_updates: u64,
+    pub last_step: Option<StepMetrics>,
+    pub last_evaluation: Option<Evaluation>,
+    /// The name of the token that submitted the job; `None` on a server
+    /// without authentication (and for records written before owners were
+    /// recorded): such jobs are an admin's only.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The sweep this job is a trial of, and the trial's index there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<(String, u32)>,
+}
+
+/// What a watcher of a job sees.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobEvent {
+    /// An update was applied (every step, in order).
+    Step(StepMetrics),
+    /// The test split was evaluated.
+    Evaluation(Evaluation),
+    /// The job changed state; when terminal, this is the last event.
+    State(Box<Job>),
+}
 
 /// Where a job is in its life; `Running` and `Paused` go on, the others are final.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -5,7 +5,11 @@
 //! - [`Schedule`]: learning rate and σ per update (docs/algorithms.md, "Schedules");
 //! - [`plan`]: the tasks of an update and the samples and seeds of each task;
 //! - [`payload`]: the byte layout of a shard result and the server's checks
-//!   on a pushed one (sizes, order of messages, finite values).
+//!   on a pushed one (sizes, order of messages, finite values);
+//! - what the service says, as domain values that `rwp-proto` converts to
+//!   and from its wire messages: a [`Job`] and its [`JobEvent`]s,
+//!   a [`report::Sweep`] and its trials, a [`StoredModel`], and the worker
+//!   API's [`work::LeasedTask`] and [`work::PushHeader`].
 //!
 //! Seeds are derived with [`rng::derive_seed`] from the job's root seed and a
 //! path `(tag, ...)`: initial weights `(1)`, the sample order of a stream in an
@@ -19,13 +23,15 @@ mod method;
 mod model_file;
 pub mod payload;
 pub mod plan;
+pub mod report;
 pub mod rng;
 mod spec;
 pub mod sweep;
+pub mod work;
 
-pub use job::{Evaluation, JobState, StepMetrics};
+pub use job::{Evaluation, Job, JobEvent, JobState, StepMetrics};
 pub use method::{DatasetKind, Method, ModelKind};
-pub use model_file::{is_sha256_hex, sha256_hex, ModelFile, ModelReceiver, Sha256};
+pub use model_file::{is_sha256_hex, sha256_hex, ModelFile, ModelReceiver, Sha256, StoredModel};
 pub use plan::{Role, Task};
 pub use spec::{GradientEncoding, JobSpec, LrSchedule, NonFinitePolicy, Schedule, SigmaSchedule};
 

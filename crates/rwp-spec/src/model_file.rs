@@ -17,6 +17,17 @@ pub struct ModelFile {
     pub size_bytes: u64,
 }
 
+/// One owner's upload of a model file, as the server records and lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredModel {
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// When its owner last uploaded it.
+    pub uploaded_unix_ms: i64,
+    /// The token that uploaded it; `None` on a server without authentication.
+    pub owner: Option<String>,
+}
+
 impl ModelFile {
     /// Size and SHA-256 of the file at `path`.
     pub fn of_path(path: &Path) -> std::io::Result<Self> {

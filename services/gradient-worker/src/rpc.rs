@@ -8,9 +8,10 @@ use bytes::Bytes;
 use rwp_proto::v1::gradient_chunk::Part;
 use rwp_proto::v1::worker_service_client::WorkerServiceClient;
 use rwp_proto::v1::{
-    FetchWeightsRequest, GradientChunk, GradientHeader, LeaseTaskRequest, RegisterRequest, ReleaseLeaseRequest,
-    RenewLeaseRequest, Task, WeightsChunk,
+    FetchWeightsRequest, GradientChunk, LeaseTaskRequest, RegisterRequest, ReleaseLeaseRequest, RenewLeaseRequest,
+    Task, WeightsChunk,
 };
+use rwp_spec::work::PushHeader;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -307,7 +308,7 @@ pub(crate) async fn fetch_weights(
 /// `chunk_bytes`. Returns whether the server accepted it (false: duplicate).
 pub(crate) async fn push(
     session: &Session,
-    header: GradientHeader,
+    header: PushHeader,
     payload: Bytes,
     chunk_bytes: usize,
 ) -> Result<bool, WorkerError> {
@@ -317,7 +318,7 @@ pub(crate) async fn push(
         let end = (start + chunk_bytes).min(payload.len());
         GradientChunk { part: Some(Part::Data(payload.slice(start..end))) }
     });
-    let messages = std::iter::once(GradientChunk { part: Some(Part::Header(header)) }).chain(data);
+    let messages = std::iter::once(GradientChunk { part: Some(Part::Header(header.into())) }).chain(data);
     let mut request = Request::new(tokio_stream::iter(messages));
     rwp_telemetry::inject(&tracing::Span::current(), request.metadata_mut());
     let response = session.client.clone().push_gradient(request).await.map_err(WorkerError::rpc("PushGradient"))?;

@@ -4,8 +4,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use rwp_proto::v1::{self, GradientHeader};
-use rwp_spec::{JobSpec, Role};
+use rwp_proto::v1;
+use rwp_spec::payload::Announced;
+use rwp_spec::work::{LeasedTask, PushHeader};
+use rwp_spec::Role;
 use tch::Device;
 use tonic::Code;
 use tracing::{debug, error, info, info_span, warn, Instrument, Span};
@@ -32,7 +34,7 @@ pub struct WorkerReport {
     pub registrations: u64,
 }
 
-/// A task as leased, converted to domain types.
+/// A task as leased, converted to domain types and ready for the compute thread.
 #[derive(Debug)]
 struct Leased {
     lease_id: String,
@@ -48,36 +50,27 @@ fn role_name(role: Role) -> &'static str {
 }
 
 fn convert(task: v1::Task) -> Result<Leased, WorkerError> {
-    let spec = task.spec.ok_or_else(|| WorkerError::InvalidTask("task.spec must be set".to_owned()))?;
-    let spec = JobSpec::try_from(spec).map_err(|e| WorkerError::InvalidTask(format!("task.{e}")))?;
-    let role = rwp_proto::role_from_wire(task.role).map_err(|e| WorkerError::InvalidTask(format!("task.{e}")))?;
+    let leased = LeasedTask::try_from(task).map_err(|e| WorkerError::InvalidTask(format!("task.{e}")))?;
     let span = info_span!(
         "rwp.task",
-        job = %task.job_id,
-        step = task.step,
-        role = %role_name(role),
-        shard = task.shard,
-        lease = %task.lease_id,
+        job = %leased.job_id,
+        step = leased.task.step,
+        role = %role_name(leased.task.role),
+        shard = leased.task.shard,
+        lease = %leased.lease_id,
         device = tracing::field::Empty,
         bytes = tracing::field::Empty,
     );
     let input = TaskInput {
-        job_id: task.job_id,
-        spec,
-        task: rwp_spec::Task {
-            step: task.step,
-            role,
-            shard: task.shard,
-            num_shards: task.num_shards,
-            noise_seed: task.noise_seed,
-            sigma: task.sigma,
-        },
-        returns_buffers: task.returns_buffers,
+        job_id: leased.job_id,
+        spec: leased.spec,
+        task: leased.task,
+        returns_buffers: leased.returns_buffers,
         model_file: None,
-        timeout: (task.timeout_ms > 0).then(|| Duration::from_millis(task.timeout_ms)),
+        timeout: leased.timeout,
         span,
     };
-    Ok(Leased { lease_id: task.lease_id, input })
+    Ok(Leased { lease_id: leased.lease_id, input })
 }
 
 /// Aborts a spawned task when dropped (the lease renewer of a task that is
@@ -118,25 +111,23 @@ async fn process(
         Some(bytes)
     };
     let output = compute.compute(input.clone(), snapshot).await?;
-    let role = match task.role {
-        rwp_spec::Role::Clean => "clean",
-        rwp_spec::Role::Perturbed => "perturbed",
-        rwp_spec::Role::Sam => "sam",
-    };
+    let role = role_name(task.role);
     metrics.observe("rwp_worker_compute_seconds", &[("role", role)], output.compute_time.as_secs_f64());
-    let header = GradientHeader {
+    let header = PushHeader {
         worker_id: session.worker_id.clone(),
         lease_id: leased.lease_id.clone(),
         job_id: input.job_id.clone(),
         step: task.step,
-        role: v1::Role::from(task.role).into(),
+        role: task.role,
         shard: task.shard,
         weights_version: task.step,
         loss: output.loss,
         accuracy: output.accuracy,
-        encoding: v1::GradientEncoding::from(input.spec.gradient_encoding).into(),
-        gradient_bytes: output.gradient_bytes,
-        buffer_bytes: output.buffer_bytes,
+        announced: Announced {
+            encoding: input.spec.gradient_encoding,
+            gradient_bytes: output.gradient_bytes,
+            buffer_bytes: output.buffer_bytes,
+        },
     };
     let bytes = output.payload.len();
     Span::current().record("bytes", bytes);

@@ -1,5 +1,9 @@
 //! The server's domain types: what a job is, what happened at each update.
-//! Free of transport; `grpc.rs` converts them to and from wire messages.
+//! Free of transport; the shared ones (a job as reported, its events, a
+//! sweep as reported, a stored model file) come from `rwp-spec`, and
+//! `rwp-proto` converts them to and from wire messages.
+
+use std::ops::{Deref, DerefMut};
 
 use rwp_spec::sweep::{ParamValue, RungResult, SweepSpec, SweepState};
 use rwp_spec::JobSpec;
@@ -7,36 +11,37 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ServerError;
 
-pub use rwp_spec::job::{Evaluation, JobState, StepMetrics};
+pub use rwp_spec::job::{Evaluation, Job, JobEvent, JobState, StepMetrics};
+pub use rwp_spec::report::{Sweep, Trial};
+pub use rwp_spec::StoredModel;
 
-/// The durable record of a job.
+/// The durable record of a job: the job as clients see it, and the
+/// server's own bookkeeping beside it, in one flat JSON object (the same
+/// keys as before the job part was shared; older records load).
+///
+/// It derefs to its [`Job`], so `record.state`, `record.step = ...` read
+/// and write the job's fields: a record is a job plus what only the
+/// server needs, and the coordinator works on it as on a job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
-    pub id: String,
-    pub name: String,
-    pub spec: JobSpec,
-    pub state: JobState,
-    /// Updates applied so far.
-    pub step: u64,
-    pub total_updates: u64,
-    pub updates_per_epoch: u64,
-    pub error: Option<String>,
-    pub created_unix_ms: i64,
-    pub updated_unix_ms: i64,
-    pub skipped_updates: u64,
-    pub last_step: Option<StepMetrics>,
-    pub last_evaluation: Option<Evaluation>,
+    #[serde(flatten)]
+    pub job: Job,
     /// Running time accumulated before the current server process took the job over.
     #[serde(default)]
     pub wall_time_before_s: f64,
-    /// The name of the token that submitted the job; `None` when the server
-    /// ran without authentication (and for records written before owners
-    /// were recorded): such jobs are an admin's only.
-    #[serde(default)]
-    pub owner: Option<String>,
-    /// The sweep this job is a trial of, and the trial's index there.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sweep: Option<(String, u32)>,
+}
+
+impl Deref for JobRecord {
+    type Target = Job;
+    fn deref(&self) -> &Job {
+        &self.job
+    }
+}
+
+impl DerefMut for JobRecord {
+    fn deref_mut(&mut self) -> &mut Job {
+        &mut self.job
+    }
 }
 
 /// The durable record of a sweep: its spec, its generated trials (each
@@ -69,27 +74,6 @@ pub struct TrialRecord {
     pub spec: JobSpec,
     /// Set when the trial's job is started.
     pub job_id: Option<String>,
-}
-
-/// A sweep with the current record of each trial's job.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SweepView {
-    pub record: SweepRecord,
-    /// In trial order; `None` for trials not started.
-    pub jobs: Vec<Option<JobRecord>>,
-    /// The trial with the highest validation accuracy so far.
-    pub best_trial: Option<u32>,
-}
-
-/// One owner's upload of a model file, as recorded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredModel {
-    /// The uploading token's name; `""` on a server without tokens.
-    pub owner: String,
-    pub sha256: String,
-    pub size_bytes: u64,
-    /// When the owner last uploaded it.
-    pub uploaded_unix_ms: i64,
 }
 
 /// What a caller may do.
@@ -208,15 +192,6 @@ impl Principal {
     }
 }
 
-/// What a watcher sees.
-#[derive(Clone, Debug, PartialEq)]
-pub enum JobEvent {
-    Step(StepMetrics),
-    Evaluation(Evaluation),
-    /// The record after a state change; the terminal one is the last event.
-    Job(Box<JobRecord>),
-}
-
 #[must_use]
 pub fn now_unix_ms() -> i64 {
     std::time::SystemTime::now()
@@ -230,23 +205,58 @@ mod tests {
 
     fn record(owner: Option<&str>) -> JobRecord {
         JobRecord {
-            id: "job-1".into(),
-            name: String::new(),
-            spec: JobSpec::reference(rwp_spec::Method::Sgd),
-            state: JobState::Running,
-            step: 0,
-            total_updates: 7,
-            updates_per_epoch: 7,
-            error: None,
-            created_unix_ms: 0,
-            updated_unix_ms: 0,
-            skipped_updates: 0,
-            last_step: None,
-            last_evaluation: None,
+            job: Job {
+                id: "job-1".into(),
+                name: String::new(),
+                spec: JobSpec::reference(rwp_spec::Method::Sgd),
+                state: JobState::Running,
+                step: 0,
+                total_updates: 7,
+                updates_per_epoch: 7,
+                error: None,
+                created_unix_ms: 0,
+                updated_unix_ms: 0,
+                skipped_updates: 0,
+                last_step: None,
+                last_evaluation: None,
+                owner: owner.map(str::to_owned),
+                sweep: None,
+            },
             wall_time_before_s: 0.0,
-            owner: owner.map(str::to_owned),
-            sweep: None,
         }
+    }
+
+    /// A record as the server wrote it before `JobRecord` held a shared
+    /// `Job`: every field at the top level, `wall_time_before_s` between
+    /// `last_evaluation` and `owner`.
+    const OLD_RECORD: &str = r#"{"id":"job-1","name":"n","spec":SPEC,"state":"succeeded","step":20,"total_updates":20,"updates_per_epoch":10,"error":null,"created_unix_ms":1700000000000,"updated_unix_ms":1700000005000,"skipped_updates":1,"last_step":{"step":19,"loss":0.5,"accuracy":0.75,"perturbed_loss":null,"lr":0.1,"sigma":0.0,"wall_time_s":4.5,"skipped":false},"last_evaluation":{"step":20,"epoch":2,"test_loss":0.25,"test_accuracy":0.875,"wall_time_s":5.0,"validation_accuracy":0.8},"wall_time_before_s":1.5,"owner":"alice","sweep":["sweep-1",3]}"#;
+
+    #[test]
+    fn records_written_before_the_shared_job_type_load_and_write_back_the_same_keys() {
+        let spec = serde_json::to_string(&JobSpec::reference(rwp_spec::Method::Sgd)).unwrap();
+        let old = OLD_RECORD.replace("SPEC", &spec);
+        let read: JobRecord = serde_json::from_str(&old).unwrap();
+        assert_eq!(read.wall_time_before_s, 1.5);
+        assert_eq!((read.state, read.step, read.skipped_updates), (JobState::Succeeded, 20, 1));
+        assert_eq!(read.owner.as_deref(), Some("alice"));
+        assert_eq!(read.sweep, Some(("sweep-1".to_owned(), 3)));
+        let evaluation = read.last_evaluation.as_ref().unwrap();
+        assert_eq!((evaluation.validation_loss, evaluation.validation_accuracy), (None, Some(0.8)));
+        assert_eq!(read.last_step.as_ref().unwrap().perturbed_loss, None);
+        // Written back: the same JSON document (keys in another order).
+        let written: serde_json::Value = serde_json::to_value(&read).unwrap();
+        assert_eq!(written, serde_json::from_str::<serde_json::Value>(&old).unwrap());
+
+        // The oldest records: no owner, no sweep, no wall time before.
+        let mut oldest: serde_json::Value = serde_json::from_str(&old).unwrap();
+        for key in ["owner", "sweep", "wall_time_before_s"] {
+            oldest.as_object_mut().unwrap().remove(key);
+        }
+        let read: JobRecord = serde_json::from_value(oldest.clone()).unwrap();
+        assert_eq!((read.owner.as_deref(), read.sweep.as_ref(), read.wall_time_before_s), (None, None, 0.0));
+        let written = serde_json::to_value(&read).unwrap();
+        assert_eq!(written.get("sweep"), None, "no sweep: left out, as before");
+        assert_eq!(written.get("owner"), Some(&serde_json::Value::Null), "no owner: null, as before");
     }
 
     #[test]

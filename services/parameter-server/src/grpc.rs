@@ -1,5 +1,7 @@
-//! gRPC handlers: convert wire messages to domain calls and back, nothing
-//! else. Errors map to `tonic::Status` in one place (`error.rs`).
+//! gRPC handlers: convert wire messages to domain calls and back (with the
+//! `From`/`TryFrom` impls of `rwp-proto`), nothing else. What is transport
+//! stays here: chunking, streams, trace context in metadata. Errors map to
+//! `tonic::Status` in one place (`error.rs`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -7,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rwp_proto::v1::{self, job_service_server::JobService, worker_service_server::WorkerService};
-use rwp_proto::{announced_from_wire, role_from_wire};
 use rwp_spec::payload::{self, PayloadAssembler, PushMessage};
 use rwp_spec::sweep::SweepSpec;
 use rwp_spec::{JobSpec, ModelFile};
@@ -18,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::coordinator::{Coordinator, PushAdmission, PushHeader};
-use crate::domain::{JobEvent, JobRecord, Principal, StoredModel, SweepView};
+use crate::domain::{JobEvent, Principal};
 use crate::error::ServerError;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -67,71 +68,6 @@ fn chunks(bytes: &Bytes, size: usize) -> impl Iterator<Item = (u64, Bytes)> + '_
         .map(move |start| (start as u64, bytes.slice(start..(start + size).min(bytes.len()))))
 }
 
-fn job_to_wire(r: &JobRecord) -> v1::Job {
-    v1::Job {
-        id: r.id.clone(),
-        name: r.name.clone(),
-        spec: Some((&r.spec).into()),
-        state: v1::JobState::from(r.state).into(),
-        step: r.step,
-        total_updates: r.total_updates,
-        updates_per_epoch: r.updates_per_epoch,
-        error: r.error.clone().unwrap_or_default(),
-        created_unix_ms: r.created_unix_ms,
-        updated_unix_ms: r.updated_unix_ms,
-        skipped_updates: r.skipped_updates,
-        last_step: r.last_step.as_ref().map(Into::into),
-        last_evaluation: r.last_evaluation.as_ref().map(Into::into),
-        owner: r.owner.clone().unwrap_or_default(),
-        sweep_id: r.sweep.as_ref().map(|(id, _)| id.clone()).unwrap_or_default(),
-        sweep_trial: r.sweep.as_ref().map_or(0, |(_, trial)| *trial),
-    }
-}
-
-fn sweep_to_wire(v: &SweepView) -> v1::Sweep {
-    let r = &v.record;
-    v1::Sweep {
-        id: r.id.clone(),
-        name: r.name.clone(),
-        spec: Some((&r.spec).into()),
-        state: v1::SweepState::from(r.state).into(),
-        error: r.error.clone().unwrap_or_default(),
-        created_unix_ms: r.created_unix_ms,
-        updated_unix_ms: r.updated_unix_ms,
-        owner: r.owner.clone().unwrap_or_default(),
-        trials: r
-            .trials
-            .iter()
-            .zip(&v.jobs)
-            .map(|(t, job)| v1::Trial {
-                index: t.index,
-                params: t
-                    .params
-                    .iter()
-                    .map(|(field, value)| v1::SweepParam { field: field.clone(), value: Some(value.into()) })
-                    .collect(),
-                job_id: t.job_id.clone().unwrap_or_default(),
-                job: job.as_ref().map(job_to_wire),
-            })
-            .collect(),
-        best_trial: v.best_trial,
-    }
-}
-
-fn model_to_wire(m: StoredModel) -> v1::StoredModel {
-    v1::StoredModel { sha256: m.sha256, size_bytes: m.size_bytes, uploaded_unix_ms: m.uploaded_unix_ms, owner: m.owner }
-}
-
-fn event_to_wire(e: &JobEvent) -> v1::JobEvent {
-    use v1::job_event::Event;
-    let event = match e {
-        JobEvent::Step(m) => Event::Step(m.into()),
-        JobEvent::Evaluation(e) => Event::Evaluation(e.into()),
-        JobEvent::Job(r) => Event::Job(job_to_wire(r)),
-    };
-    v1::JobEvent { event: Some(event) }
-}
-
 #[tonic::async_trait]
 impl WorkerService for Handlers {
     async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
@@ -147,21 +83,7 @@ impl WorkerService for Handlers {
         let r = request.into_inner();
         let wait = Duration::from_millis(u64::from(r.wait_ms)).min(MAX_LEASE_WAIT);
         let leased = self.coordinator.lease(&r.worker_id, wait).await?;
-        let trace = leased.as_ref().map(|l| l.trace.clone());
-        let task = leased.map(|l| v1::Task {
-            lease_id: l.lease_id,
-            job_id: l.job_id,
-            spec: Some((&l.spec).into()),
-            step: l.task.step,
-            role: v1::Role::from(l.task.role).into(),
-            shard: l.task.shard,
-            num_shards: l.task.num_shards,
-            noise_seed: l.task.noise_seed,
-            sigma: l.task.sigma,
-            lease_deadline_unix_ms: l.deadline_unix_ms,
-            returns_buffers: l.returns_buffers,
-            timeout_ms: u64::try_from(l.timeout.as_millis()).unwrap_or(u64::MAX),
-        });
+        let (trace, task) = leased.map(|l| (l.trace, v1::Task::from(l.leased))).unzip();
         let mut response = Response::new(v1::LeaseTaskResponse { task });
         if let Some(span) = trace {
             rwp_telemetry::inject(&span, response.metadata_mut());
@@ -242,18 +164,7 @@ impl Handlers {
         let mut stream = request.into_inner();
         let first = stream.message().await?.map(PushMessage::from);
         let header = payload::header_first(first).map_err(invalid)?;
-        let header = PushHeader {
-            role: role_from_wire(header.role).map_err(invalid)?,
-            announced: announced_from_wire(&header).map_err(invalid)?,
-            worker_id: header.worker_id,
-            lease_id: header.lease_id,
-            job_id: header.job_id,
-            step: header.step,
-            shard: header.shard,
-            weights_version: header.weights_version,
-            loss: header.loss,
-            accuracy: header.accuracy,
-        };
+        let header = PushHeader::try_from(header).map_err(invalid)?;
         let mut assembler = match self.coordinator.admit_push(&header)? {
             PushAdmission::Expect(sizes) => {
                 PayloadAssembler::with_buffer(sizes, self.coordinator.payload_buffer(sizes.total()))
@@ -281,16 +192,16 @@ impl JobService for Handlers {
         let spec = JobSpec::try_from(spec).map_err(|e| Status::from(ServerError::InvalidSpec(e.to_string())))?;
         let record = self.coordinator.submit(&principal, r.name, spec, r.request_id).instrument(span.clone()).await?;
         span.record("job", record.id.as_str());
-        Ok(Response::new(job_to_wire(&record)))
+        Ok(Response::new((&record.job).into()))
     }
 
     async fn get_job(&self, request: Request<v1::GetJobRequest>) -> Result<Response<v1::Job>, Status> {
         let principal = principal(&request)?;
-        Ok(Response::new(job_to_wire(&self.coordinator.get(&principal, &request.into_inner().job_id)?)))
+        Ok(Response::new((&self.coordinator.get(&principal, &request.into_inner().job_id)?.job).into()))
     }
 
     async fn list_jobs(&self, request: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsResponse>, Status> {
-        let jobs = self.coordinator.list(&principal(&request)?)?.iter().map(job_to_wire).collect();
+        let jobs = self.coordinator.list(&principal(&request)?)?.iter().map(|r| (&r.job).into()).collect();
         Ok(Response::new(v1::ListJobsResponse { jobs }))
     }
 
@@ -309,7 +220,7 @@ impl JobService for Handlers {
         let mut stopping = self.coordinator.stopping();
         tokio::spawn(async move {
             for event in &history {
-                if tx.send(Ok(event_to_wire(event))).await.is_err() {
+                if tx.send(Ok(event.into())).await.is_err() {
                     return;
                 }
             }
@@ -334,16 +245,16 @@ impl JobService for Handlers {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };
-                let terminal = matches!(&event, JobEvent::Job(r) if r.state.is_terminal());
+                let terminal = matches!(&event, JobEvent::State(j) if j.state.is_terminal());
                 let fresh = match &event {
                     JobEvent::Step(m) => m.step >= next_step,
                     JobEvent::Evaluation(e) => e.step >= next_step,
-                    JobEvent::Job(_) => true,
+                    JobEvent::State(_) => true,
                 };
                 if let JobEvent::Step(m) = &event {
                     next_step = next_step.max(m.step + 1);
                 }
-                if fresh && tx.send(Ok(event_to_wire(&event))).await.is_err() {
+                if fresh && tx.send(Ok((&event).into())).await.is_err() {
                     return;
                 }
                 if terminal {
@@ -359,7 +270,7 @@ impl JobService for Handlers {
         let principal = principal(&request)?;
         let job = request.into_inner().job_id;
         span.record("job", job.as_str());
-        Ok(Response::new(job_to_wire(&self.coordinator.cancel(&principal, &job).instrument(span).await?)))
+        Ok(Response::new((&self.coordinator.cancel(&principal, &job).instrument(span).await?.job).into()))
     }
 
     async fn create_sweep(&self, request: Request<v1::CreateSweepRequest>) -> Result<Response<v1::Sweep>, Status> {
@@ -369,19 +280,19 @@ impl JobService for Handlers {
         let spec = r.spec.ok_or_else(|| Status::from(ServerError::InvalidSweep("spec must be set".into())))?;
         let spec = SweepSpec::try_from(spec).map_err(|e| Status::from(ServerError::InvalidSweep(e.to_string())))?;
         let view = self.coordinator.create_sweep(&principal, r.name, spec, r.request_id).instrument(span).await?;
-        Ok(Response::new(sweep_to_wire(&view)))
+        Ok(Response::new((&view).into()))
     }
 
     async fn get_sweep(&self, request: Request<v1::GetSweepRequest>) -> Result<Response<v1::Sweep>, Status> {
         let principal = principal(&request)?;
-        Ok(Response::new(sweep_to_wire(&self.coordinator.get_sweep(&principal, &request.into_inner().sweep_id)?)))
+        Ok(Response::new((&self.coordinator.get_sweep(&principal, &request.into_inner().sweep_id)?).into()))
     }
 
     async fn list_sweeps(
         &self,
         request: Request<v1::ListSweepsRequest>,
     ) -> Result<Response<v1::ListSweepsResponse>, Status> {
-        let sweeps = self.coordinator.list_sweeps(&principal(&request)?)?.iter().map(sweep_to_wire).collect();
+        let sweeps = self.coordinator.list_sweeps(&principal(&request)?)?.iter().map(Into::into).collect();
         Ok(Response::new(v1::ListSweepsResponse { sweeps }))
     }
 
@@ -400,9 +311,8 @@ impl JobService for Handlers {
         tokio::spawn(async move {
             let mut view = first;
             loop {
-                let terminal =
-                    view.record.state.is_terminal() && view.jobs.iter().flatten().all(|j| j.state.is_terminal());
-                if tx.send(Ok(sweep_to_wire(&view))).await.is_err() || terminal {
+                let terminal = view.is_finished();
+                if tx.send(Ok((&view).into())).await.is_err() || terminal {
                     return;
                 }
                 tokio::select! {
@@ -430,7 +340,7 @@ impl JobService for Handlers {
         let span = api_span("rwp.cancel_sweep", &request);
         let principal = principal(&request)?;
         let id = request.into_inner().sweep_id;
-        Ok(Response::new(sweep_to_wire(&self.coordinator.cancel_sweep(&principal, &id).instrument(span).await?)))
+        Ok(Response::new((&self.coordinator.cancel_sweep(&principal, &id).instrument(span).await?).into()))
     }
 
     type ExportWeightsStream = BoxStream<v1::ExportChunk>;
@@ -474,7 +384,7 @@ impl JobService for Handlers {
         &self,
         request: Request<v1::ListModelsRequest>,
     ) -> Result<Response<v1::ListModelsResponse>, Status> {
-        let models = self.coordinator.list_models(&principal(&request)?)?.into_iter().map(model_to_wire).collect();
+        let models = self.coordinator.list_models(&principal(&request)?)?.into_iter().map(Into::into).collect();
         Ok(Response::new(v1::ListModelsResponse { models }))
     }
 

@@ -214,7 +214,7 @@ impl ModelStore {
             let _ = dir.sync_all();
         }
         self.store.put_model(&StoredModel {
-            owner: upload.reservation.owner.clone(),
+            owner: Some(upload.reservation.owner.clone()).filter(|o| !o.is_empty()),
             sha256: announced.sha256.clone(),
             size_bytes: announced.size_bytes,
             uploaded_unix_ms: now_unix_ms(),
@@ -303,7 +303,7 @@ mod tests {
         let file = ModelFile { sha256: rwp_spec::sha256_hex(&bytes), size_bytes: size };
         std::fs::write(models.path(&file.sha256), &bytes).unwrap();
         let record = StoredModel {
-            owner: owner.into(),
+            owner: Some(owner.into()),
             sha256: file.sha256.clone(),
             size_bytes: size,
             uploaded_unix_ms: now_unix_ms(),

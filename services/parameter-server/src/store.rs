@@ -57,7 +57,7 @@ struct ModelEntry {
 fn stored_model(owner: &str, sha256: &str, bytes: &[u8]) -> Result<StoredModel, ServerError> {
     let entry: ModelEntry = serde_json::from_slice(bytes)?;
     Ok(StoredModel {
-        owner: owner.to_owned(),
+        owner: (!owner.is_empty()).then(|| owner.to_owned()),
         sha256: sha256.to_owned(),
         size_bytes: entry.size_bytes,
         uploaded_unix_ms: entry.uploaded_unix_ms,
@@ -189,12 +189,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Records (or renews) `model.owner`'s upload of a model file.
+    /// Records (or renews) `model.owner`'s upload of a model file (no
+    /// owner: `""`, a server without tokens).
     pub fn put_model(&self, model: &StoredModel) -> Result<(), ServerError> {
         let entry = ModelEntry { size_bytes: model.size_bytes, uploaded_unix_ms: model.uploaded_unix_ms };
+        let owner = model.owner.as_deref().unwrap_or_default();
         let txn = self.db.begin_write()?;
-        txn.open_table(MODELS)?
-            .insert((model.owner.as_str(), model.sha256.as_str()), serde_json::to_vec(&entry)?.as_slice())?;
+        txn.open_table(MODELS)?.insert((owner, model.sha256.as_str()), serde_json::to_vec(&entry)?.as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -260,7 +261,7 @@ mod tests {
     use super::*;
 
     fn model(owner: &str, sha256: &str, size_bytes: u64, uploaded_unix_ms: i64) -> StoredModel {
-        StoredModel { owner: owner.into(), sha256: sha256.into(), size_bytes, uploaded_unix_ms }
+        StoredModel { owner: Some(owner.into()), sha256: sha256.into(), size_bytes, uploaded_unix_ms }
     }
 
     #[test]

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rwp_scheduler::{Planned, Scheduler, Timing};
-use rwp_spec::payload::{Announced, Layout, PayloadSizes};
+use rwp_spec::payload::{Layout, PayloadSizes};
 use rwp_spec::plan::tasks_for_step;
 use rwp_spec::rng::derive_seed;
-use rwp_spec::{JobSpec, Role, Schedule, Task};
+use rwp_spec::{JobSpec, Role, Schedule};
 use tokio::sync::{broadcast, Notify};
 use tracing::{info, warn};
 
@@ -61,35 +61,17 @@ pub struct Snapshot {
     pub bytes: Bytes,
 }
 
-/// A task handed to a worker.
+/// What a worker says it is pushing (the header of a push), as the worker
+/// builds it.
+pub use rwp_spec::work::PushHeader;
+
+/// A task handed to a worker, with the span of its update.
 #[derive(Debug, Clone)]
 pub struct LeasedTask {
     /// The span of the task's update, whose trace context goes to the worker.
     pub trace: tracing::Span,
-    pub lease_id: String,
-    pub job_id: String,
-    pub spec: JobSpec,
-    pub task: Task,
-    pub returns_buffers: bool,
-    pub deadline_unix_ms: i64,
-    /// How long the worker may compute the task before it kills it.
-    pub timeout: Duration,
-}
-
-/// What a worker says it is pushing (the header of a push).
-#[derive(Debug, Clone)]
-pub struct PushHeader {
-    pub worker_id: String,
-    pub lease_id: String,
-    pub job_id: String,
-    pub step: u64,
-    pub role: Role,
-    pub shard: u32,
-    pub weights_version: u64,
-    pub loss: f64,
-    pub accuracy: f64,
-    /// The encoding and byte counts of the payload that follows.
-    pub announced: Announced,
+    /// The task as the worker sees it.
+    pub leased: rwp_spec::work::LeasedTask,
 }
 
 /// Whether a push should be read, and how many bytes it must have.

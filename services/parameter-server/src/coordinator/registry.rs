@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::admission::{check_data_dir, check_name, request_key, Named};
 use super::{planned, Coordinator, Run, State};
-use crate::domain::{now_unix_ms, JobEvent, Principal};
+use crate::domain::{now_unix_ms, Job, JobEvent, Principal};
 pub(super) use crate::domain::{JobRecord, JobState};
 use crate::engine::EngineHandle;
 use crate::error::ServerError;
@@ -29,7 +29,7 @@ pub(super) struct JobEntry {
 impl JobEntry {
     /// Sends the record to the job's watchers.
     pub(super) fn announce(&self) {
-        let _ = self.events.send(JobEvent::Job(Box::new(self.record.clone())));
+        let _ = self.events.send(JobEvent::State(Box::new(self.record.job.clone())));
     }
 }
 
@@ -215,22 +215,24 @@ impl Coordinator {
             format!("job-{:012x}", derive_seed(now_unix_ms() as u64, &[serial, u64::from(std::process::id())]) >> 16);
         let now = now_unix_ms();
         let mut record = JobRecord {
-            id: id.clone(),
-            name,
-            spec,
-            state: JobState::Running,
-            step: 0,
-            total_updates: 0,
-            updates_per_epoch: 0,
-            error: None,
-            created_unix_ms: now,
-            updated_unix_ms: now,
-            skipped_updates: 0,
-            last_step: None,
-            last_evaluation: None,
+            job: Job {
+                id: id.clone(),
+                name,
+                spec,
+                state: JobState::Running,
+                step: 0,
+                total_updates: 0,
+                updates_per_epoch: 0,
+                error: None,
+                created_unix_ms: now,
+                updated_unix_ms: now,
+                skipped_updates: 0,
+                last_step: None,
+                last_evaluation: None,
+                owner,
+                sweep,
+            },
             wall_time_before_s: 0.0,
-            owner,
-            sweep,
         };
         let run = self.start_run(&record, Some(self.config.max_model_parameters)).await.map_err(|e| match e {
             ServerError::Engine(message) => ServerError::InvalidSpec(message),
@@ -377,7 +379,7 @@ impl Coordinator {
         history.sort_by_key(|(step, order, _)| (*step, *order));
         let mut events: Vec<JobEvent> = history.into_iter().map(|(_, _, e)| e).collect();
         if record.state.is_terminal() {
-            events.push(JobEvent::Job(Box::new(record)));
+            events.push(JobEvent::State(Box::new(record.job)));
             return Ok((events, None));
         }
         Ok((events, Some(receiver)))

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::admission::{check_data_dir, check_name, request_key, Named};
 use super::registry::ActiveJobSlot;
 use super::{Coordinator, State};
-use crate::domain::{now_unix_ms, Evaluation, JobRecord, JobState, Principal, SweepRecord, SweepView, TrialRecord};
+use crate::domain::{now_unix_ms, Evaluation, Job, JobState, Principal, Sweep, SweepRecord, Trial, TrialRecord};
 use crate::error::ServerError;
 
 #[derive(Debug)]
@@ -42,11 +42,13 @@ impl SweepEntry {
     }
 }
 
-fn view(s: &State, record: &SweepRecord) -> SweepView {
-    let jobs: Vec<Option<JobRecord>> = record
+/// The sweep as reported: its record, each trial with its job's current
+/// state, the best trial so far.
+fn view(s: &State, record: &SweepRecord) -> Sweep {
+    let jobs: Vec<Option<Job>> = record
         .trials
         .iter()
-        .map(|t| t.job_id.as_ref().and_then(|id| s.jobs.get(id)).map(|j| j.record.clone()))
+        .map(|t| t.job_id.as_ref().and_then(|id| s.jobs.get(id)).map(|j| j.record.job.clone()))
         .collect();
     let scores: Vec<TrialScore> = record
         .trials
@@ -61,7 +63,24 @@ fn view(s: &State, record: &SweepRecord) -> SweepView {
             }
         })
         .collect();
-    SweepView { record: record.clone(), jobs, best_trial: sweep::best(&scores) }
+    let trials = record
+        .trials
+        .iter()
+        .zip(jobs)
+        .map(|(t, job)| Trial { index: t.index, params: t.params.clone(), job })
+        .collect();
+    Sweep {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        spec: record.spec.clone(),
+        state: record.state,
+        error: record.error.clone(),
+        created_unix_ms: record.created_unix_ms,
+        updated_unix_ms: record.updated_unix_ms,
+        owner: record.owner.clone(),
+        trials,
+        best_trial: sweep::best(&scores),
+    }
 }
 
 impl Coordinator {
@@ -74,7 +93,7 @@ impl Coordinator {
         name: String,
         spec: SweepSpec,
         request_id: Option<String>,
-    ) -> Result<SweepView, ServerError> {
+    ) -> Result<Sweep, ServerError> {
         self.admit(principal)?;
         if self.draining() {
             return Err(ServerError::ShuttingDown);
@@ -169,13 +188,13 @@ impl Coordinator {
             .ok_or_else(|| ServerError::SweepNotFound(sweep.to_owned()))
     }
 
-    pub fn get_sweep(&self, principal: &Principal, sweep: &str) -> Result<SweepView, ServerError> {
+    pub fn get_sweep(&self, principal: &Principal, sweep: &str) -> Result<Sweep, ServerError> {
         self.admit(principal)?;
         let s = self.lock();
         Ok(view(&s, &Self::visible_sweep(&s, principal, sweep)?.record))
     }
 
-    pub fn list_sweeps(&self, principal: &Principal) -> Result<Vec<SweepView>, ServerError> {
+    pub fn list_sweeps(&self, principal: &Principal) -> Result<Vec<Sweep>, ServerError> {
         self.admit(principal)?;
         let s = self.lock();
         Ok(s.sweeps
@@ -190,7 +209,7 @@ impl Coordinator {
         &self,
         principal: &Principal,
         sweep: &str,
-    ) -> Result<(SweepView, watch::Receiver<u64>), ServerError> {
+    ) -> Result<(Sweep, watch::Receiver<u64>), ServerError> {
         self.admit(principal)?;
         let s = self.lock();
         let entry = Self::visible_sweep(&s, principal, sweep)?;
@@ -198,14 +217,14 @@ impl Coordinator {
     }
 
     /// The sweep as it is now, for a watcher (no rate admission: one watch is one request).
-    pub fn sweep_now(&self, sweep: &str) -> Result<SweepView, ServerError> {
+    pub fn sweep_now(&self, sweep: &str) -> Result<Sweep, ServerError> {
         let s = self.lock();
         let entry = s.sweeps.get(sweep).ok_or_else(|| ServerError::SweepNotFound(sweep.to_owned()))?;
         Ok(view(&s, &entry.record))
     }
 
     /// Cancels the sweep's running trials; the waiting ones never start.
-    pub async fn cancel_sweep(&self, principal: &Principal, sweep: &str) -> Result<SweepView, ServerError> {
+    pub async fn cancel_sweep(&self, principal: &Principal, sweep: &str) -> Result<Sweep, ServerError> {
         self.admit(principal)?;
         let _scheduling = self.sweep_scheduler.lock().await;
         let (record, running) = {

@@ -78,13 +78,15 @@ impl Coordinator {
         let run = entry.run.as_ref().expect("a scheduled job runs");
         Ok(Some(LeasedTask {
             trace: run.step_span.clone(),
-            deadline_unix_ms: unix_ms(lease.deadline, now),
-            lease_id: lease.id,
-            job_id: lease.job,
-            spec: entry.record.spec.clone(),
-            task: lease.task,
-            returns_buffers: lease.returns_buffers,
-            timeout: lease.task_timeout,
+            leased: rwp_spec::work::LeasedTask {
+                deadline_unix_ms: unix_ms(lease.deadline, now),
+                lease_id: lease.id,
+                job_id: lease.job,
+                spec: entry.record.spec.clone(),
+                task: lease.task,
+                returns_buffers: lease.returns_buffers,
+                timeout: Some(lease.task_timeout),
+            },
         }))
     }
 

@@ -1,35 +1,14 @@
-//! Conversions between wire messages and domain types. A message that does
-//! not describe a valid domain value is refused with the field named.
+//! Job specs (their enums and schedules) and sweep specs.
 
 use std::path::PathBuf;
 
-use bytes::Bytes;
-use rwp_spec::payload::{Announced, PushMessage};
-use rwp_spec::sweep::{
-    Distribution, EarlyStopping, ParamValue, Search, SearchMode, SearchParam, SweepSpec, SweepState,
-};
+use rwp_spec::sweep::{Distribution, EarlyStopping, ParamValue, Search, SearchMode, SearchParam, SweepSpec};
 use rwp_spec::{
-    DatasetKind, Evaluation, GradientEncoding, JobSpec, JobState, LrSchedule, Method, ModelFile, ModelKind,
-    NonFinitePolicy, Role, SigmaSchedule, StepMetrics,
+    DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelFile, ModelKind, NonFinitePolicy, SigmaSchedule,
 };
 
+use super::{missing, unknown, ConversionError};
 use crate::v1;
-
-/// A message field that has no domain meaning.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct ConversionError {
-    pub field: &'static str,
-    pub reason: String,
-}
-
-fn missing(field: &'static str) -> ConversionError {
-    ConversionError { field, reason: "must be set".to_owned() }
-}
-
-fn unknown(field: &'static str, value: i32) -> ConversionError {
-    ConversionError { field, reason: format!("unknown value {value}") }
-}
 
 impl From<Method> for v1::Method {
     fn from(m: Method) -> Self {
@@ -113,33 +92,6 @@ pub fn dataset_from_wire(value: i32) -> Result<DatasetKind, ConversionError> {
     }
 }
 
-impl From<Role> for v1::Role {
-    fn from(r: Role) -> Self {
-        match r {
-            Role::Clean => v1::Role::Clean,
-            Role::Perturbed => v1::Role::Perturbed,
-            Role::Sam => v1::Role::Sam,
-        }
-    }
-}
-
-impl TryFrom<v1::Role> for Role {
-    type Error = ConversionError;
-    fn try_from(r: v1::Role) -> Result<Self, Self::Error> {
-        match r {
-            v1::Role::Unspecified => Err(missing("role")),
-            v1::Role::Clean => Ok(Role::Clean),
-            v1::Role::Perturbed => Ok(Role::Perturbed),
-            v1::Role::Sam => Ok(Role::Sam),
-        }
-    }
-}
-
-/// Decodes a wire role.
-pub fn role_from_wire(value: i32) -> Result<Role, ConversionError> {
-    v1::Role::try_from(value).map_err(|_| unknown("role", value))?.try_into()
-}
-
 impl From<GradientEncoding> for v1::GradientEncoding {
     fn from(e: GradientEncoding) -> Self {
         match e {
@@ -154,29 +106,6 @@ pub fn encoding_from_wire(value: i32) -> Result<GradientEncoding, ConversionErro
     match v1::GradientEncoding::try_from(value).map_err(|_| unknown("encoding", value))? {
         v1::GradientEncoding::Unspecified | v1::GradientEncoding::F32 => Ok(GradientEncoding::F32),
         v1::GradientEncoding::Bf16 => Ok(GradientEncoding::Bf16),
-    }
-}
-
-/// A push header's announced encoding and byte counts, for
-/// [`rwp_spec::payload::Layout::expect`].
-pub fn announced_from_wire(h: &v1::GradientHeader) -> Result<Announced, ConversionError> {
-    Ok(Announced {
-        encoding: encoding_from_wire(h.encoding)?,
-        gradient_bytes: h.gradient_bytes,
-        buffer_bytes: h.buffer_bytes,
-    })
-}
-
-/// A message of a `PushGradient` stream, for the transport-free checks of
-/// [`rwp_spec::payload`].
-impl From<v1::GradientChunk> for PushMessage<v1::GradientHeader, Bytes> {
-    fn from(chunk: v1::GradientChunk) -> Self {
-        use v1::gradient_chunk::Part;
-        match chunk.part {
-            Some(Part::Header(h)) => PushMessage::Header(h),
-            Some(Part::Data(data)) => PushMessage::Data(data),
-            None => PushMessage::Empty,
-        }
     }
 }
 
@@ -306,90 +235,6 @@ impl TryFrom<v1::JobSpec> for JobSpec {
     }
 }
 
-impl From<JobState> for v1::JobState {
-    fn from(s: JobState) -> Self {
-        match s {
-            JobState::Running => v1::JobState::Running,
-            JobState::Paused => v1::JobState::Paused,
-            JobState::Succeeded => v1::JobState::Succeeded,
-            JobState::Failed => v1::JobState::Failed,
-            JobState::Cancelled => v1::JobState::Cancelled,
-            JobState::Stopped => v1::JobState::Stopped,
-        }
-    }
-}
-
-/// Decodes a wire job state.
-pub fn job_state_from_wire(value: i32) -> Result<JobState, ConversionError> {
-    match v1::JobState::try_from(value).map_err(|_| unknown("job.state", value))? {
-        v1::JobState::Unspecified => Err(missing("job.state")),
-        v1::JobState::Running => Ok(JobState::Running),
-        v1::JobState::Paused => Ok(JobState::Paused),
-        v1::JobState::Succeeded => Ok(JobState::Succeeded),
-        v1::JobState::Failed => Ok(JobState::Failed),
-        v1::JobState::Cancelled => Ok(JobState::Cancelled),
-        v1::JobState::Stopped => Ok(JobState::Stopped),
-    }
-}
-
-impl From<&StepMetrics> for v1::StepMetrics {
-    fn from(m: &StepMetrics) -> Self {
-        v1::StepMetrics {
-            step: m.step,
-            loss: m.loss,
-            accuracy: m.accuracy,
-            perturbed_loss: m.perturbed_loss,
-            lr: m.lr,
-            sigma: m.sigma,
-            wall_time_s: m.wall_time_s,
-            skipped: m.skipped,
-        }
-    }
-}
-
-impl From<v1::StepMetrics> for StepMetrics {
-    fn from(m: v1::StepMetrics) -> Self {
-        StepMetrics {
-            step: m.step,
-            loss: m.loss,
-            accuracy: m.accuracy,
-            perturbed_loss: m.perturbed_loss,
-            lr: m.lr,
-            sigma: m.sigma,
-            wall_time_s: m.wall_time_s,
-            skipped: m.skipped,
-        }
-    }
-}
-
-impl From<&Evaluation> for v1::Evaluation {
-    fn from(e: &Evaluation) -> Self {
-        v1::Evaluation {
-            step: e.step,
-            epoch: e.epoch,
-            test_loss: e.test_loss,
-            test_accuracy: e.test_accuracy,
-            wall_time_s: e.wall_time_s,
-            validation_loss: e.validation_loss,
-            validation_accuracy: e.validation_accuracy,
-        }
-    }
-}
-
-impl From<v1::Evaluation> for Evaluation {
-    fn from(e: v1::Evaluation) -> Self {
-        Evaluation {
-            step: e.step,
-            epoch: e.epoch,
-            test_loss: e.test_loss,
-            test_accuracy: e.test_accuracy,
-            wall_time_s: e.wall_time_s,
-            validation_loss: e.validation_loss,
-            validation_accuracy: e.validation_accuracy,
-        }
-    }
-}
-
 impl From<&ParamValue> for v1::ParamValue {
     fn from(v: &ParamValue) -> Self {
         use v1::param_value::Value;
@@ -498,27 +343,6 @@ impl TryFrom<v1::SweepSpec> for SweepSpec {
     }
 }
 
-impl From<SweepState> for v1::SweepState {
-    fn from(s: SweepState) -> Self {
-        match s {
-            SweepState::Running => v1::SweepState::Running,
-            SweepState::Succeeded => v1::SweepState::Succeeded,
-            SweepState::Cancelled => v1::SweepState::Cancelled,
-            SweepState::Failed => v1::SweepState::Failed,
-        }
-    }
-}
-
-pub fn sweep_state_from_wire(value: i32) -> Result<SweepState, ConversionError> {
-    match v1::SweepState::try_from(value).map_err(|_| unknown("sweep.state", value))? {
-        v1::SweepState::Unspecified => Err(missing("sweep.state")),
-        v1::SweepState::Running => Ok(SweepState::Running),
-        v1::SweepState::Succeeded => Ok(SweepState::Succeeded),
-        v1::SweepState::Cancelled => Ok(SweepState::Cancelled),
-        v1::SweepState::Failed => Ok(SweepState::Failed),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,34 +422,23 @@ mod tests {
     }
 
     #[test]
-    fn progress_messages_round_trip() {
-        let m = StepMetrics {
-            step: 3,
-            loss: 1.5,
-            accuracy: 0.25,
-            perturbed_loss: Some(1.75),
-            lr: 0.1,
-            sigma: 0.01,
-            wall_time_s: 2.5,
-            skipped: false,
-        };
-        assert_eq!(StepMetrics::from(v1::StepMetrics::from(&m)), m);
-        let mut e = Evaluation {
-            step: 7,
-            epoch: 1,
-            test_loss: 0.5,
-            test_accuracy: 0.875,
-            wall_time_s: 3.0,
-            validation_loss: None,
-            validation_accuracy: None,
-        };
-        assert_eq!(Evaluation::from(v1::Evaluation::from(&e)), e);
-        (e.validation_loss, e.validation_accuracy) = (Some(0.6), Some(0.8));
-        assert_eq!(Evaluation::from(v1::Evaluation::from(&e)), e);
-        for s in [JobState::Running, JobState::Paused, JobState::Succeeded, JobState::Failed, JobState::Cancelled] {
-            assert_eq!(job_state_from_wire(v1::JobState::from(s) as i32).unwrap(), s);
+    fn every_enum_value_round_trips() {
+        for m in Method::ALL {
+            assert_eq!(method_from_wire(v1::Method::from(m).into()).unwrap(), m);
         }
-        assert_eq!(job_state_from_wire(0).unwrap_err().field, "job.state");
+        for m in ModelKind::ALL {
+            assert_eq!(model_from_wire(v1::Model::from(m).into()).unwrap(), m);
+        }
+        for d in DatasetKind::ALL {
+            assert_eq!(dataset_from_wire(v1::Dataset::from(d).into()).unwrap(), d);
+        }
+        for e in [GradientEncoding::F32, GradientEncoding::Bf16] {
+            assert_eq!(encoding_from_wire(v1::GradientEncoding::from(e).into()).unwrap(), e);
+        }
+        for v in [ParamValue::Number(0.5), ParamValue::Text("sam".into()), ParamValue::Flag(true)] {
+            assert_eq!(param_value_from_wire((&v).into(), "value").unwrap(), v);
+        }
+        assert_eq!(param_value_from_wire(v1::ParamValue { value: None }, "value").unwrap_err().field, "value");
     }
 
     /// The wire fields whose values the domain types cannot hold (range
@@ -653,26 +466,6 @@ mod tests {
             let err = JobSpec::try_from(bad).unwrap_err();
             assert_eq!(err.to_string(), format!("{field}: {reason}"));
         }
-    }
-
-    #[test]
-    fn push_messages_and_announced_sizes_convert() {
-        use v1::gradient_chunk::Part;
-        let header = v1::GradientHeader {
-            encoding: v1::GradientEncoding::Bf16 as i32,
-            gradient_bytes: 10,
-            buffer_bytes: 4,
-            ..v1::GradientHeader::default()
-        };
-        let announced = announced_from_wire(&header).unwrap();
-        assert_eq!(announced, Announced { encoding: GradientEncoding::Bf16, gradient_bytes: 10, buffer_bytes: 4 });
-        let err = announced_from_wire(&v1::GradientHeader { encoding: 7, ..header.clone() }).unwrap_err();
-        assert_eq!(err.to_string(), "encoding: unknown value 7");
-        let data = Bytes::from_static(&[1, 2]);
-        let message = |part| PushMessage::from(v1::GradientChunk { part });
-        assert_eq!(message(Some(Part::Header(header.clone()))), PushMessage::Header(header));
-        assert_eq!(message(Some(Part::Data(data.clone()))), PushMessage::Data(data));
-        assert_eq!(message(None), PushMessage::Empty);
     }
 
     /// Found by the `proto_job_spec` fuzz target (fuzz/): an m-rwp
