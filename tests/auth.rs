@@ -11,7 +11,7 @@ use std::time::Duration;
 use rwp_integration_tests::binary;
 use rwp_integration_tests::in_process::Cluster;
 use rwp_integration_tests::tokens::TokensFile;
-use rwp_parameter_server::domain::Role;
+use rwp_parameter_server::domain::CallerRole;
 use rwp_proto::v1::worker_service_client::WorkerServiceClient;
 use rwp_proto::v1::RegisterRequest;
 use rwp_sdk::{Client, ClientConfig, JobEvent, JobSpecBuilder, JobState, Method, SdkError, Token};
@@ -30,10 +30,10 @@ struct Tokens {
 impl Tokens {
     fn new() -> Self {
         let file = TokensFile::new(&[
-            ("alice", Role::User),
-            ("bob", Role::User),
-            ("root", Role::Admin),
-            ("pool", Role::Worker),
+            ("alice", CallerRole::User),
+            ("bob", CallerRole::User),
+            ("root", CallerRole::Admin),
+            ("pool", CallerRole::Worker),
         ]);
         let token = |name| file.token(name).clone();
         let (alice, bob, root, pool) = (token("alice"), token("bob"), token("root"), token("pool"));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rwp_core::model::{InputShape, Model};
 use rwp_integration_tests::in_process::Cluster;
 use rwp_integration_tests::tokens::TokensFile;
-use rwp_parameter_server::domain::Role;
+use rwp_parameter_server::domain::CallerRole;
 use rwp_proto::v1::job_service_client::JobServiceClient;
 use rwp_proto::v1::worker_service_client::WorkerServiceClient;
 use rwp_proto::v1::{ListJobsRequest, RegisterRequest, SubmitJobRequest};
@@ -62,7 +62,8 @@ async fn a_message_over_max_message_bytes_is_refused_and_a_long_name_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_jobs_per_token_have_a_default_and_a_tokens_own_limit() {
-    let tokens = TokensFile::with_settings(&[("alice", Role::User, ""), ("bob", Role::User, "max_active_jobs = 1")]);
+    let tokens =
+        TokensFile::with_settings(&[("alice", CallerRole::User, ""), ("bob", CallerRole::User, "max_active_jobs = 1")]);
     let cluster = Cluster::start_configured(
         0,
         |c| {
@@ -116,10 +117,10 @@ async fn a_model_over_max_model_parameters_is_refused_naming_count_and_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_a_tokens_rate_are_refused_with_when_to_retry() {
     let tokens = TokensFile::with_settings(&[
-        ("alice", Role::User, ""),
-        ("bob", Role::User, "request_burst = 2"),
-        ("carol", Role::User, "request_burst = 1\nrequests_per_second = 0.4"),
-        ("pool", Role::Worker, ""),
+        ("alice", CallerRole::User, ""),
+        ("bob", CallerRole::User, "request_burst = 2"),
+        ("carol", CallerRole::User, "request_burst = 1\nrequests_per_second = 0.4"),
+        ("pool", CallerRole::Worker, ""),
     ]);
     let cluster = Cluster::start_configured(
         0,

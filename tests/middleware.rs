@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rwp_parameter_server::domain::{Limits, Principal, Role};
+use rwp_parameter_server::domain::{CallerRole, Limits, Principal};
 use rwp_parameter_server::{ServeOptions, ServerConfig, ServerError};
 use rwp_proto::v1::job_service_client::JobServiceClient;
 use rwp_proto::v1::worker_service_client::WorkerServiceClient;
@@ -29,13 +29,13 @@ async fn start(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_authentication_slot_guards_every_service_but_health() {
-    let authenticate: rwp_parameter_server::layers::Authenticate = Arc::new(|headers: &http::HeaderMap| match headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some("Bearer s3cret") => Ok(Principal { name: "tester".into(), role: Role::Admin, limits: Limits::default() }),
-        _ => Err(ServerError::Unauthenticated("a valid bearer token is required".into())),
-    });
+    let authenticate: rwp_parameter_server::layers::Authenticate =
+        Arc::new(|headers: &http::HeaderMap| match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            Some("Bearer s3cret") => {
+                Ok(Principal { name: "tester".into(), role: CallerRole::Admin, limits: Limits::default() })
+            }
+            _ => Err(ServerError::Unauthenticated("a valid bearer token is required".into())),
+        });
     let (url, _stop, _dir) = start(ServerConfig::default(), ServeOptions { authenticate: Some(authenticate) }).await;
     let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
 

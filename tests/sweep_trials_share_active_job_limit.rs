@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rwp_integration_tests::in_process::Cluster;
 use rwp_integration_tests::sweeps::sigma_grid;
 use rwp_integration_tests::tokens::TokensFile;
-use rwp_parameter_server::domain::Role;
+use rwp_parameter_server::domain::CallerRole;
 use rwp_sdk::{Client, ClientConfig, JobSpecBuilder, JobState, Method, SdkError, SweepState};
 
 async fn running_jobs(client: &Client) -> Vec<rwp_sdk::Job> {
@@ -18,7 +18,7 @@ async fn running_jobs(client: &Client) -> Vec<rwp_sdk::Job> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_trials_wait_for_a_slot_under_the_owners_running_job_limit() {
-    let tokens = TokensFile::new(&[("alice", Role::User)]);
+    let tokens = TokensFile::new(&[("alice", CallerRole::User)]);
     let cluster = Cluster::start_configured(
         0,
         |c| {

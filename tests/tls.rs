@@ -12,7 +12,7 @@ use rwp_integration_tests::binary;
 use rwp_integration_tests::cluster::{start_worker_with, Proc};
 use rwp_integration_tests::in_process::{free_port, Cluster};
 use rwp_integration_tests::tokens::TokensFile;
-use rwp_parameter_server::domain::Role;
+use rwp_parameter_server::domain::CallerRole;
 use rwp_sdk::{Client, ClientConfig, JobEvent, JobSpecBuilder, JobState, Method, Pem, SdkError};
 use tokio_stream::StreamExt;
 
@@ -198,7 +198,7 @@ async fn probes_get_plaintext_health_on_their_own_port_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sdk_client_and_a_worker_process_train_over_mutual_tls_with_tokens() {
     let pki = Pki::new();
-    let tokens = TokensFile::new(&[("alice", Role::User), ("pool", Role::Worker)]);
+    let tokens = TokensFile::new(&[("alice", CallerRole::User), ("pool", CallerRole::Worker)]);
     let cluster = mtls_cluster(&pki, free_port(), Some(&tokens)).await;
     let https = cluster.url();
     let [ca, cert, key, token] =

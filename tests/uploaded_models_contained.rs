@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rwp_integration_tests::cluster::{data_dir, start_worker_with, Proc, ServerCommand};
 use rwp_integration_tests::tokens::TokensFile;
 use rwp_integration_tests::{python, workspace_root};
-use rwp_parameter_server::domain::Role;
+use rwp_parameter_server::domain::CallerRole;
 use rwp_sdk::{Client, ClientConfig, JobSpec, JobState, Method, ModelKind, SdkError};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -48,7 +48,8 @@ impl Service {
     }
 
     fn start_with(task_timeout_ms: u64, flags: &[&str]) -> Self {
-        let tokens = TokensFile::new(&[("alice", Role::User), ("bob", Role::User), ("pool", Role::Worker)]);
+        let tokens =
+            TokensFile::new(&[("alice", CallerRole::User), ("bob", CallerRole::User), ("pool", CallerRole::Worker)]);
         let (data, path) = data_dir();
         let timeout = task_timeout_ms.to_string();
         let (server, addr) = ServerCommand::new(&path, "127.0.0.1:0")

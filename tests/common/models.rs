@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rwp_parameter_server::domain::Role;
+use rwp_parameter_server::domain::CallerRole;
 use rwp_sdk::{Client, ClientConfig, JobSpec, Method, ModelFile, ModelKind};
 
 use crate::tokens::TokensFile;
@@ -12,7 +12,7 @@ use crate::write_script_model;
 /// The tokens of `alice` and `bob` (users) and `root` (an admin).
 #[must_use]
 pub fn owners() -> TokensFile {
-    TokensFile::new(&[("alice", Role::User), ("bob", Role::User), ("root", Role::Admin)])
+    TokensFile::new(&[("alice", CallerRole::User), ("bob", CallerRole::User), ("root", CallerRole::Admin)])
 }
 
 /// A client of the server at `url` with `name`'s token (`None`: no token),

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use rwp_parameter_server::domain::Role;
+use rwp_parameter_server::domain::CallerRole;
 use rwp_parameter_server::tokens::{new_token, token_entry};
 use rwp_sdk::Token;
 
@@ -18,14 +18,14 @@ pub struct TokensFile {
 impl TokensFile {
     /// A fresh token for each (name, role), and the file listing them.
     #[must_use]
-    pub fn new(entries: &[(&str, Role)]) -> Self {
+    pub fn new(entries: &[(&str, CallerRole)]) -> Self {
         let entries: Vec<_> = entries.iter().map(|(name, role)| (*name, *role, "")).collect();
         Self::with_settings(&entries)
     }
 
     /// [`TokensFile::new`] with more TOML lines in each entry (its limits).
     #[must_use]
-    pub fn with_settings(entries: &[(&str, Role, &str)]) -> Self {
+    pub fn with_settings(entries: &[(&str, CallerRole, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut text = String::new();
         let mut tokens = HashMap::new();

@@ -1,5 +1,5 @@
 //! `rwp-train`: trains one job in one process, with the reference
-//! hyper-parameters of ALGORITHMS.md as defaults for the chosen method.
+//! hyper-parameters of docs/algorithms.md ("Reference hyper-parameters") as defaults for the chosen method.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -14,7 +14,7 @@ use rwp_spec::{DatasetKind, JobSpec, LrSchedule, Method, ModelFile, ModelKind, S
 
 /// Train a model with an RWP-family method in one process.
 ///
-/// Every hyper-parameter defaults to the reference value of ALGORITHMS.md
+/// Every hyper-parameter defaults to the reference value of docs/algorithms.md
 /// for the chosen method; flags override them.
 #[derive(Debug, Parser)]
 #[command(name = "rwp-train", version, about, long_about = None)]

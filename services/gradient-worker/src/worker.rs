@@ -16,7 +16,7 @@ use crate::compute::{ComputeHandle, TaskInput};
 use crate::models;
 use crate::rpc::{self, Backoff, Session};
 use crate::{WorkerConfig, WorkerError};
-use rwp_telemetry::{Kind, Registry};
+use rwp_telemetry::{Counter, Histogram, Registry};
 use std::sync::Arc;
 
 /// What a worker did, returned when it stops.
@@ -91,7 +91,7 @@ async fn process(
     compute: &ComputeHandle,
     session: &Session,
     leased: &Leased,
-    metrics: &Registry,
+    metrics: &WorkerMetrics,
 ) -> Result<bool, WorkerError> {
     let started = Instant::now();
     let renewer = AbortOnDrop(tokio::spawn(
@@ -107,12 +107,12 @@ async fn process(
         None
     } else {
         let bytes = rpc::fetch_weights(session, &input.job_id, task.step, compute.snapshot_buffer()).await?;
-        metrics.inc("rwp_worker_weight_bytes_in_total", &[], bytes.len() as f64);
+        metrics.weight_bytes_in.inc(bytes.len() as f64);
         Some(bytes)
     };
     let output = compute.compute(input.clone(), snapshot).await?;
     let role = role_name(task.role);
-    metrics.observe("rwp_worker_compute_seconds", &[("role", role)], output.compute_time.as_secs_f64());
+    metrics.compute_seconds.observe_with(&[("role", role)], output.compute_time.as_secs_f64());
     let header = PushHeader {
         worker_id: session.worker_id.clone(),
         lease_id: leased.lease_id.clone(),
@@ -134,12 +134,8 @@ async fn process(
     let push_started = Instant::now();
     let accepted = rpc::push(session, header, output.payload.into(), chunk_bytes).await?;
     drop(renewer);
-    metrics.inc("rwp_worker_gradient_bytes_out_total", &[], bytes as f64);
-    metrics.inc(
-        "rwp_worker_tasks_total",
-        &[("role", role), ("outcome", if accepted { "accepted" } else { "duplicate" })],
-        1.0,
-    );
+    metrics.gradient_bytes_out.inc(bytes as f64);
+    metrics.tasks.inc_with(&[("role", role), ("outcome", if accepted { "accepted" } else { "duplicate" })], 1.0);
     info!(
         loss = output.loss,
         accuracy = output.accuracy,
@@ -154,6 +150,31 @@ async fn process(
         debug!("the server already had this result (duplicate dropped)");
     }
     Ok(accepted)
+}
+
+/// The metric families the worker exports, one typed field each.
+#[derive(Clone, Debug)]
+struct WorkerMetrics {
+    tasks: Counter,
+    compute_seconds: Histogram,
+    gradient_bytes_out: Counter,
+    weight_bytes_in: Counter,
+}
+
+impl WorkerMetrics {
+    fn new(registry: &Arc<Registry>) -> Self {
+        Self {
+            tasks: registry.counter(
+                "rwp_worker_tasks_total",
+                "Tasks finished, by role and outcome (accepted, duplicate, failed).",
+            ),
+            compute_seconds: registry
+                .histogram("rwp_worker_compute_seconds", "Time to compute one task's gradient, by role."),
+            gradient_bytes_out: registry
+                .counter("rwp_worker_gradient_bytes_out_total", "Bytes of results pushed to the server."),
+            weight_bytes_in: registry.counter("rwp_worker_weight_bytes_in_total", "Bytes of weights versions fetched."),
+        }
+    }
 }
 
 fn device_name(device: Device) -> String {
@@ -184,16 +205,9 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
         threads = config.threads,
         "worker starting"
     );
-    let metrics = Arc::new(Registry::new());
-    for (name, kind, help) in [
-        ("rwp_worker_tasks_total", Kind::Counter, "Tasks finished, by role and outcome (accepted, duplicate, failed)."),
-        ("rwp_worker_compute_seconds", Kind::Histogram, "Time to compute one task's gradient, by role."),
-        ("rwp_worker_gradient_bytes_out_total", Kind::Counter, "Bytes of results pushed to the server."),
-        ("rwp_worker_weight_bytes_in_total", Kind::Counter, "Bytes of weights versions fetched."),
-    ] {
-        metrics.describe(name, kind, help);
-    }
-    let _otlp_metrics = rwp_telemetry::export_metrics(&metrics, "rwp-worker")
+    let registry = Arc::new(Registry::new());
+    let metrics = WorkerMetrics::new(&registry);
+    let _otlp_metrics = rwp_telemetry::export_metrics(&registry, "rwp-worker")
         .map_err(|reason| WorkerError::Config { field: "OTEL_EXPORTER_OTLP_ENDPOINT", reason })?;
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_server = match config.metrics_listen {
@@ -206,7 +220,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
                 header_read_timeout: Duration::from_millis(config.metrics_header_timeout_ms),
                 max_per_peer: config.max_connections_per_peer,
             };
-            Some(tokio::spawn(rwp_telemetry::serve_metrics(listener, metrics.clone(), limits, async {
+            Some(tokio::spawn(rwp_telemetry::serve_metrics(listener, registry.clone(), limits, async {
                 let _ = metrics_stopped.await;
             })))
         }
@@ -236,7 +250,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
 }
 
 struct Worker<'a> {
-    metrics: Arc<Registry>,
+    metrics: WorkerMetrics,
     config: WorkerConfig,
     connector: rpc::Connector,
     device: Device,
@@ -376,7 +390,7 @@ impl Worker<'_> {
             Some(Err(e)) => {
                 error!(parent: &span, "task failed: {e}");
                 self.report.tasks_failed += 1;
-                self.metrics.inc("rwp_worker_tasks_total", &[("outcome", "failed")], 1.0);
+                self.metrics.tasks.inc_with(&[("outcome", "failed")], 1.0);
                 if e.is_disconnect() {
                     // The server is gone or restarting; it re-issues the task.
                     self.session = None;

@@ -79,7 +79,7 @@ pub struct TrialRecord {
 /// What a caller may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum CallerRole {
     /// Submits jobs; sees and controls its own.
     User,
     /// Sees and controls every job.
@@ -92,14 +92,14 @@ pub enum Role {
     Anonymous,
 }
 
-impl Role {
+impl CallerRole {
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
-            Role::User => "user",
-            Role::Admin => "admin",
-            Role::Worker => "worker",
-            Role::Anonymous => "anonymous",
+            CallerRole::User => "user",
+            CallerRole::Admin => "admin",
+            CallerRole::Worker => "worker",
+            CallerRole::Anonymous => "anonymous",
         }
     }
 }
@@ -135,7 +135,7 @@ pub struct Limits {
 pub struct Principal {
     /// The token's name (a person, a team, a worker pool).
     pub name: String,
-    pub role: Role,
+    pub role: CallerRole,
     pub limits: Limits,
 }
 
@@ -144,14 +144,16 @@ impl Principal {
     /// but the server's own.
     #[must_use]
     pub fn anonymous() -> Self {
-        Self { name: "anonymous".to_owned(), role: Role::Anonymous, limits: Limits::default() }
+        Self { name: "anonymous".to_owned(), role: CallerRole::Anonymous, limits: Limits::default() }
     }
 
     /// Whether this principal's role may call `api`.
     pub fn may_call(&self, api: Api) -> Result<(), ServerError> {
         let allowed = match (self.role, api) {
-            (Role::Anonymous, _) | (Role::User | Role::Admin, Api::Jobs) | (Role::Worker, Api::Workers) => true,
-            (Role::User | Role::Admin, Api::Workers) | (Role::Worker, Api::Jobs) => false,
+            (CallerRole::Anonymous, _)
+            | (CallerRole::User | CallerRole::Admin, Api::Jobs)
+            | (CallerRole::Worker, Api::Workers) => true,
+            (CallerRole::User | CallerRole::Admin, Api::Workers) | (CallerRole::Worker, Api::Jobs) => false,
         };
         if allowed {
             return Ok(());
@@ -179,16 +181,16 @@ impl Principal {
     #[must_use]
     pub fn can_see_owned_by(&self, owner: Option<&str>) -> bool {
         match self.role {
-            Role::Admin | Role::Anonymous => true,
-            Role::User => owner == Some(self.name.as_str()),
-            Role::Worker => false,
+            CallerRole::Admin | CallerRole::Anonymous => true,
+            CallerRole::User => owner == Some(self.name.as_str()),
+            CallerRole::Worker => false,
         }
     }
 
     /// The owner recorded for a job this principal submits.
     #[must_use]
     pub fn owner(&self) -> Option<String> {
-        (self.role != Role::Anonymous).then(|| self.name.clone())
+        (self.role != CallerRole::Anonymous).then(|| self.name.clone())
     }
 }
 
@@ -270,13 +272,13 @@ mod tests {
     #[test]
     fn users_see_their_own_jobs_admins_and_anonymous_all_workers_none() {
         let principal = |name: &str, role| Principal { name: name.into(), role, limits: Limits::default() };
-        let (alice, bob) = (principal("alice", Role::User), principal("bob", Role::User));
+        let (alice, bob) = (principal("alice", CallerRole::User), principal("bob", CallerRole::User));
         let (hers, ownerless) = (record(Some("alice")), record(None));
         assert!(alice.can_see(&hers) && !bob.can_see(&hers) && !alice.can_see(&ownerless));
-        for all in [principal("root", Role::Admin), Principal::anonymous()] {
+        for all in [principal("root", CallerRole::Admin), Principal::anonymous()] {
             assert!(all.can_see(&hers) && all.can_see(&ownerless), "{all:?}");
         }
-        assert!(!principal("pool", Role::Worker).can_see(&hers));
+        assert!(!principal("pool", CallerRole::Worker).can_see(&hers));
         assert_eq!(alice.owner().as_deref(), Some("alice"));
         assert_eq!(Principal::anonymous().owner(), None);
     }
@@ -285,15 +287,15 @@ mod tests {
     fn each_role_calls_its_own_api() {
         let role = |role| Principal { name: "x".into(), role, limits: Limits::default() };
         for (r, jobs, workers) in [
-            (Role::User, true, false),
-            (Role::Admin, true, false),
-            (Role::Worker, false, true),
-            (Role::Anonymous, true, true),
+            (CallerRole::User, true, false),
+            (CallerRole::Admin, true, false),
+            (CallerRole::Worker, false, true),
+            (CallerRole::Anonymous, true, true),
         ] {
             assert_eq!(role(r).may_call(Api::Jobs).is_ok(), jobs, "{r:?} on jobs");
             assert_eq!(role(r).may_call(Api::Workers).is_ok(), workers, "{r:?} on workers");
         }
-        let err = role(Role::Worker).may_call(Api::Jobs).unwrap_err();
+        let err = role(CallerRole::Worker).may_call(Api::Jobs).unwrap_err();
         assert!(matches!(err, ServerError::PermissionDenied(_)), "{err:?}");
     }
 }

@@ -64,7 +64,7 @@ pub struct UpdateOutcome {
     pub phases: Vec<(&'static str, f64)>,
     /// A checkpoint was due and could not be written (the update itself
     /// stands; the job should not go on until a checkpoint succeeds).
-    pub checkpoint_error: Option<String>,
+    pub checkpoint_error: Option<rwp_core::checkpoint::CheckpointError>,
 }
 
 /// What the engine reports when it starts.
@@ -79,7 +79,38 @@ pub struct EngineInit {
     pub rejected_checkpoints: Vec<String>,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, String>>;
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+/// Why a job's engine could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine's thread is gone (its job ended, or it panicked).
+    #[error("engine stopped")]
+    Stopped,
+    #[error("cannot start engine thread: {0}")]
+    Thread(std::io::Error),
+    /// A shard result that does not decode for the job's model.
+    #[error(transparent)]
+    Result(#[from] rwp_core::wire::WireError),
+    /// Results that do not make an update (wrong shards, shapes).
+    #[error(transparent)]
+    Update(#[from] rwp_core::optim::UpdateError),
+    #[error(transparent)]
+    Checkpoint(#[from] rwp_core::checkpoint::CheckpointError),
+    /// The job's dataset cannot be read (told without its server path).
+    #[error("{0}")]
+    Dataset(String),
+    #[error(transparent)]
+    Spec(#[from] rwp_spec::SpecError),
+    /// A model whose result layout cannot be represented.
+    #[error(transparent)]
+    Layout(#[from] rwp_spec::payload::PayloadError),
+    #[error("the job names no model file")]
+    NoModelFile,
+    /// The sandbox failed to evaluate a version twice; its last error.
+    #[error("evaluation failed: {0}")]
+    Evaluation(String),
+}
 
 enum Command {
     Update(RawStep, Reply<UpdateOutcome>),
@@ -153,15 +184,15 @@ impl EngineHandle {
                     let _ = init_tx.send(Err(e));
                 }
             })
-            .map_err(|e| ServerError::Engine(format!("cannot start engine thread: {e}")))?;
-        let init = init_rx.await.map_err(|_| ServerError::Engine("engine thread died".into()))?;
+            .map_err(|e| ServerError::Engine(EngineError::Thread(e)))?;
+        let init = init_rx.await.map_err(|_| ServerError::Engine(EngineError::Stopped))?;
         Ok((Self { tx }, init?))
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ServerError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).map_err(|_| ServerError::Engine("engine stopped".into()))?;
-        rx.await.map_err(|_| ServerError::Engine("engine stopped".into()))?.map_err(ServerError::Engine)
+        self.tx.send(make(reply)).map_err(|_| EngineError::Stopped)?;
+        Ok(rx.await.map_err(|_| EngineError::Stopped)??)
     }
 
     pub async fn update(&self, step: RawStep) -> Result<UpdateOutcome, ServerError> {
@@ -219,7 +250,7 @@ impl Evaluator {
         model: &Model,
         state: &TrainState,
         snapshot: &[u8],
-    ) -> Result<(Evaluation, Option<Evaluation>), String> {
+    ) -> Result<(Evaluation, Option<Evaluation>), EngineError> {
         match self {
             Self::Local(data) => {
                 let (weights, buffers) = (&state.weights, &state.buffers);
@@ -252,7 +283,7 @@ impl Evaluator {
                         Err(e) => last = e.to_string(),
                     }
                 }
-                Err(format!("evaluation failed: {last}"))
+                Err(EngineError::Evaluation(last))
             }
         }
     }
@@ -263,10 +294,9 @@ impl Engine {
         if config.torch_threads > 0 {
             tch::set_num_threads(config.torch_threads);
         }
-        let engine = |e: &dyn std::fmt::Display| ServerError::Engine(e.to_string());
         let (model, evaluator, train_len) = if spec.model == ModelKind::TorchScript {
             let sandbox = config.sandbox.clone().map_err(|e| ServerError::Sandbox(e.to_string()))?;
-            let model_file = config.model_file.clone().ok_or_else(|| engine(&"the job names no model file"))?;
+            let model_file = config.model_file.clone().ok_or(EngineError::NoModelFile)?;
             let grants = Grants { model_file, data_dir: spec.data_dir.clone() };
             let (mut host, opened) = Evaluator::open_sandbox(&spec, &sandbox, &grants)?;
             let initial = host.initial_snapshot()?;
@@ -274,7 +304,7 @@ impl Engine {
             let train_len = opened.train_samples as usize;
             (model, Evaluator::Sandboxed { host: Some(host), sandbox, grants }, train_len)
         } else {
-            let data = Dataset::for_spec(&spec).map_err(|e| ServerError::Engine(crate::error::dataset_error(&e)))?;
+            let data = Dataset::for_spec(&spec).map_err(|e| EngineError::Dataset(crate::error::dataset_error(&e)))?;
             let model = Model::new(spec.model, data.shape, data.classes);
             let train_len = data.train.len();
             (model, Evaluator::Local(data), train_len)
@@ -283,7 +313,7 @@ impl Engine {
         if let Some(limit) = config.max_parameters.filter(|limit| parameters > *limit) {
             return Err(ServerError::ModelTooLarge { model: spec.model.to_string(), parameters, limit });
         }
-        let schedule = Schedule::new(&spec, train_len).map_err(|e| engine(&e))?;
+        let schedule = Schedule::new(&spec, train_len).map_err(EngineError::from)?;
         let checkpoints = checkpoint::Rotation::in_dir(&config.checkpoint_dir);
         let (resumed, rejected) = checkpoints.load(&model, Device::Cpu);
         let state = match resumed {
@@ -300,7 +330,7 @@ impl Engine {
             model.buffers().iter().map(|b| b.numel() as usize).sum(),
             spec.gradient_encoding,
         )
-        .map_err(|e| engine(&e))?;
+        .map_err(EngineError::from)?;
         let engine = Self { spec, config, checkpoints, model, evaluator, schedule: schedule.clone(), state };
         let init = EngineInit {
             layout,
@@ -326,7 +356,7 @@ impl Engine {
                     let _ = reply.send(Ok(checkpoint::to_bytes(&self.spec, &self.model, &self.state)));
                 }
                 Command::Checkpoint(reply) => {
-                    let _ = reply.send(self.save().map(|()| self.state.step));
+                    let _ = reply.send(self.save().map(|()| self.state.step).map_err(EngineError::from));
                 }
             }
         }
@@ -337,38 +367,32 @@ impl Engine {
         Bytes::from(wire::encode_snapshot(&self.model, &self.state.weights, &self.state.buffers, factors.as_ref()))
     }
 
-    fn save(&self) -> Result<(), String> {
-        self.checkpoints.save(&self.spec, &self.model, &self.state).map_err(|e| e.to_string())
+    fn save(&self) -> Result<(), rwp_core::checkpoint::CheckpointError> {
+        self.checkpoints.save(&self.spec, &self.model, &self.state)
     }
 
-    fn decode(&self, raw: RawResult) -> Result<ShardGradient, String> {
-        let grads = wire::decode_gradients(&self.model, &raw.gradient, self.spec.gradient_encoding, Device::Cpu)
-            .map_err(|e| e.to_string())?;
-        let buffers = raw
-            .buffers
-            .map(|b| wire::decode_buffers(&self.model, &b, Device::Cpu))
-            .transpose()
-            .map_err(|e| e.to_string())?;
+    fn decode(&self, raw: RawResult) -> Result<ShardGradient, EngineError> {
+        let grads = wire::decode_gradients(&self.model, &raw.gradient, self.spec.gradient_encoding, Device::Cpu)?;
+        let buffers = raw.buffers.map(|b| wire::decode_buffers(&self.model, &b, Device::Cpu)).transpose()?;
         self.config.payloads.give(raw.gradient);
         Ok(ShardGradient { grads, loss: raw.loss, accuracy: raw.accuracy, buffers })
     }
 
-    fn update(&mut self, raw: RawStep) -> Result<UpdateOutcome, String> {
+    fn update(&mut self, raw: RawStep) -> Result<UpdateOutcome, EngineError> {
         let started = std::time::Instant::now();
         let results = StepResults {
             clean: raw.clean.into_iter().map(|r| self.decode(r)).collect::<Result<_, _>>()?,
             perturbed: raw.perturbed.into_iter().map(|r| self.decode(r)).collect::<Result<_, _>>()?,
         };
         rwp_core::faults::hit("aggregation");
-        let report = apply_update(&self.spec, &self.schedule, &self.model, &mut self.state, results)
-            .map_err(|e| e.to_string())?;
+        let report = apply_update(&self.spec, &self.schedule, &self.model, &mut self.state, results)?;
         let aggregation = started.elapsed().as_secs_f64();
         let mut outcome = self.after_update(Some(report))?;
         outcome.phases.insert(0, ("aggregation", aggregation));
         Ok(outcome)
     }
 
-    fn after_update(&mut self, report: Option<UpdateReport>) -> Result<UpdateOutcome, String> {
+    fn after_update(&mut self, report: Option<UpdateReport>) -> Result<UpdateOutcome, EngineError> {
         let step = self.state.step;
         let per_epoch = self.schedule.updates_per_epoch;
         let done = step >= self.schedule.total_updates;

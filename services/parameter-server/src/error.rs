@@ -77,7 +77,7 @@ pub enum ServerError {
     #[error("transport: {0}")]
     Transport(String),
     #[error("training engine: {0}")]
-    Engine(String),
+    Engine(#[from] crate::engine::EngineError),
     /// The model sandbox could not run (not installed, broken), through no
     /// fault of the model.
     #[error("model sandbox: {0}")]

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use rwp_config::{Env, Loaded};
 use rwp_parameter_server::config::{ServerConfig, ServerFlags};
-use rwp_parameter_server::domain::Role;
+use rwp_parameter_server::domain::CallerRole;
 use rwp_parameter_server::tokens;
 use rwp_parameter_server::{Security, ServeOptions};
 use tokio::net::TcpListener;
@@ -67,12 +67,12 @@ enum TokenRole {
     Worker,
 }
 
-impl From<TokenRole> for Role {
+impl From<TokenRole> for CallerRole {
     fn from(role: TokenRole) -> Self {
         match role {
-            TokenRole::User => Role::User,
-            TokenRole::Admin => Role::Admin,
-            TokenRole::Worker => Role::Worker,
+            TokenRole::User => CallerRole::User,
+            TokenRole::Admin => CallerRole::Admin,
+            TokenRole::Worker => CallerRole::Worker,
         }
     }
 }

@@ -26,7 +26,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::domain::{Limits, Principal, Rate, Role};
+use crate::domain::{CallerRole, Limits, Principal, Rate};
 use crate::error::ServerError;
 
 /// Prefix of the tokens `rwp-server token new` makes.
@@ -45,7 +45,7 @@ struct TokensFile {
 #[serde(deny_unknown_fields)]
 struct TokenEntry {
     name: String,
-    role: Role,
+    role: CallerRole,
     sha256: String,
     max_active_jobs: Option<u32>,
     requests_per_second: Option<f64>,
@@ -96,7 +96,7 @@ pub fn hash_token(token: &str) -> String {
 
 /// The tokens file entry of a token.
 #[must_use]
-pub fn token_entry(name: &str, role: Role, token: &str) -> String {
+pub fn token_entry(name: &str, role: CallerRole, token: &str) -> String {
     format!("[[token]]\nname = \"{name}\"\nrole = \"{}\"\nsha256 = \"{}\"\n", role.name(), hash_token(token))
 }
 
@@ -149,7 +149,7 @@ impl TokenTable {
             return Err("it holds no [[token]] entry: nobody could call the server".to_owned());
         }
         let mut by_hash: HashMap<[u8; 32], Principal> = HashMap::new();
-        let mut names: HashMap<&str, (Role, Limits)> = HashMap::new();
+        let mut names: HashMap<&str, (CallerRole, Limits)> = HashMap::new();
         for (i, entry) in file.token.iter().enumerate() {
             let place = format!("[[token]] {} ('{}')", i + 1, entry.name);
             check_name(&entry.name).map_err(|e| format!("{place}: {e}"))?;
@@ -186,7 +186,7 @@ impl TokenTable {
     #[must_use]
     pub fn counts(&self) -> (usize, usize, usize) {
         let count = |role| self.by_hash.values().filter(|p| p.role == role).count();
-        (count(Role::User), count(Role::Admin), count(Role::Worker))
+        (count(CallerRole::User), count(CallerRole::Admin), count(CallerRole::Worker))
     }
 }
 
@@ -199,8 +199,8 @@ mod tests {
         let token = new_token().unwrap();
         assert!(token.starts_with(TOKEN_PREFIX) && token.len() == TOKEN_PREFIX.len() + 64, "{token}");
         assert_ne!(token, new_token().unwrap());
-        let table = TokenTable::parse(&token_entry("alice", Role::User, &token), &Limits::default()).unwrap();
-        let alice = Principal { name: "alice".into(), role: Role::User, limits: Limits::default() };
+        let table = TokenTable::parse(&token_entry("alice", CallerRole::User, &token), &Limits::default()).unwrap();
+        let alice = Principal { name: "alice".into(), role: CallerRole::User, limits: Limits::default() };
         assert_eq!(table.authenticate(&token).unwrap(), alice);
         let err = table.authenticate("rwp_guess").unwrap_err();
         assert!(matches!(err, ServerError::Unauthenticated(_)), "{err:?}");
@@ -213,7 +213,7 @@ mod tests {
         let upper = "[[token]]\nname = \"t\"\nrole = \"admin\"\nsha256 = \"9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08\"\n";
         assert_eq!(
             TokenTable::parse(upper, &Limits::default()).unwrap().authenticate("test").unwrap().role,
-            Role::Admin
+            CallerRole::Admin
         );
     }
 
@@ -228,28 +228,31 @@ mod tests {
             ("[[token]]\nname = \"a\"\nrole = \"user\"\nsha256 = \"abc\"\n".to_owned(), "[[token]] 1 ('a'): sha256"),
             (format!("[[token]]\nname = \"a b\"\nrole = \"user\"\nsha256 = \"{hash}\"\n"), "name 'a b'"),
             (
-                format!("{}{}", token_entry("a", Role::User, "x"), token_entry("b", Role::User, "x")),
+                format!("{}{}", token_entry("a", CallerRole::User, "x"), token_entry("b", CallerRole::User, "x")),
                 "[[token]] 2 ('b'): the same sha256 as the entry of 'a'",
             ),
             (
-                format!("{}{}", token_entry("a", Role::User, "x"), token_entry("a", Role::Admin, "y")),
+                format!("{}{}", token_entry("a", CallerRole::User, "x"), token_entry("a", CallerRole::Admin, "y")),
                 "[[token]] 2 ('a'): the name is also given the role user",
             ),
             (
                 format!(
                     "{}{}max_active_jobs = 3\n",
-                    token_entry("a", Role::User, "x"),
-                    token_entry("a", Role::User, "y")
+                    token_entry("a", CallerRole::User, "x"),
+                    token_entry("a", CallerRole::User, "y")
                 ),
                 "[[token]] 2 ('a'): another entry of the name sets other limits",
             ),
             (
-                format!("{}max_active_jobs = 0\n", token_entry("a", Role::User, "x")),
+                format!("{}max_active_jobs = 0\n", token_entry("a", CallerRole::User, "x")),
                 "max_active_jobs must be at least 1",
             ),
-            (format!("{}request_burst = 0\n", token_entry("a", Role::User, "x")), "request_burst must be at least 1"),
             (
-                format!("{}requests_per_second = -1.0\n", token_entry("a", Role::User, "x")),
+                format!("{}request_burst = 0\n", token_entry("a", CallerRole::User, "x")),
+                "request_burst must be at least 1",
+            ),
+            (
+                format!("{}requests_per_second = -1.0\n", token_entry("a", CallerRole::User, "x")),
                 "requests_per_second must be a finite number > 0",
             ),
         ];
@@ -258,7 +261,8 @@ mod tests {
             assert!(err.contains(want), "{text}\n=> {err}");
         }
         // Rotation: two tokens of one name and role.
-        let rotating = format!("{}{}", token_entry("a", Role::User, "old"), token_entry("a", Role::User, "new"));
+        let rotating =
+            format!("{}{}", token_entry("a", CallerRole::User, "old"), token_entry("a", CallerRole::User, "new"));
         let table = TokenTable::parse(&rotating, &Limits::default()).unwrap();
         assert_eq!(table.authenticate("old").unwrap(), table.authenticate("new").unwrap());
         assert_eq!(table.counts(), (2, 0, 0));
@@ -269,8 +273,8 @@ mod tests {
         let defaults = Limits { max_active_jobs: Some(8), rate: Some(Rate { per_second: 20.0, burst: 40 }) };
         let text = format!(
             "{}max_active_jobs = 2\nrequest_burst = 5\n{}",
-            token_entry("small", Role::User, "s"),
-            token_entry("plain", Role::User, "p")
+            token_entry("small", CallerRole::User, "s"),
+            token_entry("plain", CallerRole::User, "p")
         );
         let table = TokenTable::parse(&text, &defaults).unwrap();
         let small = table.authenticate("s").unwrap().limits;

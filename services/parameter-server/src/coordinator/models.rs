@@ -16,7 +16,7 @@ use rwp_spec::ModelFile;
 use tracing::{info, warn};
 
 use super::{Coordinator, State};
-use crate::domain::{now_unix_ms, Principal, Role, StoredModel};
+use crate::domain::{now_unix_ms, CallerRole, Principal, StoredModel};
 use crate::error::ServerError;
 use crate::models::{Access, ModelUpload};
 
@@ -24,8 +24,8 @@ use crate::models::{Access, ModelUpload};
 /// without tokens) any file, a user its own uploads.
 fn access(principal: &Principal) -> Access<'_> {
     match principal.role {
-        Role::Admin | Role::Anonymous => Access::Any,
-        Role::User | Role::Worker => Access::Owner(&principal.name),
+        CallerRole::Admin | CallerRole::Anonymous => Access::Any,
+        CallerRole::User | CallerRole::Worker => Access::Owner(&principal.name),
     }
 }
 

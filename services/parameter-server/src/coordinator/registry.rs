@@ -235,7 +235,7 @@ impl Coordinator {
             wall_time_before_s: 0.0,
         };
         let run = self.start_run(&record, Some(self.config.max_model_parameters)).await.map_err(|e| match e {
-            ServerError::Engine(message) => ServerError::InvalidSpec(message),
+            ServerError::Engine(e) => ServerError::InvalidSpec(e.to_string()),
             other => other,
         })?;
         record.total_updates = run.schedule.total_updates;
