@@ -1,5 +1,8 @@
-//! Plain-text tables: columns padded to their widest cell, two spaces apart,
-//! numbers right-aligned, no trailing spaces.
+//! Plain-text tables, laid out by comfy-table: columns padded to their
+//! widest cell (in terminal columns, so wide characters line up too), two
+//! spaces apart, numbers right-aligned, no trailing spaces.
+
+use comfy_table::{presets, CellAlignment, TableComponent};
 
 /// Where a column's cells sit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,69 +14,50 @@ pub enum Align {
 /// A table with a header row.
 #[derive(Clone, Debug)]
 pub struct Table {
-    columns: Vec<(String, Align)>,
-    rows: Vec<Vec<String>>,
+    inner: comfy_table::Table,
+    columns: usize,
 }
 
 impl Table {
     #[must_use]
     pub fn new(columns: &[(&str, Align)]) -> Self {
-        Self { columns: columns.iter().map(|(h, a)| ((*h).to_owned(), *a)).collect(), rows: Vec::new() }
+        let mut inner = comfy_table::Table::new();
+        // No borders; a cell's one space of right padding and the space
+        // between columns keep them two spaces apart.
+        inner.load_preset(presets::NOTHING).set_style(TableComponent::VerticalLines, ' ');
+        inner.set_header(columns.iter().map(|(h, _)| *h));
+        for (column, (_, align)) in inner.column_iter_mut().zip(columns) {
+            column.set_padding((0, 1)).set_cell_alignment(match align {
+                Align::Left => CellAlignment::Left,
+                Align::Right => CellAlignment::Right,
+            });
+        }
+        Self { inner, columns: columns.len() }
     }
 
     /// Adds a row; missing cells are empty, extra cells are dropped.
     /// Cells hold text from the server: terminal controls are escaped.
     pub fn push(&mut self, row: Vec<String>) {
         let mut row: Vec<String> = row.into_iter().map(|cell| crate::format::printable(&cell).into_owned()).collect();
-        row.resize(self.columns.len(), String::new());
-        self.rows.push(row);
+        row.resize(self.columns, String::new());
+        self.inner.add_row(row);
     }
 
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.inner.is_empty()
     }
 
-    /// Width of each column: its widest cell, header included, in characters.
+    /// Width of each column: its widest cell, header included, in terminal columns.
     #[must_use]
     pub fn widths(&self) -> Vec<usize> {
-        let mut widths: Vec<usize> = self.columns.iter().map(|(h, _)| h.chars().count()).collect();
-        for row in &self.rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        widths
+        self.inner.column_max_content_widths().into_iter().map(usize::from).collect()
     }
 
     /// The table as lines, each ending with a newline.
     #[must_use]
     pub fn render(&self) -> String {
-        let widths = self.widths();
-        let header: Vec<String> = self.columns.iter().map(|(h, _)| h.clone()).collect();
-        let mut out = String::new();
-        for row in std::iter::once(&header).chain(&self.rows) {
-            let mut line = String::new();
-            for (i, ((cell, width), (_, align))) in row.iter().zip(&widths).zip(&self.columns).enumerate() {
-                if i > 0 {
-                    line.push_str("  ");
-                }
-                let pad = width - cell.chars().count();
-                match align {
-                    Align::Left => {
-                        line.push_str(cell);
-                        line.extend(std::iter::repeat_n(' ', pad));
-                    }
-                    Align::Right => {
-                        line.extend(std::iter::repeat_n(' ', pad));
-                        line.push_str(cell);
-                    }
-                }
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        out
+        self.inner.lines().map(|line| format!("{}\n", line.trim_end())).collect()
     }
 }
 
@@ -105,5 +89,12 @@ j-3
         t.push(vec!["λ=0.5".into(), "y".into()]);
         assert_eq!(t.widths(), vec![5, 1]);
         assert_eq!(t.render(), "σ      X\nλ=0.5  y\n");
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns() {
+        let mut t = Table::new(&[("NAME", Align::Left), ("X", Align::Left)]);
+        t.push(vec!["日本".into(), "y".into()]);
+        assert_eq!(t.render(), "NAME  X\n日本  y\n");
     }
 }

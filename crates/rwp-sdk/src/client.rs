@@ -1,6 +1,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use rwp_credentials::{client_tls, Bearer, Pem, Token};
 use rwp_proto::v1::job_service_client::JobServiceClient;
 use rwp_proto::v1::{self, job_event::Event};
@@ -157,25 +158,29 @@ impl Client {
         SdkError::from_status(status, &self.config.endpoint)
     }
 
-    /// Runs an idempotent call, retrying transient failures with backoff.
+    /// Runs an idempotent call, retrying transient failures with backoff
+    /// (backon): `initial_backoff`, doubling up to 2 s, no jitter.
     async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, SdkError>
     where
         F: FnMut(Stub) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
-        let mut delay = self.config.initial_backoff;
-        let mut attempt = 1;
-        loop {
-            match call(self.inner.clone()).await.map_err(|s| self.error(s)) {
-                Err(e) if e.is_transient() && attempt < self.config.attempts.max(1) => {
-                    debug!(what, attempt, error = %e, "retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        let backoff = ExponentialBuilder::new()
+            .with_min_delay(self.config.initial_backoff)
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(self.config.attempts.max(1) as usize - 1);
+        let mut attempt = 0;
+        (|| {
+            let pending = call(self.inner.clone());
+            async move { pending.await.map_err(|s| self.error(s)) }
+        })
+        .retry(backoff)
+        .when(SdkError::is_transient)
+        .notify(|e, _| {
+            attempt += 1;
+            debug!(what, attempt, error = %e, "retrying");
+        })
+        .await
     }
 
     /// Stores a TorchScript file (`torch.jit.script(model).save(path)`) on

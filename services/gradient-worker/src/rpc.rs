@@ -4,6 +4,7 @@
 use std::error::Error as _;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use rwp_proto::v1::gradient_chunk::Part;
 use rwp_proto::v1::worker_service_client::WorkerServiceClient;
@@ -49,28 +50,14 @@ pub(crate) fn is_disconnect(status: &Status) -> bool {
     }
 }
 
-/// Exponential backoff: 100 ms doubling up to a maximum.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(max_ms: u64) -> Self {
-        Self { next: Duration::from_millis(INITIAL_BACKOFF_MS), max: Duration::from_millis(max_ms) }
-    }
-
-    /// The delay to wait now; the following one is twice as long.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next.min(self.max);
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = Duration::from_millis(INITIAL_BACKOFF_MS);
-    }
+/// Exponential backoff (backon), without end: 100 ms doubling up to
+/// `max_ms`. `build()` starts it over. No jitter: backon's adds up to the
+/// whole delay again, which would break the `max_backoff_ms` cap.
+pub(crate) fn backoff(max_ms: u64) -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(INITIAL_BACKOFF_MS))
+        .with_max_delay(Duration::from_millis(max_ms))
+        .without_max_times()
 }
 
 /// A registration with a (live) server.
@@ -150,33 +137,27 @@ impl Connector {
         config: &WorkerConfig,
         device: &str,
     ) -> Result<Session, WorkerError> {
-        let mut backoff = Backoff::new(config.max_backoff_ms);
-        let mut attempt = 1u64;
-        loop {
-            match self.register_once(config, device).await {
-                Ok(session) => {
-                    info!(
-                        server = %config.server,
-                        worker_id = %session.worker_id,
-                        renew_interval_ms = session.renew_interval.as_millis() as u64,
-                        "registered"
-                    );
-                    return Ok(session);
-                }
-                Err(e @ WorkerError::Config { .. }) => return Err(e),
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    warn!(
-                        server = %config.server,
-                        attempt,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "cannot register with the server: {e}"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-            }
-        }
+        let mut attempt = 0u64;
+        let session = (|| self.register_once(config, device))
+            .retry(backoff(config.max_backoff_ms))
+            .when(|e| !matches!(e, WorkerError::Config { .. }))
+            .notify(|e, delay| {
+                attempt += 1;
+                warn!(
+                    server = %config.server,
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot register with the server: {e}"
+                );
+            })
+            .await?;
+        info!(
+            server = %config.server,
+            worker_id = %session.worker_id,
+            renew_interval_ms = session.renew_interval.as_millis() as u64,
+            "registered"
+        );
+        Ok(session)
     }
 }
 
@@ -328,6 +309,7 @@ pub(crate) async fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use backon::BackoffBuilder;
 
     fn chunk(offset: u64, data: &[u8]) -> WeightsChunk {
         WeightsChunk { version: 3, total_bytes: 6, offset, data: Bytes::copy_from_slice(data) }
@@ -364,11 +346,12 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_maximum() {
-        let mut b = Backoff::new(500);
-        let delays: Vec<u64> = (0..5).map(|_| b.next_delay().as_millis() as u64).collect();
+        let policy = backoff(500);
+        let mut b = policy.build();
+        let delays: Vec<u64> = (0..5).map(|_| b.next().unwrap().as_millis() as u64).collect();
         assert_eq!(delays, [100, 200, 400, 500, 500]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
+        b = policy.build();
+        assert_eq!(b.next().unwrap(), Duration::from_millis(100));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use backon::BackoffBuilder;
 use rwp_proto::v1;
 use rwp_spec::payload::Announced;
 use rwp_spec::work::{LeasedTask, PushHeader};
@@ -14,7 +15,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument, Span};
 
 use crate::compute::{ComputeHandle, TaskInput};
 use crate::models;
-use crate::rpc::{self, Backoff, Session};
+use crate::rpc::{self, Session};
 use crate::{WorkerConfig, WorkerError};
 use rwp_telemetry::{Counter, Histogram, Registry};
 use std::sync::Arc;
@@ -268,7 +269,8 @@ enum Flow {
 impl Worker<'_> {
     async fn serve(&mut self, shutdown: impl Future<Output = ()> + Send) -> Result<(), WorkerError> {
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut backoff = Backoff::new(self.config.max_backoff_ms);
+        let policy = rpc::backoff(self.config.max_backoff_ms);
+        let mut backoff = policy.build(); // never ends: `next()` is always `Some`
         loop {
             let session = match &self.session {
                 Some(s) => s.clone(),
@@ -292,17 +294,17 @@ impl Worker<'_> {
             };
             let delay = match leased {
                 Ok(None) => {
-                    backoff.reset();
+                    backoff = policy.build();
                     continue;
                 }
                 Ok(Some((task, metadata))) => {
-                    backoff.reset();
+                    backoff = policy.build();
                     match self.run_task(&session, task, &metadata, shutdown.as_mut()).await? {
                         (Flow::Stop, _) => return Ok(()),
                         (Flow::Continue, false) => continue,
                         // A failed task: pace the next lease so that a task
                         // that cannot work here does not spin.
-                        (Flow::Continue, true) => backoff.next_delay(),
+                        (Flow::Continue, true) => backoff.next().unwrap_or_default(),
                     }
                 }
                 Err(WorkerError::Rpc { status, .. }) if status.code() == Code::NotFound => {
@@ -313,10 +315,10 @@ impl Worker<'_> {
                 Err(e) if e.is_disconnect() => {
                     warn!("lost the server: {e}; reconnecting");
                     self.session = None;
-                    backoff.next_delay()
+                    backoff.next().unwrap_or_default()
                 }
                 Err(e) => {
-                    let delay = backoff.next_delay();
+                    let delay = backoff.next().unwrap_or_default();
                     warn!(retry_in_ms = delay.as_millis() as u64, "leasing failed: {e}");
                     delay
                 }

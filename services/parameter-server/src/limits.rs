@@ -1,6 +1,8 @@
 //! Request rates per principal: a token bucket for each name, refilled at
 //! its rate up to its burst. Transport-free; the coordinator asks it before
 //! every job API call.
+//!
+//! Kept by hand, not `governor`: its keyed limiters share one quota and read their own clock (`admit` takes `now`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
