@@ -8,7 +8,7 @@ use std::time::Duration;
 use rwp_integration_tests::cluster::{
     chaos_long, connect, data_dir, export, start_worker, submit, wait_for_step, wait_for_success, ServerCommand,
 };
-use rwp_integration_tests::in_process::{free_port, http_get, sample};
+use rwp_integration_tests::in_process::{http_get, sample};
 use rwp_integration_tests::local_run::{assert_bit_identical, small_job};
 use rwp_spec::Method;
 
@@ -19,11 +19,9 @@ async fn a_stopped_worker_loses_its_lease_and_the_step_completes() {
     let updates = if chaos_long() { 60 } else { 16 };
     let (tmp, dir) = data_dir();
     let log = tmp.path().join("server.log");
-    let metrics = free_port();
-    let (_server, addr) = ServerCommand::new(&dir, "127.0.0.1:0")
-        .log_to(&log)
-        .extra_flags(&["--metrics-listen", &metrics.to_string()])
-        .start();
+    let (server, addr) =
+        ServerCommand::new(&dir, "127.0.0.1:0").log_to(&log).extra_flags(&["--metrics-listen", "127.0.0.1:0"]).start();
+    let metrics = server.announced("rwp-server metrics on ");
     let straggler = start_worker(addr, "straggler");
     let mut client = connect(addr).await;
     let spec = small_job(41, Method::MArwp, updates);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rwp_parameter_server::domain::{CallerRole, Limits, Principal};
-use rwp_parameter_server::{ServeOptions, ServerConfig, ServerError};
+use rwp_parameter_server::{Listeners, ServeOptions, ServerConfig, ServerError};
 use rwp_proto::v1::job_service_client::JobServiceClient;
 use rwp_proto::v1::worker_service_client::WorkerServiceClient;
 use rwp_proto::v1::{LeaseTaskRequest, ListJobsRequest, RegisterRequest};
@@ -21,7 +21,8 @@ async fn start(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(rwp_parameter_server::serve_with(listener, config, options, async {
+    let listeners = Listeners { grpc: listener, metrics: None, health: None };
+    tokio::spawn(rwp_parameter_server::serve_with_listeners(listeners, config, options, async {
         let _ = stopped.await;
     }));
     (url, stop, dir)

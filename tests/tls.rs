@@ -10,7 +10,7 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rwp_integration_tests::binary;
 use rwp_integration_tests::cluster::{start_worker_with, Proc};
-use rwp_integration_tests::in_process::{free_port, Cluster};
+use rwp_integration_tests::in_process::Cluster;
 use rwp_integration_tests::tokens::TokensFile;
 use rwp_parameter_server::domain::CallerRole;
 use rwp_sdk::{Client, ClientConfig, JobEvent, JobSpecBuilder, JobState, Method, Pem, SdkError};
@@ -84,14 +84,14 @@ impl Pki {
 /// A server in this process that speaks TLS only and requires a client
 /// certificate from `pki.ours`; plaintext health on its own port; bearer
 /// tokens when given a tokens file.
-async fn mtls_cluster(pki: &Pki, health: std::net::SocketAddr, tokens: Option<&TokensFile>) -> Cluster {
+async fn mtls_cluster(pki: &Pki, tokens: Option<&TokensFile>) -> Cluster {
     Cluster::start_configured(
         0,
         |c| {
             c.tls_cert = Some(pki.server.cert.clone());
             c.tls_key = Some(pki.server.key.clone());
             c.tls_client_ca = Some(pki.ours.ca());
-            c.health_listen = Some(health);
+            c.health_listen = Some("127.0.0.1:0".parse().unwrap());
             c.tokens_file = tokens.map(|t| t.path.clone());
         },
         |_| {},
@@ -123,7 +123,7 @@ fn refused(result: Result<Client, SdkError>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_are_refused_by_one_side_or_the_other() {
     let pki = Pki::new();
-    let cluster = mtls_cluster(&pki, free_port(), None).await;
+    let cluster = mtls_cluster(&pki, None).await;
     let https = cluster.url();
     assert!(https.starts_with("https://127.0.0.1:"), "{https}");
 
@@ -171,8 +171,8 @@ async fn wrong_credentials_are_refused_by_one_side_or_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_get_plaintext_health_on_their_own_port_and_nothing_else() {
     let pki = Pki::new();
-    let health = free_port();
-    let cluster = mtls_cluster(&pki, health, None).await;
+    let cluster = mtls_cluster(&pki, None).await;
+    let health = cluster.health.expect("a health port");
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{health}")).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let channel = loop {
@@ -199,7 +199,7 @@ async fn probes_get_plaintext_health_on_their_own_port_and_nothing_else() {
 async fn an_sdk_client_and_a_worker_process_train_over_mutual_tls_with_tokens() {
     let pki = Pki::new();
     let tokens = TokensFile::new(&[("alice", CallerRole::User), ("pool", CallerRole::Worker)]);
-    let cluster = mtls_cluster(&pki, free_port(), Some(&tokens)).await;
+    let cluster = mtls_cluster(&pki, Some(&tokens)).await;
     let https = cluster.url();
     let [ca, cert, key, token] =
         [pki.ours.ca(), pki.worker.cert.clone(), pki.worker.key.clone(), tokens.token_file("pool")]
@@ -232,7 +232,7 @@ async fn an_sdk_client_and_a_worker_process_train_over_mutual_tls_with_tokens() 
 async fn a_connection_that_never_completes_its_handshake_is_closed() {
     use tokio::io::AsyncReadExt;
     let pki = Pki::new();
-    let cluster = mtls_cluster(&pki, free_port(), None).await;
+    let cluster = mtls_cluster(&pki, None).await;
     let mut idle = tokio::net::TcpStream::connect(cluster.addr).await.unwrap();
     let started = std::time::Instant::now();
     let limit = rwp_credentials::HANDSHAKE_TIMEOUT + Duration::from_secs(5);

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use rwp_integration_tests::bench::{env, memory_mib};
 use rwp_integration_tests::cluster::{connect, data_dir, export, start_worker, submit, ServerCommand};
-use rwp_integration_tests::in_process::{free_port, http_get, sample};
+use rwp_integration_tests::in_process::{http_get, sample};
 use rwp_integration_tests::local_run::matches_local;
 use rwp_proto::v1::{JobState, ListJobsRequest};
 use rwp_spec::plan::tasks_for_step;
@@ -89,7 +89,6 @@ async fn main() {
     );
 
     let (_tmp, dir) = data_dir();
-    let metrics: SocketAddr = free_port();
     let flags = [
         "--torch-threads",
         "1",
@@ -100,9 +99,10 @@ async fn main() {
         "--lease-timeout-ms",
         "10000",
         "--metrics-listen",
-        &metrics.to_string(),
+        "127.0.0.1:0",
     ];
     let (server, addr) = ServerCommand::new(&dir, "127.0.0.1:0").flags(&flags).start();
+    let metrics: SocketAddr = server.announced("rwp-server metrics on ");
     let pool: Vec<_> = (0..workers).map(|i| start_worker(addr, &format!("load-{i}"))).collect();
     let mut client = connect(addr).await;
 

@@ -11,7 +11,7 @@ use rwp_spec::{DatasetKind, JobSpec, Method, ModelKind};
 use tokio_stream::StreamExt;
 
 use crate::cluster::{connect, data_dir, start_server_with, start_worker_with, submit, wait_for_success};
-use crate::in_process::{free_port, http_get};
+use crate::in_process::http_get;
 
 /// An environment variable parsed, or `default`.
 pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -131,7 +131,6 @@ impl TimedJob {
     /// checkpoint).
     pub async fn run(&self) -> Timing {
         let (_tmp, dir) = data_dir();
-        let metrics = free_port().to_string();
         let flags = [
             "--checkpoint-every",
             "1000000",
@@ -140,24 +139,24 @@ impl TimedJob {
             "--torch-threads",
             "1",
             "--metrics-listen",
-            &metrics,
+            "127.0.0.1:0",
         ];
         let (server, addr) = start_server_with(&dir, "127.0.0.1:0", &flags);
-        let worker_metrics: Vec<String> = (0..self.workers).map(|_| free_port().to_string()).collect();
-        let _workers: Vec<_> = worker_metrics
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
+        let metrics = server.announced("rwp-server metrics on ");
+        let workers: Vec<_> = (0..self.workers)
+            .map(|i| {
                 let url = format!("http://{addr}");
-                start_worker_with(&url, &format!("bench-{i}"), &["--device", &self.device, "--metrics-listen", m])
+                let flags = ["--device", &self.device, "--metrics-listen", "127.0.0.1:0"];
+                start_worker_with(&url, &format!("bench-{i}"), &flags)
             })
             .collect();
+        let worker_metrics: Vec<_> = workers.iter().map(|w| w.announced("rwp-worker metrics on ")).collect();
         let mut client = connect(addr).await;
         let id = submit(&mut client, "bench", &self.spec()).await;
         wait_for_success(&mut client, &id, Duration::from_secs(3600)).await;
         let server_peak_mib = memory_mib(server.child.id()).1;
         let mut profile = BTreeMap::new();
-        let text = http_get(metrics.parse().unwrap(), "/metrics").await;
+        let text = http_get(metrics, "/metrics").await;
         for phase in ["waiting", "update", "aggregation", "publish"] {
             if let Some(mean) = histogram_mean(&text, "rwp_step_seconds", &format!("phase=\"{phase}\"")) {
                 profile.insert(phase.to_owned(), mean);
@@ -165,7 +164,7 @@ impl TimedJob {
         }
         let mut texts = Vec::new();
         for m in &worker_metrics {
-            texts.push(http_get(m.parse().unwrap(), "/metrics").await);
+            texts.push(http_get(*m, "/metrics").await);
         }
         for role in ["clean", "perturbed", "sam"] {
             let means: Vec<f64> = texts

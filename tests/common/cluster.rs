@@ -4,7 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rwp_proto::v1::job_service_client::JobServiceClient;
@@ -20,9 +21,54 @@ use crate::binary;
 pub struct Proc {
     pub child: Child,
     pub name: String,
+    /// The lines the process printed on stdout so far (where it listens),
+    /// and whether its stdout closed.
+    stdout: Arc<Mutex<(Vec<String>, bool)>>,
+}
+
+/// Collects a child's stdout lines on a thread of their own, so the child
+/// never blocks on a full pipe.
+fn collect_lines(stdout: ChildStdout) -> Arc<Mutex<(Vec<String>, bool)>> {
+    let lines = Arc::new(Mutex::new((Vec::new(), false)));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().unwrap().0.push(line);
+        }
+        sink.lock().unwrap().1 = true;
+    });
+    lines
 }
 
 impl Proc {
+    fn with_stdout(mut child: Child, name: &str) -> Self {
+        let stdout = child.stdout.take().map_or_else(Arc::default, collect_lines);
+        Self { child, name: name.to_owned(), stdout }
+    }
+
+    /// The address of the first stdout line `PREFIX ADDRESS` the process
+    /// printed (`rwp-server listening on `, `rwp-server metrics on `,
+    /// `rwp-worker metrics on `), waiting up to 60 s for it.
+    pub fn announced(&self, prefix: &str) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (found, closed) = {
+                let stdout = self.stdout.lock().unwrap();
+                (stdout.0.iter().find_map(|l| l.strip_prefix(prefix).map(str::to_owned)), stdout.1)
+            };
+            if let Some(address) = found {
+                return address.trim().parse().unwrap_or_else(|e| panic!("{}: {prefix}{address}: {e}", self.name));
+            }
+            assert!(
+                !closed && Instant::now() < deadline,
+                "{} printed no line starting with {prefix:?} (stdout: {:?})",
+                self.name,
+                self.stdout.lock().unwrap().0
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `signal` (e.g. "KILL", "TERM") with the `kill` command.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
@@ -135,7 +181,7 @@ impl ServerCommand {
             }
             None => Stdio::inherit(),
         };
-        let mut child = Command::new(binary("rwp-server"))
+        let child = Command::new(binary("rwp-server"))
             .args(["--listen", &self.listen, "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.flags)
@@ -145,16 +191,9 @@ impl ServerCommand {
             .stderr(stderr)
             .spawn()
             .expect("rwp-server starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let address = line
-            .trim()
-            .strip_prefix("rwp-server listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from rwp-server: {line:?}"))
-            .parse()
-            .unwrap();
-        (Proc { child, name: "rwp-server".into() }, address)
+        let server = Proc::with_stdout(child, "rwp-server");
+        let address = server.announced("rwp-server listening on ");
+        (server, address)
     }
 }
 
@@ -178,11 +217,11 @@ pub fn start_worker_with(url: &str, name: &str, extra: &[&str]) -> Proc {
     let child = Command::new(binary("rwp-worker"))
         .args(args)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("rwp-worker starts");
-    Proc { child, name: name.to_owned() }
+    Proc::with_stdout(child, name)
 }
 
 pub async fn connect(server: SocketAddr) -> JobServiceClient<Channel> {

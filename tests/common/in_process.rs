@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rwp_gradient_worker::WorkerConfig;
-use rwp_parameter_server::ServerConfig;
+use rwp_parameter_server::{Listeners, ServeOptions, ServerConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -18,6 +18,8 @@ pub struct Cluster {
     worker: WorkerConfig,
     /// The server's `/metrics` endpoint.
     pub metrics: SocketAddr,
+    /// The plaintext health port, when the settings ask for one.
+    pub health: Option<SocketAddr>,
     /// Each worker's `/metrics` endpoint.
     pub worker_metrics: Vec<SocketAddr>,
     server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
@@ -25,37 +27,27 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+/// A listener on a free loopback port, chosen by the kernel.
+fn loopback() -> std::net::TcpListener {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    listener
+}
+
 fn spawn_worker(template: &WorkerConfig, i: usize) -> (SocketAddr, (oneshot::Sender<()>, JoinHandle<()>)) {
-    let metrics = free_port();
-    let config = WorkerConfig { metrics_listen: Some(metrics), name: format!("in-process-{i}"), ..template.clone() };
+    let listener = loopback();
+    let metrics = listener.local_addr().unwrap();
+    let config = WorkerConfig { name: format!("in-process-{i}"), ..template.clone() };
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
-        rwp_gradient_worker::run(config, async {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        rwp_gradient_worker::run_with_metrics(config, Some(listener), async {
             let _ = stopped.await;
         })
         .await
         .unwrap();
     });
     (metrics, (stop, handle))
-}
-
-/// A loopback address with a port that was free a moment ago, for a
-/// listener that can only be given an address. Drawn below the kernel's
-/// ephemeral range (32768 and up): a port from that range can be taken by any
-/// outgoing connection between this check and the listener's bind.
-#[must_use]
-pub fn free_port() -> SocketAddr {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static DRAWS: AtomicU64 = AtomicU64::new(0);
-    let salt = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    loop {
-        let draw =
-            rwp_spec::rng::derive_seed(salt, &[u64::from(std::process::id()), DRAWS.fetch_add(1, Ordering::Relaxed)]);
-        let addr = SocketAddr::from(([127, 0, 0, 1], 20_000 + (draw % 12_000) as u16));
-        if std::net::TcpListener::bind(addr).is_ok() {
-            return addr;
-        }
-    }
 }
 
 /// GETs `path` over plain HTTP/1.1 and returns the body.
@@ -81,11 +73,20 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 /// for a free one); returns the address it listens on, the sender that stops
 /// it, and its task.
 pub async fn spawn_server(config: ServerConfig) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let grpc = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let listeners = Listeners::around(grpc, &config).await.unwrap();
+    spawn_server_on(listeners, config)
+}
+
+/// Starts a parameter server on bound listeners.
+pub fn spawn_server_on(
+    listeners: Listeners,
+    config: ServerConfig,
+) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
+    let addr = listeners.grpc.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        rwp_parameter_server::serve_with_listener(listener, config, async {
+        rwp_parameter_server::serve_with_listeners(listeners, config, ServeOptions::default(), async {
             let _ = stopped.await;
         })
         .await
@@ -109,9 +110,7 @@ impl Cluster {
         worker: impl FnOnce(&mut WorkerConfig),
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let metrics = free_port();
         let mut config = ServerConfig {
-            metrics_listen: Some(metrics),
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
             torch_threads: 1,
@@ -121,7 +120,13 @@ impl Cluster {
         };
         server(&mut config);
         let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
-        let (addr, stop, server) = spawn_server(config).await;
+        // Every port is bound here, on port 0: the server gets the listeners.
+        let bind = || tokio::net::TcpListener::from_std(loopback()).unwrap();
+        let listeners =
+            Listeners { grpc: bind(), metrics: Some(bind()), health: config.health_listen.is_some().then(bind) };
+        let metrics = listeners.metrics.as_ref().unwrap().local_addr().unwrap();
+        let health = listeners.health.as_ref().map(|l| l.local_addr().unwrap());
+        let (addr, stop, server) = spawn_server_on(listeners, config);
         let url = format!("{scheme}://{addr}");
         let mut template = WorkerConfig {
             server: url.clone(),
@@ -132,7 +137,17 @@ impl Cluster {
         };
         worker(&mut template);
         let (worker_metrics, workers) = (0..workers).map(|i| spawn_worker(&template, i)).unzip();
-        Self { addr, url, worker: template, metrics, worker_metrics, server: Some((stop, server)), workers, _dir: dir }
+        Self {
+            addr,
+            url,
+            worker: template,
+            metrics,
+            health,
+            worker_metrics,
+            server: Some((stop, server)),
+            workers,
+            _dir: dir,
+        }
     }
 
     /// Adds `count` more workers.

@@ -48,4 +48,4 @@ mod worker;
 
 pub use config::{ConfigFlags, WorkerConfig};
 pub use error::WorkerError;
-pub use worker::{run, WorkerReport};
+pub use worker::{bind_metrics, run, run_with_metrics, WorkerReport};

@@ -85,7 +85,20 @@ fn main() -> ExitCode {
                 _ = int.recv() => tracing::info!("SIGINT received"),
             }
         };
-        match rwp_gradient_worker::run(config, shutdown).await {
+        let metrics = match rwp_gradient_worker::bind_metrics(&config).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!("worker failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Port 0 in metrics_listen picks a free port: this line says which
+        // (a reader that closed the pipe does not stop the worker).
+        if let Some(address) = metrics.as_ref().and_then(|l| l.local_addr().ok()) {
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "rwp-worker metrics on {address}");
+        }
+        match rwp_gradient_worker::run_with_metrics(config, metrics, shutdown).await {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("worker failed: {e}");

@@ -19,6 +19,7 @@ use crate::rpc::{self, Session};
 use crate::{WorkerConfig, WorkerError};
 use rwp_telemetry::{Counter, Histogram, Registry};
 use std::sync::Arc;
+use tokio::net::TcpListener;
 
 /// What a worker did, returned when it stops.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -187,10 +188,32 @@ fn device_name(device: Device) -> String {
     }
 }
 
+/// Binds the worker's metrics port (`metrics_listen`), if it has one.
+pub async fn bind_metrics(config: &WorkerConfig) -> Result<Option<TcpListener>, WorkerError> {
+    match config.metrics_listen {
+        Some(address) => rwp_telemetry::bind(address)
+            .await
+            .map(Some)
+            .map_err(|reason| WorkerError::Config { field: "metrics_listen", reason }),
+        None => Ok(None),
+    }
+}
+
 /// Runs a worker until `shutdown` resolves, then drains the task in flight
 /// (see the crate docs). Errors are those that stop the worker for good: an
 /// invalid configuration, an unusable device or a dead compute thread.
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<WorkerReport, WorkerError> {
+    let metrics = bind_metrics(&config).await?;
+    run_with_metrics(config, metrics, shutdown).await
+}
+
+/// [`run`] with its metrics port already bound (tests bind port 0); the
+/// listener given is used whatever `metrics_listen` says.
+pub async fn run_with_metrics(
+    config: WorkerConfig,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<WorkerReport, WorkerError> {
     config.validate()?;
     let connector = rpc::Connector::new(&config)?;
     let device = rwp_core::trainer::parse_device(&config.device).map_err(|e| WorkerError::Device(e.to_string()))?;
@@ -211,12 +234,11 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
     let _otlp_metrics = rwp_telemetry::export_metrics(&registry, "rwp-worker")
         .map_err(|reason| WorkerError::Config { field: "OTEL_EXPORTER_OTLP_ENDPOINT", reason })?;
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics_server = match config.metrics_listen {
-        Some(address) => {
-            let listener = rwp_telemetry::bind(address)
-                .await
-                .map_err(|reason| WorkerError::Config { field: "metrics_listen", reason })?;
-            info!(address = %address, "metrics endpoint listening");
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
+            if let Ok(address) = listener.local_addr() {
+                info!(address = %address, "metrics endpoint listening");
+            }
             let limits = rwp_telemetry::ConnectionLimits {
                 header_read_timeout: Duration::from_millis(config.metrics_header_timeout_ms),
                 max_per_peer: config.max_connections_per_peer,

@@ -8,6 +8,9 @@ use std::time::Duration;
 use common::{fixture, wire_task, worker_config, FakeState, Running, Worker};
 use tokio::net::TcpListener;
 
+/// The one place a test names a port before anything listens on it: the
+/// point is a worker started against an address where no server is yet.
+/// The kernel picks the port (bound and released at once).
 async fn free_port() -> std::net::SocketAddr {
     TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap()
 }

@@ -47,21 +47,61 @@ pub use config::ServerConfig;
 pub use error::ServerError;
 pub use security::Security;
 
-/// Binds `config.listen` and serves until `shutdown` resolves.
-pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| ServerError::Startup(format!("cannot listen on {}: {e}", config.listen)))?;
-    serve_with_listener(listener, config, shutdown).await
+/// The sockets the server listens on, bound before it serves: `rwp-server`
+/// binds the configured addresses ([`Listeners::bind`]), tests bind port 0
+/// and pass what they bound, so no port is ever guessed.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The gRPC port (job and worker APIs).
+    pub grpc: TcpListener,
+    /// `/metrics` and `/healthz` over HTTP (`metrics_listen`).
+    pub metrics: Option<TcpListener>,
+    /// Plaintext gRPC health for probes that cannot speak TLS (`health_listen`).
+    pub health: Option<TcpListener>,
 }
 
-/// Serves on an already bound listener (tests bind port 0 and read the port).
+impl Listeners {
+    /// Binds `listen`, `metrics_listen` and `health_listen`.
+    pub async fn bind(config: &ServerConfig) -> Result<Self, ServerError> {
+        let grpc = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ServerError::Startup(format!("cannot listen on {}: {e}", config.listen)))?;
+        Self::around(grpc, config).await
+    }
+
+    /// `grpc`, and the metrics and health ports of `config` bound.
+    pub async fn around(grpc: TcpListener, config: &ServerConfig) -> Result<Self, ServerError> {
+        let metrics = match config.metrics_listen {
+            Some(address) => Some(rwp_telemetry::bind(address).await.map_err(ServerError::Startup)?),
+            None => None,
+        };
+        let health = match config.health_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|e| ServerError::Startup(format!("cannot listen on {address} (health_listen): {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Self { grpc, metrics, health })
+    }
+}
+
+/// Binds the configured addresses and serves until `shutdown` completes.
+pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+    let listeners = Listeners::bind(&config).await?;
+    serve_with_listeners(listeners, config, ServeOptions::default(), shutdown).await
+}
+
+/// Serves on an already bound gRPC listener (the metrics and health ports
+/// of `config` are bound here).
 pub async fn serve_with_listener(
     listener: TcpListener,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    serve_with(listener, config, ServeOptions::default(), shutdown).await
+    let listeners = Listeners::around(listener, &config).await?;
+    serve_with_listeners(listeners, config, ServeOptions::default(), shutdown).await
 }
 
 /// Extension points of the server.
@@ -80,27 +120,29 @@ impl std::fmt::Debug for ServeOptions {
     }
 }
 
-/// [`serve_with_listener`] with extension points.
-pub async fn serve_with(
-    listener: TcpListener,
+/// Serves on bound listeners with extension points; the metrics and health
+/// listeners given are used whatever `config` names.
+pub async fn serve_with_listeners(
+    listeners: Listeners,
     config: ServerConfig,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let security = Security::load(&config)?;
-    serve_with_security(listener, config, security, options, shutdown).await
+    serve_with_security(listeners, config, security, options, shutdown).await
 }
 
 /// [`serve_with`] with the credential files of `config` already read (by
 /// [`Security::load`]), so that a binary can report a bad one before it
 /// opens its port.
 pub async fn serve_with_security(
-    listener: TcpListener,
+    listeners: Listeners,
     config: ServerConfig,
     security: Security,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let Listeners { grpc: listener, metrics: metrics_listener, health: health_listener } = listeners;
     let local: SocketAddr = listener.local_addr().map_err(|e| ServerError::Startup(e.to_string()))?;
     let max_message = config.max_message_bytes;
     let request_timeout = Duration::from_millis(config.request_timeout_ms);
@@ -126,8 +168,6 @@ pub async fn serve_with_security(
         .concurrency_limit(config.max_concurrent_requests)
         .layer(layers::AuthLayer::new(authenticate))
         .into_inner();
-    let metrics_listen = config.metrics_listen;
-    let health_listen = config.health_listen;
     let metrics_limits = rwp_telemetry::ConnectionLimits {
         header_read_timeout: std::time::Duration::from_millis(config.connection_first_request_timeout_ms),
         max_per_peer: config.max_connections_per_peer,
@@ -138,9 +178,8 @@ pub async fn serve_with_security(
     let coordinator = coordinator::Coordinator::open(config, metrics.clone()).await?;
     // Also over OTLP when the OTEL_* variables ask for it; stops with the server.
     let _otlp_metrics = rwp_telemetry::export_metrics(&metrics, "rwp-server").map_err(ServerError::Startup)?;
-    let metrics_server = match metrics_listen {
-        Some(address) => {
-            let listener = rwp_telemetry::bind(address).await.map_err(ServerError::Startup)?;
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
             info!(address = %listener.local_addr().map_err(|e| ServerError::Startup(e.to_string()))?, "metrics endpoint listening");
             let mut stopping = coordinator.stopping();
             Some(tokio::spawn(rwp_telemetry::serve_metrics(listener, metrics, metrics_limits, async move {
@@ -162,11 +201,8 @@ pub async fn serve_with_security(
 
     // Probes that cannot speak TLS get health alone, in plaintext, until the
     // main port has drained.
-    let health_server = match health_listen {
-        Some(address) => {
-            let listener = TcpListener::bind(address)
-                .await
-                .map_err(|e| ServerError::Startup(format!("cannot listen on {address} (health_listen): {e}")))?;
+    let health_server = match health_listener {
+        Some(listener) => {
             info!(address = %listener.local_addr().map_err(|e| ServerError::Startup(e.to_string()))?, "plaintext health endpoint listening");
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let server = Server::builder()

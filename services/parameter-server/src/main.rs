@@ -12,8 +12,7 @@ use rwp_config::{Env, Loaded};
 use rwp_parameter_server::config::{ServerConfig, ServerFlags};
 use rwp_parameter_server::domain::CallerRole;
 use rwp_parameter_server::tokens;
-use rwp_parameter_server::{Security, ServeOptions};
-use tokio::net::TcpListener;
+use rwp_parameter_server::{Listeners, Security, ServeOptions};
 
 /// The RWP parameter server.
 #[derive(Debug, Parser)]
@@ -115,17 +114,33 @@ async fn shutdown_signal() {
     }
 }
 
+/// Says where the server listens, one line per port: `rwp-server listening
+/// on ADDRESS` first (what scripts wait for), then `rwp-server metrics on`
+/// and `rwp-server health on` when those ports are open (port 0 in the
+/// settings picks a free one; these lines say which). A reader that stopped
+/// after the first line does not stop the server.
+fn announce(listeners: &Listeners) -> std::io::Result<()> {
+    use std::io::Write;
+    println!("rwp-server listening on {}", listeners.grpc.local_addr()?);
+    let mut stdout = std::io::stdout();
+    for (what, listener) in [("metrics", &listeners.metrics), ("health", &listeners.health)] {
+        if let Some(listener) = listener {
+            let _ = writeln!(stdout, "rwp-server {what} on {}", listener.local_addr()?);
+        }
+    }
+    let _ = stdout.flush();
+    Ok(())
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let _telemetry = rwp_telemetry::init("rwp-server", &args.log_format)?;
     let config = args.config()?.config;
     // Credential files are read before the port opens: a bad one is named and nothing listens.
     let security = Security::load(&config).map_err(|e| e.to_string())?;
-    let listener =
-        TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("rwp-server listening on {address}");
+    let listeners = Listeners::bind(&config).await.map_err(|e| e.to_string())?;
+    announce(&listeners).map_err(|e| e.to_string())?;
     let options = ServeOptions::default();
-    rwp_parameter_server::serve_with_security(listener, config, security, options, shutdown_signal())
+    rwp_parameter_server::serve_with_security(listeners, config, security, options, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }
