@@ -67,6 +67,7 @@ impl Coordinator {
                 let engine = {
                     let mut s = self.lock();
                     let given_up = s.scheduler.give_up_update(&h.job_id);
+                    self.refresh_gauges(&s);
                     s.jobs.run(&h.job_id).filter(|_| given_up).map(|run| run.engine.clone())
                 };
                 if let Some(engine) = engine {

@@ -195,6 +195,8 @@ impl Coordinator {
                 accuracy: h.accuracy,
             };
             let recorded = s.scheduler.record(slot, result, Instant::now());
+            // The task is done: the gauges say so now, not at the next lease.
+            self.refresh_gauges(s);
             match recorded {
                 Recorded::Accepted => None,
                 Recorded::Complete(update) => {
