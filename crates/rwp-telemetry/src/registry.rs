@@ -1,3 +1,9 @@
+//! The metrics registry: Prometheus text for `/metrics`, and every series
+//! readable back for the OTLP bridge (`otlp_metrics.rs`). Kept by hand:
+//! `prometheus-client` only encodes its registry to text and cannot hand the
+//! series back to another exporter; services declare their families once as
+//! typed [`Counter`]/[`Gauge`]/[`Histogram`] fields.
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
