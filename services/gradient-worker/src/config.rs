@@ -47,7 +47,9 @@ pub struct WorkerConfig {
     pub name: String,
     /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
     pub device: String,
-    /// libtorch intra-op threads; 0 keeps libtorch's default.
+    /// libtorch intra-op threads; 0: as many as the CPUs this process may
+    /// use (its container's CPU quota, its CPU affinity), not the machine's
+    /// cores, which libtorch would take.
     pub threads: usize,
     /// How long the server may hold a `LeaseTask` call waiting for work.
     pub lease_wait_ms: u32,
@@ -166,6 +168,19 @@ impl WorkerConfig {
         let loaded = rwp_config::load(file, env, flags)?;
         loaded.config.validate()?;
         Ok(loaded)
+    }
+
+    /// The libtorch threads this worker computes with, and where the number
+    /// comes from: `threads` when set, else the CPUs this process may use
+    /// (`std::thread::available_parallelism`: the cgroup CPU quota of its
+    /// container, rounded up, and its affinity mask, at most the cores).
+    #[must_use]
+    pub fn compute_threads(&self) -> (usize, &'static str) {
+        if self.threads > 0 {
+            return (self.threads, "the threads setting");
+        }
+        let usable = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        (usable, "the CPUs this process may use (container CPU quota, affinity)")
     }
 
     /// How this worker starts model sandboxes on `device` with `threads`

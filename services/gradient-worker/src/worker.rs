@@ -217,16 +217,18 @@ pub async fn run_with_metrics(
     config.validate()?;
     let connector = rpc::Connector::new(&config)?;
     let device = rwp_core::trainer::parse_device(&config.device).map_err(|e| WorkerError::Device(e.to_string()))?;
-    let sandbox = config.sandbox(&device_name(device), config.threads);
+    let (threads, threads_from) = config.compute_threads();
+    let sandbox = config.sandbox(&device_name(device), threads);
     if let Err(e) = &sandbox {
         warn!(error = %e, "TorchScript jobs cannot run on this worker");
     }
-    let compute = ComputeHandle::spawn(device, config.threads, sandbox)?;
+    let compute = ComputeHandle::spawn(device, threads, sandbox)?;
     info!(
         server = %config.server,
         name = %config.name,
         device = %device_name(device),
-        threads = config.threads,
+        threads,
+        threads_from,
         "worker starting"
     );
     let registry = Arc::new(Registry::new());
