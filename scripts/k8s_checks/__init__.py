@@ -1,0 +1,1 @@
+"""The checks of scripts/k8s_check.py, one module per kind."""
