@@ -230,11 +230,6 @@ impl<R> Scheduler<R> {
         }
     }
 
-    #[must_use]
-    pub fn timing(&self) -> Timing {
-        self.timing
-    }
-
     /// Registers a worker; returns its id.
     pub fn register(&mut self, now: Instant) -> String {
         self.issued += 1;
@@ -269,18 +264,6 @@ impl<R> Scheduler<R> {
     pub fn unschedule(&mut self, job: &str) {
         self.leases.retain(|_, l| l.job != job);
         self.updates.remove(job);
-    }
-
-    /// Whether the job has an update scheduled.
-    #[must_use]
-    pub fn is_scheduled(&self, job: &str) -> bool {
-        self.updates.contains_key(job)
-    }
-
-    /// The job's current weights version.
-    #[must_use]
-    pub fn version(&self, job: &str) -> Option<u64> {
-        self.updates.get(job).map(|u| u.version)
     }
 
     /// Stops handing out the job's tasks (its checkpoint cannot be written).
