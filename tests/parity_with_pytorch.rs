@@ -58,14 +58,14 @@ fn check_with(spec: JobSpec, module: Option<&std::path::Path>) {
     let run = run_with_pytorch(&spec, module);
     let state = &run.trainer.state;
     assert_eq!(state.step, UPDATES);
-    let mut groups: Vec<(&str, &[Tensor])> = vec![("w", &state.weights), ("b", &state.buffers)];
-    groups.push(("m", state.momentum.as_deref().expect("every case uses momentum")));
+    let mut groups: Vec<(&str, &[Tensor])> = vec![("w", state.weights()), ("b", state.buffers())];
+    groups.push(("m", state.momentum().expect("every case uses momentum")));
     if spec.method.is_adaptive() {
-        groups.push(("F", state.history.as_deref().expect("adaptive methods keep F")));
+        groups.push(("F", state.history().expect("adaptive methods keep F")));
     }
     assert_matches_pytorch(&label, &groups, &run.reference);
     // The run must have moved the weights, or the comparison proves nothing.
-    assert!(!run.initial_first_weight.equal(&state.weights[0]), "{label}: weights did not change");
+    assert!(!run.initial_first_weight.equal(&state.weights()[0]), "{label}: weights did not change");
 }
 
 #[test]

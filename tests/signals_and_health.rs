@@ -59,7 +59,7 @@ async fn sigterm_drains_the_server_and_a_restart_continues_bit_identically() {
     wait_for_success(&mut client, &id, TIMEOUT).await;
     let exported = tensors(&export(&mut client, &id).await);
     let trainer = local(&spec);
-    for (spec, ours) in trainer.model.params().iter().zip(&trainer.state.weights) {
+    for (spec, ours) in trainer.model.params().iter().zip(trainer.state.weights()) {
         assert!(
             exported[&format!("weights.{}", spec.name)].equal(ours),
             "{} differs after a drained restart",
@@ -136,7 +136,7 @@ async fn bf16_gradients_train_close_to_but_not_exactly_like_f32() {
     f32_spec.gradient_encoding = GradientEncoding::F32;
     let trainer = local(&f32_spec);
     let (mut identical, mut worst) = (true, 0.0f64);
-    for (spec, ours) in trainer.model.params().iter().zip(&trainer.state.weights) {
+    for (spec, ours) in trainer.model.params().iter().zip(trainer.state.weights()) {
         let theirs = &exported[&format!("weights.{}", spec.name)];
         identical &= theirs.equal(ours);
         let rel = (theirs - ours).norm().double_value(&[]) / (ours.norm().double_value(&[]) + 1e-12);

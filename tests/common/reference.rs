@@ -38,13 +38,13 @@ pub fn run_with_pytorch(spec: &JobSpec, module: Option<&Path>) -> PytorchRun {
     tch::set_num_threads(1);
     let mut trainer = LocalTrainer::with_model_file(spec.clone(), Device::Cpu, module).expect("valid spec");
     let mut case: Vec<(String, Tensor)> = Vec::new();
-    for (i, w) in trainer.state.weights.iter().enumerate() {
+    for (i, w) in trainer.state.weights().iter().enumerate() {
         case.push((format!("init.w.{i}"), w.copy()));
     }
-    for (i, b) in trainer.state.buffers.iter().enumerate() {
+    for (i, b) in trainer.state.buffers().iter().enumerate() {
         case.push((format!("init.b.{i}"), b.copy()));
     }
-    let initial_first_weight = trainer.state.weights[0].copy();
+    let initial_first_weight = trainer.state.weights()[0].copy();
     let mut steps = Vec::new();
     while !trainer.is_done() {
         let step = trainer.state.step;
@@ -67,8 +67,8 @@ pub fn run_with_pytorch(spec: &JobSpec, module: Option<&Path>) -> PytorchRun {
     Tensor::write_safetensors(&case, &case_path).unwrap();
     let mut config = serde_json::to_value(spec).unwrap();
     let extra = json!({
-        "num_weights": trainer.state.weights.len(),
-        "num_buffers": trainer.state.buffers.len(),
+        "num_weights": trainer.state.weights().len(),
+        "num_buffers": trainer.state.buffers().len(),
         "updates": trainer.state.step,
         "updates_per_epoch": trainer.schedule.updates_per_epoch,
         "planned_updates": trainer.schedule.planned_updates,

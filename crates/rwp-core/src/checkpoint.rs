@@ -29,15 +29,12 @@ pub enum CheckpointError {
 }
 
 fn groups<'a>(model: &'a Model, state: &'a TrainState) -> Vec<(&'static str, &'a [TensorSpec], &'a [Tensor])> {
-    let mut groups = vec![
-        ("weights", model.params(), state.weights.as_slice()),
-        ("buffers", model.buffers(), state.buffers.as_slice()),
-    ];
-    if let Some(m) = &state.momentum {
-        groups.push(("momentum", model.params(), m.as_slice()));
+    let mut groups = vec![("weights", model.params(), state.weights()), ("buffers", model.buffers(), state.buffers())];
+    if let Some(m) = state.momentum() {
+        groups.push(("momentum", model.params(), m));
     }
-    if let Some(h) = &state.history {
-        groups.push(("history", model.params(), h.as_slice()));
+    if let Some(h) = state.history() {
+        groups.push(("history", model.params(), h));
     }
     groups
 }
@@ -209,7 +206,7 @@ pub fn load(path: &Path, model: &Model, device: Device) -> Result<Checkpoint, Ch
     let buffers = read_group("buffers", model.buffers(), true)?.expect("required");
     let momentum = read_group("momentum", model.params(), false)?;
     let history = read_group("history", model.params(), false)?;
-    Ok(Checkpoint { spec, state: TrainState { weights, buffers, momentum, history, step } })
+    Ok(Checkpoint { spec, state: TrainState::from_parts(weights, buffers, momentum, history, step) })
 }
 
 /// The job spec stored in a checkpoint, reading only the file's header (a

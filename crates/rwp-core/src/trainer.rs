@@ -210,8 +210,8 @@ impl LocalTrainer {
             let result = compute_task(
                 &self.spec,
                 &self.model,
-                &self.state.weights,
-                &self.state.buffers,
+                self.state.weights(),
+                self.state.buffers(),
                 task,
                 batch,
                 prepared.factors.as_ref(),
@@ -221,7 +221,9 @@ impl LocalTrainer {
                 Role::Perturbed => results.perturbed.push(result),
             }
         }
-        Ok(apply_update(&self.spec, &self.schedule, &self.model, &mut self.state, results)?)
+        // As many threads as libtorch uses, which the bits do not depend on.
+        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
+        Ok(apply_update(&self.spec, &self.schedule, &self.model, &mut self.state, results, threads)?)
     }
 
     pub fn step(&mut self) -> Result<UpdateReport, TrainError> {
@@ -232,13 +234,13 @@ impl LocalTrainer {
     /// Loss and accuracy on the test split, with running statistics.
     #[must_use]
     pub fn evaluate(&self) -> Evaluation {
-        evaluate(&self.model, &self.data, &self.state.weights, &self.state.buffers, self.device)
+        evaluate(&self.model, &self.data, self.state.weights(), self.state.buffers(), self.device)
     }
 
     /// Loss and accuracy on the validation split, when the spec holds one out.
     #[must_use]
     pub fn evaluate_validation(&self) -> Option<Evaluation> {
-        evaluate_validation(&self.model, &self.data, &self.state.weights, &self.state.buffers, self.device)
+        evaluate_validation(&self.model, &self.data, self.state.weights(), self.state.buffers(), self.device)
     }
 
     pub fn save_checkpoint(&self, path: &Path) -> Result<(), TrainError> {

@@ -46,14 +46,14 @@ fn same_tensors(what: &str, a: &[Tensor], b: &[Tensor]) {
 
 fn same_state(a: &TrainState, b: &TrainState) {
     assert_eq!(a.step, b.step, "step");
-    same_tensors("weights", &a.weights, &b.weights);
-    same_tensors("buffers", &a.buffers, &b.buffers);
-    assert_eq!(a.momentum.is_some(), b.momentum.is_some(), "momentum presence");
-    assert_eq!(a.history.is_some(), b.history.is_some(), "history presence");
-    if let (Some(x), Some(y)) = (&a.momentum, &b.momentum) {
+    same_tensors("weights", a.weights(), b.weights());
+    same_tensors("buffers", a.buffers(), b.buffers());
+    assert_eq!(a.momentum().is_some(), b.momentum().is_some(), "momentum presence");
+    assert_eq!(a.history().is_some(), b.history().is_some(), "history presence");
+    if let (Some(x), Some(y)) = (a.momentum(), b.momentum()) {
         same_tensors("momentum", x, y);
     }
-    if let (Some(x), Some(y)) = (&a.history, &b.history) {
+    if let (Some(x), Some(y)) = (a.history(), b.history()) {
         same_tensors("history", x, y);
     }
 }
@@ -63,7 +63,7 @@ fn a_resumed_run_continues_bit_for_bit() {
     let dir = TempDir::new().unwrap();
     let (mut original, path) = trained_and_saved(&dir);
     assert_eq!(original.state.step, 2);
-    assert!(original.state.momentum.is_some() && original.state.history.is_some());
+    assert!(original.state.momentum().is_some() && original.state.history().is_some());
 
     let mut resumed = LocalTrainer::resume(&path, Device::Cpu, None).unwrap();
     assert_eq!(resumed.spec, original.spec);
@@ -82,7 +82,7 @@ fn a_resumed_run_continues_bit_for_bit() {
     // The continued run really moved on from the checkpoint.
     let saved = checkpoint::load(&path, &original.model, Device::Cpu).unwrap();
     assert_eq!(saved.state.step, 2);
-    assert!(!saved.state.weights[0].equal(&original.state.weights[0]));
+    assert!(!saved.state.weights()[0].equal(&original.state.weights()[0]));
     assert_eq!(original.evaluate(), resumed.evaluate());
 }
 
@@ -90,7 +90,7 @@ fn a_resumed_run_continues_bit_for_bit() {
 fn a_fresh_state_round_trips_without_momentum_or_history() {
     let dir = TempDir::new().unwrap();
     let t = trainer();
-    assert!(t.state.momentum.is_none() && t.state.history.is_none());
+    assert!(t.state.momentum().is_none() && t.state.history().is_none());
     let path = dir.path().join("fresh.safetensors");
     t.save_checkpoint(&path).unwrap();
     let loaded = checkpoint::load(&path, &t.model, Device::Cpu).unwrap();
@@ -215,10 +215,10 @@ print("history", repr(tensors["history.fc.bias"][3].item()))
     assert_eq!(field("dtype"), "torch.float32");
     // Values survive exactly (Python prints the double of the f32, round-trip exact).
     let first: f64 = field("first").parse().unwrap();
-    assert_eq!(first, t.state.weights[0].flatten(0, -1).double_value(&[0]));
+    assert_eq!(first, t.state.weights()[0].flatten(0, -1).double_value(&[0]));
     let fc_bias = t.model.params().iter().position(|p| p.name == "fc.bias").unwrap();
     let history: f64 = field("history").parse().unwrap();
-    assert_eq!(history, t.state.history.as_ref().unwrap()[fc_bias].double_value(&[3]));
+    assert_eq!(history, t.state.history().unwrap()[fc_bias].double_value(&[3]));
 }
 
 #[test]
@@ -256,7 +256,7 @@ fn rotation_falls_back_to_the_previous_checkpoint_and_keeps_the_corrupt_one() {
     assert!(none.is_none() && rejected.is_empty(), "a new job has nothing to resume");
     t.step().unwrap();
     rotation.save(&t.spec, &t.model, &t.state).unwrap();
-    let after_one = t.state.weights[0].copy();
+    let after_one = t.state.weights()[0].copy();
     t.step().unwrap();
     rotation.save(&t.spec, &t.model, &t.state).unwrap();
 
@@ -273,7 +273,7 @@ fn rotation_falls_back_to_the_previous_checkpoint_and_keeps_the_corrupt_one() {
     let (previous, rejected) = rotation.load(&t.model, Device::Cpu);
     let previous = previous.expect("the previous checkpoint is used");
     assert_eq!(previous.state.step, 1);
-    assert!(previous.state.weights[0].equal(&after_one));
+    assert!(previous.state.weights()[0].equal(&after_one));
     assert_eq!(rejected.len(), 1);
     let text = rejected[0].to_string();
     assert!(text.contains("checksum mismatch") && text.contains("moved to"), "{text}");

@@ -35,8 +35,12 @@ pub struct ServerConfig {
     pub checkpoint_every: u64,
     /// Evaluate on the test split every this many epochs (and at the end; 0: end only).
     pub eval_every_epochs: u64,
-    /// libtorch intra-op threads for aggregation and evaluation (0: libtorch's default).
+    /// libtorch intra-op threads for evaluation and the adaptive factors (0: libtorch's default).
     pub torch_threads: i32,
+    /// Threads of each job's aggregation and update (0: the CPUs this process
+    /// may use: its container's CPU quota, its affinity). Results are the same
+    /// bits whatever the number.
+    pub engine_threads: usize,
     /// Size of the chunks weights and exports are streamed in.
     #[schemars(extend("x-env" = "RWP_STREAM_CHUNK_BYTES"))]
     pub chunk_bytes: usize,
@@ -144,6 +148,7 @@ impl Default for ServerConfig {
             checkpoint_every: 50,
             eval_every_epochs: 1,
             torch_threads: 0,
+            engine_threads: 0,
             chunk_bytes: 1 << 20,
             max_message_bytes: 8 << 20,
             drain_timeout_ms: 20_000,
@@ -207,6 +212,16 @@ impl ServerConfig {
             require_landlock: self.sandbox_require_landlock,
             load_timeout: std::time::Duration::from_millis(self.sandbox_timeout_ms),
         })
+    }
+
+    /// The aggregation and update threads: `engine_threads`, or when 0 the
+    /// CPUs this process may use.
+    #[must_use]
+    pub fn resolved_engine_threads(&self) -> usize {
+        match self.engine_threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
     }
 
     /// The directory holding one checkpoint folder per job.

@@ -16,11 +16,12 @@ use std::thread;
 use bytes::Bytes;
 use rwp_core::checkpoint;
 use rwp_core::data::Dataset;
-use rwp_core::grad::ShardGradient;
 use rwp_core::model::Model;
-use rwp_core::optim::{apply_update, StepResults, TrainState, UpdateReport};
+use rwp_core::optim::{
+    apply_payloads, Finiteness, PayloadUpdateError, ShardPayload, StepPayloads, TrainState, UpdateReport,
+};
 use rwp_core::trainer::{evaluate, evaluate_validation, Evaluation};
-use rwp_core::wire;
+use rwp_core::wire::{self, SnapshotWriter};
 use rwp_sandbox::{Grants, ModelHost, SandboxConfig, SandboxError};
 use rwp_spec::payload::Layout;
 use rwp_spec::plan::init_seed;
@@ -131,6 +132,8 @@ pub struct EngineConfig {
     pub checkpoint_every: u64,
     pub eval_every_epochs: u64,
     pub torch_threads: i32,
+    /// Threads of the aggregation and update (at least 1).
+    pub engine_threads: usize,
     /// Refuse a model with more parameters, before any tensor is made
     /// (new jobs; a resumed job was accepted already).
     pub max_parameters: Option<u64>,
@@ -222,6 +225,7 @@ struct Engine {
     evaluator: Evaluator,
     schedule: Schedule,
     state: TrainState,
+    writer: SnapshotWriter,
 }
 
 /// Where a job's evaluations run.
@@ -253,7 +257,7 @@ impl Evaluator {
     ) -> Result<(Evaluation, Option<Evaluation>), EngineError> {
         match self {
             Self::Local(data) => {
-                let (weights, buffers) = (&state.weights, &state.buffers);
+                let (weights, buffers) = (state.weights(), state.buffers());
                 let test = evaluate(model, data, weights, buffers, Device::Cpu);
                 Ok((test, evaluate_validation(model, data, weights, buffers, Device::Cpu)))
             }
@@ -331,7 +335,8 @@ impl Engine {
             spec.gradient_encoding,
         )
         .map_err(EngineError::from)?;
-        let engine = Self { spec, config, checkpoints, model, evaluator, schedule: schedule.clone(), state };
+        let writer = SnapshotWriter::new(&model);
+        let engine = Self { spec, config, checkpoints, model, evaluator, schedule: schedule.clone(), state, writer };
         let init = EngineInit {
             layout,
             schedule,
@@ -364,28 +369,47 @@ impl Engine {
 
     fn snapshot(&self) -> Bytes {
         let factors = self.state.row_factors(&self.spec);
-        Bytes::from(wire::encode_snapshot(&self.model, &self.state.weights, &self.state.buffers, factors.as_ref()))
+        self.writer.write(&self.state, factors.as_ref())
     }
 
     fn save(&self) -> Result<(), rwp_core::checkpoint::CheckpointError> {
         self.checkpoints.save(&self.spec, &self.model, &self.state)
     }
+}
 
-    fn decode(&self, raw: RawResult) -> Result<ShardGradient, EngineError> {
-        let grads = wire::decode_gradients(&self.model, &raw.gradient, self.spec.gradient_encoding, Device::Cpu)?;
-        let buffers = raw.buffers.map(|b| wire::decode_buffers(&self.model, &b, Device::Cpu)).transpose()?;
-        self.config.payloads.give(raw.gradient);
-        Ok(ShardGradient { grads, loss: raw.loss, accuracy: raw.accuracy, buffers })
-    }
+fn payloads(results: &[RawResult]) -> Vec<ShardPayload<'_>> {
+    results
+        .iter()
+        .map(|r| ShardPayload {
+            gradient: &r.gradient,
+            buffers: r.buffers.as_deref(),
+            loss: r.loss,
+            accuracy: r.accuracy,
+        })
+        .collect()
+}
 
+impl Engine {
     fn update(&mut self, raw: RawStep) -> Result<UpdateOutcome, EngineError> {
         let started = std::time::Instant::now();
-        let results = StepResults {
-            clean: raw.clean.into_iter().map(|r| self.decode(r)).collect::<Result<_, _>>()?,
-            perturbed: raw.perturbed.into_iter().map(|r| self.decode(r)).collect::<Result<_, _>>()?,
-        };
         rwp_core::faults::hit("aggregation");
-        let report = apply_update(&self.spec, &self.schedule, &self.model, &mut self.state, results)?;
+        let report = apply_payloads(
+            &self.spec,
+            &self.schedule,
+            &self.model,
+            &mut self.state,
+            &StepPayloads { clean: payloads(&raw.clean), perturbed: payloads(&raw.perturbed) },
+            self.config.engine_threads,
+            // Every push is checked as it arrives (`complete_push`).
+            Finiteness::CheckedOnArrival,
+        )
+        .map_err(|e| match e {
+            PayloadUpdateError::Wire(e) => EngineError::Result(e),
+            PayloadUpdateError::Update(e) => EngineError::Update(e),
+        })?;
+        for result in raw.clean.into_iter().chain(raw.perturbed) {
+            self.config.payloads.give(result.gradient);
+        }
         let aggregation = started.elapsed().as_secs_f64();
         let mut outcome = self.after_update(Some(report))?;
         outcome.phases.insert(0, ("aggregation", aggregation));

@@ -3,8 +3,8 @@
 //!
 //! - a weights *snapshot*: a safetensors file with `weights.<name>`,
 //!   `buffers.<name>` and, for adaptive methods once `F` exists,
-//!   `factors.<name>` (the per-row divisors of ε). Serialised once per
-//!   version on the server.
+//!   `factors.<name>` (the per-row divisors of ε), laid out in that order
+//!   (module `snapshot`). Written once per version on the server.
 //! - a shard *result*: the gradients of every parameter in declaration order,
 //!   little-endian float32 (or bfloat16), followed for tasks that return them
 //!   by every BatchNorm buffer in declaration order, float32. Sizes are known
@@ -18,11 +18,14 @@ use std::collections::HashMap;
 
 use rwp_spec::payload::all_finite;
 use rwp_spec::GradientEncoding;
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, View};
 use tch::{Device, Kind, Tensor};
 
 use crate::model::Model;
-use crate::perturb::RowFactors;
+
+mod snapshot;
+
+pub use snapshot::{decode_snapshot, encode_snapshot, Snapshot, SnapshotWriter};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WireError {
@@ -50,13 +53,13 @@ fn concatenated_bytes(tensors: &[Tensor], kind: Kind) -> Vec<u8> {
     data
 }
 
-fn concatenated_len(tensors: &[Tensor], kind: Kind) -> usize {
+pub(crate) fn concatenated_len(tensors: &[Tensor], kind: Kind) -> usize {
     tensors.iter().map(|t| t.numel() * kind.elt_size_in_bytes()).sum()
 }
 
 /// Writes the bytes of every tensor in `kind` at the start of `out`;
 /// returns how many. Panics when `out` is too small.
-fn write_concatenated(tensors: &[Tensor], kind: Kind, out: &mut [u8]) -> usize {
+pub(crate) fn write_concatenated(tensors: &[Tensor], kind: Kind, out: &mut [u8]) -> usize {
     let elt = kind.elt_size_in_bytes();
     let mut offset = 0;
     for t in tensors {
@@ -99,72 +102,6 @@ impl View for &Encoded {
 pub(crate) fn safetensors_bytes(named: &[(String, Encoded)], metadata: Option<HashMap<String, String>>) -> Vec<u8> {
     safetensors::tensor::serialize(named.iter().map(|(n, e)| (n.as_str(), e)), &metadata)
         .expect("float32 tensors with consistent shapes serialise")
-}
-
-/// The snapshot of one weights version.
-#[must_use]
-pub fn encode_snapshot(model: &Model, weights: &[Tensor], buffers: &[Tensor], factors: Option<&RowFactors>) -> Vec<u8> {
-    let mut named = Vec::new();
-    for (spec, t) in model.params().iter().zip(weights) {
-        named.push((format!("weights.{}", spec.name), Encoded::f32(t)));
-    }
-    for (spec, t) in model.buffers().iter().zip(buffers) {
-        named.push((format!("buffers.{}", spec.name), Encoded::f32(t)));
-    }
-    if let Some(f) = factors {
-        for (spec, t) in model.params().iter().zip(&f.0) {
-            named.push((format!("factors.{}", spec.name), Encoded::f32(t)));
-        }
-    }
-    safetensors_bytes(&named, None)
-}
-
-/// A snapshot decoded onto a device.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub weights: Vec<Tensor>,
-    pub buffers: Vec<Tensor>,
-    pub factors: Option<RowFactors>,
-}
-
-fn read_tensor(file: &SafeTensors<'_>, name: &str, shape: &[i64], device: Device) -> Result<Tensor, WireError> {
-    let view = file.tensor(name).map_err(|_| WireError::Snapshot(format!("tensor {name} is missing")))?;
-    let got: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-    if view.dtype() != Dtype::F32 || got != shape {
-        return Err(WireError::Snapshot(format!(
-            "tensor {name} is {:?} {got:?}, expected F32 {shape:?}",
-            view.dtype()
-        )));
-    }
-    Ok(Tensor::from_data_size(view.data(), shape, Kind::Float).to_device(device))
-}
-
-pub fn decode_snapshot(bytes: &[u8], model: &Model, device: Device) -> Result<Snapshot, WireError> {
-    let file = SafeTensors::deserialize(bytes).map_err(|e| WireError::Snapshot(format!("{e:?}")))?;
-    let weights = model
-        .params()
-        .iter()
-        .map(|s| read_tensor(&file, &format!("weights.{}", s.name), &s.shape, device))
-        .collect::<Result<Vec<_>, _>>()?;
-    let buffers = model
-        .buffers()
-        .iter()
-        .map(|s| read_tensor(&file, &format!("buffers.{}", s.name), &s.shape, device))
-        .collect::<Result<Vec<_>, _>>()?;
-    let factors = match model.params().first() {
-        Some(first) if file.tensor(&format!("factors.{}", first.name)).is_ok() => Some(RowFactors(
-            model
-                .params()
-                .iter()
-                .map(|s| {
-                    let rows = if s.shape.len() >= 2 { vec![s.shape[0]] } else { s.shape.clone() };
-                    read_tensor(&file, &format!("factors.{}", s.name), &rows, device)
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        )),
-        _ => None,
-    };
-    Ok(Snapshot { weights, buffers, factors })
 }
 
 fn kind_of(encoding: GradientEncoding) -> Kind {
@@ -278,6 +215,8 @@ mod tests {
 
     use super::*;
     use crate::model::InputShape;
+    use crate::optim::TrainState;
+    use crate::perturb::RowFactors;
 
     fn model() -> Model {
         Model::new(ModelKind::SmallCnn, InputShape { channels: 3, height: 16, width: 16 }, 10)
@@ -295,6 +234,54 @@ mod tests {
         assert!(back.factors.unwrap().0.iter().zip(&factors.0).all(|(a, b)| a.equal(b)));
         let plain = decode_snapshot(&encode_snapshot(&m, &w, &b, None), &m, Device::Cpu).unwrap();
         assert!(plain.factors.is_none());
+    }
+
+    #[test]
+    fn published_snapshots_are_the_encoded_ones_and_reuse_their_memory() {
+        let m = model();
+        let (w, b) = m.init(5, Device::Cpu);
+        let state = TrainState::new(w, b);
+        let factors = RowFactors::from_history(&state.weights().iter().map(|t| t * t).collect::<Vec<_>>(), 0.1);
+        let writer = SnapshotWriter::new(&m);
+        for f in [None, Some(&factors)] {
+            let published = writer.write(&state, f);
+            assert_eq!(&published[..], &encode_snapshot(&m, state.weights(), state.buffers(), f)[..]);
+            let back = decode_snapshot(&published, &m, Device::Cpu).unwrap();
+            assert!(back.weights.iter().zip(state.weights()).all(|(a, b)| a.equal(b)));
+            // Read in one piece: every weight is a view of one tensor.
+            let base = back.weights[0].data_ptr() as usize;
+            let offsets: Vec<usize> = back.weights.iter().map(|t| t.data_ptr() as usize - base).collect();
+            let sizes: Vec<usize> = state.weights().iter().map(|t| t.numel() * 4).collect();
+            assert!(offsets.windows(2).zip(&sizes).all(|(o, size)| o[1] - o[0] == *size));
+        }
+        let first = writer.write(&state, None);
+        let address = first.as_ptr();
+        drop(first);
+        assert_eq!(writer.write(&state, None).as_ptr(), address, "a dropped version's buffer is reused");
+    }
+
+    /// Snapshots written by other safetensors writers (tensors in name
+    /// order, not in one piece per group) read the same.
+    #[test]
+    fn snapshots_laid_out_otherwise_read_the_same() {
+        let m = model();
+        let (w, b) = m.init(6, Device::Cpu);
+        let mut named: Vec<(String, Encoded)> = Vec::new();
+        for (spec, t) in m.params().iter().zip(&w) {
+            named.push((format!("weights.{}", spec.name), Encoded::f32(t)));
+        }
+        for (spec, t) in m.buffers().iter().zip(&b) {
+            named.push((format!("buffers.{}", spec.name), Encoded::f32(t)));
+        }
+        let bytes = safetensors_bytes(&named, None);
+        assert_ne!(bytes, encode_snapshot(&m, &w, &b, None));
+        let back = decode_snapshot(&bytes, &m, Device::Cpu).unwrap();
+        assert!(back.weights.iter().zip(&w).all(|(x, y)| x.equal(y)));
+        assert!(back.buffers.iter().zip(&b).all(|(x, y)| x.equal(y)));
+        let mut wrong = named;
+        wrong[0].1 = Encoded::f32(&Tensor::zeros([3], (Kind::Float, Device::Cpu)));
+        let err = decode_snapshot(&safetensors_bytes(&wrong, None), &m, Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("weights.conv1.weight"), "{err}");
     }
 
     #[test]
