@@ -52,6 +52,8 @@ struct Workload {
     updates: u64,
     warmup: u64,
     device: String,
+    /// Section 1's target, m-arwp on 2 workers / sgd on 1, as a number and as shown.
+    parallel_target: (f64, &'static str),
 }
 
 impl Workload {
@@ -86,22 +88,25 @@ async fn best_runs(w: &Workload, runs: &[(Method, usize)], rounds: usize) -> Vec
 /// A markdown table of where the time of each run's update goes.
 fn profile_table(label: &str, runs: &[(Method, usize)], timings: &[Timing]) -> String {
     let mut md = format!(
-        "\n{label}, mean ms per update: `waiting` is from an update's tasks being published to its last result \
-         arriving (workers fetching, computing, pushing); `aggregation` and `publish` are the server's engine \
-         (decode + mean + F + SGD; serialising the next weights); `compute` is one task's gradient on a worker, by \
-         role.\n\n\
-         | run | per update | waiting | aggregation | publish | compute: clean | perturbed | sam |\n\
-         |---|---|---|---|---|---|---|---|\n"
+        "\n{label}, ms per update, means over the timed updates (warm-up and last update excluded; means, unlike \
+         medians, add up): `waiting` is from an update's tasks being published to its last result arriving \
+         (workers fetching, computing, pushing); `aggregation` and `publish` are the server's engine (shard means, \
+         F and SGD in one pass; writing the next weights version); `rest` is the remainder of the update \
+         (checkpoints, scheduling, recording), so waiting + aggregation + publish + rest = per update. `compute` \
+         is one task's gradient on a worker, by role (within `waiting`).\n\n\
+         | run | per update | waiting | aggregation | publish | rest | compute: clean | perturbed | sam |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
     );
     for ((method, workers), t) in runs.iter().zip(timings) {
         let ms = |k: &str| t.profile.get(k).map_or("-".to_owned(), |s| format!("{:.1}", s * 1e3));
         let _ = writeln!(
             md,
-            "| {method} on {workers} worker(s) | {:.1} | {} | {} | {} | {} | {} | {} |",
+            "| {method} on {workers} worker(s) | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
             t.seconds_per_update * 1e3,
             ms("waiting"),
             ms("aggregation"),
             ms("publish"),
+            ms("rest"),
             ms("compute clean"),
             ms("compute perturbed"),
             ms("compute sam")
@@ -162,6 +167,7 @@ async fn main() {
         updates: env("SMALL_UPDATES", 30),
         warmup: 3,
         device: device.clone(),
+        parallel_target: (1.10, "≤ 1.10"),
     };
     let resnet = Workload {
         label: "ResNet-18",
@@ -172,6 +178,7 @@ async fn main() {
         updates: env("RESNET_UPDATES", 6),
         warmup: 2,
         device: device.clone(),
+        parallel_target: (1.08, "≤ 1.08"),
     };
     let mut figures: Vec<Figure> = Vec::new();
     let mut raw = serde_json::Map::new();
@@ -195,8 +202,8 @@ async fn main() {
                 ours: ms(t[1]),
                 theirs: ms(t[0]),
                 ratio: t[1] / t[0],
-                target: "≤ 1.10",
-                met: le(t[1] / t[0], 1.10),
+                target: w.parallel_target.1,
+                met: le(t[1] / t[0], w.parallel_target.0),
             });
             figures.push(Figure {
                 section: "2. against SAM",

@@ -67,16 +67,18 @@ pub struct Timing {
     pub seconds_per_update: f64,
     /// The server's peak resident memory (VmHWM), MiB.
     pub server_peak_mib: f64,
-    /// Where an update's time goes: mean seconds per update of the server's
-    /// phases (`waiting` for the tasks, `aggregation`, `publish`, ...) and of
-    /// the workers' gradient computations (`compute`, per task).
+    /// Where an update's time goes, over the timed updates only (warm-up
+    /// and last update excluded): mean seconds per update of the server's
+    /// phases (`waiting` for the tasks, `aggregation`, `publish`), `rest`
+    /// (everything else: checkpoints, scheduling, recording), which with
+    /// them adds up to `seconds_per_update`, and the workers' gradient
+    /// computations (`compute <role>`, per task, part of `waiting`).
     pub profile: BTreeMap<String, f64>,
 }
 
-/// Mean of a Prometheus histogram's series (sum / count) in `text`, for the
+/// Sum and count of a Prometheus histogram's series in `text`, for the
 /// series whose labels contain `labels` (all of them when empty).
-#[must_use]
-pub fn histogram_mean(text: &str, name: &str, labels: &str) -> Option<f64> {
+fn histogram_totals(text: &str, name: &str, labels: &str) -> (f64, f64) {
     let total = |suffix: &str| -> f64 {
         text.lines()
             .filter_map(|l| l.strip_prefix(&format!("{name}_{suffix}")))
@@ -84,8 +86,13 @@ pub fn histogram_mean(text: &str, name: &str, labels: &str) -> Option<f64> {
             .filter_map(|rest| rest.rsplit_once(' ')?.1.parse::<f64>().ok())
             .sum()
     };
-    let count = total("count");
-    (count > 0.0).then(|| total("sum") / count)
+    (total("sum"), total("count"))
+}
+
+/// The mean of what a histogram observed between two scrapes of `/metrics`.
+fn window_mean(before: &str, after: &str, name: &str, labels: &str) -> Option<f64> {
+    let ((s0, c0), (s1, c1)) = (histogram_totals(before, name, labels), histogram_totals(after, name, labels));
+    (c1 > c0).then(|| (s1 - s0) / (c1 - c0))
 }
 
 impl TimedJob {
@@ -153,37 +160,54 @@ impl TimedJob {
         let worker_metrics: Vec<_> = workers.iter().map(|w| w.announced("rwp-worker metrics on ")).collect();
         let mut client = connect(addr).await;
         let id = submit(&mut client, "bench", &self.spec()).await;
+        // Metrics are scraped when the first and the last timed update are
+        // reported, so that the profile covers the timed updates only.
+        let scrape = || async {
+            let mut texts = vec![http_get(metrics, "/metrics").await];
+            for m in &worker_metrics {
+                texts.push(http_get(*m, "/metrics").await);
+            }
+            texts
+        };
+        let (first_timed, last_timed) = (self.warmup - 1, self.warmup + self.updates - 2);
+        let mut stream =
+            client.watch_job(WatchJobRequest { job_id: id.clone(), from_step: 0 }).await.unwrap().into_inner();
+        let (mut times, mut before, mut after) = (Vec::new(), None, None);
+        while let Some(event) = stream.next().await {
+            if let Some(rwp_proto::v1::job_event::Event::Step(m)) = event.unwrap().event {
+                times.push(m.wall_time_s);
+                if m.step == first_timed {
+                    before = Some(scrape().await);
+                }
+                if m.step == last_timed {
+                    after = Some(scrape().await);
+                }
+            }
+        }
         wait_for_success(&mut client, &id, Duration::from_secs(3600)).await;
         let server_peak_mib = memory_mib(server.child.id()).1;
+        let (start, end) = (times[first_timed as usize], times[last_timed as usize]);
+        let seconds_per_update = (end - start) / (self.updates - 1) as f64;
+        let (before, after) = (before.expect("the first timed update"), after.expect("the last timed update"));
         let mut profile = BTreeMap::new();
-        let text = http_get(metrics, "/metrics").await;
-        for phase in ["waiting", "update", "aggregation", "publish"] {
-            if let Some(mean) = histogram_mean(&text, "rwp_step_seconds", &format!("phase=\"{phase}\"")) {
+        for phase in ["waiting", "aggregation", "publish"] {
+            if let Some(mean) = window_mean(&before[0], &after[0], "rwp_step_seconds", &format!("phase=\"{phase}\"")) {
                 profile.insert(phase.to_owned(), mean);
             }
         }
-        let mut texts = Vec::new();
-        for m in &worker_metrics {
-            texts.push(http_get(*m, "/metrics").await);
-        }
+        let accounted: f64 = profile.values().sum();
+        profile.insert("rest".to_owned(), seconds_per_update - accounted);
         for role in ["clean", "perturbed", "sam"] {
-            let means: Vec<f64> = texts
+            let means: Vec<f64> = before[1..]
                 .iter()
-                .filter_map(|t| histogram_mean(t, "rwp_worker_compute_seconds", &format!("role=\"{role}\"")))
+                .zip(&after[1..])
+                .filter_map(|(b, a)| window_mean(b, a, "rwp_worker_compute_seconds", &format!("role=\"{role}\"")))
                 .collect();
             if !means.is_empty() {
                 profile.insert(format!("compute {role}"), means.iter().sum::<f64>() / means.len() as f64);
             }
         }
-        let mut stream = client.watch_job(WatchJobRequest { job_id: id, from_step: 0 }).await.unwrap().into_inner();
-        let mut times = Vec::new();
-        while let Some(event) = stream.next().await {
-            if let Some(rwp_proto::v1::job_event::Event::Step(m)) = event.unwrap().event {
-                times.push(m.wall_time_s);
-            }
-        }
-        let (start, end) = (times[self.warmup as usize - 1], times[times.len() - 2]);
-        Timing { seconds_per_update: (end - start) / (self.updates - 1) as f64, server_peak_mib, profile }
+        Timing { seconds_per_update, server_peak_mib, profile }
     }
 }
 
