@@ -12,10 +12,13 @@
 //!    44.7 MB against a raw TCP copy (bench-transport);
 //! 5. the server's aggregation + update for 11 M parameters against
 //!    `optimizer.step()` (bench-aggregation);
-//! 6. the server's peak memory with 1, 8 and 32 workers on the same job.
+//! 6. the server's peak memory with 1, 8 and 32 workers on the same job;
+//! 7. the cost of evaluating every epoch: small CNN m-arwp on 2 workers,
+//!    CIFAR-shaped data with CIFAR's 5:1 train:test ratio, three epochs,
+//!    evaluation every epoch / none (`--eval-every-epochs 1` / `0`).
 //!
 //! Settings (environment): ROUNDS (3), SMALL_BATCH (256), SMALL_UPDATES
-//! (30), RESNET_BATCH (32), RESNET_UPDATES (6), SECTIONS (all: "1,2,3,4,5,6"),
+//! (30), RESNET_BATCH (32), RESNET_UPDATES (6), SECTIONS (all: "1,2,3,4,5,6,7"),
 //! DEVICE (cpu; `make bench-gpu` runs sections 1 to 3 with DEVICE=cuda).
 //! Each device's results replace their own block of BENCHMARKS.md.
 
@@ -153,7 +156,7 @@ fn machine(device: &str) -> String {
 async fn main() {
     let rounds: usize = env("ROUNDS", 3);
     let device: String = env("DEVICE", "cpu".to_owned());
-    let sections: String = env("SECTIONS", "1,2,3,4,5,6".to_owned());
+    let sections: String = env("SECTIONS", "1,2,3,4,5,6,7".to_owned());
     let wanted = |s: &str| sections.split(',').any(|x| x.trim() == s);
     let tmp = tempfile::tempdir().unwrap();
     let cifar = tmp.path().join("cifar");
@@ -334,6 +337,42 @@ async fn main() {
             ratio: peaks[1] / peaks[0],
             target: "≈ 1 (no growth with workers)",
             met: peaks[1] / peaks[0] <= 1.10,
+        });
+    }
+
+    if wanted("7") {
+        // 5,120 training and 1,024 test images: 10 updates of 2 × 256 an epoch.
+        let data = tmp.path().join("cifar-5-to-1");
+        write_cifar_like(&data, 1024, 1024, 11);
+        let epoch_workload = Workload {
+            label: "small CNN, CIFAR-shaped 5:1",
+            dataset: DatasetKind::Cifar10,
+            data_dir: Some(data),
+            batch: 256,
+            updates: 31,
+            warmup: 10,
+            ..small.clone()
+        };
+        println!("{}: m-arwp on 2 workers, 3 epochs timed, evaluation every epoch / none", epoch_workload.label);
+        let (mut with, mut without) = (f64::INFINITY, f64::INFINITY);
+        for round in 1..=rounds {
+            let mut job = epoch_workload.job(Method::MArwp, 2);
+            let plain = job.run().await.seconds_per_update * 1e3;
+            job.eval_every_epochs = 1;
+            let evaluated = job.run().await.seconds_per_update * 1e3;
+            println!("  round {round}: with evaluation {evaluated:.1} ms per update, without {plain:.1} ms");
+            with = with.min(evaluated);
+            without = without.min(plain);
+        }
+        raw.insert("epoch with evaluation ms per update".into(), json!({"with": with, "without": without}));
+        figures.push(Figure {
+            section: "7. evaluation",
+            name: "small CNN: an epoch with evaluation every epoch / without (m-arwp, 2 workers)".into(),
+            ours: format!("{with:.1} ms"),
+            theirs: format!("{without:.1} ms"),
+            ratio: with / without,
+            target: "≤ 1.05",
+            met: le(with / without, 1.05),
         });
     }
 

@@ -58,6 +58,8 @@ pub struct TimedJob {
     pub warmup: u64,
     /// The workers' device (`cpu`, `cuda`, ...).
     pub device: String,
+    /// The server's `eval_every_epochs` (0: at the end only).
+    pub eval_every_epochs: u64,
 }
 
 /// What a [`TimedJob`] measured.
@@ -111,6 +113,7 @@ impl TimedJob {
             updates: 20,
             warmup: 3,
             device: "cpu".into(),
+            eval_every_epochs: 0,
         }
     }
 
@@ -138,11 +141,12 @@ impl TimedJob {
     /// checkpoint).
     pub async fn run(&self) -> Timing {
         let (_tmp, dir) = data_dir();
+        let eval_every = self.eval_every_epochs.to_string();
         let flags = [
             "--checkpoint-every",
             "1000000",
             "--eval-every-epochs",
-            "0",
+            &eval_every,
             "--torch-threads",
             "1",
             "--metrics-listen",
