@@ -139,6 +139,16 @@ impl Store {
         Ok(())
     }
 
+    /// Records an evaluation together with the job's record.
+    pub fn put_evaluation(&self, record: &JobRecord, evaluation: &Evaluation) -> Result<(), ServerError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(JOBS)?.insert(record.id.as_str(), serde_json::to_vec(record)?.as_slice())?;
+        let key = (record.id.as_str(), evaluation.step);
+        txn.open_table(EVALS)?.insert(key, serde_json::to_vec(evaluation)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
     pub fn put_sweep(&self, record: &SweepRecord) -> Result<(), ServerError> {
         self.put_sweep_for(record, None)
     }
