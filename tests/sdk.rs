@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rwp_integration_tests::in_process::Cluster;
-use rwp_sdk::{Client, ClientConfig, DatasetKind, JobEvent, JobSpecBuilder, JobState, Method, SdkError};
+use rwp_sdk::{Client, ClientConfig, JobEvent, JobSpecBuilder, JobState, Method, SdkError};
 use tch::Tensor;
 use tokio_stream::StreamExt;
 
@@ -48,7 +48,9 @@ async fn every_call_of_the_sdk() {
     assert_eq!((last.state, last.step), (JobState::Succeeded, 14));
     let position = |step| events.iter().position(|e| matches!(e, JobEvent::Step(m) if m.step == step)).unwrap();
     let eval_position = events.iter().position(|e| matches!(e, JobEvent::Evaluation(e) if e.step == 7)).unwrap();
-    assert!(position(6) < eval_position && eval_position < position(7), "the evaluation follows its epoch's last step");
+    // Workers evaluate while training goes on: the evaluation of version 7
+    // comes after the step that made it, maybe after later ones too.
+    assert!(position(6) < eval_position, "the evaluation follows its epoch's last step");
 
     // Replaying from the middle.
     let tail = collect(&client, &job.id, 10).await;
@@ -112,12 +114,13 @@ async fn errors_are_typed_and_name_the_problem() {
     let err = JobSpecBuilder::new(Method::MRwp).lambda(1.5).build().unwrap_err();
     assert!(matches!(&err, SdkError::InvalidSpec(m) if m.contains("lambda")), "{err}");
 
-    // The server checks what the SDK cannot: here, the dataset's files
-    // (named by file, without the server's paths).
-    let spec =
-        JobSpecBuilder::new(Method::Sgd).dataset(DatasetKind::Cifar10).data_dir("/nonexistent/cifar").build().unwrap();
-    let err = client.submit("no-data", &spec).await.unwrap_err();
-    assert!(matches!(&err, SdkError::InvalidSpec(m) if m.contains("data_batch_1.bin in data_dir")), "{err}");
+    // The server checks what the SDK cannot: here, that the model file the
+    // job names was uploaded.
+    let mut spec = JobSpecBuilder::new(Method::Sgd).build().unwrap();
+    spec.model = rwp_spec::ModelKind::TorchScript;
+    spec.model_file = Some(rwp_spec::ModelFile { sha256: "ab".repeat(32), size_bytes: 10 });
+    let err = client.submit("no-model", &spec).await.unwrap_err();
+    assert!(matches!(&err, SdkError::NotFound(m) if m.contains("upload it first")), "{err}");
 
     let err = client.get("job-missing").await.unwrap_err();
     assert!(matches!(&err, SdkError::NotFound(m) if m.contains("job-missing")), "{err}");

@@ -127,6 +127,7 @@ pub struct ServerCommand {
     flags: Vec<String>,
     env: Vec<(String, String)>,
     log: Option<PathBuf>,
+    cwd: Option<PathBuf>,
 }
 
 impl ServerCommand {
@@ -138,6 +139,7 @@ impl ServerCommand {
             flags: SERVER_FLAGS.iter().map(|f| (*f).to_owned()).collect(),
             env: Vec::new(),
             log: None,
+            cwd: None,
         }
     }
 
@@ -168,6 +170,13 @@ impl ServerCommand {
         self
     }
 
+    /// Runs the server in `dir` (where a relative path resolves).
+    #[must_use]
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.cwd = Some(dir.to_owned());
+        self
+    }
+
     #[must_use]
     pub fn listen_on(mut self, listen: &str) -> Self {
         self.listen = listen.to_owned();
@@ -181,7 +190,11 @@ impl ServerCommand {
             }
             None => Stdio::inherit(),
         };
-        let child = Command::new(binary("rwp-server"))
+        let mut command = Command::new(binary("rwp-server"));
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        let child = command
             .args(["--listen", &self.listen, "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.flags)
@@ -211,12 +224,23 @@ pub fn start_worker_on(server: SocketAddr, name: &str, device: &str) -> Proc {
 /// `extra` flag-value pairs (TLS, credentials, metrics, ...), which replace
 /// the defaults of the same name.
 pub fn start_worker_with(url: &str, name: &str, extra: &[&str]) -> Proc {
+    start_worker_in(url, name, extra, None, &[])
+}
+
+/// [`start_worker_with`], run in the directory `cwd` (where a relative
+/// `data_dir` resolves) and with `env` added to its environment.
+pub fn start_worker_in(url: &str, name: &str, extra: &[&str], cwd: Option<&Path>, env: &[(&str, &str)]) -> Proc {
     let defaults = [["--server", url], ["--device", "cpu"], ["--threads", "1"], ["--name", name]];
     let overridden = |flag: &str| extra.chunks(2).any(|pair| pair[0] == flag);
     let args = defaults.iter().filter(|[flag, _]| !overridden(flag)).flatten().chain(extra);
-    let child = Command::new(binary("rwp-worker"))
+    let mut command = Command::new(binary("rwp-worker"));
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    let child = command
         .args(args)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod connections;
+pub mod evaluations;
 pub mod in_process;
 pub mod local_run;
 pub mod models;

@@ -2,8 +2,10 @@
 //! order, with the same functions the distributed service uses, so both give
 //! the same weights.
 
+use std::ops::Range;
 use std::path::Path;
 
+use rwp_spec::eval::{batch_samples, shard_batches, shard_count, BatchEval, EvalTotals};
 use rwp_spec::plan::{init_seed, tasks_for_step, Sampler};
 use rwp_spec::{JobSpec, Role, Schedule, SpecError, Task};
 use tch::{Device, Kind, Tensor};
@@ -102,6 +104,9 @@ pub fn evaluate_validation(
     data.validation.as_ref().map(|split| evaluate_split(model, data, split, weights, buffers, device))
 }
 
+/// Loss and accuracy on `split`: the per-batch results of every shard of
+/// its evaluation plan ([`rwp_spec::eval`]) summed in batch order, exactly
+/// as the parameter server sums the shards workers evaluate.
 fn evaluate_split(
     model: &Model,
     data: &Dataset,
@@ -110,18 +115,44 @@ fn evaluate_split(
     buffers: &[Tensor],
     device: Device,
 ) -> Evaluation {
-    let _no_grad = tch::no_grad_guard();
-    let (mut loss, mut correct, mut n) = (0.0, 0.0, 0usize);
-    for batch in data.batches(split, 500) {
-        let batch = batch.to_device(device);
-        let logits = model.forward(weights, buffers, &batch.images, BnMode::Eval);
-        let len = batch.len();
-        loss += logits.cross_entropy_for_logits(&batch.labels).double_value(&[]) * len as f64;
-        correct +=
-            logits.argmax(-1, false).eq_tensor(&batch.labels).to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
-        n += len;
+    let mut totals = EvalTotals::default();
+    for shard in 0..shard_count(split.len()) {
+        let batches = shard_batches(split.len(), shard);
+        for batch in evaluate_batches(model, data, split, batches, weights, buffers, device) {
+            totals.add(&batch);
+        }
     }
-    Evaluation { loss: loss / n as f64, accuracy: correct / n as f64 }
+    Evaluation { loss: totals.loss(), accuracy: totals.accuracy() }
+}
+
+/// The results of the evaluation batches `batches` of `split` (one shard of
+/// an evaluation), with the running statistics in `buffers`.
+#[must_use]
+pub fn evaluate_batches(
+    model: &Model,
+    data: &Dataset,
+    split: &Split,
+    batches: Range<usize>,
+    weights: &[Tensor],
+    buffers: &[Tensor],
+    device: Device,
+) -> Vec<BatchEval> {
+    let _no_grad = tch::no_grad_guard();
+    batches
+        .map(|index| {
+            let batch = data.slice(split, batch_samples(split.len(), index)).to_device(device);
+            let logits = model.forward(weights, buffers, &batch.images, BnMode::Eval);
+            let len = batch.len();
+            let mean_loss = logits.cross_entropy_for_logits(&batch.labels).double_value(&[]);
+            let correct = logits
+                .argmax(-1, false)
+                .eq_tensor(&batch.labels)
+                .to_kind(Kind::Double)
+                .sum(Kind::Double)
+                .double_value(&[]);
+            BatchEval { loss_sum: mean_loss * len as f64, correct, samples: len as u64 }
+        })
+        .collect()
 }
 
 /// The tasks of one update with their batches, before they are computed.

@@ -122,7 +122,7 @@ fn main() {
         let mut compute = Duration::ZERO;
         for (i, task) in step_tasks(step).iter().enumerate() {
             let install = (i == 0).then_some(snapshot.as_slice());
-            let computed = host.compute(task, returns_buffers(task), install, Duration::from_secs(600)).unwrap();
+            let computed = host.compute(task, returns_buffers(task), install, 0, Duration::from_secs(600)).unwrap();
             compute += computed.compute_time;
             std::hint::black_box(computed.payload);
         }

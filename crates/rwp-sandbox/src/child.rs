@@ -10,10 +10,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use rwp_core::data::Dataset;
+use rwp_core::data::DatasetInfo;
 use rwp_core::grad::compute_task;
 use rwp_core::model::{inspect_script, Model, ScriptModule, ScriptSource};
-use rwp_core::trainer::{evaluate, evaluate_validation, parse_device};
+use rwp_core::trainer::{evaluate_batches, parse_device};
 use rwp_core::wire::{self, Snapshot};
+use rwp_spec::eval::shard_batches;
 use rwp_spec::plan::{init_seed, Sampler};
 use rwp_spec::{JobSpec, Schedule};
 use tch::Device;
@@ -21,7 +23,7 @@ use tch::Device;
 use crate::allowlist;
 use crate::confine::confine;
 use crate::panic_message;
-use crate::protocol::{self, ExactEvaluation, Policy, Request, Response};
+use crate::protocol::{self, ExactBatch, Policy, Request, Response, WEIGHT_SLOTS};
 use crate::shm::Region;
 
 /// The entry point of the `rwp-sandbox` binary: `rwp-sandbox POLICY_JSON`,
@@ -101,11 +103,33 @@ fn vet(module: &ScriptModule) -> Result<(), String> {
 
 struct Job {
     spec: JobSpec,
-    data: Dataset,
+    /// `None` where the job was opened without its data (the server).
+    data: Option<Dataset>,
     model: Model,
     sampler: Sampler,
     initial: Vec<u8>,
-    weights: Option<Snapshot>,
+    weights: [Option<Snapshot>; WEIGHT_SLOTS],
+}
+
+impl Job {
+    /// Installs the snapshot of `len` bytes in the input region into `slot`
+    /// when given; returns the slot's weights and the job's data.
+    fn weights(
+        &mut self,
+        input_region: &Option<Region>,
+        snapshot_len: Option<u64>,
+        slot: usize,
+        device: Device,
+    ) -> Result<(&Snapshot, &Dataset, &Model), Response> {
+        let held = self.weights.get_mut(slot).ok_or_else(|| failed(format!("no weights slot {slot}")))?;
+        if let Some(len) = snapshot_len {
+            let bytes = input(input_region, len)?;
+            *held = Some(wire::decode_snapshot(bytes, &self.model, device).map_err(|e| failed(e.to_string()))?);
+        }
+        let weights = held.as_ref().ok_or_else(|| failed("no weights version is installed".to_owned()))?;
+        let data = self.data.as_ref().ok_or_else(|| failed("the job was opened without its data".to_owned()))?;
+        Ok((weights, data, &self.model))
+    }
 }
 
 struct Sandbox {
@@ -131,28 +155,23 @@ impl Sandbox {
                 let tensors = inspect_script(ScriptSource::Bytes(model), vet).map_err(refusal)?;
                 Ok(Response::Inspected { params: tensors.params, buffers: tensors.buffers })
             }
-            Request::OpenJob { spec, model_len } => self.open(*spec, model_len),
+            Request::OpenJob { spec, model_len, with_data } => self.open(*spec, model_len, with_data),
             Request::InitialSnapshot => {
                 let job = self.job.as_ref().ok_or_else(|| failed("no job is open".to_owned()))?;
                 let out = output(&mut self.output, job.initial.len())?;
                 out[..job.initial.len()].copy_from_slice(&job.initial);
                 Ok(Response::Snapshot { len: job.initial.len() as u64 })
             }
-            Request::Compute { task, returns_buffers, snapshot_len } => {
+            Request::Compute { task, returns_buffers, snapshot_len, slot } => {
                 let job = self.job.as_mut().ok_or_else(|| failed("no job is open".to_owned()))?;
-                if let Some(len) = snapshot_len {
-                    let bytes = input(&self.input, len)?;
-                    job.weights =
-                        Some(wire::decode_snapshot(bytes, &job.model, self.device).map_err(|e| failed(e.to_string()))?);
-                }
-                let weights =
-                    job.weights.as_ref().ok_or_else(|| failed("no weights version is installed".to_owned()))?;
-                let started = Instant::now();
                 let samples = job.sampler.shard(&task);
-                let batch = job.data.train_batch(&samples).to_device(self.device);
+                let (spec, encoding) = (job.spec.clone(), job.spec.gradient_encoding);
+                let (weights, data, model) = job.weights(&self.input, snapshot_len, slot, self.device)?;
+                let started = Instant::now();
+                let batch = data.train_batch(&samples).to_device(self.device);
                 let result = compute_task(
-                    &job.spec,
-                    &job.model,
+                    &spec,
+                    model,
                     &weights.weights,
                     &weights.buffers,
                     &task,
@@ -170,7 +189,7 @@ impl Sandbox {
                 let region = self.output.as_mut().ok_or_else(|| failed("no output region".to_owned()))?;
                 let size = region.len();
                 let (gradient_bytes, buffer_bytes) =
-                    wire::write_result(&result.grads, job.spec.gradient_encoding, buffers, region.as_mut_slice())
+                    wire::write_result(&result.grads, encoding, buffers, region.as_mut_slice())
                         .ok_or_else(|| failed(format!("the result does not fit the output region of {size}")))?;
                 let total = gradient_bytes + buffer_bytes;
                 Ok(Response::Computed {
@@ -182,27 +201,32 @@ impl Sandbox {
                     compute_micros: started.elapsed().as_micros() as u64,
                 })
             }
-            Request::Evaluate { snapshot_len } => {
-                let job = self.job.as_ref().ok_or_else(|| failed("no job is open".to_owned()))?;
-                let bytes = input(&self.input, snapshot_len)?;
-                let snapshot =
-                    wire::decode_snapshot(bytes, &job.model, self.device).map_err(|e| failed(e.to_string()))?;
-                let exact = |e: rwp_core::trainer::Evaluation| ExactEvaluation::new(e.loss, e.accuracy);
-                let test = evaluate(&job.model, &job.data, &snapshot.weights, &snapshot.buffers, self.device);
-                let validation =
-                    evaluate_validation(&job.model, &job.data, &snapshot.weights, &snapshot.buffers, self.device);
-                Ok(Response::Evaluated { test: exact(test), validation: validation.map(exact) })
+            Request::Evaluate { task, snapshot_len, slot } => {
+                let job = self.job.as_mut().ok_or_else(|| failed("no job is open".to_owned()))?;
+                let (weights, data, model) = job.weights(&self.input, snapshot_len, slot, self.device)?;
+                let split = data
+                    .eval_split(task.split)
+                    .ok_or_else(|| failed(format!("the job has no {:?} split", task.split)))?;
+                let started = Instant::now();
+                let batches = shard_batches(split.len(), task.shard);
+                let results =
+                    evaluate_batches(model, data, split, batches, &weights.weights, &weights.buffers, self.device);
+                Ok(Response::Evaluated {
+                    batches: results.into_iter().map(ExactBatch::from).collect(),
+                    compute_micros: started.elapsed().as_micros() as u64,
+                })
             }
         }
     }
 
-    fn open(&mut self, spec: JobSpec, model_len: u64) -> Result<Response, Response> {
+    fn open(&mut self, spec: JobSpec, model_len: u64, with_data: bool) -> Result<Response, Response> {
         spec.validate().map_err(|e| failed(e.to_string()))?;
-        let data = Dataset::for_spec(&spec).map_err(|e| failed(e.to_string()))?;
+        let info = DatasetInfo::for_spec(&spec);
+        let data = with_data.then(|| Dataset::for_spec(&spec)).transpose().map_err(|e| failed(e.redacted()))?;
         let source = ScriptSource::Bytes(input(&self.input, model_len)?);
-        let model = Model::load_script_vetted(source, data.shape, data.classes, self.device, vet).map_err(refusal)?;
-        let schedule = Schedule::new(&spec, data.train.len()).map_err(|e| failed(e.to_string()))?;
-        let sampler = Sampler::new(&spec, &schedule, data.train.len());
+        let model = Model::load_script_vetted(source, info.shape, info.classes, self.device, vet).map_err(refusal)?;
+        let schedule = Schedule::new(&spec, info.train).map_err(|e| failed(e.to_string()))?;
+        let sampler = Sampler::new(&spec, &schedule, info.train);
         let (weights, buffers) = model.init(init_seed(&spec), Device::Cpu);
         let initial = wire::encode_snapshot(&model, &weights, &buffers, None);
         let named =
@@ -211,13 +235,13 @@ impl Sandbox {
         let response = Response::Opened {
             params: named(model.params()),
             buffers: named(model.buffers()),
-            input: [data.shape.channels, data.shape.height, data.shape.width],
-            classes: data.classes,
-            train_samples: data.train.len() as u64,
+            input: [info.shape.channels, info.shape.height, info.shape.width],
+            classes: info.classes,
+            train_samples: info.train as u64,
             snapshot_bytes: initial.len() as u64,
             payload_bytes: payload_bytes as u64,
         };
-        self.job = Some(Job { spec, data, model, sampler, initial, weights: None });
+        self.job = Some(Job { spec, data, model, sampler, initial, weights: Default::default() });
         Ok(response)
     }
 }

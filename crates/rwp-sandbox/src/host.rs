@@ -17,10 +17,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use rwp_spec::eval::{BatchEval, EvalTask};
 use rwp_spec::{JobSpec, Task};
 use tracing::{debug, warn};
 
-use crate::protocol::{self, ExactEvaluation, NamedShape, Policy, Request, Response};
+use crate::protocol::{self, NamedShape, Policy, Request, Response};
 use crate::shm::Region;
 
 /// Environment variables a sandbox inherits; everything else (tokens,
@@ -295,13 +296,22 @@ impl ModelHost {
         }
     }
 
-    /// Loads `spec`'s dataset and the module, checked against it.
+    /// Loads `spec`'s dataset and the module, checked against it (a worker).
     pub fn open_job(&mut self, spec: &JobSpec) -> Result<OpenedJob, SandboxError> {
-        let what = "loading the model and its data";
+        self.open(spec, true, "loading the model and its data")
+    }
+
+    /// Loads the module for `spec` without its data, which the sandbox does
+    /// not open (the server: it needs the module's tensors only).
+    pub fn describe_job(&mut self, spec: &JobSpec) -> Result<OpenedJob, SandboxError> {
+        self.open(spec, false, "loading the model")
+    }
+
+    fn open(&mut self, spec: &JobSpec, with_data: bool, what: &'static str) -> Result<OpenedJob, SandboxError> {
         let model = std::mem::take(&mut self.model);
         let model_len = self.write_input(&model);
         self.model = model;
-        let request = Request::OpenJob { spec: Box::new(spec.clone()), model_len: model_len? };
+        let request = Request::OpenJob { spec: Box::new(spec.clone()), model_len: model_len?, with_data };
         match self.request(request, &[], self.load_timeout, what)? {
             Response::Opened { params, buffers, input, classes, train_samples, snapshot_bytes, payload_bytes } => {
                 self.ensure_regions(snapshot_bytes, snapshot_bytes.max(payload_bytes))?;
@@ -320,18 +330,20 @@ impl ModelHost {
         }
     }
 
-    /// Computes `task`, first installing `snapshot` (weights version
-    /// `task.step`) when given.
+    /// Computes `task` with the weights in slot `slot` (of
+    /// [`crate::WEIGHT_SLOTS`]), first installing `snapshot` (weights version
+    /// `task.step`) there when given.
     pub fn compute(
         &mut self,
         task: &Task,
         returns_buffers: bool,
         snapshot: Option<&[u8]>,
+        slot: usize,
         timeout: Duration,
     ) -> Result<Computed, SandboxError> {
         let what = "the task";
         let snapshot_len = snapshot.map(|s| self.write_input(s)).transpose()?;
-        let request = Request::Compute { task: task.clone(), returns_buffers, snapshot_len };
+        let request = Request::Compute { task: task.clone(), returns_buffers, snapshot_len, slot };
         match self.request(request, &[], timeout, what)? {
             Response::Computed {
                 payload_len,
@@ -357,17 +369,22 @@ impl ModelHost {
         }
     }
 
-    /// Test and (when the job holds some out) validation loss and accuracy
-    /// of a weights version.
+    /// Evaluates the shard `task` with the weights in slot `slot`, first
+    /// installing `snapshot` (weights version `task.version`) there when
+    /// given; returns one result per batch and the time it took.
     pub fn evaluate(
         &mut self,
-        snapshot: &[u8],
+        task: &EvalTask,
+        snapshot: Option<&[u8]>,
+        slot: usize,
         timeout: Duration,
-    ) -> Result<(ExactEvaluation, Option<ExactEvaluation>), SandboxError> {
+    ) -> Result<(Vec<BatchEval>, Duration), SandboxError> {
         let what = "the evaluation";
-        let snapshot_len = self.write_input(snapshot)?;
-        match self.request(Request::Evaluate { snapshot_len }, &[], timeout, what)? {
-            Response::Evaluated { test, validation } => Ok((test, validation)),
+        let snapshot_len = snapshot.map(|s| self.write_input(s)).transpose()?;
+        match self.request(Request::Evaluate { task: *task, snapshot_len, slot }, &[], timeout, what)? {
+            Response::Evaluated { batches, compute_micros } => {
+                Ok((batches.into_iter().map(BatchEval::from).collect(), Duration::from_micros(compute_micros)))
+            }
             other => Err(self.unexpected(what, &other)),
         }
     }

@@ -30,7 +30,7 @@ pub mod shm;
 
 pub use child::main as sandbox_main;
 pub use host::{parse_user, Computed, Grants, Killer, ModelHost, OpenedJob, SandboxConfig, SandboxError, DEFAULT_USER};
-pub use protocol::ExactEvaluation;
+pub use protocol::WEIGHT_SLOTS;
 
 /// The message of a caught panic (model code that panicked in libtorch's
 /// bindings, say), for an error report.

@@ -15,6 +15,7 @@ use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
     SendFlags,
 };
+use rwp_spec::eval::{BatchEval, EvalTask};
 use rwp_spec::{JobSpec, Task};
 use serde::{Deserialize, Serialize};
 
@@ -46,30 +47,30 @@ pub struct Policy {
     pub require_landlock: bool,
 }
 
-/// One loss/accuracy pair, exact: floats travel as their bits so that
-/// evaluations stay bit-identical through JSON.
+/// One evaluation batch's result, exact: floats travel as their bits so
+/// that evaluations stay bit-identical through JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExactEvaluation {
-    pub loss_bits: u64,
-    pub accuracy_bits: u64,
+pub struct ExactBatch {
+    pub loss_sum_bits: u64,
+    pub correct_bits: u64,
+    pub samples: u64,
 }
 
-impl ExactEvaluation {
-    #[must_use]
-    pub fn new(loss: f64, accuracy: f64) -> Self {
-        Self { loss_bits: loss.to_bits(), accuracy_bits: accuracy.to_bits() }
-    }
-
-    #[must_use]
-    pub fn loss(self) -> f64 {
-        f64::from_bits(self.loss_bits)
-    }
-
-    #[must_use]
-    pub fn accuracy(self) -> f64 {
-        f64::from_bits(self.accuracy_bits)
+impl From<BatchEval> for ExactBatch {
+    fn from(b: BatchEval) -> Self {
+        Self { loss_sum_bits: b.loss_sum.to_bits(), correct_bits: b.correct.to_bits(), samples: b.samples }
     }
 }
+
+impl From<ExactBatch> for BatchEval {
+    fn from(b: ExactBatch) -> Self {
+        Self { loss_sum: f64::from_bits(b.loss_sum_bits), correct: f64::from_bits(b.correct_bits), samples: b.samples }
+    }
+}
+
+/// How many weights versions a sandbox holds at once (a worker's current
+/// update and an older version it evaluates).
+pub const WEIGHT_SLOTS: usize = 2;
 
 /// A tensor's name and shape.
 pub type NamedShape = (String, Vec<i64>);
@@ -81,16 +82,18 @@ pub enum Request {
     /// Check the module (its file's `model_len` bytes are in the input
     /// region) and list its tensors (an upload).
     Inspect { model_len: u64 },
-    /// Load the job's dataset and the module (in the input region), check
-    /// it against the data.
-    OpenJob { spec: Box<JobSpec>, model_len: u64 },
+    /// Load the module (in the input region) for the job, checked against
+    /// the dataset's shape; with `with_data`, load the dataset too (a
+    /// worker). Without it (the server) no data file is opened.
+    OpenJob { spec: Box<JobSpec>, model_len: u64, with_data: bool },
     /// Write the job's initial weights version into the output region.
     InitialSnapshot,
-    /// Install the weights version in the input region (when given), then
-    /// compute `task`; the payload goes to the output region.
-    Compute { task: Task, returns_buffers: bool, snapshot_len: Option<u64> },
-    /// Evaluate the weights version in the input region.
-    Evaluate { snapshot_len: u64 },
+    /// Install the weights version in the input region into weights slot
+    /// `slot` (when given), then compute `task` with that slot's weights;
+    /// the payload goes to the output region.
+    Compute { task: Task, returns_buffers: bool, snapshot_len: Option<u64>, slot: usize },
+    /// The same for an evaluation shard: per-batch results come back.
+    Evaluate { task: EvalTask, snapshot_len: Option<u64>, slot: usize },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,8 +125,8 @@ pub enum Response {
         compute_micros: u64,
     },
     Evaluated {
-        test: ExactEvaluation,
-        validation: Option<ExactEvaluation>,
+        batches: Vec<ExactBatch>,
+        compute_micros: u64,
     },
     /// The request failed; `refused` when the module's code was refused.
     Failed {

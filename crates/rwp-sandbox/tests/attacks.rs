@@ -151,7 +151,7 @@ fn a_task_that_never_returns_is_killed_at_its_timeout() {
     let (task, snapshot) = first_task(&mut host, &file);
     let task = &task;
     let started = Instant::now();
-    let error = host.compute(task, true, Some(&snapshot), Duration::from_secs(1)).unwrap_err();
+    let error = host.compute(task, true, Some(&snapshot), 0, Duration::from_secs(1)).unwrap_err();
     assert!(matches!(error, SandboxError::TimedOut { .. }), "{error}");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
@@ -163,7 +163,7 @@ fn a_huge_allocation_fails_the_task_within_the_memory_limit() {
     let mut host = host(&file);
     let (task, snapshot) = first_task(&mut host, &file);
     let task = &task;
-    let error = host.compute(task, true, Some(&snapshot), Duration::from_secs(30)).unwrap_err();
+    let error = host.compute(task, true, Some(&snapshot), 0, Duration::from_secs(30)).unwrap_err();
     let message = error.to_string();
     assert!(message.contains("memory") || message.contains("alloc"), "{message}");
 }
@@ -180,7 +180,7 @@ fn a_killer_stops_a_running_task_from_another_thread() {
         std::thread::sleep(Duration::from_millis(500));
         killer.kill("the job was cancelled");
     });
-    let error = host.compute(task, true, Some(&snapshot), Duration::from_secs(60)).unwrap_err();
+    let error = host.compute(task, true, Some(&snapshot), 0, Duration::from_secs(60)).unwrap_err();
     kill.join().unwrap();
     assert!(matches!(&error, SandboxError::Killed { reason, .. } if reason == "the job was cancelled"), "{error}");
 }

@@ -12,6 +12,7 @@ use rwp_core::model::Model;
 use rwp_core::trainer::evaluate;
 use rwp_core::wire;
 use rwp_sandbox::{Grants, ModelHost, SandboxConfig};
+use rwp_spec::eval::{eval_tasks, EvalTotals};
 use rwp_spec::plan::{init_seed, tasks_for_step, Sampler};
 use rwp_spec::{JobSpec, Method, ModelKind, Role, Schedule};
 use tch::Device;
@@ -72,7 +73,7 @@ fn every_task_and_the_evaluation_match_the_unsandboxed_model_bit_for_bit() {
     for (i, task) in tasks.iter().enumerate() {
         let returns_buffers = task.role == Role::Clean;
         let sandboxed = host
-            .compute(task, returns_buffers, (i == 0).then_some(snapshot.as_slice()), Duration::from_secs(60))
+            .compute(task, returns_buffers, (i == 0).then_some(snapshot.as_slice()), 0, Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{task:?}: {e}"));
         let batch = data.train_batch(&sampler.shard(task));
         let local = compute_task(&spec, &model, &weights, &buffers, task, &batch, None);
@@ -84,7 +85,25 @@ fn every_task_and_the_evaluation_match_the_unsandboxed_model_bit_for_bit() {
         assert_eq!(sandboxed.loss.to_bits(), local.loss.to_bits(), "{task:?}: loss");
     }
 
-    let (test, _) = host.evaluate(&snapshot, Duration::from_secs(60)).unwrap();
+    // Evaluation shards, folded in shard order, are the local evaluation;
+    // the weights go to the second slot once.
+    let mut totals = EvalTotals::default();
+    for (i, task) in eval_tasks(0, data.test.len(), 0).iter().enumerate() {
+        let install = (i == 0).then_some(snapshot.as_slice());
+        let (batches, _) = host.evaluate(task, install, 1, Duration::from_secs(60)).unwrap();
+        batches.iter().for_each(|b| totals.add(b));
+    }
     let local = evaluate(&model, &data, &weights, &buffers, Device::Cpu);
-    assert_eq!((test.loss().to_bits(), test.accuracy().to_bits()), (local.loss.to_bits(), local.accuracy.to_bits()));
+    assert_eq!(
+        (totals.loss().to_bits(), totals.accuracy().to_bits()),
+        (local.loss.to_bits(), local.accuracy.to_bits())
+    );
+
+    // What the server asks for: the module's tensors, without the data.
+    let mut server = ModelHost::spawn(&config, &Grants { model_file: file.clone(), data_dir: None }).unwrap();
+    assert_eq!(server.describe_job(&spec).unwrap(), opened);
+    assert_eq!(server.initial_snapshot().unwrap(), snapshot);
+    let task = &eval_tasks(0, data.test.len(), 0)[0];
+    let err = server.evaluate(task, Some(&snapshot), 0, Duration::from_secs(60)).unwrap_err();
+    assert!(err.to_string().contains("opened without its data"), "{err}");
 }

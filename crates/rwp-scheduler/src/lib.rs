@@ -15,12 +15,24 @@
 //!   task is leased until the next update is scheduled;
 //! - a task given back with an error is re-issued; its third failure fails
 //!   the job;
-//! - a paused job, or a draining scheduler, hands out nothing.
+//! - a paused job, or a draining scheduler, hands out nothing;
+//! - evaluation shards ([`Scheduler::schedule_evaluation`]) follow the same
+//!   rules on the weights version they evaluate, several versions at once
+//!   and beside the job's current update, whose tasks always go first: an
+//!   evaluation only ever takes a worker that has no gradient task to do.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use rwp_spec::work::Work;
 use rwp_spec::{Role, Task};
+
+mod evaluation;
+mod slot;
+
+use slot::{slowest, Slot, Status};
+
+pub use evaluation::{CompleteEvaluation, EvalClaim, RecordedEvaluation};
 
 /// A task that fails this many times fails its job.
 pub const MAX_TASK_FAILURES: u32 = 3;
@@ -73,8 +85,7 @@ pub struct Planned {
 pub struct Lease {
     pub id: String,
     pub job: String,
-    pub task: Task,
-    pub returns_buffers: bool,
+    pub work: Work,
     /// The lease lapses at this time unless renewed.
     pub deadline: Instant,
     /// How long the worker may compute the task.
@@ -143,9 +154,9 @@ pub enum Released {
     /// The task is ready again.
     Requeued,
     /// The task failed and is ready again; it has failed `failures` times.
-    Failed { task: Task, failures: u32 },
+    Failed { work: Work, failures: u32 },
     /// The task failed [`MAX_TASK_FAILURES`] times: the job fails with this reason.
-    JobFails { job: String, task: Task, reason: String },
+    JobFails { job: String, work: Work, reason: String },
 }
 
 /// Tasks by state, and the workers seen lately.
@@ -162,70 +173,69 @@ pub struct Gauges {
 }
 
 #[derive(Debug)]
-enum Status {
-    Pending,
-    Leased { lease: String, deadline: Instant },
-    Done,
-}
-
-#[derive(Debug)]
-struct Slot<R> {
-    planned: Planned,
-    /// When the task became ready for a worker.
-    ready_since: Instant,
-    status: Status,
-    result: Option<R>,
-    failures: u32,
-    leased_at: Option<Instant>,
-}
-
-#[derive(Debug)]
 struct Update<R> {
     version: u64,
-    slots: Vec<Slot<R>>,
+    slots: Vec<Slot<Planned, R>>,
     published: Instant,
     /// Complete and handed to the engine.
     applying: bool,
     paused: bool,
     /// The longest a task of this job took from lease to result.
     slowest_task: Option<Duration>,
+    /// The longest an evaluation shard of this job took.
+    slowest_evaluation: Option<Duration>,
+}
+
+/// What a lease is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leased {
+    /// A gradient task of the update `step`.
+    Update { step: u64 },
+    /// A shard of the evaluation of weights version `version`.
+    Evaluation { version: u64 },
 }
 
 #[derive(Clone, Debug)]
 struct LeaseRef {
     job: String,
-    step: u64,
+    on: Leased,
     slot: usize,
     worker: String,
 }
 
 /// Every running job's current update and the leases on its tasks.
 #[derive(Debug)]
-pub struct Scheduler<R> {
+pub struct Scheduler<R, E = ()> {
     timing: Timing,
     /// Prefix of lease and worker ids: ids of another server process never match.
     incarnation: String,
     updates: BTreeMap<String, Update<R>>,
+    /// Each job's evaluations under way, by the version they evaluate.
+    evaluations: BTreeMap<String, BTreeMap<u64, evaluation::Round<E>>>,
     leases: HashMap<String, LeaseRef>,
     /// Registered workers: when each last asked for work.
     workers: HashMap<String, Instant>,
     issued: u64,
     /// Where the next lease search starts: jobs take turns.
     cursor: usize,
+    /// The same for evaluation shards.
+    evaluation_cursor: usize,
     draining: bool,
 }
 
-impl<R> Scheduler<R> {
+impl<R, E> Scheduler<R, E> {
     #[must_use]
     pub fn new(timing: Timing, incarnation: impl Into<String>) -> Self {
         Self {
             timing,
             incarnation: incarnation.into(),
             updates: BTreeMap::new(),
+            evaluations: BTreeMap::new(),
             leases: HashMap::new(),
             workers: HashMap::new(),
             issued: 0,
             cursor: 0,
+            evaluation_cursor: 0,
             draining: false,
         }
     }
@@ -239,31 +249,24 @@ impl<R> Scheduler<R> {
     }
 
     /// Makes `tasks` the job's update `version`, replacing the one before
-    /// (whose leases end).
+    /// (whose leases end; its evaluations go on).
     pub fn schedule(&mut self, job: &str, version: u64, tasks: Vec<Planned>, now: Instant) {
-        self.leases.retain(|_, l| l.job != job);
-        let slots = tasks
-            .into_iter()
-            .map(|planned| Slot {
-                planned,
-                ready_since: now,
-                status: Status::Pending,
-                result: None,
-                failures: 0,
-                leased_at: None,
-            })
-            .collect();
-        let slowest_task = self.updates.get(job).and_then(|u| u.slowest_task);
+        self.leases.retain(|_, l| l.job != job || !matches!(l.on, Leased::Update { .. }));
+        let slots = tasks.into_iter().map(|planned| Slot::new(planned, now)).collect();
+        let before = self.updates.get(job);
+        let slowest_task = before.and_then(|u| u.slowest_task);
+        let slowest_evaluation = before.and_then(|u| u.slowest_evaluation);
         self.updates.insert(
             job.to_owned(),
-            Update { version, slots, published: now, applying: false, paused: false, slowest_task },
+            Update { version, slots, published: now, applying: false, paused: false, slowest_task, slowest_evaluation },
         );
     }
 
-    /// The job ended: its update and leases are dropped.
+    /// The job ended: its update, its evaluations and their leases are dropped.
     pub fn unschedule(&mut self, job: &str) {
         self.leases.retain(|_, l| l.job != job);
         self.updates.remove(job);
+        self.evaluations.remove(job);
     }
 
     /// Stops handing out the job's tasks (its checkpoint cannot be written).
@@ -321,54 +324,51 @@ impl<R> Scheduler<R> {
             .ok_or_else(|| ScheduleError::UnknownLease(lease.to_owned()))
     }
 
-    /// Leases the next ready task to `worker`, jobs taking turns; `None`
-    /// when no task is ready.
+    /// Leases the next ready task to `worker`: a gradient task of some
+    /// job's current update if there is one (jobs taking turns), else a
+    /// shard of an evaluation (jobs taking turns, a job's oldest version
+    /// first); `None` when no task is ready.
     pub fn lease(&mut self, worker: &str, now: Instant) -> Result<Option<Lease>, ScheduleError> {
         let seen = self.workers.get_mut(worker).ok_or_else(|| ScheduleError::UnknownWorker(worker.to_owned()))?;
         *seen = now;
-        if self.draining || self.updates.is_empty() {
+        if self.draining {
             return Ok(None);
         }
+        if let Some(lease) = self.lease_update_task(worker, now) {
+            return Ok(Some(lease));
+        }
+        Ok(self.lease_evaluation(worker, now))
+    }
+
+    fn next_lease_id(&mut self) -> String {
+        self.issued += 1;
+        format!("l-{}-{}", self.incarnation, self.issued)
+    }
+
+    fn lease_update_task(&mut self, worker: &str, now: Instant) -> Option<Lease> {
         let jobs = self.updates.len();
+        if jobs == 0 {
+            return None;
+        }
         let start = self.cursor % jobs;
-        let ready =
+        let (offset, job, index) =
             self.updates.iter().cycle().skip(start).take(jobs).enumerate().find_map(|(offset, (job, update))| {
                 if update.applying || update.paused {
                     return None;
                 }
-                let index = update.slots.iter().position(|slot| match &slot.status {
-                    Status::Pending => true,
-                    Status::Leased { deadline, .. } => *deadline <= now,
-                    Status::Done => false,
-                })?;
+                let index = update.slots.iter().position(|slot| slot.ready(now))?;
                 Some((offset, job.clone(), index))
-            });
-        let Some((offset, job, index)) = ready else { return Ok(None) };
+            })?;
         self.cursor = start + offset + 1;
-        self.issued += 1;
-        let id = format!("l-{}-{}", self.incarnation, self.issued);
+        let id = self.next_lease_id();
         let update = self.updates.get_mut(&job).expect("found above");
         let task_timeout = task_timeout(&self.timing, update.slowest_task);
         let slot = &mut update.slots[index];
-        let (ready_since, replaces) = match &slot.status {
-            Status::Leased { lease, deadline } => (*deadline, Some(lease.clone())),
-            _ => (slot.ready_since, None),
-        };
-        let deadline = now + self.timing.lease_timeout;
-        slot.status = Status::Leased { lease: id.clone(), deadline };
-        slot.leased_at = Some(now);
-        let lease = Lease {
-            id: id.clone(),
-            job: job.clone(),
-            task: slot.planned.task.clone(),
-            returns_buffers: slot.planned.returns_buffers,
-            deadline,
-            task_timeout,
-            queued: now.saturating_duration_since(ready_since),
-            replaces,
-        };
-        self.leases.insert(id, LeaseRef { job, step: update.version, slot: index, worker: worker.to_owned() });
-        Ok(Some(lease))
+        let (deadline, queued, replaces) = slot.take(&id, now, self.timing.lease_timeout);
+        let work = Work::Gradient { task: slot.planned.task.clone(), returns_buffers: slot.planned.returns_buffers };
+        let on = Leased::Update { step: update.version };
+        self.leases.insert(id.clone(), LeaseRef { job: job.clone(), on, slot: index, worker: worker.to_owned() });
+        Some(Lease { id, job, work, deadline, task_timeout, queued, replaces })
     }
 
     /// Extends a lease; returns its new deadline. A lease whose task's
@@ -377,15 +377,19 @@ impl<R> Scheduler<R> {
     pub fn renew(&mut self, worker: &str, lease: &str, now: Instant) -> Result<Instant, ScheduleError> {
         let held = self.held(worker, lease)?;
         let deadline = now + self.timing.lease_timeout;
-        let update = self.updates.get_mut(&held.job).ok_or_else(|| ScheduleError::UnknownLease(lease.to_owned()))?;
-        let current_update = held.step == update.version;
-        match update.slots.get_mut(held.slot).map(|slot| &mut slot.status) {
-            Some(Status::Leased { lease: current, deadline: due }) if current == lease && current_update => {
-                *due = deadline;
-                Ok(deadline)
+        let stale = || ScheduleError::Stale(format!("lease {lease} is no longer held (expired, re-issued or done)"));
+        match held.on {
+            Leased::Update { step } => {
+                let update =
+                    self.updates.get_mut(&held.job).ok_or_else(|| ScheduleError::UnknownLease(lease.to_owned()))?;
+                if step != update.version {
+                    return Err(stale());
+                }
+                update.slots.get_mut(held.slot).ok_or_else(stale)?.renew(lease, deadline)
             }
-            Some(Status::Done) if current_update => Ok(deadline),
-            _ => Err(ScheduleError::Stale(format!("lease {lease} is no longer held (expired, re-issued or done)"))),
+            Leased::Evaluation { version } => {
+                self.evaluation_slot(&held.job, version, held.slot).ok_or_else(stale)?.renew(lease, deadline)
+            }
         }
     }
 
@@ -393,24 +397,34 @@ impl<R> Scheduler<R> {
     /// an `error` the failure is counted.
     pub fn release(&mut self, worker: &str, lease: &str, error: Option<&str>) -> Result<Released, ScheduleError> {
         let held = self.held(worker, lease)?;
-        let Some(slot) = self.updates.get_mut(&held.job).and_then(|u| u.slots.get_mut(held.slot)) else {
-            return Ok(Released::NotHeld);
+        let (failures, work) = match held.on {
+            Leased::Update { .. } => {
+                let Some(slot) = self.updates.get_mut(&held.job).and_then(|u| u.slots.get_mut(held.slot)) else {
+                    return Ok(Released::NotHeld);
+                };
+                let Some(failures) = slot.release(lease, error) else { return Ok(Released::NotHeld) };
+                let work =
+                    Work::Gradient { task: slot.planned.task.clone(), returns_buffers: slot.planned.returns_buffers };
+                (failures, work)
+            }
+            Leased::Evaluation { version } => {
+                let Some(slot) = self.evaluation_slot(&held.job, version, held.slot) else {
+                    return Ok(Released::NotHeld);
+                };
+                let Some(failures) = slot.release(lease, error) else { return Ok(Released::NotHeld) };
+                (failures, Work::Evaluation(slot.planned))
+            }
         };
-        if !matches!(&slot.status, Status::Leased { lease: current, .. } if current == lease) {
-            return Ok(Released::NotHeld);
-        }
-        slot.status = Status::Pending;
         let Some(error) = error else { return Ok(Released::Requeued) };
-        slot.failures += 1;
-        let task = slot.planned.task.clone();
-        if slot.failures < MAX_TASK_FAILURES {
-            return Ok(Released::Failed { task, failures: slot.failures });
+        if failures < MAX_TASK_FAILURES {
+            return Ok(Released::Failed { work, failures });
         }
-        let reason = format!(
-            "{:?} shard {} of step {} failed {} times; last error (worker {worker}): {error}",
-            task.role, task.shard, task.step, slot.failures
-        );
-        Ok(Released::JobFails { job: held.job, task, reason })
+        let what = match &work {
+            Work::Gradient { task, .. } => format!("{:?} shard {} of step {}", task.role, task.shard, task.step),
+            Work::Evaluation(t) => format!("{:?} evaluation shard {} of version {}", t.split, t.shard, t.version),
+        };
+        let reason = format!("{what} failed {failures} times; last error (worker {worker}): {error}");
+        Ok(Released::JobFails { job: held.job, work, reason })
     }
 
     /// Checks a push against its lease before its payload is read.
@@ -429,10 +443,10 @@ impl<R> Scheduler<R> {
             }
             return Err(ScheduleError::UnknownLease(push.lease.to_owned()));
         };
-        if lease.job != push.job || lease.step != push.step {
+        if lease.job != push.job || lease.on != (Leased::Update { step: push.step }) {
             return Err(ScheduleError::Mismatch(format!(
-                "lease {} is for job {} step {}, not job {} step {}",
-                push.lease, lease.job, lease.step, push.job, push.step
+                "lease {} is for job {} ({:?}), not job {} step {}",
+                push.lease, lease.job, lease.on, push.job, push.step
             )));
         }
         let slot = &update.slots[lease.slot];
@@ -460,6 +474,9 @@ impl<R> Scheduler<R> {
             .leases
             .get(lease)
             .ok_or_else(|| ScheduleError::Stale(format!("lease {lease} ended while its result was sent")))?;
+        if !matches!(held.on, Leased::Update { .. }) {
+            return Err(ScheduleError::Mismatch(format!("lease {lease} is not for a gradient task")));
+        }
         let update = self.updates.get(&held.job).ok_or_else(|| ScheduleError::NotScheduled(held.job.clone()))?;
         let slot = &update.slots[held.slot];
         if matches!(slot.status, Status::Done) {
@@ -471,12 +488,8 @@ impl<R> Scheduler<R> {
     /// Keeps a task's result; completes the update when it is the last.
     pub fn record(&mut self, slot: ResultSlot, result: R, now: Instant) -> Recorded<R> {
         let Some(update) = self.updates.get_mut(&slot.job) else { return Recorded::Accepted };
-        let kept = &mut update.slots[slot.index];
-        kept.status = Status::Done;
-        if let Some(took) = kept.leased_at.map(|at| now.saturating_duration_since(at)) {
-            update.slowest_task = Some(update.slowest_task.map_or(took, |s| s.max(took)));
-        }
-        kept.result = Some(result);
+        let took = update.slots[slot.index].fill(result, now);
+        update.slowest_task = slowest(update.slowest_task, took);
         if update.applying || update.slots.iter().any(|s| s.result.is_none()) {
             return Recorded::Accepted;
         }
@@ -514,12 +527,15 @@ impl<R> Scheduler<R> {
         let mut gauges = Gauges { running: self.updates.len() as u32, ..Gauges::default() };
         for update in self.updates.values().filter(|u| !u.applying && !u.paused) {
             for slot in &update.slots {
-                match &slot.status {
-                    Status::Pending => gauges.pending += 1,
-                    Status::Leased { deadline, .. } if *deadline <= now => gauges.pending += 1,
-                    Status::Leased { .. } => gauges.leased += 1,
-                    Status::Done => {}
-                }
+                slot.count(now, &mut gauges);
+            }
+        }
+        for (job, rounds) in &self.evaluations {
+            if self.is_paused(job) {
+                continue;
+            }
+            for slot in rounds.values().flat_map(|round| &round.slots) {
+                slot.count(now, &mut gauges);
             }
         }
         let window = self.timing.lease_timeout;

@@ -4,12 +4,13 @@
 //! - [`JobSpec`]: method, model, data and hyper-parameters, validated;
 //! - [`Schedule`]: learning rate and σ per update (docs/algorithms.md, "Schedules");
 //! - [`plan`]: the tasks of an update and the samples and seeds of each task;
+//! - [`eval`]: the shards of an evaluation and how their results are summed;
 //! - [`payload`]: the byte layout of a shard result and the server's checks
 //!   on a pushed one (sizes, order of messages, finite values);
 //! - what the service says, as domain values that `rwp-proto` converts to
 //!   and from its wire messages: a [`Job`] and its [`JobEvent`]s,
 //!   a [`report::Sweep`] and its trials, a [`StoredModel`], and the worker
-//!   API's [`work::LeasedTask`] and [`work::PushHeader`].
+//!   API's [`work::LeasedTask`], [`work::PushHeader`] and [`work::EvalPush`].
 //!
 //! Seeds are derived with [`rng::derive_seed`] from the job's root seed and a
 //! path `(tag, ...)`: initial weights `(1)`, the sample order of a stream in an
@@ -18,6 +19,7 @@
 //! `(4, t, shard)` (shard is 0 unless noise is independent per shard), and
 //! the validation samples held out of the training set `(5)`.
 
+pub mod eval;
 pub mod job;
 mod method;
 mod model_file;

@@ -1,10 +1,13 @@
-//! The worker API in domain terms: a task as a worker leases it, and the
-//! header of the result it pushes back. The worker builds a [`PushHeader`]
-//! and the server parses the same type; `rwp-proto` converts both to and
-//! from the wire (`rwp.v1.Task`, `rwp.v1.GradientHeader`).
+//! The worker API in domain terms: a task as a worker leases it (a gradient
+//! of an update, or a shard of an evaluation), the header of a gradient it
+//! pushes back and an evaluation shard's result. The worker builds a
+//! [`PushHeader`] or an [`EvalPush`] and the server parses the same types;
+//! `rwp-proto` converts them to and from the wire (`rwp.v1.Task`,
+//! `rwp.v1.GradientHeader`, `rwp.v1.PushEvaluationRequest`).
 
 use std::time::Duration;
 
+use crate::eval::{BatchEval, EvalTask};
 use crate::payload::Announced;
 use crate::{JobSpec, Role, Task};
 
@@ -15,14 +18,47 @@ pub struct LeasedTask {
     pub job_id: String,
     /// The job's spec: everything the result depends on, with the task.
     pub spec: JobSpec,
-    pub task: Task,
-    /// Whether the result carries the BatchNorm buffers after the task's batch.
-    pub returns_buffers: bool,
+    pub work: Work,
     /// When the lease lapses unless renewed (Unix ms).
     pub deadline_unix_ms: i64,
     /// How long the worker may compute the task before it kills it; `None`:
     /// no limit (0 on the wire). Whole milliseconds on the wire.
     pub timeout: Option<Duration>,
+}
+
+/// What a leased task computes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Work {
+    /// A gradient task of an update.
+    Gradient {
+        task: Task,
+        /// Whether the result carries the BatchNorm buffers after the task's batch.
+        returns_buffers: bool,
+    },
+    /// A shard of the evaluation of a weights version.
+    Evaluation(EvalTask),
+}
+
+impl Work {
+    /// The weights version the task computes on.
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        match self {
+            Work::Gradient { task, .. } => task.step,
+            Work::Evaluation(task) => task.version,
+        }
+    }
+}
+
+/// An evaluation shard's result, as a worker pushes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalPush {
+    pub worker_id: String,
+    pub lease_id: String,
+    pub job_id: String,
+    pub task: EvalTask,
+    /// One per batch of the shard, in batch order.
+    pub batches: Vec<BatchEval>,
 }
 
 /// What a worker says it is pushing: the header of a push, before the payload.

@@ -8,6 +8,10 @@
 //! and gradients come out through shared memory. A sandboxed task is killed
 //! when it runs past its time limit, when its lease is lost (a cancelled
 //! job) and when the worker shuts down.
+//!
+//! A task is a gradient of an update or a shard of an evaluation; each job
+//! keeps two weights versions ([`WeightSlots`]), the current update's and
+//! the one under evaluation.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -15,17 +19,20 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rwp_core::data::Dataset;
-use rwp_core::grad::compute_task;
+use rwp_core::data::{Dataset, DatasetInfo};
 use rwp_core::model::Model;
-use rwp_core::wire::{self, Snapshot};
+use rwp_core::wire::Snapshot;
 use rwp_sandbox::{Grants, Killer, ModelHost, SandboxConfig, SandboxError};
+use rwp_spec::eval::{shard_count, BatchEval, EvalSplit, EvalTask};
 use rwp_spec::plan::Sampler;
+use rwp_spec::work::Work;
 use rwp_spec::{JobSpec, Method, Role, Schedule, Task};
 use tch::Device;
 use tokio::sync::oneshot;
 use tracing::{debug, info, Span};
 
+use crate::in_process;
+use crate::slots::WeightSlots;
 use crate::WorkerError;
 
 /// Jobs whose data, model and weights are kept at once.
@@ -41,8 +48,7 @@ const EVICTION_CHECK: Duration = Duration::from_secs(60);
 pub(crate) struct TaskInput {
     pub job_id: String,
     pub spec: JobSpec,
-    pub task: Task,
-    pub returns_buffers: bool,
+    pub work: Work,
     /// The cached TorchScript file of a `torchscript` job.
     pub model_file: Option<std::path::PathBuf>,
     /// How long a sandboxed computation may run (`None`: no limit).
@@ -51,15 +57,29 @@ pub(crate) struct TaskInput {
     pub span: Span,
 }
 
-/// A computed result, ready to push.
+/// A gradient task's result, ready to push.
 #[derive(Debug)]
-pub(crate) struct TaskOutput {
+pub(crate) struct GradientOutput {
     /// Gradients, then (for tasks that return them) BatchNorm buffers.
     pub payload: Vec<u8>,
     pub gradient_bytes: u64,
     pub buffer_bytes: u64,
     pub loss: f64,
     pub accuracy: f64,
+}
+
+/// What a task computed.
+#[derive(Debug)]
+pub(crate) enum Computed {
+    Gradient(GradientOutput),
+    /// An evaluation shard: one result per batch, in batch order.
+    Evaluation(Vec<BatchEval>),
+}
+
+/// A computed result, ready to push.
+#[derive(Debug)]
+pub(crate) struct TaskOutput {
+    pub computed: Computed,
     pub compute_time: Duration,
     /// The snapshot bytes the task installed, once decoded: the next fetch
     /// reuses the buffer.
@@ -153,8 +173,8 @@ impl ComputeHandle {
         answer.await.map_err(|_| WorkerError::ComputeThreadGone)
     }
 
-    /// Computes a task, first installing `snapshot` (the bytes of weights
-    /// version `task.step`) when given.
+    /// Computes a task, first installing `snapshot` (the bytes of the
+    /// weights version the task names) when given.
     pub(crate) async fn compute(&self, input: TaskInput, snapshot: Option<Vec<u8>>) -> Result<TaskOutput, WorkerError> {
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -198,12 +218,12 @@ enum Backend {
         data: Dataset,
         model: Model,
         sampler: Sampler,
-        /// The latest weights version received, and its decoded snapshot.
-        weights: Option<(u64, Snapshot)>,
+        /// The weights versions received, decoded.
+        weights: WeightSlots<Snapshot>,
     },
     /// A TorchScript module, in its sandbox, which holds the data, the
-    /// model and the weights version `version`.
-    Sandboxed { host: ModelHost, version: Option<u64> },
+    /// model and the weights versions in `versions`' slots.
+    Sandboxed { host: ModelHost, versions: WeightSlots<()> },
 }
 
 impl JobState {
@@ -225,7 +245,7 @@ impl JobState {
             let mut host = ModelHost::spawn(sandbox, &grants).map_err(|e| WorkerError::Sandbox(e.to_string()))?;
             let opened = host.open_job(spec).map_err(|e| model_error(e.to_string()))?;
             let schedule = Schedule::new(spec, opened.train_samples as usize)?;
-            let backend = Backend::Sandboxed { host, version: None };
+            let backend = Backend::Sandboxed { host, versions: WeightSlots::default() };
             return Ok(Self { spec: spec.clone(), schedule, backend, last_used: Instant::now() });
         }
         let data = Dataset::for_spec(spec)?;
@@ -233,14 +253,14 @@ impl JobState {
             Model::for_spec(spec, data.shape, data.classes, None, device).map_err(|e| model_error(e.to_string()))?;
         let schedule = Schedule::new(spec, data.train.len())?;
         let sampler = Sampler::new(spec, &schedule, data.train.len());
-        let backend = Backend::InProcess { data, model, sampler, weights: None };
+        let backend = Backend::InProcess { data, model, sampler, weights: WeightSlots::default() };
         Ok(Self { spec: spec.clone(), schedule, backend, last_used: Instant::now() })
     }
 
     fn has_weights(&self, version: u64) -> bool {
         match &self.backend {
-            Backend::InProcess { weights, .. } => weights.as_ref().is_some_and(|(v, _)| *v == version),
-            Backend::Sandboxed { version: held, .. } => *held == Some(version),
+            Backend::InProcess { weights, .. } => weights.has(version),
+            Backend::Sandboxed { versions, .. } => versions.has(version),
         }
     }
 
@@ -253,7 +273,36 @@ impl JobState {
 
     /// Refuses a task that the job's plan cannot contain (it would otherwise
     /// index out of the batch or panic in libtorch).
-    fn check(&self, task: &Task) -> Result<(), WorkerError> {
+    fn check(&self, work: &Work) -> Result<(), WorkerError> {
+        match work {
+            Work::Gradient { task, .. } => self.check_gradient(task),
+            Work::Evaluation(task) => self.check_evaluation(task),
+        }
+    }
+
+    fn check_evaluation(&self, task: &EvalTask) -> Result<(), WorkerError> {
+        let info = DatasetInfo::for_spec(&self.spec);
+        let samples = match task.split {
+            EvalSplit::Test => info.test,
+            EvalSplit::Validation => info.validation,
+        };
+        let shards = shard_count(samples);
+        if task.num_shards != shards || task.shard >= task.num_shards {
+            return Err(WorkerError::InvalidTask(format!(
+                "{:?} evaluation shard {} of {} (the split has {shards})",
+                task.split, task.shard, task.num_shards
+            )));
+        }
+        if task.version > self.schedule.total_updates {
+            return Err(WorkerError::InvalidTask(format!(
+                "version {} is past the job's {} updates",
+                task.version, self.schedule.total_updates
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_gradient(&self, task: &Task) -> Result<(), WorkerError> {
         let spec = &self.spec;
         let (allowed, shards) = match task.role {
             Role::Clean => (spec.method.uses_clean(), spec.clean_shards),
@@ -373,41 +422,38 @@ impl ComputeThread {
         let _entered = input.span.enter();
         let device = self.device;
         let running = self.running.clone();
-        let task = &input.task;
         let job = self.job(&input.job_id, &input.spec, input.model_file.as_deref())?;
-        job.check(task)?;
+        job.check(&input.work)?;
+        if matches!(input.work, Work::Evaluation(_)) {
+            rwp_core::faults::hit("evaluation");
+        }
         let spec = &job.spec;
         let error = match &mut job.backend {
-            Backend::Sandboxed { host, version } => {
+            Backend::Sandboxed { host, versions } => {
                 running.set(Some(host.killer()));
                 let timeout = input.timeout.unwrap_or(NO_TIME_LIMIT);
-                let computed = host.compute(task, input.returns_buffers, snapshot.as_deref(), timeout);
+                let version = input.work.version();
+                let (slot, held) = versions.slot_for(version);
+                let computed = if held || snapshot.is_some() {
+                    sandboxed(host, &input.work, snapshot.as_deref(), slot, timeout)
+                } else {
+                    Err(SandboxError::Failed {
+                        what: "the task",
+                        message: format!("weights version {version} is not loaded"),
+                    })
+                };
                 running.set(None);
                 match computed {
-                    Ok(c) => {
-                        if snapshot.is_some() {
-                            *version = Some(task.step);
-                        }
-                        debug!(
-                            loss = c.loss,
-                            elapsed_ms = c.compute_time.as_millis() as u64,
-                            "computed in the sandbox"
-                        );
-                        return Ok(TaskOutput {
-                            payload: c.payload,
-                            gradient_bytes: c.gradient_bytes,
-                            buffer_bytes: c.buffer_bytes,
-                            loss: c.loss,
-                            accuracy: c.accuracy,
-                            compute_time: c.compute_time,
-                            spent_snapshot: snapshot,
-                        });
+                    Ok((computed, compute_time)) => {
+                        versions.put(slot, version, ());
+                        debug!(elapsed_ms = compute_time.as_millis() as u64, "computed in the sandbox");
+                        return Ok(TaskOutput { computed, compute_time, spent_snapshot: snapshot });
                     }
                     Err(e) => e,
                 }
             }
             Backend::InProcess { data, model, sampler, weights } => {
-                return compute_in_process(spec, data, model, sampler, weights, &input, snapshot, device);
+                return in_process::compute(spec, data, model, sampler, weights, &input, snapshot, device);
             }
         };
         // A sandbox that failed is gone: the next task of the job starts another.
@@ -416,69 +462,33 @@ impl ComputeThread {
     }
 }
 
+/// Runs a task in the job's sandbox with the weights in `slot`, installing
+/// `snapshot` there first when given.
+fn sandboxed(
+    host: &mut ModelHost,
+    work: &Work,
+    snapshot: Option<&[u8]>,
+    slot: usize,
+    timeout: Duration,
+) -> Result<(Computed, Duration), SandboxError> {
+    match work {
+        Work::Gradient { task, returns_buffers } => {
+            let c = host.compute(task, *returns_buffers, snapshot, slot, timeout)?;
+            let output = GradientOutput {
+                payload: c.payload,
+                gradient_bytes: c.gradient_bytes,
+                buffer_bytes: c.buffer_bytes,
+                loss: c.loss,
+                accuracy: c.accuracy,
+            };
+            Ok((Computed::Gradient(output), c.compute_time))
+        }
+        Work::Evaluation(task) => {
+            let (batches, took) = host.evaluate(task, snapshot, slot, timeout)?;
+            Ok((Computed::Evaluation(batches), took))
+        }
+    }
+}
+
 /// A sandboxed task's limit when the server gives none.
 const NO_TIME_LIMIT: Duration = Duration::from_secs(24 * 3600);
-
-#[allow(clippy::too_many_arguments)]
-fn compute_in_process(
-    spec: &JobSpec,
-    data: &Dataset,
-    model: &Model,
-    sampler: &mut Sampler,
-    weights: &mut Option<(u64, Snapshot)>,
-    input: &TaskInput,
-    snapshot: Option<Vec<u8>>,
-    device: Device,
-) -> Result<TaskOutput, WorkerError> {
-    let task = &input.task;
-    let spent_snapshot = match snapshot {
-        Some(bytes) => {
-            let decoded = wire::decode_snapshot(&bytes, model, device)?;
-            debug!(version = task.step, factors = decoded.factors.is_some(), "weights installed");
-            *weights = Some((task.step, decoded));
-            Some(bytes)
-        }
-        None => None,
-    };
-    let weights = match weights {
-        Some((version, weights)) if *version == task.step => weights,
-        _ => return Err(WorkerError::Compute(format!("weights version {} is not loaded", task.step))),
-    };
-
-    let started = Instant::now();
-    let samples = sampler.shard(task);
-    let batch = data.train_batch(&samples).to_device(device);
-    let result = compute_task(spec, model, &weights.weights, &weights.buffers, task, &batch, weights.factors.as_ref());
-    let mut payload = wire::encode_gradients(&result.grads, spec.gradient_encoding);
-    let gradient_bytes = payload.len() as u64;
-    let buffer_bytes = if input.returns_buffers {
-        let Some(buffers) = result.buffers.as_ref() else {
-            return Err(WorkerError::Compute(format!(
-                "bug: a {:?} task must return BatchNorm buffers but its result has none",
-                task.role
-            )));
-        };
-        let bytes = wire::encode_buffers(buffers);
-        payload.extend_from_slice(&bytes);
-        bytes.len() as u64
-    } else {
-        0
-    };
-    let compute_time = started.elapsed();
-    debug!(
-        loss = result.loss,
-        accuracy = result.accuracy,
-        samples = batch.len(),
-        elapsed_ms = compute_time.as_millis() as u64,
-        "computed"
-    );
-    Ok(TaskOutput {
-        payload,
-        gradient_bytes,
-        buffer_bytes,
-        loss: result.loss,
-        accuracy: result.accuracy,
-        compute_time,
-        spent_snapshot,
-    })
-}

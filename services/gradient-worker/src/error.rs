@@ -97,6 +97,17 @@ impl WorkerError {
         move |status| WorkerError::Rpc { call, status }
     }
 
+    /// The error as the server (and the job's owner) is told it: a dataset
+    /// that cannot be loaded is named by file and kind of failure, without
+    /// this worker's paths or anything read from the files.
+    #[must_use]
+    pub fn for_server(&self) -> String {
+        match self {
+            WorkerError::Data(e) => e.redacted(),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether the error means the connection to the server is gone (the
     /// server is down or restarting): the worker then reconnects and
     /// registers again.

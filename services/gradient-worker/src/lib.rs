@@ -42,8 +42,10 @@
 mod compute;
 pub mod config;
 mod error;
+mod in_process;
 mod models;
 mod rpc;
+mod slots;
 mod worker;
 
 pub use config::{ConfigFlags, WorkerConfig};

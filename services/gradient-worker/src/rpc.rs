@@ -306,6 +306,16 @@ pub(crate) async fn push(
     Ok(response.into_inner().accepted)
 }
 
+/// Pushes an evaluation shard's result. Returns whether the server
+/// accepted it (false: duplicate).
+pub(crate) async fn push_evaluation(session: &Session, push: rwp_spec::work::EvalPush) -> Result<bool, WorkerError> {
+    let mut request = Request::new(rwp_proto::v1::PushEvaluationRequest::from(push));
+    request.set_timeout(CALL_TIMEOUT);
+    rwp_telemetry::inject(&tracing::Span::current(), request.metadata_mut());
+    let response = session.client.clone().push_evaluation(request).await.map_err(WorkerError::rpc("PushEvaluation"))?;
+    Ok(response.into_inner().accepted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

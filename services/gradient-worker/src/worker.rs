@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
 use rwp_proto::v1;
+use rwp_spec::eval::EvalSplit;
 use rwp_spec::payload::Announced;
-use rwp_spec::work::{LeasedTask, PushHeader};
+use rwp_spec::work::{EvalPush, LeasedTask, PushHeader, Work};
 use rwp_spec::Role;
 use tch::Device;
 use tonic::Code;
 use tracing::{debug, error, info, info_span, warn, Instrument, Span};
 
-use crate::compute::{ComputeHandle, TaskInput};
+use crate::compute::{ComputeHandle, Computed, GradientOutput, TaskInput};
 use crate::models;
 use crate::rpc::{self, Session};
 use crate::{WorkerConfig, WorkerError};
@@ -43,11 +44,25 @@ struct Leased {
     input: TaskInput,
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Clean => "clean",
-        Role::Perturbed => "perturbed",
-        Role::Sam => "sam",
+/// The kind of a task, as metrics and spans name it.
+fn role_name(work: &Work) -> &'static str {
+    match work {
+        Work::Gradient { task, .. } => match task.role {
+            Role::Clean => "clean",
+            Role::Perturbed => "perturbed",
+            Role::Sam => "sam",
+        },
+        Work::Evaluation(task) => match task.split {
+            EvalSplit::Test => "evaluation-test",
+            EvalSplit::Validation => "evaluation-validation",
+        },
+    }
+}
+
+fn shard_of(work: &Work) -> u32 {
+    match work {
+        Work::Gradient { task, .. } => task.shard,
+        Work::Evaluation(task) => task.shard,
     }
 }
 
@@ -56,9 +71,9 @@ fn convert(task: v1::Task) -> Result<Leased, WorkerError> {
     let span = info_span!(
         "rwp.task",
         job = %leased.job_id,
-        step = leased.task.step,
-        role = %role_name(leased.task.role),
-        shard = leased.task.shard,
+        step = leased.work.version(),
+        role = %role_name(&leased.work),
+        shard = shard_of(&leased.work),
         lease = %leased.lease_id,
         device = tracing::field::Empty,
         bytes = tracing::field::Empty,
@@ -66,8 +81,7 @@ fn convert(task: v1::Task) -> Result<Leased, WorkerError> {
     let input = TaskInput {
         job_id: leased.job_id,
         spec: leased.spec,
-        task: leased.task,
-        returns_buffers: leased.returns_buffers,
+        work: leased.work,
         model_file: None,
         timeout: leased.timeout,
         span,
@@ -104,43 +118,54 @@ async fn process(
         input.model_file = Some(models::cached_model(session, model_cache_dir, file).await?);
     }
     let input = &input;
-    let task = &input.task;
-    let snapshot = if compute.has_weights(&input.job_id, task.step).await? {
+    let version = input.work.version();
+    let snapshot = if compute.has_weights(&input.job_id, version).await? {
         None
     } else {
-        let bytes = rpc::fetch_weights(session, &input.job_id, task.step, compute.snapshot_buffer()).await?;
+        let bytes = rpc::fetch_weights(session, &input.job_id, version, compute.snapshot_buffer()).await?;
         metrics.weight_bytes_in.inc(bytes.len() as f64);
         Some(bytes)
     };
     let output = compute.compute(input.clone(), snapshot).await?;
-    let role = role_name(task.role);
+    let role = role_name(&input.work);
     metrics.compute_seconds.observe_with(&[("role", role)], output.compute_time.as_secs_f64());
-    let header = PushHeader {
-        worker_id: session.worker_id.clone(),
-        lease_id: leased.lease_id.clone(),
-        job_id: input.job_id.clone(),
-        step: task.step,
-        role: task.role,
-        shard: task.shard,
-        weights_version: task.step,
-        loss: output.loss,
-        accuracy: output.accuracy,
-        announced: Announced {
-            encoding: input.spec.gradient_encoding,
-            gradient_bytes: output.gradient_bytes,
-            buffer_bytes: output.buffer_bytes,
-        },
-    };
-    let bytes = output.payload.len();
-    Span::current().record("bytes", bytes);
     let push_started = Instant::now();
-    let accepted = rpc::push(session, header, output.payload.into(), chunk_bytes).await?;
+    let (accepted, bytes, loss) = match (output.computed, &input.work) {
+        (Computed::Gradient(gradient), Work::Gradient { task, .. }) => {
+            let GradientOutput { payload, gradient_bytes, buffer_bytes, loss, accuracy } = gradient;
+            let header = PushHeader {
+                worker_id: session.worker_id.clone(),
+                lease_id: leased.lease_id.clone(),
+                job_id: input.job_id.clone(),
+                step: task.step,
+                role: task.role,
+                shard: task.shard,
+                weights_version: task.step,
+                loss,
+                accuracy,
+                announced: Announced { encoding: input.spec.gradient_encoding, gradient_bytes, buffer_bytes },
+            };
+            let bytes = payload.len();
+            Span::current().record("bytes", bytes);
+            (rpc::push(session, header, payload.into(), chunk_bytes).await?, bytes, Some(loss))
+        }
+        (Computed::Evaluation(batches), Work::Evaluation(task)) => {
+            let push = EvalPush {
+                worker_id: session.worker_id.clone(),
+                lease_id: leased.lease_id.clone(),
+                job_id: input.job_id.clone(),
+                task: *task,
+                batches,
+            };
+            (rpc::push_evaluation(session, push).await?, 0, None)
+        }
+        _ => return Err(WorkerError::Compute("bug: the result is not of the task's kind".to_owned())),
+    };
     drop(renewer);
     metrics.gradient_bytes_out.inc(bytes as f64);
     metrics.tasks.inc_with(&[("role", role), ("outcome", if accepted { "accepted" } else { "duplicate" })], 1.0);
     info!(
-        loss = output.loss,
-        accuracy = output.accuracy,
+        loss,
         bytes,
         compute_ms = output.compute_time.as_millis() as u64,
         push_ms = push_started.elapsed().as_millis() as u64,
@@ -421,7 +446,7 @@ impl Worker<'_> {
                     // The server is gone or restarting; it re-issues the task.
                     self.session = None;
                 } else {
-                    self.give_back(session, &leased.lease_id, Some(e.to_string())).instrument(span.clone()).await;
+                    self.give_back(session, &leased.lease_id, Some(e.for_server())).instrument(span.clone()).await;
                 }
                 true
             }

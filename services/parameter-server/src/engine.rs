@@ -1,13 +1,17 @@
 //! One training engine per running job, on its own thread: it owns the job's
-//! tensors (model, weights, momentum, `F`, BN buffers, test split) and does
-//! the work that needs libtorch: aggregation and update, evaluation,
-//! checkpoints, and serialising each new weights version once. The async side
-//! of the server only ever holds bytes; it talks to the engine over a channel.
+//! tensors (model, weights, momentum, `F`, BN buffers) and does the work
+//! that needs libtorch: aggregation and update, checkpoints, and serialising
+//! each new weights version once. The async side of the server only ever
+//! holds bytes; it talks to the engine over a channel.
+//!
+//! The engine never reads a dataset: the schedule and the model's shape come
+//! from [`DatasetInfo`]. Evaluations are the workers' (the coordinator
+//! schedules their shards); the engine only says when one is due.
 //!
 //! A TorchScript job's code never runs here: its model is known by its
 //! tensors only ([`Model::described`]), read from the module by a sandbox
-//! process that the engine keeps for the job's evaluations (started from
-//! the engine thread, which it dies with).
+//! process started from the engine thread when the engine starts, without
+//! access to the job's data, and stopped once it has described the module.
 
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
@@ -15,12 +19,11 @@ use std::thread;
 
 use bytes::Bytes;
 use rwp_core::checkpoint;
-use rwp_core::data::Dataset;
+use rwp_core::data::DatasetInfo;
 use rwp_core::model::Model;
 use rwp_core::optim::{
     apply_payloads, Finiteness, PayloadUpdateError, ShardPayload, StepPayloads, TrainState, UpdateReport,
 };
-use rwp_core::trainer::{evaluate, evaluate_validation, Evaluation};
 use rwp_core::wire::{self, SnapshotWriter};
 use rwp_sandbox::{Grants, ModelHost, SandboxConfig, SandboxError};
 use rwp_spec::payload::Layout;
@@ -53,15 +56,15 @@ pub struct RawStep {
 pub struct UpdateOutcome {
     /// `None` for a skipped update.
     pub report: Option<UpdateReport>,
-    /// (epoch, test evaluation, validation evaluation) when one was due.
-    pub evaluation: Option<(u64, Evaluation, Option<Evaluation>)>,
+    /// The epoch, when the version just published is to be evaluated.
+    pub evaluation: Option<u64>,
     /// The next weights version, serialised.
     pub snapshot: Bytes,
     /// Updates applied after this one.
     pub step: u64,
     /// Seconds spent per phase: `aggregation` (decoding the shard results,
-    /// averaging them, the history and the SGD step), `evaluation`,
-    /// `checkpoint` and `publish` (serialising the next weights version).
+    /// averaging them, the history and the SGD step), `checkpoint` and
+    /// `publish` (serialising the next weights version).
     pub phases: Vec<(&'static str, f64)>,
     /// A checkpoint was due and could not be written (the update itself
     /// stands; the job should not go on until a checkpoint succeeds).
@@ -76,6 +79,8 @@ pub struct EngineInit {
     /// Updates already applied (from the checkpoint, when resuming).
     pub step: u64,
     pub snapshot: Bytes,
+    /// The epoch, when the version resumed at is one to evaluate.
+    pub evaluation: Option<u64>,
     /// Checkpoint files passed over when resuming (corrupt, unreadable), with the reason.
     pub rejected_checkpoints: Vec<String>,
 }
@@ -98,9 +103,6 @@ pub enum EngineError {
     Update(#[from] rwp_core::optim::UpdateError),
     #[error(transparent)]
     Checkpoint(#[from] rwp_core::checkpoint::CheckpointError),
-    /// The job's dataset cannot be read (told without its server path).
-    #[error("{0}")]
-    Dataset(String),
     #[error(transparent)]
     Spec(#[from] rwp_spec::SpecError),
     /// A model whose result layout cannot be represented.
@@ -108,9 +110,6 @@ pub enum EngineError {
     Layout(#[from] rwp_spec::payload::PayloadError),
     #[error("the job names no model file")]
     NoModelFile,
-    /// The sandbox failed to evaluate a version twice; its last error.
-    #[error("evaluation failed: {0}")]
-    Evaluation(String),
 }
 
 enum Command {
@@ -222,75 +221,30 @@ struct Engine {
     config: EngineConfig,
     checkpoints: checkpoint::Rotation,
     model: Model,
-    evaluator: Evaluator,
     schedule: Schedule,
     state: TrainState,
     writer: SnapshotWriter,
 }
 
-/// Where a job's evaluations run.
-enum Evaluator {
-    /// A built-in model, on the test (and validation) split held here.
-    Local(Dataset),
-    /// A TorchScript module, in its sandbox (restarted when it died).
-    Sandboxed { host: Option<ModelHost>, sandbox: SandboxConfig, grants: Grants },
+/// The epoch of version `step` when it is to be evaluated: at the end of
+/// every `every`-th epoch (0: none) and at the end of the run.
+#[must_use]
+pub fn evaluation_due(schedule: &Schedule, every: u64, step: u64) -> Option<u64> {
+    let per_epoch = schedule.updates_per_epoch;
+    let epoch = step.div_ceil(per_epoch);
+    let due = step >= schedule.total_updates || (every > 0 && step % per_epoch == 0 && epoch % every == 0);
+    (due && step > 0).then_some(epoch)
 }
 
-impl Evaluator {
-    /// Starts a sandbox for `spec`'s module and opens the job in it.
-    fn open_sandbox(
-        spec: &JobSpec,
-        sandbox: &SandboxConfig,
-        grants: &Grants,
-    ) -> Result<(ModelHost, rwp_sandbox::OpenedJob), SandboxError> {
-        let mut host = ModelHost::spawn(sandbox, grants)?;
-        let opened = host.open_job(spec)?;
-        Ok((host, opened))
-    }
-
-    fn evaluate(
-        &mut self,
-        spec: &JobSpec,
-        model: &Model,
-        state: &TrainState,
-        snapshot: &[u8],
-    ) -> Result<(Evaluation, Option<Evaluation>), EngineError> {
-        match self {
-            Self::Local(data) => {
-                let (weights, buffers) = (state.weights(), state.buffers());
-                let test = evaluate(model, data, weights, buffers, Device::Cpu);
-                Ok((test, evaluate_validation(model, data, weights, buffers, Device::Cpu)))
-            }
-            Self::Sandboxed { host, sandbox, grants } => {
-                let timeout = sandbox.load_timeout;
-                let mut last = String::new();
-                // A sandbox that died (killed, out of memory) is started
-                // again once; a model that fails twice fails its job.
-                for _ in 0..2 {
-                    if host.as_ref().is_none_or(|h| !h.is_usable()) {
-                        *host = None;
-                        match Self::open_sandbox(spec, sandbox, grants) {
-                            Ok((started, _)) => *host = Some(started),
-                            Err(e) => {
-                                last = e.to_string();
-                                continue;
-                            }
-                        }
-                    }
-                    let running = host.as_mut().expect("started above");
-                    match running.evaluate(snapshot, timeout) {
-                        Ok((test, validation)) => {
-                            let plain =
-                                |e: rwp_sandbox::ExactEvaluation| Evaluation { loss: e.loss(), accuracy: e.accuracy() };
-                            return Ok((plain(test), validation.map(plain)));
-                        }
-                        Err(e) => last = e.to_string(),
-                    }
-                }
-                Err(EngineError::Evaluation(last))
-            }
-        }
-    }
+/// A TorchScript job's model, described by a sandbox that reads the module
+/// file and not the job's data.
+fn script_model(spec: &JobSpec, config: &EngineConfig) -> Result<Model, ServerError> {
+    let sandbox = config.sandbox.clone().map_err(|e| ServerError::Sandbox(e.to_string()))?;
+    let model_file = config.model_file.clone().ok_or(EngineError::NoModelFile)?;
+    let mut host = ModelHost::spawn(&sandbox, &Grants { model_file, data_dir: None })?;
+    let opened = host.describe_job(spec)?;
+    let initial = host.initial_snapshot()?;
+    described_model(&opened, &initial)
 }
 
 impl Engine {
@@ -298,26 +252,17 @@ impl Engine {
         if config.torch_threads > 0 {
             tch::set_num_threads(config.torch_threads);
         }
-        let (model, evaluator, train_len) = if spec.model == ModelKind::TorchScript {
-            let sandbox = config.sandbox.clone().map_err(|e| ServerError::Sandbox(e.to_string()))?;
-            let model_file = config.model_file.clone().ok_or(EngineError::NoModelFile)?;
-            let grants = Grants { model_file, data_dir: spec.data_dir.clone() };
-            let (mut host, opened) = Evaluator::open_sandbox(&spec, &sandbox, &grants)?;
-            let initial = host.initial_snapshot()?;
-            let model = described_model(&opened, &initial)?;
-            let train_len = opened.train_samples as usize;
-            (model, Evaluator::Sandboxed { host: Some(host), sandbox, grants }, train_len)
+        let data = DatasetInfo::for_spec(&spec);
+        let model = if spec.model == ModelKind::TorchScript {
+            script_model(&spec, &config)?
         } else {
-            let data = Dataset::for_spec(&spec).map_err(|e| EngineError::Dataset(crate::error::dataset_error(&e)))?;
-            let model = Model::new(spec.model, data.shape, data.classes);
-            let train_len = data.train.len();
-            (model, Evaluator::Local(data), train_len)
+            Model::new(spec.model, data.shape, data.classes)
         };
         let parameters = u64::try_from(model.num_parameters()).unwrap_or(u64::MAX);
         if let Some(limit) = config.max_parameters.filter(|limit| parameters > *limit) {
             return Err(ServerError::ModelTooLarge { model: spec.model.to_string(), parameters, limit });
         }
-        let schedule = Schedule::new(&spec, train_len).map_err(EngineError::from)?;
+        let schedule = Schedule::new(&spec, data.train).map_err(EngineError::from)?;
         let checkpoints = checkpoint::Rotation::in_dir(&config.checkpoint_dir);
         let (resumed, rejected) = checkpoints.load(&model, Device::Cpu);
         let state = match resumed {
@@ -336,9 +281,10 @@ impl Engine {
         )
         .map_err(EngineError::from)?;
         let writer = SnapshotWriter::new(&model);
-        let engine = Self { spec, config, checkpoints, model, evaluator, schedule: schedule.clone(), state, writer };
+        let engine = Self { spec, config, checkpoints, model, schedule: schedule.clone(), state, writer };
         let init = EngineInit {
             layout,
+            evaluation: evaluation_due(&schedule, engine.config.eval_every_epochs, engine.state.step),
             schedule,
             step: engine.state.step,
             snapshot: engine.snapshot(),
@@ -418,25 +364,12 @@ impl Engine {
 
     fn after_update(&mut self, report: Option<UpdateReport>) -> Result<UpdateOutcome, EngineError> {
         let step = self.state.step;
-        let per_epoch = self.schedule.updates_per_epoch;
         let done = step >= self.schedule.total_updates;
-        let epoch = step.div_ceil(per_epoch);
-        let eval_due = done
-            || (self.config.eval_every_epochs > 0
-                && step % per_epoch == 0
-                && epoch % self.config.eval_every_epochs == 0);
+        let evaluation = evaluation_due(&self.schedule, self.config.eval_every_epochs, step);
         let mut phases: Vec<(&'static str, f64)> = Vec::new();
         let started = std::time::Instant::now();
         let snapshot = self.snapshot();
         let publish = started.elapsed().as_secs_f64();
-        let started = std::time::Instant::now();
-        let evaluation = if eval_due {
-            let (test, validation) = self.evaluator.evaluate(&self.spec, &self.model, &self.state, &snapshot)?;
-            phases.push(("evaluation", started.elapsed().as_secs_f64()));
-            Some((epoch, test, validation))
-        } else {
-            None
-        };
         let mut checkpoint_error = None;
         if done || step % self.config.checkpoint_every == 0 {
             let started = std::time::Instant::now();

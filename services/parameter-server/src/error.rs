@@ -154,22 +154,6 @@ impl From<rwp_sandbox::SandboxError> for ServerError {
     }
 }
 
-/// A dataset the server could not load, told without its path on the
-/// server or anything read from its files: which file (by name, in
-/// `data_dir`) and what kind of failure.
-#[must_use]
-pub fn dataset_error(e: &rwp_core::data::DataError) -> String {
-    use rwp_core::data::DataError;
-    let name = |path: &std::path::Path| {
-        path.file_name().map_or_else(|| "a file".to_owned(), |n| n.to_string_lossy().into_owned())
-    };
-    match e {
-        DataError::NoDataDir { .. } => e.to_string(),
-        DataError::Io { path, source } => format!("cannot read {} in data_dir: {}", name(path), source.kind()),
-        DataError::Malformed { path, format, .. } => format!("{} in data_dir is not a valid {format} file", name(path)),
-    }
-}
-
 impl From<redb::Error> for ServerError {
     fn from(e: redb::Error) -> Self {
         ServerError::Storage(e.to_string())

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rwp_proto::v1::{self, job_service_server::JobService, worker_service_server::WorkerService};
 use rwp_spec::payload::{self, PayloadAssembler, PushMessage};
 use rwp_spec::sweep::SweepSpec;
+use rwp_spec::work::EvalPush;
 use rwp_spec::{JobSpec, ModelFile};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -154,6 +155,17 @@ impl WorkerService for Handlers {
         rwp_telemetry::set_parent_from(&span, request.metadata());
         self.push(request).instrument(span).await
     }
+
+    async fn push_evaluation(
+        &self,
+        request: Request<v1::PushEvaluationRequest>,
+    ) -> Result<Response<v1::PushEvaluationResponse>, Status> {
+        let span = tracing::info_span!("rwp.push_evaluation");
+        rwp_telemetry::set_parent_from(&span, request.metadata());
+        let push = EvalPush::try_from(request.into_inner()).map_err(invalid)?;
+        let accepted = self.coordinator.push_evaluation(push).instrument(span).await?;
+        Ok(Response::new(v1::PushEvaluationResponse { accepted }))
+    }
 }
 
 impl Handlers {
@@ -216,6 +228,11 @@ impl JobService for Handlers {
             .filter_map(|e| if let JobEvent::Step(m) = e { Some(m.step + 1) } else { None })
             .max()
             .unwrap_or(r.from_step);
+        // Evaluations complete on the workers while later steps go on: one
+        // is new unless the history held it, whatever the steps sent since.
+        let mut evaluated: std::collections::HashSet<u64> =
+            history.iter().filter_map(|e| if let JobEvent::Evaluation(e) = e { Some(e.step) } else { None }).collect();
+        let from_step = r.from_step;
         let (tx, rx) = mpsc::channel(64);
         let mut stopping = self.coordinator.stopping();
         tokio::spawn(async move {
@@ -248,7 +265,7 @@ impl JobService for Handlers {
                 let terminal = matches!(&event, JobEvent::State(j) if j.state.is_terminal());
                 let fresh = match &event {
                     JobEvent::Step(m) => m.step >= next_step,
-                    JobEvent::Evaluation(e) => e.step >= next_step,
+                    JobEvent::Evaluation(e) => e.step > from_step && evaluated.insert(e.step),
                     JobEvent::State(_) => true,
                 };
                 if let JobEvent::Step(m) = &event {

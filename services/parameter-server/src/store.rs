@@ -139,6 +139,16 @@ impl Store {
         Ok(())
     }
 
+    /// Records an evaluation together with the job's record.
+    pub fn put_evaluation(&self, record: &JobRecord, evaluation: &Evaluation) -> Result<(), ServerError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(JOBS)?.insert(record.id.as_str(), serde_json::to_vec(record)?.as_slice())?;
+        let key = (record.id.as_str(), evaluation.step);
+        txn.open_table(EVALS)?.insert(key, serde_json::to_vec(evaluation)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
     pub fn put_sweep(&self, record: &SweepRecord) -> Result<(), ServerError> {
         self.put_sweep_for(record, None)
     }
@@ -291,5 +301,45 @@ mod tests {
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(reopened.models(None).unwrap(), vec![model("bob", &a, 10, 3)]);
+    }
+
+    #[test]
+    fn evaluations_come_back_to_the_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let record: JobRecord = serde_json::from_value(serde_json::json!({
+            "id": "job-1", "name": "n", "spec": rwp_spec::JobSpec::reference(rwp_spec::Method::Sgd),
+            "state": "running", "step": 24, "total_updates": 24, "updates_per_epoch": 12, "error": null,
+            "created_unix_ms": 0, "updated_unix_ms": 0, "skipped_updates": 0, "last_step": null,
+            "last_evaluation": null, "wall_time_before_s": 0.0
+        }))
+        .unwrap();
+        // The shortest decimal of this loss parses to a neighbour without
+        // serde_json's float_roundtrip.
+        let evaluation = Evaluation {
+            step: 24,
+            epoch: 2,
+            test_loss: 2.828_424_751_758_575_4,
+            test_accuracy: 0.168,
+            wall_time_s: 1.0,
+            validation_loss: Some(0.1 + 0.2),
+            validation_accuracy: None,
+        };
+        let step = StepMetrics {
+            step: 23,
+            loss: 0.1 + 0.2,
+            accuracy: 0.5,
+            perturbed_loss: None,
+            lr: 0.05,
+            sigma: 0.0,
+            wall_time_s: 1.0,
+            skipped: false,
+        };
+        store.put_step(&record, &step, Some(&evaluation)).unwrap();
+        assert_eq!(store.steps("job-1", 0).unwrap()[0].loss.to_bits(), step.loss.to_bits());
+        let back = store.evaluations("job-1", 0).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].test_loss.to_bits(), evaluation.test_loss.to_bits());
+        assert_eq!(back[0].validation_loss.map(f64::to_bits), evaluation.validation_loss.map(f64::to_bits));
     }
 }

@@ -5,7 +5,10 @@
 
 mod augment;
 mod files;
+mod info;
 mod synthetic;
+
+pub use info::DatasetInfo;
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +27,28 @@ pub enum DataError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{} is not a valid {format} file: {reason}", path.display())]
     Malformed { path: PathBuf, format: &'static str, reason: String },
+    /// Files that hold another number of samples than the dataset has
+    /// (the parameter server plans the job from the standard sizes).
+    #[error("the {split} split of {dataset} has {found} samples; the dataset has {expected}")]
+    Size { dataset: DatasetKind, split: &'static str, found: usize, expected: usize },
+}
+
+impl DataError {
+    /// The error told without paths or anything read from the files: which
+    /// file (by name, in `data_dir`) and what kind of failure. What goes back
+    /// to a job's owner.
+    #[must_use]
+    pub fn redacted(&self) -> String {
+        let name =
+            |path: &Path| path.file_name().map_or_else(|| "a file".to_owned(), |n| n.to_string_lossy().into_owned());
+        match self {
+            DataError::NoDataDir { .. } | DataError::Size { .. } => self.to_string(),
+            DataError::Io { path, source } => format!("cannot read {} in data_dir: {}", name(path), source.kind()),
+            DataError::Malformed { path, format, .. } => {
+                format!("{} in data_dir is not a valid {format} file", name(path))
+            }
+        }
+    }
 }
 
 /// One split: images as `u8` in `[N, C, H, W]` order, and labels.
@@ -159,8 +184,19 @@ impl Dataset {
     /// The dataset of `spec`, with its validation samples held out of the
     /// training set ([`rwp_spec::plan::validation_split`]): what the
     /// server, every worker and the local trainer train and evaluate on.
+    ///
+    /// Files of another size than [`DatasetInfo`] says are refused: the
+    /// server plans the job from those sizes without reading the files.
     pub fn for_spec(spec: &JobSpec) -> Result<Self, DataError> {
         let mut data = Self::load(spec.dataset, spec.data_dir.as_deref(), spec.augment)?;
+        let info = DatasetInfo::for_spec(spec);
+        let full_train = info.train + info.validation;
+        for (split, found, expected) in [("train", data.train.len(), full_train), ("test", data.test.len(), info.test)]
+        {
+            if found != expected {
+                return Err(DataError::Size { dataset: spec.dataset, split, found, expected });
+            }
+        }
         data.hold_out_validation(spec);
         Ok(data)
     }
@@ -226,13 +262,28 @@ impl Dataset {
 
     /// `split` in order, not augmented, in batches of at most `batch_size`.
     pub fn batches<'a>(&'a self, split: &'a Split, batch_size: usize) -> impl Iterator<Item = Batch> + 'a {
+        (0..split.len())
+            .step_by(batch_size.max(1))
+            .map(move |start| self.slice(split, start..(start + batch_size).min(split.len())))
+    }
+
+    /// The samples `range` of `split`, in order, not augmented.
+    #[must_use]
+    pub fn slice(&self, split: &Split, range: std::ops::Range<usize>) -> Batch {
         let len = self.image_len();
-        (0..split.len()).step_by(batch_size.max(1)).map(move |start| {
-            let end = (start + batch_size).min(split.len());
-            let mut pixels = Vec::with_capacity((end - start) * len);
-            self.normalise(&split.images[start * len..end * len], &mut pixels);
-            self.make_batch(pixels, split.labels[start..end].to_vec())
-        })
+        let mut pixels = Vec::with_capacity(range.len() * len);
+        self.normalise(&split.images[range.start * len..range.end * len], &mut pixels);
+        self.make_batch(pixels, split.labels[range].to_vec())
+    }
+
+    /// The split an evaluation task covers; `None`: the job holds no
+    /// validation samples out.
+    #[must_use]
+    pub fn eval_split(&self, split: rwp_spec::eval::EvalSplit) -> Option<&Split> {
+        match split {
+            rwp_spec::eval::EvalSplit::Test => Some(&self.test),
+            rwp_spec::eval::EvalSplit::Validation => self.validation.as_ref(),
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use crate::model::InputShape;
 
 pub(super) const SHAPE: InputShape = InputShape { channels: 3, height: 16, width: 16 };
 pub(super) const CLASSES: i64 = 10;
-const TRAIN: usize = 1000;
-const TEST: usize = 2000;
+pub(super) const TRAIN: usize = 1000;
+pub(super) const TEST: usize = 2000;
 const LABEL_NOISE: f64 = 0.3;
 const SEED: u64 = 0x5EED_DA7A;
 

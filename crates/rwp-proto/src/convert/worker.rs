@@ -1,11 +1,13 @@
-//! What the worker API carries: leased tasks, push headers (roles and the
-//! announced payload) and the messages of a push stream.
+//! What the worker API carries: leased tasks (gradients and evaluation
+//! shards), push headers (roles and the announced payload), the messages of
+//! a push stream, and evaluation results.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use rwp_spec::eval::{BatchEval, EvalSplit, EvalTask};
 use rwp_spec::payload::{Announced, PushMessage};
-use rwp_spec::work::{LeasedTask, PushHeader};
+use rwp_spec::work::{EvalPush, LeasedTask, PushHeader, Work};
 use rwp_spec::{JobSpec, Role, Task};
 
 use super::spec::encoding_from_wire;
@@ -103,47 +105,137 @@ impl TryFrom<v1::GradientHeader> for PushHeader {
     }
 }
 
-/// The trace context of the task's update travels beside the message (in
-/// its metadata), not in it.
-impl From<LeasedTask> for v1::Task {
-    fn from(l: LeasedTask) -> Self {
-        v1::Task {
-            lease_id: l.lease_id,
-            job_id: l.job_id,
-            spec: Some((&l.spec).into()),
-            step: l.task.step,
-            role: v1::Role::from(l.task.role).into(),
-            shard: l.task.shard,
-            num_shards: l.task.num_shards,
-            noise_seed: l.task.noise_seed,
-            sigma: l.task.sigma,
-            lease_deadline_unix_ms: l.deadline_unix_ms,
-            returns_buffers: l.returns_buffers,
-            timeout_ms: l.timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+impl From<EvalSplit> for v1::EvaluationSplit {
+    fn from(s: EvalSplit) -> Self {
+        match s {
+            EvalSplit::Test => v1::EvaluationSplit::Test,
+            EvalSplit::Validation => v1::EvaluationSplit::Validation,
         }
     }
 }
 
+/// Decodes a wire evaluation split, named `field` in errors.
+fn split_from_wire(value: i32, field: &'static str) -> Result<EvalSplit, ConversionError> {
+    match v1::EvaluationSplit::try_from(value).map_err(|_| unknown(field, value))? {
+        v1::EvaluationSplit::Unspecified => Err(missing(field)),
+        v1::EvaluationSplit::Test => Ok(EvalSplit::Test),
+        v1::EvaluationSplit::Validation => Ok(EvalSplit::Validation),
+    }
+}
+
+impl From<EvalTask> for v1::EvaluationTask {
+    fn from(t: EvalTask) -> Self {
+        v1::EvaluationTask {
+            version: t.version,
+            split: v1::EvaluationSplit::from(t.split).into(),
+            shard: t.shard,
+            num_shards: t.num_shards,
+        }
+    }
+}
+
+/// `split_field` names the split in errors (`evaluation.split`, `task.split`).
+fn eval_task_from_wire(t: &v1::EvaluationTask, split_field: &'static str) -> Result<EvalTask, ConversionError> {
+    Ok(EvalTask {
+        version: t.version,
+        split: split_from_wire(t.split, split_field)?,
+        shard: t.shard,
+        num_shards: t.num_shards,
+    })
+}
+
+impl From<EvalPush> for v1::PushEvaluationRequest {
+    fn from(p: EvalPush) -> Self {
+        v1::PushEvaluationRequest {
+            worker_id: p.worker_id,
+            lease_id: p.lease_id,
+            job_id: p.job_id,
+            task: Some(p.task.into()),
+            batches: p
+                .batches
+                .into_iter()
+                .map(|b| v1::EvaluatedBatch { loss_sum: b.loss_sum, correct: b.correct, samples: b.samples })
+                .collect(),
+        }
+    }
+}
+
+/// Fields are named as in the message (`task`, `task.split`).
+impl TryFrom<v1::PushEvaluationRequest> for EvalPush {
+    type Error = ConversionError;
+    fn try_from(p: v1::PushEvaluationRequest) -> Result<Self, Self::Error> {
+        let task = p.task.as_ref().ok_or_else(|| missing("task"))?;
+        Ok(EvalPush {
+            task: eval_task_from_wire(task, "task.split")?,
+            worker_id: p.worker_id,
+            lease_id: p.lease_id,
+            job_id: p.job_id,
+            batches: p
+                .batches
+                .into_iter()
+                .map(|b| BatchEval { loss_sum: b.loss_sum, correct: b.correct, samples: b.samples })
+                .collect(),
+        })
+    }
+}
+
+/// The trace context of the task's update travels beside the message (in
+/// its metadata), not in it. An evaluation task sets `evaluation` and leaves
+/// the gradient fields at their defaults.
+impl From<LeasedTask> for v1::Task {
+    fn from(l: LeasedTask) -> Self {
+        let mut wire = v1::Task {
+            lease_id: l.lease_id,
+            job_id: l.job_id,
+            spec: Some((&l.spec).into()),
+            lease_deadline_unix_ms: l.deadline_unix_ms,
+            timeout_ms: l.timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            ..v1::Task::default()
+        };
+        match l.work {
+            Work::Gradient { task, returns_buffers } => {
+                wire.step = task.step;
+                wire.role = v1::Role::from(task.role).into();
+                wire.shard = task.shard;
+                wire.num_shards = task.num_shards;
+                wire.noise_seed = task.noise_seed;
+                wire.sigma = task.sigma;
+                wire.returns_buffers = returns_buffers;
+            }
+            Work::Evaluation(task) => {
+                wire.step = task.version;
+                wire.evaluation = Some(task.into());
+            }
+        }
+        wire
+    }
+}
+
 /// Fields are named as in the `Task` message (`spec`, `spec.method`,
-/// `role`); a zero `timeout_ms` is no timeout.
+/// `role`, `evaluation.split`); a zero `timeout_ms` is no timeout.
 impl TryFrom<v1::Task> for LeasedTask {
     type Error = ConversionError;
     fn try_from(t: v1::Task) -> Result<Self, Self::Error> {
         let spec = JobSpec::try_from(t.spec.ok_or_else(|| missing("spec"))?)?;
-        let role = role_from_wire(t.role)?;
+        let work = match &t.evaluation {
+            Some(evaluation) => Work::Evaluation(eval_task_from_wire(evaluation, "evaluation.split")?),
+            None => Work::Gradient {
+                task: Task {
+                    step: t.step,
+                    role: role_from_wire(t.role)?,
+                    shard: t.shard,
+                    num_shards: t.num_shards,
+                    noise_seed: t.noise_seed,
+                    sigma: t.sigma,
+                },
+                returns_buffers: t.returns_buffers,
+            },
+        };
         Ok(LeasedTask {
             lease_id: t.lease_id,
             job_id: t.job_id,
             spec,
-            task: Task {
-                step: t.step,
-                role,
-                shard: t.shard,
-                num_shards: t.num_shards,
-                noise_seed: t.noise_seed,
-                sigma: t.sigma,
-            },
-            returns_buffers: t.returns_buffers,
+            work,
             deadline_unix_ms: t.lease_deadline_unix_ms,
             timeout: (t.timeout_ms > 0).then(|| Duration::from_millis(t.timeout_ms)),
         })
@@ -215,15 +307,15 @@ mod tests {
             lease_id: "l-1".into(),
             job_id: "job-1".into(),
             spec,
-            task,
-            returns_buffers: true,
+            work: Work::Gradient { task, returns_buffers: true },
             deadline_unix_ms: 1_700_000_000_000,
             timeout: Some(Duration::from_millis(1500)),
         };
         let wire = v1::Task::from(leased.clone());
         assert_eq!(wire.timeout_ms, 1500);
+        assert_eq!(wire.evaluation, None);
         assert_eq!(LeasedTask::try_from(wire.clone()).unwrap(), leased);
-        let unlimited = LeasedTask { timeout: None, ..leased };
+        let unlimited = LeasedTask { timeout: None, ..leased.clone() };
         assert_eq!(v1::Task::from(unlimited.clone()).timeout_ms, 0);
         assert_eq!(LeasedTask::try_from(v1::Task::from(unlimited.clone())).unwrap(), unlimited);
 
@@ -234,5 +326,37 @@ mod tests {
         let mut bad_spec = wire;
         bad_spec.spec.as_mut().unwrap().method = 0;
         assert_eq!(LeasedTask::try_from(bad_spec).unwrap_err().field, "spec.method");
+
+        let task = EvalTask { version: 12, split: EvalSplit::Validation, shard: 1, num_shards: 3 };
+        let evaluation = LeasedTask { work: Work::Evaluation(task), ..leased };
+        let wire = v1::Task::from(evaluation.clone());
+        assert_eq!((wire.step, wire.role), (12, 0), "an evaluation task has no role");
+        assert_eq!(LeasedTask::try_from(wire.clone()).unwrap(), evaluation);
+        let mut bad_split = wire;
+        bad_split.evaluation.as_mut().unwrap().split = 0;
+        assert_eq!(LeasedTask::try_from(bad_split).unwrap_err().to_string(), "evaluation.split: must be set");
+    }
+
+    #[test]
+    fn evaluation_pushes_round_trip_exactly() {
+        let push = EvalPush {
+            worker_id: "w-1".into(),
+            lease_id: "l-2".into(),
+            job_id: "job-1".into(),
+            task: EvalTask { version: 4, split: EvalSplit::Test, shard: 0, num_shards: 2 },
+            batches: vec![
+                BatchEval { loss_sum: 0.1 + 0.2, correct: 17.0, samples: 500 },
+                BatchEval { loss_sum: f64::MIN_POSITIVE, correct: 0.0, samples: 3 },
+            ],
+        };
+        let wire = v1::PushEvaluationRequest::from(push.clone());
+        let back = EvalPush::try_from(wire.clone()).unwrap();
+        assert_eq!(back, push);
+        assert_eq!(back.batches[0].loss_sum.to_bits(), (0.1f64 + 0.2).to_bits());
+        let err = EvalPush::try_from(v1::PushEvaluationRequest { task: None, ..wire.clone() }).unwrap_err();
+        assert_eq!(err.to_string(), "task: must be set");
+        let mut bad = wire;
+        bad.task.as_mut().unwrap().split = 5;
+        assert_eq!(EvalPush::try_from(bad).unwrap_err().to_string(), "task.split: unknown value 5");
     }
 }

@@ -111,6 +111,19 @@ pub fn wire_task(spec: &JobSpec, task: &rwp_spec::Task) -> v1::Task {
         lease_deadline_unix_ms: 0,
         returns_buffers: returns_buffers(spec, task.role),
         timeout_ms: 0,
+        evaluation: None,
+    }
+}
+
+/// The wire task of an evaluation shard of the fixture's job.
+pub fn wire_eval_task(spec: &JobSpec, task: rwp_spec::eval::EvalTask) -> v1::Task {
+    v1::Task {
+        lease_id: String::new(),
+        job_id: JOB_ID.to_owned(),
+        spec: Some(spec.into()),
+        step: task.version,
+        evaluation: Some(task.into()),
+        ..v1::Task::default()
     }
 }
 
@@ -148,6 +161,7 @@ pub struct FakeState {
     pub models: HashMap<String, Bytes>,
     pub model_fetches: Vec<String>,
     pub pushes: Vec<RecordedPush>,
+    pub evaluations: Vec<v1::PushEvaluationRequest>,
     next_lease: u64,
 }
 
@@ -311,6 +325,18 @@ impl WorkerService for FakeServer {
         let duplicate = s.pushes.iter().any(|p| p.header.lease_id == header.lease_id);
         s.pushes.push(RecordedPush { header, chunk_sizes, payload });
         Ok(Response::new(v1::PushGradientResponse { accepted: !duplicate }))
+    }
+
+    async fn push_evaluation(
+        &self,
+        request: Request<v1::PushEvaluationRequest>,
+    ) -> Result<Response<v1::PushEvaluationResponse>, Status> {
+        let push = request.into_inner();
+        self.check_worker(&push.worker_id)?;
+        let mut s = self.state.lock().unwrap();
+        let duplicate = s.evaluations.iter().any(|p| p.lease_id == push.lease_id);
+        s.evaluations.push(push);
+        Ok(Response::new(v1::PushEvaluationResponse { accepted: !duplicate }))
     }
 }
 

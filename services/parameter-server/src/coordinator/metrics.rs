@@ -68,7 +68,7 @@ impl ServerMetrics {
             step_seconds: r.histogram(
                 "rwp_step_seconds",
                 "Time of one update by phase: waiting (for its tasks), update (all the engine does), and its \
-                 parts: aggregation, evaluation, checkpoint, publish.",
+                 parts: aggregation, checkpoint, publish; and of an evaluation on the workers (evaluation).",
             ),
             job_loss: r.gauge("rwp_job_loss", "Training loss of the latest update, by job."),
             job_accuracy: r.gauge("rwp_job_accuracy", "Training accuracy of the latest update, by job."),

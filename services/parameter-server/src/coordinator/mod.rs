@@ -8,6 +8,8 @@
 //! - [`updates`]: a complete update handed to the job's engine and its
 //!   outcome applied; [`recorder`] its side effects (store, TensorBoard,
 //!   metrics);
+//! - [`evaluations`]: evaluations as shards leased to workers, their
+//!   results summed and recorded;
 //! - [`sweeps`]: hyper-parameter sweeps, driven by their trials' events;
 //! - [`models`]: uploaded model files;
 //! - [`admission`]: checks of names, request ids and data directories.
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rwp_scheduler::{Planned, Scheduler, Timing};
+use rwp_spec::eval::BatchEval;
 use rwp_spec::payload::{Layout, PayloadSizes};
 use rwp_spec::plan::tasks_for_step;
 use rwp_spec::rng::derive_seed;
@@ -40,6 +43,7 @@ use crate::store::Store;
 use rwp_telemetry::Registry;
 
 mod admission;
+mod evaluations;
 mod metrics;
 mod models;
 mod recorder;
@@ -94,12 +98,14 @@ struct Run {
     /// The trace span of the current update: open from its tasks'
     /// publication to its application; workers' task spans are its children.
     step_span: tracing::Span,
+    /// Versions under evaluation on the workers, by version.
+    evaluating: BTreeMap<u64, evaluations::Evaluating>,
 }
 
 #[derive(Debug)]
 struct State {
     jobs: Jobs,
-    scheduler: Scheduler<RawResult>,
+    scheduler: Scheduler<RawResult, Vec<BatchEval>>,
     sweeps: BTreeMap<String, SweepEntry>,
     /// Model files named by submissions under way, with how many.
     models_starting: HashMap<String, u32>,
@@ -195,11 +201,19 @@ impl Coordinator {
             requests: RequestLocks::default(),
             disowned: Mutex::default(),
         });
+        let mut finishing = Vec::new();
         for mut record in this.store.jobs()? {
             let (events, _) = broadcast::channel(1024);
+            let mut resumed_evaluation = None;
             let run = if matches!(record.state, JobState::Running | JobState::Paused) {
                 match this.start_run(&record, None).await {
-                    Ok(run) => {
+                    Ok((run, evaluation)) => {
+                        // An evaluation of this version that did not finish
+                        // before the restart runs again.
+                        let recorded = this.store.evaluations(&record.id, run.snapshot.version)?;
+                        if !recorded.iter().any(|e| e.step == run.snapshot.version) {
+                            resumed_evaluation = evaluation.map(|epoch| (epoch, run.snapshot.clone()));
+                        }
                         info!(job = %record.id, step = run.snapshot.version, "resuming job");
                         // A paused job tries again; it pauses anew if its checkpoints still fail.
                         record.state = JobState::Running;
@@ -221,12 +235,26 @@ impl Coordinator {
             };
             let mut s = this.lock();
             if let Some(run) = &run {
-                let tasks = planned(&record.spec, &run.schedule, run.snapshot.version);
-                s.scheduler.schedule(&record.id, run.snapshot.version, tasks, Instant::now());
+                let version = run.snapshot.version;
+                // Training that is done leaves nothing to schedule but its evaluation.
+                let tasks = if version < run.schedule.total_updates {
+                    planned(&record.spec, &run.schedule, version)
+                } else {
+                    finishing.push(record.id.clone());
+                    Vec::new()
+                };
+                s.scheduler.schedule(&record.id, version, tasks, Instant::now());
             }
+            let id = record.id.clone();
             s.jobs.insert(JobEntry { record, events, run });
+            if let Some((epoch, snapshot)) = resumed_evaluation {
+                Self::start_evaluation(&mut s, &id, epoch, snapshot);
+            }
         }
         this.refresh_gauges(&this.lock());
+        for job in finishing {
+            this.succeed_when_done(&job);
+        }
         this.resume_sweeps()?;
         this.spawn_model_collection();
         Ok(this)
@@ -251,8 +279,13 @@ impl Coordinator {
         self.config.checkpoint_root().join(job)
     }
 
-    /// Starts a job's engine; `max_parameters` refuses a larger model.
-    async fn start_run(&self, record: &registry::JobRecord, max_parameters: Option<u64>) -> Result<Run, ServerError> {
+    /// Starts a job's engine; `max_parameters` refuses a larger model. With
+    /// the run comes the epoch of its version when that is one to evaluate.
+    async fn start_run(
+        &self,
+        record: &registry::JobRecord,
+        max_parameters: Option<u64>,
+    ) -> Result<(Run, Option<u64>), ServerError> {
         admission::check_data_dir(self.config.data_roots.as_deref(), record.spec.data_dir.as_deref())
             .map_err(ServerError::InvalidSpec)?;
         let dir = self.job_dir(&record.id);
@@ -275,14 +308,16 @@ impl Coordinator {
             self.metrics.checkpoints_rejected.inc(1.0);
         }
         self.recorder.open_board(&record.id);
-        Ok(Run {
+        let run = Run {
             engine,
             layout: Arc::new(init.layout),
             schedule: init.schedule,
             snapshot: Arc::new(Snapshot { version: init.step, bytes: init.snapshot }),
             started: Instant::now(),
             step_span: step_span(&record.id, init.step),
-        })
+            evaluating: BTreeMap::new(),
+        };
+        Ok((run, init.evaluation))
     }
 
     /// Stops handing out work, lets in-flight updates finish (up to the drain

@@ -50,7 +50,7 @@ impl UpdateRecorder {
 
     /// Counts the update in the metrics (before its events reach watchers,
     /// so a watcher that saw the update reads metrics that include it).
-    pub(super) fn count(&self, job: &str, step: &StepMetrics, evaluation: Option<&Evaluation>) {
+    pub(super) fn count(&self, job: &str, step: &StepMetrics) {
         let labels = [("job", job)];
         if step.skipped {
             self.metrics.skipped_updates.inc_with(&labels, 1.0);
@@ -59,26 +59,41 @@ impl UpdateRecorder {
             self.metrics.job_loss.set_with(&labels, step.loss);
             self.metrics.job_accuracy.set_with(&labels, step.accuracy);
         }
-        if let Some(e) = evaluation {
-            self.metrics.job_test_accuracy.set_with(&labels, e.test_accuracy);
-        }
+    }
+
+    /// Counts an evaluation in the metrics (before its event reaches watchers).
+    pub(super) fn count_evaluation(&self, job: &str, evaluation: &Evaluation) {
+        self.metrics.job_test_accuracy.set_with(&[("job", job)], evaluation.test_accuracy);
     }
 
     /// Writes the update's TensorBoard scalars and its store rows.
-    pub(super) fn persist(&self, record: &JobRecord, step: &StepMetrics, evaluation: Option<&Evaluation>) {
+    pub(super) fn persist(&self, record: &JobRecord, step: &StepMetrics) {
         let job = record.id.as_str();
         if let Some(file) = self.boards().get_mut(job) {
-            if let Err(e) = write_scalars(file, step, evaluation) {
+            if let Err(e) = write_scalars(file, step) {
                 warn!(job, error = %e, "cannot write TensorBoard events");
             }
         }
-        if let Err(e) = self.store.put_step(record, step, evaluation) {
+        if let Err(e) = self.store.put_step(record, step, None) {
             warn!(job, error = %e, "cannot record metrics");
+        }
+    }
+
+    /// Writes an evaluation's TensorBoard scalars and its store row.
+    pub(super) fn persist_evaluation(&self, record: &JobRecord, evaluation: &Evaluation) {
+        let job = record.id.as_str();
+        if let Some(file) = self.boards().get_mut(job) {
+            if let Err(e) = write_evaluation(file, evaluation) {
+                warn!(job, error = %e, "cannot write TensorBoard events");
+            }
+        }
+        if let Err(e) = self.store.put_evaluation(record, evaluation) {
+            warn!(job, error = %e, "cannot record the evaluation");
         }
     }
 }
 
-fn write_scalars(file: &mut EventWriter, step: &StepMetrics, evaluation: Option<&Evaluation>) -> std::io::Result<()> {
+fn write_scalars(file: &mut EventWriter, step: &StepMetrics) -> std::io::Result<()> {
     let wall = now_unix_ms() as f64 / 1000.0;
     let mut scalars = vec![("train/lr", step.lr)];
     if !step.skipped {
@@ -90,13 +105,14 @@ fn write_scalars(file: &mut EventWriter, step: &StepMetrics, evaluation: Option<
             scalars.push(("train/sigma", step.sigma));
         }
     }
-    file.scalars(step.step + 1, wall, &scalars)?;
-    if let Some(e) = evaluation {
-        let mut scalars = vec![("test/loss", e.test_loss), ("test/accuracy", e.test_accuracy)];
-        if let (Some(loss), Some(accuracy)) = (e.validation_loss, e.validation_accuracy) {
-            scalars.extend([("validation/loss", loss), ("validation/accuracy", accuracy)]);
-        }
-        file.scalars(e.step, wall, &scalars)?;
+    file.scalars(step.step + 1, wall, &scalars)
+}
+
+fn write_evaluation(file: &mut EventWriter, e: &Evaluation) -> std::io::Result<()> {
+    let wall = now_unix_ms() as f64 / 1000.0;
+    let mut scalars = vec![("test/loss", e.test_loss), ("test/accuracy", e.test_accuracy)];
+    if let (Some(loss), Some(accuracy)) = (e.validation_loss, e.validation_accuracy) {
+        scalars.extend([("validation/loss", loss), ("validation/accuracy", accuracy)]);
     }
-    Ok(())
+    file.scalars(e.step, wall, &scalars)
 }

@@ -234,7 +234,7 @@ impl Coordinator {
             },
             wall_time_before_s: 0.0,
         };
-        let run = self.start_run(&record, Some(self.config.max_model_parameters)).await.map_err(|e| match e {
+        let (run, _) = self.start_run(&record, Some(self.config.max_model_parameters)).await.map_err(|e| match e {
             ServerError::Engine(e) => ServerError::InvalidSpec(e.to_string()),
             other => other,
         })?;

@@ -10,7 +10,7 @@ use rwp_spec::NonFinitePolicy;
 use tracing::{info, warn, Instrument};
 
 use super::{planned, step_span, Coordinator, PushHeader, Snapshot};
-use crate::domain::{now_unix_ms, Evaluation, JobEvent, JobState, StepMetrics};
+use crate::domain::{now_unix_ms, JobEvent, JobState, StepMetrics};
 use crate::engine::{EngineHandle, RawResult, RawStep, UpdateOutcome};
 use crate::error::ServerError;
 
@@ -94,7 +94,7 @@ impl Coordinator {
             }
         };
         let paused = outcome.checkpoint_error.is_some();
-        let (record, metrics, evaluation, finished) = {
+        let (record, metrics, finished) = {
             let mut guard = self.lock();
             let s = &mut *guard;
             let Some(entry) = s.jobs.get_mut(job) else { return };
@@ -123,24 +123,12 @@ impl Coordinator {
                     skipped: true,
                 },
             };
-            let evaluation = outcome.evaluation.map(|(epoch, e, v)| Evaluation {
-                step: outcome.step,
-                epoch,
-                test_loss: e.loss,
-                test_accuracy: e.accuracy,
-                wall_time_s: wall,
-                validation_loss: v.map(|v| v.loss),
-                validation_accuracy: v.map(|v| v.accuracy),
-            });
             entry.record.step = outcome.step;
             entry.record.updated_unix_ms = now_unix_ms();
             if metrics.skipped {
                 entry.record.skipped_updates += 1;
             }
             entry.record.last_step = Some(metrics.clone());
-            if let Some(e) = &evaluation {
-                entry.record.last_evaluation = Some(e.clone());
-            }
             let finished = outcome.step >= run.schedule.total_updates;
             run.snapshot = Arc::new(Snapshot { version: outcome.step, bytes: outcome.snapshot });
             // The last update leaves nothing to schedule; the job ends below.
@@ -150,11 +138,9 @@ impl Coordinator {
                 // Ends the finished update's span; the next one starts now.
                 run.step_span = step_span(job, outcome.step);
             }
-            self.recorder.count(job, &metrics, evaluation.as_ref());
+            let evaluate = outcome.evaluation.map(|epoch| (epoch, run.snapshot.clone()));
+            self.recorder.count(job, &metrics);
             let _ = entry.events.send(JobEvent::Step(metrics.clone()));
-            if let Some(e) = &evaluation {
-                let _ = entry.events.send(JobEvent::Evaluation(e.clone()));
-            }
             if let Some(error) = &outcome.checkpoint_error {
                 s.scheduler.pause(job);
                 entry.record.state = JobState::Paused;
@@ -165,23 +151,23 @@ impl Coordinator {
                 entry.announce();
             }
             let record = entry.record.clone();
+            if let Some((epoch, snapshot)) = evaluate {
+                Self::start_evaluation(s, job, epoch, snapshot);
+            }
             self.refresh_gauges(s);
-            (record, metrics, evaluation, finished)
+            (record, metrics, finished)
         };
         if paused {
             warn!(job, step = record.step, reason = record.error.as_deref().unwrap_or(""), "job paused");
             self.metrics.checkpoint_failures.inc(1.0);
             self.retry_checkpoint(job.to_owned(), finished);
         }
-        self.recorder.persist(&record, &metrics, evaluation.as_ref());
-        if let Some((sweep, trial)) = &record.sweep {
+        self.recorder.persist(&record, &metrics);
+        if let Some((sweep, _)) = &record.sweep {
             self.sweep_changed(sweep);
-            if let (Some(e), false) = (&evaluation, finished) {
-                self.judge_trial(sweep, *trial, job, e).await;
-            }
         }
         if finished && !paused {
-            let _ = self.finish(job, JobState::Succeeded, None);
+            self.succeed_when_done(job);
         }
         self.work.notify_waiters();
     }
@@ -228,7 +214,7 @@ impl Coordinator {
                 warn!(job, error = %e, "cannot record the resumed job");
             }
             if finished {
-                let _ = this.finish(&job, JobState::Succeeded, None);
+                this.succeed_when_done(&job);
             }
             this.work.notify_waiters();
         });

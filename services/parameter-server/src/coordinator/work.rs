@@ -21,7 +21,7 @@ fn unix_ms(deadline: Instant, now: Instant) -> i64 {
 
 /// A scheduler's refusal; a job it does not schedule is named as the
 /// registry knows it (not found, or ended).
-fn refusal(s: &State, e: ScheduleError) -> ServerError {
+pub(super) fn refusal(s: &State, e: ScheduleError) -> ServerError {
     match e {
         ScheduleError::NotScheduled(job) => match s.jobs.get(&job) {
             Some(entry) => ServerError::JobNotRunning { job, state: entry.record.state.name() },
@@ -69,7 +69,7 @@ impl Coordinator {
         self.refresh_gauges(s);
         let Some(lease) = lease? else { return Ok(None) };
         if let Some(expired) = &lease.replaces {
-            warn!(job = %lease.job, step = lease.task.step, shard = lease.task.shard, %expired, "lease expired, re-issuing");
+            warn!(job = %lease.job, version = lease.work.version(), work = ?lease.work, %expired, "lease expired, re-issuing");
             self.metrics.lease_expiries.inc(1.0);
         }
         self.metrics.task_queue_seconds.observe(lease.queued.as_secs_f64());
@@ -83,8 +83,7 @@ impl Coordinator {
                 lease_id: lease.id,
                 job_id: lease.job,
                 spec: entry.record.spec.clone(),
-                task: lease.task,
-                returns_buffers: lease.returns_buffers,
+                work: lease.work,
                 timeout: Some(lease.task_timeout),
             },
         }))
@@ -107,10 +106,10 @@ impl Coordinator {
             self.refresh_gauges(&s);
             released?
         };
-        if let Released::Failed { task, .. } | Released::JobFails { task, .. } = &released {
+        if let Released::Failed { work, .. } | Released::JobFails { work, .. } = &released {
             self.metrics.task_failures.inc(1.0);
             let error = error.unwrap_or_default();
-            warn!(lease, step = task.step, shard = task.shard, worker, error, "task failed on a worker");
+            warn!(lease, version = work.version(), ?work, worker, error, "task failed on a worker");
         }
         if let Released::JobFails { job, reason, .. } = released {
             self.finish(&job, JobState::Failed, Some(reason))?;
@@ -119,7 +118,8 @@ impl Coordinator {
         Ok(())
     }
 
-    /// The weights version a worker asks for, if it is the current one.
+    /// The weights version a worker asks for, if it is the current one or
+    /// one under evaluation.
     pub fn snapshot(&self, job: &str, version: u64) -> Result<Arc<Snapshot>, ServerError> {
         let s = self.lock();
         let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
@@ -127,6 +127,9 @@ impl Coordinator {
             .run
             .as_ref()
             .ok_or(ServerError::JobNotRunning { job: job.to_owned(), state: entry.record.state.name() })?;
+        if let Some(evaluating) = run.evaluating.get(&version) {
+            return Ok(evaluating.snapshot.clone());
+        }
         if run.snapshot.version != version {
             return Err(ServerError::StaleVersion {
                 job: job.to_owned(),

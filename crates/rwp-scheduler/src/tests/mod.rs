@@ -7,11 +7,28 @@ use rwp_spec::{Role, Task};
 
 use super::*;
 
-const LEASE: Duration = Duration::from_secs(10);
+mod evaluation;
+
+pub(super) type Sched = Scheduler<&'static str, &'static str>;
+
+impl Lease {
+    fn task(&self) -> &Task {
+        match &self.work {
+            Work::Gradient { task, .. } => task,
+            Work::Evaluation(t) => panic!("an evaluation lease: {t:?}"),
+        }
+    }
+
+    fn returns_buffers(&self) -> bool {
+        matches!(self.work, Work::Gradient { returns_buffers: true, .. })
+    }
+}
+
+pub(super) const LEASE: Duration = Duration::from_secs(10);
 const INITIAL: Duration = Duration::from_secs(600);
 const FLOOR: Duration = Duration::from_secs(60);
 
-fn scheduler() -> Scheduler<&'static str> {
+fn scheduler() -> Sched {
     Scheduler::new(Timing { lease_timeout: LEASE, task_timeout_initial: INITIAL, task_timeout_floor: FLOOR }, "test")
 }
 
@@ -23,7 +40,7 @@ fn task(step: u64, role: Role, shard: u32) -> Planned {
 }
 
 /// An m-ARWP update: one clean and one perturbed task.
-fn update(step: u64) -> Vec<Planned> {
+pub(super) fn update(step: u64) -> Vec<Planned> {
     vec![task(step, Role::Clean, 0), task(step, Role::Perturbed, 0)]
 }
 
@@ -32,15 +49,15 @@ fn claim<'a>(worker: &'a str, lease: &'a Lease) -> PushClaim<'a> {
         worker,
         lease: &lease.id,
         job: &lease.job,
-        step: lease.task.step,
-        role: lease.task.role,
-        shard: lease.task.shard,
-        weights_version: lease.task.step,
+        step: lease.task().step,
+        role: lease.task().role,
+        shard: lease.task().shard,
+        weights_version: lease.task().step,
     }
 }
 
 /// Admits and records `lease`'s result as `worker` would push it.
-fn push(s: &mut Scheduler<&'static str>, worker: &str, lease: &Lease, result: &'static str, now: Instant) -> Pushed {
+pub(super) fn push(s: &mut Sched, worker: &str, lease: &Lease, result: &'static str, now: Instant) -> Pushed {
     let admitted = match s.admit(&claim(worker, lease)) {
         Ok(a) => a,
         Err(e) => return Pushed::Refused(e),
@@ -58,7 +75,7 @@ fn push(s: &mut Scheduler<&'static str>, worker: &str, lease: &Lease, result: &'
 }
 
 #[derive(Debug, PartialEq)]
-enum Pushed {
+pub(super) enum Pushed {
     Accepted,
     Complete(CompleteUpdate<&'static str>),
     Duplicate,
@@ -66,7 +83,7 @@ enum Pushed {
 }
 
 /// A scheduler with job `j` at update 0 and two registered workers.
-fn running(now: Instant) -> (Scheduler<&'static str>, String, String) {
+pub(super) fn running(now: Instant) -> (Sched, String, String) {
     let mut s = scheduler();
     let a = s.register(now);
     let b = s.register(now);
@@ -80,8 +97,8 @@ fn each_task_is_leased_once_in_order_and_then_nothing_is_left() {
     let (mut s, a, b) = running(t0);
     let first = s.lease(&a, t0).unwrap().unwrap();
     let second = s.lease(&b, t0).unwrap().unwrap();
-    assert_eq!((first.task.role, second.task.role), (Role::Clean, Role::Perturbed));
-    assert_eq!((first.returns_buffers, second.returns_buffers), (true, false));
+    assert_eq!((first.task().role, second.task().role), (Role::Clean, Role::Perturbed));
+    assert_eq!((first.returns_buffers(), second.returns_buffers()), (true, false));
     assert_ne!(first.id, second.id);
     assert_eq!(first.deadline, t0 + LEASE);
     assert_eq!(first.replaces, None);
@@ -112,7 +129,7 @@ fn a_lapsed_lease_is_reissued_and_its_queue_time_counts_from_its_deadline() {
     // ...at it.
     let at = t0 + LEASE + Duration::from_secs(3);
     let again = s.lease(&b, at).unwrap().unwrap();
-    assert_eq!(again.task, first.task);
+    assert_eq!(again.task(), first.task());
     assert_eq!(again.replaces.as_deref(), Some(first.id.as_str()));
     assert_eq!(again.queued, Duration::from_secs(3));
     assert_ne!(again.id, first.id);
@@ -128,7 +145,7 @@ fn a_renewed_lease_is_not_reissued_at_its_first_deadline() {
     assert_eq!(renewed, t0 + LEASE / 2 + LEASE);
     // At the first deadline only the task whose lease was not renewed goes again.
     let lapsed = s.lease(&b, t0 + LEASE).unwrap().unwrap();
-    assert_eq!(lapsed.task.role, Role::Perturbed);
+    assert_eq!(lapsed.task().role, Role::Perturbed);
     assert_eq!(s.lease(&b, t0 + LEASE).unwrap(), None);
     assert_eq!(s.lease(&b, renewed).unwrap().unwrap().replaces.as_deref(), Some(lease.id.as_str()));
 }
@@ -233,7 +250,7 @@ fn a_push_for_an_applied_update_is_stale_and_old_leases_end() {
     assert!(matches!(s.renew(&a, &clean.id, t0 + LEASE), Err(ScheduleError::UnknownLease(_))));
     assert!(matches!(s.result_slot(&clean.id), Err(ScheduleError::Stale(_))));
     let next = s.lease(&a, t0 + LEASE).unwrap().unwrap();
-    assert_eq!(next.task.step, 1);
+    assert_eq!(next.task().step, 1);
 }
 
 #[test]
@@ -265,7 +282,7 @@ fn a_released_lease_is_reissued_at_once_and_the_old_holder_cannot_disturb_the_ne
     let lease = s.lease(&a, t0).unwrap().unwrap();
     assert_eq!(s.release(&a, &lease.id, None), Ok(Released::Requeued));
     let again = s.lease(&b, t0).unwrap().unwrap();
-    assert_eq!(again.task, lease.task);
+    assert_eq!(again.task(), lease.task());
     assert_eq!(again.replaces, None, "released, not lapsed");
     // The first holder gives it back again (a retry): the new lease holds.
     assert_eq!(s.release(&a, &lease.id, Some("late retry")), Ok(Released::NotHeld));
@@ -279,14 +296,14 @@ fn the_third_failure_of_a_task_fails_the_job_naming_the_task_and_the_error() {
     let (mut s, a, _) = running(t0);
     for attempt in 1..=MAX_TASK_FAILURES {
         let lease = s.lease(&a, t0).unwrap().unwrap();
-        assert_eq!(lease.task.role, Role::Clean, "the failed task comes back first");
+        assert_eq!(lease.task().role, Role::Clean, "the failed task comes back first");
         let released = s.release(&a, &lease.id, Some("out of memory")).unwrap();
-        let task = lease.task.clone();
+        let work = lease.work.clone();
         if attempt < MAX_TASK_FAILURES {
-            assert_eq!(released, Released::Failed { task, failures: attempt });
+            assert_eq!(released, Released::Failed { work, failures: attempt });
         } else {
             let reason = format!("Clean shard 0 of step 0 failed 3 times; last error (worker {a}): out of memory");
-            assert_eq!(released, Released::JobFails { job: "j".into(), task, reason });
+            assert_eq!(released, Released::JobFails { job: "j".into(), work, reason });
         }
     }
 }
@@ -356,7 +373,7 @@ fn a_given_up_update_keeps_nothing_and_leases_nothing() {
     assert!(!s.give_up_update("j"), "given up once");
     assert_eq!(s.lease(&a, t0).unwrap(), None);
     s.schedule("j", 1, update(1), t0);
-    assert_eq!(s.lease(&a, t0).unwrap().unwrap().task.step, 1);
+    assert_eq!(s.lease(&a, t0).unwrap().unwrap().task().step, 1);
 }
 
 #[test]

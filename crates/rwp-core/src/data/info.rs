@@ -1,0 +1,40 @@
+//! What a job's dataset is like without reading it: the input shape, the
+//! classes and the length of each split. The parameter server plans a job
+//! (its schedule, its evaluation shards, its model) from this alone and
+//! never opens a dataset; the loaders check their files against it.
+
+use rwp_spec::plan::validation_len;
+use rwp_spec::{DatasetKind, JobSpec};
+
+use super::synthetic;
+use crate::model::InputShape;
+
+/// A dataset's shape and split lengths, as [`super::Dataset::for_spec`] loads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DatasetInfo {
+    pub shape: InputShape,
+    pub classes: i64,
+    /// Training samples, the validation samples held out.
+    pub train: usize,
+    /// Samples held out of the training set (`validation_fraction`).
+    pub validation: usize,
+    pub test: usize,
+}
+
+impl DatasetInfo {
+    /// The dataset of `spec`: the built-in one's sizes, or the standard
+    /// sizes of MNIST (60,000 + 10,000) and CIFAR (50,000 + 10,000), with
+    /// the validation samples held out of the training set as
+    /// [`rwp_spec::plan::validation_split`] does.
+    #[must_use]
+    pub fn for_spec(spec: &JobSpec) -> Self {
+        let (shape, classes, full_train, test) = match spec.dataset {
+            DatasetKind::Synthetic => (synthetic::SHAPE, synthetic::CLASSES, synthetic::TRAIN, synthetic::TEST),
+            DatasetKind::Mnist => (InputShape { channels: 1, height: 28, width: 28 }, 10, 60_000, 10_000),
+            DatasetKind::Cifar10 => (InputShape { channels: 3, height: 32, width: 32 }, 10, 50_000, 10_000),
+            DatasetKind::Cifar100 => (InputShape { channels: 3, height: 32, width: 32 }, 100, 50_000, 10_000),
+        };
+        let validation = validation_len(spec, full_train);
+        Self { shape, classes, train: full_train - validation, validation, test }
+    }
+}
