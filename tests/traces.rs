@@ -108,7 +108,10 @@ async fn worker_task_spans_are_children_of_the_servers_step_span() {
     let spans = loop {
         let spans: Vec<Span> = receiver.spans.lock().unwrap().iter().filter(|s| ours(s)).cloned().collect();
         let tasks = spans.iter().filter(|s| s.name == "rwp.task").count();
-        if tasks >= 4 || Instant::now() > deadline {
+        // 4 gradient tasks (2 updates x clean + perturbed) and the final
+        // test evaluation's shards.
+        let evaluations = spans.iter().filter(|s| s.name == "rwp.evaluation").count();
+        if (tasks >= 6 && evaluations >= 1) || Instant::now() > deadline {
             break spans;
         }
         telemetry.flush();
@@ -118,8 +121,28 @@ async fn worker_task_spans_are_children_of_the_servers_step_span() {
         spans.iter().filter(|s| s.name == "rwp.step").map(|s| (attribute(s, "step").unwrap(), s)).collect();
     assert!(steps.contains_key("0") && steps.contains_key("1"), "a span per update: {:?}", steps.keys());
 
-    let tasks: Vec<&Span> = spans.iter().filter(|s| s.name == "rwp.task").collect();
-    assert_eq!(tasks.len(), 4, "one span per task (2 updates x clean + perturbed)");
+    let role = |s: &Span| attribute(s, "role").unwrap_or_default();
+    let (tasks, evaluations): (Vec<&Span>, Vec<&Span>) =
+        spans.iter().filter(|s| s.name == "rwp.task").partition(|s| !role(s).starts_with("evaluation-"));
+    assert_eq!(tasks.len(), 4, "one span per gradient task (2 updates x clean + perturbed)");
+    // The end-of-job test evaluation runs on the workers as leased tasks
+    // (2 shards of the test set), in the trace of the version they evaluate.
+    assert_eq!(
+        evaluations.len(),
+        2,
+        "one span per evaluation shard: {:?}",
+        evaluations.iter().map(|s| role(s)).collect::<Vec<_>>()
+    );
+    let server_evaluations: Vec<&Span> = spans.iter().filter(|s| s.name == "rwp.evaluation").collect();
+    assert_eq!(server_evaluations.len(), 1, "one evaluation span on the server, for the final version");
+    let parent = server_evaluations[0];
+    assert_eq!(attribute(parent, "step").as_deref(), Some("2"), "the final weights are version 2");
+    for evaluation in &evaluations {
+        assert_eq!(role(evaluation), "evaluation-test");
+        assert_eq!(attribute(evaluation, "step").as_deref(), Some("2"));
+        assert_eq!(evaluation.trace_id, parent.trace_id, "an evaluation shard is in its evaluation's trace");
+        assert_eq!(evaluation.parent_span_id, parent.span_id, "an evaluation shard is a child of its evaluation");
+    }
     for task in &tasks {
         let step = attribute(task, "step").unwrap();
         let parent = steps[&step];

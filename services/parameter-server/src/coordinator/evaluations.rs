@@ -26,6 +26,9 @@ use crate::error::ServerError;
 pub(super) struct Evaluating {
     pub(super) epoch: u64,
     pub(super) snapshot: Arc<Snapshot>,
+    /// Open from scheduling to the fold; the shards' task spans on the
+    /// workers are its children.
+    pub(super) span: tracing::Span,
 }
 
 /// The samples of a split of the job's dataset.
@@ -45,7 +48,8 @@ impl Coordinator {
         let info = DatasetInfo::for_spec(&entry.record.spec);
         let version = snapshot.version;
         let tasks = eval_tasks(version, info.test, info.validation);
-        run.evaluating.insert(version, Evaluating { epoch, snapshot });
+        let span = tracing::info_span!(parent: None, "rwp.evaluation", job = %job, step = version, epoch);
+        run.evaluating.insert(version, Evaluating { epoch, snapshot, span });
         s.scheduler.schedule_evaluation(job, version, tasks, Instant::now());
     }
 

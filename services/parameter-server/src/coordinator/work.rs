@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rwp_scheduler::{PushClaim, Recorded, Released, ScheduleError};
 use rwp_spec::payload::{Payload, PayloadError};
+use rwp_spec::work::Work;
 use tracing::{info, warn};
 
 use super::{Coordinator, LeasedTask, PushAdmission, PushHeader, Snapshot, State};
@@ -76,8 +77,12 @@ impl Coordinator {
         self.metrics.leases_issued.inc(1.0);
         let entry = s.jobs.get(&lease.job).expect("a scheduled job is registered");
         let run = entry.run.as_ref().expect("a scheduled job runs");
+        let trace = match &lease.work {
+            Work::Evaluation(task) => run.evaluating.get(&task.version).map(|e| e.span.clone()),
+            Work::Gradient { .. } => None,
+        };
         Ok(Some(LeasedTask {
-            trace: run.step_span.clone(),
+            trace: trace.unwrap_or_else(|| run.step_span.clone()),
             leased: rwp_spec::work::LeasedTask {
                 deadline_unix_ms: unix_ms(lease.deadline, now),
                 lease_id: lease.id,
