@@ -87,6 +87,31 @@ class ScriptModel:
         return logits
 
 
+class EagerModel:
+    """An nn.Module run eagerly as a function of the weights of the pass
+    (torch.func.functional_call): what a PyTorch user's own training loop
+    costs, the benchmarks' reference for the same module as TorchScript."""
+
+    def __init__(self, module):
+        self.module = module
+        self.param_names = [n for n, _ in module.named_parameters()]
+        self.buffer_names = [n for n, b in module.named_buffers() if b.is_floating_point()]
+
+    def initial(self):
+        params = dict(self.module.named_parameters())
+        buffers = dict(self.module.named_buffers())
+        return ([params[n].detach().clone() for n in self.param_names],
+                [buffers[n].clone() for n in self.buffer_names])
+
+    def __call__(self, params, buffers, x, bn_mode):
+        if bn_mode == "batch":
+            buffers = [b.clone() for b in buffers]
+        self.module.train(bn_mode != "eval")
+        tensors = dict(zip(self.param_names, params))
+        tensors.update(zip(self.buffer_names, buffers))
+        return torch.func.functional_call(self.module, tensors, (x,))
+
+
 MODEL = small_cnn
 
 
@@ -275,14 +300,21 @@ def run_case(args):
 
 def bench(args):
     """Times updates of the small CNN on random data, the way the local
-    trainer runs them (one process, shards in sequence)."""
+    trainer runs them (one process, shards in sequence). With --eager-module,
+    the same architecture as a user's nn.Module run eagerly."""
+    global MODEL
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     c, h, w, classes, b = 3, 16, 16, 10, args.batch_size
-    shapes = [(32, c, 3, 3), (32,), (32,), (64, 32, 3, 3), (64,), (64,), (classes, 64 * (h // 4) * (w // 4)), (classes,)]
-    weights = [torch.randn(s) * 0.1 if len(s) > 1 else torch.ones(s) for s in shapes]
-    buffers = [torch.zeros(32), torch.ones(32), torch.zeros(64), torch.ones(64)]
+    if args.eager_module:
+        from script_models import SmallCnn
+        MODEL = EagerModel(SmallCnn(c, classes))
+        weights, buffers = MODEL.initial()
+    else:
+        shapes = [(32, c, 3, 3), (32,), (32,), (64, 32, 3, 3), (64,), (64,), (classes, 64 * (h // 4) * (w // 4)), (classes,)]
+        weights = [torch.randn(s) * 0.1 if len(s) > 1 else torch.ones(s) for s in shapes]
+        buffers = [torch.zeros(32), torch.ones(32), torch.zeros(64), torch.ones(64)]
     n_batches = 8
     data = [(torch.randn(b, c, h, w), torch.randint(0, classes, (b,))) for _ in range(n_batches)]
     cfg = dict(method=args.method, momentum=0.9, weight_decay=1e-3, nesterov=False, eta=0.1, beta=0.99, rho=0.05,
@@ -320,6 +352,8 @@ def main():
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--eager-module", action="store_true",
+                   help="time script_models.SmallCnn, an nn.Module, in eager mode (functional_call)")
     args = parser.parse_args()
     run_case(args) if args.command == "run" else bench(args)
 

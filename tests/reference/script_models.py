@@ -6,6 +6,7 @@ makes one: define a torch.nn.Module, `torch.jit.script(model).save(path)`.
 
 KIND:
   cnn-bn      conv-BN-ReLU-pool twice, then linear (16×16 inputs)
+  small-cnn   the built-in small CNN's architecture (32 and 64 channels)
   mlp         flatten, linear-ReLU-linear; no BatchNorm
   no-params   a module with nothing to train
   not-script  random bytes, not a TorchScript archive
@@ -47,6 +48,24 @@ class CnnBn(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
+
+
+class SmallCnn(nn.Module):
+    """The built-in small CNN's architecture, as a user would write it: the
+    benchmarks time it as TorchScript and in eager PyTorch."""
+
+    def __init__(self, channels: int, classes: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, 32, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(64)
+        self.fc = nn.Linear(64 * 4 * 4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 2)
+        x = torch.max_pool2d(torch.relu(self.bn2(self.conv2(x))), 2)
+        return self.fc(x.flatten(1))
 
 
 class Mlp(nn.Module):
@@ -202,7 +221,7 @@ ATTACKS = {
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["cnn-bn", "mlp", "no-params", "not-script", "quantized", *ATTACKS])
+    parser.add_argument("kind", choices=["cnn-bn", "small-cnn", "mlp", "no-params", "not-script", "quantized", *ATTACKS])
     parser.add_argument("out")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classes", type=int, default=10)
@@ -220,7 +239,7 @@ def main():
     if args.kind == "quantized":
         quantized(args.classes).save(args.out)
         return
-    model = {"cnn-bn": CnnBn, "mlp": Mlp}.get(args.kind)
+    model = {"cnn-bn": CnnBn, "small-cnn": SmallCnn, "mlp": Mlp}.get(args.kind)
     module = model(args.channels, args.classes) if model else NoParams()
     torch.jit.script(module).save(args.out)
 
