@@ -112,7 +112,7 @@ bench-gpu: release
 ## and target/gpu there; the script finds libtorch in the machine's torch).
 gpu-bundle: release
 	mkdir -p $(or $(CARGO_TARGET_DIR),target)/gpu
-	for b in bench-suite rwp-server rwp-worker rwp-sandbox rwp-train; do \
+	for b in bench-suite rwp rwp-server rwp-worker rwp-sandbox rwp-train; do \
 		strip -o $(or $(CARGO_TARGET_DIR),target)/gpu/$$b $(or $(CARGO_TARGET_DIR),target)/release/$$b; done
 
 ## Time per update of the local trainer against the PyTorch reference script

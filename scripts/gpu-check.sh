@@ -3,11 +3,13 @@
 # machine has PyTorch but no registry access, so nothing is built there):
 #   1. a TorchScript module and the built-in small CNN trained on CUDA by
 #      rwp-train (the C++ module API and libtorch_cuda, end to end);
-#   2. benchmark sections 1-3 with the workers on CUDA (make bench-gpu):
+#   2. the server's engine on the GPU (engine_device = "cuda") trains an
+#      m-arwp job to the bits of rwp-train on CUDA (engine-device-check.sh);
+#   3. benchmark sections 1-3 with the workers on CUDA (make bench-gpu):
 #      the GPU block of BENCHMARKS.md and benchmarks/results-cuda.json.
 # Usage, from the repository root:
 #   BIN_DIR=target/gpu OUT=runs/gpu [ROUNDS=2] scripts/gpu-check.sh
-# BIN_DIR holds bench-suite, rwp-server, rwp-worker and rwp-train (see
+# BIN_DIR holds bench-suite, rwp, rwp-server, rwp-worker and rwp-train (see
 # `make gpu-bundle`); the loader finds libtorch in the machine's own torch.
 set -uo pipefail
 bin=$(realpath "${BIN_DIR:-target/gpu}")
@@ -31,6 +33,11 @@ timeout 120 "$bin/rwp-train" --device cuda --model torchscript --model-file "$ou
 step "built-in small CNN, m-arwp, 20 updates on cuda"
 timeout 120 "$bin/rwp-train" --device cuda --model small-cnn --method m-arwp \
   --epochs 2 --max-updates 20 --batch-size 128 --quiet 2>&1 | tee -a "$out/summary.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+
+step "the server's engine on cuda: distributed m-arwp == rwp-train on cuda, bit for bit"
+BIN_DIR="$bin" DEVICE=cuda OUT="$out/engine-device" RWP_PYTHON="$py" \
+  timeout 300 scripts/engine-device-check.sh 2>&1 | tee -a "$out/summary.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 step "bench-suite sections 1-3, workers on cuda, ROUNDS=${ROUNDS:-2}"

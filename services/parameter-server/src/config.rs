@@ -41,6 +41,12 @@ pub struct ServerConfig {
     /// may use: its container's CPU quota, its affinity). Results are the same
     /// bits whatever the number.
     pub engine_threads: usize,
+    /// Where each job's aggregation and update run: `cpu`, or `cuda` /
+    /// `cuda:N` on a server with a GPU (the weights, momentum and `F` then
+    /// live in its memory and each gradient push is copied to it once).
+    /// Results are the bits of the local trainer on the same kind of device.
+    #[schemars(example = &"cuda")]
+    pub engine_device: String,
     /// Size of the chunks weights and exports are streamed in.
     #[schemars(extend("x-env" = "RWP_STREAM_CHUNK_BYTES"))]
     pub chunk_bytes: usize,
@@ -149,6 +155,7 @@ impl Default for ServerConfig {
             eval_every_epochs: 1,
             torch_threads: 0,
             engine_threads: 0,
+            engine_device: "cpu".to_owned(),
             chunk_bytes: 1 << 20,
             max_message_bytes: 8 << 20,
             drain_timeout_ms: 20_000,
@@ -214,6 +221,12 @@ impl ServerConfig {
         })
     }
 
+    /// The device of `engine_device` (validated by [`Self::validate`]).
+    #[must_use]
+    pub fn resolved_engine_device(&self) -> tch::Device {
+        rwp_core::trainer::parse_device(&self.engine_device).unwrap_or(tch::Device::Cpu)
+    }
+
     /// The aggregation and update threads: `engine_threads`, or when 0 the
     /// CPUs this process may use.
     #[must_use]
@@ -248,6 +261,19 @@ impl ServerConfig {
         }
         if self.checkpoint_every == 0 {
             return bad("checkpoint_every", "0".into(), "must be at least 1");
+        }
+        let device_syntax = self.engine_device == "cpu"
+            || self.engine_device == "cuda"
+            || self.engine_device.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+        if !device_syntax {
+            return bad("engine_device", self.engine_device.clone(), "must be cpu, cuda or cuda:N");
+        }
+        if rwp_core::trainer::parse_device(&self.engine_device).is_err() {
+            return bad(
+                "engine_device",
+                self.engine_device.clone(),
+                "names a CUDA device this server cannot see (no GPU, or fewer GPUs); use cpu",
+            );
         }
         if self.torch_threads < 0 {
             return bad("torch_threads", self.torch_threads.to_string(), "must be >= 0");
@@ -410,6 +436,24 @@ mod tests {
         for (layer, want) in cases {
             let err = from_file(layer).unwrap_err().to_string();
             assert!(err.starts_with(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_engine_runs_on_the_cpu_unless_a_visible_gpu_is_named() {
+        let c = from_file("").unwrap();
+        assert_eq!((c.engine_device.as_str(), c.resolved_engine_device()), ("cpu", tch::Device::Cpu));
+        let err = from_file("engine_device = \"gpu\"").unwrap_err().to_string();
+        assert!(err.starts_with("engine_device = gpu ") && err.contains("cpu, cuda or cuda:N"), "{err}");
+        let err = from_file("engine_device = \"auto\"").unwrap_err().to_string();
+        assert!(err.contains("cpu, cuda or cuda:N"), "{err}");
+        // A device index past the GPUs this machine has is refused, naming why.
+        let beyond = format!("engine_device = \"cuda:{}\"", tch::Cuda::device_count());
+        let err = from_file(&beyond).unwrap_err().to_string();
+        assert!(err.contains("a CUDA device this server cannot see"), "{err}");
+        if tch::Cuda::is_available() {
+            let c = from_file("engine_device = \"cuda\"").unwrap();
+            assert_eq!(c.resolved_engine_device(), tch::Device::Cuda(0));
         }
     }
 

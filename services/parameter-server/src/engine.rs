@@ -133,6 +133,8 @@ pub struct EngineConfig {
     pub torch_threads: i32,
     /// Threads of the aggregation and update (at least 1).
     pub engine_threads: usize,
+    /// Where the state lives and the update runs.
+    pub device: Device,
     /// Refuse a model with more parameters, before any tensor is made
     /// (new jobs; a resumed job was accepted already).
     pub max_parameters: Option<u64>,
@@ -264,13 +266,13 @@ impl Engine {
         }
         let schedule = Schedule::new(&spec, data.train).map_err(EngineError::from)?;
         let checkpoints = checkpoint::Rotation::in_dir(&config.checkpoint_dir);
-        let (resumed, rejected) = checkpoints.load(&model, Device::Cpu);
+        let (resumed, rejected) = checkpoints.load(&model, config.device);
         let state = match resumed {
             Some(checkpoint) => checkpoint.state,
             // Nothing usable (or a new job): the job starts over, and being
             // deterministic it reaches the same weights again.
             None => {
-                let (weights, buffers) = model.init(init_seed(&spec), Device::Cpu);
+                let (weights, buffers) = model.init(init_seed(&spec), config.device);
                 TrainState::new(weights, buffers)
             }
         };

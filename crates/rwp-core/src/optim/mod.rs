@@ -238,7 +238,8 @@ pub enum Finiteness {
 
 /// [`apply_update`] on shard results still in their wire bytes (each group
 /// in shard order). Float32 gradients are read where they lie, without a
-/// copy; bfloat16 ones are widened first.
+/// copy (a state on a GPU gets each payload in one host-to-device copy);
+/// bfloat16 ones are widened first.
 pub fn apply_payloads(
     spec: &JobSpec,
     schedule: &Schedule,
@@ -249,6 +250,25 @@ pub fn apply_payloads(
     finiteness: Finiteness,
 ) -> Result<UpdateReport, PayloadUpdateError> {
     let encoding = spec.gradient_encoding;
+    let device = state.flat_weights().flat().device();
+    // On a GPU, each payload is copied to it once, as one block.
+    let on_device = |bytes: &[u8]| -> Option<Vec<Tensor>> {
+        if device == Device::Cpu || encoding != rwp_spec::GradientEncoding::F32 {
+            return None;
+        }
+        let flat = state::borrowed_f32_tensor(bytes, &[(bytes.len() / 4) as i64])?.to_device(device);
+        let mut offset = 0;
+        let views = model
+            .params()
+            .iter()
+            .map(|p| {
+                let view = flat.narrow(0, offset, p.numel()).view(p.shape.as_slice());
+                offset += p.numel();
+                view
+            })
+            .collect();
+        Some(views)
+    };
     let decode = |shards: &[ShardPayload<'_>]| -> Result<Vec<ShardGradient>, crate::wire::WireError> {
         shards
             .iter()
@@ -262,7 +282,7 @@ pub fn apply_payloads(
                     });
                 }
                 let borrowed = || -> Option<Vec<Tensor>> {
-                    if encoding != rwp_spec::GradientEncoding::F32 {
+                    if encoding != rwp_spec::GradientEncoding::F32 || device != Device::Cpu {
                         return None;
                     }
                     let mut offset = 0;
@@ -276,11 +296,11 @@ pub fn apply_payloads(
                         })
                         .collect()
                 };
-                let grads = match borrowed() {
+                let grads = match on_device(shard.gradient).or_else(borrowed) {
                     Some(grads) => grads,
-                    None => crate::wire::decode_gradients(model, shard.gradient, encoding, Device::Cpu)?,
+                    None => crate::wire::decode_gradients(model, shard.gradient, encoding, device)?,
                 };
-                let buffers = shard.buffers.map(|b| crate::wire::decode_buffers(model, b, Device::Cpu)).transpose()?;
+                let buffers = shard.buffers.map(|b| crate::wire::decode_buffers(model, b, device)).transpose()?;
                 Ok(ShardGradient { grads, loss: shard.loss, accuracy: shard.accuracy, buffers })
             })
             .collect()

@@ -297,6 +297,7 @@ impl Coordinator {
             eval_every_epochs: self.config.eval_every_epochs,
             torch_threads: self.config.torch_threads,
             engine_threads: self.config.resolved_engine_threads(),
+            device: self.config.resolved_engine_device(),
             max_parameters,
             payloads: self.payloads.clone(),
             model_file: record.spec.model_file.as_ref().map(|f| self.models.path(&f.sha256)),
