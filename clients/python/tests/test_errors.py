@@ -16,6 +16,7 @@ from rwp_client import (
     Dataset,
     InvalidArgument,
     JobSpec,
+    JobState,
     Method,
     Model,
     NotFound,
@@ -47,12 +48,15 @@ def test_an_out_of_range_value_is_invalid_argument_naming_the_field(
     assert isinstance(error, ValueError) and isinstance(error, RwpError)
 
 
-def test_the_server_checks_what_the_client_cannot(client: Client) -> None:
+def test_data_the_workers_cannot_read_fails_the_job_naming_the_file(client: Client) -> None:
+    # The server never reads a dataset (only the workers need data_dir), so
+    # the submit is accepted; the workers cannot open the files and the job
+    # fails with the missing file's name, never a path of theirs.
     spec = dataclasses.replace(SPEC, dataset=Dataset.CIFAR10, data_dir="/nonexistent/cifar")
-    # The server names the missing file in data_dir, never its own paths.
-    with pytest.raises(InvalidArgument, match="data_batch_1.bin in data_dir") as raised:
-        client.submit(spec)
-    assert "/nonexistent" not in str(raised.value)
+    job = client.wait(client.submit(spec), timeout=120)
+    assert job.state is JobState.FAILED, job
+    assert job.error is not None and "cannot read data_batch_1.bin in data_dir" in job.error, job.error
+    assert "/nonexistent" not in job.error
 
 
 def test_values_the_wire_cannot_carry_are_refused_by_name_before_sending(client: Client) -> None:
