@@ -29,10 +29,11 @@ Examples:
   rwp completions bash > /etc/bash_completion.d/rwp
 
 Exit status:
-  0  success (watch: the job succeeded)
-  1  an error, e.g. the server is unreachable (watch: the job failed)
-  2  a usage, flag or job-file error
-  3  watch: the job was cancelled
+  0    success (watch, submit --watch: the job succeeded)
+  1    an error, e.g. the server is unreachable (watch: the job failed; sweep watch: the sweep did not succeed)
+  2    a usage, flag or job-file error
+  3    watch: the job was cancelled
+  4    watch: the job was stopped early by its sweep's early stopping
   130  watch: stopped with Ctrl-C (the job goes on)";
 
 const SUBMIT_AFTER_HELP: &str = "\
@@ -88,7 +89,8 @@ line on stdout, e.g.
   job j-000001 succeeded: step 240/240, test accuracy 0.8123, wall 41.2s, 5.83 updates/s
 
 Exit status: 0 the job succeeded, 1 it failed (its error is printed) or the
-watch failed, 3 it was cancelled, 130 Ctrl-C stopped watching (the job goes on).";
+watch failed, 3 it was cancelled, 4 it was stopped early by its sweep's early
+stopping, 130 Ctrl-C stopped watching (the job goes on).";
 
 const PLOT_AFTER_HELP: &str = "\
 Draws four panels, one line per job: train loss against step and against wall

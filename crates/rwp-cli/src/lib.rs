@@ -6,7 +6,7 @@
 //! rwp submit --method m-arwp --epochs 5   # or flags over the method's reference settings
 //! rwp list                                # ID NAME METHOD MODEL STATE STEP/TOTAL LOSS VAL ACC TEST ACC AGE
 //! rwp get j-000001 [--json]
-//! rwp watch j-000001                      # progress bar; exit 0 succeeded, 1 failed, 3 cancelled
+//! rwp watch j-000001                      # progress bar; exit 0 succeeded, 1 failed, 3 cancelled, 4 stopped early
 //! rwp cancel j-000001
 //! rwp export j-000001 -o weights.safetensors
 //! rwp plot j-000001 j-000002 -o curves.svg
