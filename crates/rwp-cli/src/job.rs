@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use rwp_sdk::{JobFile, JobSpec, SdkError};
+use rwp_spec::{check_model_file, Spelling};
 
 use crate::cli::{SpecFlags, SubmitArgs};
 use crate::error::{one_line, CliError};
@@ -85,6 +86,7 @@ pub fn build_job(args: &SubmitArgs) -> Result<BuiltJob, CliError> {
             None => "give a job file or --method (rwp submit --help shows both)".to_owned(),
         }));
     }
+    check_model(&file, args)?;
     let origin = match &args.job_file {
         Some(path) if args.settings.any() => format!("{} with the flags given", path.display()),
         Some(path) => path.display().to_string(),
@@ -103,6 +105,22 @@ pub fn build_job(args: &SubmitArgs) -> Result<BuiltJob, CliError> {
         .or_else(|| args.job_file.as_deref().and_then(Path::file_stem).map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_default();
     Ok(BuiltJob { name, spec, model_path })
+}
+
+/// A `torchscript` model without its file, or a file with a built-in model:
+/// one line naming the fix, in the words the user wrote the offending
+/// setting in (a flag, or the job file's key).
+fn check_model(file: &JobFile, args: &SubmitArgs) -> Result<(), CliError> {
+    let Some(method) = file.method else { return Ok(()) };
+    let model = file.model.unwrap_or(JobSpec::reference(method).model);
+    let has_file = file.model_file.is_some();
+    // The setting that is wrong: the model, when it lacks its file; else the file.
+    let from_flag = if has_file { args.settings.model_file.is_some() } else { args.settings.model.is_some() };
+    match &args.job_file {
+        Some(path) if !from_flag => check_model_file(model, has_file, Spelling::JobFile)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", path.display()))),
+        _ => check_model_file(model, has_file, Spelling::Flags).map_err(CliError::Usage),
+    }
 }
 
 /// A job file that cannot be read or parsed, as one line naming the file,

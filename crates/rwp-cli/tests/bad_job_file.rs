@@ -64,3 +64,53 @@ fn other_mistakes_are_one_line_too() {
     let line = assert_clean_error(&rwp(&["--server", NO_SERVER, "submit"]), 2);
     assert!(line.contains("--method"), "{line}");
 }
+
+/// A model file with a built-in model, or `torchscript` without its file, is
+/// one line naming the fix, in the words it was written in (flags or the job
+/// file's keys), before any file is read or server contacted.
+#[test]
+fn a_model_file_mistake_names_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    // The file does not even exist: the mismatch is the problem, not reading it.
+    let missing = dir.path().join("x.pt");
+    let missing = missing.to_str().unwrap();
+    let line = assert_clean_error(
+        &rwp(&["--server", NO_SERVER, "submit", "--method", "sgd", "--model", "mlp", "--model-file", missing]),
+        2,
+    );
+    assert_eq!(
+        line,
+        "error: --model-file is only for --model torchscript, not --model mlp: \
+         add --model torchscript to train that file, or drop --model-file"
+    );
+    let line =
+        assert_clean_error(&rwp(&["--server", NO_SERVER, "submit", "--method", "sgd", "--model-file", missing]), 2);
+    assert!(line.contains("not --model small-cnn: add --model torchscript"), "{line}");
+    let line =
+        assert_clean_error(&rwp(&["--server", NO_SERVER, "submit", "--method", "sgd", "--model", "torchscript"]), 2);
+    assert_eq!(
+        line,
+        "error: --model torchscript needs --model-file PATH, the file torch.jit.script(model).save(PATH) writes"
+    );
+
+    let path = write_file(dir.path(), "script.toml", "method = \"sgd\"\nmodel = \"torchscript\"\n");
+    let line = assert_clean_error(&rwp(&["--server", NO_SERVER, "submit", &path]), 2);
+    assert_eq!(
+        line,
+        format!(
+            "error: {path}: model = \"torchscript\" needs model_file = \"PATH\", \
+             the file torch.jit.script(model).save(PATH) writes (relative to the job file)"
+        )
+    );
+    let path = write_file(dir.path(), "builtin.toml", "method = \"sgd\"\nmodel = \"mlp\"\nmodel_file = \"x.pt\"\n");
+    let line = assert_clean_error(&rwp(&["--server", NO_SERVER, "submit", &path]), 2);
+    assert!(
+        line.starts_with(&format!(
+            "error: {path}: model_file is only for model = \"torchscript\", not model = \"mlp\""
+        )) && line.contains("remove model_file"),
+        "{line}"
+    );
+    // The job file's model, the flag's file: the flag is what is wrong.
+    let line = assert_clean_error(&rwp(&["--server", NO_SERVER, "submit", &path, "--model-file", missing]), 2);
+    assert!(line.contains("--model-file is only for --model torchscript, not --model mlp"), "{line}");
+}

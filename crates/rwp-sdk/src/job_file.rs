@@ -22,7 +22,8 @@
 use std::path::{Path, PathBuf};
 
 use rwp_spec::{
-    DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelFile, ModelKind, NonFinitePolicy, SigmaSchedule,
+    check_model_file, DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelFile, ModelKind,
+    NonFinitePolicy, SigmaSchedule, Spelling,
 };
 use serde::Deserialize;
 
@@ -95,14 +96,18 @@ impl JobFile {
 
     /// The spec: the method's reference defaults with this file's settings on top, validated.
     pub fn into_spec(self) -> Result<(Option<String>, JobSpec), SdkError> {
+        let method = self.method.ok_or_else(|| SdkError::InvalidSpec("job file: `method` is required".into()))?;
+        let mut s = JobSpec::reference(method);
+        // A model file with a built-in model (or torchscript without one) is
+        // named before the file is read: reading it is not the problem.
+        check_model_file(self.model.unwrap_or(s.model), self.model_file.is_some(), Spelling::JobFile)
+            .map_err(|e| SdkError::InvalidSpec(format!("job file: {e}")))?;
         let model_file = match self.model_path() {
             Some(path) => Some(ModelFile::of_path(&path).map_err(|e| {
                 SdkError::InvalidSpec(format!("job file: cannot read model_file {}: {e}", path.display()))
             })?),
             None => None,
         };
-        let method = self.method.ok_or_else(|| SdkError::InvalidSpec("job file: `method` is required".into()))?;
-        let mut s = JobSpec::reference(method);
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { s.$f = v; } )* };
         }
@@ -196,7 +201,11 @@ mod tests {
         assert_eq!(spec.model_file, Some(ModelFile { sha256: expected.to_owned(), size_bytes: 3 }));
         std::fs::write(&job, "method = \"m-arwp\"\nmodel = \"torchscript\"\n").unwrap();
         let err = JobFile::read(&job).unwrap().into_spec().unwrap_err().to_string();
-        assert!(err.contains("model_file"), "{err}");
+        assert!(err.starts_with("job file: model = \"torchscript\" needs model_file = \"PATH\""), "{err}");
+        // A file with a built-in model is named as such, even when the file is missing.
+        std::fs::write(&job, "method = \"sgd\"\nmodel = \"mlp\"\nmodel_file = \"missing.pt\"\n").unwrap();
+        let err = JobFile::read(&job).unwrap().into_spec().unwrap_err().to_string();
+        assert!(err.contains("model_file is only for model = \"torchscript\", not model = \"mlp\""), "{err}");
         std::fs::write(&job, "method = \"sgd\"\nmodel = \"torchscript\"\nmodel_file = \"missing.pt\"\n").unwrap();
         let err = JobFile::read(&job).unwrap().into_spec().unwrap_err().to_string();
         assert!(err.contains("missing.pt"), "{err}");

@@ -10,7 +10,9 @@ use std::time::Instant;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use rwp_core::trainer::{parse_device, LocalTrainer};
-use rwp_spec::{DatasetKind, JobSpec, LrSchedule, Method, ModelFile, ModelKind, SigmaSchedule};
+use rwp_spec::{
+    check_model_file, DatasetKind, JobSpec, LrSchedule, Method, ModelFile, ModelKind, SigmaSchedule, Spelling,
+};
 
 /// Train a model with an RWP-family method in one process.
 ///
@@ -140,13 +142,12 @@ impl Args {
     fn spec(&self) -> Result<JobSpec, String> {
         let mut s = JobSpec::reference(self.method);
         s.model = self.model;
-        s.model_file = match (&self.model_file, self.model) {
-            (Some(path), ModelKind::TorchScript) => {
-                Some(ModelFile::of_path(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
-            }
-            (None, ModelKind::TorchScript) => return Err("--model torchscript needs --model-file".to_owned()),
-            (Some(_), model) => return Err(format!("--model-file is for --model torchscript, not {model}")),
-            (None, _) => None,
+        check_model_file(self.model, self.model_file.is_some(), Spelling::Flags)?;
+        s.model_file = match &self.model_file {
+            Some(path) => Some(
+                ModelFile::of_path(path).map_err(|e| format!("--model-file: cannot read {}: {e}", path.display()))?,
+            ),
+            None => None,
         };
         s.dataset = self.dataset;
         s.data_dir.clone_from(&self.data_dir);

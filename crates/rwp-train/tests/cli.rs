@@ -99,6 +99,28 @@ fn out_of_range_hyper_parameters_are_rejected() {
     }
 }
 
+/// `--model-file` with a built-in model, and `--model torchscript` without a
+/// file, are one line naming the fix, before any file is read.
+#[test]
+fn model_file_mistakes_name_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("x.pt");
+    let out = rwp_train(&["--device", "cpu", "--model", "mlp", "--model-file", missing.to_str().unwrap()]);
+    assert_one_line_error(
+        &out,
+        "error: --model-file is only for --model torchscript, not --model mlp: \
+         add --model torchscript to train that file, or drop --model-file",
+    );
+    let out = rwp_train(&["--device", "cpu", "--model", "torchscript"]);
+    assert_one_line_error(
+        &out,
+        "error: --model torchscript needs --model-file PATH, the file torch.jit.script(model).save(PATH) writes",
+    );
+    // With the right model, a missing file is what is named.
+    let out = rwp_train(&["--device", "cpu", "--model", "torchscript", "--model-file", missing.to_str().unwrap()]);
+    assert_one_line_error(&out, &format!("--model-file: cannot read {}", missing.display()));
+}
+
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
