@@ -144,3 +144,83 @@ fn missing_and_truncated_data_files_are_named() {
     assert_one_line_error(&out, "test_batch.bin");
     assert_one_line_error(&out, "truncated");
 }
+
+/// `--resume` trains on with the checkpoint's spec: a flag that would set the
+/// spec is refused (all of them named, exit status 2) rather than silently
+/// ignored; the flags that apply to a resumed run are accepted.
+#[test]
+fn resume_refuses_the_flags_it_would_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("ckpt");
+    let ckpt_dir = checkpoints.to_str().unwrap();
+    let base = ["--device", "cpu", "--quiet", "--threads", "1", "--eval-every", "0"];
+    let first: Vec<&str> =
+        base.iter().copied().chain(["--method", "sgd", "--epochs", "1", "--batch-size", "128"]).collect();
+    let out = rwp_train(&[first.as_slice(), &["--max-updates", "2", "--checkpoint-dir", ckpt_dir]].concat());
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let checkpoint = checkpoints.join("step-00000002.safetensors");
+    let ckpt = checkpoint.to_str().unwrap();
+
+    let out = rwp_train(&["--resume", ckpt, "--method", "m-arwp", "--epochs", "5", "--lr", "0.2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_line_error(
+        &out,
+        "error: --resume continues with the spec in its checkpoint, so --method, --epochs and --lr would be \
+         ignored: drop them (with --resume: --device, --threads, --eval-every, --metrics, --checkpoint-dir, \
+         --checkpoint-every, --model-file, --quiet)",
+    );
+    // Given with their default values, flags are still given.
+    let out = rwp_train(&["--resume", ckpt, "--seed", "0"]);
+    assert_one_line_error(&out, "so --seed would be ignored: drop it");
+    let data = dir.path().to_str().unwrap();
+    let out = rwp_train(&["--resume", ckpt, "--data-dir", data, "--sigma-schedule", "constant", "--no-augment"]);
+    assert_one_line_error(&out, "so --data-dir, --sigma-schedule and --no-augment would be ignored");
+
+    // A model file goes only with a checkpoint of a torchscript model.
+    let out = rwp_train(&[&base[..], &["--resume", ckpt, "--model-file", ckpt]].concat());
+    assert_one_line_error(&out, "--model-file is only for a checkpoint of a torchscript model");
+
+    // The flags that apply on resume are taken: the run goes on to its end.
+    let metrics = dir.path().join("resumed.jsonl");
+    let out = rwp_train(
+        &[
+            &base[..],
+            &["--resume", ckpt, "--metrics", metrics.to_str().unwrap(), "--checkpoint-dir", ckpt_dir],
+            &["--checkpoint-every", "1"],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("method=sgd") && summary.contains("updates=2"), "{summary}");
+}
+
+/// Every flag of `rwp-train --help` (and `-h`) says what it is for.
+#[test]
+fn every_flag_has_help_text() {
+    for help in ["--help", "-h"] {
+        let out = rwp_train(&[help]);
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("Options:")).skip(1).collect();
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let mut flags = 0;
+        for (i, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            if !trimmed.starts_with('-') {
+                continue;
+            }
+            flags += 1;
+            // `--flag <VALUE>  text`, or `--flag <VALUE>` with the text indented on the next line.
+            let spec_end = trimmed.find("  ").unwrap_or(trimmed.len());
+            // A `[default: ...]` alone is no description.
+            let words = |t: &str| !t.is_empty() && !t.starts_with('[');
+            let inline = trimmed[spec_end..].trim();
+            let below = lines.get(i + 1).filter(|next| {
+                words(next.trim()) && !next.trim_start().starts_with('-') && indent(next) > indent(line)
+            });
+            assert!(words(inline) || below.is_some(), "rwp-train {help}: no description for `{trimmed}`:\n{text}");
+        }
+        assert!(flags >= 38, "found only {flags} flags in rwp-train {help}:\n{text}");
+    }
+}
