@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
-use rwp_sdk::{DatasetKind, GradientEncoding, Method, ModelKind, NonFinitePolicy, Token};
+use rwp_sdk::{DatasetKind, GradientEncoding, LrSchedule, Method, ModelKind, NonFinitePolicy, SigmaSchedule, Token};
 
 const ABOUT: &str = "Command-line client of the RWP distributed training service";
 
@@ -64,6 +64,7 @@ reference; unknown keys are rejected with their line.
   weight_decay = 0.001
   lr_schedule = { kind = \"cosine-per-epoch\" }   # constant | cosine-per-update |
                                   # { kind = \"step\", milestones = [60, 120], gamma = 0.2 }
+                                  # (the names of --lr-schedule, and of rwp-train's)
   warmup_updates = 0
   sigma = 0.015                 # perturbation scale σ
   sigma_schedule = { kind = \"constant\" }        # or { kind = \"cosine-increasing\", inc = 10.0 }
@@ -279,12 +280,27 @@ pub struct SpecFlags {
     /// Weight decay (coupled, as PyTorch's SGD)
     #[arg(long, value_name = "WD")]
     pub weight_decay: Option<f64>,
+    /// Learning-rate schedule: constant, step (with --milestones, --lr-gamma), cosine-per-update or cosine-per-epoch
+    #[arg(long, value_name = "SCHEDULE", value_parser = lr_schedule_parser())]
+    pub lr_schedule: Option<String>,
+    /// Epochs at which the step schedule multiplies the rate by --lr-gamma (comma-separated)
+    #[arg(long, value_name = "EPOCHS", value_delimiter = ',')]
+    pub milestones: Option<Vec<u32>>,
+    /// Factor the step schedule multiplies the rate by at each milestone (default 0.1)
+    #[arg(long, value_name = "GAMMA")]
+    pub lr_gamma: Option<f64>,
     /// Linear learning-rate warmup over this many updates
     #[arg(long, value_name = "N")]
     pub warmup_updates: Option<u64>,
     /// Perturbation scale σ
     #[arg(long, value_name = "SIGMA")]
     pub sigma: Option<f64>,
+    /// σ schedule: constant or cosine-increasing (with --sigma-inc)
+    #[arg(long, value_name = "SCHEDULE", value_parser = sigma_schedule_parser())]
+    pub sigma_schedule: Option<String>,
+    /// Growth of the cosine-increasing σ schedule (default 10)
+    #[arg(long, value_name = "INC")]
+    pub sigma_inc: Option<f64>,
     /// Weight λ of the perturbed gradient (m-rwp, m-arwp), in [0, 1]
     #[arg(long, value_name = "LAMBDA")]
     pub lambda: Option<f64>,
@@ -518,6 +534,23 @@ fn model_parser() -> impl TypedValueParser<Value = ModelKind> {
 fn dataset_parser() -> impl TypedValueParser<Value = DatasetKind> {
     PossibleValuesParser::new(DatasetKind::ALL.map(DatasetKind::name))
         .map(|s| s.parse::<DatasetKind>().expect("clap only lets possible values through"))
+}
+
+/// The schedules' names ([`LrSchedule::NAMES`]), and rwp-train's older
+/// short ones as hidden aliases.
+fn lr_schedule_parser() -> PossibleValuesParser {
+    PossibleValuesParser::new(LrSchedule::NAMES.map(|name| match name {
+        "cosine-per-update" => PossibleValue::new(name).alias("cosine-update"),
+        "cosine-per-epoch" => PossibleValue::new(name).alias("cosine-epoch"),
+        _ => PossibleValue::new(name),
+    }))
+}
+
+fn sigma_schedule_parser() -> PossibleValuesParser {
+    PossibleValuesParser::new(SigmaSchedule::NAMES.map(|name| match name {
+        "cosine-increasing" => PossibleValue::new(name).alias("cosine-inc"),
+        _ => PossibleValue::new(name),
+    }))
 }
 
 fn non_finite_parser() -> impl TypedValueParser<Value = NonFinitePolicy> {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use rwp_sdk::{JobFile, JobSpec, SdkError};
-use rwp_spec::{check_model_file, Spelling};
+use rwp_spec::{check_model_file, ScheduleFlags, Spelling};
 
 use crate::cli::{SpecFlags, SubmitArgs};
 use crate::error::{one_line, CliError};
@@ -15,7 +15,19 @@ impl SpecFlags {
     pub fn any(&self) -> bool {
         let mut file = JobFile::default();
         self.apply(&mut file);
-        file != JobFile::default()
+        file != JobFile::default() || self.schedules() != ScheduleFlags::default()
+    }
+
+    /// The schedule flags, as rwp-train takes them too.
+    #[must_use]
+    pub fn schedules(&self) -> ScheduleFlags {
+        ScheduleFlags {
+            lr_schedule: self.lr_schedule.clone(),
+            milestones: self.milestones.clone(),
+            lr_gamma: self.lr_gamma,
+            sigma_schedule: self.sigma_schedule.clone(),
+            sigma_inc: self.sigma_inc,
+        }
     }
 
     /// Writes the flags given over the job file's settings.
@@ -87,6 +99,7 @@ pub fn build_job(args: &SubmitArgs) -> Result<BuiltJob, CliError> {
         }));
     }
     check_model(&file, args)?;
+    apply_schedules(&mut file, args)?;
     let origin = match &args.job_file {
         Some(path) if args.settings.any() => format!("{} with the flags given", path.display()),
         Some(path) => path.display().to_string(),
@@ -105,6 +118,26 @@ pub fn build_job(args: &SubmitArgs) -> Result<BuiltJob, CliError> {
         .or_else(|| args.job_file.as_deref().and_then(Path::file_stem).map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_default();
     Ok(BuiltJob { name, spec, model_path })
+}
+
+/// The schedule flags over the job file's schedules (or the method's
+/// reference ones); a flag for a schedule the job does not have is refused.
+fn apply_schedules(file: &mut JobFile, args: &SubmitArgs) -> Result<(), CliError> {
+    let flags = args.settings.schedules();
+    let Some(method) = file.method else { return Ok(()) };
+    if flags == ScheduleFlags::default() {
+        return Ok(());
+    }
+    let reference = JobSpec::reference(method);
+    let mut lr = file.lr_schedule.clone().unwrap_or(reference.lr_schedule);
+    let mut sigma = file.sigma_schedule.clone().unwrap_or(reference.sigma_schedule);
+    flags.apply(&mut lr, &mut sigma).map_err(|e| match &args.job_file {
+        Some(path) => CliError::Usage(format!("{} with the flags given: {e}", path.display())),
+        None => CliError::Usage(e),
+    })?;
+    file.lr_schedule = Some(lr);
+    file.sigma_schedule = Some(sigma);
+    Ok(())
 }
 
 /// A `torchscript` model without its file, or a file with a built-in model:

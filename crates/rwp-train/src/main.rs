@@ -12,9 +12,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
 use rwp_core::checkpoint;
 use rwp_core::trainer::{parse_device, LocalTrainer};
-use rwp_spec::{
-    check_model_file, DatasetKind, JobSpec, LrSchedule, Method, ModelFile, ModelKind, SigmaSchedule, Spelling,
-};
+use rwp_spec::{check_model_file, DatasetKind, JobSpec, Method, ModelFile, ModelKind, ScheduleFlags, Spelling};
 
 /// Train a model with an RWP-family method in one process.
 ///
@@ -73,25 +71,27 @@ struct Args {
     /// Weight decay (coupled, as PyTorch's SGD).
     #[arg(long)]
     weight_decay: Option<f64>,
-    /// constant, step, cosine-update or cosine-epoch.
-    #[arg(long)]
+    /// constant, step (with --milestones, --lr-gamma), cosine-per-update or
+    /// cosine-per-epoch; the names of job files' lr_schedule and `rwp submit`.
+    #[arg(long, value_name = "SCHEDULE")]
     lr_schedule: Option<String>,
     /// Epochs at which the step schedule multiplies the rate by --lr-gamma (comma-separated).
     #[arg(long, value_delimiter = ',')]
-    milestones: Vec<u32>,
-    /// Factor the step schedule multiplies the rate by at each milestone.
-    #[arg(long, default_value_t = 0.1)]
-    lr_gamma: f64,
+    milestones: Option<Vec<u32>>,
+    /// Factor the step schedule multiplies the rate by at each milestone (default 0.1).
+    #[arg(long)]
+    lr_gamma: Option<f64>,
     /// Linear warmup over this many updates.
     #[arg(long)]
     warmup_updates: Option<u64>,
     /// Perturbation scale σ.
     #[arg(long, allow_negative_numbers = true)]
     sigma: Option<f64>,
-    /// constant or cosine-inc.
-    #[arg(long)]
+    /// constant or cosine-increasing (with --sigma-inc); the names of job
+    /// files' sigma_schedule and `rwp submit`.
+    #[arg(long, value_name = "SCHEDULE")]
     sigma_schedule: Option<String>,
-    /// Growth of the cosine-increasing σ schedule.
+    /// Growth of the cosine-increasing σ schedule (default 10).
     #[arg(long)]
     sigma_inc: Option<f64>,
     /// Weight λ of the perturbed gradient (m-rwp, m-arwp).
@@ -171,18 +171,6 @@ fn and_list(items: &[String]) -> String {
     }
 }
 
-fn parse_lr_schedule(name: &str, milestones: &[u32], gamma: f64) -> Result<LrSchedule, String> {
-    match name {
-        "constant" => Ok(LrSchedule::Constant),
-        "step" => Ok(LrSchedule::Step { milestones: milestones.to_vec(), gamma }),
-        "cosine-update" => Ok(LrSchedule::CosinePerUpdate),
-        "cosine-epoch" => Ok(LrSchedule::CosinePerEpoch),
-        other => {
-            Err(format!("unknown lr schedule '{other}' (expected one of: constant, step, cosine-update, cosine-epoch)"))
-        }
-    }
-}
-
 impl Args {
     fn spec(&self) -> Result<JobSpec, String> {
         let mut s = JobSpec::reference(self.method);
@@ -219,20 +207,14 @@ impl Args {
             beta,
             rho
         );
-        if let Some(name) = &self.lr_schedule {
-            s.lr_schedule = parse_lr_schedule(name, &self.milestones, self.lr_gamma)?;
-        }
-        match self.sigma_schedule.as_deref() {
-            None => {}
-            Some("constant") => s.sigma_schedule = SigmaSchedule::Constant,
-            Some("cosine-inc") => {
-                s.sigma_schedule = SigmaSchedule::CosineIncreasing { inc: self.sigma_inc.unwrap_or(10.0) }
-            }
-            Some(other) => return Err(format!("unknown sigma schedule '{other}' (expected constant or cosine-inc)")),
-        }
-        if let (Some(inc), SigmaSchedule::CosineIncreasing { .. }) = (self.sigma_inc, &s.sigma_schedule) {
-            s.sigma_schedule = SigmaSchedule::CosineIncreasing { inc };
-        }
+        let schedules = ScheduleFlags {
+            lr_schedule: self.lr_schedule.clone(),
+            milestones: self.milestones.clone(),
+            lr_gamma: self.lr_gamma,
+            sigma_schedule: self.sigma_schedule.clone(),
+            sigma_inc: self.sigma_inc,
+        };
+        schedules.apply(&mut s.lr_schedule, &mut s.sigma_schedule)?;
         s.validate().map_err(|e| e.to_string())?;
         Ok(s)
     }

@@ -121,6 +121,65 @@ fn model_file_mistakes_name_the_fix() {
     assert_one_line_error(&out, &format!("--model-file: cannot read {}", missing.display()));
 }
 
+/// The schedule names are those of job files and `rwp submit`; a setting
+/// for a schedule the run does not have is refused, not ignored.
+#[test]
+fn schedules_take_the_job_file_names() {
+    let lr = "--lr-schedule: unknown lr schedule 'cosine' (expected one of: constant, step, cosine-per-update, \
+              cosine-per-epoch)";
+    assert_one_line_error(&rwp_train(&["--device", "cpu", "--lr-schedule", "cosine"]), lr);
+    let sigma = "--sigma-schedule: unknown sigma schedule 'linear' (expected one of: constant, cosine-increasing)";
+    assert_one_line_error(&rwp_train(&["--device", "cpu", "--sigma-schedule", "linear"]), sigma);
+    assert_one_line_error(
+        &rwp_train(&["--device", "cpu", "--method", "sgd", "--milestones", "3"]),
+        "--milestones and --lr-gamma are for the step schedule, and this job's lr schedule is cosine-per-epoch",
+    );
+    assert_one_line_error(
+        &rwp_train(&["--device", "cpu", "--method", "sgd", "--sigma-inc", "2"]),
+        "add --sigma-schedule cosine-increasing",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("m.jsonl");
+    let out = rwp_train(&[
+        "--device",
+        "cpu",
+        "--quiet",
+        "--threads",
+        "1",
+        "--eval-every",
+        "0",
+        "--method",
+        "rwp",
+        "--batch-size",
+        "128",
+        "--epochs",
+        "2",
+        "--max-updates",
+        "2",
+        "--lr-schedule",
+        "cosine-per-update",
+        "--sigma-schedule",
+        "cosine-increasing",
+        "--sigma-inc",
+        "4",
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    // 7 updates per epoch, 14 planned: cosine per update moves the rate at
+    // once, and σ grows from its first update.
+    let updates: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "update")
+        .collect();
+    assert_eq!(updates.len(), 2);
+    assert_eq!(updates[0]["lr"].as_f64(), Some(0.1));
+    assert!(updates[1]["lr"].as_f64().unwrap() < 0.1, "{updates:?}");
+    assert!(updates[1]["sigma"].as_f64().unwrap() > updates[0]["sigma"].as_f64().unwrap(), "{updates:?}");
+}
+
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
