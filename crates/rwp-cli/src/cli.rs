@@ -244,7 +244,7 @@ pub struct SpecFlags {
     /// Dataset (synthetic is built in; the others read --data-dir)
     #[arg(long, value_name = "DATASET", value_parser = dataset_parser())]
     pub dataset: Option<DatasetKind>,
-    /// Directory of the dataset's files, as the workers see it
+    /// Directory of the dataset's files, as the workers see it (a relative one is made absolute here)
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Root seed of the weights, sample order, augmentation and noise

@@ -39,7 +39,6 @@ impl SpecFlags {
             method,
             model,
             dataset,
-            data_dir,
             seed,
             epochs,
             max_updates,
@@ -67,6 +66,12 @@ impl SpecFlags {
         }
         if self.no_augment {
             file.augment = Some(false);
+        }
+        // The server and the workers have working directories of their
+        // own: a relative --data-dir is made absolute here, against ours,
+        // as the shell user means it (`..` is kept: the server resolves it).
+        if let Some(dir) = &self.data_dir {
+            file.data_dir = Some(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()));
         }
         // A path given as a flag is relative to the working directory, not
         // to the job file.
@@ -97,6 +102,15 @@ pub fn build_job(args: &SubmitArgs) -> Result<BuiltJob, CliError> {
             Some(path) => format!("{}: `method` is required (or give --method)", path.display()),
             None => "give a job file or --method (rwp submit --help shows both)".to_owned(),
         }));
+    }
+    if let (Some(flag), Some(dir)) = (&args.settings.data_dir, &file.data_dir) {
+        if dir.is_relative() && !dir.as_os_str().is_empty() {
+            return Err(CliError::Usage(format!(
+                "--data-dir {} is relative and the working directory cannot be read to resolve it \
+                 (the server would resolve it against its own): give an absolute path",
+                flag.display()
+            )));
+        }
     }
     check_model(&file, args)?;
     apply_schedules(&mut file, args)?;
