@@ -21,8 +21,9 @@ Examples:
   rwp submit job.toml --watch            submit a job file and follow it to the end
   rwp submit --method m-arwp --epochs 5  submit with the method's reference settings
   rwp list                               the jobs you may see, as a table
-  rwp watch j-000001                     progress bar until the job ends
-  rwp plot j-000001 j-000002 -o curves.svg
+  rwp watch job-5e768fc32c72             progress bar until the job ends
+  rwp watch 5e76                         the same: a unique prefix of the id will do, or the job's name
+  rwp plot job-5e768fc32c72 job-90ab12cd34ef -o curves.svg
   rwp --server https://rwp.example.org:50051 --tls-ca ca.pem list
   rwp --server https://rwp:50051 --tls-ca ca.pem --tls-cert me.crt --tls-key me.key list
   RWP_TOKEN_FILE=~/.config/rwp/token rwp list    a server with a tokens file
@@ -87,7 +88,7 @@ prints each test evaluation above it; when stderr is not a terminal, prints a
 plain progress line every --interval seconds instead. Ends with one summary
 line on stdout, e.g.
 
-  job j-000001 succeeded: step 240/240, test accuracy 0.8123, wall 41.2s, 5.83 updates/s
+  job job-5e768fc32c72 succeeded: step 240/240, test accuracy 0.8123, wall 41.2s, 5.83 updates/s
 
 Exit status: 0 the job succeeded, 1 it failed (its error is printed) or the
 watch failed, 3 it was cancelled, 4 it was stopped early by its sweep's early
@@ -99,8 +100,8 @@ time, test accuracy against step and against wall time. The format follows the
 file name: .png or .svg. A running job is drawn up to its latest update.
 
 Examples:
-  rwp plot j-000001 -o curves.png
-  rwp plot j-000001 j-000002 j-000003 -o compare.svg --width 1600 --height 1000";
+  rwp plot job-5e768fc32c72 -o curves.png
+  rwp plot first-run 90ab 5e76 -o compare.svg --width 1600 --height 1000   (names and id prefixes work too)";
 
 /// `rwp`: the command line.
 #[derive(Debug, Parser)]
@@ -189,7 +190,7 @@ pub enum Command {
     /// Cancel a job (its workers stop after the update in progress)
     Cancel(CancelArgs),
     /// Download a job's current weights as a safetensors file
-    #[command(after_help = "Example:\n  rwp export j-000001 -o marwp.safetensors")]
+    #[command(after_help = "Example:\n  rwp export job-5e768fc32c72 -o marwp.safetensors")]
     Export(ExportArgs),
     /// Draw learning curves of one or more jobs to a PNG or SVG file
     #[command(after_help = PLOT_AFTER_HELP)]
@@ -330,8 +331,8 @@ pub struct SpecFlags {
 const SWEEP_AFTER_HELP: &str = "\
 Examples:
   rwp sweep submit sigma.toml --watch      # run a sweep, follow it, print the table
-  rwp sweep get sweep-0123456789 --best-job-file best.toml
-  rwp sweep plot sweep-0123456789 -o plots/
+  rwp sweep get sweep-3fa2c81b07 --best-job-file best.toml
+  rwp sweep plot sweep-3fa2c81b07 -o plots/
   rwp submit best.toml                     # train the best trial's settings again
 
 A sweep file is a job file (the base of every trial, with validation_fraction > 0)
@@ -420,7 +421,7 @@ pub struct ListArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct GetArgs {
-    /// Job id
+    /// Job: its id (job-5e768fc32c72), a unique prefix of it (job-5e76 or 5e76), or its name
     #[arg(value_name = "JOB")]
     pub job: String,
     /// Print JSON instead of text
@@ -430,7 +431,7 @@ pub struct GetArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
-    /// Job id
+    /// Job: its id (job-5e768fc32c72), a unique prefix of it (job-5e76 or 5e76), or its name
     #[arg(value_name = "JOB")]
     pub job: String,
     /// Seconds between progress lines when stderr is not a terminal
@@ -476,14 +477,14 @@ pub struct ModelDeleteArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct CancelArgs {
-    /// Job id
+    /// Job: its id (job-5e768fc32c72), a unique prefix of it (job-5e76 or 5e76), or its name
     #[arg(value_name = "JOB")]
     pub job: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
-    /// Job id
+    /// Job: its id (job-5e768fc32c72), a unique prefix of it (job-5e76 or 5e76), or its name
     #[arg(value_name = "JOB")]
     pub job: String,
     /// File to write (safetensors), replaced atomically
@@ -493,7 +494,7 @@ pub struct ExportArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct PlotArgs {
-    /// Job ids, one line each
+    /// Jobs, one line each: ids, unique id prefixes or names
     #[arg(value_name = "JOB", required = true)]
     pub jobs: Vec<String>,
     /// Image to write: FILE.png or FILE.svg
