@@ -158,3 +158,22 @@ fn a_bad_schedule_lists_the_names() {
     let line = assert_clean_error(&rwp(&["--server", NO_SERVER, "submit", "--method", "sgd", "--sigma-inc", "3"]), 2);
     assert!(line.contains("add --sigma-schedule cosine-increasing"), "{line}");
 }
+
+/// A sweep searching a schedule names its kinds as job files do; a bad one
+/// is named with the choices, never with serde's words.
+#[test]
+fn a_sweep_over_a_bad_schedule_kind_lists_the_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = "name = \"s\"\nmethod = \"sgd\"\nvalidation_fraction = 0.2\n\n[search]\n\n[[search.param]]\n\
+                 field = \"lr_schedule.kind\"\nvalues = [\"constant\", \"cosine\"]\n";
+    let path = write_file(dir.path(), "sweep.toml", sweep);
+    let line = assert_clean_error(&rwp(&["--server", NO_SERVER, "sweep", "submit", &path]), 2);
+    assert!(
+        line.contains(
+            "lr_schedule.kind: unknown lr schedule 'cosine' \
+             (expected one of: constant, step, cosine-per-update, cosine-per-epoch)"
+        ) && line.contains(&path),
+        "{line}"
+    );
+    assert!(!line.contains("variant") && !line.contains("LrSchedule"), "{line}");
+}
