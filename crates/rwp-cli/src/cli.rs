@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
-use rwp_sdk::{DatasetKind, GradientEncoding, Method, ModelKind, NonFinitePolicy, Token};
+use rwp_sdk::{DatasetKind, GradientEncoding, LrSchedule, Method, ModelKind, NonFinitePolicy, SigmaSchedule, Token};
 
 const ABOUT: &str = "Command-line client of the RWP distributed training service";
 
@@ -21,18 +21,20 @@ Examples:
   rwp submit job.toml --watch            submit a job file and follow it to the end
   rwp submit --method m-arwp --epochs 5  submit with the method's reference settings
   rwp list                               the jobs you may see, as a table
-  rwp watch j-000001                     progress bar until the job ends
-  rwp plot j-000001 j-000002 -o curves.svg
+  rwp watch job-5e768fc32c72             progress bar until the job ends
+  rwp watch 5e76                         the same: a unique prefix of the id will do, or the job's name
+  rwp plot job-5e768fc32c72 job-90ab12cd34ef -o curves.svg
   rwp --server https://rwp.example.org:50051 --tls-ca ca.pem list
   rwp --server https://rwp:50051 --tls-ca ca.pem --tls-cert me.crt --tls-key me.key list
   RWP_TOKEN_FILE=~/.config/rwp/token rwp list    a server with a tokens file
   rwp completions bash > /etc/bash_completion.d/rwp
 
 Exit status:
-  0  success (watch: the job succeeded)
-  1  an error, e.g. the server is unreachable (watch: the job failed)
-  2  a usage, flag or job-file error
-  3  watch: the job was cancelled
+  0    success (watch, submit --watch: the job succeeded)
+  1    an error, e.g. the server is unreachable (watch: the job failed; sweep watch: the sweep did not succeed)
+  2    a usage, flag or job-file error
+  3    watch: the job was cancelled
+  4    watch: the job was stopped early by its sweep's early stopping
   130  watch: stopped with Ctrl-C (the job goes on)";
 
 const SUBMIT_AFTER_HELP: &str = "\
@@ -63,6 +65,7 @@ reference; unknown keys are rejected with their line.
   weight_decay = 0.001
   lr_schedule = { kind = \"cosine-per-epoch\" }   # constant | cosine-per-update |
                                   # { kind = \"step\", milestones = [60, 120], gamma = 0.2 }
+                                  # (the names of --lr-schedule, and of rwp-train's)
   warmup_updates = 0
   sigma = 0.015                 # perturbation scale σ
   sigma_schedule = { kind = \"constant\" }        # or { kind = \"cosine-increasing\", inc = 10.0 }
@@ -85,10 +88,11 @@ prints each test evaluation above it; when stderr is not a terminal, prints a
 plain progress line every --interval seconds instead. Ends with one summary
 line on stdout, e.g.
 
-  job j-000001 succeeded: step 240/240, test accuracy 0.8123, wall 41.2s, 5.83 updates/s
+  job job-5e768fc32c72 succeeded: step 240/240, test accuracy 0.8123, wall 41.2s, 5.83 updates/s
 
 Exit status: 0 the job succeeded, 1 it failed (its error is printed) or the
-watch failed, 3 it was cancelled, 130 Ctrl-C stopped watching (the job goes on).";
+watch failed, 3 it was cancelled, 4 it was stopped early by its sweep's early
+stopping, 130 Ctrl-C stopped watching (the job goes on).";
 
 const PLOT_AFTER_HELP: &str = "\
 Draws four panels, one line per job: train loss against step and against wall
@@ -96,8 +100,8 @@ time, test accuracy against step and against wall time. The format follows the
 file name: .png or .svg. A running job is drawn up to its latest update.
 
 Examples:
-  rwp plot j-000001 -o curves.png
-  rwp plot j-000001 j-000002 j-000003 -o compare.svg --width 1600 --height 1000";
+  rwp plot job-5e768fc32c72 -o curves.png
+  rwp plot first-run 90ab 5e76 -o compare.svg --width 1600 --height 1000   (names and id prefixes work too)";
 
 /// `rwp`: the command line.
 #[derive(Debug, Parser)]
@@ -186,7 +190,7 @@ pub enum Command {
     /// Cancel a job (its workers stop after the update in progress)
     Cancel(CancelArgs),
     /// Download a job's current weights as a safetensors file
-    #[command(after_help = "Example:\n  rwp export j-000001 -o marwp.safetensors")]
+    #[command(after_help = "Example:\n  rwp export job-5e768fc32c72 -o marwp.safetensors")]
     Export(ExportArgs),
     /// Draw learning curves of one or more jobs to a PNG or SVG file
     #[command(after_help = PLOT_AFTER_HELP)]
@@ -241,7 +245,7 @@ pub struct SpecFlags {
     /// Dataset (synthetic is built in; the others read --data-dir)
     #[arg(long, value_name = "DATASET", value_parser = dataset_parser())]
     pub dataset: Option<DatasetKind>,
-    /// Directory of the dataset's files, as the workers see it
+    /// Directory of the dataset's files, as the workers see it (a relative one is made absolute here)
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Root seed of the weights, sample order, augmentation and noise
@@ -277,12 +281,27 @@ pub struct SpecFlags {
     /// Weight decay (coupled, as PyTorch's SGD)
     #[arg(long, value_name = "WD")]
     pub weight_decay: Option<f64>,
+    /// Learning-rate schedule: constant, step (with --milestones, --lr-gamma), cosine-per-update or cosine-per-epoch
+    #[arg(long, value_name = "SCHEDULE", value_parser = lr_schedule_parser())]
+    pub lr_schedule: Option<String>,
+    /// Epochs at which the step schedule multiplies the rate by --lr-gamma (comma-separated)
+    #[arg(long, value_name = "EPOCHS", value_delimiter = ',')]
+    pub milestones: Option<Vec<u32>>,
+    /// Factor the step schedule multiplies the rate by at each milestone (default 0.1)
+    #[arg(long, value_name = "GAMMA")]
+    pub lr_gamma: Option<f64>,
     /// Linear learning-rate warmup over this many updates
     #[arg(long, value_name = "N")]
     pub warmup_updates: Option<u64>,
     /// Perturbation scale σ
     #[arg(long, value_name = "SIGMA")]
     pub sigma: Option<f64>,
+    /// σ schedule: constant or cosine-increasing (with --sigma-inc)
+    #[arg(long, value_name = "SCHEDULE", value_parser = sigma_schedule_parser())]
+    pub sigma_schedule: Option<String>,
+    /// Growth of the cosine-increasing σ schedule (default 10)
+    #[arg(long, value_name = "INC")]
+    pub sigma_inc: Option<f64>,
     /// Weight λ of the perturbed gradient (m-rwp, m-arwp), in [0, 1]
     #[arg(long, value_name = "LAMBDA")]
     pub lambda: Option<f64>,
@@ -312,8 +331,8 @@ pub struct SpecFlags {
 const SWEEP_AFTER_HELP: &str = "\
 Examples:
   rwp sweep submit sigma.toml --watch      # run a sweep, follow it, print the table
-  rwp sweep get sweep-0123456789 --best-job-file best.toml
-  rwp sweep plot sweep-0123456789 -o plots/
+  rwp sweep get sweep-3fa2c81b07 --best-job-file best.toml
+  rwp sweep plot sweep-3fa2c81b07 -o plots/
   rwp submit best.toml                     # train the best trial's settings again
 
 A sweep file is a job file (the base of every trial, with validation_fraction > 0)
@@ -402,7 +421,7 @@ pub struct ListArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct GetArgs {
-    /// Job id
+    /// Job: its id (job-5e768fc32c72), a unique prefix of it (job-5e76 or 5e76), or its name
     #[arg(value_name = "JOB")]
     pub job: String,
     /// Print JSON instead of text
@@ -412,7 +431,7 @@ pub struct GetArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
-    /// Job id
+    /// Job: its id (job-5e768fc32c72), a unique prefix of it (job-5e76 or 5e76), or its name
     #[arg(value_name = "JOB")]
     pub job: String,
     /// Seconds between progress lines when stderr is not a terminal
@@ -458,14 +477,14 @@ pub struct ModelDeleteArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct CancelArgs {
-    /// Job id
+    /// Job: its id (job-5e768fc32c72), a unique prefix of it (job-5e76 or 5e76), or its name
     #[arg(value_name = "JOB")]
     pub job: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
-    /// Job id
+    /// Job: its id (job-5e768fc32c72), a unique prefix of it (job-5e76 or 5e76), or its name
     #[arg(value_name = "JOB")]
     pub job: String,
     /// File to write (safetensors), replaced atomically
@@ -475,7 +494,7 @@ pub struct ExportArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct PlotArgs {
-    /// Job ids, one line each
+    /// Jobs, one line each: ids, unique id prefixes or names
     #[arg(value_name = "JOB", required = true)]
     pub jobs: Vec<String>,
     /// Image to write: FILE.png or FILE.svg
@@ -516,6 +535,23 @@ fn model_parser() -> impl TypedValueParser<Value = ModelKind> {
 fn dataset_parser() -> impl TypedValueParser<Value = DatasetKind> {
     PossibleValuesParser::new(DatasetKind::ALL.map(DatasetKind::name))
         .map(|s| s.parse::<DatasetKind>().expect("clap only lets possible values through"))
+}
+
+/// The schedules' names ([`LrSchedule::NAMES`]), and rwp-train's older
+/// short ones as hidden aliases.
+fn lr_schedule_parser() -> PossibleValuesParser {
+    PossibleValuesParser::new(LrSchedule::NAMES.map(|name| match name {
+        "cosine-per-update" => PossibleValue::new(name).alias("cosine-update"),
+        "cosine-per-epoch" => PossibleValue::new(name).alias("cosine-epoch"),
+        _ => PossibleValue::new(name),
+    }))
+}
+
+fn sigma_schedule_parser() -> PossibleValuesParser {
+    PossibleValuesParser::new(SigmaSchedule::NAMES.map(|name| match name {
+        "cosine-increasing" => PossibleValue::new(name).alias("cosine-inc"),
+        _ => PossibleValue::new(name),
+    }))
 }
 
 fn non_finite_parser() -> impl TypedValueParser<Value = NonFinitePolicy> {

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use rwp_sdk::{JobFile, JobSpec, SdkError};
+use rwp_spec::{check_model_file, ScheduleFlags, Spelling};
 
 use crate::cli::{SpecFlags, SubmitArgs};
 use crate::error::{one_line, CliError};
@@ -14,7 +15,19 @@ impl SpecFlags {
     pub fn any(&self) -> bool {
         let mut file = JobFile::default();
         self.apply(&mut file);
-        file != JobFile::default()
+        file != JobFile::default() || self.schedules() != ScheduleFlags::default()
+    }
+
+    /// The schedule flags, as rwp-train takes them too.
+    #[must_use]
+    pub fn schedules(&self) -> ScheduleFlags {
+        ScheduleFlags {
+            lr_schedule: self.lr_schedule.clone(),
+            milestones: self.milestones.clone(),
+            lr_gamma: self.lr_gamma,
+            sigma_schedule: self.sigma_schedule.clone(),
+            sigma_inc: self.sigma_inc,
+        }
     }
 
     /// Writes the flags given over the job file's settings.
@@ -26,7 +39,6 @@ impl SpecFlags {
             method,
             model,
             dataset,
-            data_dir,
             seed,
             epochs,
             max_updates,
@@ -54,6 +66,12 @@ impl SpecFlags {
         }
         if self.no_augment {
             file.augment = Some(false);
+        }
+        // The server and the workers have working directories of their
+        // own: a relative --data-dir is made absolute here, against ours,
+        // as the shell user means it (`..` is kept: the server resolves it).
+        if let Some(dir) = &self.data_dir {
+            file.data_dir = Some(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()));
         }
         // A path given as a flag is relative to the working directory, not
         // to the job file.
@@ -85,6 +103,17 @@ pub fn build_job(args: &SubmitArgs) -> Result<BuiltJob, CliError> {
             None => "give a job file or --method (rwp submit --help shows both)".to_owned(),
         }));
     }
+    if let (Some(flag), Some(dir)) = (&args.settings.data_dir, &file.data_dir) {
+        if dir.is_relative() && !dir.as_os_str().is_empty() {
+            return Err(CliError::Usage(format!(
+                "--data-dir {} is relative and the working directory cannot be read to resolve it \
+                 (the server would resolve it against its own): give an absolute path",
+                flag.display()
+            )));
+        }
+    }
+    check_model(&file, args)?;
+    apply_schedules(&mut file, args)?;
     let origin = match &args.job_file {
         Some(path) if args.settings.any() => format!("{} with the flags given", path.display()),
         Some(path) => path.display().to_string(),
@@ -103,6 +132,42 @@ pub fn build_job(args: &SubmitArgs) -> Result<BuiltJob, CliError> {
         .or_else(|| args.job_file.as_deref().and_then(Path::file_stem).map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_default();
     Ok(BuiltJob { name, spec, model_path })
+}
+
+/// The schedule flags over the job file's schedules (or the method's
+/// reference ones); a flag for a schedule the job does not have is refused.
+fn apply_schedules(file: &mut JobFile, args: &SubmitArgs) -> Result<(), CliError> {
+    let flags = args.settings.schedules();
+    let Some(method) = file.method else { return Ok(()) };
+    if flags == ScheduleFlags::default() {
+        return Ok(());
+    }
+    let reference = JobSpec::reference(method);
+    let mut lr = file.lr_schedule.clone().unwrap_or(reference.lr_schedule);
+    let mut sigma = file.sigma_schedule.clone().unwrap_or(reference.sigma_schedule);
+    flags.apply(&mut lr, &mut sigma).map_err(|e| match &args.job_file {
+        Some(path) => CliError::Usage(format!("{} with the flags given: {e}", path.display())),
+        None => CliError::Usage(e),
+    })?;
+    file.lr_schedule = Some(lr);
+    file.sigma_schedule = Some(sigma);
+    Ok(())
+}
+
+/// A `torchscript` model without its file, or a file with a built-in model:
+/// one line naming the fix, in the words the user wrote the offending
+/// setting in (a flag, or the job file's key).
+fn check_model(file: &JobFile, args: &SubmitArgs) -> Result<(), CliError> {
+    let Some(method) = file.method else { return Ok(()) };
+    let model = file.model.unwrap_or(JobSpec::reference(method).model);
+    let has_file = file.model_file.is_some();
+    // The setting that is wrong: the model, when it lacks its file; else the file.
+    let from_flag = if has_file { args.settings.model_file.is_some() } else { args.settings.model.is_some() };
+    match &args.job_file {
+        Some(path) if !from_flag => check_model_file(model, has_file, Spelling::JobFile)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", path.display()))),
+        _ => check_model_file(model, has_file, Spelling::Flags).map_err(CliError::Usage),
+    }
 }
 
 /// A job file that cannot be read or parsed, as one line naming the file,

@@ -5,11 +5,11 @@
 //! rwp submit job.toml --watch             # a TOML job file; prints the job id
 //! rwp submit --method m-arwp --epochs 5   # or flags over the method's reference settings
 //! rwp list                                # ID NAME METHOD MODEL STATE STEP/TOTAL LOSS VAL ACC TEST ACC AGE
-//! rwp get j-000001 [--json]
-//! rwp watch j-000001                      # progress bar; exit 0 succeeded, 1 failed, 3 cancelled
-//! rwp cancel j-000001
-//! rwp export j-000001 -o weights.safetensors
-//! rwp plot j-000001 j-000002 -o curves.svg
+//! rwp get job-5e768fc32c72 [--json]        # or a unique id prefix (5e76), or the job's name
+//! rwp watch job-5e768fc32c72               # progress bar; exit 0 succeeded, 1 failed, 3 cancelled, 4 stopped early
+//! rwp cancel job-5e768fc32c72
+//! rwp export job-5e768fc32c72 -o weights.safetensors
+//! rwp plot job-5e768fc32c72 job-90ab12cd34ef -o curves.svg
 //! rwp model list [--json]                 # uploaded TorchScript files: SHA256 SIZE UPLOADED [OWNER]
 //! rwp model delete SHA256
 //! rwp completions bash

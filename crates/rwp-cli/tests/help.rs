@@ -20,6 +20,46 @@ fn top_level_help_lists_every_subcommand_and_the_exit_codes() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// Every exit status the code can return is listed, with what it means, in
+/// the `Exit status:` section of `rwp --help` (and the watch statuses in
+/// `rwp watch --help`).
+#[test]
+fn help_lists_every_exit_status_the_code_returns() {
+    use rwp_cli::commands::Outcome;
+    use rwp_cli::error::{EXIT_CANCELLED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_STOPPED, EXIT_USAGE};
+
+    let text = stdout(&rwp(&["--help"]));
+    let section: Vec<&str> = text.lines().skip_while(|l| l.trim() != "Exit status:").skip(1).collect();
+    assert!(!section.is_empty(), "no Exit status: section in:\n{text}");
+    let listed = |code: u8| {
+        section.iter().any(|l| {
+            let mut words = l.split_whitespace();
+            words.next() == Some(code.to_string().as_str()) && words.next().is_some()
+        })
+    };
+    let watch_codes = [
+        Outcome::Succeeded.exit_code(),
+        Outcome::Failed.exit_code(),
+        Outcome::Cancelled.exit_code(),
+        Outcome::Stopped.exit_code(),
+        Outcome::Interrupted.exit_code(),
+    ];
+    for code in
+        [0, EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED, EXIT_STOPPED, EXIT_INTERRUPTED].into_iter().chain(watch_codes)
+    {
+        assert!(listed(code), "exit status {code} is not explained in the Exit status: section of:\n{text}");
+    }
+    assert!(
+        section.iter().any(|l| l.trim_start().starts_with(&format!("{EXIT_STOPPED} ")) && l.contains("stopped early")),
+        "{text}"
+    );
+    let watch = stdout(&rwp(&["watch", "--help"]));
+    for code in watch_codes {
+        assert!(watch.contains(&format!("{code} ")), "exit status {code} missing from rwp watch --help:\n{watch}");
+    }
+    assert!(watch.contains(&format!("{EXIT_STOPPED} it was stopped early")), "{watch}");
+}
+
 #[test]
 fn submit_help_explains_the_job_file_and_the_flags() {
     let o = rwp(&["submit", "--help"]);

@@ -5,7 +5,7 @@ mod common;
 
 use common::mock::MockServer;
 use common::{rwp, stderr, stdout, write_file};
-use rwp_sdk::{JobSpec, Method};
+use rwp_sdk::{JobSpec, LrSchedule, Method, SigmaSchedule};
 
 #[test]
 fn flags_alone_submit_the_methods_reference_spec() {
@@ -37,6 +37,52 @@ fn flags_override_the_job_file() {
     assert_eq!(name, "from-file");
     assert_eq!((spec.method, spec.epochs, spec.sigma, spec.perturbed_shards), (Method::MRwp, 2, 0.02, 2));
     assert_eq!(spec.data_dir.as_deref(), Some(std::path::Path::new("/data/c10")));
+}
+
+/// `--lr-schedule` and `--sigma-schedule` take the names job files and
+/// rwp-train use, with their settings; over a job file they change its schedule.
+#[test]
+fn schedule_flags_set_the_schedules_by_name() {
+    let server = MockServer::start(vec![]);
+    let o = rwp(&[
+        "--server",
+        &server.url,
+        "submit",
+        "--method",
+        "m-rwp",
+        "--lr-schedule",
+        "step",
+        "--milestones",
+        "2,4",
+        "--lr-gamma",
+        "0.5",
+        "--sigma-schedule",
+        "cosine-increasing",
+        "--sigma-inc",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "step.toml",
+        "method = \"sgd\"\nlr_schedule = { kind = \"step\", milestones = [60, 120], gamma = 0.2 }\n",
+    );
+    let o = rwp(&["--server", &server.url, "submit", &path, "--lr-gamma", "0.3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = rwp(&["--server", &server.url, "submit", &path, "--lr-schedule", "cosine-per-update"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recorded = server.recorded.lock().unwrap();
+    let schedules: Vec<_> =
+        recorded.submitted.iter().map(|(_, spec)| (spec.lr_schedule.clone(), spec.sigma_schedule.clone())).collect();
+    assert_eq!(
+        schedules,
+        [
+            (LrSchedule::Step { milestones: vec![2, 4], gamma: 0.5 }, SigmaSchedule::CosineIncreasing { inc: 3.0 }),
+            (LrSchedule::Step { milestones: vec![60, 120], gamma: 0.3 }, SigmaSchedule::Constant),
+            (LrSchedule::CosinePerUpdate, SigmaSchedule::Constant),
+        ]
+    );
 }
 
 #[test]

@@ -79,6 +79,14 @@ impl JobSpecBuilder {
 
     /// The spec, validated: an out-of-range value is named.
     pub fn build(self) -> Result<JobSpec, SdkError> {
+        if self.spec.model == ModelKind::TorchScript && self.spec.model_file.is_none() {
+            return Err(SdkError::InvalidSpec(
+                "model torchscript needs its file: build the spec without .model(ModelKind::TorchScript) and \
+                 submit it with Client::submit_with_model_file(name, &spec, path), which uploads the file and \
+                 names it in the spec"
+                    .into(),
+            ));
+        }
         self.spec.validate().map_err(|e| SdkError::InvalidSpec(e.to_string()))?;
         Ok(self.spec)
     }
@@ -94,5 +102,7 @@ mod tests {
         assert_eq!((spec.epochs, spec.sigma, spec.lambda, spec.eta), (3, 0.02, 0.5, 0.1));
         let err = JobSpecBuilder::new(Method::MRwp).lambda(1.5).build().unwrap_err();
         assert!(err.to_string().contains("lambda = 1.5"), "{err}");
+        let err = JobSpecBuilder::new(Method::Sgd).model(ModelKind::TorchScript).build().unwrap_err();
+        assert!(err.to_string().contains("Client::submit_with_model_file"), "{err}");
     }
 }

@@ -22,7 +22,8 @@
 use std::path::{Path, PathBuf};
 
 use rwp_spec::{
-    DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelFile, ModelKind, NonFinitePolicy, SigmaSchedule,
+    check_model_file, DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelFile, ModelKind,
+    NonFinitePolicy, SigmaSchedule, Spelling,
 };
 use serde::Deserialize;
 
@@ -48,9 +49,13 @@ pub struct JobFile {
     pub momentum: Option<f64>,
     pub nesterov: Option<bool>,
     pub weight_decay: Option<f64>,
+    /// `{ kind = NAME, ... }`, read by `read_lr_schedule`: its errors list
+    /// the names, never serde's words for the enum.
+    #[serde(default, deserialize_with = "lr_schedule_table")]
     pub lr_schedule: Option<LrSchedule>,
     pub warmup_updates: Option<u64>,
     pub sigma: Option<f64>,
+    #[serde(default, deserialize_with = "sigma_schedule_table")]
     pub sigma_schedule: Option<SigmaSchedule>,
     pub lambda: Option<f64>,
     pub eta: Option<f64>,
@@ -66,6 +71,102 @@ pub struct JobFile {
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
     pub validation_fraction: Option<f64>,
+}
+
+fn lr_schedule_table<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<LrSchedule>, D::Error> {
+    let value = toml::Value::deserialize(d)?;
+    read_lr_schedule(&value).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn sigma_schedule_table<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SigmaSchedule>, D::Error> {
+    let value = toml::Value::deserialize(d)?;
+    read_sigma_schedule(&value).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// The `kind` of a schedule table, checked against `names`; the error says
+/// what a schedule looks like and lists the names.
+fn schedule_kind<'v>(
+    key: &str,
+    value: &'v toml::Value,
+    what: &str,
+    names: &[&str],
+    example: &str,
+) -> Result<(&'v toml::map::Map<String, toml::Value>, &'v str), String> {
+    let shape = || {
+        format!(
+            "{key} must be a table with a kind, e.g. {key} = {{ kind = \"{example}\" }} (kinds: {})",
+            names.join(", ")
+        )
+    };
+    let table = value.as_table().ok_or_else(shape)?;
+    let kind = table.get("kind").ok_or_else(shape)?.as_str().ok_or_else(shape)?;
+    if !names.contains(&kind) {
+        return Err(format!("{key}: unknown {what} '{kind}' (expected one of: {})", names.join(", ")));
+    }
+    Ok((table, kind))
+}
+
+/// Refuses keys of a schedule table that its kind does not take.
+fn only_keys(
+    key: &str,
+    table: &toml::map::Map<String, toml::Value>,
+    kind: &str,
+    allowed: &[&str],
+) -> Result<(), String> {
+    match table.keys().find(|k| *k != "kind" && !allowed.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(unknown) if allowed.is_empty() => {
+            Err(format!("{key}: kind \"{kind}\" takes no other key, not `{unknown}`"))
+        }
+        Some(unknown) => Err(format!("{key}: unknown key `{unknown}` (kind \"{kind}\" takes: {})", allowed.join(", "))),
+    }
+}
+
+fn number(key: &str, value: Option<&toml::Value>) -> Result<f64, String> {
+    match value {
+        Some(toml::Value::Float(f)) => Ok(*f),
+        Some(toml::Value::Integer(i)) => Ok(*i as f64),
+        Some(other) => Err(format!("{key} must be a number, not {other}")),
+        None => Err(format!("{key} is required")),
+    }
+}
+
+/// A job file's `lr_schedule`: `{ kind = "constant" }`, `{ kind = "step",
+/// milestones = [60, 120], gamma = 0.2 }`, `{ kind = "cosine-per-update" }`
+/// or `{ kind = "cosine-per-epoch" }`, the names of [`LrSchedule::NAMES`]
+/// (`rwp submit --lr-schedule`, `rwp-train --lr-schedule`).
+fn read_lr_schedule(value: &toml::Value) -> Result<LrSchedule, String> {
+    let key = "lr_schedule";
+    let (table, kind) = schedule_kind(key, value, "lr schedule", &LrSchedule::NAMES, "cosine-per-epoch")?;
+    if kind != "step" {
+        only_keys(key, table, kind, &[])?;
+        return LrSchedule::from_name(kind, &[], 0.0).map_err(|e| format!("{key}: {e}"));
+    }
+    only_keys(key, table, kind, &["milestones", "gamma"])?;
+    let milestones = match table.get("milestones") {
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|m| m.as_integer().and_then(|m| u32::try_from(m).ok()))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(|| format!("{key}.milestones must be a list of epochs (whole numbers >= 0)"))?,
+        Some(_) => return Err(format!("{key}.milestones must be a list of epochs, e.g. [60, 120]")),
+        None => return Err(format!("{key}.milestones is required for kind \"step\", e.g. [60, 120]")),
+    };
+    let gamma = number(&format!("{key}.gamma"), table.get("gamma"))?;
+    Ok(LrSchedule::Step { milestones, gamma })
+}
+
+/// A job file's `sigma_schedule`: `{ kind = "constant" }` or `{ kind =
+/// "cosine-increasing", inc = 10.0 }`, the names of [`SigmaSchedule::NAMES`].
+fn read_sigma_schedule(value: &toml::Value) -> Result<SigmaSchedule, String> {
+    let key = "sigma_schedule";
+    let (table, kind) = schedule_kind(key, value, "sigma schedule", &SigmaSchedule::NAMES, "cosine-increasing")?;
+    if kind == "constant" {
+        only_keys(key, table, kind, &[])?;
+        return Ok(SigmaSchedule::Constant);
+    }
+    only_keys(key, table, kind, &["inc"])?;
+    Ok(SigmaSchedule::CosineIncreasing { inc: number(&format!("{key}.inc"), table.get("inc"))? })
 }
 
 impl JobFile {
@@ -95,14 +196,18 @@ impl JobFile {
 
     /// The spec: the method's reference defaults with this file's settings on top, validated.
     pub fn into_spec(self) -> Result<(Option<String>, JobSpec), SdkError> {
+        let method = self.method.ok_or_else(|| SdkError::InvalidSpec("job file: `method` is required".into()))?;
+        let mut s = JobSpec::reference(method);
+        // A model file with a built-in model (or torchscript without one) is
+        // named before the file is read: reading it is not the problem.
+        check_model_file(self.model.unwrap_or(s.model), self.model_file.is_some(), Spelling::JobFile)
+            .map_err(|e| SdkError::InvalidSpec(format!("job file: {e}")))?;
         let model_file = match self.model_path() {
             Some(path) => Some(ModelFile::of_path(&path).map_err(|e| {
                 SdkError::InvalidSpec(format!("job file: cannot read model_file {}: {e}", path.display()))
             })?),
             None => None,
         };
-        let method = self.method.ok_or_else(|| SdkError::InvalidSpec("job file: `method` is required".into()))?;
-        let mut s = JobSpec::reference(method);
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { s.$f = v; } )* };
         }
@@ -196,11 +301,59 @@ mod tests {
         assert_eq!(spec.model_file, Some(ModelFile { sha256: expected.to_owned(), size_bytes: 3 }));
         std::fs::write(&job, "method = \"m-arwp\"\nmodel = \"torchscript\"\n").unwrap();
         let err = JobFile::read(&job).unwrap().into_spec().unwrap_err().to_string();
-        assert!(err.contains("model_file"), "{err}");
+        assert!(err.starts_with("job file: model = \"torchscript\" needs model_file = \"PATH\""), "{err}");
+        // A file with a built-in model is named as such, even when the file is missing.
+        std::fs::write(&job, "method = \"sgd\"\nmodel = \"mlp\"\nmodel_file = \"missing.pt\"\n").unwrap();
+        let err = JobFile::read(&job).unwrap().into_spec().unwrap_err().to_string();
+        assert!(err.contains("model_file is only for model = \"torchscript\", not model = \"mlp\""), "{err}");
         std::fs::write(&job, "method = \"sgd\"\nmodel = \"torchscript\"\nmodel_file = \"missing.pt\"\n").unwrap();
         let err = JobFile::read(&job).unwrap().into_spec().unwrap_err().to_string();
         assert!(err.contains("missing.pt"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn schedule_mistakes_list_the_names_in_the_users_words() {
+        let err = |text: &str| JobFile::parse(&format!("method = \"sgd\"\n{text}\n"), "j").unwrap_err().to_string();
+        for (text, want) in [
+            (
+                "lr_schedule = \"cosine-per-epoch\"",
+                "lr_schedule must be a table with a kind, e.g. lr_schedule = { kind = \"cosine-per-epoch\" } \
+                 (kinds: constant, step, cosine-per-update, cosine-per-epoch)",
+            ),
+            (
+                "lr_schedule = { kind = \"cosine\" }",
+                "lr_schedule: unknown lr schedule 'cosine' (expected one of: constant, step, cosine-per-update, \
+                 cosine-per-epoch)",
+            ),
+            ("lr_schedule = { kind = \"step\", milestones = [1] }", "lr_schedule.gamma is required"),
+            ("lr_schedule = { kind = \"step\", gamma = 0.1 }", "lr_schedule.milestones is required"),
+            (
+                "lr_schedule = { kind = \"step\", milestones = [1], gama = 0.1 }",
+                "lr_schedule: unknown key `gama` (kind \"step\" takes: milestones, gamma)",
+            ),
+            ("lr_schedule = { kind = \"constant\", gamma = 1.0 }", "takes no other key, not `gamma`"),
+            (
+                "sigma_schedule = { kind = \"cosine-inc\" }",
+                "sigma_schedule: unknown sigma schedule 'cosine-inc' (expected one of: constant, cosine-increasing)",
+            ),
+            ("sigma_schedule = { inc = 2.0 }", "sigma_schedule must be a table with a kind"),
+            ("sigma_schedule = { kind = \"cosine-increasing\" }", "sigma_schedule.inc is required"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(want) && e.contains("line 2"), "{text}: {e}");
+            for internal in ["internally tagged", "variant", "LrSchedule", "SigmaSchedule"] {
+                assert!(!e.contains(internal), "{text}: {e}");
+            }
+        }
+        let file = JobFile::parse(
+            "method = \"sgd\"\nlr_schedule = { kind = \"step\", milestones = [2, 4], gamma = 1 }\n\
+             sigma_schedule = { kind = \"cosine-increasing\", inc = 3.5 }\n",
+            "j",
+        )
+        .unwrap();
+        assert_eq!(file.lr_schedule, Some(LrSchedule::Step { milestones: vec![2, 4], gamma: 1.0 }));
+        assert_eq!(file.sigma_schedule, Some(SigmaSchedule::CosineIncreasing { inc: 3.5 }));
     }
 
     #[test]

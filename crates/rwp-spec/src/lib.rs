@@ -33,9 +33,11 @@ pub mod work;
 
 pub use job::{Evaluation, Job, JobEvent, JobState, StepMetrics};
 pub use method::{DatasetKind, Method, ModelKind};
-pub use model_file::{is_sha256_hex, sha256_hex, ModelFile, ModelReceiver, Sha256, StoredModel};
+pub use model_file::{
+    check_model_file, is_sha256_hex, sha256_hex, ModelFile, ModelReceiver, Sha256, Spelling, StoredModel,
+};
 pub use plan::{Role, Task};
-pub use spec::{GradientEncoding, JobSpec, LrSchedule, NonFinitePolicy, Schedule, SigmaSchedule};
+pub use spec::{GradientEncoding, JobSpec, LrSchedule, NonFinitePolicy, Schedule, ScheduleFlags, SigmaSchedule};
 
 /// A job spec that cannot run, naming the field and the rule it breaks.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

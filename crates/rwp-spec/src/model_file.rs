@@ -6,7 +6,42 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::SpecError;
+use crate::{ModelKind, SpecError};
+
+/// Where a user wrote the settings a message is about, so that it names them
+/// (and the fix) as they were written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spelling {
+    /// On a command line: `--model`, `--model-file`, `--lr-schedule`, ...
+    Flags,
+    /// In a job (or sweep) file: `model`, `model_file`, `lr_schedule`, ...
+    JobFile,
+}
+
+/// Checks that a `torchscript` model comes with its file and that only a
+/// `torchscript` model does, before anything is read or sent. The error is
+/// one line that says what is wrong and how to fix it, in `spelling`'s words;
+/// rwp-train, `rwp submit` and the SDKs' job files share it.
+pub fn check_model_file(model: ModelKind, has_file: bool, spelling: Spelling) -> Result<(), String> {
+    const SAVED: &str = "the file torch.jit.script(model).save(PATH) writes";
+    match (model, has_file, spelling) {
+        (ModelKind::TorchScript, false, Spelling::Flags) => {
+            Err(format!("--model torchscript needs --model-file PATH, {SAVED}"))
+        }
+        (ModelKind::TorchScript, false, Spelling::JobFile) => {
+            Err(format!("model = \"torchscript\" needs model_file = \"PATH\", {SAVED} (relative to the job file)"))
+        }
+        (ModelKind::TorchScript, true, _) | (_, false, _) => Ok(()),
+        (model, true, Spelling::Flags) => Err(format!(
+            "--model-file is only for --model torchscript, not --model {model}: \
+             add --model torchscript to train that file, or drop --model-file"
+        )),
+        (model, true, Spelling::JobFile) => Err(format!(
+            "model_file is only for model = \"torchscript\", not model = \"{model}\": \
+             set model = \"torchscript\" to train that file, or remove model_file"
+        )),
+    }
+}
 
 /// A model file stored by the parameter server, named by its content.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -165,6 +200,22 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_file_goes_with_torchscript_only_and_the_error_names_the_fix() {
+        for spelling in [Spelling::Flags, Spelling::JobFile] {
+            assert_eq!(check_model_file(ModelKind::TorchScript, true, spelling), Ok(()));
+            assert_eq!(check_model_file(ModelKind::Mlp, false, spelling), Ok(()));
+        }
+        let e = check_model_file(ModelKind::TorchScript, false, Spelling::Flags).unwrap_err();
+        assert!(e.starts_with("--model torchscript needs --model-file PATH"), "{e}");
+        let e = check_model_file(ModelKind::Mlp, true, Spelling::Flags).unwrap_err();
+        assert!(e.contains("not --model mlp") && e.contains("add --model torchscript"), "{e}");
+        let e = check_model_file(ModelKind::TorchScript, false, Spelling::JobFile).unwrap_err();
+        assert!(e.starts_with("model = \"torchscript\" needs model_file = \"PATH\""), "{e}");
+        let e = check_model_file(ModelKind::Resnet18, true, Spelling::JobFile).unwrap_err();
+        assert!(e.contains("not model = \"resnet18\"") && e.contains("remove model_file"), "{e}");
+    }
 
     #[test]
     fn sha256_matches_a_known_digest() {

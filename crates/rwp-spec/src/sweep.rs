@@ -12,7 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::rng::{derive_seed, Rng};
-use crate::JobSpec;
+use crate::{JobSpec, LrSchedule, SigmaSchedule};
 
 /// Most trials one sweep may have.
 pub const MAX_TRIALS: usize = 1000;
@@ -375,6 +375,7 @@ impl SearchParam {
 /// `base` with `params` set (dotted names reach into tables such as
 /// `lr_schedule.gamma`), validated.
 pub fn apply(base: &JobSpec, params: &[(String, ParamValue)]) -> Result<JobSpec, String> {
+    check_schedule_params(params)?;
     let mut value = serde_json::to_value(base).map_err(|e| e.to_string())?;
     for (field, v) in params {
         let parts: Vec<&str> = field.split('.').collect();
@@ -389,12 +390,88 @@ pub fn apply(base: &JobSpec, params: &[(String, ParamValue)]) -> Result<JobSpec,
             slot = object.get_mut(*part).ok_or_else(|| format!("{field}: the spec has no table {part}"))?;
         }
     }
+    for table in SCHEDULES {
+        fit_schedule(&mut value, table, params)?;
+    }
     let spec: JobSpec = serde_json::from_value(value).map_err(|e| {
         let names: Vec<&str> = params.iter().map(|(f, _)| f.as_str()).collect();
         format!("{}: {e}", names.join(", "))
     })?;
     spec.validate().map_err(|e| e.to_string())?;
     Ok(spec)
+}
+
+/// The schedule tables a sweep may reach into.
+const SCHEDULES: [&str; 2] = ["lr_schedule", "sigma_schedule"];
+
+/// The names of a schedule table's kinds, and what they are called.
+fn schedule_names(table: &str) -> (&'static [&'static str], &'static str) {
+    if table == "lr_schedule" {
+        (&LrSchedule::NAMES, "lr schedule")
+    } else {
+        (&SigmaSchedule::NAMES, "sigma schedule")
+    }
+}
+
+/// The keys a schedule of `kind` takes besides `kind`.
+fn schedule_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "step" => &["milestones", "gamma"],
+        "cosine-increasing" => &["inc"],
+        _ => &[],
+    }
+}
+
+/// Searched schedule fields name the schedules as job files do; a whole
+/// table or an unknown kind is refused with the names (serde's words for
+/// the enums never reach the user).
+fn check_schedule_params(params: &[(String, ParamValue)]) -> Result<(), String> {
+    for (field, v) in params {
+        for table in SCHEDULES {
+            let (names, what) = schedule_names(table);
+            if field == table {
+                return Err(format!(
+                    "{field}: a sweep searches a schedule's fields, e.g. {table}.kind (one of: {}), not the whole table",
+                    names.join(", ")
+                ));
+            }
+            if *field == format!("{table}.kind") {
+                match v {
+                    ParamValue::Text(kind) if names.contains(&kind.as_str()) => {}
+                    ParamValue::Text(kind) => {
+                        return Err(format!("{field}: unknown {what} '{kind}' (expected one of: {})", names.join(", ")))
+                    }
+                    other => return Err(format!("{field}: {other} is not a name (one of: {})", names.join(", "))),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// With a schedule's fields set by `params`: the keys the base's kind had
+/// and the searched kind does not take are dropped, and a key the kind
+/// needs but neither gives is named.
+fn fit_schedule(value: &mut serde_json::Value, table: &str, params: &[(String, ParamValue)]) -> Result<(), String> {
+    let prefix = format!("{table}.");
+    let searched: Vec<&str> = params.iter().filter_map(|(f, _)| f.strip_prefix(&prefix)).collect();
+    if searched.is_empty() {
+        return Ok(());
+    }
+    let Some(object) = value.get_mut(table).and_then(serde_json::Value::as_object_mut) else { return Ok(()) };
+    let kind = object.get("kind").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+    let keys = schedule_keys(&kind);
+    if let Some(key) = searched.iter().find(|k| **k != "kind" && !keys.contains(k)) {
+        let takes = if keys.is_empty() { "only kind".to_owned() } else { format!("kind, {}", keys.join(", ")) };
+        return Err(format!("{table}.{key}: {table} kind \"{kind}\" has no {key} (it takes {takes})"));
+    }
+    object.retain(|key, _| key == "kind" || keys.contains(&key.as_str()));
+    if let Some(missing) = keys.iter().find(|k| !object.contains_key(**k)) {
+        return Err(format!(
+            "{table}.kind = \"{kind}\" needs {table}.{missing}: set it in the base job or search it too"
+        ));
+    }
+    Ok(())
 }
 
 impl EarlyStopping {

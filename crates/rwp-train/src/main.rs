@@ -3,14 +3,16 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
+use rwp_core::checkpoint;
 use rwp_core::trainer::{parse_device, LocalTrainer};
-use rwp_spec::{DatasetKind, JobSpec, LrSchedule, Method, ModelFile, ModelKind, SigmaSchedule};
+use rwp_spec::{check_model_file, DatasetKind, JobSpec, Method, ModelFile, ModelKind, ScheduleFlags, Spelling};
 
 /// Train a model with an RWP-family method in one process.
 ///
@@ -39,11 +41,13 @@ struct Args {
     /// Root seed of initial weights, sample order, augmentation and noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Epochs (passes over the training set) the schedules span.
     #[arg(long)]
     epochs: Option<u32>,
     /// Stop after this many updates (schedules still span all epochs).
     #[arg(long)]
     max_updates: Option<u64>,
+    /// Samples per mini-batch (the clean and the perturbed batch alike).
     #[arg(long)]
     batch_size: Option<u32>,
     /// Shards the clean (or SAM) batch is split into.
@@ -55,32 +59,39 @@ struct Args {
     /// Independent ε per perturbed shard instead of one shared ε.
     #[arg(long)]
     independent_noise: bool,
+    /// Learning rate.
     #[arg(long)]
     lr: Option<f64>,
+    /// SGD momentum, in [0, 1).
     #[arg(long)]
     momentum: Option<f64>,
+    /// Nesterov momentum.
     #[arg(long)]
     nesterov: bool,
+    /// Weight decay (coupled, as PyTorch's SGD).
     #[arg(long)]
     weight_decay: Option<f64>,
-    /// constant, step, cosine-update or cosine-epoch.
-    #[arg(long)]
+    /// constant, step (with --milestones, --lr-gamma), cosine-per-update or
+    /// cosine-per-epoch; the names of job files' lr_schedule and `rwp submit`.
+    #[arg(long, value_name = "SCHEDULE")]
     lr_schedule: Option<String>,
     /// Epochs at which the step schedule multiplies the rate by --lr-gamma (comma-separated).
     #[arg(long, value_delimiter = ',')]
-    milestones: Vec<u32>,
-    #[arg(long, default_value_t = 0.1)]
-    lr_gamma: f64,
+    milestones: Option<Vec<u32>>,
+    /// Factor the step schedule multiplies the rate by at each milestone (default 0.1).
+    #[arg(long)]
+    lr_gamma: Option<f64>,
     /// Linear warmup over this many updates.
     #[arg(long)]
     warmup_updates: Option<u64>,
     /// Perturbation scale σ.
     #[arg(long, allow_negative_numbers = true)]
     sigma: Option<f64>,
-    /// constant or cosine-inc.
-    #[arg(long)]
+    /// constant or cosine-increasing (with --sigma-inc); the names of job
+    /// files' sigma_schedule and `rwp submit`.
+    #[arg(long, value_name = "SCHEDULE")]
     sigma_schedule: Option<String>,
-    /// Growth of the cosine-increasing σ schedule.
+    /// Growth of the cosine-increasing σ schedule (default 10).
     #[arg(long)]
     sigma_inc: Option<f64>,
     /// Weight λ of the perturbed gradient (m-rwp, m-arwp).
@@ -116,7 +127,9 @@ struct Args {
     /// Save a checkpoint every N updates (with --checkpoint-dir; the last update is always saved).
     #[arg(long, default_value_t = 0)]
     checkpoint_every: u64,
-    /// Continue from a checkpoint (its spec is used; training flags are ignored).
+    /// Continue from a checkpoint, with the spec it holds; only --device,
+    /// --threads, --eval-every, --metrics, --checkpoint-dir,
+    /// --checkpoint-every, --model-file and --quiet may go with it.
     #[arg(long)]
     resume: Option<PathBuf>,
     /// No progress bar.
@@ -124,15 +137,37 @@ struct Args {
     quiet: bool,
 }
 
-fn parse_lr_schedule(name: &str, milestones: &[u32], gamma: f64) -> Result<LrSchedule, String> {
-    match name {
-        "constant" => Ok(LrSchedule::Constant),
-        "step" => Ok(LrSchedule::Step { milestones: milestones.to_vec(), gamma }),
-        "cosine-update" => Ok(LrSchedule::CosinePerUpdate),
-        "cosine-epoch" => Ok(LrSchedule::CosinePerEpoch),
-        other => {
-            Err(format!("unknown lr schedule '{other}' (expected one of: constant, step, cosine-update, cosine-epoch)"))
-        }
+/// The flags a resumed run applies (by their ids, the fields of [`Args`]);
+/// every other flag sets the spec, which a resumed run takes from its checkpoint.
+const RESUME_FLAGS: [&str; 9] = [
+    "resume",
+    "device",
+    "threads",
+    "eval_every",
+    "metrics",
+    "checkpoint_dir",
+    "checkpoint_every",
+    "model_file",
+    "quiet",
+];
+
+/// With --resume, the flags given that would be ignored, by their names
+/// (`--epochs`), in the order of `--help`.
+fn ignored_on_resume(matches: &ArgMatches) -> Vec<String> {
+    Args::command()
+        .get_arguments()
+        .filter(|a| !RESUME_FLAGS.contains(&a.get_id().as_str()))
+        .filter(|a| matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect()
+}
+
+/// "--a", "--a and --b", "--a, --b and --c".
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }
 
@@ -140,13 +175,12 @@ impl Args {
     fn spec(&self) -> Result<JobSpec, String> {
         let mut s = JobSpec::reference(self.method);
         s.model = self.model;
-        s.model_file = match (&self.model_file, self.model) {
-            (Some(path), ModelKind::TorchScript) => {
-                Some(ModelFile::of_path(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
-            }
-            (None, ModelKind::TorchScript) => return Err("--model torchscript needs --model-file".to_owned()),
-            (Some(_), model) => return Err(format!("--model-file is for --model torchscript, not {model}")),
-            (None, _) => None,
+        check_model_file(self.model, self.model_file.is_some(), Spelling::Flags)?;
+        s.model_file = match &self.model_file {
+            Some(path) => Some(
+                ModelFile::of_path(path).map_err(|e| format!("--model-file: cannot read {}: {e}", path.display()))?,
+            ),
+            None => None,
         };
         s.dataset = self.dataset;
         s.data_dir.clone_from(&self.data_dir);
@@ -173,22 +207,33 @@ impl Args {
             beta,
             rho
         );
-        if let Some(name) = &self.lr_schedule {
-            s.lr_schedule = parse_lr_schedule(name, &self.milestones, self.lr_gamma)?;
-        }
-        match self.sigma_schedule.as_deref() {
-            None => {}
-            Some("constant") => s.sigma_schedule = SigmaSchedule::Constant,
-            Some("cosine-inc") => {
-                s.sigma_schedule = SigmaSchedule::CosineIncreasing { inc: self.sigma_inc.unwrap_or(10.0) }
-            }
-            Some(other) => return Err(format!("unknown sigma schedule '{other}' (expected constant or cosine-inc)")),
-        }
-        if let (Some(inc), SigmaSchedule::CosineIncreasing { .. }) = (self.sigma_inc, &s.sigma_schedule) {
-            s.sigma_schedule = SigmaSchedule::CosineIncreasing { inc };
-        }
+        let schedules = ScheduleFlags {
+            lr_schedule: self.lr_schedule.clone(),
+            milestones: self.milestones.clone(),
+            lr_gamma: self.lr_gamma,
+            sigma_schedule: self.sigma_schedule.clone(),
+            sigma_inc: self.sigma_inc,
+        };
+        schedules.apply(&mut s.lr_schedule, &mut s.sigma_schedule)?;
         s.validate().map_err(|e| e.to_string())?;
         Ok(s)
+    }
+}
+
+/// --model-file on resume is the file of a torchscript checkpoint, which
+/// needs it; a built-in model's checkpoint would ignore it.
+fn check_resumed_model_file(path: &Path, has_file: bool) -> Result<(), String> {
+    let spec = checkpoint::read_spec(path).map_err(|e| format!("--resume {}: {e}", path.display()))?;
+    match (spec.model, has_file) {
+        (ModelKind::TorchScript, false) => Err(format!(
+            "{} is a checkpoint of a torchscript model: give the model's file with --model-file PATH",
+            path.display()
+        )),
+        (ModelKind::TorchScript, true) | (_, false) => Ok(()),
+        (model, true) => Err(format!(
+            "--model-file is only for a checkpoint of a torchscript model, and {} is one of {model}: drop --model-file",
+            path.display()
+        )),
     }
 }
 
@@ -214,7 +259,10 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let device = parse_device(&args.device).map_err(|e| e.to_string())?;
     let mut trainer = match &args.resume {
-        Some(path) => LocalTrainer::resume(path, device, args.model_file.as_deref()),
+        Some(path) => {
+            check_resumed_model_file(path, args.model_file.is_some())?;
+            LocalTrainer::resume(path, device, args.model_file.as_deref())
+        }
         None => LocalTrainer::with_model_file(args.spec()?, device, args.model_file.as_deref()),
     }
     .map_err(|e| e.to_string())?;
@@ -324,8 +372,22 @@ fn run(args: &Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
+    let parsed = Args::command().try_get_matches().and_then(|m| Args::from_arg_matches(&m).map(|a| (a, m)));
+    let args = match parsed {
+        Ok((args, matches)) => {
+            let ignored = ignored_on_resume(&matches);
+            if args.resume.is_some() && !ignored.is_empty() {
+                eprintln!(
+                    "error: --resume continues with the spec in its checkpoint, so {} would be ignored: drop {} \
+                     (with --resume: --device, --threads, --eval-every, --metrics, --checkpoint-dir, \
+                     --checkpoint-every, --model-file, --quiet)",
+                    and_list(&ignored),
+                    if ignored.len() == 1 { "it" } else { "them" }
+                );
+                return ExitCode::from(2);
+            }
+            args
+        }
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
             return ExitCode::SUCCESS;

@@ -4,6 +4,7 @@
 mod jobs;
 mod models;
 mod plot;
+pub mod resolve;
 mod sweeps;
 mod watch;
 
@@ -133,7 +134,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             Ok(0)
         }
         Command::Get(args) => {
-            let job = connect()?.connect().await?.get(&args.job).await?;
+            let client = connect()?.connect().await?;
+            let job = client.get(&resolve::job_id(&client, &args.job).await?).await?;
             if args.json {
                 writeln!(out, "{}", to_json(&job_json(&job))?)?;
             } else {
@@ -143,11 +145,13 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
         }
         Command::Watch(args) => {
             let client = connect()?.connect_patient().await?;
-            let outcome = watch::watch(&client, &args.job, Duration::from_secs_f64(args.interval), out).await?;
+            let job = resolve::job_id(&client, &args.job).await?;
+            let outcome = watch::watch(&client, &job, Duration::from_secs_f64(args.interval), out).await?;
             Ok(outcome.exit_code())
         }
         Command::Cancel(args) => {
-            let job = connect()?.connect().await?.cancel(&args.job).await?;
+            let client = connect()?.connect().await?;
+            let job = client.cancel(&resolve::job_id(&client, &args.job).await?).await?;
             let progress = format!("step {}/{}", job.step, job.total_updates);
             if job.state.is_terminal() && job.state != JobState::Cancelled {
                 writeln!(out, "job {} had already {} ({progress}); nothing to cancel", job.id, job.state)?;
@@ -157,9 +161,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             Ok(0)
         }
         Command::Export(args) => {
-            let export = connect()?.connect().await?.export(&args.job, &args.output).await?;
+            let client = connect()?.connect().await?;
+            let job = resolve::job_id(&client, &args.job).await?;
+            let export = client.export(&job, &args.output).await?;
             let (step, bytes, path) = (export.step, export.bytes, args.output.display());
-            writeln!(out, "exported job {} at step {step}: {bytes} bytes to {path}", args.job)?;
+            writeln!(out, "exported job {job} at step {step}: {bytes} bytes to {path}")?;
             Ok(0)
         }
         Command::Sweep(command) => sweeps::run(command, connect, out).await,

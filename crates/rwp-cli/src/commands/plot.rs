@@ -77,7 +77,7 @@ pub async fn curves(client: &Client, job_id: &str) -> Result<Curves, CliError> {
 pub async fn plot(client: &Client, args: &PlotArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let mut all = Vec::with_capacity(args.jobs.len());
     for job in &args.jobs {
-        all.push(curves(client, job).await?);
+        all.push(curves(client, &super::resolve::job_id(client, job).await?).await?);
     }
     render(&args.output, &all, (args.width, args.height)).map_err(CliError::Other)?;
     let points: usize = all.iter().map(|c| c.train.len()).sum();

@@ -31,6 +31,145 @@ pub enum SigmaSchedule {
     },
 }
 
+impl LrSchedule {
+    /// The schedules' names, the same everywhere: job files (`lr_schedule =
+    /// "cosine-per-epoch"` or `{ kind = "step", ... }`), `rwp submit
+    /// --lr-schedule`, `rwp-train --lr-schedule` and the SDKs.
+    pub const NAMES: [&'static str; 4] = ["constant", "step", "cosine-per-update", "cosine-per-epoch"];
+
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            LrSchedule::Constant => "constant",
+            LrSchedule::Step { .. } => "step",
+            LrSchedule::CosinePerUpdate => "cosine-per-update",
+            LrSchedule::CosinePerEpoch => "cosine-per-epoch",
+        }
+    }
+
+    /// The schedule called `name` (one of [`Self::NAMES`], or rwp-train's
+    /// older `cosine-update` and `cosine-epoch`); `milestones` and `gamma`
+    /// are the step schedule's.
+    pub fn from_name(name: &str, milestones: &[u32], gamma: f64) -> Result<Self, SpecError> {
+        match name {
+            "constant" => Ok(LrSchedule::Constant),
+            "step" => Ok(LrSchedule::Step { milestones: milestones.to_vec(), gamma }),
+            "cosine-per-update" | "cosine-update" => Ok(LrSchedule::CosinePerUpdate),
+            "cosine-per-epoch" | "cosine-epoch" => Ok(LrSchedule::CosinePerEpoch),
+            other => Err(SpecError::Unknown {
+                what: "lr schedule",
+                value: other.to_owned(),
+                expected: Self::NAMES.join(", "),
+            }),
+        }
+    }
+}
+
+impl SigmaSchedule {
+    /// The schedules' names, the same everywhere (see [`LrSchedule::NAMES`]).
+    pub const NAMES: [&'static str; 2] = ["constant", "cosine-increasing"];
+    /// `inc` of `cosine-increasing` when none is given.
+    pub const DEFAULT_INC: f64 = 10.0;
+
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            SigmaSchedule::Constant => "constant",
+            SigmaSchedule::CosineIncreasing { .. } => "cosine-increasing",
+        }
+    }
+
+    /// The schedule called `name` (one of [`Self::NAMES`], or rwp-train's
+    /// older `cosine-inc`); `inc` is the growth of `cosine-increasing`.
+    pub fn from_name(name: &str, inc: f64) -> Result<Self, SpecError> {
+        match name {
+            "constant" => Ok(SigmaSchedule::Constant),
+            "cosine-increasing" | "cosine-inc" => Ok(SigmaSchedule::CosineIncreasing { inc }),
+            other => Err(SpecError::Unknown {
+                what: "sigma schedule",
+                value: other.to_owned(),
+                expected: Self::NAMES.join(", "),
+            }),
+        }
+    }
+}
+
+/// The schedules as `rwp-train` and `rwp submit` take them on the command
+/// line: `--lr-schedule NAME` (with `--milestones`, `--lr-gamma` for `step`)
+/// and `--sigma-schedule NAME` (with `--sigma-inc` for `cosine-increasing`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScheduleFlags {
+    pub lr_schedule: Option<String>,
+    pub milestones: Option<Vec<u32>>,
+    pub lr_gamma: Option<f64>,
+    pub sigma_schedule: Option<String>,
+    pub sigma_inc: Option<f64>,
+}
+
+impl ScheduleFlags {
+    /// `gamma` of `--lr-schedule step` without `--lr-gamma`.
+    pub const DEFAULT_GAMMA: f64 = 0.1;
+
+    /// Applies the flags over the schedules a job has so far (the method's
+    /// reference, or a job file's). A flag for a schedule the job does not
+    /// end up with is an error naming it, never ignored.
+    pub fn apply(&self, lr: &mut LrSchedule, sigma: &mut SigmaSchedule) -> Result<(), String> {
+        let step_settings = self.milestones.is_some() || self.lr_gamma.is_some();
+        match self.lr_schedule.as_deref() {
+            Some(name) => {
+                let gamma = self.lr_gamma.unwrap_or(Self::DEFAULT_GAMMA);
+                let schedule = LrSchedule::from_name(name, self.milestones.as_deref().unwrap_or_default(), gamma)
+                    .map_err(|e| format!("--lr-schedule: {e}"))?;
+                if step_settings && !matches!(schedule, LrSchedule::Step { .. }) {
+                    return Err(format!(
+                        "--milestones and --lr-gamma are for --lr-schedule step, not --lr-schedule {name}"
+                    ));
+                }
+                *lr = schedule;
+            }
+            None if step_settings => match lr {
+                LrSchedule::Step { milestones, gamma } => {
+                    if let Some(m) = &self.milestones {
+                        milestones.clone_from(m);
+                    }
+                    if let Some(g) = self.lr_gamma {
+                        *gamma = g;
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "--milestones and --lr-gamma are for the step schedule, and this job's lr schedule is {}: \
+                         add --lr-schedule step",
+                        other.name()
+                    ))
+                }
+            },
+            None => {}
+        }
+        let inc = match (&*sigma, self.sigma_inc) {
+            (_, Some(inc)) => inc,
+            (SigmaSchedule::CosineIncreasing { inc }, None) => *inc,
+            (SigmaSchedule::Constant, None) => SigmaSchedule::DEFAULT_INC,
+        };
+        if let Some(name) = self.sigma_schedule.as_deref() {
+            *sigma = SigmaSchedule::from_name(name, inc).map_err(|e| format!("--sigma-schedule: {e}"))?;
+        }
+        match (&*sigma, self.sigma_inc) {
+            (SigmaSchedule::CosineIncreasing { .. }, Some(inc)) => *sigma = SigmaSchedule::CosineIncreasing { inc },
+            (SigmaSchedule::Constant, Some(_)) => {
+                return Err(match &self.sigma_schedule {
+                    Some(name) => format!("--sigma-inc is for --sigma-schedule cosine-increasing, not {name}"),
+                    None => "--sigma-inc is for the cosine-increasing sigma schedule, and this job's is constant: \
+                             add --sigma-schedule cosine-increasing"
+                        .to_owned(),
+                });
+            }
+            (_, None) => {}
+        }
+        Ok(())
+    }
+}
+
 /// What to do when a shard's gradient holds NaN or infinite values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -565,3 +565,60 @@ fn unknown_enum_values_are_rejected() {
     let err = serde_json::from_value::<JobSpec>(value).unwrap_err().to_string();
     assert!(err.contains("sigma"), "missing field: {err}");
 }
+
+#[test]
+fn schedule_names_round_trip_and_unknown_ones_list_the_names() {
+    for name in LrSchedule::NAMES {
+        let schedule = LrSchedule::from_name(name, &[3], 0.5).unwrap();
+        assert_eq!(schedule.name(), name);
+        // The name is serde's `kind`, so job files and flags agree.
+        let json = serde_json::to_value(&schedule).unwrap();
+        assert_eq!(json["kind"], name);
+    }
+    for name in SigmaSchedule::NAMES {
+        let schedule = SigmaSchedule::from_name(name, 2.0).unwrap();
+        assert_eq!(schedule.name(), name);
+        assert_eq!(serde_json::to_value(&schedule).unwrap()["kind"], name);
+    }
+    assert_eq!(LrSchedule::from_name("cosine-epoch", &[], 0.1).unwrap(), LrSchedule::CosinePerEpoch);
+    assert_eq!(SigmaSchedule::from_name("cosine-inc", 4.0).unwrap(), SigmaSchedule::CosineIncreasing { inc: 4.0 });
+    assert_eq!(
+        LrSchedule::from_name("linear", &[], 0.1).unwrap_err().to_string(),
+        "unknown lr schedule 'linear' (expected one of: constant, step, cosine-per-update, cosine-per-epoch)"
+    );
+    assert_eq!(
+        SigmaSchedule::from_name("cosine", 1.0).unwrap_err().to_string(),
+        "unknown sigma schedule 'cosine' (expected one of: constant, cosine-increasing)"
+    );
+}
+
+#[test]
+fn schedule_flags_apply_or_name_what_they_cannot_apply_to() {
+    let flags =
+        |lr: Option<&str>, milestones: Option<Vec<u32>>, gamma: Option<f64>, sigma: Option<&str>, inc| ScheduleFlags {
+            lr_schedule: lr.map(str::to_owned),
+            milestones,
+            lr_gamma: gamma,
+            sigma_schedule: sigma.map(str::to_owned),
+            sigma_inc: inc,
+        };
+    let (mut lr, mut sigma) = (LrSchedule::CosinePerEpoch, SigmaSchedule::Constant);
+    flags(Some("step"), Some(vec![2, 4]), None, Some("cosine-increasing"), None).apply(&mut lr, &mut sigma).unwrap();
+    assert_eq!(lr, LrSchedule::Step { milestones: vec![2, 4], gamma: 0.1 });
+    assert_eq!(sigma, SigmaSchedule::CosineIncreasing { inc: 10.0 });
+    // Settings alone change the schedule the job already has.
+    flags(None, None, Some(0.5), None, Some(3.0)).apply(&mut lr, &mut sigma).unwrap();
+    assert_eq!(lr, LrSchedule::Step { milestones: vec![2, 4], gamma: 0.5 });
+    assert_eq!(sigma, SigmaSchedule::CosineIncreasing { inc: 3.0 });
+    // ... and are refused where they would be ignored.
+    let (mut lr, mut sigma) = (LrSchedule::CosinePerEpoch, SigmaSchedule::Constant);
+    let e = flags(None, Some(vec![3]), None, None, None).apply(&mut lr, &mut sigma).unwrap_err();
+    assert!(e.contains("cosine-per-epoch") && e.contains("add --lr-schedule step"), "{e}");
+    let e = flags(Some("constant"), None, Some(0.2), None, None).apply(&mut lr, &mut sigma).unwrap_err();
+    assert!(e.contains("--lr-schedule step, not --lr-schedule constant"), "{e}");
+    let e = flags(None, None, None, None, Some(2.0)).apply(&mut lr, &mut sigma).unwrap_err();
+    assert!(e.contains("add --sigma-schedule cosine-increasing"), "{e}");
+    let e = flags(Some("cosine"), None, None, None, None).apply(&mut lr, &mut sigma).unwrap_err();
+    assert!(e.starts_with("--lr-schedule: unknown lr schedule 'cosine' (expected one of: constant, step"), "{e}");
+    assert_eq!((lr, sigma), (LrSchedule::CosinePerEpoch, SigmaSchedule::Constant), "nothing applied on an error");
+}

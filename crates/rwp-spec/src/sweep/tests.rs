@@ -256,3 +256,48 @@ fn the_best_trial_is_chosen_by_validation_accuracy_never_test_accuracy() {
     assert_eq!(best(&[score(5, Some(0.5), None), score(2, Some(0.5), None)]), Some(2));
     assert_eq!(best(&[score(0, None, Some(1.0))]), None);
 }
+
+#[test]
+fn searched_schedules_use_the_names_and_never_serde_words() {
+    let text = |s: &str| ParamValue::Text(s.to_owned());
+    let set = |field: &str, v: ParamValue| apply(&base(), &[(field.to_owned(), v)]);
+    // A kind by name; the base's keys the new kind does not take are dropped.
+    let spec = set("lr_schedule.kind", text("cosine-per-update")).unwrap();
+    assert_eq!(spec.lr_schedule, LrSchedule::CosinePerUpdate);
+    let mut stepped = base();
+    stepped.lr_schedule = LrSchedule::Step { milestones: vec![2], gamma: 0.5 };
+    let spec = apply(&stepped, &[("lr_schedule.kind".into(), text("cosine-per-epoch"))]).unwrap();
+    assert_eq!(spec.lr_schedule, LrSchedule::CosinePerEpoch);
+    let spec = apply(&stepped, &[("lr_schedule.gamma".into(), ParamValue::Number(0.2))]).unwrap();
+    assert_eq!(spec.lr_schedule, LrSchedule::Step { milestones: vec![2], gamma: 0.2 });
+    let spec = set("sigma_schedule.kind", text("cosine-increasing")).err();
+    assert_eq!(
+        spec.as_deref(),
+        Some("sigma_schedule.kind = \"cosine-increasing\" needs sigma_schedule.inc: set it in the base job or search it too")
+    );
+    for (field, value, want) in [
+        (
+            "lr_schedule.kind",
+            text("cosine"),
+            "lr_schedule.kind: unknown lr schedule 'cosine' (expected one of: constant, step, cosine-per-update, \
+             cosine-per-epoch)",
+        ),
+        (
+            "sigma_schedule.kind",
+            text("cosine-inc"),
+            "sigma_schedule.kind: unknown sigma schedule 'cosine-inc' (expected one of: constant, cosine-increasing)",
+        ),
+        ("lr_schedule", text("constant"), "lr_schedule: a sweep searches a schedule's fields, e.g. lr_schedule.kind"),
+        (
+            "lr_schedule.gamma",
+            ParamValue::Number(0.1),
+            "lr_schedule.gamma: lr_schedule kind \"cosine-per-epoch\" has no gamma (it takes only kind)",
+        ),
+    ] {
+        let e = set(field, value).unwrap_err();
+        assert!(e.starts_with(want), "{field}: {e}");
+        for internal in ["internally tagged", "variant", "LrSchedule", "SigmaSchedule"] {
+            assert!(!e.contains(internal), "{field}: {e}");
+        }
+    }
+}

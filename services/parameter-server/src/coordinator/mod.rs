@@ -279,6 +279,18 @@ impl Coordinator {
         self.config.checkpoint_root().join(job)
     }
 
+    /// Removes the directory of a job that was refused after it was made
+    /// (its engine would not start, its record could not be stored), so a
+    /// refused submit leaves nothing behind.
+    fn discard_job_dir(&self, job: &str) {
+        let dir = self.job_dir(job);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(job, dir = %dir.display(), error = %e, "cannot remove the directory of a refused job"),
+        }
+    }
+
     /// Starts a job's engine; `max_parameters` refuses a larger model. With
     /// the run comes the epoch of its version when that is one to evaluate.
     async fn start_run(

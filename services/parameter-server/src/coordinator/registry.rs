@@ -234,13 +234,24 @@ impl Coordinator {
             },
             wall_time_before_s: 0.0,
         };
-        let (run, _) = self.start_run(&record, Some(self.config.max_model_parameters)).await.map_err(|e| match e {
-            ServerError::Engine(e) => ServerError::InvalidSpec(e.to_string()),
-            other => other,
-        })?;
+        let (run, _) = match self.start_run(&record, Some(self.config.max_model_parameters)).await {
+            Ok(started) => started,
+            Err(e) => {
+                self.discard_job_dir(&id);
+                return Err(match e {
+                    ServerError::Engine(e) => ServerError::InvalidSpec(e.to_string()),
+                    other => other,
+                });
+            }
+        };
         record.total_updates = run.schedule.total_updates;
         record.updates_per_epoch = run.schedule.updates_per_epoch;
-        self.store.put_job_for(&record, request)?;
+        if let Err(e) = self.store.put_job_for(&record, request) {
+            drop(run);
+            self.recorder.close_board(&id);
+            self.discard_job_dir(&id);
+            return Err(e);
+        }
         info!(job = %id, owner = record.owner.as_deref().unwrap_or(""), method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
         let (events, _) = broadcast::channel(1024);
         {
