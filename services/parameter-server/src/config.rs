@@ -268,6 +268,9 @@ impl ServerConfig {
         if !device_syntax {
             return bad("engine_device", self.engine_device.clone(), "must be cpu, cuda or cuda:N");
         }
+        if self.engine_device != "cpu" {
+            crate::cuda::load_torch_cuda();
+        }
         if rwp_core::trainer::parse_device(&self.engine_device).is_err() {
             return bad(
                 "engine_device",

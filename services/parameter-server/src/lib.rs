@@ -20,6 +20,7 @@
 pub mod config;
 pub mod connections;
 pub mod coordinator;
+mod cuda;
 pub mod domain;
 pub mod engine;
 pub mod error;

@@ -1,0 +1,23 @@
+//! libtorch sees GPUs only once `libtorch_cuda` is loaded. The server does
+//! not link it: its CUDA libraries would cost every CPU-only server about
+//! 230 MiB of resident memory at start (an idle server: 351 MiB against 121).
+//! It is loaded here, on demand, when `engine_device` names a GPU.
+
+// dlopen is the one unsafe call; the block says why it holds.
+#![allow(unsafe_code)]
+
+use std::sync::OnceLock;
+
+/// Loads libtorch's CUDA library (once per process) from the loader's path:
+/// the binary's run path beside libtorch, or `LD_LIBRARY_PATH`. Returns
+/// whether it is loaded; a libtorch built without CUDA has none to load.
+pub fn load_torch_cuda() -> bool {
+    static LOADED: OnceLock<bool> = OnceLock::new();
+    *LOADED.get_or_init(|| {
+        // SAFETY: a NUL-terminated name; the handle is never closed, so the
+        // library's code stays mapped for the life of the process, as a
+        // linked library would.
+        let handle = unsafe { libc::dlopen(c"libtorch_cuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        !handle.is_null()
+    })
+}
