@@ -4,7 +4,8 @@
 //! to benchmarks/results-<device>.json.
 //!
 //! 1. parallel efficiency: m-arwp on 2 workers / sgd on 1 worker, same
-//!    per-worker batch, small CNN and ResNet-18 (CIFAR-shaped);
+//!    per-worker batch, small CNN and ResNet-18 (random data of CIFAR-10's
+//!    format and sizes);
 //! 2. against SAM: m-arwp on 2 workers / sam on 1 worker;
 //! 3. against PyTorch DDP (gloo, 2 processes) running parallel m-RWP
 //!    (tests/reference/ddp_mrwp.py): our m-rwp on 2 workers / DDP's;
@@ -14,8 +15,9 @@
 //!    `optimizer.step()` (bench-aggregation);
 //! 6. the server's peak memory with 1, 8 and 32 workers on the same job;
 //! 7. the cost of evaluating every epoch: small CNN m-arwp on 2 workers,
-//!    CIFAR-shaped data with CIFAR's 5:1 train:test ratio, three epochs,
-//!    evaluation every epoch / none (`--eval-every-epochs 1` / `0`).
+//!    random data of CIFAR-10's format and sizes, 200 timed updates that
+//!    hold an epoch's end, evaluation every epoch / none
+//!    (`--eval-every-epochs 1` / `0`).
 //!
 //! Settings (environment): ROUNDS (3), SMALL_BATCH (256), SMALL_UPDATES
 //! (30), RESNET_BATCH (32), RESNET_UPDATES (6), SECTIONS (all: "1,2,3,4,5,6,7"),
@@ -159,8 +161,10 @@ async fn main() {
     let sections: String = env("SECTIONS", "1,2,3,4,5,6,7".to_owned());
     let wanted = |s: &str| sections.split(',').any(|x| x.trim() == s);
     let tmp = tempfile::tempdir().unwrap();
+    // CIFAR-10's sizes (50,000 training and 10,000 test images): the server
+    // knows a built-in dataset by its standard sizes and workers check them.
     let cifar = tmp.path().join("cifar");
-    write_cifar_like(&cifar, 256, 128, 7);
+    write_cifar_like(&cifar, 10_000, 10_000, 7);
     let small = Workload {
         label: "small CNN",
         model: ModelKind::SmallCnn,
@@ -341,19 +345,21 @@ async fn main() {
     }
 
     if wanted("7") {
-        // 5,120 training and 1,024 test images: 10 updates of 2 × 256 an epoch.
-        let data = tmp.path().join("cifar-5-to-1");
-        write_cifar_like(&data, 1024, 1024, 11);
+        // CIFAR-10's 50,000 training and 10,000 test images: 195 updates of
+        // batch 256 an epoch. The 200 timed updates (21 to 220) hold the end
+        // of epoch 1 and, well before the window ends, all of its
+        // evaluation's shards: one evaluation per 200 updates against a
+        // whole epoch's one per 195.
         let epoch_workload = Workload {
-            label: "small CNN, CIFAR-shaped 5:1",
+            label: "small CNN, CIFAR-10 sizes",
             dataset: DatasetKind::Cifar10,
-            data_dir: Some(data),
+            data_dir: Some(cifar.clone()),
             batch: 256,
-            updates: 31,
-            warmup: 10,
+            updates: 200,
+            warmup: 20,
             ..small.clone()
         };
-        println!("{}: m-arwp on 2 workers, 3 epochs timed, evaluation every epoch / none", epoch_workload.label);
+        println!("{}: m-arwp on 2 workers, an epoch end timed, evaluation every epoch / none", epoch_workload.label);
         let (mut with, mut without) = (f64::INFINITY, f64::INFINITY);
         for round in 1..=rounds {
             let mut job = epoch_workload.job(Method::MArwp, 2);
