@@ -37,7 +37,9 @@ async fn the_authentication_slot_guards_every_service_but_health() {
             }
             _ => Err(ServerError::Unauthenticated("a valid bearer token is required".into())),
         });
-    let (url, _stop, _dir) = start(ServerConfig::default(), ServeOptions { authenticate: Some(authenticate) }).await;
+    let (url, _stop, _dir) =
+        start(ServerConfig::default(), ServeOptions { authenticate: Some(authenticate), ..ServeOptions::default() })
+            .await;
     let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
 
     let mut anonymous = JobServiceClient::new(channel.clone());

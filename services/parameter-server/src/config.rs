@@ -16,8 +16,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address to listen on (port 0 picks a free port, printed on stdout).
+    /// Address to listen on: `IP:PORT`, or `HOST:PORT` with a host name
+    /// such as `localhost` (resolved at start, IPv4 preferred). Port 0 picks
+    /// a free port, printed on stdout.
     #[schemars(example = &"[::]:50051")]
+    #[serde(deserialize_with = "host_and_port")]
     pub listen: SocketAddr,
     /// Directory of the embedded database (and of the checkpoints unless
     /// `checkpoint_dir` is set).
@@ -374,6 +377,28 @@ impl ServerConfig {
     }
 }
 
+/// `IP:PORT`, or `HOST:PORT` resolved to the host's first IPv4 address
+/// (its first address when it has none).
+fn host_and_port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    resolve_listen(&text).map_err(serde::de::Error::custom)
+}
+
+fn resolve_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    use std::net::ToSocketAddrs;
+    let addresses: Vec<SocketAddr> =
+        text.to_socket_addrs().map_err(|e| format!("not IP:PORT or HOST:PORT ({e})"))?.collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("the host of {text} has no address"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -440,6 +465,18 @@ mod tests {
             let err = from_file(layer).unwrap_err().to_string();
             assert!(err.starts_with(want), "{err}");
         }
+    }
+
+    #[test]
+    fn listen_takes_a_host_name_or_an_address() {
+        let c = from_file_and_flags("", &["--listen", "localhost:0"]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), "localhost, IPv4 first");
+        let c = from_file("listen = \"localhost:50051\"").unwrap();
+        assert_eq!(c.listen.port(), 50051);
+        let c = from_file_and_flags("", &["--listen", "[::1]:7"]).unwrap();
+        assert_eq!(c.listen, "[::1]:7".parse::<SocketAddr>().unwrap());
+        let err = from_file_and_flags("", &["--listen", "localhost"]).unwrap_err().to_string();
+        assert!(err.starts_with("--listen='localhost' is not valid for listen"), "{err}");
     }
 
     #[test]

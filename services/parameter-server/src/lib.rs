@@ -113,11 +113,17 @@ pub struct ServeOptions {
     /// (health and reflection excepted), it resolves the caller or refuses
     /// the request with its error.
     pub authenticate: Option<layers::Authenticate>,
+    /// The data directory's store, opened beforehand ([`store::Store::open`]);
+    /// `None`: the server opens `data_dir` itself.
+    pub store: Option<store::Store>,
 }
 
 impl std::fmt::Debug for ServeOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServeOptions").field("authenticate", &self.authenticate.is_some()).finish()
+        f.debug_struct("ServeOptions")
+            .field("authenticate", &self.authenticate.is_some())
+            .field("store", &self.store.is_some())
+            .finish()
     }
 }
 
@@ -176,7 +182,10 @@ pub async fn serve_with_security(
     let (admission, health_admission) = (Admission::new(&config), Admission::new(&config));
     let metrics = std::sync::Arc::new(rwp_telemetry::Registry::new());
     let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
-    let coordinator = coordinator::Coordinator::open(config, metrics.clone()).await?;
+    let coordinator = match options.store {
+        Some(store) => coordinator::Coordinator::open_with_store(config, store, metrics.clone()).await?,
+        None => coordinator::Coordinator::open(config, metrics.clone()).await?,
+    };
     // Also over OTLP when the OTEL_* variables ask for it; stops with the server.
     let _otlp_metrics = rwp_telemetry::export_metrics(&metrics, "rwp-server").map_err(ServerError::Startup)?;
     let metrics_server = match metrics_listener {

@@ -137,9 +137,12 @@ async fn run(args: Args) -> Result<(), String> {
     let config = args.config()?.config;
     // Credential files are read before the port opens: a bad one is named and nothing listens.
     let security = Security::load(&config).map_err(|e| e.to_string())?;
+    // So is the data directory: one it cannot use, or one another server
+    // holds, is reported before anything listens.
+    let store = rwp_parameter_server::store::Store::open(&config.data_dir).map_err(|e| e.to_string())?;
     let listeners = Listeners::bind(&config).await.map_err(|e| e.to_string())?;
     announce(&listeners).map_err(|e| e.to_string())?;
-    let options = ServeOptions::default();
+    let options = ServeOptions { store: Some(store), ..ServeOptions::default() };
     rwp_parameter_server::serve_with_security(listeners, config, security, options, shutdown_signal())
         .await
         .map_err(|e| e.to_string())

@@ -73,7 +73,14 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Self, ServerError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| ServerError::Storage(format!("cannot create {}: {e}", data_dir.display())))?;
-        let db = Database::create(data_dir.join("rwp.redb"))?;
+        let db = Database::create(data_dir.join("rwp.redb")).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => ServerError::Storage(format!(
+                "another rwp-server holds data directory {} (its database is locked): stop that server, or give \
+                 this one another data_dir",
+                data_dir.display()
+            )),
+            other => other.into(),
+        })?;
         let txn = db.begin_write()?;
         txn.open_table(JOBS)?;
         txn.open_table(STEPS)?;

@@ -156,8 +156,19 @@ impl Coordinator {
     /// Opens the store in the data directory and resumes every running job
     /// from its latest checkpoint.
     pub async fn open(config: ServerConfig, registry: Arc<Registry>) -> Result<Arc<Self>, ServerError> {
-        let metrics = ServerMetrics::new(&registry);
         let store = Store::open(&config.data_dir)?;
+        Self::open_with_store(config, store, registry).await
+    }
+
+    /// [`Self::open`] on the data directory's store, opened beforehand
+    /// (`rwp-server` opens it before it listens, so that a directory it
+    /// cannot use, or one another server holds, is reported first).
+    pub async fn open_with_store(
+        config: ServerConfig,
+        store: Store,
+        registry: Arc<Registry>,
+    ) -> Result<Arc<Self>, ServerError> {
+        let metrics = ServerMetrics::new(&registry);
         let sandbox = config.sandbox();
         if let Err(e) = &sandbox {
             warn!(error = %e, "uploaded TorchScript models cannot be checked or trained on this server");
