@@ -39,7 +39,9 @@ pub const MAX_CHUNK_BYTES: usize = 64 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// URL of the parameter server's gRPC endpoint.
+    /// URL of the parameter server's gRPC endpoint: `http://host:port`, or
+    /// `https://host:port` for TLS. An unreachable server is retried with
+    /// backoff (up to `max_backoff_ms`) for as long as the worker runs.
     pub server: String,
     /// Name the worker registers under (shown in the server's logs); default
     /// `hostname-pid`.
@@ -340,6 +342,21 @@ mod tests {
         let err = WorkerConfig::resolve(None, &env, &ConfigFlags::default()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("chunk_bytes") && text.contains("RWP_CHUNK_BYTES"), "{text}");
+    }
+
+    #[test]
+    fn the_server_setting_is_documented_as_it_behaves() {
+        let docs = include_str!("../../../docs/distributed.md");
+        let row = docs.lines().find(|l| l.starts_with("| `server` | `--server` |")).expect("a row for server");
+        let default = WorkerConfig::default().server;
+        assert!(row.contains(&format!("`{default}`")), "the documented default is the real one ({default}): {row}");
+        assert!(!row.contains("required"), "it has a default: {row}");
+        for refused in ["rwp-parameter-server:50051", "grpc://ps:50051"] {
+            let config = WorkerConfig { server: refused.to_owned(), ..WorkerConfig::default() };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("must be a URL like http://host:port"), "{err}");
+        }
+        assert!(row.contains("http://host:port") && row.contains("https://host:port"), "{row}");
     }
 
     #[test]
