@@ -356,7 +356,12 @@ impl Engine {
             PayloadUpdateError::Update(e) => EngineError::Update(e),
         })?;
         for result in raw.clean.into_iter().chain(raw.perturbed) {
-            self.config.payloads.give(result.gradient);
+            // The BatchNorm buffers are a slice of the same payload: drop
+            // them first, or the payload is still shared and cannot return
+            // to the pool (every clean push then faulted in a fresh buffer).
+            let RawResult { gradient, buffers, .. } = result;
+            drop(buffers);
+            self.config.payloads.give(gradient);
         }
         let aggregation = started.elapsed().as_secs_f64();
         let mut outcome = self.after_update(Some(report))?;
