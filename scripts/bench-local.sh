@@ -22,9 +22,11 @@ trap 'rm -rf "$tmp"' EXIT
 # the ts-* rows train it with rwp-train and time it in eager PyTorch.
 "$py" tests/reference/script_models.py small-cnn "$tmp/small-cnn.pt"
 
-rust_ms() { # method [model flags...] -> mean ms per update after the warm-up updates
+rust_ms() { # method [model flags, default --model small-cnn] -> mean ms per update after the warm-up updates
   local method=$1; shift
-  "$bin" --method "$method" "${@:---model=small-cnn}" --batch-size "$BATCH" --epochs 1000 \
+  local model=("$@")
+  [ ${#model[@]} -gt 0 ] || model=(--model small-cnn)
+  "$bin" --method "$method" "${model[@]}" --batch-size "$BATCH" --epochs 1000 \
     --max-updates $((UPDATES + WARMUP)) --threads "$THREADS" --device cpu --eval-every 0 \
     --quiet --metrics "$tmp/run.jsonl" > /dev/null 2> "$tmp/run.err" || { cat "$tmp/run.err" >&2; exit 1; }
   "$py" - "$tmp/run.jsonl" "$WARMUP" <<'PY'

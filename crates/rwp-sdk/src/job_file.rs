@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use rwp_spec::{
-    check_model_file, DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelFile, ModelKind,
+    check_model_file, schedule_keys, DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelFile, ModelKind,
     NonFinitePolicy, SigmaSchedule, Spelling,
 };
 use serde::Deserialize;
@@ -138,11 +138,10 @@ fn number(key: &str, value: Option<&toml::Value>) -> Result<f64, String> {
 fn read_lr_schedule(value: &toml::Value) -> Result<LrSchedule, String> {
     let key = "lr_schedule";
     let (table, kind) = schedule_kind(key, value, "lr schedule", &LrSchedule::NAMES, "cosine-per-epoch")?;
+    only_keys(key, table, kind, schedule_keys(kind))?;
     if kind != "step" {
-        only_keys(key, table, kind, &[])?;
         return LrSchedule::from_name(kind, &[], 0.0).map_err(|e| format!("{key}: {e}"));
     }
-    only_keys(key, table, kind, &["milestones", "gamma"])?;
     let milestones = match table.get("milestones") {
         Some(toml::Value::Array(items)) => items
             .iter()
@@ -161,11 +160,10 @@ fn read_lr_schedule(value: &toml::Value) -> Result<LrSchedule, String> {
 fn read_sigma_schedule(value: &toml::Value) -> Result<SigmaSchedule, String> {
     let key = "sigma_schedule";
     let (table, kind) = schedule_kind(key, value, "sigma schedule", &SigmaSchedule::NAMES, "cosine-increasing")?;
+    only_keys(key, table, kind, schedule_keys(kind))?;
     if kind == "constant" {
-        only_keys(key, table, kind, &[])?;
         return Ok(SigmaSchedule::Constant);
     }
-    only_keys(key, table, kind, &["inc"])?;
     Ok(SigmaSchedule::CosineIncreasing { inc: number(&format!("{key}.inc"), table.get("inc"))? })
 }
 

@@ -37,7 +37,9 @@ pub use model_file::{
     check_model_file, is_sha256_hex, sha256_hex, ModelFile, ModelReceiver, Sha256, Spelling, StoredModel,
 };
 pub use plan::{Role, Task};
-pub use spec::{GradientEncoding, JobSpec, LrSchedule, NonFinitePolicy, Schedule, ScheduleFlags, SigmaSchedule};
+pub use spec::{
+    schedule_keys, GradientEncoding, JobSpec, LrSchedule, NonFinitePolicy, Schedule, ScheduleFlags, SigmaSchedule,
+};
 
 /// A job spec that cannot run, naming the field and the rule it breaks.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

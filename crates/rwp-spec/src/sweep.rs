@@ -12,7 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::rng::{derive_seed, Rng};
-use crate::{JobSpec, LrSchedule, SigmaSchedule};
+use crate::{schedule_keys, JobSpec, LrSchedule, SigmaSchedule};
 
 /// Most trials one sweep may have.
 pub const MAX_TRIALS: usize = 1000;
@@ -410,15 +410,6 @@ fn schedule_names(table: &str) -> (&'static [&'static str], &'static str) {
         (&LrSchedule::NAMES, "lr schedule")
     } else {
         (&SigmaSchedule::NAMES, "sigma schedule")
-    }
-}
-
-/// The keys a schedule of `kind` takes besides `kind`.
-fn schedule_keys(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "step" => &["milestones", "gamma"],
-        "cosine-increasing" => &["inc"],
-        _ => &[],
     }
 }
 

@@ -9,15 +9,15 @@
 use std::sync::OnceLock;
 
 /// Loads libtorch's CUDA library (once per process) from the loader's path:
-/// the binary's run path beside libtorch, or `LD_LIBRARY_PATH`. Returns
-/// whether it is loaded; a libtorch built without CUDA has none to load.
-pub fn load_torch_cuda() -> bool {
-    static LOADED: OnceLock<bool> = OnceLock::new();
-    *LOADED.get_or_init(|| {
+/// the binary's run path beside libtorch, or `LD_LIBRARY_PATH`. A libtorch
+/// built without CUDA has none to load; libtorch then sees no GPU, which is
+/// what the caller asks it next.
+pub fn load_torch_cuda() {
+    static LOADED: OnceLock<()> = OnceLock::new();
+    LOADED.get_or_init(|| {
         // SAFETY: a NUL-terminated name; the handle is never closed, so the
         // library's code stays mapped for the life of the process, as a
         // linked library would.
-        let handle = unsafe { libc::dlopen(c"libtorch_cuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-        !handle.is_null()
-    })
+        unsafe { libc::dlopen(c"libtorch_cuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    });
 }

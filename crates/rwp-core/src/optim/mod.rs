@@ -251,12 +251,14 @@ pub fn apply_payloads(
 ) -> Result<UpdateReport, PayloadUpdateError> {
     let encoding = spec.gradient_encoding;
     let device = state.flat_weights().flat().device();
-    // On a GPU, each payload is copied to it once, as one block.
-    let on_device = |bytes: &[u8]| -> Option<Vec<Tensor>> {
-        if device == Device::Cpu || encoding != rwp_spec::GradientEncoding::F32 {
+    // A float32 payload is read where it lies as one tensor (on a GPU state,
+    // copied to the device once, as one block), and viewed per parameter.
+    let flat_f32 = |bytes: &[u8]| -> Option<Vec<Tensor>> {
+        if encoding != rwp_spec::GradientEncoding::F32 {
             return None;
         }
-        let flat = state::borrowed_f32_tensor(bytes, &[(bytes.len() / 4) as i64])?.to_device(device);
+        let flat = state::borrowed_f32_tensor(bytes, &[(bytes.len() / 4) as i64])?;
+        let flat = if device == Device::Cpu { flat } else { flat.to_device(device) };
         let mut offset = 0;
         let views = model
             .params()
@@ -281,22 +283,7 @@ pub fn apply_payloads(
                         got: shard.gradient.len(),
                     });
                 }
-                let borrowed = || -> Option<Vec<Tensor>> {
-                    if encoding != rwp_spec::GradientEncoding::F32 || device != Device::Cpu {
-                        return None;
-                    }
-                    let mut offset = 0;
-                    model
-                        .params()
-                        .iter()
-                        .map(|p| {
-                            let len = p.numel() as usize * 4;
-                            offset += len;
-                            state::borrowed_f32_tensor(&shard.gradient[offset - len..offset], &p.shape)
-                        })
-                        .collect()
-                };
-                let grads = match on_device(shard.gradient).or_else(borrowed) {
+                let grads = match flat_f32(shard.gradient) {
                     Some(grads) => grads,
                     None => crate::wire::decode_gradients(model, shard.gradient, encoding, device)?,
                 };

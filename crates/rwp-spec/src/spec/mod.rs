@@ -94,6 +94,17 @@ impl SigmaSchedule {
     }
 }
 
+/// The keys a schedule table of `kind` (an lr or a sigma schedule's name)
+/// takes besides `kind`, as job files and sweeps write them.
+#[must_use]
+pub fn schedule_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "step" => &["milestones", "gamma"],
+        "cosine-increasing" => &["inc"],
+        _ => &[],
+    }
+}
+
 /// The schedules as `rwp-train` and `rwp submit` take them on the command
 /// line: `--lr-schedule NAME` (with `--milestones`, `--lr-gamma` for `step`)
 /// and `--sigma-schedule NAME` (with `--sigma-inc` for `cosine-increasing`).
