@@ -160,7 +160,12 @@ fn small_spec(policy: NonFinitePolicy) -> JobSpec {
 }
 
 async fn submit(worker: &mut Worker, spec: &JobSpec) -> String {
-    let request = v1::SubmitJobRequest { name: "bad-input".into(), spec: Some(spec.into()), request_id: None };
+    let request = v1::SubmitJobRequest {
+        name: "bad-input".into(),
+        spec: Some(spec.into()),
+        request_id: None,
+        ..Default::default()
+    };
     worker.jobs.submit_job(request).await.unwrap().into_inner().id
 }
 

@@ -18,7 +18,8 @@ async fn submit(stub: &mut JobServiceClient<Channel>, data_dir: &Path) -> tonic:
     let mut spec = JobSpecBuilder::new(Method::Sgd).epochs(1).batch_size(128).build().unwrap();
     spec.dataset = DatasetKind::Mnist;
     spec.data_dir = Some(data_dir.to_owned());
-    let request = SubmitJobRequest { name: "d".into(), spec: Some((&spec).into()), request_id: None };
+    let request =
+        SubmitJobRequest { name: "d".into(), spec: Some((&spec).into()), request_id: None, ..Default::default() };
     stub.submit_job(request).await.unwrap_err()
 }
 
@@ -27,7 +28,8 @@ async fn failed_job(stub: &mut JobServiceClient<Channel>, data_dir: &Path) -> v1
     let mut spec = JobSpecBuilder::new(Method::Sgd).epochs(1).batch_size(128).build().unwrap();
     spec.dataset = DatasetKind::Mnist;
     spec.data_dir = Some(data_dir.to_owned());
-    let request = SubmitJobRequest { name: "d".into(), spec: Some((&spec).into()), request_id: None };
+    let request =
+        SubmitJobRequest { name: "d".into(), spec: Some((&spec).into()), request_id: None, ..Default::default() };
     let id = stub.submit_job(request).await.expect("the server does not read the data").into_inner().id;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {

@@ -47,7 +47,7 @@ async fn a_message_over_max_message_bytes_is_refused_and_a_long_name_too() {
     .await;
     let mut stub = JobServiceClient::connect(cluster.url()).await.unwrap();
     let spec = Some((&small_job()).into());
-    let big = SubmitJobRequest { name: "x".repeat(limit + 1), spec, request_id: None };
+    let big = SubmitJobRequest { name: "x".repeat(limit + 1), spec, request_id: None, ..Default::default() };
     let err = stub.submit_job(big).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
     assert!(err.message().contains(&format!("the limit is: {limit} bytes")), "{err:?}");
@@ -135,7 +135,7 @@ async fn requests_beyond_a_tokens_rate_are_refused_with_when_to_retry() {
     .await;
     let stub = JobServiceClient::connect(cluster.url()).await.unwrap();
     let list = |name: &str| {
-        let request = with_token(ListJobsRequest {}, tokens.token(name));
+        let request = with_token(ListJobsRequest::default(), tokens.token(name));
         let mut stub = stub.clone();
         async move { stub.list_jobs(request).await }
     };

@@ -43,7 +43,7 @@ async fn the_authentication_slot_guards_every_service_but_health() {
     let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
 
     let mut anonymous = JobServiceClient::new(channel.clone());
-    let refused = anonymous.list_jobs(ListJobsRequest {}).await.unwrap_err();
+    let refused = anonymous.list_jobs(ListJobsRequest::default()).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
     assert!(refused.message().contains("bearer token"));
     let mut worker = WorkerServiceClient::new(channel.clone());
@@ -54,7 +54,7 @@ async fn the_authentication_slot_guards_every_service_but_health() {
         r.metadata_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
         Ok(r)
     });
-    assert!(authorised.list_jobs(ListJobsRequest {}).await.unwrap().into_inner().jobs.is_empty());
+    assert!(authorised.list_jobs(ListJobsRequest::default()).await.unwrap().into_inner().jobs.is_empty());
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let request = tonic_health::pb::HealthCheckRequest { service: "rwp.v1.JobService".into() };
@@ -83,7 +83,7 @@ async fn requests_beyond_the_concurrency_limit_are_shed_not_queued() {
     let deadline = Instant::now() + Duration::from_secs(4);
     let shed = loop {
         let started = Instant::now();
-        match jobs.list_jobs(ListJobsRequest {}).await {
+        match jobs.list_jobs(ListJobsRequest::default()).await {
             Err(status) => break (status, started.elapsed()),
             // The lease has not reached the server yet.
             Ok(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,

@@ -87,6 +87,7 @@ async fn a_retried_submission_is_checked_again() {
             name: "retried".into(),
             spec: Some((&script_job(&file)).into()),
             request_id: Some("alice-1".into()),
+            ..Default::default()
         });
         let bearer = format!("Bearer {}", tokens.token("alice").expose());
         request.metadata_mut().insert("authorization", bearer.parse().unwrap());

@@ -24,7 +24,8 @@ async fn names_with_terminal_controls_are_invalid_arguments() {
         ("x\u{202e}gpj", "U+202E"),
         ("\u{2068}x", "U+2068"),
     ] {
-        let request = SubmitJobRequest { name: name.into(), spec: Some((&job).into()), request_id: None };
+        let request =
+            SubmitJobRequest { name: name.into(), spec: Some((&job).into()), request_id: None, ..Default::default() };
         let err = stub.submit_job(request).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{name:?}: {err:?}");
         assert!(err.message().contains("name: ") && err.message().contains(code), "{name:?}: {err:?}");
@@ -35,10 +36,15 @@ async fn names_with_terminal_controls_are_invalid_arguments() {
         assert_eq!(err.code(), Code::InvalidArgument, "{name:?}: {err:?}");
         assert!(err.message().contains("sweep name") && err.message().contains(code), "{name:?}: {err:?}");
     }
-    assert!(stub.list_jobs(ListJobsRequest {}).await.unwrap().into_inner().jobs.is_empty());
+    assert!(stub.list_jobs(ListJobsRequest::default()).await.unwrap().into_inner().jobs.is_empty());
     assert!(stub.list_sweeps(ListSweepsRequest {}).await.unwrap().into_inner().sweeps.is_empty());
     // Printable Unicode is fine.
-    let request = SubmitJobRequest { name: "σ-grid ünïcode".into(), spec: Some((&job).into()), request_id: None };
+    let request = SubmitJobRequest {
+        name: "σ-grid ünïcode".into(),
+        spec: Some((&job).into()),
+        request_id: None,
+        ..Default::default()
+    };
     stub.submit_job(request).await.unwrap();
     cluster.shutdown().await;
 }

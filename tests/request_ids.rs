@@ -15,7 +15,12 @@ use tonic::Code;
 
 fn submit_request(name: &str, epochs: u32, request_id: &str) -> SubmitJobRequest {
     let spec = JobSpecBuilder::new(Method::Sgd).epochs(epochs).batch_size(128).build().unwrap();
-    SubmitJobRequest { name: name.into(), spec: Some((&spec).into()), request_id: Some(request_id.into()) }
+    SubmitJobRequest {
+        name: name.into(),
+        spec: Some((&spec).into()),
+        request_id: Some(request_id.into()),
+        ..Default::default()
+    }
 }
 
 fn sweep_request(request_id: &str) -> CreateSweepRequest {
@@ -24,7 +29,7 @@ fn sweep_request(request_id: &str) -> CreateSweepRequest {
 }
 
 async fn counts(stub: &mut JobServiceClient<Channel>) -> (usize, usize) {
-    let jobs = stub.list_jobs(ListJobsRequest {}).await.unwrap().into_inner().jobs;
+    let jobs = stub.list_jobs(ListJobsRequest::default()).await.unwrap().into_inner().jobs;
     let sweeps = stub.list_sweeps(ListSweepsRequest {}).await.unwrap().into_inner().sweeps;
     (jobs.iter().filter(|j| j.sweep_id.is_empty()).count(), sweeps.len())
 }

@@ -37,7 +37,7 @@ async fn a_second_server_on_the_same_data_directory_says_another_server_holds_it
     let want = format!("another rwp-server holds data directory {}", dir.display());
     assert!(stderr.contains(&want), "{stderr}");
     // The first server is untouched.
-    connect(addr).await.list_jobs(ListJobsRequest {}).await.unwrap();
+    connect(addr).await.list_jobs(ListJobsRequest::default()).await.unwrap();
 }
 
 #[test]
@@ -58,5 +58,5 @@ async fn listen_takes_localhost() {
     let (_tmp, dir) = data_dir();
     let (_server, addr) = ServerCommand::new(&dir, "localhost:0").start();
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
-    connect(addr).await.list_jobs(ListJobsRequest {}).await.unwrap();
+    connect(addr).await.list_jobs(ListJobsRequest::default()).await.unwrap();
 }

@@ -189,7 +189,7 @@ async fn probes_get_plaintext_health_on_their_own_port_and_nothing_else() {
         assert_eq!(probe.check(request).await.unwrap().into_inner().status, 1, "{service:?} SERVING");
     }
     let mut jobs = rwp_proto::v1::job_service_client::JobServiceClient::new(channel);
-    let err = jobs.list_jobs(rwp_proto::v1::ListJobsRequest {}).await.unwrap_err();
+    let err = jobs.list_jobs(rwp_proto::v1::ListJobsRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented, "the job API is not on the health port: {err:?}");
     cluster.shutdown().await;
 }

@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // sliced into chunks for every stream without copying.
     tonic_prost_build::configure()
         .bytes(".")
+        // Maps in a stable order (job labels print and compare sorted).
+        .btree_map(".")
         .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
         .compile_fds(descriptors)?;

@@ -32,7 +32,7 @@ fn main() -> std::io::Result<()> {
     specs.push(("cifar-sam".to_owned(), cifar));
     for (name, spec) in specs {
         spec.validate().expect("seeds are valid specs");
-        let request = v1::SubmitJobRequest { name: name.clone(), spec: Some((&spec).into()), request_id: None };
+        let request = v1::SubmitJobRequest { name: name.clone(), spec: Some((&spec).into()), request_id: None, ..Default::default() };
         std::fs::write(dir.join(format!("{name}.bin")), request.encode_to_vec())?;
     }
     Ok(())

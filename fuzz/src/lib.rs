@@ -27,7 +27,7 @@ pub fn check_spec_error(err: &SpecError) {
 /// as a `SubmitJobRequest`, decoded, converted and validated there, it is
 /// unchanged, bit for bit.
 pub fn check_crosses_the_wire(spec: &JobSpec) {
-    let request = v1::SubmitJobRequest { name: "fuzz".to_owned(), spec: Some(spec.into()), request_id: None };
+    let request = v1::SubmitJobRequest { name: "fuzz".to_owned(), spec: Some(spec.into()), request_id: None, ..Default::default() };
     let bytes = request.encode_to_vec();
     let decoded = v1::SubmitJobRequest::decode(bytes.as_slice()).expect("an encoded request decodes");
     let back = JobSpec::try_from(decoded.spec.expect("the spec is set"))

@@ -112,7 +112,7 @@ async fn main() {
     let mut peak_rss: f64 = 0.0;
     let mut last_report = Instant::now();
     loop {
-        let jobs = client.list_jobs(ListJobsRequest {}).await.unwrap().into_inner().jobs;
+        let jobs = client.list_jobs(ListJobsRequest::default()).await.unwrap().into_inner().jobs;
         let running = jobs.iter().filter(|j| j.state == JobState::Running as i32).count();
         let ended_badly: Vec<_> = jobs
             .iter()
@@ -144,7 +144,7 @@ async fn main() {
     let (rss, hwm) = memory_mib(server.child.id());
     drop(pool);
 
-    let jobs = client.list_jobs(ListJobsRequest {}).await.unwrap().into_inner().jobs;
+    let jobs = client.list_jobs(ListJobsRequest::default()).await.unwrap().into_inner().jobs;
     let succeeded = jobs.iter().filter(|j| j.state == JobState::Succeeded as i32).count();
     let accepted = sample(&text, "rwp_results_accepted_total").unwrap_or(0.0) as u64;
     let planned: u64 = submitted.values().map(planned_tasks).sum();

@@ -260,7 +260,8 @@ pub async fn connect(server: SocketAddr) -> JobServiceClient<Channel> {
 }
 
 pub async fn submit(client: &mut JobServiceClient<Channel>, name: &str, spec: &JobSpec) -> String {
-    let request = SubmitJobRequest { name: name.into(), spec: Some(spec.into()), request_id: None };
+    let request =
+        SubmitJobRequest { name: name.into(), spec: Some(spec.into()), request_id: None, ..Default::default() };
     client.submit_job(request).await.expect("job accepted").into_inner().id
 }
 

@@ -24,7 +24,13 @@ pub fn small_job(seed: u64, method: Method, updates: u64) -> JobSpec {
 /// The local trainer's final state as the named tensors of a checkpoint.
 pub fn local_reference(spec: &JobSpec) -> HashMap<String, Tensor> {
     tch::set_num_threads(1);
-    let mut trainer = LocalTrainer::new(spec.clone(), Device::Cpu).unwrap();
+    trained_to_the_end(LocalTrainer::new(spec.clone(), Device::Cpu).unwrap())
+}
+
+/// The final state of `trainer`, run to its end on one libtorch thread, as
+/// the named tensors of a checkpoint.
+pub fn trained_to_the_end(mut trainer: LocalTrainer) -> HashMap<String, Tensor> {
+    tch::set_num_threads(1);
     while !trainer.is_done() {
         trainer.step().unwrap();
     }
@@ -50,8 +56,12 @@ pub fn matches_local(exported: &[u8], spec: &JobSpec) -> bool {
 }
 
 pub fn assert_bit_identical(label: &str, exported: &[u8], spec: &JobSpec) {
+    assert_bit_identical_to(label, exported, &local_reference(spec), spec);
+}
+
+/// [`assert_bit_identical`] against a local state computed by the caller.
+pub fn assert_bit_identical_to(label: &str, exported: &[u8], local: &HashMap<String, Tensor>, spec: &JobSpec) {
     let distributed = exported_tensors(exported);
-    let local = local_reference(spec);
     assert_eq!(
         {
             let mut k: Vec<_> = distributed.keys().collect();

@@ -181,7 +181,7 @@ pub enum Command {
     Submit(Box<SubmitArgs>),
     /// List the jobs you may see (yours; all for an admin) as a table (or JSON)
     #[command(visible_alias = "ls")]
-    List(ListArgs),
+    List(JobListArgs),
     /// Show one job: spec, state, progress, latest metrics, error
     Get(GetArgs),
     /// Follow a job live until it ends; the exit status tells how it ended
@@ -189,6 +189,14 @@ pub enum Command {
     Watch(WatchArgs),
     /// Cancel a job (its workers stop after the update in progress)
     Cancel(CancelArgs),
+    /// Continue a job that ended (succeeded, cancelled, failed, stopped) from its latest checkpoint
+    #[command(after_help = RESUME_AFTER_HELP)]
+    Resume(ResumeArgs),
+    /// Delete a job that ended: its record, metrics, checkpoints and TensorBoard run
+    #[command(
+        after_help = "Example:\n  rwp delete job-5e768fc32c72\n\nA running job is cancelled first (rwp cancel)."
+    )]
+    Delete(DeleteArgs),
     /// Download a job's current weights as a safetensors file
     #[command(after_help = "Example:\n  rwp export job-5e768fc32c72 -o marwp.safetensors")]
     Export(ExportArgs),
@@ -225,6 +233,14 @@ pub struct SubmitArgs {
     /// With --watch: seconds between progress lines when stderr is not a terminal
     #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_seconds)]
     pub interval: f64,
+    /// A label KEY=VALUE for the job (repeat for more); `rwp list --label` filters by them
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Start from the latest weights and BatchNorm statistics of this job (id, prefix or name)
+    /// instead of the seed's: fine-tuning, warm starts. The model must be the same; the
+    /// optimizer starts fresh
+    #[arg(long, value_name = "JOB")]
+    pub init_from: Option<String>,
     #[command(flatten)]
     pub settings: SpecFlags,
 }
@@ -417,6 +433,58 @@ pub struct ListArgs {
     /// Print JSON (an array of jobs) instead of a table
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JobListArgs {
+    /// Print JSON (an array of jobs) instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Only jobs with this label (repeat: jobs with all of them)
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+}
+
+const RESUME_AFTER_HELP: &str = "\
+The job goes on from its latest checkpoint with the same settings, on the same
+workers' pool; its learning-rate and σ schedules span the job's epochs, so a job
+stopped by its update cap (--max-updates) and resumed without it ends with the
+same weights as one that ran uninterrupted.
+
+Examples:
+  rwp resume job-5e768fc32c72                   # a cancelled or failed job goes on
+  rwp resume job-5e768fc32c72 --epochs 40       # train a finished job for longer
+  rwp resume job-5e768fc32c72 --max-updates 0   # lift the update cap
+  rwp resume job-5e768fc32c72 --watch";
+
+#[derive(Debug, Clone, Args)]
+pub struct ResumeArgs {
+    /// Job: its id (job-5e768fc32c72), a unique prefix of it (job-5e76 or 5e76), or its name
+    #[arg(value_name = "JOB")]
+    pub job: String,
+    /// Epochs in all (more than the job has done); the schedules then span them
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<u32>,
+    /// Stop after this many updates in all (0: no cap, run all the epochs)
+    #[arg(long, value_name = "N")]
+    pub max_updates: Option<u64>,
+    /// Follow the job after resuming it, as `rwp watch` does
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: seconds between progress lines when stderr is not a terminal
+    #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_seconds)]
+    pub interval: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeleteArgs {
+    /// Job: its id (job-5e768fc32c72), a unique prefix of it (job-5e76 or 5e76), or its name
+    #[arg(value_name = "JOB")]
+    pub job: String,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    rwp_spec::labels::parse(text)
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,7 +9,7 @@ fn top_level_help_lists_every_subcommand_and_the_exit_codes() {
     let o = rwp(&["--help"]);
     assert!(o.status.success());
     let text = stdout(&o);
-    for sub in ["submit", "list", "get", "watch", "cancel", "export", "plot", "completions"] {
+    for sub in ["submit", "list", "get", "watch", "cancel", "resume", "delete", "export", "plot", "completions"] {
         assert!(text.lines().any(|l| l.trim_start().starts_with(sub)), "{sub} missing from:\n{text}");
     }
     for want in ["--server", "RWP_SERVER", "--tls-ca", "--tls-domain", "Examples:", "Exit status:"] {

@@ -44,6 +44,7 @@ pub const PROJECT_VARIABLES: &[&str] = &[
     "RWP_TOKENS_FILE",
     "RWP_TORCH_THREADS",
     "RWP_UNREFERENCED_MODEL_RETENTION_MS",
+    "RWP_FINISHED_JOB_RETENTION_MS",
     // rwp-worker's settings (some the CLI's too).
     "RWP_CHUNK_BYTES",
     "RWP_DEVICE",

@@ -209,6 +209,17 @@ pub fn load(path: &Path, model: &Model, device: Device) -> Result<Checkpoint, Ch
     Ok(Checkpoint { spec, state: TrainState::from_parts(weights, buffers, momentum, history, step) })
 }
 
+/// A fresh training state (step 0, no momentum or `F`) holding the weights
+/// and BatchNorm statistics of the checkpoint at `path`: how a job starts
+/// from another job's weights. The checkpoint must be of the same model
+/// (the same tensors, names and shapes).
+pub fn load_initial(path: &Path, model: &Model, device: Device) -> Result<TrainState, CheckpointError> {
+    let loaded = load(path, model, device)?;
+    let weights = loaded.state.weights().iter().map(Tensor::shallow_clone).collect();
+    let buffers = loaded.state.buffers().iter().map(Tensor::shallow_clone).collect();
+    Ok(TrainState::new(weights, buffers))
+}
+
 /// The job spec stored in a checkpoint, reading only the file's header (a
 /// checkpoint can be large, and resuming reads it in full once anyway). The
 /// header must describe exactly the data the file holds, so a truncated file

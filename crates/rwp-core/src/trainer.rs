@@ -192,16 +192,40 @@ impl LocalTrainer {
         Self::assemble(spec, data, model, TrainState::new(weights, buffers), device)
     }
 
+    /// A fresh run of `spec` that starts from the weights and BatchNorm
+    /// statistics of the checkpoint at `initial` (an exported job, say)
+    /// instead of the seed's; the optimizer state starts fresh.
+    pub fn from_weights(
+        spec: JobSpec,
+        device: Device,
+        model_file: Option<&Path>,
+        initial: &Path,
+    ) -> Result<Self, TrainError> {
+        spec.validate()?;
+        check_model_file(&spec, model_file)?;
+        let data = Dataset::for_spec(&spec)?;
+        let model = Model::for_spec(&spec, data.shape, data.classes, model_file, device)?;
+        let state = checkpoint::load_initial(initial, &model, device)?;
+        Self::assemble(spec, data, model, state, device)
+    }
+
     /// Continues the run saved in a checkpoint (`model_file` as for
-    /// [`LocalTrainer::with_model_file`]).
-    pub fn resume(path: &Path, device: Device, model_file: Option<&Path>) -> Result<Self, TrainError> {
-        let spec = checkpoint::read_spec(path)?;
+    /// [`LocalTrainer::with_model_file`]); `extend` replaces the spec's
+    /// epochs and update cap (a run continued for longer).
+    pub fn resume(
+        path: &Path,
+        device: Device,
+        model_file: Option<&Path>,
+        extend: &rwp_spec::Extension,
+    ) -> Result<Self, TrainError> {
+        let mut spec = checkpoint::read_spec(path)?;
+        extend.apply(&mut spec);
         spec.validate()?;
         check_model_file(&spec, model_file)?;
         let data = Dataset::for_spec(&spec)?;
         let model = Model::for_spec(&spec, data.shape, data.classes, model_file, device)?;
         let loaded = checkpoint::load(path, &model, device)?;
-        Self::assemble(loaded.spec, data, model, loaded.state, device)
+        Self::assemble(spec, data, model, loaded.state, device)
     }
 
     fn assemble(

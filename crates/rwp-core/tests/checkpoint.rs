@@ -8,7 +8,7 @@ use rwp_core::checkpoint::{self, CheckpointError};
 use rwp_core::model::Model;
 use rwp_core::optim::TrainState;
 use rwp_core::trainer::{LocalTrainer, TrainError};
-use rwp_spec::{JobSpec, Method, ModelKind};
+use rwp_spec::{Extension, JobSpec, Method, ModelKind};
 use tch::{Device, Tensor};
 use tempfile::TempDir;
 
@@ -65,7 +65,7 @@ fn a_resumed_run_continues_bit_for_bit() {
     assert_eq!(original.state.step, 2);
     assert!(original.state.momentum().is_some() && original.state.history().is_some());
 
-    let mut resumed = LocalTrainer::resume(&path, Device::Cpu, None).unwrap();
+    let mut resumed = LocalTrainer::resume(&path, Device::Cpu, None, &Default::default()).unwrap();
     assert_eq!(resumed.spec, original.spec);
     assert_eq!(resumed.model.kind, ModelKind::SmallCnn);
     assert_eq!(resumed.schedule.total_updates, 4);
@@ -84,6 +84,58 @@ fn a_resumed_run_continues_bit_for_bit() {
     assert_eq!(saved.state.step, 2);
     assert!(!saved.state.weights()[0].equal(&original.state.weights()[0]));
     assert_eq!(original.evaluate(), resumed.evaluate());
+}
+
+/// A run that stopped at its update cap and is continued without it ends
+/// where a run without the cap ends, bit for bit (the schedules spanned
+/// the same epochs all along).
+#[test]
+fn a_run_extended_past_its_cap_equals_an_uninterrupted_longer_run() {
+    let dir = TempDir::new().unwrap();
+    let (_, path) = trained_and_saved(&dir);
+    let uncapped = Extension { epochs: None, max_updates: Some(None) };
+    let mut extended = LocalTrainer::resume(&path, Device::Cpu, None, &uncapped).unwrap();
+    assert_eq!(extended.spec.max_updates, None);
+    let mut longer_spec = spec();
+    longer_spec.max_updates = None;
+    let mut longer = LocalTrainer::new(longer_spec, Device::Cpu).unwrap();
+    assert_eq!(extended.schedule.total_updates, longer.schedule.total_updates);
+    assert!(longer.schedule.total_updates > 4, "the cap held the run back");
+    while !longer.is_done() {
+        longer.step().unwrap();
+    }
+    while !extended.is_done() {
+        extended.step().unwrap();
+    }
+    same_state(&extended.state, &longer.state);
+
+    // More epochs: the schedules span the new total.
+    let two_epochs = Extension { epochs: Some(2), max_updates: None };
+    let more = LocalTrainer::resume(&path, Device::Cpu, None, &two_epochs).unwrap();
+    assert_eq!((more.spec.epochs, more.spec.max_updates), (2, Some(4)));
+}
+
+/// Starting from another run's weights takes its weights and BatchNorm
+/// statistics, and nothing of its optimizer state.
+#[test]
+fn a_run_started_from_weights_has_them_and_a_fresh_optimizer() {
+    let dir = TempDir::new().unwrap();
+    let (source, path) = trained_and_saved(&dir);
+    let mut other = spec();
+    other.seed = 7;
+    other.method = Method::Sgd;
+    let started = LocalTrainer::from_weights(other.clone(), Device::Cpu, None, &path).unwrap();
+    assert_eq!(started.state.step, 0);
+    assert!(started.state.momentum().is_none() && started.state.history().is_none());
+    same_tensors("weights", started.state.weights(), source.state.weights());
+    same_tensors("buffers", started.state.buffers(), source.state.buffers());
+    let from_seed = LocalTrainer::new(other.clone(), Device::Cpu).unwrap();
+    assert!(!from_seed.state.weights()[0].equal(&started.state.weights()[0]));
+
+    // Another model's weights are refused, naming what does not fit.
+    other.model = ModelKind::Mlp;
+    let err = LocalTrainer::from_weights(other, Device::Cpu, None, &path).unwrap_err().to_string();
+    assert!(err.contains("small-cnn model, not mlp"), "{err}");
 }
 
 #[test]
@@ -142,7 +194,7 @@ fn truncated_and_garbage_files_are_errors_not_panics() {
     std::fs::write(&cut, &bytes[..bytes.len() - 1]).unwrap();
     let err = checkpoint::load(&cut, &t.model, Device::Cpu).unwrap_err();
     assert!(matches!(err, CheckpointError::Invalid { .. }), "{err:?}");
-    expect_invalid(LocalTrainer::resume(&cut, Device::Cpu, None), &cut);
+    expect_invalid(LocalTrainer::resume(&cut, Device::Cpu, None, &Default::default()), &cut);
 
     // Cut inside the header, and a few bytes only.
     for len in [bytes.len() / 100, 12, 5, 0] {
@@ -151,7 +203,7 @@ fn truncated_and_garbage_files_are_errors_not_panics() {
         let err = checkpoint::load(&short, &t.model, Device::Cpu).unwrap_err();
         assert!(matches!(err, CheckpointError::Invalid { .. }), "{len} bytes: {err:?}");
         assert!(matches!(checkpoint::read_spec(&short), Err(CheckpointError::Invalid { .. })), "{len} bytes");
-        expect_invalid(LocalTrainer::resume(&short, Device::Cpu, None), &short);
+        expect_invalid(LocalTrainer::resume(&short, Device::Cpu, None, &Default::default()), &short);
     }
 
     // A header length far beyond the file.
@@ -159,7 +211,7 @@ fn truncated_and_garbage_files_are_errors_not_panics() {
     let mut garbage = u64::MAX.to_le_bytes().to_vec();
     garbage.extend_from_slice(b"{}");
     std::fs::write(&huge, &garbage).unwrap();
-    expect_invalid(LocalTrainer::resume(&huge, Device::Cpu, None), &huge);
+    expect_invalid(LocalTrainer::resume(&huge, Device::Cpu, None, &Default::default()), &huge);
 
     // No file at all.
     let missing = dir.path().join("missing.safetensors");

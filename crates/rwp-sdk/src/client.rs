@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use rwp_credentials::{client_tls, Bearer, Pem, Token};
 use rwp_proto::v1::job_service_client::JobServiceClient;
 use rwp_proto::v1::{self, job_event::Event};
 use rwp_spec::sweep::SweepSpec;
-use rwp_spec::{JobSpec, ModelFile};
+use rwp_spec::{Extension, JobSpec, ModelFile, SubmitOptions};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -251,11 +252,20 @@ impl Client {
     /// the same fresh request id, and the server answers a retry with the
     /// job the first attempt started, so a job never starts twice.
     pub async fn submit(&self, name: &str, spec: &JobSpec) -> Result<Job, SdkError> {
+        self.submit_with(name, spec, &SubmitOptions::default()).await
+    }
+
+    /// [`Client::submit`] with labels, or starting from another job's
+    /// weights (`options.init_from`, a job id).
+    pub async fn submit_with(&self, name: &str, spec: &JobSpec, options: &SubmitOptions) -> Result<Job, SdkError> {
         spec.validate().map_err(|e| SdkError::InvalidSpec(e.to_string()))?;
+        rwp_spec::labels::validate(&options.labels).map_err(SdkError::InvalidSpec)?;
         let request = v1::SubmitJobRequest {
             name: name.to_owned(),
             spec: Some(spec.into()),
             request_id: Some(new_request_id()?),
+            labels: options.labels.clone(),
+            init_from_job: options.init_from.clone().unwrap_or_default(),
         };
         let job = self
             .retrying("submit", |mut c| {
@@ -280,12 +290,41 @@ impl Client {
     /// Every job the caller may see (its own, or all for an admin or on a
     /// server without authentication), oldest id first.
     pub async fn list(&self) -> Result<Vec<Job>, SdkError> {
+        self.list_labelled(&BTreeMap::new()).await
+    }
+
+    /// The jobs of [`Client::list`] that carry every label of `selector`.
+    pub async fn list_labelled(&self, selector: &BTreeMap<String, String>) -> Result<Vec<Job>, SdkError> {
         let r = self
             .retrying("list", |mut c| async move {
-                c.list_jobs(traced(v1::ListJobsRequest {})).await.map(tonic::Response::into_inner)
+                let request = v1::ListJobsRequest { labels: selector.clone() };
+                c.list_jobs(traced(request)).await.map(tonic::Response::into_inner)
             })
             .await?;
         Ok(r.jobs.into_iter().map(Job::try_from).collect::<Result<_, _>>()?)
+    }
+
+    /// Continues a job that ended (succeeded, cancelled, failed or stopped
+    /// early) from its latest checkpoint; `extend` gives it more epochs or
+    /// another update cap. Not retried: a retry of a call that went through
+    /// would be told the job is running.
+    pub async fn resume(&self, job_id: &str, extend: &Extension) -> Result<Job, SdkError> {
+        let request = v1::ResumeJobRequest {
+            job_id: job_id.to_owned(),
+            epochs: extend.epochs,
+            max_updates: extend.max_updates.map(|cap| cap.unwrap_or(0)),
+        };
+        let job = self.inner.clone().resume_job(traced(request)).await.map_err(|s| self.error(s))?;
+        Ok(job.into_inner().try_into()?)
+    }
+
+    /// Deletes a job that ended, with its metrics, checkpoints and
+    /// TensorBoard run. Not retried: a retry of a call that went through
+    /// would be told the job is not found.
+    pub async fn delete(&self, job_id: &str) -> Result<(), SdkError> {
+        let request = v1::DeleteJobRequest { job_id: job_id.to_owned() };
+        self.inner.clone().delete_job(traced(request)).await.map_err(|s| self.error(s))?;
+        Ok(())
     }
 
     /// Cancels a job (idempotent: cancelling an ended job returns it as it is).

@@ -24,7 +24,9 @@
 //! ```
 //!
 //! Idempotent calls (`get`, `list`, `cancel`, `watch`, `export`) retry
-//! transient failures with exponential backoff; `submit` does not. Endpoints
+//! transient failures with exponential backoff; so does `submit`, whose
+//! attempts share one request id so that a job never starts twice;
+//! `resume` and `delete` do not. Endpoints
 //! are `http://` (plaintext) or `https://` (TLS, with the public roots or a
 //! CA given in [`ClientConfig`], and a client certificate for servers that
 //! require mutual TLS). The crate does not depend on libtorch.
@@ -48,7 +50,7 @@ pub use rwp_spec::sweep::{
     self, Distribution, EarlyStopping, ParamValue, Search, SearchMode, SearchParam, SweepSpec, SweepState,
 };
 pub use rwp_spec::{
-    DatasetKind, Evaluation, GradientEncoding, Job, JobEvent, JobSpec, JobState, LrSchedule, Method, ModelFile,
-    ModelKind, NonFinitePolicy, SigmaSchedule, StepMetrics, StoredModel,
+    DatasetKind, Evaluation, Extension, GradientEncoding, Job, JobEvent, JobSpec, JobState, LrSchedule, Method,
+    ModelFile, ModelKind, NonFinitePolicy, SigmaSchedule, StepMetrics, StoredModel, SubmitOptions,
 };
 pub use sweep_file::SweepFile;

@@ -3,6 +3,8 @@
 //! what a watcher sees ([`JobEvent`]). Shared by the server, the SDK and the
 //! CLI (the wire messages convert to and from these in `rwp-proto`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::JobSpec;
@@ -37,6 +39,23 @@ pub struct Job {
     /// The sweep this job is a trial of, and the trial's index there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<(String, u32)>,
+    /// Free-form labels given at submission ([`crate::labels`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The job whose weights this one started from, when it was started
+    /// from another job's (`init_from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<String>,
+}
+
+/// What a submission may say besides the job's name and spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubmitOptions {
+    /// Free-form labels ([`crate::labels`]).
+    pub labels: BTreeMap<String, String>,
+    /// A job whose latest weights and BatchNorm statistics the new job
+    /// starts from (fine-tuning, warm starts); the optimizer starts fresh.
+    pub init_from: Option<String>,
 }
 
 /// What a watcher of a job sees.

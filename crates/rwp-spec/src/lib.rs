@@ -21,6 +21,7 @@
 
 pub mod eval;
 pub mod job;
+pub mod labels;
 mod method;
 mod model_file;
 pub mod payload;
@@ -31,14 +32,15 @@ mod spec;
 pub mod sweep;
 pub mod work;
 
-pub use job::{Evaluation, Job, JobEvent, JobState, StepMetrics};
+pub use job::{Evaluation, Job, JobEvent, JobState, StepMetrics, SubmitOptions};
 pub use method::{DatasetKind, Method, ModelKind};
 pub use model_file::{
     check_model_file, is_sha256_hex, sha256_hex, ModelFile, ModelReceiver, Sha256, Spelling, StoredModel,
 };
 pub use plan::{Role, Task};
 pub use spec::{
-    schedule_keys, GradientEncoding, JobSpec, LrSchedule, NonFinitePolicy, Schedule, ScheduleFlags, SigmaSchedule,
+    schedule_keys, Extension, GradientEncoding, JobSpec, LrSchedule, NonFinitePolicy, Schedule, ScheduleFlags,
+    SigmaSchedule,
 };
 
 /// A job spec that cannot run, naming the field and the rule it breaks.

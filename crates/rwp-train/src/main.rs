@@ -12,7 +12,9 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
 use rwp_core::checkpoint;
 use rwp_core::trainer::{parse_device, LocalTrainer};
-use rwp_spec::{check_model_file, DatasetKind, JobSpec, Method, ModelFile, ModelKind, ScheduleFlags, Spelling};
+use rwp_spec::{
+    check_model_file, DatasetKind, Extension, JobSpec, Method, ModelFile, ModelKind, ScheduleFlags, Spelling,
+};
 
 /// Train a model with an RWP-family method in one process.
 ///
@@ -41,10 +43,12 @@ struct Args {
     /// Root seed of initial weights, sample order, augmentation and noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Epochs (passes over the training set) the schedules span.
+    /// Epochs (passes over the training set) the schedules span; with
+    /// --resume, the epochs in all to continue to.
     #[arg(long)]
     epochs: Option<u32>,
-    /// Stop after this many updates (schedules still span all epochs).
+    /// Stop after this many updates (schedules still span all epochs); with
+    /// --resume, the cap in all (0: none, run all the epochs).
     #[arg(long)]
     max_updates: Option<u64>,
     /// Samples per mini-batch (the clean and the perturbed batch alike).
@@ -127,11 +131,17 @@ struct Args {
     /// Save a checkpoint every N updates (with --checkpoint-dir; the last update is always saved).
     #[arg(long, default_value_t = 0)]
     checkpoint_every: u64,
-    /// Continue from a checkpoint, with the spec it holds; only --device,
-    /// --threads, --eval-every, --metrics, --checkpoint-dir,
-    /// --checkpoint-every, --model-file and --quiet may go with it.
+    /// Continue from a checkpoint, with the spec it holds; only --epochs,
+    /// --max-updates (to go on for longer), --device, --threads,
+    /// --eval-every, --metrics, --checkpoint-dir, --checkpoint-every,
+    /// --model-file and --quiet may go with it.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Start from the weights and BatchNorm statistics of this checkpoint
+    /// (an `rwp export` file, say) instead of the seed's, with a fresh
+    /// optimizer state: fine-tuning, warm starts. The model must match.
+    #[arg(long, value_name = "SAFETENSORS", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -139,8 +149,10 @@ struct Args {
 
 /// The flags a resumed run applies (by their ids, the fields of [`Args`]);
 /// every other flag sets the spec, which a resumed run takes from its checkpoint.
-const RESUME_FLAGS: [&str; 9] = [
+const RESUME_FLAGS: [&str; 11] = [
     "resume",
+    "epochs",
+    "max_updates",
     "device",
     "threads",
     "eval_every",
@@ -261,9 +273,13 @@ fn run(args: &Args) -> Result<(), String> {
     let mut trainer = match &args.resume {
         Some(path) => {
             check_resumed_model_file(path, args.model_file.is_some())?;
-            LocalTrainer::resume(path, device, args.model_file.as_deref())
+            let extend = Extension { epochs: args.epochs, max_updates: args.max_updates.map(|m| (m > 0).then_some(m)) };
+            LocalTrainer::resume(path, device, args.model_file.as_deref(), &extend)
         }
-        None => LocalTrainer::with_model_file(args.spec()?, device, args.model_file.as_deref()),
+        None => match &args.init_from {
+            Some(initial) => LocalTrainer::from_weights(args.spec()?, device, args.model_file.as_deref(), initial),
+            None => LocalTrainer::with_model_file(args.spec()?, device, args.model_file.as_deref()),
+        },
     }
     .map_err(|e| e.to_string())?;
     let mut metrics = match &args.metrics {
@@ -379,8 +395,8 @@ fn main() -> ExitCode {
             if args.resume.is_some() && !ignored.is_empty() {
                 eprintln!(
                     "error: --resume continues with the spec in its checkpoint, so {} would be ignored: drop {} \
-                     (with --resume: --device, --threads, --eval-every, --metrics, --checkpoint-dir, \
-                     --checkpoint-every, --model-file, --quiet)",
+                     (with --resume: --epochs, --max-updates, --device, --threads, --eval-every, --metrics, \
+                     --checkpoint-dir, --checkpoint-every, --model-file, --quiet)",
                     and_list(&ignored),
                     if ignored.len() == 1 { "it" } else { "them" }
                 );

@@ -224,10 +224,12 @@ fn resume_refuses_the_flags_it_would_ignore() {
     assert_eq!(out.status.code(), Some(2));
     assert_one_line_error(
         &out,
-        "error: --resume continues with the spec in its checkpoint, so --method, --epochs and --lr would be \
-         ignored: drop them (with --resume: --device, --threads, --eval-every, --metrics, --checkpoint-dir, \
-         --checkpoint-every, --model-file, --quiet)",
+        "error: --resume continues with the spec in its checkpoint, so --method and --lr would be ignored: drop \
+         them (with --resume: --epochs, --max-updates, --device, --threads, --eval-every, --metrics, \
+         --checkpoint-dir, --checkpoint-every, --model-file, --quiet)",
     );
+    let out = rwp_train(&["--resume", ckpt, "--init-from", ckpt]);
+    assert_one_line_error(&out, "error: the argument '--resume <RESUME>' cannot be used with '--init-from");
     // Given with their default values, flags are still given.
     let out = rwp_train(&["--resume", ckpt, "--seed", "0"]);
     assert_one_line_error(&out, "so --seed would be ignored: drop it");
@@ -252,6 +254,12 @@ fn resume_refuses_the_flags_it_would_ignore() {
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("method=sgd") && summary.contains("updates=2"), "{summary}");
+
+    // --max-updates 0 lifts the cap: the run goes on to the end of its epoch.
+    let out = rwp_train(&[&base[..], &["--resume", ckpt, "--max-updates", "0"]].concat());
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("updates=") && !summary.contains("updates=2 "), "{summary}");
 }
 
 /// Every flag of `rwp-train --help` (and `-h`) says what it is for.

@@ -89,6 +89,9 @@ pub(crate) struct TaskOutput {
 enum Command {
     HasWeights {
         job_id: String,
+        /// The task's spec: a job held with another spec (one resumed with
+        /// more epochs, say) is reloaded, so its weights do not count.
+        spec: Box<JobSpec>,
         version: u64,
         reply: oneshot::Sender<bool>,
     },
@@ -165,10 +168,11 @@ impl ComputeHandle {
     }
 
     /// Whether the thread holds weights version `version` of the job.
-    pub(crate) async fn has_weights(&self, job_id: &str, version: u64) -> Result<bool, WorkerError> {
+    pub(crate) async fn has_weights(&self, job_id: &str, spec: &JobSpec, version: u64) -> Result<bool, WorkerError> {
         let (reply, answer) = oneshot::channel();
+        let spec = Box::new(spec.clone());
         self.commands
-            .send(Command::HasWeights { job_id: job_id.to_owned(), version, reply })
+            .send(Command::HasWeights { job_id: job_id.to_owned(), spec, version, reply })
             .map_err(|_| WorkerError::ComputeThreadGone)?;
         answer.await.map_err(|_| WorkerError::ComputeThreadGone)
     }
@@ -337,8 +341,8 @@ impl ComputeThread {
     fn serve(mut self, commands: &mpsc::Receiver<Command>) {
         loop {
             match commands.recv_timeout(EVICTION_CHECK) {
-                Ok(Command::HasWeights { job_id, version, reply }) => {
-                    let has = self.jobs.get(&job_id).is_some_and(|j| j.has_weights(version));
+                Ok(Command::HasWeights { job_id, spec, version, reply }) => {
+                    let has = self.jobs.get(&job_id).is_some_and(|j| j.spec == *spec && j.has_weights(version));
                     let _ = reply.send(has);
                 }
                 Ok(Command::Compute { input, snapshot, reply }) => {

@@ -119,7 +119,7 @@ async fn process(
     }
     let input = &input;
     let version = input.work.version();
-    let snapshot = if compute.has_weights(&input.job_id, version).await? {
+    let snapshot = if compute.has_weights(&input.job_id, &input.spec, version).await? {
         None
     } else {
         let bytes = rpc::fetch_weights(session, &input.job_id, version, compute.snapshot_buffer()).await?;

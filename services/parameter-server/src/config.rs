@@ -114,6 +114,10 @@ pub struct ServerConfig {
     /// deleted, with its owners' records, once this long has passed since
     /// its last upload (for files without a record: its modification).
     pub unreferenced_model_retention_ms: u64,
+    /// A job that ended (succeeded, failed, cancelled, stopped early) is
+    /// deleted with its metrics, checkpoints and TensorBoard run this long
+    /// after it ended; 0 keeps every job. Sweep trials stay with their sweep.
+    pub finished_job_retention_ms: u64,
     /// Job API requests one token may make per second, on average, unless
     /// its entry says otherwise; beyond, RESOURCE_EXHAUSTED.
     pub requests_per_second: f64,
@@ -178,6 +182,7 @@ impl Default for ServerConfig {
             max_model_bytes_per_owner: 4 << 30,
             model_gc_interval_ms: 3_600_000,
             unreferenced_model_retention_ms: 7 * 24 * 3_600_000,
+            finished_job_retention_ms: 0,
             requests_per_second: 20.0,
             request_burst: 40,
             sandbox_program: None,
@@ -332,6 +337,13 @@ impl ServerConfig {
                 "must be at least 1000 (an upload needs time to be named by a job)",
             );
         }
+        if (1..1000).contains(&self.finished_job_retention_ms) {
+            return bad(
+                "finished_job_retention_ms",
+                self.finished_job_retention_ms.to_string(),
+                "must be 0 (keep every job) or at least 1000",
+            );
+        }
         if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {
             return bad("requests_per_second", self.requests_per_second.to_string(), "must be a finite number > 0");
         }
@@ -451,6 +463,7 @@ mod tests {
             ("max_model_bytes_per_owner = 0", "max_model_bytes_per_owner = 0"),
             ("model_gc_interval_ms = 10", "model_gc_interval_ms = 10"),
             ("unreferenced_model_retention_ms = 999", "unreferenced_model_retention_ms = 999"),
+            ("finished_job_retention_ms = 5", "finished_job_retention_ms = 5"),
             ("max_model_file_bytes = 0", "max_model_file_bytes = 0"),
             ("requests_per_second = 0.0", "requests_per_second = 0"),
             ("requests_per_second = nan", "requests_per_second = NaN"),

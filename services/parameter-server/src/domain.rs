@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ServerError;
 
-pub use rwp_spec::job::{Evaluation, Job, JobEvent, JobState, StepMetrics};
+pub use rwp_spec::job::{Evaluation, Job, JobEvent, JobState, StepMetrics, SubmitOptions};
 pub use rwp_spec::report::{Sweep, Trial};
 pub use rwp_spec::StoredModel;
 
@@ -223,6 +223,8 @@ mod tests {
                 last_evaluation: None,
                 owner: owner.map(str::to_owned),
                 sweep: None,
+                labels: Default::default(),
+                init_from: None,
             },
             wall_time_before_s: 0.0,
         }

@@ -110,6 +110,9 @@ pub enum EngineError {
     Layout(#[from] rwp_spec::payload::PayloadError),
     #[error("the job names no model file")]
     NoModelFile,
+    /// The weights a new job was to start from do not fit its model.
+    #[error("{0}")]
+    InitialState(String),
 }
 
 enum Command {
@@ -142,6 +145,9 @@ pub struct EngineConfig {
     pub payloads: Arc<PayloadPool>,
     /// The stored TorchScript file of a `torchscript` job.
     pub model_file: Option<PathBuf>,
+    /// A checkpoint whose weights and BatchNorm statistics a new job starts
+    /// from (another job's), in place of its seed's.
+    pub initial_state: Option<PathBuf>,
     /// How TorchScript jobs' sandboxes start; `Err`: they cannot here.
     pub sandbox: Result<SandboxConfig, SandboxError>,
 }
@@ -271,10 +277,16 @@ impl Engine {
             Some(checkpoint) => checkpoint.state,
             // Nothing usable (or a new job): the job starts over, and being
             // deterministic it reaches the same weights again.
-            None => {
-                let (weights, buffers) = model.init(init_seed(&spec), config.device);
-                TrainState::new(weights, buffers)
-            }
+            None => match &config.initial_state {
+                Some(path) => checkpoint::load_initial(path, &model, config.device).map_err(|e| match e {
+                    checkpoint::CheckpointError::Invalid { reason, .. } => EngineError::InitialState(reason),
+                    other => EngineError::InitialState(other.to_string()),
+                })?,
+                None => {
+                    let (weights, buffers) = model.init(init_seed(&spec), config.device);
+                    TrainState::new(weights, buffers)
+                }
+            },
         };
         let layout = Layout::new(
             model.params().iter().map(|p| (p.name.clone(), p.numel() as usize)).collect(),

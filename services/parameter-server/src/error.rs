@@ -14,6 +14,16 @@ pub enum ServerError {
     SweepNotFound(String),
     #[error("job {job} is {state}, not running")]
     JobNotRunning { job: String, state: &'static str },
+    #[error("invalid labels: {0}")]
+    InvalidLabels(String),
+    /// A job that cannot be continued; the reason says what would allow it.
+    #[error("job {job} cannot be resumed: {reason}")]
+    CannotResume { job: String, reason: String },
+    #[error("job {job} cannot be deleted: {reason}")]
+    CannotDelete { job: String, reason: String },
+    /// A job's weights that another job cannot start from.
+    #[error("cannot start from the weights of job {job}: {reason}")]
+    InitFrom { job: String, reason: String },
     #[error("worker {0} is not registered (register again)")]
     UnknownWorker(String),
     #[error("lease {0} is unknown")]
@@ -97,6 +107,8 @@ impl From<ServerError> for Status {
             | ServerError::BadPush(_)
             | ServerError::NonFinite(_)
             | ServerError::ModelTooLarge { .. }
+            | ServerError::InvalidLabels(_)
+            | ServerError::InitFrom { .. }
             | ServerError::InvalidModel(_) => Status::invalid_argument(message),
             ServerError::ModelFileTooLarge { .. } => Status::out_of_range(message),
             ServerError::RateLimited { .. }
@@ -107,9 +119,11 @@ impl From<ServerError> for Status {
             | ServerError::UnknownWorker(_)
             | ServerError::UnknownLease(_)
             | ServerError::ModelNotFound(_) => Status::not_found(message),
-            ServerError::JobNotRunning { .. } | ServerError::StaleTask(_) | ServerError::StaleVersion { .. } => {
-                Status::failed_precondition(message)
-            }
+            ServerError::JobNotRunning { .. }
+            | ServerError::CannotResume { .. }
+            | ServerError::CannotDelete { .. }
+            | ServerError::StaleTask(_)
+            | ServerError::StaleVersion { .. } => Status::failed_precondition(message),
             ServerError::ShuttingDown => Status::unavailable(message),
             ServerError::Unauthenticated(_) => Status::unauthenticated(message),
             ServerError::PermissionDenied(_) => Status::permission_denied(message),

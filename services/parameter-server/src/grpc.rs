@@ -12,7 +12,7 @@ use rwp_proto::v1::{self, job_service_server::JobService, worker_service_server:
 use rwp_spec::payload::{self, PayloadAssembler, PushMessage};
 use rwp_spec::sweep::SweepSpec;
 use rwp_spec::work::EvalPush;
-use rwp_spec::{JobSpec, ModelFile};
+use rwp_spec::{Extension, JobSpec, ModelFile};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::coordinator::{Coordinator, PushAdmission, PushHeader};
-use crate::domain::{JobEvent, Principal};
+use crate::domain::{JobEvent, Principal, SubmitOptions};
 use crate::error::ServerError;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -202,7 +202,10 @@ impl JobService for Handlers {
         let r = request.into_inner();
         let spec = r.spec.ok_or_else(|| Status::invalid_argument("invalid job spec: spec must be set"))?;
         let spec = JobSpec::try_from(spec).map_err(|e| Status::from(ServerError::InvalidSpec(e.to_string())))?;
-        let record = self.coordinator.submit(&principal, r.name, spec, r.request_id).instrument(span.clone()).await?;
+        let options =
+            SubmitOptions { labels: r.labels, init_from: (!r.init_from_job.is_empty()).then_some(r.init_from_job) };
+        let record =
+            self.coordinator.submit(&principal, r.name, spec, options, r.request_id).instrument(span.clone()).await?;
         span.record("job", record.id.as_str());
         Ok(Response::new((&record.job).into()))
     }
@@ -213,7 +216,9 @@ impl JobService for Handlers {
     }
 
     async fn list_jobs(&self, request: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsResponse>, Status> {
-        let jobs = self.coordinator.list(&principal(&request)?)?.iter().map(|r| (&r.job).into()).collect();
+        let principal = principal(&request)?;
+        let selector = request.into_inner().labels;
+        let jobs = self.coordinator.list(&principal, &selector)?.iter().map(|r| (&r.job).into()).collect();
         Ok(Response::new(v1::ListJobsResponse { jobs }))
     }
 
@@ -288,6 +293,27 @@ impl JobService for Handlers {
         let job = request.into_inner().job_id;
         span.record("job", job.as_str());
         Ok(Response::new((&self.coordinator.cancel(&principal, &job).instrument(span).await?.job).into()))
+    }
+
+    async fn resume_job(&self, request: Request<v1::ResumeJobRequest>) -> Result<Response<v1::Job>, Status> {
+        let span = api_span("rwp.resume", &request);
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        span.record("job", r.job_id.as_str());
+        let extend = Extension { epochs: r.epochs, max_updates: r.max_updates.map(|m| (m > 0).then_some(m)) };
+        Ok(Response::new((&self.coordinator.resume(&principal, &r.job_id, &extend).instrument(span).await?.job).into()))
+    }
+
+    async fn delete_job(
+        &self,
+        request: Request<v1::DeleteJobRequest>,
+    ) -> Result<Response<v1::DeleteJobResponse>, Status> {
+        let span = api_span("rwp.delete", &request);
+        let principal = principal(&request)?;
+        let job = request.into_inner().job_id;
+        span.record("job", job.as_str());
+        span.in_scope(|| self.coordinator.delete(&principal, &job))?;
+        Ok(Response::new(v1::DeleteJobResponse {}))
     }
 
     async fn create_sweep(&self, request: Request<v1::CreateSweepRequest>) -> Result<Response<v1::Sweep>, Status> {

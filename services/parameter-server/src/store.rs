@@ -194,6 +194,20 @@ impl Store {
         Ok(jobs)
     }
 
+    /// Deletes a job's record, its metrics and evaluations, and the request
+    /// ids that name it, in one transaction.
+    pub fn delete_job(&self, job: &str) -> Result<(), ServerError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(JOBS)?.remove(job)?;
+        txn.open_table(STEPS)?.retain_in((job, 0)..=(job, u64::MAX), |_, _| false)?;
+        txn.open_table(EVALS)?.retain_in((job, 0)..=(job, u64::MAX), |_, _| false)?;
+        txn.open_table(REQUESTS)?.retain(|(kind, _, _), value| {
+            kind != "job" || serde_json::from_slice::<RequestEntry>(value).map_or(true, |e| e.target != job)
+        })?;
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Step metrics of `job` from update `from` on, in step order.
     pub fn steps(&self, job: &str, from: u64) -> Result<Vec<StepMetrics>, ServerError> {
         let txn = self.db.begin_read()?;

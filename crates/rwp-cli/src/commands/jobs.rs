@@ -1,15 +1,25 @@
 //! `rwp list` and `rwp get`: jobs as a table, as text and as JSON.
 
+use std::collections::BTreeMap;
+
 use rwp_sdk::{Job, JobSpec, LrSchedule, Method, SigmaSchedule};
 use serde_json::{json, Value};
 
 use crate::format::{age_seconds, format_age, format_duration, metric, printable};
 use crate::table::{Align, Table};
 
-/// The `rwp list` table: ID, NAME, OWNER, METHOD, MODEL, STATE, STEP/TOTAL, LOSS, VAL ACC, TEST ACC, AGE.
+/// `k=v,k2=v2`, sorted by key.
+#[must_use]
+pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// The `rwp list` table: ID, NAME, OWNER, METHOD, MODEL, STATE, STEP/TOTAL,
+/// LOSS, VAL ACC, TEST ACC, AGE, and LABELS when a job listed has labels.
 #[must_use]
 pub fn jobs_table(jobs: &[Job], now_unix_ms: i64) -> String {
-    let mut table = Table::new(&[
+    let with_labels = jobs.iter().any(|j| !j.labels.is_empty());
+    let mut columns = vec![
         ("ID", Align::Left),
         ("NAME", Align::Left),
         ("OWNER", Align::Left),
@@ -21,9 +31,13 @@ pub fn jobs_table(jobs: &[Job], now_unix_ms: i64) -> String {
         ("VAL ACC", Align::Right),
         ("TEST ACC", Align::Right),
         ("AGE", Align::Right),
-    ]);
+    ];
+    if with_labels {
+        columns.push(("LABELS", Align::Left));
+    }
+    let mut table = Table::new(&columns);
     for job in jobs {
-        table.push(vec![
+        let mut row = vec![
             job.id.clone(),
             if job.name.is_empty() { "-".to_owned() } else { job.name.clone() },
             job.owner.clone().unwrap_or_else(|| "-".to_owned()),
@@ -35,7 +49,11 @@ pub fn jobs_table(jobs: &[Job], now_unix_ms: i64) -> String {
             metric(job.last_evaluation.as_ref().and_then(|e| e.validation_accuracy), 4),
             metric(job.last_evaluation.as_ref().map(|e| e.test_accuracy), 4),
             format_age(age_seconds(job.created_unix_ms, now_unix_ms)),
-        ]);
+        ];
+        if with_labels {
+            row.push(if job.labels.is_empty() { "-".to_owned() } else { labels_text(&job.labels) });
+        }
+        table.push(row);
     }
     table.render()
 }
@@ -163,6 +181,12 @@ pub fn job_detail(job: &Job, now_unix_ms: i64) -> String {
     if let Some((sweep, trial)) = &job.sweep {
         rows.push(("sweep", format!("{sweep}, trial {trial}")));
     }
+    if let Some(source) = &job.init_from {
+        rows.push(("started from", format!("the weights of job {source}")));
+    }
+    if !job.labels.is_empty() {
+        rows.push(("labels", labels_text(&job.labels)));
+    }
     if let Some(e) = &job.last_evaluation {
         if let (Some(accuracy), Some(loss)) = (e.validation_accuracy, e.validation_loss) {
             rows.push((
@@ -232,6 +256,8 @@ pub fn job_json(job: &Job) -> Value {
             "wall_time_s": e.wall_time_s,
         })),
         "sweep": job.sweep.as_ref().map(|(id, trial)| json!({"id": id, "trial": trial})),
+        "labels": job.labels,
+        "init_from": job.init_from,
     })
 }
 
@@ -280,6 +306,8 @@ pub(crate) mod tests {
             }),
             owner: Some("alice".into()),
             sweep: None,
+            labels: Default::default(),
+            init_from: None,
         }
     }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::CommandFactory;
-use rwp_sdk::{read_token_file, Client, ClientConfig, JobState, Pem, SdkError};
+use rwp_sdk::{read_token_file, Client, ClientConfig, Extension, JobState, Pem, SdkError, SubmitOptions};
 
 use crate::cli::{Cli, Command, ConnectionArgs, SubmitArgs};
 use crate::error::CliError;
@@ -123,7 +123,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             submit(&connect()?, &args, &job, out).await
         }
         Command::List(args) => {
-            let mut jobs = connect()?.connect().await?.list().await?;
+            let selector = args.labels.into_iter().collect();
+            let mut jobs = connect()?.connect().await?.list_labelled(&selector).await?;
             jobs.sort_by(|a, b| (a.created_unix_ms, &a.id).cmp(&(b.created_unix_ms, &b.id)));
             if args.json {
                 let json: Vec<_> = jobs.iter().map(job_json).collect();
@@ -160,6 +161,27 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             }
             Ok(0)
         }
+        Command::Resume(args) => {
+            let connection = connect()?;
+            let client = if args.watch { connection.connect_patient().await? } else { connection.connect().await? };
+            let id = resolve::job_id(&client, &args.job).await?;
+            let extend = Extension { epochs: args.epochs, max_updates: args.max_updates.map(|m| (m > 0).then_some(m)) };
+            let job = client.resume(&id, &extend).await?;
+            writeln!(out, "resumed job {} at step {}/{}", job.id, job.step, job.total_updates)?;
+            out.flush()?;
+            if !args.watch {
+                return Ok(0);
+            }
+            let outcome = watch::watch(&client, &job.id, Duration::from_secs_f64(args.interval), out).await?;
+            Ok(outcome.exit_code())
+        }
+        Command::Delete(args) => {
+            let client = connect()?.connect().await?;
+            let id = resolve::job_id(&client, &args.job).await?;
+            client.delete(&id).await?;
+            writeln!(out, "deleted job {id}")?;
+            Ok(0)
+        }
         Command::Export(args) => {
             let client = connect()?.connect().await?;
             let job = resolve::job_id(&client, &args.job).await?;
@@ -193,7 +215,12 @@ async fn submit(
     if let Some(path) = &built.model_path {
         client.upload_model(path).await?;
     }
-    let job = client.submit(&built.name, &built.spec).await?;
+    let init_from = match &args.init_from {
+        Some(job) => Some(resolve::job_id(&client, job).await?),
+        None => None,
+    };
+    let options = SubmitOptions { labels: args.labels.iter().cloned().collect(), init_from };
+    let job = client.submit_with(&built.name, &built.spec, &options).await?;
     writeln!(out, "{}", job.id)?;
     out.flush()?;
     if !args.watch {

@@ -546,6 +546,8 @@ mod tests {
             }),
             owner: None,
             sweep: Some(("sweep-1".into(), index)),
+            labels: Default::default(),
+            init_from: None,
         }
     }
 

@@ -240,6 +240,15 @@ impl JobService for Service {
         Ok(Response::new(job.record.clone()))
     }
 
+    // Resuming and deleting run against the real server (tests/job_lifecycle_*.rs).
+    async fn resume_job(&self, _: Request<v1::ResumeJobRequest>) -> Result<Response<v1::Job>, Status> {
+        Err(Status::unimplemented("the mock server does not resume jobs"))
+    }
+
+    async fn delete_job(&self, _: Request<v1::DeleteJobRequest>) -> Result<Response<v1::DeleteJobResponse>, Status> {
+        Err(Status::unimplemented("the mock server does not delete jobs"))
+    }
+
     // The mock serves jobs only; sweeps run against the real server (tests/sweep_*.rs).
     async fn create_sweep(&self, _: Request<v1::CreateSweepRequest>) -> Result<Response<v1::Sweep>, Status> {
         Err(Status::unimplemented("the mock server has no sweeps"))

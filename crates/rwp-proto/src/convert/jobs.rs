@@ -134,6 +134,8 @@ impl From<&Job> for v1::Job {
             owner: j.owner.clone().unwrap_or_default(),
             sweep_id: j.sweep.as_ref().map(|(id, _)| id.clone()).unwrap_or_default(),
             sweep_trial: j.sweep.as_ref().map_or(0, |(_, trial)| *trial),
+            labels: j.labels.clone(),
+            init_from_job: j.init_from.clone().unwrap_or_default(),
         }
     }
 }
@@ -159,6 +161,8 @@ impl TryFrom<v1::Job> for Job {
             last_evaluation: j.last_evaluation.map(Into::into),
             owner: (!j.owner.is_empty()).then_some(j.owner),
             sweep: (!j.sweep_id.is_empty()).then_some((j.sweep_id, j.sweep_trial)),
+            labels: j.labels,
+            init_from: (!j.init_from_job.is_empty()).then_some(j.init_from_job),
         })
     }
 }
@@ -352,6 +356,8 @@ mod tests {
             }),
             owner: owner.map(str::to_owned),
             sweep: sweep.map(|(id, trial)| (id.to_owned(), trial)),
+            labels: [("team".to_owned(), "vision".to_owned()), ("stage".to_owned(), String::new())].into(),
+            init_from: owner.map(|_| "job-0".to_owned()),
         }
     }
 

@@ -203,6 +203,27 @@ pub enum GradientEncoding {
     Bf16,
 }
 
+/// How a run that ended goes on for longer (`rwp resume`, `rwp-train
+/// --resume`): its spec with another number of epochs or update cap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extension {
+    /// Epochs in all, in place of the spec's (the schedules then span them).
+    pub epochs: Option<u32>,
+    /// The update cap in all, in place of the spec's; `Some(None)` removes it.
+    pub max_updates: Option<Option<u64>>,
+}
+
+impl Extension {
+    pub fn apply(&self, spec: &mut JobSpec) {
+        if let Some(epochs) = self.epochs {
+            spec.epochs = epochs;
+        }
+        if let Some(max_updates) = self.max_updates {
+            spec.max_updates = max_updates;
+        }
+    }
+}
+
 /// Everything that decides a training run. Two runs with equal specs (and the
 /// same data files) produce the same weights, bit for bit on CPU with a fixed
 /// thread count, however the work is spread over workers.

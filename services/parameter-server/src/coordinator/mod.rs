@@ -12,6 +12,8 @@
 //!   results summed and recorded;
 //! - [`sweeps`]: hyper-parameter sweeps, driven by their trials' events;
 //! - [`models`]: uploaded model files;
+//! - [`lifecycle`]: jobs that ended, resumed or deleted (by request or by
+//!   the retention rule);
 //! - [`admission`]: checks of names, request ids and data directories.
 //!
 //! Locking: one mutex over the registry, the scheduler and the sweeps,
@@ -44,6 +46,7 @@ use rwp_telemetry::Registry;
 
 mod admission;
 mod evaluations;
+mod lifecycle;
 mod metrics;
 mod models;
 mod recorder;
@@ -268,6 +271,7 @@ impl Coordinator {
         }
         this.resume_sweeps()?;
         this.spawn_model_collection();
+        this.spawn_retention();
         Ok(this)
     }
 
@@ -315,7 +319,7 @@ impl Coordinator {
         std::fs::create_dir_all(&dir)
             .map_err(|e| ServerError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let config = EngineConfig {
-            checkpoint_dir: dir,
+            checkpoint_dir: dir.clone(),
             checkpoint_every: self.config.checkpoint_every,
             eval_every_epochs: self.config.eval_every_epochs,
             torch_threads: self.config.torch_threads,
@@ -324,6 +328,7 @@ impl Coordinator {
             max_parameters,
             payloads: self.payloads.clone(),
             model_file: record.spec.model_file.as_ref().map(|f| self.models.path(&f.sha256)),
+            initial_state: Some(dir.join(lifecycle::INITIAL_STATE_FILE)).filter(|path| path.exists()),
             sandbox: self.config.sandbox(),
         };
         let (engine, init) = EngineHandle::start(record.spec.clone(), config).await?;

@@ -48,6 +48,17 @@ impl UpdateRecorder {
         self.boards().remove(job);
     }
 
+    /// Deletes the job's TensorBoard run (a deleted job's).
+    pub(super) fn remove_board(&self, job: &str) {
+        self.close_board(job);
+        let dir = self.boards_dir.join(job);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(job, dir = %dir.display(), error = %e, "cannot remove a deleted job's TensorBoard run"),
+        }
+    }
+
     /// Counts the update in the metrics (before its events reach watchers,
     /// so a watcher that saw the update reads metrics that include it).
     pub(super) fn count(&self, job: &str, step: &StepMetrics) {

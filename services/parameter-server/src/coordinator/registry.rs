@@ -2,7 +2,7 @@
 //! quota, the record's store writes and the job's event broadcast; and the
 //! job API over it (submit, get, list, watch, cancel, export).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use rwp_spec::rng::derive_seed;
@@ -12,11 +12,23 @@ use tracing::info;
 
 use super::admission::{check_data_dir, check_name, request_key, Named};
 use super::{planned, Coordinator, Run, State};
-use crate::domain::{now_unix_ms, Job, JobEvent, Principal};
+use crate::domain::{now_unix_ms, Job, JobEvent, Principal, SubmitOptions};
 pub(super) use crate::domain::{JobRecord, JobState};
-use crate::engine::EngineHandle;
+use crate::engine::{EngineError, EngineHandle};
 use crate::error::ServerError;
 use crate::store::RequestKey;
+
+/// A job to start, as a submission or a sweep asks for it.
+pub(super) struct NewJob {
+    pub(super) owner: Option<String>,
+    pub(super) name: String,
+    pub(super) spec: JobSpec,
+    pub(super) options: SubmitOptions,
+    /// The sweep and trial it is, for a sweep's trial.
+    pub(super) sweep: Option<(String, u32)>,
+    /// The checkpoint file it starts from (`options.init_from`'s state).
+    pub(super) initial: Option<Vec<u8>>,
+}
 
 #[derive(Debug)]
 pub(super) struct JobEntry {
@@ -41,11 +53,17 @@ pub(super) struct Jobs {
     /// their job is in `entries` (or refused).
     submitting: HashMap<String, u32>,
     counter: u64,
+    /// Jobs being resumed or deleted (one such request at a time per job).
+    pub(super) busy: HashSet<String>,
 }
 
 impl Jobs {
     pub(super) fn insert(&mut self, entry: JobEntry) {
         self.entries.insert(entry.record.id.clone(), entry);
+    }
+
+    pub(super) fn remove(&mut self, job: &str) -> Option<JobEntry> {
+        self.entries.remove(job)
     }
 
     pub(super) fn get(&self, job: &str) -> Option<&JobEntry> {
@@ -147,7 +165,7 @@ impl Coordinator {
     }
 
     /// A running-job slot for a job `principal` submits, if it has one left.
-    fn reserve_active_job(&self, principal: &Principal) -> Result<ActiveJobSlot<'_>, ServerError> {
+    pub(super) fn reserve_active_job(&self, principal: &Principal) -> Result<ActiveJobSlot<'_>, ServerError> {
         let (Some(owner), Some(limit)) = (principal.owner(), principal.limits.max_active_jobs) else {
             return Ok(ActiveJobSlot { coordinator: self, owner: None });
         };
@@ -159,12 +177,14 @@ impl Coordinator {
 
     /// Starts a job. With a `request_id` the same owner used within the
     /// last 24 hours, returns the job that request started instead (a
-    /// client's retry), as long as it asks for the same name and spec.
+    /// client's retry), as long as it asks for the same name, spec and
+    /// options.
     pub async fn submit(
         &self,
         principal: &Principal,
         name: String,
         spec: JobSpec,
+        options: SubmitOptions,
         request_id: Option<String>,
     ) -> Result<JobRecord, ServerError> {
         self.admit(principal)?;
@@ -174,6 +194,7 @@ impl Coordinator {
         check_name(&name, Named::Job)?;
         let request = request_id.map(|id| request_key(principal, Named::Job, id)).transpose()?;
         spec.validate().map_err(|e| ServerError::InvalidSpec(e.to_string()))?;
+        rwp_spec::labels::validate(&options.labels).map_err(ServerError::InvalidLabels)?;
         check_data_dir(self.config.data_roots.as_deref(), spec.data_dir.as_deref())
             .map_err(ServerError::InvalidSpec)?;
         let _model_in_use = spec.model_file.as_ref().map(|file| self.use_model(principal, file)).transpose()?;
@@ -185,9 +206,10 @@ impl Coordinator {
             if let Some(job) = self.store.request(key)? {
                 let s = self.lock();
                 let entry = s.jobs.get(&job).ok_or_else(|| ServerError::JobNotFound(job.clone()))?;
-                if entry.record.name != name || entry.record.spec != spec {
+                let same_options = entry.record.labels == options.labels && entry.record.init_from == options.init_from;
+                if entry.record.name != name || entry.record.spec != spec || !same_options {
                     return Err(ServerError::InvalidSpec(format!(
-                        "request_id '{}' already submitted job {job}, with another name or spec: \
+                        "request_id '{}' already submitted job {job}, with another name, spec or options: \
                          use a new request_id for a new job",
                         key.id
                     )));
@@ -196,20 +218,36 @@ impl Coordinator {
                 return Ok(entry.record.clone());
             }
         }
+        let initial = match &options.init_from {
+            Some(source) => Some(self.initial_state_of(principal, source).await?),
+            None => None,
+        };
         let slot = self.reserve_active_job(principal)?;
-        self.start_job(principal.owner(), name, spec, None, slot, request.as_ref()).await
+        let start = NewJob { owner: principal.owner(), name, spec, options, sweep: None, initial };
+        self.start_job(start, slot, request.as_ref()).await
+    }
+
+    /// The latest weights of `source`, which `principal` may see, as a
+    /// checkpoint file for a new job to start from.
+    async fn initial_state_of(&self, principal: &Principal, source: &str) -> Result<Vec<u8>, ServerError> {
+        self.lock().jobs.visible(principal, source)?;
+        self.state_file(source).await.map(|(_, bytes)| bytes).map_err(|e| ServerError::InitFrom {
+            job: source.to_owned(),
+            reason: match e {
+                ServerError::Storage(reason) => reason,
+                other => other.to_string(),
+            },
+        })
     }
 
     /// Starts a validated job: its engine, its record, its first tasks.
     pub(super) async fn start_job(
         &self,
-        owner: Option<String>,
-        name: String,
-        spec: JobSpec,
-        sweep: Option<(String, u32)>,
+        new: NewJob,
         slot: ActiveJobSlot<'_>,
         request: Option<&RequestKey>,
     ) -> Result<JobRecord, ServerError> {
+        let NewJob { owner, name, spec, options, sweep, initial } = new;
         let serial = self.lock().jobs.next_serial();
         let id =
             format!("job-{:012x}", derive_seed(now_unix_ms() as u64, &[serial, u64::from(std::process::id())]) >> 16);
@@ -231,16 +269,27 @@ impl Coordinator {
                 last_evaluation: None,
                 owner,
                 sweep,
+                labels: options.labels,
+                init_from: options.init_from,
             },
             wall_time_before_s: 0.0,
         };
+        if let Some(bytes) = initial {
+            if let Err(e) = self.write_initial_state(&id, &bytes) {
+                self.discard_job_dir(&id);
+                return Err(e);
+            }
+        }
         let (run, _) = match self.start_run(&record, Some(self.config.max_model_parameters)).await {
             Ok(started) => started,
             Err(e) => {
                 self.discard_job_dir(&id);
-                return Err(match e {
-                    ServerError::Engine(e) => ServerError::InvalidSpec(e.to_string()),
-                    other => other,
+                return Err(match (e, &record.init_from) {
+                    (ServerError::Engine(EngineError::InitialState(reason)), Some(source)) => {
+                        ServerError::InitFrom { job: source.clone(), reason }
+                    }
+                    (ServerError::Engine(e), _) => ServerError::InvalidSpec(e.to_string()),
+                    (other, _) => other,
                 });
             }
         };
@@ -271,10 +320,20 @@ impl Coordinator {
         self.lock().jobs.visible(principal, job).map(|j| j.record.clone())
     }
 
-    /// The jobs `principal` may see.
-    pub fn list(&self, principal: &Principal) -> Result<Vec<JobRecord>, ServerError> {
+    /// The jobs `principal` may see that carry every label of `selector`.
+    pub fn list(
+        &self,
+        principal: &Principal,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<Vec<JobRecord>, ServerError> {
         self.admit(principal)?;
-        Ok(self.lock().jobs.entries().filter(|j| principal.can_see(&j.record)).map(|j| j.record.clone()).collect())
+        Ok(self
+            .lock()
+            .jobs
+            .entries()
+            .filter(|j| principal.can_see(&j.record) && rwp_spec::labels::matches(&j.record.labels, selector))
+            .map(|j| j.record.clone())
+            .collect())
     }
 
     pub async fn cancel(&self, principal: &Principal, job: &str) -> Result<JobRecord, ServerError> {
@@ -340,9 +399,16 @@ impl Coordinator {
     /// The job's state as a checkpoint file, and the step it holds.
     pub async fn export(&self, principal: &Principal, job: &str) -> Result<(u64, Vec<u8>), ServerError> {
         self.admit(principal)?;
+        self.lock().jobs.visible(principal, job)?;
+        self.state_file(job).await
+    }
+
+    /// The state of `job` now (from its engine while it runs, else its
+    /// latest checkpoint) as a checkpoint file, and the step it holds.
+    pub(super) async fn state_file(&self, job: &str) -> Result<(u64, Vec<u8>), ServerError> {
         let (engine, step) = {
             let s = self.lock();
-            let entry = s.jobs.visible(principal, job)?;
+            let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
             (entry.run.as_ref().map(|r| r.engine.clone()), entry.record.step)
         };
         match engine {

@@ -14,9 +14,11 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::admission::{check_data_dir, check_name, request_key, Named};
-use super::registry::ActiveJobSlot;
+use super::registry::{ActiveJobSlot, NewJob};
 use super::{Coordinator, State};
-use crate::domain::{now_unix_ms, Evaluation, Job, JobState, Principal, Sweep, SweepRecord, Trial, TrialRecord};
+use crate::domain::{
+    now_unix_ms, Evaluation, Job, JobState, Principal, SubmitOptions, Sweep, SweepRecord, Trial, TrialRecord,
+};
 use crate::error::ServerError;
 
 #[derive(Debug)]
@@ -400,8 +402,15 @@ impl Coordinator {
                 sweep::describe(&trial.params)
             );
             let slot = ActiveJobSlot { coordinator: self, owner: reserved };
-            let trial_of = Some((sweep.to_owned(), trial.index));
-            let started = self.start_job(owner, job_name, trial.spec.clone(), trial_of, slot, None).await;
+            let new = NewJob {
+                owner,
+                name: job_name,
+                spec: trial.spec.clone(),
+                options: SubmitOptions::default(),
+                sweep: Some((sweep.to_owned(), trial.index)),
+                initial: None,
+            };
+            let started = self.start_job(new, slot, None).await;
             let record = {
                 let mut s = self.lock();
                 let Some(entry) = s.sweeps.get_mut(sweep) else { return };
