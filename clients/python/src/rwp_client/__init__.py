@@ -11,6 +11,12 @@ Submit a job, follow it, export its weights::
                 print(event.step, event.loss)
         client.export(job, "weights.safetensors")
 
+Enum fields take the job files' names too, and ``progress`` draws a bar (in
+a notebook, a terminal or a log) until the job ends::
+
+    job = client.submit(JobSpec(method="m-arwp", model="mlp", epochs=2))
+    final = client.progress(job)
+
 Sweep σ (or any job field) and pick the best trial by validation accuracy::
 
     spec = SweepSpec(
@@ -42,6 +48,7 @@ from ._errors import (
     Unavailable,
     Unimplemented,
 )
+from ._progress import ProgressDisplay
 from ._spec import (
     ConstantLr,
     ConstantSigma,
@@ -127,6 +134,7 @@ __all__ = [
     "ParamValue",
     "Pem",
     "PermissionDenied",
+    "ProgressDisplay",
     "ResourceExhausted",
     "RwpError",
     "ScriptModuleLike",
