@@ -46,10 +46,11 @@ test: setup
 ## The Python client (clients/python): installs it into .venv (its gRPC
 ## modules are generated from proto/ as it is built) and runs its tests
 ## against real rwp-server and rwp-worker processes, mypy --strict included.
+## The test extra brings the notebook example's runner (nbclient, ipykernel);
 ## test_wheel.py builds the wheel (make wheel) and installs it in a fresh venv.
 test-python: setup
 	$(CARGO) build -p rwp-parameter-server -p rwp-gradient-worker --bins
-	python -m pip install --quiet --disable-pip-version-check ./clients/python
+	python -m pip install --quiet --disable-pip-version-check "./clients/python[test]"
 	RWP_BIN_DIR=$(or $(CARGO_TARGET_DIR),target)/debug python -m pytest -q clients/python/tests
 
 ## The Python client as users install it: dist/rwp_client-<version>-py3-none-any.whl
