@@ -10,7 +10,7 @@ endif
 CARGO ?= cargo
 SETUP_STAMP := .cargo/config.toml
 
-.PHONY: setup build release check test test-python fmt lint fuzz demo demo-local bench bench-gpu bench-local bench-sandbox gpu-bundle chaos load k8s-check clean
+.PHONY: setup build release check test test-python wheel fmt lint fuzz demo demo-local bench bench-gpu bench-local bench-sandbox gpu-bundle chaos load k8s-check clean
 
 $(SETUP_STAMP): scripts/setup-libtorch.sh
 	./scripts/setup-libtorch.sh
@@ -46,10 +46,27 @@ test: setup
 ## The Python client (clients/python): installs it into .venv (its gRPC
 ## modules are generated from proto/ as it is built) and runs its tests
 ## against real rwp-server and rwp-worker processes, mypy --strict included.
+## The test extra brings the notebook example's runner (nbclient, ipykernel);
+## test_wheel.py builds the wheel (make wheel) and installs it in a fresh venv.
 test-python: setup
 	$(CARGO) build -p rwp-parameter-server -p rwp-gradient-worker --bins
-	python -m pip install --quiet --disable-pip-version-check ./clients/python
+	python -m pip install --quiet --disable-pip-version-check "./clients/python[test]"
 	RWP_BIN_DIR=$(or $(CARGO_TARGET_DIR),target)/debug python -m pytest -q clients/python/tests
+
+## The Python client as users install it: dist/rwp_client-<version>-py3-none-any.whl
+## with its gRPC modules and their .pyi stubs generated from proto/ inside, so
+## installing it needs only grpcio and protobuf, not grpcio-tools. pip builds
+## it in an isolated environment with the build requirements of
+## clients/python/pyproject.toml (from PyPI); no libtorch, no cargo.
+## WHEEL_DIR and PYTHON (default: .venv's, else python3) may be set. An
+## earlier build's clients/python/build goes first: what it left would be
+## packaged too.
+WHEEL_DIR ?= dist
+PYTHON ?= $(if $(wildcard $(ROOT)/.venv/bin/python),$(ROOT)/.venv/bin/python,python3)
+wheel:
+	rm -rf clients/python/build
+	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$(WHEEL_DIR)" ./clients/python
+	@ls -1 "$(WHEEL_DIR)"/rwp_client-*-py3-none-any.whl
 
 ## Kubernetes manifests and images (docs/deploy.md): render every overlay,
 ## validate against the Kubernetes 1.32 schemas, check ports, probes, flags,

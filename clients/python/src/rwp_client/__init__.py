@@ -11,6 +11,12 @@ Submit a job, follow it, export its weights::
                 print(event.step, event.loss)
         client.export(job, "weights.safetensors")
 
+Enum fields take the job files' names too, and ``progress`` draws a bar (in
+a notebook, a terminal or a log) until the job ends::
+
+    job = client.submit(JobSpec(method="m-arwp", model="mlp", epochs=2))
+    final = client.progress(job)
+
 Sweep σ (or any job field) and pick the best trial by validation accuracy::
 
     spec = SweepSpec(
@@ -42,6 +48,7 @@ from ._errors import (
     Unavailable,
     Unimplemented,
 )
+from ._progress import ProgressDisplay
 from ._spec import (
     ConstantLr,
     ConstantSigma,
@@ -49,17 +56,36 @@ from ._spec import (
     CosineLrPerEpoch,
     CosineLrPerUpdate,
     Dataset,
+    DatasetName,
     GradientEncoding,
+    GradientEncodingName,
     JobSpec,
     LrSchedule,
+    LrScheduleLike,
+    LrScheduleName,
     Method,
+    MethodName,
     Model,
     ModelFile,
+    ModelName,
     NonFinitePolicy,
+    NonFinitePolicyName,
     SigmaSchedule,
+    SigmaScheduleLike,
+    SigmaScheduleName,
     StepLr,
 )
-from ._sweep import Distribution, EarlyStopping, ParamValue, Search, SearchMode, SearchParam, SweepSpec
+from ._sweep import (
+    Distribution,
+    DistributionName,
+    EarlyStopping,
+    ParamValue,
+    Search,
+    SearchMode,
+    SearchModeName,
+    SearchParam,
+    SweepSpec,
+)
 from ._types import Evaluation, Export, Job, JobEvent, JobState, StepMetrics, StoredModel, Sweep, SweepState, Trial
 
 __version__ = "0.1.0"
@@ -76,13 +102,16 @@ __all__ = [
     "CosineLrPerUpdate",
     "DataLoss",
     "Dataset",
+    "DatasetName",
     "DeadlineExceeded",
     "Distribution",
+    "DistributionName",
     "EarlyStopping",
     "Evaluation",
     "Export",
     "FailedPrecondition",
     "GradientEncoding",
+    "GradientEncodingName",
     "InvalidArgument",
     "Job",
     "JobEvent",
@@ -90,24 +119,33 @@ __all__ = [
     "JobSpec",
     "JobState",
     "LrSchedule",
+    "LrScheduleLike",
+    "LrScheduleName",
     "Method",
+    "MethodName",
     "Model",
     "ModelFile",
+    "ModelName",
     "ModelSource",
     "NonFinitePolicy",
+    "NonFinitePolicyName",
     "NotFound",
     "OutOfRange",
     "ParamValue",
     "Pem",
     "PermissionDenied",
+    "ProgressDisplay",
     "ResourceExhausted",
     "RwpError",
     "ScriptModuleLike",
     "Search",
     "SearchMode",
+    "SearchModeName",
     "SearchParam",
     "ServerError",
     "SigmaSchedule",
+    "SigmaScheduleLike",
+    "SigmaScheduleName",
     "StepLr",
     "StepMetrics",
     "StoredModel",

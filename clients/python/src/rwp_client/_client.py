@@ -1,5 +1,5 @@
-"""The job service's client: submit, get, list, watch, wait, cancel, export,
-upload_model, and the sweeps' create_sweep, get_sweep, list_sweeps,
+"""The job service's client: submit, get, list, watch, wait, progress, cancel,
+export, upload_model, and the sweeps' create_sweep, get_sweep, list_sweeps,
 watch_sweep, wait_sweep, cancel_sweep."""
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol, TypeAlias, TypeVar
+from typing import Final, Protocol, TextIO, TypeAlias, TypeVar
 
 import grpc
 
 from ._errors import DataLoss, InvalidArgument, RwpError, Unavailable, from_rpc_error, is_transient
+from ._progress import ProgressDisplay, follow
 from ._proto.rwp.v1 import jobs_pb2, jobs_pb2_grpc, spec_pb2
 from ._spec import JobSpec, Model, ModelFile
 from ._sweep import SweepSpec
@@ -339,6 +340,40 @@ class Client:
             if isinstance(event, Job) and event.done:
                 return event
         raise DataLoss(f"the watch of {current.id} ended without a terminal state")  # pragma: no cover
+
+    def progress(
+        self,
+        job: JobRef,
+        *,
+        display: ProgressDisplay = "auto",
+        out: TextIO | None = None,
+        interval: float | None = None,
+        timeout: float | None = None,
+    ) -> Job:
+        """Follows the job until it ends, showing a progress bar with the
+        updates applied out of the total, the latest loss and test accuracy,
+        and the job's state; returns its final record (whatever the outcome:
+        check :attr:`Job.succeeded`), as :meth:`wait` does.
+
+        ``display="auto"`` shows it as an updating HTML display in a Jupyter
+        notebook (IPython, optional, is used only there), as one line redrawn
+        in place when ``out`` is a terminal, and otherwise as a plain line now
+        and then (logs, CI). ``"notebook"``, ``"terminal"`` or ``"lines"``
+        picks one. ``out`` is the text stream of the last two (default:
+        ``sys.stdout``). ``interval`` is the least time between two redraws
+        in seconds (default: 0.2 in a notebook, 0.1 in a terminal, 10 for
+        lines); evaluations, state changes and the end are always shown.
+        ``timeout`` bounds the whole follow (:class:`DeadlineExceeded`).
+        Interrupting it leaves the job running.
+        """
+        current = self.get(job)
+        events = self.watch(current.id, current.step, timeout=timeout)
+        try:
+            return follow(
+                current, events, display=display, out=sys.stdout if out is None else out, interval=interval
+            )
+        finally:
+            events.close()
 
     def export(self, job: JobRef, path: str | os.PathLike[str], *, timeout: float | None = None) -> Export:
         """Writes the job's current state (weights, BN buffers, momentum, and

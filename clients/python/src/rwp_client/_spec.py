@@ -1,5 +1,10 @@
 """Job specs: Python-friendly enums and dataclasses mirroring ``rwp.v1.JobSpec``,
-their wire conversion, and job files (TOML, as the ``rwp`` CLI reads them)."""
+their wire conversion, and job files (TOML, as the ``rwp`` CLI reads them).
+
+Every enum-valued field also takes the name the CLI and job files use
+(``method="m-arwp"``, ``lr_schedule="cosine-per-epoch"``): the spec stores the
+enum member (or schedule) either way, and an unknown name is refused with the
+accepted ones listed."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Generic, Literal, TypeAlias, TypeVar, get_args
 
 from ._errors import DataLoss, InvalidArgument
 from ._proto.rwp.v1 import spec_pb2
@@ -60,6 +65,68 @@ class GradientEncoding(enum.Enum):
     BF16 = "bf16"
 
 
+# The names the enum-valued fields take besides the members: the job files'
+# and the CLI's spellings (each enum's values; a test checks them against
+# the Rust crates).
+
+#: What ``JobSpec.method`` takes besides a :class:`Method`.
+MethodName: TypeAlias = Literal["sgd", "sam", "rwp", "arwp", "m-rwp", "m-arwp"]
+#: What ``JobSpec.model`` takes besides a :class:`Model`.
+ModelName: TypeAlias = Literal["mlp", "small-cnn", "resnet18", "vgg16-bn", "wrn16-8", "wrn28-10", "torchscript"]
+#: What ``JobSpec.dataset`` takes besides a :class:`Dataset`.
+DatasetName: TypeAlias = Literal["synthetic", "mnist", "cifar10", "cifar100"]
+#: What ``JobSpec.non_finite`` takes besides a :class:`NonFinitePolicy`.
+NonFinitePolicyName: TypeAlias = Literal["fail", "skip"]
+#: What ``JobSpec.gradient_encoding`` takes besides a :class:`GradientEncoding`.
+GradientEncodingName: TypeAlias = Literal["f32", "bf16"]
+#: What ``JobSpec.lr_schedule`` takes besides a schedule object: the names of
+#: the schedules without parameters (``"step"`` needs its milestones and
+#: gamma: ``StepLr(...)`` or ``{"kind": "step", "milestones": [..], "gamma": ..}``).
+LrScheduleName: TypeAlias = Literal["constant", "cosine-per-update", "cosine-per-epoch"]
+#: What ``JobSpec.sigma_schedule`` takes besides a schedule object
+#: (``"cosine-increasing"`` with ``inc`` 10, as ``rwp submit`` without ``--sigma-inc``).
+SigmaScheduleName: TypeAlias = Literal["constant", "cosine-increasing"]
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+_NO_DEFAULT: Any = object()
+
+
+class _Converted(Generic[_In, _Out]):
+    """A dataclass field that converts what it is given (``_In``: say, a
+    member or a job-file name) to what it stores (``_Out``: the member) when
+    it is set, so ``JobSpec(method="sgd").method is Method.SGD``.
+
+    mypy types the generated ``__init__``'s parameter with ``__set__``'s value
+    and the attribute with ``__get__``'s result. The value lives in the
+    instance's ``__dict__`` under the field's name (a data descriptor takes
+    precedence over it), so equality, hashing, ``repr``, pickling and
+    :func:`dataclasses.replace` see the stored value. One cost: mypy takes
+    every such field for one with a default, so a missing ``method`` is
+    reported by the constructor (``TypeError``), not by mypy.
+    """
+
+    def __init__(self, convert: Callable[[str, object], _Out], *, default: _Out = _NO_DEFAULT) -> None:
+        self._convert = convert
+        self._default = default
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, instance: object, owner: type | None = None) -> _Out:
+        if instance is None:
+            # How dataclasses read the field's default; none: a required field.
+            if self._default is _NO_DEFAULT:
+                raise AttributeError(self._name)
+            return self._default
+        value: _Out = instance.__dict__[self._name]
+        return value
+
+    def __set__(self, instance: object, value: _In) -> None:
+        instance.__dict__[self._name] = self._convert(self._name, value)
+
+
 @dataclass(frozen=True)
 class ConstantLr:
     """The learning rate stays ``lr``."""
@@ -100,6 +167,13 @@ class CosineIncreasingSigma:
 
 SigmaSchedule: TypeAlias = ConstantSigma | CosineIncreasingSigma
 
+#: What ``JobSpec.lr_schedule`` takes: a schedule, its name, or a job file's
+#: table (``{"kind": "step", "milestones": [60, 120], "gamma": 0.2}``).
+LrScheduleLike: TypeAlias = LrSchedule | LrScheduleName | Mapping[str, object]
+#: What ``JobSpec.sigma_schedule`` takes: a schedule, its name, or a job
+#: file's table (``{"kind": "cosine-increasing", "inc": 5.0}``).
+SigmaScheduleLike: TypeAlias = SigmaSchedule | SigmaScheduleName | Mapping[str, object]
+
 
 @dataclass(frozen=True)
 class ModelFile:
@@ -125,6 +199,12 @@ def _reference_lr_schedule(method: Method) -> LrSchedule:
 class JobSpec:
     """Everything that decides a training run (``rwp.v1.JobSpec``).
 
+    ``method``, ``model``, ``dataset``, ``non_finite`` and
+    ``gradient_encoding`` take their enum's members or the names job files use
+    (``method="m-arwp"``, ``model="mlp"``); ``lr_schedule`` and
+    ``sigma_schedule`` take a schedule, its name (``"cosine-per-epoch"``) or a
+    job file's table; the spec holds the members and schedules either way.
+
     Unset fields take the reference hyper-parameters (docs/algorithms.md), as the
     Rust SDK's ``JobSpecBuilder::new(method)`` and job files do: the small CNN
     on the built-in dataset, 30 epochs, batch 256, lr 0.1 with momentum 0.9,
@@ -138,9 +218,13 @@ class JobSpec:
     Specs are immutable: derive variants with :func:`dataclasses.replace`.
     """
 
-    method: Method
-    model: Model = Model.SMALL_CNN
-    dataset: Dataset = Dataset.SYNTHETIC
+    method: _Converted[Method | MethodName, Method] = _Converted(lambda n, v: _enum(n, v, Method))
+    model: _Converted[Model | ModelName, Model] = _Converted(
+        lambda n, v: _enum(n, v, Model), default=Model.SMALL_CNN
+    )
+    dataset: _Converted[Dataset | DatasetName, Dataset] = _Converted(
+        lambda n, v: _enum(n, v, Dataset), default=Dataset.SYNTHETIC
+    )
     #: Directory with the dataset's files, readable by every worker; ``None``
     #: for the built-in dataset.
     data_dir: str | None = None
@@ -160,11 +244,15 @@ class JobSpec:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-3
-    lr_schedule: LrSchedule | None = None
+    lr_schedule: _Converted[LrScheduleLike | None, LrSchedule | None] = _Converted(
+        lambda n, v: None if v is None else _lr_schedule(n, v), default=None
+    )
     warmup_updates: int = 0
     #: Perturbation scale σ.
     sigma: float | None = None
-    sigma_schedule: SigmaSchedule | None = None
+    sigma_schedule: _Converted[SigmaScheduleLike | None, SigmaSchedule | None] = _Converted(
+        lambda n, v: None if v is None else _sigma_schedule(n, v), default=None
+    )
     #: Weight λ of the perturbed gradient (m-RWP, m-ARWP), in [0, 1]
     #: (``lambda`` on the wire and in job files).
     lambda_: float = 0.5
@@ -176,8 +264,12 @@ class JobSpec:
     rho: float = 0.05
     #: The references' CIFAR augmentation (crop, flip, Cutout).
     augment: bool = True
-    non_finite: NonFinitePolicy = NonFinitePolicy.FAIL
-    gradient_encoding: GradientEncoding = GradientEncoding.F32
+    non_finite: _Converted[NonFinitePolicy | NonFinitePolicyName, NonFinitePolicy] = _Converted(
+        lambda n, v: _enum(n, v, NonFinitePolicy), default=NonFinitePolicy.FAIL
+    )
+    gradient_encoding: _Converted[GradientEncoding | GradientEncodingName, GradientEncoding] = _Converted(
+        lambda n, v: _enum(n, v, GradientEncoding), default=GradientEncoding.F32
+    )
     #: The uploaded TorchScript file of a ``Model.TORCHSCRIPT`` job
     #: (:meth:`Client.submit` sets it when given the module).
     model_file: ModelFile | None = None
@@ -186,8 +278,6 @@ class JobSpec:
     validation_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.method, Method):
-            raise InvalidArgument(f"method = {self.method!r}: must be a rwp_client.Method")
         if self.sigma is None:
             object.__setattr__(self, "sigma", _reference_sigma(self.method))
         if self.sigma_schedule is None:
@@ -388,7 +478,7 @@ def _enum(name: str, value: object, cls: type[_E]) -> _E:
         except ValueError:
             pass
     expected = ", ".join(repr(m.value) for m in cls)
-    raise InvalidArgument(f"{name} = {value!r}: must be a {cls.__name__} (one of {expected})")
+    raise InvalidArgument(f"{name} = {value!r}: must be a {cls.__name__} or one of {expected}")
 
 
 def _integer(name: str, value: object) -> int:
@@ -462,6 +552,19 @@ def _sigma_schedule_to_wire(schedule: SigmaSchedule | None) -> spec_pb2.SigmaSch
 _Reader = Callable[[str, object], object]
 
 
+# The schedules a name alone makes (lr's "step" needs its parameters; σ's
+# "cosine-increasing" takes inc 10, as `rwp submit` without --sigma-inc).
+_LR_SCHEDULES_BY_NAME: dict[str, LrSchedule] = {
+    "constant": ConstantLr(),
+    "cosine-per-update": CosineLrPerUpdate(),
+    "cosine-per-epoch": CosineLrPerEpoch(),
+}
+_SIGMA_SCHEDULES_BY_NAME: dict[str, SigmaSchedule] = {
+    "constant": ConstantSigma(),
+    "cosine-increasing": CosineIncreasingSigma(inc=10.0),
+}
+
+
 def _schedule_table(name: str, value: object) -> dict[str, object]:
     if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
         raise InvalidArgument(f'{name} = {value!r}: must be a table with a "kind", e.g. {{ kind = "constant" }}')
@@ -473,12 +576,8 @@ def _read_lr_schedule(name: str, value: object) -> LrSchedule:
     kind = table["kind"]
     allowed: set[str] = {"kind"}
     schedule: LrSchedule
-    if kind == "constant":
-        schedule = ConstantLr()
-    elif kind == "cosine-per-update":
-        schedule = CosineLrPerUpdate()
-    elif kind == "cosine-per-epoch":
-        schedule = CosineLrPerEpoch()
+    if kind in _LR_SCHEDULES_BY_NAME:
+        schedule = _LR_SCHEDULES_BY_NAME[kind]
     elif kind == "step":
         allowed |= {"milestones", "gamma"}
         milestones = table.get("milestones")
@@ -510,6 +609,41 @@ def _read_sigma_schedule(name: str, value: object) -> SigmaSchedule:
             raise InvalidArgument(f'{name}.inc: required for kind = "cosine-increasing"')
         return CosineIncreasingSigma(inc=_number(f"{name}.inc", table["inc"]))
     raise InvalidArgument(f"{name}.kind = {kind!r}: must be one of 'constant', 'cosine-increasing'")
+
+
+def _lr_schedule(name: str, value: object) -> LrSchedule:
+    """An lr schedule from a schedule, its name, or a job file's table."""
+    if isinstance(value, (ConstantLr, StepLr, CosineLrPerUpdate, CosineLrPerEpoch)):
+        return value
+    if isinstance(value, Mapping):
+        return _read_lr_schedule(name, dict(value))
+    if isinstance(value, str) and value in _LR_SCHEDULES_BY_NAME:
+        return _LR_SCHEDULES_BY_NAME[value]
+    if value == "step":
+        raise InvalidArgument(
+            f"{name} = 'step': a step schedule needs its milestones and gamma: "
+            'StepLr(milestones=(60, 120), gamma=0.2) or {"kind": "step", "milestones": [60, 120], "gamma": 0.2}'
+        )
+    names = ", ".join(repr(n) for n in get_args(LrScheduleName))
+    raise InvalidArgument(
+        f"{name} = {value!r}: must be one of {names}, a ConstantLr, StepLr, CosineLrPerUpdate or "
+        'CosineLrPerEpoch, or a job file\'s table such as {"kind": "step", "milestones": [60, 120], "gamma": 0.2}'
+    )
+
+
+def _sigma_schedule(name: str, value: object) -> SigmaSchedule:
+    """A sigma schedule from a schedule, its name, or a job file's table."""
+    if isinstance(value, (ConstantSigma, CosineIncreasingSigma)):
+        return value
+    if isinstance(value, Mapping):
+        return _read_sigma_schedule(name, dict(value))
+    if isinstance(value, str) and value in _SIGMA_SCHEDULES_BY_NAME:
+        return _SIGMA_SCHEDULES_BY_NAME[value]
+    names = ", ".join(repr(n) for n in get_args(SigmaScheduleName))
+    raise InvalidArgument(
+        f"{name} = {value!r}: must be one of {names}, a ConstantSigma or CosineIncreasingSigma, "
+        'or a job file\'s table such as {"kind": "cosine-increasing", "inc": 5.0}'
+    )
 
 
 def _no_unknown_keys(name: str, table: Mapping[str, object], allowed: set[str]) -> None:
@@ -584,13 +718,22 @@ __all__ = [
     "CosineLrPerEpoch",
     "CosineLrPerUpdate",
     "Dataset",
+    "DatasetName",
     "GradientEncoding",
+    "GradientEncodingName",
     "JobSpec",
     "LrSchedule",
+    "LrScheduleLike",
+    "LrScheduleName",
     "Method",
+    "MethodName",
     "Model",
     "ModelFile",
+    "ModelName",
     "NonFinitePolicy",
+    "NonFinitePolicyName",
     "SigmaSchedule",
+    "SigmaScheduleLike",
+    "SigmaScheduleName",
     "StepLr",
 ]

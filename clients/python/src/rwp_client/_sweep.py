@@ -9,12 +9,13 @@ import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 from ._errors import DataLoss, InvalidArgument
 from ._proto.rwp.v1 import jobs_pb2
 from ._spec import (
     JobSpec,
+    _Converted,
     _enum,
     _from_table,
     _from_wire,
@@ -55,17 +56,26 @@ class Distribution(enum.Enum):
     INT_UNIFORM = "int-uniform"
 
 
+#: What ``Search.mode`` takes besides a :class:`SearchMode` (the sweep files' names).
+SearchModeName: TypeAlias = Literal["grid", "random"]
+#: What ``SearchParam.distribution`` takes besides a :class:`Distribution`.
+DistributionName: TypeAlias = Literal["choice", "uniform", "log-uniform", "int-uniform"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class SearchParam:
     """One searched field, by its job-file name (``sigma``, ``lr``,
     ``lambda``, ``method``, or a nested one such as ``lr_schedule.gamma``).
 
     Grid search: ``values`` are tried. Random search: a ``distribution``
-    over ``low``/``high``, or a choice among ``values``."""
+    (a :class:`Distribution` or its sweep-file name, ``"log-uniform"``) over
+    ``low``/``high``, or a choice among ``values``."""
 
     field: str
     values: tuple[ParamValue, ...] = ()
-    distribution: Distribution | None = None
+    distribution: _Converted[Distribution | DistributionName | None, Distribution | None] = _Converted(
+        lambda n, v: None if v is None else _enum(n, v, Distribution), default=None
+    )
     low: float | None = None
     high: float | None = None
 
@@ -112,10 +122,13 @@ class SearchParam:
 
 @dataclass(frozen=True, kw_only=True)
 class Search:
-    """The search space and how it is explored."""
+    """The search space and how it is explored (``mode``: a
+    :class:`SearchMode` or its sweep-file name, ``"random"``)."""
 
     params: tuple[SearchParam, ...]
-    mode: SearchMode = SearchMode.GRID
+    mode: _Converted[SearchMode | SearchModeName, SearchMode] = _Converted(
+        lambda n, v: _enum(n, v, SearchMode), default=SearchMode.GRID
+    )
     #: Random search: how many trials.
     n_trials: int | None = None
     #: Random search: the seed of the draws (the same seed, the same trials).
@@ -382,10 +395,12 @@ def _sweep_from_table(table: Mapping[str, object], origin: str) -> tuple[str | N
 
 __all__ = [
     "Distribution",
+    "DistributionName",
     "EarlyStopping",
     "ParamValue",
     "Search",
     "SearchMode",
+    "SearchModeName",
     "SearchParam",
     "SweepSpec",
 ]
