@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Protocol, TextIO, TypeAlias, TypeVar
@@ -204,19 +204,36 @@ class Client:
             delay = min(delay * 2, 2.0)
             attempt += 1
 
-    def submit(self, spec: JobSpec, *, name: str = "", model: ModelSource | None = None) -> Job:
+    def submit(
+        self,
+        spec: JobSpec,
+        *,
+        name: str = "",
+        model: ModelSource | None = None,
+        labels: Mapping[str, str] | None = None,
+        init_from: JobRef | None = None,
+    ) -> Job:
         """Submits a job and returns it (running).
 
         For a ``Model.TORCHSCRIPT`` spec, ``model`` is the module: a file
         saved by ``torch.jit.script(module).save(path)``, the scripted module
         itself, or a :class:`ModelFile` from :meth:`upload_model`. It is
         uploaded first and named in the submitted spec's ``model_file``.
-        Retried with one request id, so the job starts once.
+        ``labels`` tag the job (:meth:`list` filters by them);
+        ``init_from`` starts it from another job's latest weights and
+        BatchNorm statistics (same model, fresh optimizer) instead of the
+        seed's. Retried with one request id, so the job starts once.
         """
         if not isinstance(spec, JobSpec):
             raise InvalidArgument(f"spec: must be a rwp_client.JobSpec, got {type(spec).__name__}")
         spec = self._with_model(spec, model, what="spec", call="submit(spec, model=path_or_script_module)")
-        request = jobs_pb2.SubmitJobRequest(name=name, spec=spec.to_proto(), request_id=uuid.uuid4().hex)
+        request = jobs_pb2.SubmitJobRequest(
+            name=name,
+            spec=spec.to_proto(),
+            request_id=uuid.uuid4().hex,
+            labels=dict(labels or {}),
+            init_from_job=_job_id(init_from) if init_from is not None else "",
+        )
         response = self._call(
             "SubmitJob",
             lambda: self._stub.SubmitJob(request, timeout=self._timeout, metadata=self._metadata),
@@ -247,10 +264,11 @@ class Client:
         )
         return Job.from_proto(response)
 
-    def list(self) -> list[Job]:
+    def list(self, *, labels: Mapping[str, str] | None = None) -> list[Job]:
         """Every job the caller may see (its own; all for an admin token or on
-        a server without authentication), oldest first."""
-        request = jobs_pb2.ListJobsRequest()
+        a server without authentication), oldest first; with ``labels``, only
+        the jobs that carry all of them."""
+        request = jobs_pb2.ListJobsRequest(labels=dict(labels or {}))
         response = self._call(
             "ListJobs",
             lambda: self._stub.ListJobs(request, timeout=self._timeout, metadata=self._metadata),
@@ -268,6 +286,31 @@ class Client:
             retry=True,
         )
         return Job.from_proto(response)
+
+    def resume(self, job: JobRef, *, epochs: int | None = None, max_updates: int | None = None) -> Job:
+        """Continues a job that ended (succeeded, cancelled, failed or
+        stopped early) from its latest checkpoint and returns it (running).
+        ``epochs`` trains it for that many epochs in all (the schedules span
+        the new total); ``max_updates`` moves its update cap (0 lifts it).
+        Not retried: a retry of a call that went through would find the job
+        running."""
+        request = jobs_pb2.ResumeJobRequest(job_id=_job_id(job), epochs=epochs, max_updates=max_updates)
+        response = self._call(
+            "ResumeJob",
+            lambda: self._stub.ResumeJob(request, timeout=self._timeout, metadata=self._metadata),
+            retry=False,
+        )
+        return Job.from_proto(response)
+
+    def delete(self, job: JobRef) -> None:
+        """Deletes a job that ended, with its metrics, checkpoints and
+        TensorBoard run (a running job: cancel it first). Not retried."""
+        request = jobs_pb2.DeleteJobRequest(job_id=_job_id(job))
+        self._call(
+            "DeleteJob",
+            lambda: self._stub.DeleteJob(request, timeout=self._timeout, metadata=self._metadata),
+            retry=False,
+        )
 
     def watch(
         self, job: JobRef, from_step: int = 0, *, timeout: float | None = None

@@ -4,7 +4,7 @@ sweeps and their trials."""
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TypeAlias
 
@@ -154,6 +154,10 @@ class Job:
     #: there; ``None`` for a job submitted on its own.
     sweep_id: str | None = None
     sweep_trial: int | None = None
+    #: Free-form labels given at submission (``submit(labels=...)``).
+    labels: dict[str, str] = field(default_factory=dict)
+    #: The job whose weights this one started from (``submit(init_from=...)``).
+    init_from: str | None = None
 
     @property
     def done(self) -> bool:
@@ -194,6 +198,8 @@ class Job:
             owner=j.owner or None,
             sweep_id=j.sweep_id or None,
             sweep_trial=j.sweep_trial if j.sweep_id else None,
+            labels=dict(j.labels),
+            init_from=j.init_from_job or None,
         )
 
 

@@ -1,0 +1,48 @@
+"""A job's life after it ends, through the client: resumed for longer,
+started from another job's weights, labelled, deleted."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from rwp_client import Client, FailedPrecondition, JobSpec, JobState, Method, NotFound
+
+CAPPED = JobSpec(method=Method.M_ARWP, epochs=1, batch_size=128, max_updates=3, seed=5)
+
+
+def test_a_job_resumed_past_its_cap_goes_on_to_the_new_one(client: Client) -> None:
+    job = client.submit(CAPPED, name="py-capped", labels={"suite": "python", "case": "resume"})
+    assert client.wait(job).state is JobState.SUCCEEDED
+    with pytest.raises(FailedPrecondition, match="has made all its 3 updates"):
+        client.resume(job)
+    resumed = client.resume(job, max_updates=6)
+    assert (resumed.state, resumed.step, resumed.total_updates) == (JobState.RUNNING, 3, 6)
+    assert resumed.spec.max_updates == 6
+    ended = client.wait(resumed)
+    assert (ended.state, ended.step) == (JobState.SUCCEEDED, 6)
+    assert ended.labels == {"case": "resume", "suite": "python"}
+
+
+def test_init_from_labels_filter_and_delete(client: Client) -> None:
+    source = client.submit(CAPPED, name="py-source", labels={"suite": "python", "case": "init"})
+    client.wait(source)
+    tuned = client.submit(
+        dataclasses.replace(CAPPED, seed=6), name="py-tuned", init_from=source, labels={"suite": "python"}
+    )
+    assert tuned.init_from == source.id
+    assert client.wait(tuned).state is JobState.SUCCEEDED
+    labelled = [j.id for j in client.list(labels={"suite": "python", "case": "init"})]
+    assert labelled == [source.id]
+    assert tuned.id in [j.id for j in client.list(labels={"suite": "python"})]
+
+    client.delete(tuned)
+    with pytest.raises(NotFound):
+        client.get(tuned)
+    assert tuned.id not in [j.id for j in client.list()]
+    running = client.submit(dataclasses.replace(CAPPED, max_updates=None, epochs=50), name="py-long")
+    with pytest.raises(FailedPrecondition, match="cancel it first"):
+        client.delete(running)
+    client.cancel(running)
+    client.delete(running)
