@@ -38,7 +38,7 @@ async fn every_call_of_the_sdk() {
     assert_eq!(job.spec, spec);
 
     let events = collect(&client, &job.id, 0).await;
-    assert_eq!(steps(&events), (0..14).collect::<Vec<u64>>(), "every step, once, in order");
+    assert_eq!(steps(&events), (1..=14).collect::<Vec<u64>>(), "every step, numbered from 1, once, in order");
     let evaluations: Vec<(u64, u64)> = events
         .iter()
         .filter_map(|e| if let JobEvent::Evaluation(e) = e { Some((e.step, e.epoch)) } else { None })
@@ -50,11 +50,11 @@ async fn every_call_of_the_sdk() {
     let eval_position = events.iter().position(|e| matches!(e, JobEvent::Evaluation(e) if e.step == 7)).unwrap();
     // Workers evaluate while training goes on: the evaluation of version 7
     // comes after the step that made it, maybe after later ones too.
-    assert!(position(6) < eval_position, "the evaluation follows its epoch's last step");
+    assert!(position(7) < eval_position, "the evaluation follows its epoch's last step");
 
-    // Replaying from the middle.
+    // Replaying after the first 10 updates.
     let tail = collect(&client, &job.id, 10).await;
-    assert_eq!(steps(&tail), vec![10, 11, 12, 13]);
+    assert_eq!(steps(&tail), vec![11, 12, 13, 14]);
 
     let got = client.get(&job.id).await.unwrap();
     assert_eq!(got.state, JobState::Succeeded);
@@ -100,7 +100,7 @@ async fn cancel_during_watch_ends_the_watch_with_the_cancelled_state() {
     }
     let last = last.expect("a terminal state event");
     assert_eq!(last.state, JobState::Cancelled);
-    assert_eq!(seen, (0..seen.len() as u64).collect::<Vec<_>>(), "steps in order up to the cancel");
+    assert_eq!(seen, (1..=seen.len() as u64).collect::<Vec<_>>(), "steps in order up to the cancel");
     assert!(seen.len() < 20, "the job stopped soon after the cancel ({} steps)", seen.len());
     assert_eq!(client.get(&job.id).await.unwrap().state, JobState::Cancelled);
     cluster.shutdown().await;

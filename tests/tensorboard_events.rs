@@ -33,6 +33,8 @@ async fn a_jobs_scalars_are_readable_as_tensorboard_events() {
     let loss = series("train/loss");
     assert_eq!(loss.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=14).collect::<Vec<i64>>());
     assert_eq!(loss.last().unwrap().1, finished.last_step.as_ref().unwrap().loss as f32);
+    // The step the job reports for its last update is the step TensorBoard shows.
+    assert_eq!(finished.last_step.as_ref().unwrap().step, 14);
     assert_eq!(series("train/perturbed_loss").len(), 14);
     let accuracy = series("test/accuracy");
     assert_eq!(accuracy.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![7, 14]);

@@ -223,7 +223,7 @@ async fn an_sdk_client_and_a_worker_process_train_over_mutual_tls_with_tokens() 
             JobEvent::Evaluation(_) => {}
         }
     }
-    assert_eq!(steps, vec![0, 1, 2]);
+    assert_eq!(steps, vec![1, 2, 3]);
     assert_eq!(last, Some(JobState::Succeeded));
     cluster.shutdown().await;
 }

@@ -172,8 +172,10 @@ impl TimedJob {
             }
             texts
         };
-        let (first_timed, last_timed) = (self.warmup - 1, self.warmup + self.updates - 2);
-        let last = self.warmup + self.updates - 1;
+        // Steps count updates from 1: the last warm-up update, the update
+        // before the last timed one, and the last.
+        let (first_timed, last_timed) = (self.warmup, self.warmup + self.updates - 1);
+        let last = self.warmup + self.updates;
         let mut stream =
             client.watch_job(WatchJobRequest { job_id: id.clone(), from_step: 0 }).await.unwrap().into_inner();
         let (mut times, mut before, mut after) = (Vec::new(), None, None);

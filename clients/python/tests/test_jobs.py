@@ -54,7 +54,7 @@ def test_submit_watch_to_success_then_get_list_export(client: Client, tmp_path: 
 
     events = list(client.watch(job))
     steps = [e.step for e in events if isinstance(e, StepMetrics)]
-    assert steps == [0, 1, 2, 3, 4], "every step, once, in order"
+    assert steps == [1, 2, 3, 4, 5], "every step, numbered from 1, once, in order"
     assert all(isinstance(e, StepMetrics) and e.loss > 0 for e in events if isinstance(e, StepMetrics))
     last = events[-1]
     assert isinstance(last, Job), "the watch ends with the terminal state"
@@ -63,13 +63,13 @@ def test_submit_watch_to_success_then_get_list_export(client: Client, tmp_path: 
     assert [e.step for e in evaluations] == [5], "the final evaluation"
     assert 0.0 <= evaluations[0].test_accuracy <= 1.0
 
-    # Replaying from the middle.
+    # Replaying after the first 3 updates.
     tail = [e.step for e in client.watch(job.id, from_step=3) if isinstance(e, StepMetrics)]
-    assert tail == [3, 4]
+    assert tail == [4, 5]
 
     got = client.get(job.id)
     assert (got.id, got.state, got.step) == (job.id, JobState.SUCCEEDED, 5)
-    assert got.last_step is not None and got.last_step.step == 4
+    assert got.last_step is not None and got.last_step.step == 5
     assert got.last_evaluation == evaluations[0]
     assert got.progress == 1.0
     assert job.id in [j.id for j in client.list()]
@@ -111,7 +111,7 @@ def test_cancel_during_watch_ends_the_watch_cancelled(client: Client) -> None:
         elif isinstance(event, Job):
             last = event
     assert last is not None and last.state is JobState.CANCELLED and last.done and not last.succeeded
-    assert seen == list(range(len(seen))), "steps in order up to the cancel"
+    assert seen == list(range(1, len(seen) + 1)), "steps in order up to the cancel"
     assert len(seen) < 20, f"the job stopped soon after the cancel ({len(seen)} steps)"
     assert client.get(job).state is JobState.CANCELLED
 

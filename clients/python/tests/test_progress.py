@@ -92,7 +92,7 @@ def test_a_cancelled_job_ends_the_progress_cancelled(client: Client) -> None:
 
     def cancel_after_two_updates() -> None:
         for event in client.watch(job, timeout=60):
-            if isinstance(event, StepMetrics) and event.step >= 1:
+            if isinstance(event, StepMetrics) and event.step >= 2:
                 client.cancel(job)
                 cancelled.set()
                 return

@@ -43,11 +43,11 @@ fn a_cancelled_job_exits_3() {
 #[test]
 fn a_running_job_is_followed_to_its_end_with_plain_progress_lines() {
     let mut record = job("j-000001", "live", Method::MArwp, JobState::Running, 4, 12);
-    record.last_step = Some(step_metrics(3, 0.25));
+    record.last_step = Some(step_metrics(4, 0.25));
     let mut end = record.clone();
     end.state = JobState::Succeeded as i32;
     end.step = 12;
-    end.last_step = Some(step_metrics(11, 0.25));
+    end.last_step = Some(step_metrics(12, 0.25));
     let live = history(4, 12, 0.25).into_iter().map(|e| (Duration::from_millis(40), e)).collect();
     let running = MockJob { record, history: history(0, 4, 0.25), live, ends: Some(end) };
     let server = MockServer::start(vec![running]);

@@ -339,7 +339,8 @@ impl Client {
         Ok(job.try_into()?)
     }
 
-    /// The job's events from update `from_step` on: every step in order, the
+    /// The job's events after its first `from_step` updates (0: all): every
+    /// step in order (numbered from 1, as `Job::step` counts updates), the
     /// evaluations, state changes, ending after the terminal state. If the
     /// connection breaks (a server restart, say) the watch resumes where it
     /// stopped.
@@ -374,7 +375,7 @@ impl Client {
                 match stream.next().await {
                     Some(Ok(event)) => {
                         if let Some(Event::Step(m)) = &event.event {
-                            next_step = m.step + 1;
+                            next_step = m.step;
                         }
                         let converted = JobEvent::try_from(event).map_err(SdkError::from);
                         let terminal = matches!(&converted, Ok(JobEvent::State(j)) if j.state.is_terminal());

@@ -107,7 +107,8 @@ impl JobState {
 /// Metrics of one applied (or skipped) update.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {
-    /// The update's index.
+    /// The update's number, counting from 1: the updates applied once it
+    /// was (as [`Job::step`] and [`Evaluation::step`] count them).
     pub step: u64,
     /// Mean training loss and accuracy of the clean (or SAM) shards, else of the perturbed ones.
     pub loss: f64,

@@ -325,7 +325,7 @@ fn run(args: &Args) -> Result<(), String> {
         json_line(
             &mut metrics,
             &serde_json::json!({
-                "kind": "update", "step": report.step, "loss": report.loss, "accuracy": report.accuracy,
+                "kind": "update", "step": step, "loss": report.loss, "accuracy": report.accuracy,
                 "perturbed_loss": report.perturbed_loss, "lr": report.lr, "sigma": report.sigma,
                 "update_ms": update_time.as_secs_f64() * 1000.0,
                 "wall_time_s": started.elapsed().as_secs_f64(),

@@ -67,6 +67,13 @@ fn m_arwp_on_the_builtin_dataset_runs_end_to_end() {
     let evals = lines.iter().filter(|v| v["kind"] == "eval").count();
     assert_eq!((updates, evals), (14, 2));
     assert!(lines.iter().filter(|v| v["kind"] == "update").all(|v| v["perturbed_loss"].is_f64()));
+    // Steps count updates, from 1, in update and eval lines alike (as the
+    // server, its SDKs, `rwp get` and TensorBoard number them).
+    let steps = |kind: &str| -> Vec<u64> {
+        lines.iter().filter(|v| v["kind"] == kind).map(|v| v["step"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(steps("update"), (1..=14).collect::<Vec<_>>());
+    assert_eq!(steps("eval"), [7, 14]);
     assert!(checkpoints.join("step-00000014.safetensors").exists());
 }
 

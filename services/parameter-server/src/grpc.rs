@@ -230,7 +230,7 @@ impl JobService for Handlers {
         let (history, live) = self.coordinator.watch(&principal, &r.job_id, r.from_step)?;
         let mut next_step = history
             .iter()
-            .filter_map(|e| if let JobEvent::Step(m) = e { Some(m.step + 1) } else { None })
+            .filter_map(|e| if let JobEvent::Step(m) = e { Some(m.step) } else { None })
             .max()
             .unwrap_or(r.from_step);
         // Evaluations complete on the workers while later steps go on: one
@@ -269,12 +269,12 @@ impl JobService for Handlers {
                 };
                 let terminal = matches!(&event, JobEvent::State(j) if j.state.is_terminal());
                 let fresh = match &event {
-                    JobEvent::Step(m) => m.step >= next_step,
+                    JobEvent::Step(m) => m.step > next_step,
                     JobEvent::Evaluation(e) => e.step > from_step && evaluated.insert(e.step),
                     JobEvent::State(_) => true,
                 };
                 if let JobEvent::Step(m) = &event {
-                    next_step = next_step.max(m.step + 1);
+                    next_step = next_step.max(m.step);
                 }
                 if fresh && tx.send(Ok((&event).into())).await.is_err() {
                     return;

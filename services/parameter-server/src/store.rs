@@ -20,6 +20,12 @@ const SWEEPS: TableDefinition<&str, &[u8]> = TableDefinition::new("sweeps");
 const REQUESTS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("request_ids");
 /// (owner, sha256) → [`ModelEntry`]; the owner is `""` on a server without tokens.
 const MODELS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("model_owners");
+/// Facts about the database itself: [`STEP_NUMBERING`].
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// Set once step metrics are numbered from 1 (the update's number, as
+/// `Job.step` counts); databases written before were numbered from 0 and
+/// are renumbered when opened.
+const STEP_NUMBERING: (&str, &str) = ("step_numbering", "from-1");
 
 /// How long a client request id keeps naming what it created.
 pub const REQUEST_ID_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -87,6 +93,7 @@ impl Store {
         txn.open_table(EVALS)?;
         txn.open_table(SWEEPS)?;
         txn.open_table(MODELS)?;
+        Self::number_steps_from_one(&txn)?;
         // Request ids older than a day name nothing any more.
         {
             let mut requests = txn.open_table(REQUESTS)?;
@@ -97,6 +104,44 @@ impl Store {
         }
         txn.commit()?;
         Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Renumbers the step metrics of a database written when they were
+    /// numbered from 0 (keys, values, and each job's `last_step`), once.
+    fn number_steps_from_one(txn: &redb::WriteTransaction) -> Result<(), ServerError> {
+        let mut meta = txn.open_table(META)?;
+        let (key, numbering) = STEP_NUMBERING;
+        if meta.get(key)?.is_some_and(|v| v.value() == numbering) {
+            return Ok(());
+        }
+        let mut steps = txn.open_table(STEPS)?;
+        let mut renumbered = Vec::new();
+        for entry in steps.iter()? {
+            let (k, v) = entry?;
+            let (job, step) = k.value();
+            let mut value: serde_json::Value = serde_json::from_slice(v.value())?;
+            value["step"] = serde_json::json!(step + 1);
+            renumbered.push((job.to_owned(), step + 1, serde_json::to_vec(&value)?));
+        }
+        steps.retain(|_, _| false)?;
+        for (job, step, value) in &renumbered {
+            steps.insert((job.as_str(), *step), value.as_slice())?;
+        }
+        let mut jobs = txn.open_table(JOBS)?;
+        let mut records = Vec::new();
+        for entry in jobs.iter()? {
+            let (k, v) = entry?;
+            let mut value: serde_json::Value = serde_json::from_slice(v.value())?;
+            if let Some(step) = value["last_step"]["step"].as_u64() {
+                value["last_step"]["step"] = serde_json::json!(step + 1);
+                records.push((k.value().to_owned(), serde_json::to_vec(&value)?));
+            }
+        }
+        for (job, value) in &records {
+            jobs.insert(job.as_str(), value.as_slice())?;
+        }
+        meta.insert(key, numbering)?;
+        Ok(())
     }
 
     pub fn put_job(&self, record: &JobRecord) -> Result<(), ServerError> {
@@ -324,6 +369,55 @@ mod tests {
         assert_eq!(reopened.models(None).unwrap(), vec![model("bob", &a, 10, 3)]);
     }
 
+    /// A database whose step metrics were numbered from 0 is renumbered
+    /// from 1 when opened, once: keys, values and the job's `last_step`.
+    #[test]
+    fn step_metrics_numbered_from_zero_are_renumbered_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = |last_step: serde_json::Value| -> Vec<u8> {
+            serde_json::to_vec(&serde_json::json!({
+                "id": "job-1", "name": "n", "spec": rwp_spec::JobSpec::reference(rwp_spec::Method::Sgd),
+                "state": "succeeded", "step": 2, "total_updates": 2, "updates_per_epoch": 2, "error": null,
+                "created_unix_ms": 0, "updated_unix_ms": 0, "skipped_updates": 0, "last_step": last_step,
+                "last_evaluation": null, "wall_time_before_s": 0.0
+            }))
+            .unwrap()
+        };
+        let metrics = |step: u64, loss: f64| StepMetrics {
+            step,
+            loss,
+            accuracy: 0.5,
+            perturbed_loss: None,
+            lr: 0.1,
+            sigma: 0.0,
+            wall_time_s: 1.0,
+            skipped: false,
+        };
+        {
+            // As an older server left it: steps 0 and 1, no numbering mark.
+            let db = Database::create(dir.path().join("rwp.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut steps = txn.open_table(STEPS).unwrap();
+                for (step, loss) in [(0, 2.5), (1, 1.5)] {
+                    steps
+                        .insert(("job-1", step), serde_json::to_vec(&metrics(step, loss)).unwrap().as_slice())
+                        .unwrap();
+                }
+                let last = serde_json::to_value(metrics(1, 1.5)).unwrap();
+                txn.open_table(JOBS).unwrap().insert("job-1", record(last).as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        for _ in 0..2 {
+            let store = Store::open(dir.path()).unwrap();
+            let steps = store.steps("job-1", 0).unwrap();
+            assert_eq!(steps, vec![metrics(1, 2.5), metrics(2, 1.5)]);
+            assert_eq!(store.steps("job-1", 2).unwrap(), vec![metrics(2, 1.5)]);
+            assert_eq!(store.jobs().unwrap()[0].last_step, Some(metrics(2, 1.5)));
+        }
+    }
+
     #[test]
     fn evaluations_come_back_to_the_bit() {
         let dir = tempfile::tempdir().unwrap();
@@ -347,7 +441,7 @@ mod tests {
             validation_accuracy: None,
         };
         let step = StepMetrics {
-            step: 23,
+            step: 24,
             loss: 0.1 + 0.2,
             accuracy: 0.5,
             perturbed_loss: None,

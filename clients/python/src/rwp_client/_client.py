@@ -315,7 +315,7 @@ class Client:
     def watch(
         self, job: JobRef, from_step: int = 0, *, timeout: float | None = None
     ) -> Generator[JobEvent, None, None]:
-        """The job's events from update ``from_step`` on: every
+        """The job's events after its first ``from_step`` updates (0: all): every
         :class:`StepMetrics` in order, the :class:`Evaluation` s, and the
         :class:`Job` whenever its state changes; the iterator ends after the
         terminal state. A broken connection (a server restart, say) is
@@ -340,7 +340,7 @@ class Client:
                 for message in call:
                     event = event_from_proto(message)
                     if isinstance(event, StepMetrics):
-                        next_step = event.step + 1
+                        next_step = event.step
                     yield event
                     reconnects = 0
                     if isinstance(event, Job) and event.done:

@@ -60,7 +60,7 @@ class _Snapshot:
     def after(self, event: JobEvent) -> _Snapshot:
         match event:
             case StepMetrics(step=step, loss=loss):
-                return dataclasses.replace(self, step=max(self.step, step + 1), loss=loss)
+                return dataclasses.replace(self, step=max(self.step, step), loss=loss)
             case Evaluation(test_accuracy=test_accuracy):
                 return dataclasses.replace(self, test_accuracy=test_accuracy)
             case Job():

@@ -67,6 +67,8 @@ class StoredModel:
 class StepMetrics:
     """One applied update (a watch yields every step, in order)."""
 
+    #: The update's number, counting from 1 (as :attr:`Job.step` counts
+    #: updates applied).
     step: int
     loss: float
     accuracy: float

@@ -166,12 +166,8 @@ pub fn job_detail(job: &Job, now_unix_ms: i64) -> String {
     rows.push(("progress", progress));
     rows.extend(spec_summary(&job.spec));
     if let Some(m) = &job.last_step {
-        let mut text = format!(
-            "update {}: loss {}, accuracy {}",
-            m.step + 1,
-            metric(Some(m.loss), 4),
-            metric(Some(m.accuracy), 4)
-        );
+        let mut text =
+            format!("update {}: loss {}, accuracy {}", m.step, metric(Some(m.loss), 4), metric(Some(m.accuracy), 4));
         if let Some(p) = m.perturbed_loss {
             text.push_str(&format!(", perturbed loss {}", metric(Some(p), 4)));
         }
@@ -286,7 +282,7 @@ pub(crate) mod tests {
             updated_unix_ms: 1_290_000,
             skipped_updates: 0,
             last_step: Some(StepMetrics {
-                step: 119,
+                step: 120,
                 loss: 1.23456,
                 accuracy: 0.5,
                 perturbed_loss: Some(1.3),

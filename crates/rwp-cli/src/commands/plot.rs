@@ -50,11 +50,11 @@ pub async fn curves(client: &Client, job_id: &str) -> Result<Curves, CliError> {
         };
         match event {
             Some(Ok(JobEvent::Step(m))) => {
-                if running && m.step >= target {
+                if running && m.step > target {
                     break;
                 }
-                reached |= m.step + 1 >= target;
-                curves.train.push(TrainPoint { step: m.step + 1, wall_time_s: m.wall_time_s, loss: m.loss });
+                reached |= m.step >= target;
+                curves.train.push(TrainPoint { step: m.step, wall_time_s: m.wall_time_s, loss: m.loss });
             }
             Some(Ok(JobEvent::Evaluation(e))) => {
                 if running && e.step > target {

@@ -134,7 +134,7 @@ impl View {
     }
 
     fn step(&mut self, m: StepMetrics) {
-        let done = m.step + 1;
+        let done = m.step;
         self.meter.record(done, m.wall_time_s);
         let rate = self.meter.rate();
         let message = progress_message(&m, rate, self.total.saturating_sub(done));

@@ -120,7 +120,7 @@ impl JobService for Service {
         let mut ends = record.clone();
         ends.state = v1::JobState::Succeeded as i32;
         ends.step = 8;
-        ends.last_step = Some(step_metrics(7, 0.05));
+        ends.last_step = Some(step_metrics(8, 0.05));
         ends.last_evaluation = Some(v1::Evaluation {
             step: 8,
             epoch: 2,
@@ -203,7 +203,7 @@ impl JobService for Service {
         tokio::spawn(async move {
             let from = r.from_step;
             let wanted = |e: &v1::JobEvent| match &e.event {
-                Some(Event::Step(m)) => m.step >= from,
+                Some(Event::Step(m)) => m.step > from,
                 Some(Event::Evaluation(e)) => e.step > from,
                 _ => true,
             };
@@ -311,7 +311,7 @@ pub fn job(id: &str, name: &str, method: Method, state: v1::JobState, step: u64,
         created_unix_ms: now_ms() - 90_000,
         updated_unix_ms: now_ms(),
         skipped_updates: 0,
-        last_step: (step > 0).then(|| step_metrics(step - 1, 1.0)),
+        last_step: (step > 0).then(|| step_metrics(step, 1.0)),
         last_evaluation: None,
         owner: "alice".to_owned(),
         ..v1::Job::default()
@@ -322,16 +322,17 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-/// Metrics of update `step`, `seconds_per_update` apart.
+/// Metrics of update `step` (numbered from 1), `seconds_per_update` apart.
 pub fn step_metrics(step: u64, seconds_per_update: f64) -> v1::StepMetrics {
+    let before = (step - 1) as f64;
     v1::StepMetrics {
         step,
-        loss: 2.3 / (1.0 + step as f64 / 10.0),
-        accuracy: (0.1 + step as f64 / 50.0).min(0.95),
+        loss: 2.3 / (1.0 + before / 10.0),
+        accuracy: (0.1 + before / 50.0).min(0.95),
         perturbed_loss: None,
         lr: 0.1,
         sigma: 0.015,
-        wall_time_s: (step + 1) as f64 * seconds_per_update,
+        wall_time_s: step as f64 * seconds_per_update,
         skipped: false,
     }
 }
@@ -353,13 +354,14 @@ pub fn evaluation_event(step: u64, seconds_per_update: f64, accuracy: f64) -> v1
     }
 }
 
-/// Steps `from..to` with an evaluation after every fourth update.
+/// The updates after the first `from`, up to update `to`, with an
+/// evaluation after every fourth.
 pub fn history(from: u64, to: u64, seconds_per_update: f64) -> Vec<v1::JobEvent> {
     let mut events = Vec::new();
-    for s in from..to {
+    for s in from + 1..=to {
         events.push(step_event(s, seconds_per_update));
-        if (s + 1) % 4 == 0 {
-            events.push(evaluation_event(s + 1, seconds_per_update, 0.2 + (s + 1) as f64 / 100.0));
+        if s % 4 == 0 {
+            events.push(evaluation_event(s, seconds_per_update, 0.2 + s as f64 / 100.0));
         }
     }
     events
@@ -373,7 +375,7 @@ pub fn ended_job(id: &str, name: &str, method: Method, state: v1::JobState, step
         Some(Event::Evaluation(ev)) => Some(*ev),
         _ => None,
     });
-    record.last_step = (steps > 0).then(|| step_metrics(steps - 1, 0.5));
+    record.last_step = (steps > 0).then(|| step_metrics(steps, 0.5));
     if state == v1::JobState::Failed {
         record.error = "shard 1 of update 7: data directory /data/cifar10 is missing".to_owned();
     }

@@ -116,7 +116,7 @@ fn write_scalars(file: &mut EventWriter, step: &StepMetrics) -> std::io::Result<
             scalars.push(("train/sigma", step.sigma));
         }
     }
-    file.scalars(step.step + 1, wall, &scalars)
+    file.scalars(step.step, wall, &scalars)
 }
 
 fn write_evaluation(file: &mut EventWriter, e: &Evaluation) -> std::io::Result<()> {

@@ -426,8 +426,9 @@ impl Coordinator {
         }
     }
 
-    /// History from `from_step` (step metrics and evaluations in step order,
-    /// then the record if the job already ended) and a receiver of live events.
+    /// History after the first `from_step` updates (step metrics and
+    /// evaluations in step order, then the record if the job already ended)
+    /// and a receiver of live events.
     pub fn watch(
         &self,
         principal: &Principal,
@@ -441,16 +442,16 @@ impl Coordinator {
             (entry.events.subscribe(), entry.record.clone())
         };
         let mut history: Vec<(u64, u8, JobEvent)> = Vec::new();
-        for m in self.store.steps(job, from_step)? {
+        for m in self.store.steps(job, from_step + 1)? {
             // Metrics of steps the job has not (re)reached are left over from
             // before a restart; they will be recorded again.
-            if m.step < record.step {
+            if m.step <= record.step {
                 history.push((m.step, 0, JobEvent::Step(m)));
             }
         }
         for e in self.store.evaluations(job, from_step + 1)? {
             if e.step <= record.step {
-                history.push((e.step - 1, 1, JobEvent::Evaluation(e)));
+                history.push((e.step, 1, JobEvent::Evaluation(e)));
             }
         }
         history.sort_by_key(|(step, order, _)| (*step, *order));

@@ -100,7 +100,8 @@ impl Coordinator {
             let Some(entry) = s.jobs.get_mut(job) else { return };
             let Some(run) = entry.run.as_mut() else { return };
             let wall = entry.record.wall_time_before_s + run.started.elapsed().as_secs_f64();
-            let step = outcome.step - 1;
+            // Numbered from 1, as everywhere a client sees steps.
+            let step = outcome.step;
             let metrics = match &outcome.report {
                 Some(r) => StepMetrics {
                     step,
@@ -117,7 +118,7 @@ impl Coordinator {
                     loss: 0.0,
                     accuracy: 0.0,
                     perturbed_loss: None,
-                    lr: run.schedule.lr_at(step),
+                    lr: run.schedule.lr_at(step - 1),
                     sigma: 0.0,
                     wall_time_s: wall,
                     skipped: true,
