@@ -1,11 +1,12 @@
 //! Each job's scalars land in TensorBoard event files in the server's data
-//! directory. Read back twice: with our reader (record framing and CRC-32C
+//! directory, in a run directory named after the job (`<name>-<job id>`).
+//! Read back twice: with our reader (record framing and CRC-32C
 //! checked) and with TensorBoard's own loader, independently.
 
 use rwp_integration_tests::in_process::Cluster;
 use rwp_integration_tests::python;
 use rwp_sdk::{Client, JobSpecBuilder, JobState, Method};
-use rwp_telemetry::tfevents::read_scalars;
+use rwp_telemetry::tfevents::{read_scalars, run_name};
 use tokio_stream::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +22,8 @@ async fn a_jobs_scalars_are_readable_as_tensorboard_events() {
     let finished = client.get(&job.id).await.unwrap();
     assert_eq!(finished.state, JobState::Succeeded);
 
-    let dir = cluster.data_dir().join("tensorboard").join(&job.id);
+    let dir = cluster.data_dir().join("tensorboard").join(run_name("tensorboard", &job.id));
+    assert_eq!(dir.file_name().unwrap().to_string_lossy(), format!("tensorboard-{}", job.id));
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].file_name().unwrap().to_string_lossy().starts_with("events.out.tfevents."));

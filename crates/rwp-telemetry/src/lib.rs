@@ -8,9 +8,14 @@
 //! - [`serve_metrics`]: an HTTP endpoint with `/metrics` and `/healthz`,
 //!   within [`ConnectionLimits`];
 //! - [`ConnectionsPerPeer`]: the per-peer connection limit it keeps, which
-//!   the parameter server's gRPC ports keep as well.
+//!   the parameter server's gRPC ports keep as well;
+//! - [`tfevents`] and [`hparams`]: TensorBoard event files, scalars and the
+//!   HParams plugin's summaries;
+//! - [`mlflow`]: a client of an MLflow tracking server, off the caller's path.
 
 mod connections;
+pub mod hparams;
+pub mod mlflow;
 mod otlp_metrics;
 mod registry;
 pub mod tfevents;

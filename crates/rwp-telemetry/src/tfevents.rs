@@ -1,7 +1,8 @@
 //! TensorBoard event files: TFRecord framing (length, masked CRC-32C of the
 //! length, data, masked CRC-32C of the data) around `tensorflow.Event`
-//! protocol buffers carrying scalar summaries, encoded by prost from the
-//! messages below; the CRC is the `crc32c` crate's (hardware-accelerated).
+//! protocol buffers carrying summaries (scalars, and the plugin summaries
+//! of [`crate::hparams`]), encoded by prost from the messages below; the
+//! CRC is the `crc32c` crate's (hardware-accelerated).
 //! `tensorboard --logdir <data_dir>/tensorboard` shows them.
 
 use std::fs::{File, OpenOptions};
@@ -37,20 +38,74 @@ pub struct Summary {
     pub value: Vec<Value>,
 }
 
-/// `tensorflow.Summary.Value`, scalars only.
+/// `tensorflow.Summary.Value`: a scalar, or a plugin's summary (its
+/// metadata and a tensor).
 #[derive(Clone, PartialEq, Message)]
 pub struct Value {
     #[prost(string, tag = "1")]
     pub tag: String,
-    #[prost(oneof = "Kind", tags = "2")]
+    #[prost(message, optional, tag = "9")]
+    pub metadata: Option<SummaryMetadata>,
+    #[prost(oneof = "Kind", tags = "2, 8")]
     pub value: Option<Kind>,
 }
 
-/// `Summary.Value.value`: a scalar.
-#[derive(Clone, Copy, PartialEq, prost::Oneof)]
+/// `Summary.Value.value`: a scalar or a tensor.
+#[derive(Clone, PartialEq, prost::Oneof)]
 pub enum Kind {
     #[prost(float, tag = "2")]
     SimpleValue(f32),
+    #[prost(message, tag = "8")]
+    Tensor(TensorProto),
+}
+
+/// `tensorflow.SummaryMetadata` (summary.proto): which plugin a summary is for.
+#[derive(Clone, PartialEq, Message)]
+pub struct SummaryMetadata {
+    #[prost(message, optional, tag = "1")]
+    pub plugin_data: Option<PluginData>,
+}
+
+/// `SummaryMetadata.PluginData`: the plugin's name and its own serialised data.
+#[derive(Clone, PartialEq, Message)]
+pub struct PluginData {
+    #[prost(string, tag = "1")]
+    pub plugin_name: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub content: Vec<u8>,
+}
+
+/// `tensorflow.TensorProto` (tensor.proto), the fields of an empty tensor.
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorProto {
+    /// `tensorflow.DataType`: 1 is `DT_FLOAT`.
+    #[prost(int32, tag = "1")]
+    pub dtype: i32,
+    #[prost(message, optional, tag = "2")]
+    pub tensor_shape: Option<TensorShape>,
+}
+
+/// `tensorflow.TensorShapeProto`.
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorShape {
+    #[prost(message, repeated, tag = "2")]
+    pub dim: Vec<Dimension>,
+}
+
+/// `TensorShapeProto.Dim`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Dimension {
+    #[prost(int64, tag = "1")]
+    pub size: i64,
+}
+
+impl TensorProto {
+    /// The empty float tensor (shape `[0]`) that plugin summaries whose
+    /// data is all in their metadata carry, as TensorBoard's own writers do.
+    #[must_use]
+    pub fn empty_float() -> Self {
+        Self { dtype: 1, tensor_shape: Some(TensorShape { dim: vec![Dimension { size: 0 }] }) }
+    }
 }
 
 /// CRC-32C (Castagnoli).
@@ -100,13 +155,45 @@ impl EventWriter {
 
     /// Writes `scalars` at `step` and flushes, so TensorBoard sees them at once.
     pub fn scalars(&mut self, step: u64, wall_time: f64, scalars: &[(&str, f64)]) -> std::io::Result<()> {
-        let value = scalars
+        let values = scalars
             .iter()
-            .map(|(tag, v)| Value { tag: (*tag).to_owned(), value: Some(Kind::SimpleValue(*v as f32)) })
+            .map(|(tag, v)| Value { tag: (*tag).to_owned(), metadata: None, value: Some(Kind::SimpleValue(*v as f32)) })
             .collect();
-        let what = What::Summary(Summary { value });
+        self.summary(step, wall_time, values)
+    }
+
+    /// Writes one summary of `values` at `step` and flushes.
+    pub fn summary(&mut self, step: u64, wall_time: f64, values: Vec<Value>) -> std::io::Result<()> {
+        let what = What::Summary(Summary { value: values });
         self.record(&Event { wall_time, step: step as i64, what: Some(what) })?;
         self.file.flush()
+    }
+}
+
+/// The name of a TensorBoard run directory for `name` and `id`:
+/// `<name>-<id>`, the name reduced to ASCII letters, digits and `.`, `_`,
+/// `-`, `=` (anything else, `/` and spaces included, becomes `_`, a run of
+/// them one `_`), trimmed of `_` and `.` at either end and cut to 64
+/// characters; just the id when nothing is left of the name. Ids are
+/// unique, so run directories are too.
+#[must_use]
+pub fn run_name(name: &str, id: &str) -> String {
+    let mut clean = String::new();
+    for c in name.chars() {
+        if clean.len() >= 64 {
+            break;
+        }
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '=') {
+            clean.push(c);
+        } else if !clean.ends_with('_') {
+            clean.push('_');
+        }
+    }
+    let clean = clean.trim_matches(|c| c == '_' || c == '.');
+    if clean.is_empty() {
+        id.to_owned()
+    } else {
+        format!("{clean}-{id}")
     }
 }
 
@@ -208,12 +295,23 @@ mod tests {
             .iter()
             .map(|v| match v.value {
                 Some(Kind::SimpleValue(x)) => (events[1].step, v.tag.clone(), x),
-                None => panic!("{v:?}"),
+                _ => panic!("{v:?}"),
             })
             .collect();
         assert_eq!(decoded, vec![(3, "train/loss".into(), 1.25), (3, "test/accuracy".into(), 0.0)]);
         assert_eq!(decoded, read_scalars(&path).unwrap());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn run_names_keep_a_readable_name_and_the_id() {
+        assert_eq!(run_name("mnist baseline", "job-1"), "mnist_baseline-job-1");
+        assert_eq!(run_name("grid/0 sigma = 0.01", "job-2"), "grid_0_sigma_=_0.01-job-2");
+        assert_eq!(run_name("../..", "job-3"), "job-3");
+        assert_eq!(run_name("", "job-4"), "job-4");
+        assert_eq!(run_name("\u{1b}[31mred", "job-5"), "31mred-job-5");
+        assert_eq!(run_name("température", "job-6"), "temp_rature-job-6");
+        assert_eq!(run_name(&"x".repeat(300), "job-7"), format!("{}-job-7", "x".repeat(64)));
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -148,6 +148,16 @@ pub struct ServerConfig {
     /// a variable or flag: comma-separated.
     #[serde(default)]
     pub data_roots: Option<Vec<PathBuf>>,
+    /// An MLflow tracking server, `http://host:port[/path]`, to log every
+    /// job to: a run per job with its parameters, its training and
+    /// evaluation metrics and how it ended, sent in the background (an
+    /// unreachable tracker costs its records and a warning, never training
+    /// time). Off when unset.
+    #[serde(default)]
+    #[schemars(example = &"http://mlflow:5000")]
+    pub mlflow_tracking_uri: Option<String>,
+    /// The MLflow experiment the jobs' runs go to (made when missing).
+    pub mlflow_experiment: String,
 }
 
 impl Default for ServerConfig {
@@ -193,6 +203,8 @@ impl Default for ServerConfig {
             task_timeout_initial_ms: 600_000,
             task_timeout_floor_ms: 60_000,
             data_roots: None,
+            mlflow_tracking_uri: None,
+            mlflow_experiment: "rwp".to_owned(),
         }
     }
 }
@@ -376,6 +388,18 @@ impl ServerConfig {
                 "every root must be an absolute path",
             );
         }
+        if let Some(uri) = &self.mlflow_tracking_uri {
+            if rwp_telemetry::mlflow::TrackingUri::parse(uri).is_err() {
+                return bad(
+                    "mlflow_tracking_uri",
+                    format!("'{uri}'"),
+                    "must be an http://host:port[/path] URI of an MLflow tracking server (https:// is not supported)",
+                );
+            }
+        }
+        if self.mlflow_experiment.trim().is_empty() {
+            return bad("mlflow_experiment", "''".into(), "must name an experiment");
+        }
         let incomplete = |field, missing, why| Err(ConfigError::Incomplete { field, missing, why });
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => return incomplete("tls_cert", "tls_key", "TLS needs the certificate and its key"),
@@ -473,6 +497,9 @@ mod tests {
             ("task_timeout_floor_ms = 0", "task_timeout_floor_ms = 0"),
             ("max_connections_per_peer = 0", "max_connections_per_peer = 0"),
             ("connection_first_request_timeout_ms = 50", "connection_first_request_timeout_ms = 50"),
+            ("mlflow_tracking_uri = \"https://mlflow:5000\"", "mlflow_tracking_uri = 'https://mlflow:5000'"),
+            ("mlflow_tracking_uri = \"mlflow:5000\"", "mlflow_tracking_uri = 'mlflow:5000'"),
+            ("mlflow_experiment = \" \"", "mlflow_experiment = ''"),
         ];
         for (layer, want) in cases {
             let err = from_file(layer).unwrap_err().to_string();
@@ -567,5 +594,7 @@ mod tests {
         assert_eq!(key("chunk_bytes").env, "RWP_STREAM_CHUNK_BYTES");
         assert_eq!(key("drain_timeout_ms").env, "RWP_SERVER_DRAIN_TIMEOUT_MS");
         assert_eq!(key("data_roots").flag, "--data-roots");
+        assert_eq!(key("mlflow_tracking_uri").env, "RWP_MLFLOW_TRACKING_URI");
+        assert_eq!(key("mlflow_tracking_uri").flag, "--mlflow-tracking-uri");
     }
 }

@@ -29,6 +29,20 @@ pub struct JobRecord {
     /// Running time accumulated before the current server process took the job over.
     #[serde(default)]
     pub wall_time_before_s: f64,
+    /// The job's TensorBoard run directory under `<data_dir>/tensorboard`:
+    /// `<name>-<id>`, or `<sweep name>-<sweep id>/<trial>-<id>` for a sweep's
+    /// trial; chosen at submit and kept, so a resumed job writes on in the
+    /// same run. Unset in records from before it was chosen: the job's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensorboard_run: Option<String>,
+}
+
+impl JobRecord {
+    /// [`Self::tensorboard_run`], or the job's id for older records.
+    #[must_use]
+    pub fn tensorboard_run(&self) -> &str {
+        self.tensorboard_run.as_deref().unwrap_or(&self.job.id)
+    }
 }
 
 impl Deref for JobRecord {
@@ -227,6 +241,7 @@ mod tests {
                 init_from: None,
             },
             wall_time_before_s: 0.0,
+            tensorboard_run: None,
         }
     }
 

@@ -118,6 +118,7 @@ impl Coordinator {
             }
             self.refresh_gauges(s);
         }
+        self.recorder.job_started(&resumed, None, true);
         info!(job, step = version, updates = total, "job resumed");
         self.work.notify_waiters();
         Ok(resumed)
@@ -134,18 +135,19 @@ impl Coordinator {
         if let Some((sweep, trial)) = &record.sweep {
             return Err(cannot(format!("it is trial {trial} of sweep {sweep}, whose results hold it")));
         }
-        self.remove_job(job)?;
+        self.remove_job(&record)?;
         info!(job, "job deleted");
         Ok(())
     }
 
     /// Removes an ended job: its records first (a failure leaves it whole),
     /// then its files.
-    fn remove_job(&self, job: &str) -> Result<(), ServerError> {
+    fn remove_job(&self, record: &JobRecord) -> Result<(), ServerError> {
+        let job = record.id.as_str();
         self.store.delete_job(job)?;
         self.lock().jobs.remove(job);
         self.discard_job_dir(job);
-        self.recorder.remove_board(job);
+        self.recorder.remove_board(record);
         Ok(())
     }
 
@@ -174,11 +176,10 @@ impl Coordinator {
                 .lock()
                 .jobs
                 .get(&job)
-                .is_some_and(|j| j.record.state.is_terminal() && j.record.updated_unix_ms < cutoff);
-            if !still_expired {
-                continue;
-            }
-            match self.remove_job(&job) {
+                .map(|j| j.record.clone())
+                .filter(|r| r.state.is_terminal() && r.updated_unix_ms < cutoff);
+            let Some(record) = still_expired else { continue };
+            match self.remove_job(&record) {
                 Ok(()) => {
                     info!(job, "job deleted: it ended longer ago than finished_job_retention_ms");
                     deleted += 1;

@@ -6,8 +6,8 @@
 //! - [`rwp_scheduler::Scheduler`]: update slots and leases, a synchronous
 //!   model with no I/O (the worker API in [`work`] drives it);
 //! - [`updates`]: a complete update handed to the job's engine and its
-//!   outcome applied; [`recorder`] its side effects (store, TensorBoard,
-//!   metrics);
+//!   outcome applied; [`recorder`] the side effects of a job's start, its
+//!   updates, evaluations and end (store, TensorBoard, MLflow, metrics);
 //! - [`evaluations`]: evaluations as shards leased to workers, their
 //!   results summed and recorded;
 //! - [`sweeps`]: hyper-parameter sweeps, driven by their trials' events;
@@ -196,8 +196,22 @@ impl Coordinator {
             sweeps: BTreeMap::new(),
             models_starting: HashMap::new(),
         };
-        let recorder =
-            UpdateRecorder::new(store.clone(), metrics.clone(), config.data_dir.join("tensorboard"), incarnation);
+        let tracker = match &config.mlflow_tracking_uri {
+            Some(uri) => {
+                let tracker = rwp_telemetry::mlflow::MlflowTracker::start(uri, &config.mlflow_experiment)
+                    .map_err(|e| ServerError::Storage(format!("mlflow_tracking_uri: {e}")))?;
+                info!(tracker = %uri, experiment = %config.mlflow_experiment, "jobs are logged to MLflow");
+                Some(tracker)
+            }
+            None => None,
+        };
+        let recorder = UpdateRecorder::new(
+            store.clone(),
+            metrics.clone(),
+            config.data_dir.join("tensorboard"),
+            incarnation,
+            tracker,
+        );
         let this = Arc::new(Self {
             config: Arc::new(config),
             store,
@@ -229,6 +243,7 @@ impl Coordinator {
                             resumed_evaluation = evaluation.map(|epoch| (epoch, run.snapshot.clone()));
                         }
                         info!(job = %record.id, step = run.snapshot.version, "resuming job");
+                        this.recorder.job_started(&record, None, true);
                         // A paused job tries again; it pauses anew if its checkpoints still fail.
                         record.state = JobState::Running;
                         record.error = None;
@@ -336,7 +351,7 @@ impl Coordinator {
             warn!(job = %record.id, step = init.step, %rejected, "checkpoint unusable; resuming from an older state");
             self.metrics.checkpoints_rejected.inc(1.0);
         }
-        self.recorder.open_board(&record.id);
+        self.recorder.open_board(record);
         let run = Run {
             engine,
             layout: Arc::new(init.layout),

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use tracing::info;
 
 use super::admission::{check_data_dir, check_name, request_key, Named};
-use super::{planned, Coordinator, Run, State};
+use super::{planned, recorder, Coordinator, Run, State};
 use crate::domain::{now_unix_ms, Job, JobEvent, Principal, SubmitOptions};
 pub(super) use crate::domain::{JobRecord, JobState};
 use crate::engine::{EngineError, EngineHandle};
@@ -273,6 +273,7 @@ impl Coordinator {
                 init_from: options.init_from,
             },
             wall_time_before_s: 0.0,
+            tensorboard_run: None,
         };
         if let Some(bytes) = initial {
             if let Err(e) = self.write_initial_state(&id, &bytes) {
@@ -280,6 +281,11 @@ impl Coordinator {
                 return Err(e);
             }
         }
+        // A trial's run directory lies in its sweep's.
+        let trial_of =
+            record.sweep.as_ref().and_then(|(sweep, _)| self.lock().sweeps.get(sweep).map(|e| e.record().clone()));
+        let trial = trial_of.as_ref().zip(record.sweep.as_ref().map(|(_, index)| *index));
+        record.tensorboard_run = Some(recorder::tensorboard_run(&id, &record.name, trial));
         let (run, _) = match self.start_run(&record, Some(self.config.max_model_parameters)).await {
             Ok(started) => started,
             Err(e) => {
@@ -302,6 +308,7 @@ impl Coordinator {
             return Err(e);
         }
         info!(job = %id, owner = record.owner.as_deref().unwrap_or(""), method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
+        self.recorder.job_started(&record, trial_of.as_ref(), false);
         let (events, _) = broadcast::channel(1024);
         {
             let mut s = self.lock();
@@ -381,7 +388,7 @@ impl Coordinator {
             self.refresh_gauges(s);
             record
         };
-        self.recorder.close_board(job);
+        self.recorder.job_ended(&record);
         info!(job, state = state.name(), error = record.error.as_deref().unwrap_or(""), "job finished");
         self.store.put_job(&record)?;
         if let Some((sweep, _)) = &record.sweep {

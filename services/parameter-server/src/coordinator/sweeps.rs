@@ -35,6 +35,10 @@ impl SweepEntry {
         file.filter(|_| self.record.state == SweepState::Running).map(|f| f.sha256.as_str())
     }
 
+    pub(super) fn record(&self) -> &SweepRecord {
+        &self.record
+    }
+
     fn new(record: SweepRecord) -> Self {
         Self { record, changed: watch::channel(0).0 }
     }
@@ -176,6 +180,7 @@ impl Coordinator {
             spec,
         };
         self.store.put_sweep_for(&record, request.as_ref())?;
+        self.recorder.sweep_created(&record);
         info!(sweep = %id, trials = record.trials.len(), concurrency = record.spec.concurrency, "sweep created");
         self.lock().sweeps.insert(id.clone(), SweepEntry::new(record));
         self.schedule_sweep(&id).await;
