@@ -46,3 +46,18 @@ def test_init_from_labels_filter_and_delete(client: Client) -> None:
         client.delete(running)
     client.cancel(running)
     client.delete(running)
+
+
+def test_logs_and_workers(client: Client) -> None:
+    job = client.submit(CAPPED, name="py-logged")
+    entries = list(client.logs(job, follow=True, timeout=120))
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    assert entries[0].kind == "submitted" and entries[-1].kind == "succeeded"
+    leased = [e for e in entries if e.kind == "leased"]
+    assert leased and all(e.worker for e in leased), "each lease names its worker"
+    assert [e.seq for e in client.logs(job)] == [e.seq for e in entries], "the finished log is complete"
+
+    workers = client.workers()
+    assert len(workers) >= 2 and all(w.connected and w.device == "cpu" for w in workers), workers
+    assert sum(w.tasks_done for w in workers) >= 3
+    assert {e.worker for e in leased} <= {w.name for w in workers}

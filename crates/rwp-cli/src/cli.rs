@@ -192,6 +192,13 @@ pub enum Command {
     /// Continue a job that ended (succeeded, cancelled, failed, stopped) from its latest checkpoint
     #[command(after_help = RESUME_AFTER_HELP)]
     Resume(ResumeArgs),
+    /// A job's event log: submitted, tasks leased and by whom, workers lost and tasks re-issued, pauses, evaluations, the end
+    #[command(
+        after_help = "Examples:\n  rwp logs job-5e768fc32c72\n  rwp logs job-5e768fc32c72 --follow     # until the job ends\n  rwp logs job-5e768fc32c72 --json       # one JSON object per line"
+    )]
+    Logs(LogsArgs),
+    /// The workers the server knows: name, device, connected, current job and task, tasks done, last seen
+    Workers(WorkersArgs),
     /// Delete a job that ended: its record, metrics, checkpoints and TensorBoard run
     #[command(
         after_help = "Example:\n  rwp delete job-5e768fc32c72\n\nA running job is cancelled first (rwp cancel)."
@@ -474,6 +481,26 @@ pub struct ResumeArgs {
     /// With --watch: seconds between progress lines when stderr is not a terminal
     #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_seconds)]
     pub interval: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Job: its id (job-5e768fc32c72), a unique prefix of it (job-5e76 or 5e76), or its name
+    #[arg(value_name = "JOB")]
+    pub job: String,
+    /// Keep printing entries as they come, until the job ends
+    #[arg(short, long)]
+    pub follow: bool,
+    /// One JSON object per entry and line instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkersArgs {
+    /// Print JSON (an array of workers) instead of a table
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

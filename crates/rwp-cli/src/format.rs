@@ -143,6 +143,24 @@ pub fn age_seconds(then_unix_ms: i64, now_unix_ms: i64) -> f64 {
     (now_unix_ms.saturating_sub(then_unix_ms)).max(0) as f64 / 1000.0
 }
 
+/// `2026-12-07 15:27:26.211` (UTC) for a Unix time in milliseconds.
+#[must_use]
+pub fn utc_time(unix_ms: i64) -> String {
+    let (days, ms) = (unix_ms.div_euclid(86_400_000), unix_ms.rem_euclid(86_400_000));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{milli:03}")
+}
+
 /// Milliseconds since the Unix epoch, now.
 #[must_use]
 pub fn now_unix_ms() -> i64 {
@@ -238,6 +256,19 @@ pub fn tidy_reason(reason: &str) -> String {
             first.to_lowercase().chain(text.chars().skip(1)).collect()
         }
         _ => text,
+    }
+}
+
+#[cfg(test)]
+mod utc_tests {
+    use super::utc_time;
+
+    #[test]
+    fn unix_times_print_as_utc() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00.000");
+        // date -u -d @1796656046.211
+        assert_eq!(utc_time(1_796_656_046_211), "2026-12-07 15:07:26.211");
+        assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00.000");
     }
 }
 

@@ -315,6 +315,12 @@ impl<R, E> Scheduler<R, E> {
     }
 
     /// The lease `lease` of a registered `worker`: another worker's lease is unknown to it.
+    /// The job of the lease `worker` holds, if it holds it.
+    #[must_use]
+    pub fn lease_job(&self, worker: &str, lease: &str) -> Option<String> {
+        self.held(worker, lease).ok().map(|held| held.job)
+    }
+
     fn held(&self, worker: &str, lease: &str) -> Result<LeaseRef, ScheduleError> {
         self.check_worker(worker)?;
         self.leases

@@ -7,7 +7,7 @@ use rwp_credentials::{client_tls, Bearer, Pem, Token};
 use rwp_proto::v1::job_service_client::JobServiceClient;
 use rwp_proto::v1::{self, job_event::Event};
 use rwp_spec::sweep::SweepSpec;
-use rwp_spec::{Extension, JobSpec, ModelFile, SubmitOptions};
+use rwp_spec::{Extension, JobSpec, LogEntry, ModelFile, SubmitOptions, WorkerInfo};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -316,6 +316,40 @@ impl Client {
         };
         let job = self.inner.clone().resume_job(traced(request)).await.map_err(|s| self.error(s))?;
         Ok(job.into_inner().try_into()?)
+    }
+
+    /// The job's event log after entry `after_seq` (0: all of it); with
+    /// `follow`, then the entries as they come, ending after the one that
+    /// records the job's end. A broken connection ends the stream with the
+    /// error: follow again after the last entry seen.
+    pub async fn logs(
+        &self,
+        job_id: &str,
+        after_seq: u64,
+        follow: bool,
+    ) -> Result<impl Stream<Item = Result<LogEntry, SdkError>> + Send + 'static, SdkError> {
+        let stream = self
+            .retrying("logs", |mut c| {
+                let request = v1::WatchJobLogRequest { job_id: job_id.to_owned(), after_seq, follow };
+                async move { c.watch_job_log(traced(request)).await.map(tonic::Response::into_inner) }
+            })
+            .await?;
+        let this = self.clone();
+        Ok(stream.map(move |entry| match entry {
+            Ok(entry) => LogEntry::try_from(entry).map_err(SdkError::from),
+            Err(status) => Err(this.error(status)),
+        }))
+    }
+
+    /// The workers the server knows (connected, or lost lately); the job and
+    /// task of each only where the caller may see the job.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, SdkError> {
+        let r = self
+            .retrying("workers", |mut c| async move {
+                c.list_workers(traced(v1::ListWorkersRequest {})).await.map(tonic::Response::into_inner)
+            })
+            .await?;
+        Ok(r.workers.into_iter().map(WorkerInfo::from).collect())
     }
 
     /// Deletes a job that ended, with its metrics, checkpoints and

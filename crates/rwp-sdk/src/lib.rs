@@ -50,7 +50,8 @@ pub use rwp_spec::sweep::{
     self, Distribution, EarlyStopping, ParamValue, Search, SearchMode, SearchParam, SweepSpec, SweepState,
 };
 pub use rwp_spec::{
-    DatasetKind, Evaluation, Extension, GradientEncoding, Job, JobEvent, JobSpec, JobState, LrSchedule, Method,
-    ModelFile, ModelKind, NonFinitePolicy, SigmaSchedule, StepMetrics, StoredModel, SubmitOptions,
+    DatasetKind, Evaluation, Extension, GradientEncoding, Job, JobEvent, JobSpec, JobState, LogEntry, LogKind,
+    LrSchedule, Method, ModelFile, ModelKind, NonFinitePolicy, SigmaSchedule, StepMetrics, StoredModel, SubmitOptions,
+    WorkerInfo,
 };
 pub use sweep_file::SweepFile;

@@ -46,6 +46,10 @@ pub struct Job {
     /// from another job's (`init_from`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<String>,
+    /// Why a running job makes no progress now, when something outside it
+    /// holds it up ("no worker is connected"). Not stored.
+    #[serde(default, skip)]
+    pub waiting: Option<String>,
 }
 
 /// What a submission may say besides the job's name and spec.
@@ -56,6 +60,145 @@ pub struct SubmitOptions {
     /// A job whose latest weights and BatchNorm statistics the new job
     /// starts from (fine-tuning, warm starts); the optimizer starts fresh.
     pub init_from: Option<String>,
+}
+
+/// One entry of a job's event log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Its number in the job's log, from 1.
+    pub seq: u64,
+    pub unix_ms: i64,
+    pub kind: LogKind,
+    /// The worker it involves (its name), when one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// What a log entry is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogKind {
+    Submitted,
+    /// Continued after it ended (`rwp resume`).
+    Resumed,
+    /// Taken over by a restarted server from its checkpoint.
+    ServerRestarted,
+    /// A task handed to a worker.
+    Leased,
+    /// A worker stopped renewing a lease (it died, hung or lost the
+    /// network): its task was handed to another.
+    LeaseLapsed,
+    /// A worker reported a task failed; it is re-issued.
+    TaskFailed,
+    /// No worker is connected: the job waits.
+    NoWorkers,
+    /// A worker is connected again after [`LogKind::NoWorkers`].
+    WorkersBack,
+    /// A due checkpoint could not be written: no work until it can.
+    Paused,
+    /// The checkpoint was written after all: work goes on.
+    Unpaused,
+    /// An update skipped for a non-finite gradient.
+    UpdateSkipped,
+    Evaluated,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Stopped early by its sweep.
+    Stopped,
+}
+
+impl LogKind {
+    pub const ALL: [LogKind; 16] = [
+        LogKind::Submitted,
+        LogKind::Resumed,
+        LogKind::ServerRestarted,
+        LogKind::Leased,
+        LogKind::LeaseLapsed,
+        LogKind::TaskFailed,
+        LogKind::NoWorkers,
+        LogKind::WorkersBack,
+        LogKind::Paused,
+        LogKind::Unpaused,
+        LogKind::UpdateSkipped,
+        LogKind::Evaluated,
+        LogKind::Succeeded,
+        LogKind::Failed,
+        LogKind::Cancelled,
+        LogKind::Stopped,
+    ];
+
+    /// Its name on the wire and on screen (`lease-lapsed`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            LogKind::Submitted => "submitted",
+            LogKind::Resumed => "resumed",
+            LogKind::ServerRestarted => "server-restarted",
+            LogKind::Leased => "leased",
+            LogKind::LeaseLapsed => "lease-lapsed",
+            LogKind::TaskFailed => "task-failed",
+            LogKind::NoWorkers => "no-workers",
+            LogKind::WorkersBack => "workers-back",
+            LogKind::Paused => "paused",
+            LogKind::Unpaused => "unpaused",
+            LogKind::UpdateSkipped => "update-skipped",
+            LogKind::Evaluated => "evaluated",
+            LogKind::Succeeded => "succeeded",
+            LogKind::Failed => "failed",
+            LogKind::Cancelled => "cancelled",
+            LogKind::Stopped => "stopped",
+        }
+    }
+
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether it records the job's end (the last entry, unless the job is
+    /// resumed).
+    #[must_use]
+    pub fn is_end(self) -> bool {
+        matches!(self, LogKind::Succeeded | LogKind::Failed | LogKind::Cancelled | LogKind::Stopped)
+    }
+
+    /// The kind of entry that records a job's end in `state`.
+    #[must_use]
+    pub fn of_end(state: JobState) -> Option<Self> {
+        match state {
+            JobState::Succeeded => Some(LogKind::Succeeded),
+            JobState::Failed => Some(LogKind::Failed),
+            JobState::Cancelled => Some(LogKind::Cancelled),
+            JobState::Stopped => Some(LogKind::Stopped),
+            JobState::Running | JobState::Paused => None,
+        }
+    }
+}
+
+/// A worker as the server sees it (`rwp workers`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    /// The name it registered with.
+    pub name: String,
+    /// The device it computes on (`cpu`, `cuda:0`).
+    pub device: String,
+    /// Whether it asked for work or reported within the lease timeout (or
+    /// is waiting for work now).
+    pub connected: bool,
+    pub registered_unix_ms: i64,
+    pub last_seen_unix_ms: i64,
+    /// The job and task it computes now, when it computes one the caller
+    /// may see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Results it returned that were accepted.
+    pub tasks_done: u64,
 }
 
 /// What a watcher of a job sees.

@@ -32,7 +32,7 @@ mod spec;
 pub mod sweep;
 pub mod work;
 
-pub use job::{Evaluation, Job, JobEvent, JobState, StepMetrics, SubmitOptions};
+pub use job::{Evaluation, Job, JobEvent, JobState, LogEntry, LogKind, StepMetrics, SubmitOptions, WorkerInfo};
 pub use method::{DatasetKind, Method, ModelKind};
 pub use model_file::{
     check_model_file, is_sha256_hex, sha256_hex, ModelFile, ModelReceiver, Sha256, Spelling, StoredModel,

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ServerError;
 
-pub use rwp_spec::job::{Evaluation, Job, JobEvent, JobState, StepMetrics, SubmitOptions};
+pub use rwp_spec::job::{
+    Evaluation, Job, JobEvent, JobState, LogEntry, LogKind, StepMetrics, SubmitOptions, WorkerInfo,
+};
 pub use rwp_spec::report::{Sweep, Trial};
 pub use rwp_spec::StoredModel;
 
@@ -239,6 +241,7 @@ mod tests {
                 sweep: None,
                 labels: Default::default(),
                 init_from: None,
+                waiting: None,
             },
             wall_time_before_s: 0.0,
             tensorboard_run: None,

@@ -316,6 +316,71 @@ impl JobService for Handlers {
         Ok(Response::new(v1::DeleteJobResponse {}))
     }
 
+    type WatchJobLogStream = BoxStream<v1::JobLogEntry>;
+
+    async fn watch_job_log(
+        &self,
+        request: Request<v1::WatchJobLogRequest>,
+    ) -> Result<Response<Self::WatchJobLogStream>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let (history, live) = self.coordinator.job_log(&principal, &r.job_id, r.after_seq, r.follow)?;
+        let mut stopping = self.coordinator.stopping();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut last = r.after_seq;
+            for entry in &history {
+                last = entry.seq;
+                if tx.send(Ok(entry.into())).await.is_err() {
+                    return;
+                }
+            }
+            let Some(mut live) = live else { return };
+            if history.last().is_some_and(|e| e.kind.is_end()) {
+                return;
+            }
+            loop {
+                let entry = tokio::select! {
+                    entry = live.recv() => entry,
+                    _ = async { stopping.wait_for(|s| *s).await.map(|_| ()) } => {
+                        let _ = tx.send(Err(Status::unavailable(format!(
+                            "the server is shutting down; follow again after entry {last}"
+                        )))).await;
+                        return;
+                    }
+                };
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "the follow fell behind; follow again after entry {last}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if entry.seq <= last {
+                    continue;
+                }
+                last = entry.seq;
+                if tx.send(Ok((&entry).into())).await.is_err() || entry.kind.is_end() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_workers(
+        &self,
+        request: Request<v1::ListWorkersRequest>,
+    ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        let workers = self.coordinator.workers(&principal(&request)?)?.iter().map(Into::into).collect();
+        Ok(Response::new(v1::ListWorkersResponse { workers }))
+    }
+
     async fn create_sweep(&self, request: Request<v1::CreateSweepRequest>) -> Result<Response<v1::Sweep>, Status> {
         let span = api_span("rwp.create_sweep", &request);
         let principal = principal(&request)?;

@@ -10,7 +10,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{now_unix_ms, Evaluation, JobRecord, StepMetrics, StoredModel, SweepRecord};
+use crate::domain::{now_unix_ms, Evaluation, JobRecord, LogEntry, StepMetrics, StoredModel, SweepRecord};
 use crate::error::ServerError;
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
@@ -20,6 +20,8 @@ const SWEEPS: TableDefinition<&str, &[u8]> = TableDefinition::new("sweeps");
 const REQUESTS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("request_ids");
 /// (owner, sha256) → [`ModelEntry`]; the owner is `""` on a server without tokens.
 const MODELS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("model_owners");
+/// (job, seq) → a [`LogEntry`] of the job's event log.
+const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("job_logs");
 /// Facts about the database itself: [`STEP_NUMBERING`].
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// Set once step metrics are numbered from 1 (the update's number, as
@@ -93,6 +95,7 @@ impl Store {
         txn.open_table(EVALS)?;
         txn.open_table(SWEEPS)?;
         txn.open_table(MODELS)?;
+        txn.open_table(LOGS)?;
         Self::number_steps_from_one(&txn)?;
         // Request ids older than a day name nothing any more.
         {
@@ -246,11 +249,53 @@ impl Store {
         txn.open_table(JOBS)?.remove(job)?;
         txn.open_table(STEPS)?.retain_in((job, 0)..=(job, u64::MAX), |_, _| false)?;
         txn.open_table(EVALS)?.retain_in((job, 0)..=(job, u64::MAX), |_, _| false)?;
+        txn.open_table(LOGS)?.retain_in((job, 0)..=(job, u64::MAX), |_, _| false)?;
         txn.open_table(REQUESTS)?.retain(|(kind, _, _), value| {
             kind != "job" || serde_json::from_slice::<RequestEntry>(value).map_or(true, |e| e.target != job)
         })?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Appends log entries (of any jobs) in one transaction; keeps the
+    /// newest `keep` entries of each job.
+    pub fn put_log_entries(&self, entries: &[(String, LogEntry)], keep: u64) -> Result<(), ServerError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(LOGS)?;
+            let mut newest: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+            for (job, entry) in entries {
+                table.insert((job.as_str(), entry.seq), serde_json::to_vec(entry)?.as_slice())?;
+                newest.insert(job.as_str(), entry.seq);
+            }
+            for (job, seq) in newest {
+                if seq > keep {
+                    table.retain_in((job, 0)..=(job, seq - keep), |_, _| false)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The log entries of `job` from number `from` on, in order.
+    pub fn log_entries(&self, job: &str, from: u64) -> Result<Vec<LogEntry>, ServerError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LOGS)?;
+        let mut out = Vec::new();
+        for entry in table.range((job, from)..=(job, u64::MAX))? {
+            let (_, value) = entry?;
+            out.push(serde_json::from_slice(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The number of the last entry of `job`'s log (0: none).
+    pub fn last_log_seq(&self, job: &str) -> Result<u64, ServerError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LOGS)?;
+        let last = table.range((job, 0)..=(job, u64::MAX))?.next_back().transpose()?;
+        Ok(last.map_or(0, |(key, _)| key.value().1))
     }
 
     /// Step metrics of `job` from update `from` on, in step order.
@@ -416,6 +461,26 @@ mod tests {
             assert_eq!(store.steps("job-1", 2).unwrap(), vec![metrics(2, 1.5)]);
             assert_eq!(store.jobs().unwrap()[0].last_step, Some(metrics(2, 1.5)));
         }
+    }
+
+    #[test]
+    fn job_logs_keep_their_newest_entries_and_go_with_the_job() {
+        use crate::domain::LogKind;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let entry =
+            |seq: u64| LogEntry { seq, unix_ms: 0, kind: LogKind::Leased, worker: None, message: format!("{seq}") };
+        let batch: Vec<(String, LogEntry)> =
+            (1..=5).map(|seq| ("job-a".to_owned(), entry(seq))).chain([("job-b".to_owned(), entry(1))]).collect();
+        store.put_log_entries(&batch, 3).unwrap();
+        let seqs =
+            |job: &str, from: u64| store.log_entries(job, from).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs("job-a", 0), [3, 4, 5], "the newest 3");
+        assert_eq!(seqs("job-a", 5), [5]);
+        assert_eq!((store.last_log_seq("job-a").unwrap(), store.last_log_seq("job-b").unwrap()), (5, 1));
+        assert_eq!(store.last_log_seq("job-c").unwrap(), 0);
+        store.delete_job("job-a").unwrap();
+        assert_eq!((seqs("job-a", 0), seqs("job-b", 0)), (vec![], vec![1]));
     }
 
     #[test]

@@ -86,7 +86,20 @@ from ._sweep import (
     SearchParam,
     SweepSpec,
 )
-from ._types import Evaluation, Export, Job, JobEvent, JobState, StepMetrics, StoredModel, Sweep, SweepState, Trial
+from ._types import (
+    Evaluation,
+    Export,
+    Job,
+    JobEvent,
+    JobState,
+    LogEntry,
+    StepMetrics,
+    StoredModel,
+    Sweep,
+    SweepState,
+    Trial,
+    Worker,
+)
 
 __version__ = "0.1.0"
 
@@ -149,6 +162,8 @@ __all__ = [
     "StepLr",
     "StepMetrics",
     "StoredModel",
+    "LogEntry",
+    "Worker",
     "Sweep",
     "SweepRef",
     "SweepSpec",

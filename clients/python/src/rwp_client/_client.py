@@ -25,7 +25,7 @@ from ._progress import ProgressDisplay, follow
 from ._proto.rwp.v1 import jobs_pb2, jobs_pb2_grpc, spec_pb2
 from ._spec import JobSpec, Model, ModelFile
 from ._sweep import SweepSpec
-from ._types import Export, Job, JobEvent, StepMetrics, StoredModel, Sweep, event_from_proto
+from ._types import Export, Job, JobEvent, LogEntry, StepMetrics, StoredModel, Sweep, Worker, event_from_proto
 
 #: Bytes per ``ModelChunk`` of an upload.
 CHUNK_BYTES: Final = 1 << 20
@@ -301,6 +301,35 @@ class Client:
             retry=False,
         )
         return Job.from_proto(response)
+
+    def logs(self, job: JobRef, *, follow: bool = False, timeout: float | None = None) -> Iterator[LogEntry]:
+        """The job's event log, oldest entry first (submitted, tasks leased
+        and by whom, workers lost and tasks re-issued, pauses, evaluations,
+        the end); with ``follow``, then the entries as they come, until the
+        one that records the job's end. ``timeout`` bounds the whole call.
+        """
+        request = jobs_pb2.WatchJobLogRequest(job_id=_job_id(job), follow=follow)
+        stream = self._call(
+            "WatchJobLog",
+            lambda: self._stub.WatchJobLog(request, timeout=timeout, metadata=self._metadata),
+            retry=True,
+        )
+        try:
+            for entry in stream:
+                yield LogEntry.from_proto(entry)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, address=self.address, rpc="WatchJobLog") from None
+
+    def workers(self) -> builtins.list[Worker]:
+        """The workers the server knows: connected ones and those lost lately,
+        each with the job and task it computes (for jobs the caller may see)."""
+        request = jobs_pb2.ListWorkersRequest()
+        response = self._call(
+            "ListWorkers",
+            lambda: self._stub.ListWorkers(request, timeout=self._timeout, metadata=self._metadata),
+            retry=True,
+        )
+        return [Worker.from_proto(w) for w in response.workers]
 
     def delete(self, job: JobRef) -> None:
         """Deletes a job that ended, with its metrics, checkpoints and

@@ -64,6 +64,65 @@ class StoredModel:
 
 
 @dataclass(frozen=True)
+class LogEntry:
+    """One entry of a job's event log (:meth:`Client.logs`)."""
+
+    #: Its number in the job's log, from 1.
+    seq: int
+    time: datetime
+    #: ``submitted``, ``resumed``, ``server-restarted``, ``leased``,
+    #: ``lease-lapsed``, ``task-failed``, ``no-workers``, ``workers-back``,
+    #: ``paused``, ``unpaused``, ``update-skipped``, ``evaluated``,
+    #: ``succeeded``, ``failed``, ``cancelled`` or ``stopped``.
+    kind: str
+    #: The worker it involves (its name), if one.
+    worker: str | None
+    message: str
+
+    @classmethod
+    def from_proto(cls, e: jobs_pb2.JobLogEntry) -> LogEntry:
+        return cls(
+            seq=e.seq,
+            time=datetime.fromtimestamp(e.unix_ms / 1000, tz=timezone.utc),
+            kind=e.kind,
+            worker=e.worker or None,
+            message=e.message,
+        )
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A worker as the server sees it (:meth:`Client.workers`)."""
+
+    id: str
+    name: str
+    device: str
+    connected: bool
+    registered: datetime
+    last_seen: datetime
+    #: The job and task it computes now (``None`` when idle, or when the
+    #: caller may not see that job).
+    job: str | None
+    task: str | None
+    #: Results it returned that were accepted.
+    tasks_done: int
+
+    @classmethod
+    def from_proto(cls, w: jobs_pb2.WorkerStatus) -> Worker:
+        return cls(
+            id=w.id,
+            name=w.name,
+            device=w.device,
+            connected=w.connected,
+            registered=datetime.fromtimestamp(w.registered_unix_ms / 1000, tz=timezone.utc),
+            last_seen=datetime.fromtimestamp(w.last_seen_unix_ms / 1000, tz=timezone.utc),
+            job=w.job_id or None,
+            task=w.task or None,
+            tasks_done=w.tasks_done,
+        )
+
+
+@dataclass(frozen=True)
 class StepMetrics:
     """One applied update (a watch yields every step, in order)."""
 
@@ -160,6 +219,10 @@ class Job:
     labels: dict[str, str] = field(default_factory=dict)
     #: The job whose weights this one started from (``submit(init_from=...)``).
     init_from: str | None = None
+    #: Why a running job makes no progress now, when something outside it
+    #: holds it up ("no worker is connected ..."); the time is not counted
+    #: as training time.
+    waiting: str | None = None
 
     @property
     def done(self) -> bool:
@@ -202,6 +265,7 @@ class Job:
             sweep_trial=j.sweep_trial if j.sweep_id else None,
             labels=dict(j.labels),
             init_from=j.init_from_job or None,
+            waiting=j.waiting or None,
         )
 
 

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use rwp_sdk::{Job, JobSpec, LrSchedule, Method, SigmaSchedule};
+use rwp_sdk::{Job, JobSpec, LogEntry, LrSchedule, Method, SigmaSchedule, WorkerInfo};
 use serde_json::{json, Value};
 
-use crate::format::{age_seconds, format_age, format_duration, metric, printable};
+use crate::format::{age_seconds, format_age, format_duration, metric, printable, utc_time};
 use crate::table::{Align, Table};
 
 /// `k=v,k2=v2`, sorted by key.
@@ -54,6 +54,41 @@ pub fn jobs_table(jobs: &[Job], now_unix_ms: i64) -> String {
             row.push(if job.labels.is_empty() { "-".to_owned() } else { labels_text(&job.labels) });
         }
         table.push(row);
+    }
+    table.render()
+}
+
+/// One line of `rwp logs`: `2026-12-07 15:27:26.211  leased          update 7, ...`.
+#[must_use]
+pub fn log_line(entry: &LogEntry) -> String {
+    format!("{}  {:<16}{}", utc_time(entry.unix_ms), entry.kind.name(), printable(&entry.message))
+}
+
+/// The `rwp workers` table: NAME, ID, DEVICE, STATE, JOB, TASK, DONE, LAST SEEN.
+#[must_use]
+pub fn workers_table(workers: &[WorkerInfo], now_unix_ms: i64) -> String {
+    let mut table = Table::new(&[
+        ("NAME", Align::Left),
+        ("ID", Align::Left),
+        ("DEVICE", Align::Left),
+        ("STATE", Align::Left),
+        ("JOB", Align::Left),
+        ("TASK", Align::Left),
+        ("DONE", Align::Right),
+        ("LAST SEEN", Align::Right),
+    ]);
+    for w in workers {
+        let dash = || "-".to_owned();
+        table.push(vec![
+            if w.name.is_empty() { dash() } else { w.name.clone() },
+            w.id.clone(),
+            w.device.clone(),
+            if w.connected { "connected" } else { "lost" }.to_owned(),
+            w.job.clone().unwrap_or_else(dash),
+            w.task.clone().unwrap_or_else(|| if w.connected { "idle".to_owned() } else { dash() }),
+            w.tasks_done.to_string(),
+            format!("{} ago", format_age(age_seconds(w.last_seen_unix_ms, now_unix_ms))),
+        ]);
     }
     table.render()
 }
@@ -164,6 +199,9 @@ pub fn job_detail(job: &Job, now_unix_ms: i64) -> String {
         progress.push_str(&format!(", {} skipped", job.skipped_updates));
     }
     rows.push(("progress", progress));
+    if let Some(why) = &job.waiting {
+        rows.push(("waiting", format!("{why}; the time is not counted as training time")));
+    }
     rows.extend(spec_summary(&job.spec));
     if let Some(m) = &job.last_step {
         let mut text =
@@ -254,6 +292,7 @@ pub fn job_json(job: &Job) -> Value {
         "sweep": job.sweep.as_ref().map(|(id, trial)| json!({"id": id, "trial": trial})),
         "labels": job.labels,
         "init_from": job.init_from,
+        "waiting": job.waiting,
     })
 }
 
@@ -304,6 +343,7 @@ pub(crate) mod tests {
             sweep: None,
             labels: Default::default(),
             init_from: None,
+            waiting: None,
         }
     }
 

@@ -14,12 +14,14 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 use rwp_sdk::{read_token_file, Client, ClientConfig, Extension, JobState, Pem, SdkError, SubmitOptions};
+use tokio_stream::StreamExt;
 
 use crate::cli::{Cli, Command, ConnectionArgs, SubmitArgs};
 use crate::error::CliError;
 use crate::format::now_unix_ms;
 use crate::job::{build_job, BuiltJob};
 use crate::plot::ImageFormat;
+use jobs::{log_line, workers_table};
 
 pub use jobs::{job_detail, job_json, jobs_table};
 pub use models::{model_json, models_table};
@@ -174,6 +176,30 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             }
             let outcome = watch::watch(&client, &job.id, Duration::from_secs_f64(args.interval), out).await?;
             Ok(outcome.exit_code())
+        }
+        Command::Logs(args) => {
+            let client = if args.follow { connect()?.connect_patient().await? } else { connect()?.connect().await? };
+            let id = resolve::job_id(&client, &args.job).await?;
+            let mut entries = Box::pin(client.logs(&id, 0, args.follow).await?);
+            while let Some(entry) = entries.next().await {
+                let entry = entry?;
+                if args.json {
+                    writeln!(out, "{}", serde_json::to_string(&entry).map_err(|e| CliError::Other(e.to_string()))?)?;
+                } else {
+                    writeln!(out, "{}", log_line(&entry))?;
+                }
+                out.flush()?;
+            }
+            Ok(0)
+        }
+        Command::Workers(args) => {
+            let workers = connect()?.connect().await?.workers().await?;
+            if args.json {
+                writeln!(out, "{}", to_json(&workers)?)?;
+            } else {
+                out.write_all(workers_table(&workers, now_unix_ms()).as_bytes())?;
+            }
+            Ok(0)
         }
         Command::Delete(args) => {
             let client = connect()?.connect().await?;

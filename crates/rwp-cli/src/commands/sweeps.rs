@@ -548,6 +548,7 @@ mod tests {
             sweep: Some(("sweep-1".into(), index)),
             labels: Default::default(),
             init_from: None,
+            waiting: None,
         }
     }
 

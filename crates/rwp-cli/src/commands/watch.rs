@@ -202,6 +202,9 @@ pub async fn watch(
     if let Some(e) = &job.last_evaluation {
         view.note(&evaluation_line(e));
     }
+    if let Some(why) = &job.waiting {
+        view.note(&format!("job {} waits: {why}; the time is not counted as training time", job.id));
+    }
     let mut events = client.watch(job_id, job.step).await?;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -212,9 +215,10 @@ pub async fn watch(
                 Some(Ok(JobEvent::Step(m))) => view.step(m),
                 Some(Ok(JobEvent::Evaluation(e))) => view.evaluation(e),
                 Some(Ok(JobEvent::State(j))) if j.state.is_terminal() => break *j,
-                Some(Ok(JobEvent::State(j))) => view.note(&match &j.error {
-                    Some(why) => format!("job {} is {}: {why}", j.id, j.state),
-                    None => format!("job {} is {}", j.id, j.state),
+                Some(Ok(JobEvent::State(j))) => view.note(&match (&j.waiting, &j.error) {
+                    (Some(why), _) => format!("job {} waits: {why}; the time is not counted as training time", j.id),
+                    (None, Some(why)) => format!("job {} is {}: {why}", j.id, j.state),
+                    (None, None) => format!("job {} is {}", j.id, j.state),
                 }),
                 Some(Err(e)) => {
                     view.abandon();

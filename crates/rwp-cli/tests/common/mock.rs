@@ -240,7 +240,24 @@ impl JobService for Service {
         Ok(Response::new(job.record.clone()))
     }
 
-    // Resuming and deleting run against the real server (tests/job_lifecycle_*.rs).
+    type WatchJobLogStream = BoxStream<v1::JobLogEntry>;
+
+    // Logs and workers run against the real server (tests/job_logs.rs, tests/workers.rs).
+    async fn watch_job_log(
+        &self,
+        _: Request<v1::WatchJobLogRequest>,
+    ) -> Result<Response<Self::WatchJobLogStream>, Status> {
+        Err(Status::unimplemented("the mock server keeps no logs"))
+    }
+
+    async fn list_workers(
+        &self,
+        _: Request<v1::ListWorkersRequest>,
+    ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        Err(Status::unimplemented("the mock server has no workers"))
+    }
+
+    // Resuming and deleting run against the real server (tests/job_lifecycle.rs).
     async fn resume_job(&self, _: Request<v1::ResumeJobRequest>) -> Result<Response<v1::Job>, Status> {
         Err(Status::unimplemented("the mock server does not resume jobs"))
     }

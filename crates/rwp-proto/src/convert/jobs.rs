@@ -3,7 +3,7 @@
 
 use rwp_spec::report::{Sweep, Trial};
 use rwp_spec::sweep::{SweepSpec, SweepState};
-use rwp_spec::{Evaluation, Job, JobEvent, JobSpec, JobState, StepMetrics, StoredModel};
+use rwp_spec::{Evaluation, Job, JobEvent, JobSpec, JobState, LogEntry, LogKind, StepMetrics, StoredModel, WorkerInfo};
 
 use super::spec::param_value_from_wire;
 use super::{missing, unknown, ConversionError};
@@ -136,6 +136,7 @@ impl From<&Job> for v1::Job {
             sweep_trial: j.sweep.as_ref().map_or(0, |(_, trial)| *trial),
             labels: j.labels.clone(),
             init_from_job: j.init_from.clone().unwrap_or_default(),
+            waiting: j.waiting.clone().unwrap_or_default(),
         }
     }
 }
@@ -163,7 +164,69 @@ impl TryFrom<v1::Job> for Job {
             sweep: (!j.sweep_id.is_empty()).then_some((j.sweep_id, j.sweep_trial)),
             labels: j.labels,
             init_from: (!j.init_from_job.is_empty()).then_some(j.init_from_job),
+            waiting: (!j.waiting.is_empty()).then_some(j.waiting),
         })
+    }
+}
+
+impl From<&LogEntry> for v1::JobLogEntry {
+    fn from(e: &LogEntry) -> Self {
+        v1::JobLogEntry {
+            seq: e.seq,
+            unix_ms: e.unix_ms,
+            kind: e.kind.name().to_owned(),
+            worker: e.worker.clone().unwrap_or_default(),
+            message: e.message.clone(),
+        }
+    }
+}
+
+impl TryFrom<v1::JobLogEntry> for LogEntry {
+    type Error = ConversionError;
+    fn try_from(e: v1::JobLogEntry) -> Result<Self, Self::Error> {
+        let kind = LogKind::from_name(&e.kind).ok_or_else(|| ConversionError {
+            field: "job_log_entry.kind",
+            reason: format!("unknown kind '{}'", e.kind),
+        })?;
+        Ok(Self {
+            seq: e.seq,
+            unix_ms: e.unix_ms,
+            kind,
+            worker: (!e.worker.is_empty()).then_some(e.worker),
+            message: e.message,
+        })
+    }
+}
+
+impl From<&WorkerInfo> for v1::WorkerStatus {
+    fn from(w: &WorkerInfo) -> Self {
+        v1::WorkerStatus {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            device: w.device.clone(),
+            connected: w.connected,
+            registered_unix_ms: w.registered_unix_ms,
+            last_seen_unix_ms: w.last_seen_unix_ms,
+            job_id: w.job.clone().unwrap_or_default(),
+            task: w.task.clone().unwrap_or_default(),
+            tasks_done: w.tasks_done,
+        }
+    }
+}
+
+impl From<v1::WorkerStatus> for WorkerInfo {
+    fn from(w: v1::WorkerStatus) -> Self {
+        Self {
+            id: w.id,
+            name: w.name,
+            device: w.device,
+            connected: w.connected,
+            registered_unix_ms: w.registered_unix_ms,
+            last_seen_unix_ms: w.last_seen_unix_ms,
+            job: (!w.job_id.is_empty()).then_some(w.job_id),
+            task: (!w.task.is_empty()).then_some(w.task),
+            tasks_done: w.tasks_done,
+        }
     }
 }
 
@@ -358,6 +421,7 @@ mod tests {
             sweep: sweep.map(|(id, trial)| (id.to_owned(), trial)),
             labels: [("team".to_owned(), "vision".to_owned()), ("stage".to_owned(), String::new())].into(),
             init_from: owner.map(|_| "job-0".to_owned()),
+            waiting: owner.map(|_| "no worker is connected".to_owned()),
         }
     }
 
@@ -373,6 +437,35 @@ mod tests {
         assert_eq!(Job::try_from(no_spec).unwrap_err().to_string(), "job.spec: must be set");
         let bad_state = v1::Job { state: 0, ..v1::Job::from(&bare) };
         assert_eq!(Job::try_from(bad_state).unwrap_err().field, "job.state");
+    }
+
+    #[test]
+    fn log_entries_and_workers_round_trip() {
+        for kind in LogKind::ALL {
+            let entry = LogEntry {
+                seq: 3,
+                unix_ms: 1_700_000_000_000,
+                kind,
+                worker: Some("gpu-0".into()),
+                message: "m".into(),
+            };
+            assert_eq!(LogEntry::try_from(v1::JobLogEntry::from(&entry)).unwrap(), entry);
+            assert_eq!(LogKind::from_name(kind.name()), Some(kind));
+        }
+        let bad = v1::JobLogEntry { kind: "exploded".into(), ..v1::JobLogEntry::default() };
+        assert_eq!(LogEntry::try_from(bad).unwrap_err().to_string(), "job_log_entry.kind: unknown kind 'exploded'");
+        let worker = WorkerInfo {
+            id: "w-1".into(),
+            name: "gpu-0".into(),
+            device: "cuda:0".into(),
+            connected: true,
+            registered_unix_ms: 1,
+            last_seen_unix_ms: 2,
+            job: Some("job-1".into()),
+            task: Some("update 3, clean shard 1/2".into()),
+            tasks_done: 7,
+        };
+        assert_eq!(WorkerInfo::from(v1::WorkerStatus::from(&worker)), worker);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use rwp_spec::work::EvalPush;
 use tracing::info;
 
 use super::{work::refusal, Coordinator, Snapshot, State};
-use crate::domain::{Evaluation, JobEvent, JobState};
+use crate::domain::{Evaluation, JobEvent, JobState, LogKind};
 use crate::error::ServerError;
 
 /// A version under evaluation: its epoch and its snapshot, which workers
@@ -67,6 +67,9 @@ impl Coordinator {
             check_shard_result(samples, &push.task, &push.batches)
                 .map_err(|e| ServerError::BadPush(format!("{e} (job {job})")))?;
             let recorded = s.scheduler.record_evaluation(&claim, push.batches.clone(), Instant::now());
+            if matches!(recorded, Ok(RecordedEvaluation::Accepted | RecordedEvaluation::Complete(_))) {
+                s.workers.lease_ended(&push.worker_id, &push.lease_id, true, Instant::now());
+            }
             self.refresh_gauges(s);
             let complete = match recorded.map_err(|e| refusal(s, e))? {
                 RecordedEvaluation::Duplicate => return Ok(false),
@@ -74,6 +77,7 @@ impl Coordinator {
                 RecordedEvaluation::Complete(complete) => complete,
             };
             self.metrics.step_seconds.observe_with(&[("phase", "evaluation")], complete.waited.as_secs_f64());
+            let outage = s.no_workers_since;
             let Some(entry) = s.jobs.get_mut(job) else { return Ok(true) };
             let Some(run) = entry.run.as_mut() else { return Ok(true) };
             let Some(evaluating) = run.evaluating.remove(&complete.version) else { return Ok(true) };
@@ -81,7 +85,7 @@ impl Coordinator {
                 &complete.results,
                 complete.version,
                 evaluating.epoch,
-                entry.record.wall_time_before_s + run.started.elapsed().as_secs_f64(),
+                entry.record.wall_time_before_s + run.trained_seconds(outage),
                 &DatasetInfo::for_spec(&entry.record.spec),
             );
             if entry.record.last_evaluation.as_ref().is_none_or(|e| e.step <= evaluation.step) {
@@ -92,6 +96,19 @@ impl Coordinator {
             (evaluation, entry.record.clone())
         };
         info!(job, step = evaluation.step, test_accuracy = evaluation.test_accuracy, "evaluated");
+        let validation = match (evaluation.validation_accuracy, evaluation.validation_loss) {
+            (Some(accuracy), Some(loss)) => format!(", validation accuracy {accuracy:.4}, loss {loss:.4}"),
+            _ => String::new(),
+        };
+        self.log(
+            job,
+            LogKind::Evaluated,
+            None,
+            format!(
+                "evaluated at step {} (epoch {}): test accuracy {:.4}, loss {:.4}{validation}",
+                evaluation.step, evaluation.epoch, evaluation.test_accuracy, evaluation.test_loss
+            ),
+        );
         self.recorder.persist_evaluation(&record, &evaluation);
         if let Some((sweep, trial)) = &record.sweep {
             self.sweep_changed(sweep);

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::registry::JobRecord;
 use super::{planned, Coordinator};
-use crate::domain::{now_unix_ms, JobState, Principal};
+use crate::domain::{now_unix_ms, JobState, LogKind, Principal};
 use crate::error::ServerError;
 
 /// The checkpoint a job started from another job's weights begins with, in
@@ -119,6 +119,7 @@ impl Coordinator {
             self.refresh_gauges(s);
         }
         self.recorder.job_started(&resumed, None, true);
+        self.log(job, LogKind::Resumed, None, format!("resumed at step {version}, to {total} updates"));
         info!(job, step = version, updates = total, "job resumed");
         self.work.notify_waiters();
         Ok(resumed)
@@ -148,6 +149,7 @@ impl Coordinator {
         self.lock().jobs.remove(job);
         self.discard_job_dir(job);
         self.recorder.remove_board(record);
+        self.logs.forget(job);
         Ok(())
     }
 

@@ -35,7 +35,7 @@ use tokio::sync::{broadcast, Notify};
 use tracing::{info, warn};
 
 use crate::config::ServerConfig;
-use crate::domain::{now_unix_ms, JobState};
+use crate::domain::{now_unix_ms, JobState, LogKind};
 use crate::engine::{EngineConfig, EngineHandle, RawResult};
 use crate::error::ServerError;
 use crate::limits::RateLimiter;
@@ -47,6 +47,7 @@ use rwp_telemetry::Registry;
 mod admission;
 mod evaluations;
 mod lifecycle;
+mod logs;
 mod metrics;
 mod models;
 mod recorder;
@@ -54,6 +55,7 @@ mod registry;
 mod sweeps;
 mod updates;
 mod work;
+mod workers;
 
 use admission::RequestLocks;
 use metrics::ServerMetrics;
@@ -103,6 +105,18 @@ struct Run {
     step_span: tracing::Span,
     /// Versions under evaluation on the workers, by version.
     evaluating: BTreeMap<u64, evaluations::Evaluating>,
+    /// Time since `started` when no worker was connected: not training time.
+    idle: Duration,
+}
+
+impl Run {
+    /// Seconds this run has trained: since it started, less the time no
+    /// worker was connected (`outage`: since when none is, if none is now).
+    fn trained_seconds(&self, outage: Option<Instant>) -> f64 {
+        let now = Instant::now();
+        let current = outage.map_or(Duration::ZERO, |since| now.saturating_duration_since(since.max(self.started)));
+        now.saturating_duration_since(self.started).saturating_sub(self.idle + current).as_secs_f64()
+    }
 }
 
 #[derive(Debug)]
@@ -112,6 +126,9 @@ struct State {
     sweeps: BTreeMap<String, SweepEntry>,
     /// Model files named by submissions under way, with how many.
     models_starting: HashMap<String, u32>,
+    workers: workers::Workers,
+    /// Since when no worker is connected, while none is.
+    no_workers_since: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -124,6 +141,7 @@ pub struct Coordinator {
     metrics: ServerMetrics,
     recorder: UpdateRecorder,
     rates: RateLimiter,
+    logs: logs::JobLogs,
     payloads: Arc<PayloadPool>,
     models: Arc<ModelStore>,
     /// Sweeps whose trials ended: the sweep scheduler starts the next ones.
@@ -195,7 +213,10 @@ impl Coordinator {
             scheduler: Scheduler::new(timing, incarnation.clone()),
             sweeps: BTreeMap::new(),
             models_starting: HashMap::new(),
+            workers: workers::Workers::default(),
+            no_workers_since: None,
         };
+        let logs = logs::JobLogs::open(store.clone(), store.jobs()?.into_iter().map(|r| r.id.clone()))?;
         let tracker = match &config.mlflow_tracking_uri {
             Some(uri) => {
                 let tracker = rwp_telemetry::mlflow::MlflowTracker::start(uri, &config.mlflow_experiment)
@@ -221,6 +242,7 @@ impl Coordinator {
             metrics,
             recorder,
             rates: RateLimiter::default(),
+            logs,
             payloads: Arc::new(PayloadPool::new(pool::MAX_IDLE_BYTES)),
             models,
             sweep_signal,
@@ -243,6 +265,15 @@ impl Coordinator {
                             resumed_evaluation = evaluation.map(|epoch| (epoch, run.snapshot.clone()));
                         }
                         info!(job = %record.id, step = run.snapshot.version, "resuming job");
+                        this.log(
+                            &record.id,
+                            LogKind::ServerRestarted,
+                            None,
+                            format!(
+                                "the server restarted; the job goes on from its checkpoint at step {}",
+                                run.snapshot.version
+                            ),
+                        );
                         this.recorder.job_started(&record, None, true);
                         // A paused job tries again; it pauses anew if its checkpoints still fail.
                         record.state = JobState::Running;
@@ -287,6 +318,8 @@ impl Coordinator {
         this.resume_sweeps()?;
         this.spawn_model_collection();
         this.spawn_retention();
+        this.spawn_log_writer();
+        this.spawn_worker_watch();
         Ok(this)
     }
 
@@ -360,6 +393,7 @@ impl Coordinator {
             started: Instant::now(),
             step_span: step_span(&record.id, init.step),
             evaluating: BTreeMap::new(),
+            idle: Duration::ZERO,
         };
         Ok((run, init.evaluation))
     }

@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::admission::{check_data_dir, check_name, request_key, Named};
 use super::{planned, recorder, Coordinator, Run, State};
-use crate::domain::{now_unix_ms, Job, JobEvent, Principal, SubmitOptions};
+use crate::domain::{now_unix_ms, Job, JobEvent, LogKind, Principal, SubmitOptions};
 pub(super) use crate::domain::{JobRecord, JobState};
 use crate::engine::{EngineError, EngineHandle};
 use crate::error::ServerError;
@@ -76,6 +76,10 @@ impl Jobs {
 
     pub(super) fn entries(&self) -> impl Iterator<Item = &JobEntry> {
         self.entries.values()
+    }
+
+    pub(super) fn entries_mut(&mut self) -> impl Iterator<Item = &mut JobEntry> {
+        self.entries.values_mut()
     }
 
     /// The job's running state, if it runs.
@@ -271,6 +275,7 @@ impl Coordinator {
                 sweep,
                 labels: options.labels,
                 init_from: options.init_from,
+                waiting: None,
             },
             wall_time_before_s: 0.0,
             tensorboard_run: None,
@@ -308,6 +313,21 @@ impl Coordinator {
             return Err(e);
         }
         info!(job = %id, owner = record.owner.as_deref().unwrap_or(""), method = %record.spec.method, model = %record.spec.model, updates = record.total_updates, "job submitted");
+        let by = record.owner.as_deref().map(|o| format!(" by {o}")).unwrap_or_default();
+        let from = record.init_from.as_deref().map(|j| format!(", from the weights of job {j}")).unwrap_or_default();
+        self.log(
+            &id,
+            LogKind::Submitted,
+            None,
+            format!(
+                "submitted{by}: {} on {} ({}), {} updates ({} per epoch){from}",
+                record.spec.method,
+                record.spec.dataset,
+                record.spec.model,
+                record.total_updates,
+                record.updates_per_epoch
+            ),
+        );
         self.recorder.job_started(&record, trial_of.as_ref(), false);
         let (events, _) = broadcast::channel(1024);
         {
@@ -315,6 +335,11 @@ impl Coordinator {
             let tasks = planned(&record.spec, &run.schedule, run.snapshot.version);
             s.scheduler.schedule(&id, run.snapshot.version, tasks, Instant::now());
             s.jobs.insert(JobEntry { record: record.clone(), events, run: Some(run) });
+            if s.no_workers_since.is_some() {
+                let message =
+                    format!("waiting: {}; the time is not counted as training time", super::workers::NO_WORKER);
+                self.log(&id, LogKind::NoWorkers, None, message);
+            }
             slot.taken_over(&mut s);
             self.refresh_gauges(&s);
         }
@@ -324,7 +349,17 @@ impl Coordinator {
 
     pub fn get(&self, principal: &Principal, job: &str) -> Result<JobRecord, ServerError> {
         self.admit(principal)?;
-        self.lock().jobs.visible(principal, job).map(|j| j.record.clone())
+        let s = self.lock();
+        s.jobs.visible(principal, job).map(|j| Self::reported(&s, j))
+    }
+
+    /// A job's record as reported: with what it waits for, if anything.
+    fn reported(s: &State, entry: &JobEntry) -> JobRecord {
+        let mut record = entry.record.clone();
+        if entry.run.is_some() && s.no_workers_since.is_some() {
+            record.waiting = Some(super::workers::NO_WORKER.to_owned());
+        }
+        record
     }
 
     /// The jobs `principal` may see that carry every label of `selector`.
@@ -334,12 +369,11 @@ impl Coordinator {
         selector: &BTreeMap<String, String>,
     ) -> Result<Vec<JobRecord>, ServerError> {
         self.admit(principal)?;
-        Ok(self
-            .lock()
-            .jobs
+        let s = self.lock();
+        Ok(s.jobs
             .entries()
             .filter(|j| principal.can_see(&j.record) && rwp_spec::labels::matches(&j.record.labels, selector))
-            .map(|j| j.record.clone())
+            .map(|j| Self::reported(&s, j))
             .collect())
     }
 
@@ -390,6 +424,11 @@ impl Coordinator {
         };
         self.recorder.job_ended(&record);
         info!(job, state = state.name(), error = record.error.as_deref().unwrap_or(""), "job finished");
+        if let Some(kind) = LogKind::of_end(state) {
+            let error = record.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+            let progress = format!("at step {} of {}", record.step, record.total_updates);
+            self.log(job, kind, None, format!("{} {progress}{error}", state.name()));
+        }
         self.store.put_job(&record)?;
         if let Some((sweep, _)) = &record.sweep {
             self.trial_ended(sweep);

@@ -10,7 +10,7 @@ use rwp_spec::NonFinitePolicy;
 use tracing::{info, warn, Instrument};
 
 use super::{planned, step_span, Coordinator, PushHeader, Snapshot};
-use crate::domain::{now_unix_ms, JobEvent, JobState, StepMetrics};
+use crate::domain::{now_unix_ms, JobEvent, JobState, LogKind, StepMetrics};
 use crate::engine::{EngineHandle, RawResult, RawStep, UpdateOutcome};
 use crate::error::ServerError;
 
@@ -97,9 +97,10 @@ impl Coordinator {
         let (record, metrics, finished) = {
             let mut guard = self.lock();
             let s = &mut *guard;
+            let outage = s.no_workers_since;
             let Some(entry) = s.jobs.get_mut(job) else { return };
             let Some(run) = entry.run.as_mut() else { return };
-            let wall = entry.record.wall_time_before_s + run.started.elapsed().as_secs_f64();
+            let wall = entry.record.wall_time_before_s + run.trained_seconds(outage);
             // Numbered from 1, as everywhere a client sees steps.
             let step = outcome.step;
             let metrics = match &outcome.report {
@@ -142,13 +143,18 @@ impl Coordinator {
             let evaluate = outcome.evaluation.map(|epoch| (epoch, run.snapshot.clone()));
             self.recorder.count(job, &metrics);
             let _ = entry.events.send(JobEvent::Step(metrics.clone()));
+            if metrics.skipped {
+                self.log(job, LogKind::UpdateSkipped, None, format!("update {step} skipped: a non-finite gradient"));
+            }
             if let Some(error) = &outcome.checkpoint_error {
                 s.scheduler.pause(job);
                 entry.record.state = JobState::Paused;
-                entry.record.error = Some(format!(
+                let reason = format!(
                     "paused: the checkpoint after update {} could not be written ({error}); retrying every {} ms",
                     outcome.step, self.config.checkpoint_retry_ms
-                ));
+                );
+                self.log(job, LogKind::Paused, None, reason.clone());
+                entry.record.error = Some(reason);
                 entry.announce();
             }
             let record = entry.record.clone();
@@ -211,6 +217,12 @@ impl Coordinator {
                 record
             };
             info!(job, step = record.step, "checkpoint written; job resumed");
+            this.log(
+                &job,
+                LogKind::Unpaused,
+                None,
+                format!("the checkpoint at step {} is written: work goes on", record.step),
+            );
             if let Err(e) = this.store.put_job(&record) {
                 warn!(job, error = %e, "cannot record the resumed job");
             }

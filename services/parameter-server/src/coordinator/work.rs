@@ -10,8 +10,8 @@ use rwp_spec::payload::{Payload, PayloadError};
 use rwp_spec::work::Work;
 use tracing::{info, warn};
 
-use super::{Coordinator, LeasedTask, PushAdmission, PushHeader, Snapshot, State};
-use crate::domain::{now_unix_ms, JobState};
+use super::{workers, Coordinator, LeasedTask, PushAdmission, PushHeader, Snapshot, State};
+use crate::domain::{now_unix_ms, JobState, LogKind};
 use crate::engine::RawResult;
 use crate::error::ServerError;
 
@@ -32,15 +32,35 @@ pub(super) fn refusal(s: &State, e: ScheduleError) -> ServerError {
     }
 }
 
+/// A lease call under way: its worker counts as connected until it ends.
+struct WaitingForWork<'a> {
+    coordinator: &'a Coordinator,
+    worker: &'a str,
+}
+
+impl Drop for WaitingForWork<'_> {
+    fn drop(&mut self) {
+        self.coordinator.lock().workers.waiting(self.worker, false, Instant::now());
+    }
+}
+
 impl Coordinator {
     pub fn register(&self, name: &str, device: &str) -> (String, u64) {
-        let id = self.lock().scheduler.register(Instant::now());
+        let now = Instant::now();
+        let id = {
+            let mut s = self.lock();
+            let id = s.scheduler.register(now);
+            s.workers.register(&id, name, device, now);
+            id
+        };
         info!(worker = %id, name, device, "worker registered");
         (id, self.config.lease_timeout_ms / 3)
     }
 
     /// Leases the next task, waiting up to `wait` for one.
     pub async fn lease(&self, worker: &str, wait: Duration) -> Result<Option<LeasedTask>, ServerError> {
+        self.lock().workers.waiting(worker, true, Instant::now());
+        let _waiting = WaitingForWork { coordinator: self, worker };
         let deadline = Instant::now() + wait;
         let arrived = Instant::now();
         let mut first_try = true;
@@ -69,10 +89,29 @@ impl Coordinator {
         let lease = s.scheduler.lease(worker, now);
         self.refresh_gauges(s);
         let Some(lease) = lease? else { return Ok(None) };
+        let task = workers::describe(&lease.work);
+        let name = s.workers.name(worker);
         if let Some(expired) = &lease.replaces {
             warn!(job = %lease.job, version = lease.work.version(), work = ?lease.work, %expired, "lease expired, re-issuing");
             self.metrics.lease_expiries.inc(1.0);
+            let lost = s.workers.holder_of(expired).map(|id| {
+                s.workers.lease_ended(&id, expired, false, now);
+                s.workers.name(&id)
+            });
+            let lost_name = lost.as_deref().unwrap_or("(unknown)");
+            self.log(
+                &lease.job,
+                LogKind::LeaseLapsed,
+                lost.as_deref(),
+                format!(
+                    "worker {lost_name} lost: its lease on {task} lapsed, not renewed within {} ms; re-issued to \
+                     worker {name}",
+                    self.config.lease_timeout_ms
+                ),
+            );
         }
+        s.workers.leased(worker, &lease.id, &lease.job, &lease.work);
+        self.log(&lease.job, LogKind::Leased, Some(&name), format!("{task} leased to worker {name}"));
         self.metrics.task_queue_seconds.observe(lease.queued.as_secs_f64());
         self.metrics.leases_issued.inc(1.0);
         let entry = s.jobs.get(&lease.job).expect("a scheduled job is registered");
@@ -97,7 +136,9 @@ impl Coordinator {
     /// Extends a lease; returns its new deadline (Unix ms).
     pub fn renew(&self, worker: &str, lease: &str) -> Result<i64, ServerError> {
         let now = Instant::now();
-        let deadline = self.lock().scheduler.renew(worker, lease, now)?;
+        let mut s = self.lock();
+        s.workers.seen(worker, now);
+        let deadline = s.scheduler.renew(worker, lease, now)?;
         Ok(unix_ms(deadline, now))
     }
 
@@ -105,16 +146,28 @@ impl Coordinator {
     /// an `error`, the failure is counted; the third failure of the same task
     /// fails the job with that reason.
     pub fn release(&self, worker: &str, lease: &str, error: Option<&str>) -> Result<(), ServerError> {
-        let released = {
+        let (released, name, job) = {
             let mut s = self.lock();
+            let job = s.scheduler.lease_job(worker, lease);
             let released = s.scheduler.release(worker, lease, error);
+            s.workers.lease_ended(worker, lease, false, Instant::now());
             self.refresh_gauges(&s);
-            released?
+            (released?, s.workers.name(worker), job)
         };
         if let Released::Failed { work, .. } | Released::JobFails { work, .. } = &released {
             self.metrics.task_failures.inc(1.0);
             let error = error.unwrap_or_default();
             warn!(lease, version = work.version(), ?work, worker, error, "task failed on a worker");
+            if let Some(job) = &job {
+                let what = if matches!(released, Released::JobFails { .. }) { "the job fails" } else { "re-issued" };
+                let task = workers::describe(work);
+                self.log(
+                    job,
+                    LogKind::TaskFailed,
+                    Some(&name),
+                    format!("{task} failed on worker {name}: {error}; {what}"),
+                );
+            }
         }
         if let Released::JobFails { job, reason, .. } = released {
             self.finish(&job, JobState::Failed, Some(reason))?;
@@ -203,6 +256,7 @@ impl Coordinator {
                 accuracy: h.accuracy,
             };
             let recorded = s.scheduler.record(slot, result, Instant::now());
+            s.workers.lease_ended(&h.worker_id, &h.lease_id, true, Instant::now());
             // The task is done: the gauges say so now, not at the next lease.
             self.refresh_gauges(s);
             match recorded {
