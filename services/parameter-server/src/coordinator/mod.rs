@@ -306,7 +306,7 @@ impl Coordinator {
                 s.scheduler.schedule(&record.id, version, tasks, Instant::now());
             }
             let id = record.id.clone();
-            s.jobs.insert(JobEntry { record, events, run });
+            s.jobs.insert(JobEntry::new(record, events, run));
             if let Some((epoch, snapshot)) = resumed_evaluation {
                 Self::start_evaluation(&mut s, &id, epoch, snapshot);
             }

@@ -2,7 +2,7 @@
 //! quota, the record's store writes and the job's event broadcast; and the
 //! job API over it (submit, get, list, watch, cancel, export).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use rwp_spec::rng::derive_seed;
@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::admission::{check_data_dir, check_name, request_key, Named};
 use super::{planned, recorder, Coordinator, Run, State};
-use crate::domain::{now_unix_ms, Job, JobEvent, LogKind, Principal, SubmitOptions};
+use crate::domain::{now_unix_ms, Job, JobEvent, LogKind, Principal, StepMetrics, SubmitOptions};
 pub(super) use crate::domain::{JobRecord, JobState};
 use crate::engine::{EngineError, EngineHandle};
 use crate::error::ServerError;
@@ -36,9 +36,27 @@ pub(super) struct JobEntry {
     pub(super) events: broadcast::Sender<JobEvent>,
     /// The job's engine while it runs.
     pub(super) run: Option<Run>,
+    /// The latest updates' metrics, sent to watchers before the store has
+    /// them: a watch that starts meanwhile replays them from here.
+    pub(super) recent_steps: VecDeque<StepMetrics>,
+}
+
+/// How many of the latest updates' metrics a job keeps in memory.
+const RECENT_STEPS: usize = 64;
+
+/// Keeps `metrics` among a job's latest updates' (they reach the store later).
+pub(super) fn remember(recent: &mut VecDeque<StepMetrics>, metrics: &StepMetrics) {
+    if recent.len() == RECENT_STEPS {
+        recent.pop_front();
+    }
+    recent.push_back(metrics.clone());
 }
 
 impl JobEntry {
+    pub(super) fn new(record: JobRecord, events: broadcast::Sender<JobEvent>, run: Option<Run>) -> Self {
+        Self { record, events, run, recent_steps: VecDeque::new() }
+    }
+
     /// Sends the record to the job's watchers.
     pub(super) fn announce(&self) {
         let _ = self.events.send(JobEvent::State(Box::new(self.record.job.clone())));
@@ -334,7 +352,7 @@ impl Coordinator {
             let mut s = self.lock();
             let tasks = planned(&record.spec, &run.schedule, run.snapshot.version);
             s.scheduler.schedule(&id, run.snapshot.version, tasks, Instant::now());
-            s.jobs.insert(JobEntry { record: record.clone(), events, run: Some(run) });
+            s.jobs.insert(JobEntry::new(record.clone(), events, Some(run)));
             if s.no_workers_since.is_some() {
                 let message =
                     format!("waiting: {}; the time is not counted as training time", super::workers::NO_WORKER);
@@ -482,20 +500,32 @@ impl Coordinator {
         from_step: u64,
     ) -> Result<(Vec<JobEvent>, Option<broadcast::Receiver<JobEvent>>), ServerError> {
         self.admit(principal)?;
-        let (receiver, record) = {
+        let (receiver, record, recent) = {
             let s = self.lock();
             let entry = s.jobs.visible(principal, job)?;
-            (entry.events.subscribe(), entry.record.clone())
+            (entry.events.subscribe(), entry.record.clone(), entry.recent_steps.clone())
         };
         let mut history: Vec<(u64, u8, JobEvent)> = Vec::new();
-        for m in self.store.steps(job, from_step + 1)? {
+        let stored = self.store.steps(job, from_step + 1)?;
+        let stored_up_to = stored.last().map_or(from_step, |m| m.step);
+        // The latest updates are sent to watchers (before this watch
+        // subscribed) before they reach the store: taken from memory.
+        let unstored = recent.into_iter().filter(|m| m.step > stored_up_to);
+        for m in stored.into_iter().chain(unstored) {
             // Metrics of steps the job has not (re)reached are left over from
             // before a restart; they will be recorded again.
             if m.step <= record.step {
                 history.push((m.step, 0, JobEvent::Step(m)));
             }
         }
-        for e in self.store.evaluations(job, from_step + 1)? {
+        let mut evaluations = self.store.evaluations(job, from_step + 1)?;
+        // The same for the latest evaluation.
+        if let Some(latest) = record.last_evaluation.clone() {
+            if latest.step > from_step && !evaluations.iter().any(|e| e.step == latest.step) {
+                evaluations.push(latest);
+            }
+        }
+        for e in evaluations {
             if e.step <= record.step {
                 history.push((e.step, 1, JobEvent::Evaluation(e)));
             }

@@ -131,6 +131,7 @@ impl Coordinator {
                 entry.record.skipped_updates += 1;
             }
             entry.record.last_step = Some(metrics.clone());
+            super::registry::remember(&mut entry.recent_steps, &metrics);
             let finished = outcome.step >= run.schedule.total_updates;
             run.snapshot = Arc::new(Snapshot { version: outcome.step, bytes: outcome.snapshot });
             // The last update leaves nothing to schedule; the job ends below.
