@@ -39,6 +39,8 @@ test: setup
 	# The real-process tests start rwp-server and rwp-worker: build every binary
 	# first (cargo test builds a package's binaries only for its own tests).
 	$(CARGO) build --workspace --bins
+	# The dashboard's tests drive a headless Chromium (installed once).
+	./scripts/setup-browser.sh
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory test-python
 	$(MAKE) --no-print-directory k8s-check

@@ -66,8 +66,13 @@ pub async fn serve_metrics(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_http(listener, metrics_router(registry), limits, shutdown).await
+}
+
+/// The routes `/metrics` (Prometheus text of `registry`) and `/healthz`.
+pub fn metrics_router(registry: Arc<Registry>) -> axum::Router {
     use axum::routing::get;
-    let app = axum::Router::new()
+    axum::Router::new()
         .route(
             "/metrics",
             get(move || {
@@ -80,7 +85,17 @@ pub async fn serve_metrics(
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(|| async { "ok\n" }))
+}
+
+/// Serves `app` over HTTP/1 on `listener` until `shutdown`, within
+/// `limits`; then lets the requests in progress finish.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let peers = ConnectionsPerPeer::new(limits.max_per_peer);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_read_timeout);

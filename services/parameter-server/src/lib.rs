@@ -21,6 +21,7 @@ pub mod config;
 pub mod connections;
 pub mod coordinator;
 mod cuda;
+mod dashboard;
 pub mod domain;
 pub mod engine;
 pub mod error;
@@ -173,7 +174,7 @@ pub async fn serve_with_security(
         .layer(FirstRequestLayer)
         .load_shed()
         .concurrency_limit(config.max_concurrent_requests)
-        .layer(layers::AuthLayer::new(authenticate))
+        .layer(layers::AuthLayer::new(authenticate.clone()))
         .into_inner();
     let metrics_limits = rwp_telemetry::ConnectionLimits {
         header_read_timeout: std::time::Duration::from_millis(config.connection_first_request_timeout_ms),
@@ -192,7 +193,9 @@ pub async fn serve_with_security(
         Some(listener) => {
             info!(address = %listener.local_addr().map_err(|e| ServerError::Startup(e.to_string()))?, "metrics endpoint listening");
             let mut stopping = coordinator.stopping();
-            Some(tokio::spawn(rwp_telemetry::serve_metrics(listener, metrics, metrics_limits, async move {
+            let app = rwp_telemetry::metrics_router(metrics)
+                .merge(dashboard::router(coordinator.clone(), authenticate.clone()));
+            Some(tokio::spawn(rwp_telemetry::serve_http(listener, app, metrics_limits, async move {
                 let _ = stopping.wait_for(|s| *s).await;
             })))
         }
