@@ -4,10 +4,15 @@ started from another job's weights, labelled, deleted."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import time
+from pathlib import Path
 
 import pytest
 
-from rwp_client import Client, FailedPrecondition, JobSpec, JobState, Method, NotFound
+from _cluster import Cluster
+
+from rwp_client import Client, DeadlineExceeded, FailedPrecondition, JobSpec, JobState, Method, NotFound
 
 CAPPED = JobSpec(method=Method.M_ARWP, epochs=1, batch_size=128, max_updates=3, seed=5)
 
@@ -61,3 +66,26 @@ def test_logs_and_workers(client: Client) -> None:
     assert len(workers) >= 2 and all(w.connected and w.device == "cpu" for w in workers), workers
     assert sum(w.tasks_done for w in workers) >= 3
     assert {e.worker for e in leased} <= {w.name for w in workers}
+
+
+
+def test_a_job_without_workers_says_so_in_its_record(tmp_path: Path) -> None:
+    # A server of its own, with no worker: the job waits and says why.
+    alone = Cluster.start(tmp_path, workers=0)
+    try:
+        with Client(alone.url) as client:
+            job = client.submit(CAPPED, name="py-alone")
+            deadline = time.monotonic() + 30
+            while client.get(job).waiting is None:
+                assert time.monotonic() < deadline, "the job never said it waits"
+                time.sleep(0.1)
+            waiting = client.get(job).waiting
+            assert waiting is not None and waiting.startswith("no worker is connected")
+            assert any(e.kind == "no-workers" for e in client.logs(job))
+            # The progress helper says so too (its first line; then it times out).
+            out = io.StringIO()
+            with pytest.raises(DeadlineExceeded):
+                client.progress(job, display="lines", out=out, timeout=1.5)
+            assert "waiting: no worker is connected" in out.getvalue(), out.getvalue()
+    finally:
+        alone.stop()

@@ -43,6 +43,8 @@ class _Snapshot:
     loss: float | None
     test_accuracy: float | None
     error: str | None
+    #: Why the job makes no progress now (no worker connected), if so.
+    waiting: str | None = None
 
     @classmethod
     def of(cls, job: Job) -> _Snapshot:
@@ -55,12 +57,13 @@ class _Snapshot:
             loss=job.last_step.loss if job.last_step is not None else None,
             test_accuracy=job.last_evaluation.test_accuracy if job.last_evaluation is not None else None,
             error=job.error,
+            waiting=job.waiting,
         )
 
     def after(self, event: JobEvent) -> _Snapshot:
         match event:
             case StepMetrics(step=step, loss=loss):
-                return dataclasses.replace(self, step=max(self.step, step), loss=loss)
+                return dataclasses.replace(self, step=max(self.step, step), loss=loss, waiting=None)
             case Evaluation(test_accuracy=test_accuracy):
                 return dataclasses.replace(self, test_accuracy=test_accuracy)
             case Job():
@@ -79,7 +82,10 @@ class _Snapshot:
     def _fields(self) -> list[str]:
         loss = "-" if self.loss is None else f"{self.loss:.4f}"
         accuracy = "-" if self.test_accuracy is None else f"{self.test_accuracy:.4f}"
-        return [f"loss {loss}", f"test acc {accuracy}", self.state + (f": {self.error}" if self.error else "")]
+        state = self.state + (f": {self.error}" if self.error else "")
+        if self.waiting:
+            state += f" (waiting: {self.waiting}; not counted as training time)"
+        return [f"loss {loss}", f"test acc {accuracy}", state]
 
     def text(self) -> str:
         filled = round(self.fraction * _BAR_WIDTH)
