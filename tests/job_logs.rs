@@ -34,7 +34,6 @@ async fn logs_follow_a_worker_killed_and_its_task_reissued_live() {
     let (_server, addr) = start_server(&dir, "127.0.0.1:0");
     let url = format!("http://{addr}");
     let mut doomed = start_worker(addr, "doomed");
-    let _steady = start_worker(addr, "steady");
     let mut client = connect(addr).await;
     let id = submit(&mut client, "logged", &small_job(51, Method::MArwp, 30)).await;
 
@@ -55,13 +54,28 @@ async fn logs_follow_a_worker_killed_and_its_task_reissued_live() {
     };
     wait_for_line(&lines, "submitted", |l| l.contains("submitted") && l.contains("m-arwp"));
     wait_for_line(&lines, "leasing a task to doomed", |l| l.contains(" leased ") && l.contains("worker doomed"));
+    // Freeze the worker while the server counts a task as its (a lease it
+    // can no longer renew), then kill it: its lease must lapse.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        doomed.signal("STOP");
+        let o = Command::new(binary("rwp")).args(["--server", &url, "workers", "--json"]).output().unwrap();
+        let workers: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        if workers.as_array().unwrap().iter().any(|w| w["name"] == "doomed" && w["task"].is_string()) {
+            break;
+        }
+        doomed.signal("CONT");
+        assert!(Instant::now() < deadline, "the worker never held a task: {workers}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
     doomed.kill_hard();
     let killed_at = job(&mut client, &id).await.step;
+    assert!(killed_at < 30, "killed before the end");
+    let _steady = start_worker(addr, "steady");
     let lapsed = wait_for_line(&lines, "for the lapsed lease", |l| l.contains("lease-lapsed") && l.contains("doomed"));
     // Live: the job had not ended when the follower printed it.
     let during = job(&mut client, &id).await;
     assert_eq!(during.state, v1::JobState::Running as i32, "the lapse was shown while the job ran");
-    assert!(killed_at < 30, "killed before the end");
     {
         let lines = lines.lock().unwrap();
         assert!(lines[lapsed].contains("re-issued to worker steady"), "{}", lines[lapsed]);

@@ -61,7 +61,10 @@ async fn rwp_workers_lists_two_workers_with_their_tasks_and_a_lost_one() {
     }
     let table = String::from_utf8(rwp(&url, &["workers"]).stdout).unwrap();
     assert!(table.starts_with("NAME"), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("first ") && l.contains("connected") && l.contains(&id)), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("first ") && l.contains(" cpu ") && l.contains("connected")),
+        "{table}"
+    );
 
     first.kill_hard();
     // Lost once it has not been heard from within the lease timeout (1.5 s).
