@@ -160,7 +160,7 @@ def test_sweeps_take_names_for_the_mode_and_distribution() -> None:
     [
         ({"method": "adam"}, "method = 'adam': must be a Method or one of 'sgd', 'sam', 'rwp', 'arwp', 'm-rwp'"),
         ({"method": "M_ARWP"}, "method = 'M_ARWP': must be a Method or one of 'sgd'"),
-        ({"method": "sgd", "model": "resnet50"}, "model = 'resnet50': must be a Model or one of 'mlp', 'small-cnn'"),
+        ({"method": "sgd", "model": "resnet152"}, "model = 'resnet152': must be a Model or one of 'mlp', 'small-cnn'"),
         ({"method": "sgd", "dataset": "imagenet"}, "dataset = 'imagenet': must be a Dataset or one of 'synthetic'"),
         ({"method": "sgd", "non_finite": "ignore"}, "non_finite = 'ignore': must be a NonFinitePolicy or one of"),
         ({"method": "sgd", "gradient_encoding": "f16"}, "gradient_encoding = 'f16': must be a GradientEncoding or one"),

@@ -49,7 +49,7 @@ reference; unknown keys are rejected with their line.
 
   name = \"cifar-marwp\"          # optional
   method = \"m-arwp\"             # sgd | sam | rwp | arwp | m-rwp | m-arwp
-  model = \"resnet18\"            # mlp | small-cnn | resnet18 | vgg16-bn | wrn16-8 | wrn28-10
+  model = \"resnet18\"            # mlp | small-cnn | resnet18 | resnet50 | vgg16-bn | wrn16-8 | wrn28-10
   dataset = \"cifar10\"           # synthetic | mnist | cifar10 | cifar100
   data_dir = \"/data/cifar10\"    # read by every worker
   seed = 0

@@ -5,7 +5,7 @@
 //! ```toml
 //! name = "cifar-marwp"          # optional
 //! method = "m-arwp"             # sgd | sam | rwp | arwp | m-rwp | m-arwp
-//! model = "resnet18"            # mlp | small-cnn | resnet18 | vgg16-bn | wrn16-8 | wrn28-10 | torchscript
+//! model = "resnet18"            # mlp | small-cnn | resnet18 | resnet50 | vgg16-bn | wrn16-8 | wrn28-10 | torchscript
 //! # model_file = "net.pt"       # with model = "torchscript": a torch.jit.script(...).save() file,
 //!                               # relative to the job file; uploaded on submit
 //! dataset = "cifar10"           # synthetic | mnist | cifar10 | cifar100

@@ -89,6 +89,8 @@ pub enum ModelKind {
     Mlp,
     SmallCnn,
     Resnet18,
+    /// torchvision's ResNet-50 (ImageNet stem), the papers' ImageNet model.
+    Resnet50,
     Vgg16Bn,
     Wrn16_8,
     Wrn28_10,
@@ -98,10 +100,11 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 7] = [
+    pub const ALL: [ModelKind; 8] = [
         ModelKind::Mlp,
         ModelKind::SmallCnn,
         ModelKind::Resnet18,
+        ModelKind::Resnet50,
         ModelKind::Vgg16Bn,
         ModelKind::Wrn16_8,
         ModelKind::Wrn28_10,
@@ -114,6 +117,7 @@ impl ModelKind {
             ModelKind::Mlp => "mlp",
             ModelKind::SmallCnn => "small-cnn",
             ModelKind::Resnet18 => "resnet18",
+            ModelKind::Resnet50 => "resnet50",
             ModelKind::Vgg16Bn => "vgg16-bn",
             ModelKind::Wrn16_8 => "wrn16-8",
             ModelKind::Wrn28_10 => "wrn28-10",

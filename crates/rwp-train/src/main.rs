@@ -26,7 +26,7 @@ struct Args {
     /// sgd, sam, rwp, arwp, m-rwp or m-arwp.
     #[arg(long, default_value = "m-arwp")]
     method: Method,
-    /// mlp, small-cnn, resnet18, vgg16-bn, wrn16-8, wrn28-10, or torchscript
+    /// mlp, small-cnn, resnet18, resnet50, vgg16-bn, wrn16-8, wrn28-10, or torchscript
     /// (with --model-file).
     #[arg(long, default_value = "small-cnn")]
     model: ModelKind,

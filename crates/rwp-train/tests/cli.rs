@@ -81,7 +81,7 @@ fn m_arwp_on_the_builtin_dataset_runs_end_to_end() {
 fn unknown_names_are_rejected_with_the_choices() {
     for (flag, value, needle) in [
         ("--method", "adam", "unknown method 'adam'"),
-        ("--model", "resnet50", "unknown model 'resnet50'"),
+        ("--model", "resnet152", "unknown model 'resnet152'"),
         ("--dataset", "imagenet", "unknown dataset 'imagenet'"),
         ("--device", "tpu", "unknown device 'tpu'"),
         ("--lr-schedule", "linear", "unknown lr schedule 'linear'"),

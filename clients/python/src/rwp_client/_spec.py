@@ -36,6 +36,7 @@ class Model(enum.Enum):
     MLP = "mlp"
     SMALL_CNN = "small-cnn"
     RESNET18 = "resnet18"
+    RESNET50 = "resnet50"
     VGG16_BN = "vgg16-bn"
     WRN16_8 = "wrn16-8"
     WRN28_10 = "wrn28-10"
@@ -72,7 +73,7 @@ class GradientEncoding(enum.Enum):
 #: What ``JobSpec.method`` takes besides a :class:`Method`.
 MethodName: TypeAlias = Literal["sgd", "sam", "rwp", "arwp", "m-rwp", "m-arwp"]
 #: What ``JobSpec.model`` takes besides a :class:`Model`.
-ModelName: TypeAlias = Literal["mlp", "small-cnn", "resnet18", "vgg16-bn", "wrn16-8", "wrn28-10", "torchscript"]
+ModelName: TypeAlias = Literal["mlp", "small-cnn", "resnet18", "resnet50", "vgg16-bn", "wrn16-8", "wrn28-10", "torchscript"]
 #: What ``JobSpec.dataset`` takes besides a :class:`Dataset`.
 DatasetName: TypeAlias = Literal["synthetic", "mnist", "cifar10", "cifar100"]
 #: What ``JobSpec.non_finite`` takes besides a :class:`NonFinitePolicy`.
@@ -422,6 +423,7 @@ _MODEL_TO_WIRE: dict[Model, spec_pb2.Model.ValueType] = {
     Model.MLP: spec_pb2.MODEL_MLP,
     Model.SMALL_CNN: spec_pb2.MODEL_SMALL_CNN,
     Model.RESNET18: spec_pb2.MODEL_RESNET18,
+    Model.RESNET50: spec_pb2.MODEL_RESNET50,
     Model.VGG16_BN: spec_pb2.MODEL_VGG16_BN,
     Model.WRN16_8: spec_pb2.MODEL_WRN16_8,
     Model.WRN28_10: spec_pb2.MODEL_WRN28_10,

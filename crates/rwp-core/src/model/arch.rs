@@ -64,6 +64,52 @@ pub(super) fn resnet18(b: &mut Builder, input: InputShape, classes: i64) -> Vec<
     layers
 }
 
+/// ResNet-50 as torchvision's `resnet50`, in its parameter order and names:
+/// the ImageNet stem (7×7 stride-2 conv, 3×3 stride-2 max pool) and
+/// bottleneck blocks [3, 4, 6, 3] with the stride on their 3×3 conv
+/// ("ResNet v1.5"); 25,557,032 parameters with 1000 classes, as
+/// torchvision's.
+pub(super) fn resnet50(b: &mut Builder, input: InputShape, classes: i64) -> Vec<Layer> {
+    let mut layers = vec![
+        b.conv("conv1", input.channels, 64, 7, 2, false),
+        b.batch_norm("bn1", 64),
+        Layer::Relu,
+        Layer::MaxPool3Stride2,
+    ];
+    let mut in_planes = 64;
+    for (stage, (planes, blocks, stride)) in [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)].into_iter().enumerate()
+    {
+        for block in 0..blocks {
+            let stride = if block == 0 { stride } else { 1 };
+            let name = format!("layer{}.{block}", stage + 1);
+            let out = planes * 4;
+            let body = vec![
+                b.conv(&format!("{name}.conv1"), in_planes, planes, 1, 1, false),
+                b.batch_norm(&format!("{name}.bn1"), planes),
+                Layer::Relu,
+                b.conv(&format!("{name}.conv2"), planes, planes, 3, stride, false),
+                b.batch_norm(&format!("{name}.bn2"), planes),
+                Layer::Relu,
+                b.conv(&format!("{name}.conv3"), planes, out, 1, 1, false),
+                b.batch_norm(&format!("{name}.bn3"), out),
+            ];
+            let shortcut = if stride != 1 || in_planes != out {
+                vec![
+                    b.conv(&format!("{name}.downsample.0"), in_planes, out, 1, stride, false),
+                    b.batch_norm(&format!("{name}.downsample.1"), out),
+                ]
+            } else {
+                vec![]
+            };
+            layers.push(Layer::Residual { body, shortcut });
+            layers.push(Layer::Relu);
+            in_planes = out;
+        }
+    }
+    layers.extend([Layer::GlobalAvgPool, Layer::Flatten, b.linear("fc", 2048, classes)]);
+    layers
+}
+
 /// VGG16 with BatchNorm (conv layers with bias), as in the references'
 /// `models/vgg.py`. Pooling stages are skipped once the feature map is 1×1,
 /// so small inputs work too.

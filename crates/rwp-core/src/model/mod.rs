@@ -88,6 +88,8 @@ enum Layer {
     },
     Relu,
     MaxPool2,
+    /// 3×3 max pooling, stride 2, padding 1 (ResNet-50's stem).
+    MaxPool3Stride2,
     GlobalAvgPool,
     Flatten,
     /// `body(x) + shortcut(x)` (an empty shortcut is the identity).
@@ -210,6 +212,7 @@ impl Model {
             ModelKind::Mlp => arch::mlp(&mut b, input, classes),
             ModelKind::SmallCnn => arch::small_cnn(&mut b, input, classes),
             ModelKind::Resnet18 => arch::resnet18(&mut b, input, classes),
+            ModelKind::Resnet50 => arch::resnet50(&mut b, input, classes),
             ModelKind::Vgg16Bn => arch::vgg16_bn(&mut b, input, classes),
             ModelKind::Wrn16_8 => arch::wide_resnet(&mut b, input, classes, 16, 8),
             ModelKind::Wrn28_10 => arch::wide_resnet(&mut b, input, classes, 28, 10),
@@ -538,6 +541,7 @@ fn run(layers: &[Layer], p: &[Tensor], b: &[Tensor], mut x: Tensor, bn: BnMode) 
             Layer::Linear { weight, bias } => x.linear(&p[*weight], Some(&p[*bias])),
             Layer::Relu => x.relu(),
             Layer::MaxPool2 => x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
+            Layer::MaxPool3Stride2 => x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false),
             Layer::GlobalAvgPool => x.adaptive_avg_pool2d([1, 1]),
             Layer::Flatten => x.flatten(1, -1),
             Layer::Residual { body, shortcut } => {

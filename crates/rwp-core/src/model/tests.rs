@@ -10,6 +10,8 @@ fn parameter_counts_match_the_reference_architectures() {
     // Counts of the reference PyTorch models for CIFAR-10 (10 classes).
     let expected = [
         (ModelKind::Resnet18, 11_173_962),
+        // torchvision's resnet50(num_classes=10) (tests/resnet50_matches_torchvision.rs).
+        (ModelKind::Resnet50, 23_528_522),
         (ModelKind::Vgg16Bn, 14_728_266),
         (ModelKind::Wrn16_8, 10_961_370),
         (ModelKind::Wrn28_10, 36_479_194),
@@ -44,7 +46,15 @@ fn resnet18_declares_parameters_in_pytorch_order() {
 #[test]
 fn every_model_runs_forward_and_backward_on_small_inputs() {
     let input = InputShape { channels: 3, height: 16, width: 16 };
-    for kind in [ModelKind::Mlp, ModelKind::SmallCnn, ModelKind::Resnet18, ModelKind::Vgg16Bn, ModelKind::Wrn16_8] {
+    let kinds = [
+        ModelKind::Mlp,
+        ModelKind::SmallCnn,
+        ModelKind::Resnet18,
+        ModelKind::Resnet50,
+        ModelKind::Vgg16Bn,
+        ModelKind::Wrn16_8,
+    ];
+    for kind in kinds {
         let model = Model::new(kind, input, 7);
         let (params, buffers) = model.init(1, Device::Cpu);
         let leaves: Vec<Tensor> = params.iter().map(|p| p.detach().set_requires_grad(true)).collect();
