@@ -207,7 +207,8 @@ impl TimedJob {
             ended.error
         );
         let server_peak_mib = memory_mib(server.child.id()).1;
-        let (start, end) = (times[first_timed as usize], times[last_timed as usize]);
+        // times[k] is the wall time of step k + 1 (steps count from 1).
+        let (start, end) = (times[(first_timed - 1) as usize], times[(last_timed - 1) as usize]);
         let seconds_per_update = (end - start) / (self.updates - 1) as f64;
         let (before, after) = (before.expect("the first timed update"), after.expect("the last timed update"));
         let mut profile = BTreeMap::new();
