@@ -214,10 +214,7 @@ pub fn load(path: &Path, model: &Model, device: Device) -> Result<Checkpoint, Ch
 /// from another job's weights. The checkpoint must be of the same model
 /// (the same tensors, names and shapes).
 pub fn load_initial(path: &Path, model: &Model, device: Device) -> Result<TrainState, CheckpointError> {
-    let loaded = load(path, model, device)?;
-    let weights = loaded.state.weights().iter().map(Tensor::shallow_clone).collect();
-    let buffers = loaded.state.buffers().iter().map(Tensor::shallow_clone).collect();
-    Ok(TrainState::new(weights, buffers))
+    Ok(load(path, model, device)?.state.restarted())
 }
 
 /// The job spec stored in a checkpoint, reading only the file's header (a

@@ -312,7 +312,7 @@ impl Client {
         let request = v1::ResumeJobRequest {
             job_id: job_id.to_owned(),
             epochs: extend.epochs,
-            max_updates: extend.max_updates.map(|cap| cap.unwrap_or(0)),
+            max_updates: extend.max_updates_flag(),
         };
         let job = self.inner.clone().resume_job(traced(request)).await.map_err(|s| self.error(s))?;
         Ok(job.into_inner().try_into()?)

@@ -273,7 +273,7 @@ fn run(args: &Args) -> Result<(), String> {
     let mut trainer = match &args.resume {
         Some(path) => {
             check_resumed_model_file(path, args.model_file.is_some())?;
-            let extend = Extension { epochs: args.epochs, max_updates: args.max_updates.map(|m| (m > 0).then_some(m)) };
+            let extend = Extension::from_flags(args.epochs, args.max_updates);
             LocalTrainer::resume(path, device, args.model_file.as_deref(), &extend)
         }
         None => match &args.init_from {

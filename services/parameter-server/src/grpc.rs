@@ -300,7 +300,7 @@ impl JobService for Handlers {
         let principal = principal(&request)?;
         let r = request.into_inner();
         span.record("job", r.job_id.as_str());
-        let extend = Extension { epochs: r.epochs, max_updates: r.max_updates.map(|m| (m > 0).then_some(m)) };
+        let extend = Extension::from_flags(r.epochs, r.max_updates);
         Ok(Response::new((&self.coordinator.resume(&principal, &r.job_id, &extend).instrument(span).await?.job).into()))
     }
 

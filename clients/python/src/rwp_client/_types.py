@@ -83,7 +83,7 @@ class LogEntry:
     def from_proto(cls, e: jobs_pb2.JobLogEntry) -> LogEntry:
         return cls(
             seq=e.seq,
-            time=datetime.fromtimestamp(e.unix_ms / 1000, tz=timezone.utc),
+            time=_time(e.unix_ms),
             kind=e.kind,
             worker=e.worker or None,
             message=e.message,
@@ -114,8 +114,8 @@ class Worker:
             name=w.name,
             device=w.device,
             connected=w.connected,
-            registered=datetime.fromtimestamp(w.registered_unix_ms / 1000, tz=timezone.utc),
-            last_seen=datetime.fromtimestamp(w.last_seen_unix_ms / 1000, tz=timezone.utc),
+            registered=_time(w.registered_unix_ms),
+            last_seen=_time(w.last_seen_unix_ms),
             job=w.job_id or None,
             task=w.task or None,
             tasks_done=w.tasks_done,

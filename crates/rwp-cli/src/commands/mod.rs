@@ -167,7 +167,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             let connection = connect()?;
             let client = if args.watch { connection.connect_patient().await? } else { connection.connect().await? };
             let id = resolve::job_id(&client, &args.job).await?;
-            let extend = Extension { epochs: args.epochs, max_updates: args.max_updates.map(|m| (m > 0).then_some(m)) };
+            let extend = Extension::from_flags(args.epochs, args.max_updates);
             let job = client.resume(&id, &extend).await?;
             writeln!(out, "resumed job {} at step {}/{}", job.id, job.step, job.total_updates)?;
             out.flush()?;

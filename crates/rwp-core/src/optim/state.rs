@@ -142,6 +142,16 @@ impl TrainState {
         Self::from_parts(weights, buffers, None, None, 0)
     }
 
+    /// This state's weights and BatchNorm statistics at step 0, without
+    /// momentum or `F`: a fresh run that starts from them.
+    #[must_use]
+    pub fn restarted(mut self) -> Self {
+        self.momentum = None;
+        self.history = None;
+        self.step = 0;
+        self
+    }
+
     /// A state holding copies of the given tensors (a checkpoint's).
     #[must_use]
     pub fn from_parts(

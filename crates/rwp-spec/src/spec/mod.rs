@@ -214,6 +214,19 @@ pub struct Extension {
 }
 
 impl Extension {
+    /// The extension asked for by flags and requests, where an update cap
+    /// of 0 lifts the cap (`--max-updates 0`, `ResumeJobRequest`).
+    #[must_use]
+    pub fn from_flags(epochs: Option<u32>, max_updates: Option<u64>) -> Self {
+        Self { epochs, max_updates: max_updates.map(|cap| (cap > 0).then_some(cap)) }
+    }
+
+    /// The update cap as flags and requests give it: 0 lifts the cap.
+    #[must_use]
+    pub fn max_updates_flag(&self) -> Option<u64> {
+        self.max_updates.map(|cap| cap.unwrap_or(0))
+    }
+
     pub fn apply(&self, spec: &mut JobSpec) {
         if let Some(epochs) = self.epochs {
             spec.epochs = epochs;

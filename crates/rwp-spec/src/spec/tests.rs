@@ -622,3 +622,18 @@ fn schedule_flags_apply_or_name_what_they_cannot_apply_to() {
     assert!(e.starts_with("--lr-schedule: unknown lr schedule 'cosine' (expected one of: constant, step"), "{e}");
     assert_eq!((lr, sigma), (LrSchedule::CosinePerEpoch, SigmaSchedule::Constant), "nothing applied on an error");
 }
+
+#[test]
+fn an_update_cap_of_zero_in_flags_lifts_the_cap() {
+    let lift = Extension::from_flags(None, Some(0));
+    assert_eq!(lift, Extension { epochs: None, max_updates: Some(None) });
+    assert_eq!(Extension::from_flags(Some(4), Some(12)), Extension { epochs: Some(4), max_updates: Some(Some(12)) });
+    assert_eq!(Extension::from_flags(None, None), Extension::default());
+    for flag in [None, Some(0), Some(12)] {
+        assert_eq!(Extension::from_flags(None, flag).max_updates_flag(), flag, "round trip of {flag:?}");
+    }
+    let mut spec = base();
+    spec.max_updates = Some(5);
+    lift.apply(&mut spec);
+    assert_eq!(spec.max_updates, None);
+}
