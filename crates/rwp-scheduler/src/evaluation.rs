@@ -70,7 +70,9 @@ impl<R, E> Scheduler<R, E> {
         self.evaluations.get_mut(job)?.get_mut(&version)?.slots.get_mut(slot)
     }
 
-    pub(crate) fn lease_evaluation(&mut self, worker: &str, now: Instant) -> Option<Lease> {
+    /// Leases the next ready shard; with `before_updates`, only of a job
+    /// whose current update has not started.
+    pub(crate) fn lease_evaluation(&mut self, worker: &str, now: Instant, before_updates: bool) -> Option<Lease> {
         let jobs: Vec<&String> = self.evaluations.keys().collect();
         if jobs.is_empty() {
             return None;
@@ -78,7 +80,7 @@ impl<R, E> Scheduler<R, E> {
         let start = self.evaluation_cursor % jobs.len();
         let (offset, job, version, index) =
             jobs.iter().cycle().skip(start).take(jobs.len()).enumerate().find_map(|(offset, job)| {
-                if self.is_paused(job) {
+                if self.is_paused(job) || (before_updates && !self.update_not_started(job)) {
                     return None;
                 }
                 self.evaluations[*job].iter().find_map(|(version, round)| {

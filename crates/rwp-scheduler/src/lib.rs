@@ -18,8 +18,13 @@
 //! - a paused job, or a draining scheduler, hands out nothing;
 //! - evaluation shards ([`Scheduler::schedule_evaluation`]) follow the same
 //!   rules on the weights version they evaluate, several versions at once
-//!   and beside the job's current update, whose tasks always go first: an
-//!   evaluation only ever takes a worker that has no gradient task to do.
+//!   and beside the job's current update. Where there are more workers than
+//!   gradient tasks per update, the spare workers take them while the
+//!   updates go on. Where there are not, an update waits for its slowest
+//!   task, so a shard taken by a worker that finished its task early would
+//!   hold up the next update while the other workers idle: the job's
+//!   shards go first at an update's start (before any of its tasks is
+//!   leased), on every worker at once, and then the update follows.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -330,20 +335,47 @@ impl<R, E> Scheduler<R, E> {
             .ok_or_else(|| ScheduleError::UnknownLease(lease.to_owned()))
     }
 
-    /// Leases the next ready task to `worker`: a gradient task of some
-    /// job's current update if there is one (jobs taking turns), else a
-    /// shard of an evaluation (jobs taking turns, a job's oldest version
-    /// first); `None` when no task is ready.
+    /// Leases the next ready task to `worker` (jobs taking turns; of a
+    /// job's evaluations, the oldest version first); `None` when no task is
+    /// ready. With spare workers ([`Scheduler::has_spare_workers`]): a
+    /// gradient task of some job's current update, else an evaluation
+    /// shard. Without: a shard of a job whose update has not started yet,
+    /// else a gradient task; never a shard in the middle of its job's
+    /// update, where it would keep the update's next start waiting.
     pub fn lease(&mut self, worker: &str, now: Instant) -> Result<Option<Lease>, ScheduleError> {
         let seen = self.workers.get_mut(worker).ok_or_else(|| ScheduleError::UnknownWorker(worker.to_owned()))?;
         *seen = now;
         if self.draining {
             return Ok(None);
         }
-        if let Some(lease) = self.lease_update_task(worker, now) {
+        if self.has_spare_workers(now) {
+            if let Some(lease) = self.lease_update_task(worker, now) {
+                return Ok(Some(lease));
+            }
+            return Ok(self.lease_evaluation(worker, now, false));
+        }
+        if let Some(lease) = self.lease_evaluation(worker, now, true) {
             return Ok(Some(lease));
         }
-        Ok(self.lease_evaluation(worker, now))
+        Ok(self.lease_update_task(worker, now))
+    }
+
+    /// Whether more workers asked for work within the lease timeout than
+    /// the running jobs' updates have gradient tasks: then some of them
+    /// would idle through every update, and evaluations can use them.
+    #[must_use]
+    pub fn has_spare_workers(&self, now: Instant) -> bool {
+        let tasks: usize = self.updates.values().filter(|u| !u.paused).map(|u| u.slots.len()).sum();
+        let window = self.timing.lease_timeout;
+        let active = self.workers.values().filter(|seen| now.saturating_duration_since(**seen) <= window).count();
+        active > tasks
+    }
+
+    /// Whether the job's current update has not started: none of its
+    /// tasks leased yet, or none scheduled (the job's last update is
+    /// applied, or being applied).
+    fn update_not_started(&self, job: &str) -> bool {
+        self.updates.get(job).is_none_or(|u| u.applying || u.slots.iter().all(Slot::never_leased))
     }
 
     fn next_lease_id(&mut self) -> String {

@@ -37,6 +37,11 @@ impl<T, R> Slot<T, R> {
         }
     }
 
+    /// Whether no worker has ever leased the task.
+    pub(crate) fn never_leased(&self) -> bool {
+        self.leased_at.is_none()
+    }
+
     /// Leases the task as `id`; returns the lease's deadline, how long the
     /// task waited and the lapsed lease it replaces.
     pub(crate) fn take(&mut self, id: &str, now: Instant, timeout: Duration) -> (Instant, Duration, Option<String>) {

@@ -1,5 +1,6 @@
-//! Evaluation rounds: leased after every ready gradient task, on the version
-//! they evaluate while updates go on, with the gradient tasks' rules.
+//! Evaluation rounds: on the version they evaluate, while updates go on,
+//! with the gradient tasks' rules; first at an update's start where no
+//! worker is spare, in the gaps where some are.
 
 use std::time::{Duration, Instant};
 
@@ -36,30 +37,63 @@ fn evaluating(now: Instant) -> (Sched, String, String) {
 }
 
 #[test]
-fn gradient_tasks_go_first_and_evaluation_shards_fill_the_gaps_in_order() {
+fn without_spare_workers_the_shards_go_first_at_an_updates_start_on_every_worker() {
     let t0 = Instant::now();
     let (mut s, a, b) = evaluating(t0);
-    let (clean, perturbed) = (s.lease(&a, t0).unwrap().unwrap(), s.lease(&b, t0).unwrap().unwrap());
-    assert!(matches!(clean.work, Work::Gradient { .. }) && matches!(perturbed.work, Work::Gradient { .. }));
-    let shards: Vec<_> = (0..3).map(|_| eval_task(&s.lease(&a, t0).unwrap().unwrap())).collect();
+    assert!(!s.has_spare_workers(t0), "two workers, two tasks per update");
+    let shards: Vec<_> = [&a, &b, &a].iter().map(|w| eval_task(&s.lease(w, t0).unwrap().unwrap())).collect();
     let listed: Vec<_> = shards.iter().map(|t| (t.version, t.split, t.shard)).collect();
     assert_eq!(listed, vec![(0, EvalSplit::Test, 0), (0, EvalSplit::Test, 1), (0, EvalSplit::Validation, 0)]);
+    let (clean, perturbed) = (s.lease(&b, t0).unwrap().unwrap(), s.lease(&a, t0).unwrap().unwrap());
+    assert!(matches!(clean.work, Work::Gradient { .. }) && matches!(perturbed.work, Work::Gradient { .. }));
     assert_eq!(s.lease(&a, t0).unwrap(), None);
     let gauges = s.gauges(t0);
     assert_eq!((gauges.pending, gauges.leased), (0, 5), "evaluation shards count as tasks");
 }
 
 #[test]
+fn without_spare_workers_a_worker_done_early_waits_for_the_next_updates_start() {
+    let t0 = Instant::now();
+    let (mut s, a, b) = running(t0);
+    let (clean, perturbed) = (s.lease(&a, t0).unwrap().unwrap(), s.lease(&b, t0).unwrap().unwrap());
+    s.schedule_evaluation("j", 0, eval_tasks(0, 1000, 0), t0);
+    assert_eq!(push(&mut s, &a, &clean, "c", t0), Pushed::Accepted);
+    // A shard now would hold up update 1 while b idles after its task.
+    assert_eq!(s.lease(&a, t0).unwrap(), None);
+    assert!(matches!(push(&mut s, &b, &perturbed, "p", t0), Pushed::Complete(_)));
+    assert!(matches!(s.lease(&a, t0).unwrap().unwrap().work, Work::Evaluation(_)), "update 0 is applied");
+    s.schedule("j", 1, super::update(1), t0);
+    assert_eq!(s.lease(&b, t0).unwrap().unwrap().task().step, 1, "the one shard is leased");
+}
+
+#[test]
+fn spare_workers_take_the_shards_while_the_update_goes_on() {
+    let t0 = Instant::now();
+    let (mut s, a, b) = evaluating(t0);
+    let c = s.register(t0);
+    assert!(s.has_spare_workers(t0), "three workers, two tasks per update");
+    let (clean, perturbed) = (s.lease(&a, t0).unwrap().unwrap(), s.lease(&b, t0).unwrap().unwrap());
+    assert!(matches!(clean.work, Work::Gradient { .. }) && matches!(perturbed.work, Work::Gradient { .. }));
+    let shards: Vec<_> = (0..3).map(|_| eval_task(&s.lease(&c, t0).unwrap().unwrap())).collect();
+    let listed: Vec<_> = shards.iter().map(|t| (t.version, t.split, t.shard)).collect();
+    assert_eq!(listed, vec![(0, EvalSplit::Test, 0), (0, EvalSplit::Test, 1), (0, EvalSplit::Validation, 0)]);
+    // Workers not seen within the lease timeout are not counted.
+    let later = t0 + LEASE + Duration::from_millis(1);
+    s.lease(&a, later).unwrap();
+    assert!(!s.has_spare_workers(later));
+}
+
+#[test]
 fn an_evaluation_outlives_the_update_it_was_scheduled_with_and_completes_in_shard_order() {
     let t0 = Instant::now();
     let (mut s, a, b) = evaluating(t0);
-    let grads = [s.lease(&a, t0).unwrap().unwrap(), s.lease(&b, t0).unwrap().unwrap()];
     let shards: Vec<_> = (0..3).map(|_| s.lease(&b, t0).unwrap().unwrap()).collect();
+    let grads = [s.lease(&a, t0).unwrap().unwrap(), s.lease(&b, t0).unwrap().unwrap()];
     assert_eq!(push(&mut s, &a, &grads[0], "c", t0), Pushed::Accepted);
     assert!(matches!(push(&mut s, &b, &grads[1], "p", t0), Pushed::Complete(_)));
     s.schedule("j", 1, super::update(1), t0);
     assert!(s.is_evaluating("j"));
-    // The next update's tasks come before what is left of the evaluation.
+    // Every shard is leased: the next update goes on beside them.
     let next = s.lease(&a, t0).unwrap().unwrap();
     assert_eq!(next.task().step, 1);
     let t1 = t0 + Duration::from_secs(1);
@@ -80,13 +114,16 @@ fn a_lapsed_shard_is_reissued_and_the_first_result_wins() {
     let t0 = Instant::now();
     let (mut s, a, b) = running(t0);
     s.schedule_evaluation("j", 0, eval_tasks(0, 1000, 0), t0);
-    let grads = [s.lease(&a, t0).unwrap().unwrap(), s.lease(&a, t0).unwrap().unwrap()];
     let first = s.lease(&a, t0).unwrap().unwrap();
+    let grads = [s.lease(&a, t0).unwrap().unwrap(), s.lease(&a, t0).unwrap().unwrap()];
     assert_eq!(s.lease(&b, t0).unwrap(), None, "the one shard is leased");
     let later = t0 + LEASE;
     for grad in &grads {
         s.renew(&a, &grad.id, later - Duration::from_millis(1)).unwrap();
     }
+    assert_eq!(s.lease(&b, later).unwrap(), None, "mid-update, the lapsed shard waits for the update's end");
+    assert_eq!(push(&mut s, &a, &grads[0], "c", later), Pushed::Accepted);
+    assert!(matches!(push(&mut s, &a, &grads[1], "p", later), Pushed::Complete(_)));
     let again = s.lease(&b, later).unwrap().unwrap();
     assert_eq!((eval_task(&again), again.replaces.as_deref()), (eval_task(&first), Some(first.id.as_str())));
     assert!(matches!(s.renew(&a, &first.id, later), Err(ScheduleError::Stale(_))));
@@ -99,7 +136,6 @@ fn a_lapsed_shard_is_reissued_and_the_first_result_wins() {
 fn a_duplicate_is_dropped_and_a_mismatched_push_refused() {
     let t0 = Instant::now();
     let (mut s, a, b) = evaluating(t0);
-    let _grads = [s.lease(&a, t0).unwrap().unwrap(), s.lease(&a, t0).unwrap().unwrap()];
     let first = s.lease(&a, t0).unwrap().unwrap();
     let second = s.lease(&a, t0).unwrap().unwrap();
     let task = eval_task(&second);
@@ -120,7 +156,6 @@ fn a_duplicate_is_dropped_and_a_mismatched_push_refused() {
 fn the_third_failure_of_a_shard_fails_the_job_and_a_released_shard_comes_back() {
     let t0 = Instant::now();
     let (mut s, a, _) = evaluating(t0);
-    let _grads = [s.lease(&a, t0).unwrap().unwrap(), s.lease(&a, t0).unwrap().unwrap()];
     let shard = s.lease(&a, t0).unwrap().unwrap();
     assert_eq!(s.release(&a, &shard.id, None), Ok(Released::Requeued));
     for attempt in 1..=MAX_TASK_FAILURES {
@@ -143,7 +178,6 @@ fn the_third_failure_of_a_shard_fails_the_job_and_a_released_shard_comes_back() 
 fn paused_draining_and_ended_jobs_hand_out_no_shard() {
     let t0 = Instant::now();
     let (mut s, a, _) = evaluating(t0);
-    let _grads = [s.lease(&a, t0).unwrap().unwrap(), s.lease(&a, t0).unwrap().unwrap()];
     s.pause("j");
     assert_eq!(s.lease(&a, t0).unwrap(), None);
     s.resume("j", t0);
