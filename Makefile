@@ -10,7 +10,7 @@ endif
 CARGO ?= cargo
 SETUP_STAMP := .cargo/config.toml
 
-.PHONY: setup build release check test test-python wheel fmt lint fuzz demo demo-local bench bench-gpu bench-local bench-sandbox gpu-bundle chaos load k8s-check clean
+.PHONY: setup build release check test test-python wheel fmt lint fuzz demo demo-local bench bench-gpu bench-local bench-sandbox bench-loader gpu-bundle chaos load k8s-check clean
 
 $(SETUP_STAMP): scripts/setup-libtorch.sh
 	./scripts/setup-libtorch.sh
@@ -143,6 +143,14 @@ bench-local: release
 ## sandbox, side by side (crates/rwp-sandbox/benches/sandbox.rs).
 bench-sandbox: setup
 	$(CARGO) bench -p rwp-sandbox --bench sandbox
+
+## The image loader (crates/rwp-images) against PyTorch's DataLoader on the
+## same folder of JPEGs (written once under target/): images/s through the
+## ImageNet training transforms at 224x224, as many threads as DataLoader
+## workers as CPUs (crates/rwp-images/benches/loader.rs). Writes its section
+## of BENCHMARKS.md.
+bench-loader: setup
+	$(CARGO) bench -p rwp-images --bench loader
 
 clean:
 	$(CARGO) clean
