@@ -25,17 +25,19 @@ py=$venv/bin/python
 # torch for libtorch and the reference script; torchvision for the ResNet-50
 # reference; safetensors to read checkpoints
 # back; tensorboard to read the event files back in the tests; mlflow for the
-# tracking server tests/mlflow_tracking.rs starts; grpcio, grpcio-tools,
+# tracking server tests/mlflow_tracking.rs starts; moto, the S3-compatible
+# server the object-storage tests start on loopback; grpcio, grpcio-tools,
 # pytest, mypy and the grpc/protobuf type stubs for the Python client
 # (clients/python) and its tests (grpcio-tools needs setuptools >= 77,
 # torch < 82).
-if ! "$py" -c "import torch, torchvision, safetensors, numpy, tensorboard, grpc, grpc_tools, pytest, mypy, sys, importlib.metadata as m; m.version('types-grpcio'); m.version('types-protobuf'); m.version('mlflow'); sys.exit(torch.__version__.split('+')[0] != '$torch_version')" 2>/dev/null; then
+if ! "$py" -c "import torch, torchvision, safetensors, numpy, tensorboard, grpc, grpc_tools, pytest, mypy, sys, importlib.metadata as m; m.version('types-grpcio'); m.version('types-protobuf'); m.version('mlflow'); m.version('moto'); m.version('flask'); sys.exit(torch.__version__.split('+')[0] != '$torch_version')" 2>/dev/null; then
   echo "setup: installing torch==$torch_version, the tests' tools (tensorboard, mlflow) and the Python client's tools into .venv (once; a few minutes)" >&2
   [ -x "$py" ] || python3 -m venv "$venv"
   "$py" -m pip install --quiet --disable-pip-version-check "torch==$torch_version" "torchvision==$torchvision_version" \
     "safetensors>=0.4" "numpy" "tensorboard==2.21.0" \
     "setuptools>=77.0.1,<82" "grpcio>=1.85.1,<1.86" "grpcio-tools>=1.85.1,<1.86" "protobuf>=7.35.1,<8" \
-    "pytest>=9.2,<10" "mypy>=2.4,<3" "types-grpcio>=1.85,<1.86" "types-protobuf>=7.35,<8" "mlflow>=3.17,<3.18"
+    "pytest>=9.2,<10" "mypy>=2.4,<3" "types-grpcio>=1.85,<1.86" "types-protobuf>=7.35,<8" "mlflow>=3.17,<3.18" \
+    "moto[server]>=5.1,<6"
 fi
 
 if [ -n "${LIBTORCH:-}" ]; then

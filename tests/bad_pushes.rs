@@ -122,7 +122,7 @@ impl Worker {
             noise_seed: task.noise_seed,
             sigma: task.sigma,
         };
-        let batch = data.train_batch(&Sampler::new(&spec, &schedule, data.train.len()).shard(&core_task));
+        let batch = data.train_batch(&Sampler::new(&spec, &schedule, data.train.len()).shard(&core_task)).unwrap();
         let result =
             compute_task(&spec, &model, &state.weights, &state.buffers, &core_task, &batch, state.factors.as_ref());
         let gradient = wire::encode_gradients(&result.grads, spec.gradient_encoding);

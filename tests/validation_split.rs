@@ -64,8 +64,8 @@ async fn a_distributed_job_with_a_validation_split_matches_the_local_trainer() {
     while !local.is_done() {
         local.step().unwrap();
     }
-    let want = local.evaluate_validation().unwrap();
+    let want = local.evaluate_validation().unwrap().unwrap();
     assert_eq!(evaluation.validation_accuracy, Some(want.accuracy));
     assert_eq!(evaluation.validation_loss, Some(want.loss));
-    assert_eq!(evaluation.test_accuracy, local.evaluate().accuracy);
+    assert_eq!(evaluation.test_accuracy, local.evaluate().unwrap().accuracy);
 }

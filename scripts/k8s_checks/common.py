@@ -31,7 +31,7 @@ FOREIGN_ENV = {"RUST_LOG", "RUST_BACKTRACE", "CUDA_CACHE_PATH", "HOME", "TMPDIR"
 # Secrets the manifests reference but never contain: the operator (or
 # cert-manager) creates them; docs/deploy.md says how.
 OPERATOR_SECRETS = {"rwp-server-tls", "rwp-ingress-grpc-tls", "rwp-server-grpc-tls", "rwp-worker-grpc-tls",
-                    "rwp-tokens", "rwp-worker-token"}
+                    "rwp-tokens", "rwp-worker-token", "rwp-data-credentials"}
 # Settings that name a credential file: it must come from a mounted Secret.
 CREDENTIAL_SETTINGS = ("tls_cert", "tls_key", "tls_client_ca", "tls_ca", "tokens_file", "token_file")
 # Custom resources (no Kubernetes schema): checked by `autoscaling` instead.

@@ -37,7 +37,7 @@ pub fn local_evaluations(spec: &JobSpec, steps: &[u64]) -> Vec<(u64, Evaluation,
         while trainer.state.step < step {
             trainer.step().unwrap();
         }
-        out.push((step, trainer.evaluate(), trainer.evaluate_validation()));
+        out.push((step, trainer.evaluate().unwrap(), trainer.evaluate_validation().unwrap()));
     }
     out
 }

@@ -7,7 +7,9 @@ pub mod evaluations;
 pub mod in_process;
 pub mod local_run;
 pub mod models;
+pub mod own_data;
 pub mod reference;
+pub mod s3;
 pub mod sweeps;
 pub mod tokens;
 

@@ -48,7 +48,7 @@ pub fn run_with_pytorch(spec: &JobSpec, module: Option<&Path>) -> PytorchRun {
     let mut steps = Vec::new();
     while !trainer.is_done() {
         let step = trainer.state.step;
-        let prepared = trainer.prepare_step();
+        let prepared = trainer.prepare_step().expect("batches load");
         let mut tasks = Vec::new();
         for (task, batch) in &prepared.tasks {
             let key = format!("step{step}.{}{}", role_name(task.role), task.shard);

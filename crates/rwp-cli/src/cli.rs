@@ -217,6 +217,9 @@ pub enum Command {
     /// Model files: list the TorchScript files you uploaded, delete ones you no longer need
     #[command(subcommand, after_help = MODEL_AFTER_HELP)]
     Model(ModelCommand),
+    /// Your own data: check a dataset on this machine before a job trains on it
+    #[command(subcommand, after_help = DATASET_AFTER_HELP)]
+    Dataset(DatasetCommand),
     /// Print a shell completion script
     #[command(after_help = "\
 Examples:
@@ -546,6 +549,45 @@ Examples:
   rwp model list                   your files: SHA256, SIZE, UPLOADED (an admin's: every owner's)
   rwp model list --json
   rwp model delete 3b0c...e41f     give up your copy of a file";
+
+const DATASET_AFTER_HELP: &str = "\
+Examples:
+  rwp dataset inspect /data/imagenet         a folder with train/ and val/ (or test/) in it
+  rwp dataset inspect --job resnet50.toml    the [data] of a job file
+  rwp dataset inspect /data/shards --json
+
+The exit status is 1 when some sample cannot be read or decoded.";
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// List a dataset as a job's workers would, decode every image, and
+    /// print its kind, classes, samples per split, input shape and the
+    /// samples that cannot be read or decoded
+    Inspect(DatasetInspectArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatasetInspectArgs {
+    /// A folder holding the dataset's splits: train/, and test/ or val/
+    /// (validation/ too); their files tell the kind
+    #[arg(value_name = "LOCATION", required_unless_present = "job", conflicts_with = "job")]
+    pub location: Option<String>,
+    /// Inspect the data of a job file (its dataset and [data] table) instead
+    #[arg(long, value_name = "FILE")]
+    pub job: Option<std::path::PathBuf>,
+    /// image-folder, tar-shards or tensors (found from the files when not given)
+    #[arg(long, value_parser = dataset_parser())]
+    pub kind: Option<DatasetKind>,
+    /// Images: the side of the square inputs the model would see
+    #[arg(long, default_value_t = rwp_spec::data::DEFAULT_IMAGE_SIZE)]
+    pub image_size: u32,
+    /// List the samples only: do not decode the images
+    #[arg(long)]
+    pub no_decode: bool,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {

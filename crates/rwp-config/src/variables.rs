@@ -47,6 +47,9 @@ pub const PROJECT_VARIABLES: &[&str] = &[
     "RWP_TORCH_THREADS",
     "RWP_UNREFERENCED_MODEL_RETENTION_MS",
     "RWP_FINISHED_JOB_RETENTION_MS",
+    "RWP_DATA_INSPECTION_TIMEOUT_MS",
+    "RWP_DATA_CACHE_DIR",
+    "RWP_DATA_CACHE_BYTES",
     // rwp-worker's settings (some the CLI's too).
     "RWP_CHUNK_BYTES",
     "RWP_DEVICE",

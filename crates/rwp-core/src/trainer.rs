@@ -87,21 +87,25 @@ pub struct Evaluation {
 
 /// Loss and accuracy of `weights` on the test split of `data`, with the
 /// running statistics in `buffers` (evaluation mode).
-#[must_use]
-pub fn evaluate(model: &Model, data: &Dataset, weights: &[Tensor], buffers: &[Tensor], device: Device) -> Evaluation {
+pub fn evaluate(
+    model: &Model,
+    data: &Dataset,
+    weights: &[Tensor],
+    buffers: &[Tensor],
+    device: Device,
+) -> Result<Evaluation, DataError> {
     evaluate_split(model, data, &data.test, weights, buffers, device)
 }
 
 /// Loss and accuracy on the held-out validation split, when `data` has one.
-#[must_use]
 pub fn evaluate_validation(
     model: &Model,
     data: &Dataset,
     weights: &[Tensor],
     buffers: &[Tensor],
     device: Device,
-) -> Option<Evaluation> {
-    data.validation.as_ref().map(|split| evaluate_split(model, data, split, weights, buffers, device))
+) -> Result<Option<Evaluation>, DataError> {
+    data.validation.as_ref().map(|split| evaluate_split(model, data, split, weights, buffers, device)).transpose()
 }
 
 /// Loss and accuracy on `split`: the per-batch results of every shard of
@@ -114,20 +118,19 @@ fn evaluate_split(
     weights: &[Tensor],
     buffers: &[Tensor],
     device: Device,
-) -> Evaluation {
+) -> Result<Evaluation, DataError> {
     let mut totals = EvalTotals::default();
     for shard in 0..shard_count(split.len()) {
         let batches = shard_batches(split.len(), shard);
-        for batch in evaluate_batches(model, data, split, batches, weights, buffers, device) {
+        for batch in evaluate_batches(model, data, split, batches, weights, buffers, device)? {
             totals.add(&batch);
         }
     }
-    Evaluation { loss: totals.loss(), accuracy: totals.accuracy() }
+    Ok(Evaluation { loss: totals.loss(), accuracy: totals.accuracy() })
 }
 
 /// The results of the evaluation batches `batches` of `split` (one shard of
 /// an evaluation), with the running statistics in `buffers`.
-#[must_use]
 pub fn evaluate_batches(
     model: &Model,
     data: &Dataset,
@@ -136,11 +139,11 @@ pub fn evaluate_batches(
     weights: &[Tensor],
     buffers: &[Tensor],
     device: Device,
-) -> Vec<BatchEval> {
+) -> Result<Vec<BatchEval>, DataError> {
     let _no_grad = tch::no_grad_guard();
     batches
         .map(|index| {
-            let batch = data.slice(split, batch_samples(split.len(), index)).to_device(device);
+            let batch = data.slice(split, batch_samples(split.len(), index))?.to_device(device);
             let logits = model.forward(weights, buffers, &batch.images, BnMode::Eval);
             let len = batch.len();
             let mean_loss = logits.cross_entropy_for_logits(&batch.labels).double_value(&[]);
@@ -150,7 +153,7 @@ pub fn evaluate_batches(
                 .to_kind(Kind::Double)
                 .sum(Kind::Double)
                 .double_value(&[]);
-            BatchEval { loss_sum: mean_loss * len as f64, correct, samples: len as u64 }
+            Ok(BatchEval { loss_sum: mean_loss * len as f64, correct, samples: len as u64 })
         })
         .collect()
 }
@@ -184,9 +187,10 @@ impl LocalTrainer {
     /// `model_file` (the file `spec.model_file` names) and starts from the
     /// file's weights.
     pub fn with_model_file(spec: JobSpec, device: Device, model_file: Option<&Path>) -> Result<Self, TrainError> {
+        let mut spec = spec;
         spec.validate()?;
         check_model_file(&spec, model_file)?;
-        let data = Dataset::for_spec(&spec)?;
+        let data = Dataset::inspect(&mut spec)?;
         let model = Model::for_spec(&spec, data.shape, data.classes, model_file, device)?;
         let (weights, buffers) = model.init(init_seed(&spec), device);
         Self::assemble(spec, data, model, TrainState::new(weights, buffers), device)
@@ -201,9 +205,10 @@ impl LocalTrainer {
         model_file: Option<&Path>,
         initial: &Path,
     ) -> Result<Self, TrainError> {
+        let mut spec = spec;
         spec.validate()?;
         check_model_file(&spec, model_file)?;
-        let data = Dataset::for_spec(&spec)?;
+        let data = Dataset::inspect(&mut spec)?;
         let model = Model::for_spec(&spec, data.shape, data.classes, model_file, device)?;
         let state = checkpoint::load_initial(initial, &model, device)?;
         Self::assemble(spec, data, model, state, device)
@@ -246,16 +251,16 @@ impl LocalTrainer {
     }
 
     /// The tasks and batches of the next update.
-    pub fn prepare_step(&mut self) -> PreparedStep {
+    pub fn prepare_step(&mut self) -> Result<PreparedStep, DataError> {
         let tasks = tasks_for_step(&self.spec, &self.schedule, self.state.step)
             .into_iter()
             .map(|task| {
                 let samples = self.sampler.shard(&task);
-                let batch = self.data.train_batch(&samples).to_device(self.device);
-                (task, batch)
+                let batch = self.data.train_batch(&samples)?.to_device(self.device);
+                Ok((task, batch))
             })
-            .collect();
-        PreparedStep { tasks, factors: self.state.row_factors(&self.spec) }
+            .collect::<Result<_, DataError>>()?;
+        Ok(PreparedStep { tasks, factors: self.state.row_factors(&self.spec) })
     }
 
     /// Computes the prepared tasks in plan order and applies the update.
@@ -282,19 +287,17 @@ impl LocalTrainer {
     }
 
     pub fn step(&mut self) -> Result<UpdateReport, TrainError> {
-        let prepared = self.prepare_step();
+        let prepared = self.prepare_step()?;
         self.run_step(prepared)
     }
 
     /// Loss and accuracy on the test split, with running statistics.
-    #[must_use]
-    pub fn evaluate(&self) -> Evaluation {
+    pub fn evaluate(&self) -> Result<Evaluation, DataError> {
         evaluate(&self.model, &self.data, self.state.weights(), self.state.buffers(), self.device)
     }
 
     /// Loss and accuracy on the validation split, when the spec holds one out.
-    #[must_use]
-    pub fn evaluate_validation(&self) -> Option<Evaluation> {
+    pub fn evaluate_validation(&self) -> Result<Option<Evaluation>, DataError> {
         evaluate_validation(&self.model, &self.data, self.state.weights(), self.state.buffers(), self.device)
     }
 

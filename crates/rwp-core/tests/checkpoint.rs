@@ -83,7 +83,7 @@ fn a_resumed_run_continues_bit_for_bit() {
     let saved = checkpoint::load(&path, &original.model, Device::Cpu).unwrap();
     assert_eq!(saved.state.step, 2);
     assert!(!saved.state.weights()[0].equal(&original.state.weights()[0]));
-    assert_eq!(original.evaluate(), resumed.evaluate());
+    assert_eq!(original.evaluate().unwrap(), resumed.evaluate().unwrap());
 }
 
 /// A run that stopped at its update cap and is continued without it ends

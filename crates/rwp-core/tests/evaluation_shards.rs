@@ -64,14 +64,16 @@ fn an_evaluation_summed_from_its_shards_is_the_one_pass_evaluation() {
     let info = DatasetInfo::for_spec(&trainer.spec);
     let tasks = eval_tasks(3, info.test, info.validation);
     assert!(tasks.len() >= 3, "several shards: {tasks:?}");
-    for (split, whole) in
-        [(EvalSplit::Test, trainer.evaluate()), (EvalSplit::Validation, trainer.evaluate_validation().unwrap())]
-    {
+    for (split, whole) in [
+        (EvalSplit::Test, trainer.evaluate().unwrap()),
+        (EvalSplit::Validation, trainer.evaluate_validation().unwrap().unwrap()),
+    ] {
         let samples = data.eval_split(split).unwrap();
         let mut totals = EvalTotals::default();
         for task in tasks.iter().filter(|t| t.split == split) {
             let batches = shard_batches(samples.len(), task.shard);
-            for batch in evaluate_batches(model, data, samples, batches, state.weights(), state.buffers(), Device::Cpu)
+            for batch in
+                evaluate_batches(model, data, samples, batches, state.weights(), state.buffers(), Device::Cpu).unwrap()
             {
                 totals.add(&batch);
             }
@@ -84,7 +86,7 @@ fn an_evaluation_summed_from_its_shards_is_the_one_pass_evaluation() {
         // The sum as it was written before shards: one pass over batches of 500.
         let _no_grad = tch::no_grad_guard();
         let (mut loss, mut correct, mut n) = (0.0, 0.0, 0usize);
-        for batch in data.batches(samples, 500) {
+        for batch in data.batches(samples, 500).map(Result::unwrap) {
             let logits = model.forward(state.weights(), state.buffers(), &batch.images, rwp_core::model::BnMode::Eval);
             loss += logits.cross_entropy_for_logits(&batch.labels).double_value(&[]) * batch.len() as f64;
             let hits: Tensor = logits.argmax(-1, false).eq_tensor(&batch.labels).to_kind(Kind::Double);

@@ -95,7 +95,7 @@ fn main() {
         require_landlock: true,
         load_timeout: Duration::from_secs(120),
     };
-    let mut host = ModelHost::spawn(&config, &Grants { model_file: file.clone(), data_dir: None }).unwrap();
+    let mut host = ModelHost::spawn(&config, &Grants { model_file: file.clone(), data_dirs: Vec::new() }).unwrap();
     host.open_job(&spec).unwrap();
 
     let step_tasks = |step: u64| tasks_for_step(&spec, &schedule, step);
@@ -106,7 +106,7 @@ fn main() {
         let mut compute = Duration::ZERO;
         for task in step_tasks(step) {
             let computing = Instant::now();
-            let batch = data.train_batch(&sampler.shard(&task));
+            let batch = data.train_batch(&sampler.shard(&task)).unwrap();
             let result = compute_task(&spec, &model, &installed.weights, &installed.buffers, &task, &batch, None);
             let mut payload = wire::encode_gradients(&result.grads, spec.gradient_encoding);
             if returns_buffers(&task) {

@@ -168,7 +168,7 @@ impl Sandbox {
                 let (spec, encoding) = (job.spec.clone(), job.spec.gradient_encoding);
                 let (weights, data, model) = job.weights(&self.input, snapshot_len, slot, self.device)?;
                 let started = Instant::now();
-                let batch = data.train_batch(&samples).to_device(self.device);
+                let batch = data.train_batch(&samples).map_err(|e| failed(e.redacted()))?.to_device(self.device);
                 let result = compute_task(
                     &spec,
                     model,
@@ -210,7 +210,8 @@ impl Sandbox {
                 let started = Instant::now();
                 let batches = shard_batches(split.len(), task.shard);
                 let results =
-                    evaluate_batches(model, data, split, batches, &weights.weights, &weights.buffers, self.device);
+                    evaluate_batches(model, data, split, batches, &weights.weights, &weights.buffers, self.device)
+                        .map_err(|e| failed(e.redacted()))?;
                 Ok(Response::Evaluated {
                     batches: results.into_iter().map(ExactBatch::from).collect(),
                     compute_micros: started.elapsed().as_micros() as u64,

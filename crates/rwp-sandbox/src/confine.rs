@@ -111,7 +111,7 @@ fn landlock(policy: &Policy) -> Result<&'static str, String> {
     let abi = ABI::V6;
     let error = |e: landlock::RulesetError| format!("cannot set up Landlock: {e}");
     let mut read: Vec<PathBuf> = SYSTEM_READ.iter().map(PathBuf::from).collect();
-    read.extend(policy.data_dir.iter().cloned());
+    read.extend(policy.data_dirs.iter().cloned());
     read.extend(policy.library_dirs.iter().cloned());
     let cuda = policy.device.starts_with("cuda");
     let mut read_write: Vec<PathBuf> = Vec::new();

@@ -100,12 +100,13 @@ impl SandboxConfig {
 }
 
 /// What a sandbox is given: the model file (read here and passed through
-/// shared memory; the sandbox cannot open it) and the directory of the
-/// job's data, which it may read.
+/// shared memory; the sandbox cannot open it) and the directories of the
+/// job's data (its `data_dir`, or the folders of its own data's local
+/// locations), which it may read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grants {
     pub model_file: PathBuf,
-    pub data_dir: Option<PathBuf>,
+    pub data_dirs: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -219,7 +220,7 @@ impl ModelHost {
         let model = std::fs::read(&grants.model_file)
             .map_err(|e| SandboxError::Spawn(format!("cannot read the model file: {}", e.kind())))?;
         let policy = Policy {
-            data_dir: grants.data_dir.clone(),
+            data_dirs: grants.data_dirs.clone(),
             library_dirs: library_dirs(),
             device: config.device.clone(),
             threads: config.threads,

@@ -27,9 +27,9 @@ const MAX_FRAME: usize = 1 << 20;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    /// The job's data directory, readable (and nothing else of the disk but
-    /// system libraries: the model itself comes through shared memory).
-    pub data_dir: Option<std::path::PathBuf>,
+    /// The job's data directories, readable (and nothing else of the disk
+    /// but system libraries: the model itself comes through shared memory).
+    pub data_dirs: Vec<std::path::PathBuf>,
     /// Directories of shared libraries it may read (libtorch's, loaded lazily).
     pub library_dirs: Vec<std::path::PathBuf>,
     /// `cpu`, `cuda`, `cuda:N`.

@@ -46,7 +46,8 @@ fn config() -> SandboxConfig {
 }
 
 fn host(model_file: &Path) -> ModelHost {
-    ModelHost::spawn(&config(), &Grants { model_file: model_file.to_owned(), data_dir: None }).expect("sandbox starts")
+    ModelHost::spawn(&config(), &Grants { model_file: model_file.to_owned(), data_dirs: Vec::new() })
+        .expect("sandbox starts")
 }
 
 fn spec(model_file: &Path) -> JobSpec {
@@ -135,7 +136,7 @@ fn a_module_that_never_finishes_loading_is_killed_at_its_timeout() {
     let file = module(dir.path(), "loop-in-setstate", Path::new("/nonexistent"));
     let mut config = config();
     config.load_timeout = Duration::from_secs(2);
-    let mut host = ModelHost::spawn(&config, &Grants { model_file: file, data_dir: None }).unwrap();
+    let mut host = ModelHost::spawn(&config, &Grants { model_file: file, data_dirs: Vec::new() }).unwrap();
     let started = Instant::now();
     let error = host.inspect().unwrap_err();
     assert!(matches!(error, SandboxError::TimedOut { .. }), "{error}");

@@ -56,7 +56,7 @@ fn every_task_and_the_evaluation_match_the_unsandboxed_model_bit_for_bit() {
         require_landlock: true,
         load_timeout: Duration::from_secs(30),
     };
-    let mut host = ModelHost::spawn(&config, &Grants { model_file: file.clone(), data_dir: None }).unwrap();
+    let mut host = ModelHost::spawn(&config, &Grants { model_file: file.clone(), data_dirs: Vec::new() }).unwrap();
     let opened = host.open_job(&spec).unwrap();
     let snapshot = host.initial_snapshot().unwrap();
 
@@ -75,7 +75,7 @@ fn every_task_and_the_evaluation_match_the_unsandboxed_model_bit_for_bit() {
         let sandboxed = host
             .compute(task, returns_buffers, (i == 0).then_some(snapshot.as_slice()), 0, Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{task:?}: {e}"));
-        let batch = data.train_batch(&sampler.shard(task));
+        let batch = data.train_batch(&sampler.shard(task)).unwrap();
         let local = compute_task(&spec, &model, &weights, &buffers, task, &batch, None);
         let mut payload = wire::encode_gradients(&local.grads, spec.gradient_encoding);
         if returns_buffers {
@@ -93,14 +93,14 @@ fn every_task_and_the_evaluation_match_the_unsandboxed_model_bit_for_bit() {
         let (batches, _) = host.evaluate(task, install, 1, Duration::from_secs(60)).unwrap();
         batches.iter().for_each(|b| totals.add(b));
     }
-    let local = evaluate(&model, &data, &weights, &buffers, Device::Cpu);
+    let local = evaluate(&model, &data, &weights, &buffers, Device::Cpu).unwrap();
     assert_eq!(
         (totals.loss().to_bits(), totals.accuracy().to_bits()),
         (local.loss.to_bits(), local.accuracy.to_bits())
     );
 
     // What the server asks for: the module's tensors, without the data.
-    let mut server = ModelHost::spawn(&config, &Grants { model_file: file.clone(), data_dir: None }).unwrap();
+    let mut server = ModelHost::spawn(&config, &Grants { model_file: file.clone(), data_dirs: Vec::new() }).unwrap();
     assert_eq!(server.describe_job(&spec).unwrap(), opened);
     assert_eq!(server.initial_snapshot().unwrap(), snapshot);
     let task = &eval_tasks(0, data.test.len(), 0)[0];

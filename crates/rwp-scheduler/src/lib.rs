@@ -335,6 +335,14 @@ impl<R, E> Scheduler<R, E> {
             .ok_or_else(|| ScheduleError::UnknownLease(lease.to_owned()))
     }
 
+    /// Notes that a registered `worker` asked for work now (it counts as
+    /// active); an unknown worker is refused.
+    pub fn seen(&mut self, worker: &str, now: Instant) -> Result<(), ScheduleError> {
+        let seen = self.workers.get_mut(worker).ok_or_else(|| ScheduleError::UnknownWorker(worker.to_owned()))?;
+        *seen = now;
+        Ok(())
+    }
+
     /// Leases the next ready task to `worker` (jobs taking turns; of a
     /// job's evaluations, the oldest version first); `None` when no task is
     /// ready. With spare workers ([`Scheduler::has_spare_workers`]): a

@@ -70,6 +70,14 @@ impl JobSpecBuilder {
         self
     }
 
+    /// A job's own data (with dataset `image-folder`, `tar-shards` or
+    /// `tensors`): where its splits are and how they are read.
+    #[must_use]
+    pub fn data(mut self, data: rwp_spec::DataSource) -> Self {
+        self.spec.data = Some(data);
+        self
+    }
+
     /// Stop after this many updates (schedules still span all epochs).
     #[must_use]
     pub fn max_updates(mut self, updates: u64) -> Self {

@@ -8,8 +8,8 @@
 //! model = "resnet18"            # mlp | small-cnn | resnet18 | resnet50 | vgg16-bn | wrn16-8 | wrn28-10 | torchscript
 //! # model_file = "net.pt"       # with model = "torchscript": a torch.jit.script(...).save() file,
 //!                               # relative to the job file; uploaded on submit
-//! dataset = "cifar10"           # synthetic | mnist | cifar10 | cifar100
-//! data_dir = "/data/cifar10"    # read by every worker
+//! dataset = "cifar10"           # synthetic | mnist | cifar10 | cifar100 | image-folder | tar-shards | tensors
+//! data_dir = "/data/cifar10"    # mnist and cifar: read by every worker
 //! epochs = 200
 //! batch_size = 256
 //! clean_shards = 1
@@ -17,6 +17,14 @@
 //! sigma = 0.015
 //! validation_fraction = 0.1   # hold out 10% of the training set (seeded)
 //! lr_schedule = { kind = "cosine-per-epoch" }
+//!
+//! # Your own data (dataset = "image-folder", "tar-shards" or "tensors"):
+//! # [data]
+//! # train = "s3://bucket/imagenet/train-{0000..1023}.tar"   # or a path every worker reads
+//! # test = "s3://bucket/imagenet/val-{0000..0063}.tar"
+//! # image_size = 224            # images: the side the model sees
+//! # transforms = "imagenet"     # imagenet | cifar | resize
+//! # bad_samples = "fail"        # fail | skip
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -71,6 +79,8 @@ pub struct JobFile {
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
     pub validation_fraction: Option<f64>,
+    /// A job's own data (`dataset = "image-folder"`, `"tar-shards"`, `"tensors"`).
+    pub data: Option<rwp_spec::DataSource>,
 }
 
 fn lr_schedule_table<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<LrSchedule>, D::Error> {
@@ -241,6 +251,18 @@ impl JobFile {
         if self.max_updates.is_some() {
             s.max_updates = self.max_updates;
         }
+        if let Some(data) = &self.data {
+            if data.summary.is_some() {
+                return Err(SdkError::InvalidSpec(
+                    "job file: data.summary is written by the service when it inspects the data; remove it".into(),
+                ));
+            }
+        }
+        // Tensors are used as stored: the reference's augmentation is for images.
+        if s.dataset == DatasetKind::Tensors && self.augment.is_none() {
+            s.augment = false;
+        }
+        s.data = self.data;
         s.model_file = model_file;
         s.validate().map_err(|e| SdkError::InvalidSpec(format!("job file: {e}")))?;
         Ok((self.name, s))

@@ -19,6 +19,7 @@
 //! `(4, t, shard)` (shard is 0 unless noise is independent per shard), and
 //! the validation samples held out of the training set `(5)`.
 
+pub mod data;
 pub mod eval;
 pub mod job;
 pub mod labels;
@@ -32,6 +33,7 @@ mod spec;
 pub mod sweep;
 pub mod work;
 
+pub use data::{BadSamples, DataSource, DataSummary, Transforms};
 pub use job::{Evaluation, Job, JobEvent, JobState, LogEntry, LogKind, StepMetrics, SubmitOptions, WorkerInfo};
 pub use method::{DatasetKind, Method, ModelKind};
 pub use model_file::{

@@ -144,7 +144,9 @@ impl FromStr for ModelKind {
     }
 }
 
-/// A dataset by name. File-backed datasets read from `data_dir` in the job spec.
+/// A dataset by name. The built-in file-backed datasets read from `data_dir`;
+/// a job's own data (image folders, tar shards, tensor files) is described
+/// by the spec's `data` ([`crate::DataSource`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetKind {
@@ -153,11 +155,24 @@ pub enum DatasetKind {
     Mnist,
     Cifar10,
     Cifar100,
+    /// One folder per class of JPEG or PNG files (classes sorted by name).
+    ImageFolder,
+    /// Tar files whose members `KEY.jpg|png` and `KEY.cls` form samples.
+    TarShards,
+    /// safetensors files holding `inputs` and `labels`.
+    Tensors,
 }
 
 impl DatasetKind {
-    pub const ALL: [DatasetKind; 4] =
-        [DatasetKind::Synthetic, DatasetKind::Mnist, DatasetKind::Cifar10, DatasetKind::Cifar100];
+    pub const ALL: [DatasetKind; 7] = [
+        DatasetKind::Synthetic,
+        DatasetKind::Mnist,
+        DatasetKind::Cifar10,
+        DatasetKind::Cifar100,
+        DatasetKind::ImageFolder,
+        DatasetKind::TarShards,
+        DatasetKind::Tensors,
+    ];
 
     #[must_use]
     pub fn name(self) -> &'static str {
@@ -166,12 +181,28 @@ impl DatasetKind {
             DatasetKind::Mnist => "mnist",
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Cifar100 => "cifar100",
+            DatasetKind::ImageFolder => "image-folder",
+            DatasetKind::TarShards => "tar-shards",
+            DatasetKind::Tensors => "tensors",
         }
     }
 
+    /// A built-in dataset read from `data_dir` (MNIST, CIFAR).
     #[must_use]
     pub fn needs_files(self) -> bool {
-        self != DatasetKind::Synthetic
+        matches!(self, DatasetKind::Mnist | DatasetKind::Cifar10 | DatasetKind::Cifar100)
+    }
+
+    /// A job's own data, described by the spec's `data`.
+    #[must_use]
+    pub fn is_own_data(self) -> bool {
+        matches!(self, DatasetKind::ImageFolder | DatasetKind::TarShards | DatasetKind::Tensors)
+    }
+
+    /// Samples are encoded images (decoded and transformed to `image_size`).
+    #[must_use]
+    pub fn holds_images(self) -> bool {
+        matches!(self, DatasetKind::ImageFolder | DatasetKind::TarShards)
     }
 }
 

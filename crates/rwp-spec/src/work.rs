@@ -77,3 +77,23 @@ pub struct PushHeader {
     /// The encoding and byte counts of the payload that follows.
     pub announced: Announced,
 }
+
+/// A submitted job's own data, leased to a worker to inspect: the worker
+/// lists it as the job's workers will ([`crate::DataSummary`]) and pushes
+/// the summary or the first problem found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inspection {
+    pub lease_id: String,
+    pub dataset: crate::DatasetKind,
+    pub data: crate::DataSource,
+    /// When the lease lapses unless renewed (Unix ms).
+    pub deadline_unix_ms: i64,
+}
+
+/// What a worker found inspecting data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InspectionPush {
+    pub worker_id: String,
+    pub lease_id: String,
+    pub result: Result<crate::DataSummary, String>,
+}

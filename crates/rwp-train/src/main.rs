@@ -34,12 +34,41 @@ struct Args {
     /// --model torchscript; training starts from its weights.
     #[arg(long)]
     model_file: Option<PathBuf>,
-    /// synthetic (built in), mnist, cifar10 or cifar100.
+    /// synthetic (built in), mnist, cifar10, cifar100, or your own data:
+    /// image-folder, tar-shards or tensors (with --train and --test).
     #[arg(long, default_value = "synthetic")]
     dataset: DatasetKind,
     /// Directory with the dataset's files (MNIST IDX, CIFAR binary).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Your own data's training samples: a folder of class folders
+    /// (image-folder), tar shards (`train-{0000..0127}.tar`, or their
+    /// folder), or safetensors files (tensors).
+    #[arg(long, value_name = "LOCATION", requires = "test")]
+    train: Option<String>,
+    /// Your own data's test samples, as --train.
+    #[arg(long, value_name = "LOCATION", requires = "train")]
+    test: Option<String>,
+    /// Your own data's validation samples, kept apart (instead of --validation-fraction).
+    #[arg(long, value_name = "LOCATION", requires = "train")]
+    validation: Option<String>,
+    /// Images: the side of the square images the model sees.
+    #[arg(long, default_value_t = rwp_spec::data::DEFAULT_IMAGE_SIZE)]
+    image_size: u32,
+    /// Images: imagenet (random resized crop and flip; resize and centre
+    /// crop to evaluate), cifar (resize, then the CIFAR augmentation) or resize.
+    #[arg(long, default_value = "imagenet")]
+    transforms: rwp_spec::Transforms,
+    /// A sample that cannot be read or decoded: fail (the run stops, naming
+    /// it) or skip (left out of its batch).
+    #[arg(long, default_value = "fail")]
+    bad_samples: rwp_spec::BadSamples,
+    /// Per-channel mean of your own data's inputs (ImageNet's for images by default).
+    #[arg(long, value_delimiter = ',', requires = "std", allow_negative_numbers = true)]
+    mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation, with --mean.
+    #[arg(long, value_delimiter = ',', requires = "mean")]
+    std: Option<Vec<f32>>,
     /// Root seed of initial weights, sample order, augmentation and noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -196,10 +225,24 @@ impl Args {
         };
         s.dataset = self.dataset;
         s.data_dir.clone_from(&self.data_dir);
+        if let (Some(train), Some(test)) = (&self.train, &self.test) {
+            s.data = Some(rwp_spec::DataSource {
+                train: train.clone(),
+                test: test.clone(),
+                validation: self.validation.clone(),
+                image_size: self.image_size,
+                transforms: self.transforms,
+                mean: self.mean.clone(),
+                std: self.std.clone(),
+                bad_samples: self.bad_samples,
+                summary: None,
+            });
+        }
         s.seed = self.seed;
         s.independent_noise = self.independent_noise;
         s.nesterov = self.nesterov;
-        s.augment = !self.no_augment;
+        // Tensors are used as stored: augmentation is for images.
+        s.augment = !self.no_augment && self.dataset != DatasetKind::Tensors;
         s.max_updates = self.max_updates;
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { s.$field = v; } )* };
@@ -335,8 +378,8 @@ fn run(args: &Args) -> Result<(), String> {
         let eval_now =
             step == total || (args.eval_every > 0 && epoch_end && (step / per_epoch) % u64::from(args.eval_every) == 0);
         if eval_now {
-            let eval = trainer.evaluate();
-            let validation = trainer.evaluate_validation();
+            let eval = trainer.evaluate().map_err(|e| e.to_string())?;
+            let validation = trainer.evaluate_validation().map_err(|e| e.to_string())?;
             let val_text =
                 validation.map(|v| format!("  val loss {:.4}  val acc {:.4}", v.loss, v.accuracy)).unwrap_or_default();
             say(
@@ -368,7 +411,10 @@ fn run(args: &Args) -> Result<(), String> {
     }
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
-    let eval = last_eval.unwrap_or_else(|| trainer.evaluate());
+    let eval = match last_eval {
+        Some(eval) => eval,
+        None => trainer.evaluate().map_err(|e| e.to_string())?,
+    };
     let updates = trainer.state.step - first_step;
     if let Some(w) = &mut metrics {
         w.flush().map_err(|e| format!("cannot write metrics: {e}"))?;

@@ -245,7 +245,7 @@ impl JobState {
         if spec.model == rwp_spec::ModelKind::TorchScript {
             let sandbox = sandbox.as_ref().map_err(|e| WorkerError::Sandbox(e.to_string()))?;
             let model_file = model_file.ok_or_else(|| model_error("not fetched".to_owned()))?;
-            let grants = Grants { model_file: model_file.to_owned(), data_dir: spec.data_dir.clone() };
+            let grants = Grants { model_file: model_file.to_owned(), data_dirs: data_dirs(spec) };
             let mut host = ModelHost::spawn(sandbox, &grants).map_err(|e| WorkerError::Sandbox(e.to_string()))?;
             let opened = host.open_job(spec).map_err(|e| model_error(e.to_string()))?;
             let schedule = Schedule::new(spec, opened.train_samples as usize)?;
@@ -496,3 +496,22 @@ fn sandboxed(
 
 /// A sandboxed task's limit when the server gives none.
 const NO_TIME_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+/// The folders a sandboxed job may read its data from: `data_dir`, or the
+/// folders of its own data's local locations (a brace range's folder, a
+/// file's folder).
+fn data_dirs(spec: &JobSpec) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = spec.data_dir.iter().cloned().collect();
+    for (field, location) in spec.data.iter().flat_map(rwp_spec::DataSource::locations) {
+        let Ok(rwp_spec::data::Location::Path(path)) = rwp_spec::data::Location::parse(field, location) else {
+            continue;
+        };
+        let text = path.to_string_lossy();
+        let mut dir = std::path::PathBuf::from(text.split('{').next().unwrap_or_default());
+        if text.contains('{') || dir.is_file() {
+            dir.pop();
+        }
+        dirs.push(dir);
+    }
+    dirs
+}

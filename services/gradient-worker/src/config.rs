@@ -91,6 +91,13 @@ pub struct WorkerConfig {
     /// SHA-256 (any worker may delete it; files are fetched again); default
     /// `$TMPDIR/rwp-model-cache`.
     pub model_cache_dir: PathBuf,
+    /// Where objects of jobs' own data read from object storage are cached
+    /// (shards, images), the least recently used going first; default
+    /// `$TMPDIR/rwp-data-cache`.
+    pub data_cache_dir: PathBuf,
+    /// The most bytes `data_cache_dir` holds (0: no cache; objects are
+    /// then read by ranges).
+    pub data_cache_bytes: u64,
     /// The `rwp-sandbox` program that runs TorchScript jobs' code; default:
     /// beside `rwp-worker`.
     pub sandbox_program: Option<PathBuf>,
@@ -125,6 +132,8 @@ impl Default for WorkerConfig {
             token: None,
             token_file: None,
             model_cache_dir: std::env::temp_dir().join("rwp-model-cache"),
+            data_cache_dir: std::env::temp_dir().join("rwp-data-cache"),
+            data_cache_bytes: rwp_data::cache::DEFAULT_CACHE_BYTES,
             sandbox_program: None,
             sandbox_memory_bytes: 8 << 30,
             sandbox_user: rwp_sandbox::DEFAULT_USER.to_owned(),
@@ -222,6 +231,9 @@ impl WorkerConfig {
         }
         if self.name.trim().is_empty() {
             return bad("name", "must not be empty".to_owned());
+        }
+        if self.data_cache_dir.as_os_str().is_empty() {
+            return bad("data_cache_dir", "must not be empty".to_owned());
         }
         if self.model_cache_dir.as_os_str().is_empty() {
             return bad("model_cache_dir", "must not be empty".to_owned());

@@ -12,7 +12,7 @@ use rwp_spec::plan::Sampler;
 use rwp_spec::work::Work;
 use rwp_spec::JobSpec;
 use tch::Device;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::compute::{Computed, GradientOutput, TaskInput, TaskOutput};
 use crate::slots::WeightSlots;
@@ -51,7 +51,10 @@ pub(crate) fn compute(
     let computed = match &input.work {
         Work::Gradient { task, returns_buffers } => {
             let samples = sampler.shard(task);
-            let batch = data.train_batch(&samples).to_device(device);
+            let batch = data.train_batch(&samples)?.to_device(device);
+            if let Some(first) = batch.skipped.first() {
+                warn!(skipped = batch.skipped.len(), first, "samples left out of the batch (bad_samples = skip)");
+            }
             let result =
                 compute_task(spec, model, &weights.weights, &weights.buffers, task, &batch, weights.factors.as_ref());
             let mut payload = wire::encode_gradients(&result.grads, spec.gradient_encoding);
@@ -83,7 +86,7 @@ pub(crate) fn compute(
                 .eval_split(task.split)
                 .ok_or_else(|| WorkerError::InvalidTask(format!("the job holds no {:?} samples out", task.split)))?;
             let batches = shard_batches(split.len(), task.shard);
-            let results = evaluate_batches(model, data, split, batches, &weights.weights, &weights.buffers, device);
+            let results = evaluate_batches(model, data, split, batches, &weights.weights, &weights.buffers, device)?;
             debug!(batches = results.len(), "evaluated");
             Computed::Evaluation(results)
         }

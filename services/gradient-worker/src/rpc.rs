@@ -163,15 +163,36 @@ impl Connector {
 
 /// Leases a task; with it, the response metadata, which carries the trace
 /// context of the server's span for the task's update.
-pub(crate) async fn lease(
-    session: &Session,
-    wait_ms: u32,
-) -> Result<Option<(Task, tonic::metadata::MetadataMap)>, WorkerError> {
+/// What the server hands a worker that asks for work.
+#[derive(Debug)]
+pub(crate) enum Offered {
+    /// A task, with the metadata that carries its update's trace context.
+    Task(Box<Task>, tonic::metadata::MetadataMap),
+    /// A submitted job's own data to inspect.
+    Inspection(rwp_proto::v1::InspectionTask),
+}
+
+pub(crate) async fn lease(session: &Session, wait_ms: u32) -> Result<Option<Offered>, WorkerError> {
     let mut request = Request::new(LeaseTaskRequest { worker_id: session.worker_id.clone(), wait_ms });
     request.set_timeout(Duration::from_millis(u64::from(wait_ms)) + CALL_TIMEOUT);
     let response = session.client.clone().lease_task(request).await.map_err(WorkerError::rpc("LeaseTask"))?;
     let (metadata, body, _) = response.into_parts();
-    Ok(body.task.map(|t| (t, metadata)))
+    Ok(match (body.task, body.inspection) {
+        (Some(task), _) => Some(Offered::Task(Box::new(task), metadata)),
+        (None, Some(inspection)) => Some(Offered::Inspection(inspection)),
+        (None, None) => None,
+    })
+}
+
+/// Pushes what inspecting a job's data found.
+pub(crate) async fn push_inspection(
+    session: &Session,
+    push: rwp_spec::work::InspectionPush,
+) -> Result<(), WorkerError> {
+    let mut request = Request::new(rwp_proto::v1::PushInspectionRequest::from(push));
+    request.set_timeout(CALL_TIMEOUT);
+    session.client.clone().push_inspection(request).await.map_err(WorkerError::rpc("PushInspection"))?;
+    Ok(())
 }
 
 /// Renews a lease every `interval` until dropped (aborted). Stops when the

@@ -8,7 +8,7 @@ use backon::BackoffBuilder;
 use rwp_proto::v1;
 use rwp_spec::eval::EvalSplit;
 use rwp_spec::payload::Announced;
-use rwp_spec::work::{EvalPush, LeasedTask, PushHeader, Work};
+use rwp_spec::work::{EvalPush, Inspection, InspectionPush, LeasedTask, PushHeader, Work};
 use rwp_spec::Role;
 use tch::Device;
 use tonic::Code;
@@ -240,6 +240,7 @@ pub async fn run_with_metrics(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<WorkerReport, WorkerError> {
     config.validate()?;
+    rwp_data::cache::configure(config.data_cache_dir.clone(), config.data_cache_bytes);
     let connector = rpc::Connector::new(&config)?;
     let device = rwp_core::trainer::parse_device(&config.device).map_err(|e| WorkerError::Device(e.to_string()))?;
     let (threads, threads_from) = config.compute_threads();
@@ -346,9 +347,14 @@ impl Worker<'_> {
                     backoff = policy.build();
                     continue;
                 }
-                Ok(Some((task, metadata))) => {
+                Ok(Some(rpc::Offered::Inspection(inspection))) => {
                     backoff = policy.build();
-                    match self.run_task(&session, task, &metadata, shutdown.as_mut()).await? {
+                    self.inspect(&session, inspection).await;
+                    continue;
+                }
+                Ok(Some(rpc::Offered::Task(task, metadata))) => {
+                    backoff = policy.build();
+                    match self.run_task(&session, *task, &metadata, shutdown.as_mut()).await? {
                         (Flow::Stop, _) => return Ok(()),
                         (Flow::Continue, false) => continue,
                         // A failed task: pace the next lease so that a task
@@ -452,6 +458,44 @@ impl Worker<'_> {
             }
         };
         Ok((flow, failed))
+    }
+
+    /// Lists a submitted job's own data as this worker would read it, and
+    /// pushes its summary or the first problem found.
+    async fn inspect(&mut self, session: &Session, task: rwp_proto::v1::InspectionTask) {
+        let lease_id = task.lease_id.clone();
+        let span = info_span!("rwp.inspect", lease = %lease_id);
+        let inspection = match Inspection::try_from(task) {
+            Ok(i) => i,
+            Err(e) => {
+                error!(parent: &span, "refusing an inspection: {e}");
+                self.give_back(session, &lease_id, Some(format!("refused the inspection: {e}"))).await;
+                return;
+            }
+        };
+        let _renewer = AbortOnDrop(tokio::spawn(
+            rpc::keep_renewing(session.clone(), lease_id.clone(), crate::compute::Aborter::default())
+                .instrument(span.clone()),
+        ));
+        let started = Instant::now();
+        let (dataset, data) = (inspection.dataset, inspection.data);
+        let found = tokio::task::spawn_blocking(move || {
+            rwp_data::DataIndex::build(dataset, &data).map(|index| index.summary()).map_err(|e| e.to_string())
+        })
+        .await;
+        let result = match found {
+            Ok(result) => result,
+            Err(e) => {
+                error!(parent: &span, "the inspection stopped: {e}");
+                self.give_back(session, &lease_id, Some(format!("the inspection stopped: {e}"))).await;
+                return;
+            }
+        };
+        info!(parent: &span, ok = result.is_ok(), ms = started.elapsed().as_millis() as u64, "data inspected");
+        let push = InspectionPush { worker_id: session.worker_id.clone(), lease_id, result };
+        if let Err(e) = rpc::push_inspection(session, push).await {
+            warn!(parent: &span, "could not push the inspection (it will lapse and be re-issued): {e}");
+        }
     }
 
     async fn give_back(&mut self, session: &Session, lease_id: &str, error: Option<String>) {

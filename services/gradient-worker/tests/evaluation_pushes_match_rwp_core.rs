@@ -42,7 +42,7 @@ async fn evaluated_batches_are_bit_identical_to_rwp_core() {
         assert_eq!((task.version, task.split, task.num_shards), (0, 1, 2));
         assert_eq!(push.worker_id, "a-worker-1");
         let batches = shard_batches(data.test.len(), task.shard);
-        let expected = evaluate_batches(&model, &data, &data.test, batches, &weights, &buffers, Device::Cpu);
+        let expected = evaluate_batches(&model, &data, &data.test, batches, &weights, &buffers, Device::Cpu).unwrap();
         let got: Vec<_> = push.batches.iter().map(|b| (b.loss_sum.to_bits(), b.correct.to_bits(), b.samples)).collect();
         let want: Vec<_> = expected.iter().map(|b| (b.loss_sum.to_bits(), b.correct.to_bits(), b.samples)).collect();
         assert_eq!(got, want, "shard {}", task.shard);

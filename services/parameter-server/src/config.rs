@@ -118,6 +118,9 @@ pub struct ServerConfig {
     /// deleted with its metrics, checkpoints and TensorBoard run this long
     /// after it ended; 0 keeps every job. Sweep trials stay with their sweep.
     pub finished_job_retention_ms: u64,
+    /// How long a submission of a job with its own data waits for a worker
+    /// to inspect the data (the server never reads it) before it is refused.
+    pub data_inspection_timeout_ms: u64,
     /// Job API requests one token may make per second, on average, unless
     /// its entry says otherwise; beyond, RESOURCE_EXHAUSTED.
     pub requests_per_second: f64,
@@ -193,6 +196,7 @@ impl Default for ServerConfig {
             model_gc_interval_ms: 3_600_000,
             unreferenced_model_retention_ms: 7 * 24 * 3_600_000,
             finished_job_retention_ms: 0,
+            data_inspection_timeout_ms: 120_000,
             requests_per_second: 20.0,
             request_burst: 40,
             sandbox_program: None,
@@ -354,6 +358,13 @@ impl ServerConfig {
                 "finished_job_retention_ms",
                 self.finished_job_retention_ms.to_string(),
                 "must be 0 (keep every job) or at least 1000",
+            );
+        }
+        if self.data_inspection_timeout_ms < 100 {
+            return bad(
+                "data_inspection_timeout_ms",
+                self.data_inspection_timeout_ms.to_string(),
+                "must be at least 100",
             );
         }
         if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {

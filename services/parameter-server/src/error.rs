@@ -38,6 +38,9 @@ pub enum ServerError {
     NonFinite(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A job's own data that no worker inspected in time.
+    #[error("{0}")]
+    DataNotInspected(String),
     /// No credentials, or ones the server does not know.
     #[error("{0}")]
     Unauthenticated(String),
@@ -124,7 +127,7 @@ impl From<ServerError> for Status {
             | ServerError::CannotDelete { .. }
             | ServerError::StaleTask(_)
             | ServerError::StaleVersion { .. } => Status::failed_precondition(message),
-            ServerError::ShuttingDown => Status::unavailable(message),
+            ServerError::ShuttingDown | ServerError::DataNotInspected(_) => Status::unavailable(message),
             ServerError::Unauthenticated(_) => Status::unauthenticated(message),
             ServerError::PermissionDenied(_) => Status::permission_denied(message),
             ServerError::Storage(_)

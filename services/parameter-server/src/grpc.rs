@@ -11,7 +11,7 @@ use bytes::Bytes;
 use rwp_proto::v1::{self, job_service_server::JobService, worker_service_server::WorkerService};
 use rwp_spec::payload::{self, PayloadAssembler, PushMessage};
 use rwp_spec::sweep::SweepSpec;
-use rwp_spec::work::EvalPush;
+use rwp_spec::work::{EvalPush, InspectionPush};
 use rwp_spec::{Extension, JobSpec, ModelFile};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,7 +19,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::coordinator::{Coordinator, PushAdmission, PushHeader};
+use crate::coordinator::{Coordinator, Leased, PushAdmission, PushHeader};
 use crate::domain::{JobEvent, Principal, SubmitOptions};
 use crate::error::ServerError;
 
@@ -83,13 +83,27 @@ impl WorkerService for Handlers {
     ) -> Result<Response<v1::LeaseTaskResponse>, Status> {
         let r = request.into_inner();
         let wait = Duration::from_millis(u64::from(r.wait_ms)).min(MAX_LEASE_WAIT);
-        let leased = self.coordinator.lease(&r.worker_id, wait).await?;
-        let (trace, task) = leased.map(|l| (l.trace, v1::Task::from(l.leased))).unzip();
-        let mut response = Response::new(v1::LeaseTaskResponse { task });
+        let (response, trace) = match self.coordinator.lease(&r.worker_id, wait).await? {
+            None => (v1::LeaseTaskResponse::default(), None),
+            Some(Leased::Task(l)) => {
+                (v1::LeaseTaskResponse { task: Some(v1::Task::from(l.leased)), inspection: None }, Some(l.trace))
+            }
+            Some(Leased::Inspection(i)) => (v1::LeaseTaskResponse { task: None, inspection: Some((*i).into()) }, None),
+        };
+        let mut response = Response::new(response);
         if let Some(span) = trace {
             rwp_telemetry::inject(&span, response.metadata_mut());
         }
         Ok(response)
+    }
+
+    async fn push_inspection(
+        &self,
+        request: Request<v1::PushInspectionRequest>,
+    ) -> Result<Response<v1::PushInspectionResponse>, Status> {
+        let push = InspectionPush::try_from(request.into_inner()).map_err(invalid)?;
+        self.coordinator.push_inspection(push)?;
+        Ok(Response::new(v1::PushInspectionResponse {}))
     }
 
     async fn renew_lease(

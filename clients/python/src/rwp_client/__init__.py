@@ -50,11 +50,15 @@ from ._errors import (
 )
 from ._progress import ProgressDisplay
 from ._spec import (
+    BadSamples,
+    BadSamplesName,
     ConstantLr,
     ConstantSigma,
     CosineIncreasingSigma,
     CosineLrPerEpoch,
     CosineLrPerUpdate,
+    DataSource,
+    DataSummary,
     Dataset,
     DatasetName,
     GradientEncoding,
@@ -74,6 +78,8 @@ from ._spec import (
     SigmaScheduleLike,
     SigmaScheduleName,
     StepLr,
+    Transforms,
+    TransformsName,
 )
 from ._sweep import (
     Distribution,
@@ -106,6 +112,8 @@ __version__ = "0.1.0"
 __all__ = [
     "CHUNK_BYTES",
     "AlreadyExists",
+    "BadSamples",
+    "BadSamplesName",
     "Cancelled",
     "Client",
     "ConstantLr",
@@ -114,6 +122,8 @@ __all__ = [
     "CosineLrPerEpoch",
     "CosineLrPerUpdate",
     "DataLoss",
+    "DataSource",
+    "DataSummary",
     "Dataset",
     "DatasetName",
     "DeadlineExceeded",
@@ -168,6 +178,8 @@ __all__ = [
     "SweepRef",
     "SweepSpec",
     "SweepState",
+    "Transforms",
+    "TransformsName",
     "Trial",
     "Unauthenticated",
     "Unavailable",

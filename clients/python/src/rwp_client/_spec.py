@@ -44,12 +44,34 @@ class Model(enum.Enum):
 
 
 class Dataset(enum.Enum):
-    """``SYNTHETIC`` is built in and needs no files; the others read ``data_dir``."""
+    """``SYNTHETIC`` is built in and needs no files; ``MNIST`` and the CIFARs
+    read ``data_dir``; the last three are your own data (``JobSpec.data``)."""
 
     SYNTHETIC = "synthetic"
     MNIST = "mnist"
     CIFAR10 = "cifar10"
     CIFAR100 = "cifar100"
+    #: One folder per class of JPEG or PNG files.
+    IMAGE_FOLDER = "image-folder"
+    #: WebDataset tar shards (``KEY.jpg|png`` and ``KEY.cls``).
+    TAR_SHARDS = "tar-shards"
+    #: safetensors files holding ``inputs`` and ``labels``.
+    TENSORS = "tensors"
+
+
+class Transforms(enum.Enum):
+    """How images become model inputs (docs/data.md)."""
+
+    IMAGENET = "imagenet"
+    CIFAR = "cifar"
+    RESIZE = "resize"
+
+
+class BadSamples(enum.Enum):
+    """What a sample that cannot be read or decoded does: fail the task, or be left out."""
+
+    FAIL = "fail"
+    SKIP = "skip"
 
 
 class NonFinitePolicy(enum.Enum):
@@ -75,7 +97,13 @@ MethodName: TypeAlias = Literal["sgd", "sam", "rwp", "arwp", "m-rwp", "m-arwp"]
 #: What ``JobSpec.model`` takes besides a :class:`Model`.
 ModelName: TypeAlias = Literal["mlp", "small-cnn", "resnet18", "resnet50", "vgg16-bn", "wrn16-8", "wrn28-10", "torchscript"]
 #: What ``JobSpec.dataset`` takes besides a :class:`Dataset`.
-DatasetName: TypeAlias = Literal["synthetic", "mnist", "cifar10", "cifar100"]
+DatasetName: TypeAlias = Literal[
+    "synthetic", "mnist", "cifar10", "cifar100", "image-folder", "tar-shards", "tensors"
+]
+#: What ``DataSource.transforms`` takes besides a :class:`Transforms`.
+TransformsName: TypeAlias = Literal["imagenet", "cifar", "resize"]
+#: What ``DataSource.bad_samples`` takes besides a :class:`BadSamples`.
+BadSamplesName: TypeAlias = Literal["fail", "skip"]
 #: What ``JobSpec.non_finite`` takes besides a :class:`NonFinitePolicy`.
 NonFinitePolicyName: TypeAlias = Literal["fail", "skip"]
 #: What ``JobSpec.gradient_encoding`` takes besides a :class:`GradientEncoding`.
@@ -197,6 +225,91 @@ def _reference_lr_schedule(method: Method) -> LrSchedule:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DataSummary:
+    """What a worker found inspecting a job's own data when it was
+    submitted; the job is planned from it. Set by the server."""
+
+    classes: int
+    #: Samples at ``train``, before ``validation_fraction`` holds any out.
+    train: int
+    validation: int
+    test: int
+    #: A model input's shape (``(3, image_size, image_size)`` for images).
+    shape: tuple[int, ...]
+    #: SHA-256 of the sample list: every worker checks its own against it.
+    digest: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSource:
+    """Where a job's own data is and how it is read (a job file's
+    ``[data]`` table; docs/data.md). Locations are paths every worker can
+    read, or object-store URLs; tar shards and tensor files may be named by
+    one brace range (``"train-{0000..0127}.tar"``)."""
+
+    train: str
+    test: str
+    #: Validation samples kept apart (instead of ``validation_fraction``).
+    validation: str | None = None
+    #: The side of the square images the model sees.
+    image_size: int = 224
+    transforms: _Converted[Transforms | TransformsName, Transforms] = _Converted(
+        lambda n, v: _enum(n, v, Transforms), default=Transforms.IMAGENET
+    )
+    #: Per-channel mean and std; ImageNet's for images when unset.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    bad_samples: _Converted[BadSamples | BadSamplesName, BadSamples] = _Converted(
+        lambda n, v: _enum(n, v, BadSamples), default=BadSamples.FAIL
+    )
+    #: Filled in by the server; a spec submitted with one is refused.
+    summary: DataSummary | None = None
+
+    def _to_proto(self, p: spec_pb2.DataSource) -> None:
+        p.train = _string("data.train", self.train)
+        p.test = _string("data.test", self.test)
+        if self.validation is not None:
+            p.validation = _string("data.validation", self.validation)
+        _assign(p, "image_size", _integer("data.image_size", self.image_size))
+        p.transforms = _TRANSFORMS_TO_WIRE[_enum("data.transforms", self.transforms, Transforms)]
+        p.bad_samples = _BAD_SAMPLES_TO_WIRE[_enum("data.bad_samples", self.bad_samples, BadSamples)]
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None:
+                getattr(p, name).extend(_number(f"data.{name}", v) for v in values)
+        if self.summary is not None:
+            s = self.summary
+            p.summary.classes = s.classes
+            p.summary.train, p.summary.validation, p.summary.test = s.train, s.validation, s.test
+            p.summary.shape.extend(s.shape)
+            p.summary.digest = s.digest
+
+    @classmethod
+    def _from_proto(cls, p: spec_pb2.DataSource) -> DataSource:
+        summary = None
+        if p.HasField("summary"):
+            s = p.summary
+            summary = DataSummary(
+                classes=s.classes,
+                train=s.train,
+                validation=s.validation,
+                test=s.test,
+                shape=tuple(s.shape),
+                digest=s.digest,
+            )
+        return cls(
+            train=p.train,
+            test=p.test,
+            validation=p.validation if p.HasField("validation") else None,
+            image_size=p.image_size or 224,
+            transforms=_from_wire("data.transforms", p.transforms, _TRANSFORMS_FROM_WIRE),
+            mean=tuple(p.mean) or None,
+            std=tuple(p.std) or None,
+            bad_samples=_from_wire("data.bad_samples", p.bad_samples, _BAD_SAMPLES_FROM_WIRE),
+            summary=summary,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobSpec:
     """Everything that decides a training run (``rwp.v1.JobSpec``).
 
@@ -277,6 +390,8 @@ class JobSpec:
     #: Fraction of the training set held out (seeded) as a validation set,
     #: in [0, 0.5); 0: none. Evaluations then report validation metrics.
     validation_fraction: float = 0.0
+    #: Your own data (``dataset`` image-folder, tar-shards or tensors).
+    data: DataSource | None = None
 
     def __post_init__(self) -> None:
         if self.sigma is None:
@@ -319,6 +434,8 @@ class JobSpec:
         if self.model_file is not None:
             p.model_file.sha256 = self.model_file.sha256
             _assign(p.model_file, "size_bytes", _integer("model_file.size_bytes", self.model_file.size_bytes))
+        if self.data is not None:
+            self.data._to_proto(p.data)
         return p
 
     @classmethod
@@ -378,6 +495,7 @@ class JobSpec:
                 else None
             ),
             validation_fraction=p.validation_fraction,
+            data=DataSource._from_proto(p.data) if p.HasField("data") else None,
         )
 
     # -- job files -----------------------------------------------------------
@@ -434,6 +552,18 @@ _DATASET_TO_WIRE: dict[Dataset, spec_pb2.Dataset.ValueType] = {
     Dataset.MNIST: spec_pb2.DATASET_MNIST,
     Dataset.CIFAR10: spec_pb2.DATASET_CIFAR10,
     Dataset.CIFAR100: spec_pb2.DATASET_CIFAR100,
+    Dataset.IMAGE_FOLDER: spec_pb2.DATASET_IMAGE_FOLDER,
+    Dataset.TAR_SHARDS: spec_pb2.DATASET_TAR_SHARDS,
+    Dataset.TENSORS: spec_pb2.DATASET_TENSORS,
+}
+_TRANSFORMS_TO_WIRE: dict[Transforms, spec_pb2.Transforms.ValueType] = {
+    Transforms.IMAGENET: spec_pb2.TRANSFORMS_IMAGENET,
+    Transforms.CIFAR: spec_pb2.TRANSFORMS_CIFAR,
+    Transforms.RESIZE: spec_pb2.TRANSFORMS_RESIZE,
+}
+_BAD_SAMPLES_TO_WIRE: dict[BadSamples, spec_pb2.BadSamples.ValueType] = {
+    BadSamples.FAIL: spec_pb2.BAD_SAMPLES_FAIL,
+    BadSamples.SKIP: spec_pb2.BAD_SAMPLES_SKIP,
 }
 _NON_FINITE_TO_WIRE: dict[NonFinitePolicy, spec_pb2.NonFinitePolicy.ValueType] = {
     NonFinitePolicy.FAIL: spec_pb2.NON_FINITE_POLICY_FAIL,
@@ -454,6 +584,8 @@ def _invert(table: Mapping[_E, int]) -> dict[int, _E]:
 _METHOD_FROM_WIRE = _invert(_METHOD_TO_WIRE)
 _MODEL_FROM_WIRE = _invert(_MODEL_TO_WIRE)
 _DATASET_FROM_WIRE = _invert(_DATASET_TO_WIRE)
+_TRANSFORMS_FROM_WIRE = {spec_pb2.TRANSFORMS_UNSPECIFIED: Transforms.IMAGENET} | _invert(_TRANSFORMS_TO_WIRE)
+_BAD_SAMPLES_FROM_WIRE = {spec_pb2.BAD_SAMPLES_UNSPECIFIED: BadSamples.FAIL} | _invert(_BAD_SAMPLES_TO_WIRE)
 # Unspecified means the default on the wire for these two.
 _NON_FINITE_FROM_WIRE = {spec_pb2.NON_FINITE_POLICY_UNSPECIFIED: NonFinitePolicy.FAIL} | _invert(
     _NON_FINITE_TO_WIRE
@@ -689,7 +821,39 @@ _JOB_FILE_KEYS: dict[str, tuple[str, _Reader]] = {
     "non_finite": ("non_finite", lambda n, v: _enum(n, v, NonFinitePolicy)),
     "gradient_encoding": ("gradient_encoding", lambda n, v: _enum(n, v, GradientEncoding)),
     "validation_fraction": ("validation_fraction", _number),
+    "data": ("data", lambda n, v: _read_data(n, v)),
 }
+
+# The keys of a job file's [data] table.
+_DATA_KEYS = {"train", "test", "validation", "image_size", "transforms", "mean", "std", "bad_samples"}
+
+
+def _read_data(name: str, value: object) -> DataSource:
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f"{name} must be a table ([data]) with train and test")
+    _no_unknown_keys(name, value, _DATA_KEYS)
+    for key in ("train", "test"):
+        if key not in value:
+            raise InvalidArgument(f"{name}.{key} is required")
+
+    def numbers(key: str) -> tuple[float, ...] | None:
+        values = value.get(key)
+        if values is None:
+            return None
+        if not isinstance(values, list):
+            raise InvalidArgument(f"{name}.{key} must be a list of numbers, one per channel")
+        return tuple(_number(f"{name}.{key}", v) for v in values)
+
+    return DataSource(
+        train=_string(f"{name}.train", value["train"]),
+        test=_string(f"{name}.test", value["test"]),
+        validation=_string(f"{name}.validation", value["validation"]) if "validation" in value else None,
+        image_size=_integer(f"{name}.image_size", value.get("image_size", 224)),
+        transforms=_enum(f"{name}.transforms", value.get("transforms", "imagenet"), Transforms),
+        mean=numbers("mean"),
+        std=numbers("std"),
+        bad_samples=_enum(f"{name}.bad_samples", value.get("bad_samples", "fail"), BadSamples),
+    )
 
 
 def _from_table(table: Mapping[str, object], origin: str) -> tuple[str | None, JobSpec]:
@@ -710,10 +874,19 @@ def _from_table(table: Mapping[str, object], origin: str) -> tuple[str | None, J
         raise InvalidArgument(f"{origin}: `method` is required")
     if values.get("data_dir") == "":
         raise InvalidArgument(f'{origin}: data_dir = "": must not be empty when set')
+    # Tensors are used as stored: the reference's augmentation is for images.
+    if values.get("dataset") is Dataset.TENSORS and "augment" not in values:
+        values["augment"] = False
     return name, JobSpec(**values)
 
 
 __all__ = [
+    "BadSamples",
+    "BadSamplesName",
+    "DataSource",
+    "DataSummary",
+    "Transforms",
+    "TransformsName",
     "ConstantLr",
     "ConstantSigma",
     "CosineIncreasingSigma",

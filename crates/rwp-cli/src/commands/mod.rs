@@ -1,6 +1,7 @@
 //! The subcommands. Each takes its arguments and a writer for stdout;
 //! progress and notes go to stderr.
 
+mod dataset;
 mod jobs;
 mod models;
 mod plot;
@@ -218,6 +219,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
         }
         Command::Sweep(command) => sweeps::run(command, connect, out).await,
         Command::Model(command) => models::run(command, connect, out).await,
+        Command::Dataset(command) => dataset::run(command, out),
         Command::Plot(args) => {
             ImageFormat::from_path(&args.output).map_err(CliError::Usage)?;
             let client = connect()?.connect().await?;

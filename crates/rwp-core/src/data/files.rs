@@ -59,7 +59,7 @@ fn mnist_split(dir: &Path, prefix: &str) -> Result<Split, DataError> {
     if let Some(bad) = labels.iter().find(|&&l| l > 9) {
         return Err(malformed(&labels_path, "MNIST", format!("label {bad} is not a digit")));
     }
-    Ok(Split { images, labels: labels.into_iter().map(i64::from).collect() })
+    Ok(Split::pixels(images, labels.into_iter().map(i64::from).collect()))
 }
 
 pub(super) fn mnist(dir: &Path) -> Result<(Split, Split), DataError> {
@@ -98,11 +98,11 @@ pub(super) fn cifar(dir: &Path, classes: i64) -> Result<(Split, Split), DataErro
         ("cifar-100-binary", vec!["train.bin".to_owned()], "test.bin")
     };
     let base: PathBuf = if dir.join(subdir).is_dir() { dir.join(subdir) } else { dir.to_owned() };
-    let mut train = Split { images: Vec::new(), labels: Vec::new() };
+    let mut train = Split::pixels(Vec::new(), Vec::new());
     for name in &train_files {
         cifar_file(&base.join(name), classes, &mut train)?;
     }
-    let mut test = Split { images: Vec::new(), labels: Vec::new() };
+    let mut test = Split::pixels(Vec::new(), Vec::new());
     cifar_file(&base.join(test_file), classes, &mut test)?;
     Ok((train, test))
 }

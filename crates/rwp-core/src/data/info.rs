@@ -22,17 +22,33 @@ pub struct DatasetInfo {
 }
 
 impl DatasetInfo {
-    /// The dataset of `spec`: the built-in one's sizes, or the standard
+    /// The dataset of `spec`: its own data's as inspected (the spec's
+    /// `data.summary`), the built-in one's sizes, or the standard
     /// sizes of MNIST (60,000 + 10,000) and CIFAR (50,000 + 10,000), with
     /// the validation samples held out of the training set as
     /// [`rwp_spec::plan::validation_split`] does.
     #[must_use]
     pub fn for_spec(spec: &JobSpec) -> Self {
+        if let Some(summary) = spec.data.as_ref().and_then(|d| d.summary.as_ref()) {
+            let held_out = validation_len(spec, summary.train as usize);
+            return Self {
+                shape: super::own::input_shape(&summary.shape),
+                classes: i64::from(summary.classes),
+                train: summary.train as usize - held_out,
+                validation: held_out + summary.validation as usize,
+                test: summary.test as usize,
+            };
+        }
         let (shape, classes, full_train, test) = match spec.dataset {
             DatasetKind::Synthetic => (synthetic::SHAPE, synthetic::CLASSES, synthetic::TRAIN, synthetic::TEST),
             DatasetKind::Mnist => (InputShape { channels: 1, height: 28, width: 28 }, 10, 60_000, 10_000),
             DatasetKind::Cifar10 => (InputShape { channels: 3, height: 32, width: 32 }, 10, 50_000, 10_000),
             DatasetKind::Cifar100 => (InputShape { channels: 3, height: 32, width: 32 }, 100, 50_000, 10_000),
+            // Known once the data is inspected (the summary above); the
+            // service plans such a job only after that.
+            DatasetKind::ImageFolder | DatasetKind::TarShards | DatasetKind::Tensors => {
+                (InputShape { channels: 0, height: 0, width: 0 }, 0, 0, 0)
+            }
         };
         let validation = validation_len(spec, full_train);
         Self { shape, classes, train: full_train - validation, validation, test }

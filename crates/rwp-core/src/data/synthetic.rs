@@ -80,7 +80,7 @@ fn split(rng: &mut Rng, prototypes: &[Image], len: usize, label_noise: f64) -> S
         };
         labels.push(label as i64);
     }
-    Split { images, labels }
+    Split::pixels(images, labels)
 }
 
 pub(super) fn generate() -> (Split, Split) {

@@ -127,7 +127,7 @@ fn mnist_loads_lengths_labels_and_pixels() {
 fn mnist_test_batches_are_normalised() {
     let files = mnist_files();
     let ds = load_mnist(files.dir.path()).unwrap();
-    let batches: Vec<Batch> = ds.test_batches(1).collect();
+    let batches: Vec<Batch> = ds.test_batches(1).map(Result::unwrap).collect();
     assert_eq!(batches.len(), 2);
     assert!(batches.iter().all(|b| b.len() == 1 && !b.is_empty()));
     assert_eq!(batches[0].images.size(), [1, 1, 28, 28]);
@@ -144,7 +144,7 @@ fn mnist_test_batches_are_normalised() {
     assert!((first.double_value(&[0, 0, 0, 1]) - ((1.0 - 0.1307) / 0.3081)).abs() < 1e-5);
 
     // The whole split in one batch: every pixel of both images.
-    let all: Vec<Batch> = ds.test_batches(10).collect();
+    let all: Vec<Batch> = ds.test_batches(10).map(Result::unwrap).collect();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].images.size(), [2, 1, 28, 28]);
     assert_eq!(tensor_i64(&all[0].labels), vec![7, 2]);
@@ -156,7 +156,7 @@ fn mnist_test_batches_are_normalised() {
 fn mnist_ignores_augment() {
     let files = mnist_files();
     let ds = Dataset::load(DatasetKind::Mnist, Some(files.dir.path()), true).unwrap();
-    let batch = ds.train_batch(&samples(&[2, 0], &[1, 2]));
+    let batch = ds.train_batch(&samples(&[2, 0], &[1, 2])).unwrap();
     assert_eq!(batch.images.size(), [2, 1, 28, 28]);
     assert_eq!(tensor_i64(&batch.labels), vec![9, 5]);
     let mut images = files.train_images[2 * MNIST_PIXELS..].to_vec();
@@ -338,7 +338,7 @@ fn cifar10_test_batches_use_per_channel_statistics() {
     let ds = load_cifar10(dir.path(), true).unwrap();
     let want = normalised(&test_images, &CIFAR_MEAN, &CIFAR_STD, 1024);
     for batch_size in [1, 2, 3, 500] {
-        let batches: Vec<Batch> = ds.test_batches(batch_size).collect();
+        let batches: Vec<Batch> = ds.test_batches(batch_size).map(Result::unwrap).collect();
         assert_eq!(batches.len(), 3usize.div_ceil(batch_size), "batch size {batch_size}");
         let mut pixels = Vec::new();
         let mut labels = Vec::new();
@@ -352,7 +352,7 @@ fn cifar10_test_batches_use_per_channel_statistics() {
         assert_eq!(labels, test_labels);
     }
     // A known value in each channel of the first test image.
-    let first = ds.test_batches(1).next().unwrap().images;
+    let first = ds.test_batches(1).map(Result::unwrap).next().unwrap().images;
     for c in 0..3 {
         let at = c * 1024 + 5 * 32 + 7;
         let got = first.double_value(&[0, c as i64, 5, 7]);
@@ -590,26 +590,26 @@ fn drawn(seed: u64) -> Recovered {
 fn augmentation_is_a_function_of_the_seed() {
     let (_dir, ds, _) = coordinate_cifar(true);
     let s = samples(&[0, 1, 0, 5, 9], &[11, 12, 13, 14, 15]);
-    let a = ds.train_batch(&s);
-    let b = ds.train_batch(&s);
+    let a = ds.train_batch(&s).unwrap();
+    let b = ds.train_batch(&s).unwrap();
     assert!(a.images.equal(&b.images));
     assert!(a.labels.equal(&b.labels));
     assert_eq!(tensor_i64(&a.labels), vec![3, 4, 3, ds.train.labels[5], ds.train.labels[9]]);
 
     // Other seeds change at least one image.
-    let other = ds.train_batch(&samples(&[0, 1, 0, 5, 9], &[21, 22, 23, 24, 25]));
+    let other = ds.train_batch(&samples(&[0, 1, 0, 5, 9], &[21, 22, 23, 24, 25])).unwrap();
     let n = a.len() as i64;
     let changed = (0..n).filter(|&i| !a.images.get(i).equal(&other.images.get(i))).count();
     assert!(changed >= 1, "new seeds changed no image");
     // Same image and seed in another position of the batch: the same result.
-    let single = ds.train_batch(&samples(&[5], &[14]));
+    let single = ds.train_batch(&samples(&[5], &[14])).unwrap();
     assert!(single.images.get(0).equal(&a.images.get(3)));
 }
 
 #[test]
 fn without_augment_train_batches_are_plain_normalised_images() {
     let (_dir, ds, coords) = coordinate_cifar(false);
-    let batch = ds.train_batch(&samples(&[0, 7, 0], &[1, 2, 3]));
+    let batch = ds.train_batch(&samples(&[0, 7, 0], &[1, 2, 3])).unwrap();
     assert_eq!(batch.images.size(), [3, 3, 32, 32]);
     let mut images = coords.clone();
     images.extend_from_slice(&ds.train.images[7 * CIFAR_PIXELS..8 * CIFAR_PIXELS]);
@@ -621,7 +621,7 @@ fn without_augment_train_batches_are_plain_normalised_images() {
 fn augmented_images_are_crops_flips_and_cutouts_of_the_source() {
     let (_dir, ds, coords) = coordinate_cifar(true);
     let seeds: Vec<u64> = (0..48).map(|i| 1000 + i * 7919).collect();
-    let batch = ds.train_batch(&samples(&vec![0; seeds.len()], &seeds));
+    let batch = ds.train_batch(&samples(&vec![0; seeds.len()], &seeds)).unwrap();
     let pixels = tensor_f32(&batch.images);
     let (mut flips, mut cutouts, mut offsets, mut identity) = (0, 0, std::collections::HashSet::new(), 0);
     for (i, &seed) in seeds.iter().enumerate() {
@@ -649,13 +649,13 @@ fn augmented_images_are_crops_flips_and_cutouts_of_the_source() {
 fn augmentation_only_applies_to_cifar_training_batches() {
     let (_dir, ds, coords) = coordinate_cifar(true);
     // Test batches of an augmented data set are plain.
-    let test: Vec<f32> = ds.test_batches(100).flat_map(|b| tensor_f32(&b.images)).collect();
+    let test: Vec<f32> = ds.test_batches(100).map(Result::unwrap).flat_map(|b| tensor_f32(&b.images)).collect();
     assert_eq!(test, normalised(&ds.test.images, &CIFAR_MEAN, &CIFAR_STD, 1024));
     // And a seed that draws no change leaves the image as it is.
     let seed = (0..10_000u64)
         .find(|&s| drawn(s) == Recovered { top: 0, left: 0, flip: false, cutout: None })
         .expect("some seed draws the identity");
-    let batch = ds.train_batch(&samples(&[0], &[seed]));
+    let batch = ds.train_batch(&samples(&[0], &[seed])).unwrap();
     assert_eq!(tensor_f32(&batch.images), normalised(&coords, &CIFAR_MEAN, &CIFAR_STD, 1024));
 }
 
@@ -678,7 +678,7 @@ fn synthetic_is_deterministic_and_shaped() {
     assert_ne!(a.train.images[..768], a.test.images[..768]);
     // Augmentation is a CIFAR thing: asked for, it is not applied here.
     assert!(!a.augment);
-    let batch = a.train_batch(&samples(&[3, 999], &[1, 2]));
+    let batch = a.train_batch(&samples(&[3, 999], &[1, 2])).unwrap();
     assert_eq!(batch.images.size(), [2, 3, 16, 16]);
     let mut images = a.train.images[3 * 768..4 * 768].to_vec();
     images.extend_from_slice(&a.train.images[999 * 768..]);
@@ -741,7 +741,7 @@ fn synthetic_classes_are_separable_by_their_mean_image() {
 #[test]
 fn batch_helpers() {
     let ds = Dataset::load(DatasetKind::Synthetic, None, false).unwrap();
-    let batches: Vec<Batch> = ds.test_batches(300).collect();
+    let batches: Vec<Batch> = ds.test_batches(300).map(Result::unwrap).collect();
     assert_eq!(batches.len(), 7);
     assert!(batches[..6].iter().all(|b| b.len() == 300));
     assert_eq!(batches[6].len(), 200);
@@ -749,7 +749,7 @@ fn batch_helpers() {
     assert_eq!(labels, ds.test.labels);
     let moved = batches[0].to_device(Device::Cpu);
     assert!(moved.images.equal(&batches[0].images));
-    let empty = ds.train_batch(&samples(&[], &[]));
+    let empty = ds.train_batch(&samples(&[], &[])).unwrap();
     assert!(empty.is_empty());
     assert_eq!(empty.images.size(), [0, 3, 16, 16]);
 }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use rwp_spec::sweep::{Distribution, EarlyStopping, ParamValue, Search, SearchMode, SearchParam, SweepSpec};
 use rwp_spec::{
-    DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelFile, ModelKind, NonFinitePolicy, SigmaSchedule,
+    BadSamples, DataSource, DataSummary, DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelFile,
+    ModelKind, NonFinitePolicy, SigmaSchedule, Transforms,
 };
 
 use super::{missing, unknown, ConversionError};
@@ -77,6 +78,9 @@ impl From<DatasetKind> for v1::Dataset {
             DatasetKind::Mnist => v1::Dataset::Mnist,
             DatasetKind::Cifar10 => v1::Dataset::Cifar10,
             DatasetKind::Cifar100 => v1::Dataset::Cifar100,
+            DatasetKind::ImageFolder => v1::Dataset::ImageFolder,
+            DatasetKind::TarShards => v1::Dataset::TarShards,
+            DatasetKind::Tensors => v1::Dataset::Tensors,
         }
     }
 }
@@ -90,6 +94,9 @@ pub fn dataset_from_wire(value: i32) -> Result<DatasetKind, ConversionError> {
             v1::Dataset::Mnist => DatasetKind::Mnist,
             v1::Dataset::Cifar10 => DatasetKind::Cifar10,
             v1::Dataset::Cifar100 => DatasetKind::Cifar100,
+            v1::Dataset::ImageFolder => DatasetKind::ImageFolder,
+            v1::Dataset::TarShards => DatasetKind::TarShards,
+            v1::Dataset::Tensors => DatasetKind::Tensors,
         })
     }
 }
@@ -175,7 +182,89 @@ impl From<&JobSpec> for v1::JobSpec {
                 .as_ref()
                 .map(|f| v1::ModelFile { sha256: f.sha256.clone(), size_bytes: f.size_bytes }),
             validation_fraction: s.validation_fraction,
+            data: s.data.as_ref().map(v1::DataSource::from),
         }
+    }
+}
+
+impl From<&DataSource> for v1::DataSource {
+    fn from(d: &DataSource) -> Self {
+        v1::DataSource {
+            train: d.train.clone(),
+            test: d.test.clone(),
+            validation: d.validation.clone(),
+            image_size: d.image_size,
+            transforms: match d.transforms {
+                Transforms::Imagenet => v1::Transforms::Imagenet,
+                Transforms::Cifar => v1::Transforms::Cifar,
+                Transforms::Resize => v1::Transforms::Resize,
+            }
+            .into(),
+            mean: d.mean.clone().unwrap_or_default(),
+            std: d.std.clone().unwrap_or_default(),
+            bad_samples: match d.bad_samples {
+                BadSamples::Fail => v1::BadSamples::Fail,
+                BadSamples::Skip => v1::BadSamples::Skip,
+            }
+            .into(),
+            summary: d.summary.as_ref().map(v1::DataSummary::from),
+        }
+    }
+}
+
+impl From<&DataSummary> for v1::DataSummary {
+    fn from(s: &DataSummary) -> Self {
+        v1::DataSummary {
+            classes: s.classes,
+            train: s.train,
+            validation: s.validation,
+            test: s.test,
+            shape: s.shape.clone(),
+            digest: s.digest.clone(),
+        }
+    }
+}
+
+impl From<v1::DataSummary> for DataSummary {
+    fn from(s: v1::DataSummary) -> Self {
+        DataSummary {
+            classes: s.classes,
+            train: s.train,
+            validation: s.validation,
+            test: s.test,
+            shape: s.shape,
+            digest: s.digest,
+        }
+    }
+}
+
+impl TryFrom<v1::DataSource> for DataSource {
+    type Error = ConversionError;
+
+    fn try_from(d: v1::DataSource) -> Result<Self, Self::Error> {
+        let transforms =
+            match v1::Transforms::try_from(d.transforms).map_err(|_| unknown("spec.data.transforms", d.transforms))? {
+                v1::Transforms::Unspecified | v1::Transforms::Imagenet => Transforms::Imagenet,
+                v1::Transforms::Cifar => Transforms::Cifar,
+                v1::Transforms::Resize => Transforms::Resize,
+            };
+        let bad_samples = match v1::BadSamples::try_from(d.bad_samples)
+            .map_err(|_| unknown("spec.data.bad_samples", d.bad_samples))?
+        {
+            v1::BadSamples::Unspecified | v1::BadSamples::Fail => BadSamples::Fail,
+            v1::BadSamples::Skip => BadSamples::Skip,
+        };
+        Ok(DataSource {
+            train: d.train,
+            test: d.test,
+            validation: d.validation,
+            image_size: if d.image_size == 0 { rwp_spec::data::DEFAULT_IMAGE_SIZE } else { d.image_size },
+            transforms,
+            mean: (!d.mean.is_empty()).then_some(d.mean),
+            std: (!d.std.is_empty()).then_some(d.std),
+            bad_samples,
+            summary: d.summary.map(DataSummary::from),
+        })
     }
 }
 
@@ -233,6 +322,7 @@ impl TryFrom<v1::JobSpec> for JobSpec {
                 .map_err(|e| ConversionError { field: "spec.gradient_encoding", reason: e.reason })?,
             model_file: s.model_file.map(|f| ModelFile { sha256: f.sha256, size_bytes: f.size_bytes }),
             validation_fraction: s.validation_fraction,
+            data: s.data.map(DataSource::try_from).transpose()?,
         })
     }
 }

@@ -7,10 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use rwp_spec::eval::{BatchEval, EvalSplit, EvalTask};
 use rwp_spec::payload::{Announced, PushMessage};
-use rwp_spec::work::{EvalPush, LeasedTask, PushHeader, Work};
+use rwp_spec::work::{EvalPush, Inspection, InspectionPush, LeasedTask, PushHeader, Work};
+use rwp_spec::DataSource;
 use rwp_spec::{JobSpec, Role, Task};
 
-use super::spec::encoding_from_wire;
+use super::spec::{dataset_from_wire, encoding_from_wire};
 use super::{missing, unknown, ConversionError};
 use crate::v1;
 
@@ -176,6 +177,56 @@ impl TryFrom<v1::PushEvaluationRequest> for EvalPush {
                 .map(|b| BatchEval { loss_sum: b.loss_sum, correct: b.correct, samples: b.samples })
                 .collect(),
         })
+    }
+}
+
+impl From<Inspection> for v1::InspectionTask {
+    fn from(i: Inspection) -> Self {
+        v1::InspectionTask {
+            lease_id: i.lease_id,
+            dataset: v1::Dataset::from(i.dataset).into(),
+            data: Some((&i.data).into()),
+            lease_deadline_unix_ms: i.deadline_unix_ms,
+        }
+    }
+}
+
+impl TryFrom<v1::InspectionTask> for Inspection {
+    type Error = ConversionError;
+    fn try_from(i: v1::InspectionTask) -> Result<Self, Self::Error> {
+        Ok(Inspection {
+            lease_id: i.lease_id,
+            dataset: dataset_from_wire(i.dataset)
+                .map_err(|e| ConversionError { field: "dataset", reason: e.reason })?,
+            data: DataSource::try_from(i.data.ok_or_else(|| missing("data"))?)?,
+            deadline_unix_ms: i.lease_deadline_unix_ms,
+        })
+    }
+}
+
+impl From<InspectionPush> for v1::PushInspectionRequest {
+    fn from(p: InspectionPush) -> Self {
+        use v1::push_inspection_request::Result as Found;
+        v1::PushInspectionRequest {
+            worker_id: p.worker_id,
+            lease_id: p.lease_id,
+            result: Some(match &p.result {
+                Ok(summary) => Found::Summary(summary.into()),
+                Err(error) => Found::Error(error.clone()),
+            }),
+        }
+    }
+}
+
+impl TryFrom<v1::PushInspectionRequest> for InspectionPush {
+    type Error = ConversionError;
+    fn try_from(p: v1::PushInspectionRequest) -> Result<Self, Self::Error> {
+        use v1::push_inspection_request::Result as Found;
+        let result = match p.result.ok_or_else(|| missing("result"))? {
+            Found::Summary(summary) => Ok(summary.into()),
+            Found::Error(error) => Err(error),
+        };
+        Ok(InspectionPush { worker_id: p.worker_id, lease_id: p.lease_id, result })
     }
 }
 

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::{DataSource, Transforms};
 use crate::{DatasetKind, Method, ModelFile, ModelKind, SpecError};
 
 /// When the learning rate changes.
@@ -299,6 +300,10 @@ pub struct JobSpec {
     /// seed ([`crate::plan::validation_split`]) and never trained on.
     #[serde(default)]
     pub validation_fraction: f64,
+    /// Where a job's own data is and how it is read (datasets
+    /// `image-folder`, `tar-shards`, `tensors`); `None` for the built-ins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSource>,
 }
 
 impl JobSpec {
@@ -335,6 +340,7 @@ impl JobSpec {
             gradient_encoding: GradientEncoding::F32,
             model_file: None,
             validation_fraction: 0.0,
+            data: None,
         };
         match method {
             Method::Sgd | Method::Sam => {}
@@ -347,6 +353,50 @@ impl JobSpec {
             }
         }
         spec
+    }
+
+    /// The rules tying `dataset`, `data_dir`, `data` and `augment` together.
+    fn validate_data(&self) -> Result<(), SpecError> {
+        fn bad(field: &'static str, value: impl ToString, rule: &'static str) -> SpecError {
+            SpecError::OutOfRange { field, value: value.to_string(), rule }
+        }
+        let Some(data) = &self.data else {
+            if self.dataset.is_own_data() {
+                return Err(bad(
+                    "data",
+                    "none",
+                    "must give the data's locations (data.train, data.test) for this dataset",
+                ));
+            }
+            return Ok(());
+        };
+        if !self.dataset.is_own_data() {
+            return Err(bad("data", self.dataset, "is only for datasets image-folder, tar-shards and tensors"));
+        }
+        if self.data_dir.is_some() {
+            return Err(bad("data_dir", self.dataset, "must be unset: this dataset's locations are in data"));
+        }
+        if data.validation.is_some() && self.validation_fraction > 0.0 {
+            return Err(bad(
+                "validation_fraction",
+                self.validation_fraction,
+                "must be 0 when data.validation names the validation samples",
+            ));
+        }
+        if self.dataset == DatasetKind::Tensors && self.augment {
+            return Err(bad("augment", true, "must be false for tensors (their samples are used as stored)"));
+        }
+        if self.dataset == DatasetKind::Tensors && data.transforms != Transforms::default() {
+            return Err(bad("data.transforms", data.transforms, "is for image datasets, not tensors"));
+        }
+        if self.dataset.holds_images() {
+            if let Some(mean) = &data.mean {
+                if mean.len() != 3 {
+                    return Err(bad("data.mean", format!("{mean:?}"), "must hold 3 values (R, G, B) for images"));
+                }
+            }
+        }
+        data.validate(self.dataset.holds_images())
     }
 
     /// Checks every field, naming the first one that is out of range. Fields
@@ -462,6 +512,7 @@ impl JobSpec {
         if self.dataset.needs_files() && self.data_dir.is_none() {
             return Err(SpecError::MissingDataDir { dataset: self.dataset });
         }
+        self.validate_data()?;
         match (&self.model_file, self.model) {
             (Some(file), ModelKind::TorchScript) => file.validate()?,
             (None, ModelKind::TorchScript) => {

@@ -159,6 +159,7 @@ fn every_field_is_checked_and_named() {
         gradient_encoding: _,
         model_file: _,          // below
         validation_fraction: _, // below
+        data: _,                // own_data_needs_its_locations_and_fits_its_kind
     } = base();
     let cases: &[(&str, Spoil)] = &[
         ("model_file", |s| s.model = ModelKind::TorchScript),
@@ -636,4 +637,80 @@ fn an_update_cap_of_zero_in_flags_lifts_the_cap() {
     spec.max_updates = Some(5);
     lift.apply(&mut spec);
     assert_eq!(spec.max_updates, None);
+}
+
+#[test]
+fn own_data_needs_its_locations_and_fits_its_kind() {
+    let data = || crate::DataSource {
+        train: "s3://bucket/train-{0000..0003}.tar".into(),
+        test: "/data/test".into(),
+        validation: None,
+        image_size: 224,
+        transforms: crate::Transforms::Imagenet,
+        mean: None,
+        std: None,
+        bad_samples: crate::BadSamples::Skip,
+        summary: None,
+    };
+    let mut s = base();
+    s.dataset = DatasetKind::TarShards;
+    s.data = Some(data());
+    assert_eq!(s.validate(), Ok(()));
+    let rules = |edit: Spoil| {
+        let mut s = base();
+        s.dataset = DatasetKind::ImageFolder;
+        s.data = Some(data());
+        edit(&mut s);
+        s.validate().unwrap_err().to_string()
+    };
+    let cases: Vec<(Spoil, &str)> = vec![
+        (|s| s.data = None, "data = none is out of range: must give the data's locations"),
+        (
+            |s| {
+                s.dataset = DatasetKind::Cifar10;
+                s.data_dir = Some("/cifar".into());
+            },
+            "data = cifar10 is out of range: is only for datasets",
+        ),
+        (|s| s.data_dir = Some("/x".into()), "data_dir = image-folder is out of range: must be unset"),
+        (
+            |s| {
+                s.validation_fraction = 0.1;
+                s.data.as_mut().unwrap().validation = Some("/v".into());
+            },
+            "validation_fraction = 0.1 is out of range: must be 0 when data.validation",
+        ),
+        (|s| s.data.as_mut().unwrap().image_size = 4, "data.image_size = 4 is out of range"),
+        (|s| s.data.as_mut().unwrap().train = "ftp://x/y".into(), "data.train = \"ftp://x/y\""),
+        (|s| s.data.as_mut().unwrap().test = String::new(), "data.test = \"\" is out of range: must not be empty"),
+        (
+            |s| s.data.as_mut().unwrap().mean = Some(vec![0.5; 3]),
+            "data.std = None is out of range: must be set together with data.mean",
+        ),
+        (
+            |s| {
+                let d = s.data.as_mut().unwrap();
+                (d.mean, d.std) = (Some(vec![0.5]), Some(vec![0.2]));
+            },
+            "data.mean = [0.5] is out of range: must hold 3 values",
+        ),
+        (
+            |s| {
+                let d = s.data.as_mut().unwrap();
+                (d.mean, d.std) = (Some(vec![0.5; 3]), Some(vec![0.2, 0.0, 0.1]));
+            },
+            "data.std = [0.2, 0.0, 0.1] is out of range: must be finite (and > 0 for std)",
+        ),
+        (
+            |s| {
+                s.dataset = DatasetKind::Tensors;
+                s.augment = true;
+            },
+            "augment = true is out of range: must be false for tensors",
+        ),
+    ];
+    for (edit, says) in cases {
+        let error = rules(edit);
+        assert!(error.starts_with(says), "{error}");
+    }
 }

@@ -80,7 +80,7 @@ pub fn fixture() -> Fixture {
     let expected = tasks
         .into_iter()
         .map(|task| {
-            let batch = data.train_batch(&sampler.shard(&task));
+            let batch = data.train_batch(&sampler.shard(&task)).unwrap();
             let result = rwp_core::grad::compute_task(&spec, &model, &weights, &buffers, &task, &batch, None);
             let mut payload = wire::encode_gradients(&result.grads, spec.gradient_encoding);
             let gradient_bytes = payload.len() as u64;
@@ -226,7 +226,7 @@ impl WorkerService for FakeServer {
         if task.is_none() {
             tokio::time::sleep(Duration::from_millis(u64::from(request.wait_ms).min(100))).await;
         }
-        Ok(Response::new(v1::LeaseTaskResponse { task }))
+        Ok(Response::new(v1::LeaseTaskResponse { task, inspection: None }))
     }
 
     async fn renew_lease(
@@ -298,6 +298,13 @@ impl WorkerService for FakeServer {
         };
         let chunk = v1::ModelChunk { total_bytes: bytes.len() as u64, sha256, offset: 0, data: bytes };
         Ok(Response::new(tokio_stream::iter(vec![Ok(chunk)])))
+    }
+
+    async fn push_inspection(
+        &self,
+        _request: Request<v1::PushInspectionRequest>,
+    ) -> Result<Response<v1::PushInspectionResponse>, Status> {
+        Err(Status::unimplemented("this fake server hands out no inspections"))
     }
 
     async fn push_gradient(

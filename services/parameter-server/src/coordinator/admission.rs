@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use rwp_spec::data::Location;
+use rwp_spec::JobSpec;
+
 use crate::domain::Principal;
 use crate::error::ServerError;
 use crate::store::RequestKey;
@@ -44,6 +47,34 @@ pub(super) fn check_data_dir(roots: Option<&[PathBuf]>, data_dir: Option<&Path>)
         roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
     };
     Err(format!("data_dir must be an absolute path under one of this server's data roots (data_roots): {allowed}"))
+}
+
+/// A job's own data as a client sends it: without a summary (the server
+/// has a worker inspect the data), its local paths under one of `roots`
+/// (when the server has them). Object-store locations are the owner's.
+pub(super) fn check_data_locations(roots: Option<&[PathBuf]>, spec: &JobSpec) -> Result<(), String> {
+    let Some(data) = &spec.data else { return Ok(()) };
+    if data.summary.is_some() {
+        return Err("data.summary is written by the server when a worker inspects the data; leave it unset".into());
+    }
+    for (field, location) in data.locations() {
+        if let Ok(Location::Path(path)) = Location::parse(field, location) {
+            // A brace range names files in the folder it lies in.
+            let folder = path.to_string_lossy().split('{').next().map(PathBuf::from).unwrap_or_default();
+            check_data_dir(roots, Some(&folder))
+                .map_err(|e| format!("{field}: {}", e.replacen("data_dir", "a path", 1)))?;
+        }
+    }
+    Ok(())
+}
+
+/// `spec` as its client sent it: without the summary the server added.
+pub(super) fn without_summary(spec: &JobSpec) -> JobSpec {
+    let mut spec = spec.clone();
+    if let Some(data) = &mut spec.data {
+        data.summary = None;
+    }
+    spec
 }
 
 /// Longest client request id, in characters.

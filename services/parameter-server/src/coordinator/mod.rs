@@ -46,6 +46,7 @@ use rwp_telemetry::Registry;
 
 mod admission;
 mod evaluations;
+mod inspections;
 mod lifecycle;
 mod logs;
 mod metrics;
@@ -81,6 +82,14 @@ pub struct LeasedTask {
     pub trace: tracing::Span,
     /// The task as the worker sees it.
     pub leased: rwp_spec::work::LeasedTask,
+}
+
+/// What a worker asking for work gets.
+#[derive(Debug)]
+pub enum Leased {
+    Task(Box<LeasedTask>),
+    /// A submitted job's own data to inspect.
+    Inspection(Box<rwp_spec::work::Inspection>),
 }
 
 /// Whether a push should be read, and how many bytes it must have.
@@ -129,6 +138,8 @@ struct State {
     workers: workers::Workers,
     /// Since when no worker is connected, while none is.
     no_workers_since: Option<Instant>,
+    /// Submitted jobs' own data waiting for (or under) a worker's inspection.
+    inspections: inspections::Inspections,
 }
 
 #[derive(Debug)]
@@ -215,6 +226,7 @@ impl Coordinator {
             models_starting: HashMap::new(),
             workers: workers::Workers::default(),
             no_workers_since: None,
+            inspections: inspections::Inspections::default(),
         };
         let logs = logs::JobLogs::open(store.clone(), store.jobs()?.into_iter().map(|r| r.id.clone()))?;
         let tracker = match &config.mlflow_tracking_uri {

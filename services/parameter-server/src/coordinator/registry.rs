@@ -10,7 +10,7 @@ use rwp_spec::JobSpec;
 use tokio::sync::broadcast;
 use tracing::info;
 
-use super::admission::{check_data_dir, check_name, request_key, Named};
+use super::admission::{check_data_dir, check_data_locations, check_name, request_key, without_summary, Named};
 use super::{planned, recorder, Coordinator, Run, State};
 use crate::domain::{now_unix_ms, Job, JobEvent, LogKind, Principal, StepMetrics, SubmitOptions};
 pub(super) use crate::domain::{JobRecord, JobState};
@@ -219,6 +219,7 @@ impl Coordinator {
         rwp_spec::labels::validate(&options.labels).map_err(ServerError::InvalidLabels)?;
         check_data_dir(self.config.data_roots.as_deref(), spec.data_dir.as_deref())
             .map_err(ServerError::InvalidSpec)?;
+        check_data_locations(self.config.data_roots.as_deref(), &spec).map_err(ServerError::InvalidSpec)?;
         let _model_in_use = spec.model_file.as_ref().map(|file| self.use_model(principal, file)).transpose()?;
         let _retries_wait = match &request {
             Some(key) => Some(self.requests.lock(key).await),
@@ -229,7 +230,7 @@ impl Coordinator {
                 let s = self.lock();
                 let entry = s.jobs.get(&job).ok_or_else(|| ServerError::JobNotFound(job.clone()))?;
                 let same_options = entry.record.labels == options.labels && entry.record.init_from == options.init_from;
-                if entry.record.name != name || entry.record.spec != spec || !same_options {
+                if entry.record.name != name || without_summary(&entry.record.spec) != spec || !same_options {
                     return Err(ServerError::InvalidSpec(format!(
                         "request_id '{}' already submitted job {job}, with another name, spec or options: \
                          use a new request_id for a new job",
@@ -245,8 +246,18 @@ impl Coordinator {
             None => None,
         };
         let slot = self.reserve_active_job(principal)?;
+        let spec = self.with_data_summary(spec).await?;
         let start = NewJob { owner: principal.owner(), name, spec, options, sweep: None, initial };
         self.start_job(start, slot, request.as_ref()).await
+    }
+
+    /// `spec` with the summary of its own data, as a worker inspected it
+    /// (the job is planned from it); a spec of a built-in dataset as it is.
+    pub(super) async fn with_data_summary(&self, mut spec: JobSpec) -> Result<JobSpec, ServerError> {
+        let dataset = spec.dataset;
+        let Some(data) = spec.data.as_mut() else { return Ok(spec) };
+        data.summary = Some(self.inspect_data(dataset, data).await?);
+        Ok(spec)
     }
 
     /// The latest weights of `source`, which `principal` may see, as a

@@ -13,7 +13,7 @@ use rwp_spec::sweep::{self, Decision, RungResult, SweepSpec, SweepState, TrialSc
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::admission::{check_data_dir, check_name, request_key, Named};
+use super::admission::{check_data_dir, check_data_locations, check_name, request_key, without_summary, Named};
 use super::registry::{ActiveJobSlot, NewJob};
 use super::{Coordinator, State};
 use crate::domain::{
@@ -118,7 +118,9 @@ impl Coordinator {
             if let Some(sweep) = self.store.request(key)? {
                 let s = self.lock();
                 let entry = s.sweeps.get(&sweep).ok_or_else(|| ServerError::SweepNotFound(sweep.clone()))?;
-                if entry.record.name != name || entry.record.spec != spec {
+                let mut stored = entry.record.spec.clone();
+                stored.base = without_summary(&stored.base);
+                if entry.record.name != name || stored != spec {
                     return Err(ServerError::InvalidSweep(format!(
                         "request_id '{}' already created sweep {sweep}, with another name or spec: \
                          use a new request_id for a new sweep",
@@ -133,6 +135,7 @@ impl Coordinator {
         // Trials may not change data_dir: the base's is every trial's.
         check_data_dir(self.config.data_roots.as_deref(), spec.base.data_dir.as_deref())
             .map_err(ServerError::InvalidSweep)?;
+        check_data_locations(self.config.data_roots.as_deref(), &spec.base).map_err(ServerError::InvalidSweep)?;
         if let Some(es) = &spec.early_stopping {
             let every = self.config.eval_every_epochs;
             if every == 0 {
@@ -154,6 +157,20 @@ impl Coordinator {
                 "concurrency = {} is more than the {limit} running jobs '{}' may have",
                 spec.concurrency, principal.name
             )));
+        }
+        // A job's own data is inspected once, for every trial.
+        let (mut spec, mut trials) = (spec, trials);
+        if spec.base.data.is_some() {
+            spec.base = self.with_data_summary(spec.base).await.map_err(|e| match e {
+                ServerError::InvalidSpec(problem) => ServerError::InvalidSweep(format!("base: {problem}")),
+                other => other,
+            })?;
+            let summary = spec.base.data.as_ref().and_then(|d| d.summary.clone());
+            for trial in &mut trials {
+                if let Some(data) = &mut trial.spec.data {
+                    data.summary.clone_from(&summary);
+                }
+            }
         }
         let id = {
             let serial = self.lock().jobs.next_serial();

@@ -10,7 +10,8 @@ use rwp_spec::payload::{Payload, PayloadError};
 use rwp_spec::work::Work;
 use tracing::{info, warn};
 
-use super::{workers, Coordinator, LeasedTask, PushAdmission, PushHeader, Snapshot, State};
+use super::inspections::Inspections;
+use super::{workers, Coordinator, Leased, LeasedTask, PushAdmission, PushHeader, Snapshot, State};
 use crate::domain::{now_unix_ms, JobState, LogKind};
 use crate::engine::RawResult;
 use crate::error::ServerError;
@@ -57,8 +58,8 @@ impl Coordinator {
         (id, self.config.lease_timeout_ms / 3)
     }
 
-    /// Leases the next task, waiting up to `wait` for one.
-    pub async fn lease(&self, worker: &str, wait: Duration) -> Result<Option<LeasedTask>, ServerError> {
+    /// Leases the next task (a data inspection first), waiting up to `wait` for one.
+    pub async fn lease(&self, worker: &str, wait: Duration) -> Result<Option<Leased>, ServerError> {
         self.lock().workers.waiting(worker, true, Instant::now());
         let _waiting = WaitingForWork { coordinator: self, worker };
         let deadline = Instant::now() + wait;
@@ -82,10 +83,17 @@ impl Coordinator {
         }
     }
 
-    fn try_lease(&self, worker: &str) -> Result<Option<LeasedTask>, ServerError> {
+    fn try_lease(&self, worker: &str) -> Result<Option<Leased>, ServerError> {
         let mut guard = self.lock();
         let s = &mut *guard;
         let now = Instant::now();
+        s.scheduler.seen(worker, now)?;
+        let timeout = Duration::from_millis(self.config.lease_timeout_ms);
+        if !s.scheduler.is_draining() {
+            if let Some(inspection) = s.inspections.lease(worker, now, timeout) {
+                return Ok(Some(Leased::Inspection(Box::new(inspection))));
+            }
+        }
         let lease = s.scheduler.lease(worker, now);
         self.refresh_gauges(s);
         let Some(lease) = lease? else { return Ok(None) };
@@ -120,7 +128,7 @@ impl Coordinator {
             Work::Evaluation(task) => run.evaluating.get(&task.version).map(|e| e.span.clone()),
             Work::Gradient { .. } => None,
         };
-        Ok(Some(LeasedTask {
+        Ok(Some(Leased::Task(Box::new(LeasedTask {
             trace: trace.unwrap_or_else(|| run.step_span.clone()),
             leased: rwp_spec::work::LeasedTask {
                 deadline_unix_ms: unix_ms(lease.deadline, now),
@@ -130,7 +138,7 @@ impl Coordinator {
                 work: lease.work,
                 timeout: Some(lease.task_timeout),
             },
-        }))
+        }))))
     }
 
     /// Extends a lease; returns its new deadline (Unix ms).
@@ -138,7 +146,11 @@ impl Coordinator {
         let now = Instant::now();
         let mut s = self.lock();
         s.workers.seen(worker, now);
-        let deadline = s.scheduler.renew(worker, lease, now)?;
+        let deadline = if Inspections::owns(lease) {
+            s.inspections.renew(worker, lease, now, Duration::from_millis(self.config.lease_timeout_ms))?
+        } else {
+            s.scheduler.renew(worker, lease, now)?
+        };
         Ok(unix_ms(deadline, now))
     }
 
@@ -146,6 +158,11 @@ impl Coordinator {
     /// an `error`, the failure is counted; the third failure of the same task
     /// fails the job with that reason.
     pub fn release(&self, worker: &str, lease: &str, error: Option<&str>) -> Result<(), ServerError> {
+        if Inspections::owns(lease) {
+            self.lock().inspections.release(worker, lease, error)?;
+            self.work.notify_waiters();
+            return Ok(());
+        }
         let (released, name, job) = {
             let mut s = self.lock();
             let job = s.scheduler.lease_job(worker, lease);

@@ -1,0 +1,164 @@
+//! Inspections of a submitted job's own data. The server never reads a
+//! job's data: a submission hands the data's locations to a worker, which
+//! lists them as the job's workers will and pushes back the summary the job
+//! is planned from (or the first problem, which the submission returns).
+//! An inspection is leased like a task: a lease not renewed lapses and the
+//! next worker that asks takes it; one given back with an error three
+//! times ends the submission with that error.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rwp_scheduler::MAX_TASK_FAILURES;
+use rwp_spec::work::{Inspection, InspectionPush};
+use rwp_spec::{DataSource, DataSummary, DatasetKind};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::Coordinator;
+use crate::domain::now_unix_ms;
+use crate::error::ServerError;
+
+/// Lease ids of inspections start with this; the scheduler's never do.
+const LEASE_PREFIX: &str = "inspect-";
+
+type Reply = oneshot::Sender<Result<DataSummary, String>>;
+
+#[derive(Debug)]
+struct Pending {
+    dataset: DatasetKind,
+    data: DataSource,
+    /// The worker holding the lease, and when the lease lapses.
+    holder: Option<(String, Instant)>,
+    failures: u32,
+    reply: Reply,
+}
+
+/// The inspections under way, by lease id.
+#[derive(Debug, Default)]
+pub(super) struct Inspections {
+    issued: u64,
+    pending: BTreeMap<String, Pending>,
+}
+
+impl Inspections {
+    fn add(
+        &mut self,
+        dataset: DatasetKind,
+        data: DataSource,
+    ) -> (String, oneshot::Receiver<Result<DataSummary, String>>) {
+        self.issued += 1;
+        let id = format!("{LEASE_PREFIX}{}-{}", std::process::id(), self.issued);
+        let (reply, receiver) = oneshot::channel();
+        self.pending.insert(id.clone(), Pending { dataset, data, holder: None, failures: 0, reply });
+        (id, receiver)
+    }
+
+    /// Leases the oldest inspection no worker holds (or whose lease lapsed).
+    pub(super) fn lease(&mut self, worker: &str, now: Instant, timeout: Duration) -> Option<Inspection> {
+        let (id, pending) =
+            self.pending.iter_mut().find(|(_, p)| p.holder.as_ref().is_none_or(|(_, deadline)| *deadline <= now))?;
+        if let Some((lapsed, _)) = &pending.holder {
+            warn!(lease = %id, worker = %lapsed, "inspection lease lapsed; re-issuing");
+        }
+        let deadline = now + timeout;
+        pending.holder = Some((worker.to_owned(), deadline));
+        Some(Inspection {
+            lease_id: id.clone(),
+            dataset: pending.dataset,
+            data: pending.data.clone(),
+            deadline_unix_ms: now_unix_ms() + timeout.as_millis() as i64,
+        })
+    }
+
+    /// Whether `lease` names an inspection (held or not).
+    pub(super) fn owns(lease: &str) -> bool {
+        lease.starts_with(LEASE_PREFIX)
+    }
+
+    fn held(&mut self, worker: &str, lease: &str) -> Result<&mut Pending, ServerError> {
+        match self.pending.get_mut(lease) {
+            Some(p) if p.holder.as_ref().is_some_and(|(w, _)| w == worker) => Ok(p),
+            Some(_) => Err(ServerError::StaleTask(format!("inspection {lease} is held by another worker"))),
+            None => Err(ServerError::UnknownLease(lease.to_owned())),
+        }
+    }
+
+    pub(super) fn renew(
+        &mut self,
+        worker: &str,
+        lease: &str,
+        now: Instant,
+        timeout: Duration,
+    ) -> Result<Instant, ServerError> {
+        let pending = self.held(worker, lease)?;
+        let deadline = now + timeout;
+        pending.holder = Some((worker.to_owned(), deadline));
+        Ok(deadline)
+    }
+
+    /// Gives an inspection back: at once to the next worker, or with an
+    /// error counted (the third ends the submission with it).
+    pub(super) fn release(&mut self, worker: &str, lease: &str, error: Option<&str>) -> Result<(), ServerError> {
+        let pending = self.held(worker, lease)?;
+        pending.holder = None;
+        let Some(error) = error else { return Ok(()) };
+        pending.failures += 1;
+        if pending.failures >= MAX_TASK_FAILURES {
+            let pending = self.pending.remove(lease).expect("held above");
+            let reason =
+                format!("inspecting the data failed {} times; last error (worker {worker}): {error}", pending.failures);
+            let _ = pending.reply.send(Err(reason));
+        }
+        Ok(())
+    }
+
+    pub(super) fn complete(&mut self, push: InspectionPush) -> Result<(), ServerError> {
+        self.held(&push.worker_id, &push.lease_id)?;
+        let pending = self.pending.remove(&push.lease_id).expect("held above");
+        let _ = pending.reply.send(push.result);
+        Ok(())
+    }
+
+    fn forget(&mut self, lease: &str) {
+        self.pending.remove(lease);
+    }
+}
+
+impl Coordinator {
+    /// The summary of a job's own data, as a worker finds it; the first
+    /// problem it finds is an invalid spec.
+    pub(super) async fn inspect_data(
+        &self,
+        dataset: DatasetKind,
+        data: &DataSource,
+    ) -> Result<DataSummary, ServerError> {
+        let (lease, found) = self.lock().inspections.add(dataset, data.clone());
+        info!(lease, %dataset, train = %data.train, "inspecting a job's data on a worker");
+        self.work.notify_waiters();
+        let limit = Duration::from_millis(self.config.data_inspection_timeout_ms);
+        match tokio::time::timeout(limit, found).await {
+            Ok(Ok(Ok(summary))) => Ok(summary),
+            Ok(Ok(Err(problem))) => Err(ServerError::InvalidSpec(problem)),
+            Ok(Err(_)) => Err(ServerError::ShuttingDown),
+            Err(_) => {
+                self.lock().inspections.forget(&lease);
+                Err(ServerError::DataNotInspected(format!(
+                    "no worker inspected the job's data within {} ms (data_inspection_timeout_ms): the server \
+                     never reads a job's data itself; start workers, or submit again once they are up",
+                    limit.as_millis()
+                )))
+            }
+        }
+    }
+
+    /// What a worker found inspecting data.
+    pub fn push_inspection(&self, push: InspectionPush) -> Result<(), ServerError> {
+        let outcome = match &push.result {
+            Ok(s) => format!("{} classes, {} training and {} test samples", s.classes, s.train, s.test),
+            Err(problem) => problem.clone(),
+        };
+        info!(lease = %push.lease_id, worker = %push.worker_id, outcome, "data inspected");
+        self.lock().inspections.complete(push)
+    }
+}
