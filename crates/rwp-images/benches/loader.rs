@@ -307,7 +307,7 @@ fn main() {
     let section = format!("{begin}{md}{end}");
     let updated = match (previous.find(begin), previous.find(end)) {
         (Some(b), Some(e)) if b < e => format!("{}{section}{}", &previous[..b], &previous[e + end.len()..]),
-        _ => format!("{}\n{section}", previous.trim_end()),
+        _ => format!("{}\n\n{section}", previous.trim_end()),
     };
     std::fs::write(&path, updated).unwrap();
     eprintln!("wrote {}", path.display());
