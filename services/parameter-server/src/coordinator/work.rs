@@ -103,7 +103,7 @@ impl Coordinator {
             warn!(job = %lease.job, version = lease.work.version(), work = ?lease.work, %expired, "lease expired, re-issuing");
             self.metrics.lease_expiries.inc(1.0);
             let lost = s.workers.holder_of(expired).map(|id| {
-                s.workers.lease_ended(&id, expired, false, now);
+                s.workers.lease_lapsed(&id, expired);
                 s.workers.name(&id)
             });
             let lost_name = lost.as_deref().unwrap_or("(unknown)");

@@ -119,9 +119,20 @@ impl Workers {
         }
     }
 
-    /// The worker's lease ended: `done` when its result was accepted.
+    /// The worker's lease ended by its own call (a push, `done` when its
+    /// result was accepted, or a release): it was heard from.
     pub(super) fn lease_ended(&mut self, id: &str, lease: &str, done: bool, now: Instant) {
         self.seen(id, now);
+        self.lease_gone(id, lease, done);
+    }
+
+    /// The worker's lease lapsed and went to another worker: the worker
+    /// was not heard from (it stays lost).
+    pub(super) fn lease_lapsed(&mut self, id: &str, lease: &str) {
+        self.lease_gone(id, lease, false);
+    }
+
+    fn lease_gone(&mut self, id: &str, lease: &str, done: bool) {
         if let Some(w) = self.entries.get_mut(id) {
             if w.current.as_ref().is_some_and(|(l, _, _)| l == lease) {
                 w.current = None;
@@ -272,6 +283,12 @@ mod tests {
 
         let later = t0 + Duration::from_secs(3);
         assert!(!workers.any_connected(later, timeout));
+        // A lease of a lost worker that lapses and goes to another worker
+        // does not make it heard from again.
+        workers.leased("w-1", "l-2", "job-a", &work);
+        workers.lease_lapsed("w-1", "l-2");
+        let listed = workers.list(later, timeout, &Principal::anonymous(), anyone);
+        assert_eq!((listed[0].connected, listed[0].task.clone()), (false, None));
         workers.waiting("w-2", true, t0);
         assert!(workers.any_connected(later, timeout), "a worker waiting for work is connected");
         let gone = t0 + FORGET_AFTER + Duration::from_secs(1);
