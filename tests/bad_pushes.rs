@@ -280,7 +280,7 @@ async fn a_task_that_keeps_failing_fails_its_job_with_the_reason() {
     let job = submit(&mut w, &small_spec(NonFinitePolicy::Fail)).await;
     // Giving a task back without an error (a worker stopping) is not a failure.
     let task = w.lease().await;
-    let plain = v1::ReleaseLeaseRequest { worker_id: w.id.clone(), lease_id: task.lease_id, error: String::new() };
+    let plain = v1::ReleaseLeaseRequest { worker_id: w.id.clone(), lease_id: task.lease_id, ..Default::default() };
     w.client.release_lease(plain).await.unwrap();
     for attempt in 1..=3 {
         let task = w.lease().await;
@@ -289,6 +289,7 @@ async fn a_task_that_keeps_failing_fails_its_job_with_the_reason() {
             worker_id: w.id.clone(),
             lease_id: task.lease_id,
             error: "cannot read /data/cifar: No such file".into(),
+            storage_unavailable: false,
         };
         w.client.release_lease(failed).await.unwrap();
         let state = w.job(&job).await.state;

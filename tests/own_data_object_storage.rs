@@ -1,16 +1,20 @@
 //! A job's own data in a bucket of a real S3-compatible server (moto, on
 //! loopback): tar shards in a bucket train on 2 workers to the bits of the
 //! local trainer reading the same shards from a local folder; wrong
-//! credentials and a missing bucket refuse the submission, saying which.
+//! credentials and a missing bucket refuse the submission, saying which;
+//! the bucket going away mid-job pauses the job with the reason, and it
+//! resumes to the same bits when the bucket is back.
 
 use std::time::Duration;
 
-use rwp_integration_tests::cluster::{connect, data_dir, export, start_server_with, start_worker_in, wait_for_success};
+use rwp_integration_tests::cluster::{
+    connect, data_dir, export, start_server_with, start_worker_in, wait_for_state, wait_for_step, wait_for_success,
+};
 use rwp_integration_tests::evaluations::EVERY_EPOCH;
 use rwp_integration_tests::local_run::{assert_bit_identical_to, local_reference};
 use rwp_integration_tests::own_data::{image_folder_dataset, image_source, own_data_job, pack_shards};
 use rwp_integration_tests::s3::{AccessKey, S3Server};
-use rwp_proto::v1::SubmitJobRequest;
+use rwp_proto::v1::{self, SubmitJobRequest};
 use rwp_spec::DatasetKind;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -120,4 +124,46 @@ fn dataset_inspect_reports_an_image_folder_in_a_bucket() {
     assert_eq!(lines[3], "test        80 samples in 80 files  s3://datasets/folders/val");
     assert!(lines[4].starts_with("input       3 × 16 × 16 (the first training image is "), "{text}");
     assert_eq!(lines[5], "unreadable  none");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_going_away_mid_job_pauses_it_and_it_resumes_to_the_same_bits() {
+    let (tmp, dir) = data_dir();
+    let s3 = S3Server::start();
+    let (local_train, local_test) = shards_in_a_bucket(&s3, tmp.path());
+    let mut flags = EVERY_EPOCH.to_vec();
+    flags.extend(["--checkpoint-retry-ms", "500"]);
+    let (_server, addr) = start_server_with(&dir, "127.0.0.1:0", &flags);
+    let url = format!("http://{addr}");
+    // No disk cache: every sample is read from the bucket, so its outage shows.
+    let anyone = AccessKey { id: "anyone".into(), secret: "anything".into() };
+    let mut env = s3.env(&anyone);
+    env.push(("RWP_DATA_CACHE_BYTES".into(), "0".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let _workers: Vec<_> = (0..2).map(|i| start_worker_in(&url, &format!("w{i}"), &[], None, &env)).collect();
+    let mut client = connect(addr).await;
+    let in_bucket =
+        image_source("s3://datasets/imagenet/train-{00..03}.tar", "s3://datasets/imagenet/val-{00..01}.tar");
+    let mut spec = own_data_job(93, DatasetKind::TarShards, in_bucket, 20);
+    spec.epochs = 4;
+    let request = SubmitJobRequest { name: "outage".into(), spec: Some((&spec).into()), ..Default::default() };
+    let id = client.submit_job(request).await.unwrap().into_inner().id;
+    wait_for_step(&mut client, &id, 3, TIMEOUT).await;
+
+    let port = s3.stop();
+    let paused = wait_for_state(&mut client, &id, v1::JobState::Paused, TIMEOUT).await;
+    assert!(
+        paused.error.starts_with("paused: the job's data cannot be read") && paused.error.contains("cannot be reached"),
+        "{}",
+        paused.error
+    );
+    assert!(paused.step < 20, "the job stopped training: {paused:?}");
+
+    let s3 = S3Server::start_on(port);
+    s3.upload("datasets", &tmp.path().join("shards"), "imagenet");
+    let done = wait_for_success(&mut client, &id, TIMEOUT).await;
+    assert_eq!(done.step, 20);
+    let mut on_disk = own_data_job(93, DatasetKind::TarShards, image_source(&local_train, &local_test), 20);
+    on_disk.epochs = 4;
+    assert_bit_identical_to("after the outage", &export(&mut client, &id).await, &local_reference(&on_disk), &spec);
 }

@@ -14,6 +14,11 @@ pub enum DataError {
     /// One sample that cannot be read or decoded.
     #[error("{field}: sample {sample} cannot be used: {reason}")]
     BadSample { field: &'static str, sample: String, reason: String },
+    /// The storage cannot be reached (refused connections, time-outs,
+    /// server errors): nothing is wrong with the data, and reading it again
+    /// later may work.
+    #[error("{field}: the storage of {path} cannot be reached: {reason}")]
+    Unavailable { field: &'static str, path: String, reason: String },
     /// The data listed now is not the data the job was planned with.
     #[error(
         "the data changed since the job was submitted: it now lists {found}, the job was planned with {expected}; \
@@ -25,6 +30,22 @@ pub enum DataError {
 impl DataError {
     pub(crate) fn unreadable(field: &'static str, path: impl Into<String>, reason: impl ToString) -> Self {
         Self::Unreadable { field, path: path.into(), reason: reason.to_string() }
+    }
+
+    /// An I/O failure on `path`: the storage's ([`DataError::Unavailable`])
+    /// or the file's.
+    pub(crate) fn io(field: &'static str, path: impl Into<String>, e: &std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::NotConnected {
+            Self::Unavailable { field, path: path.into(), reason: e.to_string() }
+        } else {
+            Self::unreadable(field, path, e)
+        }
+    }
+
+    /// Whether the storage, not the data, is at fault: the read may work later.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
     }
 
     pub(crate) fn invalid(field: &'static str, path: impl Into<String>, problem: impl Into<String>) -> Self {

@@ -21,10 +21,10 @@ pub(crate) fn index(listed: &[(Split, &str, String, Store)]) -> Result<DataIndex
     let mut splits = Vec::new();
     for (split, location, path, store) in listed {
         let field = split.field();
-        if !store.is_dir(path).map_err(|e| DataError::unreadable(field, path.as_str(), e))? {
+        if !store.is_dir(path).map_err(|e| DataError::io(field, path.as_str(), &e))? {
             return Err(DataError::unreadable(field, path.as_str(), "no such folder"));
         }
-        let entries = store.list(path).map_err(|e| DataError::unreadable(field, path.as_str(), e))?;
+        let entries = store.list(path).map_err(|e| DataError::io(field, path.as_str(), &e))?;
         let names: Vec<String> = entries.into_iter().filter(|e| e.is_dir).map(|e| e.name).collect();
         if names.is_empty() {
             return Err(DataError::invalid(field, path.as_str(), "holds no class folders (one folder per class)"));
@@ -52,7 +52,7 @@ pub(crate) fn index(listed: &[(Split, &str, String, Store)]) -> Result<DataIndex
         let mut index = SplitIndex::new(*split, location, store);
         for (label, class) in names.iter().enumerate() {
             let dir = store.join(path, class);
-            let files = store.list(&dir).map_err(|e| DataError::unreadable(field, dir.as_str(), e))?;
+            let files = store.list(&dir).map_err(|e| DataError::io(field, dir.as_str(), &e))?;
             let before = index.samples.len();
             for file in files.into_iter().filter(|f| !f.is_dir && is_image_name(&f.name)) {
                 if file.size > limits::MAX_SAMPLE_BYTES {

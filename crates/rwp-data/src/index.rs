@@ -263,10 +263,12 @@ impl DataIndex {
                 (*file, *offset, *len)
             }
         };
-        index.store.read_range(&index.files[file as usize], offset, len).map_err(|e| DataError::BadSample {
-            field: split.field(),
-            sample: index.describe(i),
-            reason: e.to_string(),
+        let path = &index.files[file as usize];
+        index.store.read_range(path, offset, len).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotConnected {
+                return DataError::io(split.field(), path.as_str(), &e);
+            }
+            DataError::BadSample { field: split.field(), sample: index.describe(i), reason: e.to_string() }
         })
     }
 }

@@ -27,10 +27,10 @@ const VAL: &str = "val";
 pub fn layout(root: &str, image_size: u32) -> Result<(DatasetKind, DataSource), DataError> {
     let field = "location";
     let (store, path) = Store::for_location(field, root)?;
-    if !store.is_dir(&path).map_err(|e| DataError::unreadable(field, path.as_str(), e))? {
+    if !store.is_dir(&path).map_err(|e| DataError::io(field, path.as_str(), &e))? {
         return Err(DataError::unreadable(field, path.as_str(), "no such folder"));
     }
-    let entries = store.list(&path).map_err(|e| DataError::unreadable(field, path.as_str(), e))?;
+    let entries = store.list(&path).map_err(|e| DataError::io(field, path.as_str(), &e))?;
     let find = |names: &[&str]| entries.iter().find(|e| e.is_dir && names.contains(&e.name.as_str()));
     let train = find(TRAIN).ok_or_else(|| {
         DataError::invalid(
@@ -44,7 +44,7 @@ pub fn layout(root: &str, image_size: u32) -> Result<(DatasetKind, DataSource), 
     })?;
     let validation = find(VALIDATION).or_else(|| (test.name != VAL).then(|| find(&[VAL])).flatten());
     let train = store.join(&path, &train.name);
-    let inside = store.list(&train).map_err(|e| DataError::unreadable("data.train", train.as_str(), e))?;
+    let inside = store.list(&train).map_err(|e| DataError::io("data.train", train.as_str(), &e))?;
     let kind = if inside.iter().any(|e| !e.is_dir && e.name.ends_with(".tar")) {
         DatasetKind::TarShards
     } else if inside.iter().any(|e| !e.is_dir && e.name.ends_with(".safetensors")) {

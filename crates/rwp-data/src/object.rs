@@ -11,9 +11,11 @@
 //! Whole objects are read into the worker's disk cache ([`crate::cache`])
 //! and then read from there, so a shard is fetched once, not once per sample.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use object_store::path::Path as ObjectPath;
@@ -50,15 +52,27 @@ pub(crate) struct Bucket {
     store: Arc<dyn ObjectStore>,
     /// `s3://bucket`: how paths are shown.
     pub(crate) url: String,
+    /// Each object's size and version tag, asked once.
+    heads: Arc<Mutex<HashMap<String, (u64, String)>>>,
 }
 
-/// Says what an object-store failure means for the reader: a missing
-/// bucket and refused credentials are told as such (`Other` and
-/// `PermissionDenied`); a missing object is `NotFound`.
+/// How long a request is retried before the storage counts as unreachable:
+/// a few attempts within 15 s, not object_store's 3 minutes, so that a job
+/// whose storage went away pauses soon.
+fn retries() -> object_store::RetryConfig {
+    object_store::RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(15), ..Default::default() }
+}
+
+/// Says what an object-store failure means for the reader: refused
+/// credentials are `PermissionDenied`, a missing object `NotFound`; a
+/// missing bucket and storage that cannot be reached are `NotConnected`
+/// (the storage's fault, which may pass).
 fn io_error(e: object_store::Error, bucket: &str) -> io::Error {
     let text = e.to_string();
     if text.contains("NoSuchBucket") {
-        return io::Error::other(format!("the bucket {bucket} does not exist"));
+        // The bucket went away (or never was): the storage, not a sample,
+        // is missing.
+        return io::Error::new(io::ErrorKind::NotConnected, format!("the bucket {bucket} does not exist"));
     }
     let refused =
         matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. })
@@ -72,7 +86,9 @@ fn io_error(e: object_store::Error, bucket: &str) -> io::Error {
     if matches!(e, object_store::Error::NotFound { .. }) {
         return io::Error::new(io::ErrorKind::NotFound, "no such object");
     }
-    io::Error::other(format!("{bucket} cannot be reached: {text}"))
+    // Anything else (refused connections, time-outs, server errors after
+    // the retries) is the storage's, not the data's.
+    io::Error::new(io::ErrorKind::NotConnected, format!("{bucket} cannot be reached: {text}"))
 }
 
 impl Bucket {
@@ -81,20 +97,23 @@ impl Bucket {
         let built: object_store::Result<Arc<dyn ObjectStore>> = match scheme {
             "s3" => object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
+                .with_retry(retries())
                 .build()
                 .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
             "gs" => object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(bucket)
+                .with_retry(retries())
                 .build()
                 .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
             "az" => object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_container_name(bucket)
+                .with_retry(retries())
                 .build()
                 .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
             other => return Err(io::Error::other(format!("{other}:// is not an object store this version reads"))),
         };
         let store = built.map_err(|e| io::Error::other(format!("cannot use {scheme}://{bucket}: {e}")))?;
-        Ok(Self { store, url: format!("{scheme}://{bucket}") })
+        Ok(Self { store, url: format!("{scheme}://{bucket}"), heads: Arc::default() })
     }
 
     /// The objects and "folders" right under `prefix` (a key ending
@@ -116,8 +135,19 @@ impl Bucket {
         self.head(key).map(|(size, _)| size)
     }
 
-    /// The size of `key` and its version tag (ETag, else modification time).
+    /// The size of `key` and its version tag (ETag, else modification
+    /// time), asked of the store once per bucket handle.
     pub(crate) fn head(&self, key: &str) -> io::Result<(u64, String)> {
+        let known = self.heads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned();
+        if let Some(head) = known {
+            return Ok(head);
+        }
+        let head = self.ask_head(key)?;
+        self.heads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.to_owned(), head.clone());
+        Ok(head)
+    }
+
+    fn ask_head(&self, key: &str) -> io::Result<(u64, String)> {
         let store = Arc::clone(&self.store);
         let path = ObjectPath::from(key);
         let url = self.url.clone();

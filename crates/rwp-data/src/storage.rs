@@ -36,7 +36,7 @@ impl Store {
         match Location::parse(field, location).map_err(|e| DataError::invalid(field, location, e.to_string()))? {
             Location::Path(path) => Ok((Store::Local, path.to_string_lossy().into_owned())),
             Location::Object { scheme, bucket, .. } => {
-                let bucket = Bucket::open(&scheme, &bucket).map_err(|e| DataError::unreadable(field, location, e))?;
+                let bucket = Bucket::open(&scheme, &bucket).map_err(|e| DataError::io(field, location, &e))?;
                 Ok((Store::Object(bucket), location.trim_end_matches('/').to_owned()))
             }
         }
@@ -163,10 +163,10 @@ pub(crate) fn files_named(
 ) -> Result<Vec<String>, DataError> {
     let names = rwp_spec::data::expand_braces(path)
         .map_err(|e| DataError::invalid(field, path, format!("is not a {what} list: {e}")))?;
-    let unreadable = |e| DataError::unreadable(field, names[0].as_str(), e);
+    let unreadable = |e| DataError::io(field, names[0].as_str(), &e);
     if names.len() == 1 && store.is_dir(&names[0]).map_err(unreadable)? {
         let dir = &names[0];
-        let entries = store.list(dir).map_err(|e| DataError::unreadable(field, dir.as_str(), e))?;
+        let entries = store.list(dir).map_err(|e| DataError::io(field, dir.as_str(), &e))?;
         let found: Vec<String> = entries
             .into_iter()
             .filter(|e| !e.is_dir && e.name.ends_with(extension))

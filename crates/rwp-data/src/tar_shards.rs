@@ -59,7 +59,7 @@ fn read_shard(
     file: u32,
     index: &mut SplitIndex,
 ) -> Result<(), DataError> {
-    let unreadable = |e: std::io::Error| DataError::unreadable(field, shard, e);
+    let unreadable = |e: std::io::Error| DataError::io(field, shard, &e);
     let reader = store.open(shard).map_err(unreadable)?;
     let mut archive = tar::Archive::new(reader);
     let mut pending: Option<Pending> = None;

@@ -31,8 +31,8 @@ struct Tensor {
 /// The tensors of a safetensors file, their ranges checked against its size.
 fn header(store: &Store, field: &'static str, path: &str) -> Result<BTreeMap<String, Tensor>, DataError> {
     let invalid = |problem: String| DataError::invalid(field, path, problem);
-    let size = store.size(path).map_err(|e| DataError::unreadable(field, path, e))?;
-    let mut reader = store.open(path).map_err(|e| DataError::unreadable(field, path, e))?;
+    let size = store.size(path).map_err(|e| DataError::io(field, path, &e))?;
+    let mut reader = store.open(path).map_err(|e| DataError::io(field, path, &e))?;
     let mut length = [0u8; 8];
     reader.read_exact(&mut length).map_err(|_| invalid("is not a safetensors file: shorter than 8 bytes".into()))?;
     let length = u64::from_le_bytes(length);
@@ -40,7 +40,7 @@ fn header(store: &Store, field: &'static str, path: &str) -> Result<BTreeMap<Str
         return Err(invalid(format!("is not a safetensors file: a header of {length} bytes in a file of {size}")));
     }
     let mut text = vec![0; length as usize];
-    reader.read_exact(&mut text).map_err(|e| DataError::unreadable(field, path, e))?;
+    reader.read_exact(&mut text).map_err(|e| DataError::io(field, path, &e))?;
     let entries: BTreeMap<String, serde_json::Value> =
         serde_json::from_slice(&text).map_err(|e| invalid(format!("is not a safetensors file: its header: {e}")))?;
     let data_start = 8 + length;
@@ -135,7 +135,7 @@ pub(crate) fn index(listed: &[(Split, &str, String, Store)]) -> Result<DataIndex
             }
             let raw = store
                 .read_range(&file_path, labels.start, labels.end - labels.start)
-                .map_err(|e| DataError::unreadable(field, file_path.as_str(), e))?;
+                .map_err(|e| DataError::io(field, file_path.as_str(), &e))?;
             let file = index.files.len() as u32;
             for (row, bytes) in raw.chunks_exact(label_bytes as usize).enumerate() {
                 let label: i64 = match label_bytes {

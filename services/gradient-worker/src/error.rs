@@ -108,6 +108,13 @@ impl WorkerError {
         }
     }
 
+    /// Whether the job's data storage cannot be reached: nothing is wrong
+    /// with the task, which may work later.
+    #[must_use]
+    pub fn is_storage_unavailable(&self) -> bool {
+        matches!(self, WorkerError::Data(rwp_core::data::DataError::Own(e)) if e.is_unavailable())
+    }
+
     /// Whether the error means the connection to the server is gone (the
     /// server is down or restarting): the worker then reconnects and
     /// registers again.

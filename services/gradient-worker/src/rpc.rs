@@ -225,11 +225,17 @@ pub(crate) async fn keep_renewing(session: Session, lease_id: String, aborter: c
 }
 
 /// Gives a lease back (best effort).
-pub(crate) async fn release(session: &Session, lease_id: &str, error: Option<String>) -> Result<(), WorkerError> {
+pub(crate) async fn release(
+    session: &Session,
+    lease_id: &str,
+    error: Option<String>,
+    storage_unavailable: bool,
+) -> Result<(), WorkerError> {
     let mut request = Request::new(ReleaseLeaseRequest {
         worker_id: session.worker_id.clone(),
         lease_id: lease_id.to_owned(),
         error: error.unwrap_or_default(),
+        storage_unavailable,
     });
     request.set_timeout(CALL_TIMEOUT);
     session.client.clone().release_lease(request).await.map_err(WorkerError::rpc("ReleaseLease"))?;

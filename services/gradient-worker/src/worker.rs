@@ -406,7 +406,7 @@ impl Worker<'_> {
             Err(e) => {
                 error!(lease = %lease_id, "refusing a task: {e}");
                 self.report.tasks_failed += 1;
-                self.give_back(session, &lease_id, Some(format!("refused the task: {e}"))).await;
+                self.give_back(session, &lease_id, Some(format!("refused the task: {e}")), false).await;
                 return Ok((Flow::Continue, true));
             }
         };
@@ -433,7 +433,7 @@ impl Worker<'_> {
         let failed = match outcome {
             None => {
                 warn!(parent: &span, "the task did not finish within the drain timeout; giving its lease back");
-                self.give_back(session, &leased.lease_id, None).instrument(span.clone()).await;
+                self.give_back(session, &leased.lease_id, None, false).instrument(span.clone()).await;
                 false
             }
             Some(Ok(accepted)) => {
@@ -452,7 +452,10 @@ impl Worker<'_> {
                     // The server is gone or restarting; it re-issues the task.
                     self.session = None;
                 } else {
-                    self.give_back(session, &leased.lease_id, Some(e.for_server())).instrument(span.clone()).await;
+                    let storage = e.is_storage_unavailable();
+                    self.give_back(session, &leased.lease_id, Some(e.for_server()), storage)
+                        .instrument(span.clone())
+                        .await;
                 }
                 true
             }
@@ -469,7 +472,7 @@ impl Worker<'_> {
             Ok(i) => i,
             Err(e) => {
                 error!(parent: &span, "refusing an inspection: {e}");
-                self.give_back(session, &lease_id, Some(format!("refused the inspection: {e}"))).await;
+                self.give_back(session, &lease_id, Some(format!("refused the inspection: {e}")), false).await;
                 return;
             }
         };
@@ -487,7 +490,7 @@ impl Worker<'_> {
             Ok(result) => result,
             Err(e) => {
                 error!(parent: &span, "the inspection stopped: {e}");
-                self.give_back(session, &lease_id, Some(format!("the inspection stopped: {e}"))).await;
+                self.give_back(session, &lease_id, Some(format!("the inspection stopped: {e}")), false).await;
                 return;
             }
         };
@@ -498,8 +501,8 @@ impl Worker<'_> {
         }
     }
 
-    async fn give_back(&mut self, session: &Session, lease_id: &str, error: Option<String>) {
-        match rpc::release(session, lease_id, error).await {
+    async fn give_back(&mut self, session: &Session, lease_id: &str, error: Option<String>, storage_unavailable: bool) {
+        match rpc::release(session, lease_id, error, storage_unavailable).await {
             Ok(()) => {
                 self.report.leases_released += 1;
                 info!("lease given back");

@@ -121,7 +121,11 @@ impl WorkerService for Handlers {
     ) -> Result<Response<v1::ReleaseLeaseResponse>, Status> {
         let r = request.into_inner();
         let error = (!r.error.is_empty()).then_some(r.error.as_str());
-        self.coordinator.release(&r.worker_id, &r.lease_id, error)?;
+        if r.storage_unavailable {
+            self.coordinator.storage_unavailable(&r.worker_id, &r.lease_id, error.unwrap_or("no reason given"))?;
+        } else {
+            self.coordinator.release(&r.worker_id, &r.lease_id, error)?;
+        }
         Ok(Response::new(v1::ReleaseLeaseResponse {}))
     }
 

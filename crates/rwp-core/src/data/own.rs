@@ -142,13 +142,26 @@ impl OwnData {
             std: [channel(std, 0), channel(std, 1), channel(std, 2)],
         };
         let no_seeds = vec![0; positions.len()];
+        // Unreachable storage is no bad sample: it fails the batch whatever
+        // the bad-samples policy.
+        let unavailable = std::sync::Mutex::new(None);
         let read = |k: usize| {
             self.index.read(which, positions[k] as usize).map_err(|e| match e {
                 rwp_data::DataError::BadSample { reason, .. } => reason,
-                other => other.to_string(),
+                other => {
+                    let told = other.to_string();
+                    if other.is_unavailable() {
+                        *unavailable.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(other);
+                    }
+                    told
+                }
             })
         };
         let batch = loader.load(positions.len(), read, seeds.unwrap_or(&no_seeds), &transform, &norm);
+        if let Some(e) = unavailable.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            loader.recycle(batch.pixels);
+            return Err(e.into());
+        }
         let mut skipped = Vec::new();
         for (k, reason) in batch.failed {
             let sample = index.describe(positions[k] as usize);
@@ -182,7 +195,9 @@ impl OwnData {
                     self.tensor_values(&bytes, &mut inputs);
                     labels.push(i64::from(index.labels()[i]));
                 }
-                Err(e) if self.source.bad_samples == BadSamples::Skip => skipped.push(e.to_string()),
+                Err(e) if self.source.bad_samples == BadSamples::Skip && !e.is_unavailable() => {
+                    skipped.push(e.to_string());
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -53,6 +53,7 @@ mod metrics;
 mod models;
 mod recorder;
 mod registry;
+mod storage;
 mod sweeps;
 mod updates;
 mod work;
