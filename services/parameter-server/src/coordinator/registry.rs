@@ -57,6 +57,16 @@ impl JobEntry {
         Self { record, events, run, recent_steps: VecDeque::new() }
     }
 
+    /// Moves the job to `state` with `error` (`None` clears it), tells the
+    /// watchers, and returns the record to store.
+    pub(super) fn set_state(&mut self, state: JobState, error: Option<String>) -> JobRecord {
+        self.record.state = state;
+        self.record.error = error;
+        self.record.updated_unix_ms = now_unix_ms();
+        self.announce();
+        self.record.clone()
+    }
+
     /// Sends the record to the job's watchers.
     pub(super) fn announce(&self) {
         let _ = self.events.send(JobEvent::State(Box::new(self.record.job.clone())));
@@ -443,11 +453,7 @@ impl Coordinator {
                 return Ok(entry.record.clone());
             }
             entry.run = None;
-            entry.record.state = state;
-            entry.record.error = error;
-            entry.record.updated_unix_ms = now_unix_ms();
-            entry.announce();
-            let record = entry.record.clone();
+            let record = entry.set_state(state, error);
             self.refresh_gauges(s);
             record
         };

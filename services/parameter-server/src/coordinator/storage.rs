@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::Coordinator;
-use crate::domain::{now_unix_ms, JobState, LogKind};
+use crate::domain::{JobState, LogKind};
 use crate::error::ServerError;
 
 /// How a pause for unreachable storage starts its reason.
@@ -35,11 +35,7 @@ impl Coordinator {
             s.scheduler.pause(&job);
             let message =
                 format!("{PAUSED_FOR_STORAGE} ({reason}); trying again every {} ms", self.config.checkpoint_retry_ms);
-            entry.record.state = JobState::Paused;
-            entry.record.error = Some(message.clone());
-            entry.record.updated_unix_ms = now_unix_ms();
-            entry.announce();
-            let record = entry.record.clone();
+            let record = entry.set_state(JobState::Paused, Some(message.clone()));
             let name = s.workers.name(worker);
             self.log(&job, LogKind::Paused, Some(&name), message);
             self.refresh_gauges(s);
@@ -72,11 +68,7 @@ impl Coordinator {
                 };
                 let Some(entry) = s.jobs.get_mut(&job).filter(|e| paused_for_storage(e)) else { return };
                 s.scheduler.resume(&job, Instant::now());
-                entry.record.state = JobState::Running;
-                entry.record.error = None;
-                entry.record.updated_unix_ms = now_unix_ms();
-                entry.announce();
-                let record = entry.record.clone();
+                let record = entry.set_state(JobState::Running, None);
                 this.refresh_gauges(s);
                 record
             };

@@ -209,11 +209,7 @@ impl Coordinator {
                 let s = &mut *guard;
                 let Some(entry) = s.jobs.get_mut(&job).filter(|e| e.run.is_some()) else { return };
                 s.scheduler.resume(&job, Instant::now());
-                entry.record.state = JobState::Running;
-                entry.record.error = None;
-                entry.record.updated_unix_ms = now_unix_ms();
-                entry.announce();
-                let record = entry.record.clone();
+                let record = entry.set_state(JobState::Running, None);
                 this.refresh_gauges(s);
                 record
             };
