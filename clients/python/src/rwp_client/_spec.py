@@ -1,5 +1,7 @@
 """Job specs: Python-friendly enums and dataclasses mirroring ``rwp.v1.JobSpec``,
 their wire conversion, and job files (TOML, as the ``rwp`` CLI reads them).
+A job's own data (``DataSource``) is in ``_data``, the conversion of single
+values in ``_convert``.
 
 Every enum-valued field also takes the name the CLI and job files use
 (``method="m-arwp"``, ``lr_schedule="cosine-per-epoch"``): the spec stores the
@@ -13,8 +15,29 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeAlias, TypeVar, get_args
+from typing import Any, Literal, TypeAlias, get_args
 
+from ._convert import (
+    _assign,
+    _boolean,
+    _Converted,
+    _enum,
+    _from_wire,
+    _integer,
+    _invert,
+    _no_unknown_keys,
+    _number,
+    _string,
+)
+from ._data import (
+    BadSamples,
+    BadSamplesName,
+    DataSource,
+    DataSummary,
+    Transforms,
+    TransformsName,
+    _read_data,
+)
 from ._errors import DataLoss, InvalidArgument
 from ._proto.rwp.v1 import spec_pb2
 
@@ -59,21 +82,6 @@ class Dataset(enum.Enum):
     TENSORS = "tensors"
 
 
-class Transforms(enum.Enum):
-    """How images become model inputs (docs/data.md)."""
-
-    IMAGENET = "imagenet"
-    CIFAR = "cifar"
-    RESIZE = "resize"
-
-
-class BadSamples(enum.Enum):
-    """What a sample that cannot be read or decoded does: fail the task, or be left out."""
-
-    FAIL = "fail"
-    SKIP = "skip"
-
-
 class NonFinitePolicy(enum.Enum):
     """What a NaN or infinite gradient does: fail the job, or skip the update."""
 
@@ -100,10 +108,6 @@ ModelName: TypeAlias = Literal["mlp", "small-cnn", "resnet18", "resnet50", "vgg1
 DatasetName: TypeAlias = Literal[
     "synthetic", "mnist", "cifar10", "cifar100", "image-folder", "tar-shards", "tensors"
 ]
-#: What ``DataSource.transforms`` takes besides a :class:`Transforms`.
-TransformsName: TypeAlias = Literal["imagenet", "cifar", "resize"]
-#: What ``DataSource.bad_samples`` takes besides a :class:`BadSamples`.
-BadSamplesName: TypeAlias = Literal["fail", "skip"]
 #: What ``JobSpec.non_finite`` takes besides a :class:`NonFinitePolicy`.
 NonFinitePolicyName: TypeAlias = Literal["fail", "skip"]
 #: What ``JobSpec.gradient_encoding`` takes besides a :class:`GradientEncoding`.
@@ -115,46 +119,6 @@ LrScheduleName: TypeAlias = Literal["constant", "cosine-per-update", "cosine-per
 #: What ``JobSpec.sigma_schedule`` takes besides a schedule object
 #: (``"cosine-increasing"`` with ``inc`` 10, as ``rwp submit`` without ``--sigma-inc``).
 SigmaScheduleName: TypeAlias = Literal["constant", "cosine-increasing"]
-
-_In = TypeVar("_In")
-_Out = TypeVar("_Out")
-_NO_DEFAULT: Any = object()
-
-
-class _Converted(Generic[_In, _Out]):
-    """A dataclass field that converts what it is given (``_In``: say, a
-    member or a job-file name) to what it stores (``_Out``: the member) when
-    it is set, so ``JobSpec(method="sgd").method is Method.SGD``.
-
-    mypy types the generated ``__init__``'s parameter with ``__set__``'s value
-    and the attribute with ``__get__``'s result. The value lives in the
-    instance's ``__dict__`` under the field's name (a data descriptor takes
-    precedence over it), so equality, hashing, ``repr``, pickling and
-    :func:`dataclasses.replace` see the stored value. One cost: mypy takes
-    every such field for one with a default, so a missing ``method`` is
-    reported by the constructor (``TypeError``), not by mypy.
-    """
-
-    def __init__(self, convert: Callable[[str, object], _Out], *, default: _Out = _NO_DEFAULT) -> None:
-        self._convert = convert
-        self._default = default
-        self._name = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name = name
-
-    def __get__(self, instance: object, owner: type | None = None) -> _Out:
-        if instance is None:
-            # How dataclasses read the field's default; none: a required field.
-            if self._default is _NO_DEFAULT:
-                raise AttributeError(self._name)
-            return self._default
-        value: _Out = instance.__dict__[self._name]
-        return value
-
-    def __set__(self, instance: object, value: _In) -> None:
-        instance.__dict__[self._name] = self._convert(self._name, value)
-
 
 @dataclass(frozen=True)
 class ConstantLr:
@@ -222,91 +186,6 @@ def _reference_sigma_schedule(method: Method) -> SigmaSchedule:
 
 def _reference_lr_schedule(method: Method) -> LrSchedule:
     return CosineLrPerUpdate() if method is Method.ARWP else CosineLrPerEpoch()
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataSummary:
-    """What a worker found inspecting a job's own data when it was
-    submitted; the job is planned from it. Set by the server."""
-
-    classes: int
-    #: Samples at ``train``, before ``validation_fraction`` holds any out.
-    train: int
-    validation: int
-    test: int
-    #: A model input's shape (``(3, image_size, image_size)`` for images).
-    shape: tuple[int, ...]
-    #: SHA-256 of the sample list: every worker checks its own against it.
-    digest: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataSource:
-    """Where a job's own data is and how it is read (a job file's
-    ``[data]`` table; docs/data.md). Locations are paths every worker can
-    read, or object-store URLs; tar shards and tensor files may be named by
-    one brace range (``"train-{0000..0127}.tar"``)."""
-
-    train: str
-    test: str
-    #: Validation samples kept apart (instead of ``validation_fraction``).
-    validation: str | None = None
-    #: The side of the square images the model sees.
-    image_size: int = 224
-    transforms: _Converted[Transforms | TransformsName, Transforms] = _Converted(
-        lambda n, v: _enum(n, v, Transforms), default=Transforms.IMAGENET
-    )
-    #: Per-channel mean and std; ImageNet's for images when unset.
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    bad_samples: _Converted[BadSamples | BadSamplesName, BadSamples] = _Converted(
-        lambda n, v: _enum(n, v, BadSamples), default=BadSamples.FAIL
-    )
-    #: Filled in by the server; a spec submitted with one is refused.
-    summary: DataSummary | None = None
-
-    def _to_proto(self, p: spec_pb2.DataSource) -> None:
-        p.train = _string("data.train", self.train)
-        p.test = _string("data.test", self.test)
-        if self.validation is not None:
-            p.validation = _string("data.validation", self.validation)
-        _assign(p, "image_size", _integer("data.image_size", self.image_size))
-        p.transforms = _TRANSFORMS_TO_WIRE[_enum("data.transforms", self.transforms, Transforms)]
-        p.bad_samples = _BAD_SAMPLES_TO_WIRE[_enum("data.bad_samples", self.bad_samples, BadSamples)]
-        for name, values in (("mean", self.mean), ("std", self.std)):
-            if values is not None:
-                getattr(p, name).extend(_number(f"data.{name}", v) for v in values)
-        if self.summary is not None:
-            s = self.summary
-            p.summary.classes = s.classes
-            p.summary.train, p.summary.validation, p.summary.test = s.train, s.validation, s.test
-            p.summary.shape.extend(s.shape)
-            p.summary.digest = s.digest
-
-    @classmethod
-    def _from_proto(cls, p: spec_pb2.DataSource) -> DataSource:
-        summary = None
-        if p.HasField("summary"):
-            s = p.summary
-            summary = DataSummary(
-                classes=s.classes,
-                train=s.train,
-                validation=s.validation,
-                test=s.test,
-                shape=tuple(s.shape),
-                digest=s.digest,
-            )
-        return cls(
-            train=p.train,
-            test=p.test,
-            validation=p.validation if p.HasField("validation") else None,
-            image_size=p.image_size or 224,
-            transforms=_from_wire("data.transforms", p.transforms, _TRANSFORMS_FROM_WIRE),
-            mean=tuple(p.mean) or None,
-            std=tuple(p.std) or None,
-            bad_samples=_from_wire("data.bad_samples", p.bad_samples, _BAD_SAMPLES_FROM_WIRE),
-            summary=summary,
-        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -556,15 +435,7 @@ _DATASET_TO_WIRE: dict[Dataset, spec_pb2.Dataset.ValueType] = {
     Dataset.TAR_SHARDS: spec_pb2.DATASET_TAR_SHARDS,
     Dataset.TENSORS: spec_pb2.DATASET_TENSORS,
 }
-_TRANSFORMS_TO_WIRE: dict[Transforms, spec_pb2.Transforms.ValueType] = {
-    Transforms.IMAGENET: spec_pb2.TRANSFORMS_IMAGENET,
-    Transforms.CIFAR: spec_pb2.TRANSFORMS_CIFAR,
-    Transforms.RESIZE: spec_pb2.TRANSFORMS_RESIZE,
-}
-_BAD_SAMPLES_TO_WIRE: dict[BadSamples, spec_pb2.BadSamples.ValueType] = {
-    BadSamples.FAIL: spec_pb2.BAD_SAMPLES_FAIL,
-    BadSamples.SKIP: spec_pb2.BAD_SAMPLES_SKIP,
-}
+
 _NON_FINITE_TO_WIRE: dict[NonFinitePolicy, spec_pb2.NonFinitePolicy.ValueType] = {
     NonFinitePolicy.FAIL: spec_pb2.NON_FINITE_POLICY_FAIL,
     NonFinitePolicy.SKIP: spec_pb2.NON_FINITE_POLICY_SKIP,
@@ -574,18 +445,9 @@ _ENCODING_TO_WIRE: dict[GradientEncoding, spec_pb2.GradientEncoding.ValueType] =
     GradientEncoding.BF16: spec_pb2.GRADIENT_ENCODING_BF16,
 }
 
-_E = TypeVar("_E", bound=enum.Enum)
-
-
-def _invert(table: Mapping[_E, int]) -> dict[int, _E]:
-    return {wire: value for value, wire in table.items()}
-
-
 _METHOD_FROM_WIRE = _invert(_METHOD_TO_WIRE)
 _MODEL_FROM_WIRE = _invert(_MODEL_TO_WIRE)
 _DATASET_FROM_WIRE = _invert(_DATASET_TO_WIRE)
-_TRANSFORMS_FROM_WIRE = {spec_pb2.TRANSFORMS_UNSPECIFIED: Transforms.IMAGENET} | _invert(_TRANSFORMS_TO_WIRE)
-_BAD_SAMPLES_FROM_WIRE = {spec_pb2.BAD_SAMPLES_UNSPECIFIED: BadSamples.FAIL} | _invert(_BAD_SAMPLES_TO_WIRE)
 # Unspecified means the default on the wire for these two.
 _NON_FINITE_FROM_WIRE = {spec_pb2.NON_FINITE_POLICY_UNSPECIFIED: NonFinitePolicy.FAIL} | _invert(
     _NON_FINITE_TO_WIRE
@@ -593,53 +455,7 @@ _NON_FINITE_FROM_WIRE = {spec_pb2.NON_FINITE_POLICY_UNSPECIFIED: NonFinitePolicy
 _ENCODING_FROM_WIRE = {spec_pb2.GRADIENT_ENCODING_UNSPECIFIED: GradientEncoding.F32} | _invert(_ENCODING_TO_WIRE)
 
 
-def _from_wire(name: str, value: int, table: Mapping[int, _E]) -> _E:
-    try:
-        return table[value]
-    except KeyError:
-        raise DataLoss(f"the server sent an unknown {name} ({value}): is rwp-client older than the server?") from None
-
-
 # -- field conversion -------------------------------------------------------
-
-
-def _enum(name: str, value: object, cls: type[_E]) -> _E:
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, str):
-        try:
-            return cls(value)
-        except ValueError:
-            pass
-    expected = ", ".join(repr(m.value) for m in cls)
-    raise InvalidArgument(f"{name} = {value!r}: must be a {cls.__name__} or one of {expected}")
-
-
-def _integer(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"{name} = {value!r}: must be an integer")
-    return value
-
-
-def _number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidArgument(f"{name} = {value!r}: must be a number")
-    return float(value)
-
-
-def _boolean(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidArgument(f"{name} = {value!r}: must be true or false")
-    return value
-
-
-def _assign(message: Any, name: str, value: object) -> None:
-    """Sets a scalar field, turning protobuf's range errors into ones that name
-    the spec's field (``epochs = -1: ...``)."""
-    try:
-        setattr(message, name, value)
-    except (ValueError, TypeError) as e:
-        raise InvalidArgument(f"{name} = {value!r}: {e}") from None
 
 
 def _lr_schedule_to_wire(schedule: LrSchedule | None) -> spec_pb2.LrSchedule:
@@ -780,18 +596,6 @@ def _sigma_schedule(name: str, value: object) -> SigmaSchedule:
     )
 
 
-def _no_unknown_keys(name: str, table: Mapping[str, object], allowed: set[str]) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise InvalidArgument(f"{name}: unknown key {unknown[0]!r} (expected {', '.join(sorted(allowed))})")
-
-
-def _string(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise InvalidArgument(f"{name} = {value!r}: must be a string")
-    return value
-
-
 # Every key of a job file (but `name`): the spec field it sets and its reader.
 _JOB_FILE_KEYS: dict[str, tuple[str, _Reader]] = {
     "method": ("method", lambda n, v: _enum(n, v, Method)),
@@ -823,38 +627,6 @@ _JOB_FILE_KEYS: dict[str, tuple[str, _Reader]] = {
     "validation_fraction": ("validation_fraction", _number),
     "data": ("data", lambda n, v: _read_data(n, v)),
 }
-
-# The keys of a job file's [data] table.
-_DATA_KEYS = {"train", "test", "validation", "image_size", "transforms", "mean", "std", "bad_samples"}
-
-
-def _read_data(name: str, value: object) -> DataSource:
-    if not isinstance(value, Mapping):
-        raise InvalidArgument(f"{name} must be a table ([data]) with train and test")
-    _no_unknown_keys(name, value, _DATA_KEYS)
-    for key in ("train", "test"):
-        if key not in value:
-            raise InvalidArgument(f"{name}.{key} is required")
-
-    def numbers(key: str) -> tuple[float, ...] | None:
-        values = value.get(key)
-        if values is None:
-            return None
-        if not isinstance(values, list):
-            raise InvalidArgument(f"{name}.{key} must be a list of numbers, one per channel")
-        return tuple(_number(f"{name}.{key}", v) for v in values)
-
-    return DataSource(
-        train=_string(f"{name}.train", value["train"]),
-        test=_string(f"{name}.test", value["test"]),
-        validation=_string(f"{name}.validation", value["validation"]) if "validation" in value else None,
-        image_size=_integer(f"{name}.image_size", value.get("image_size", 224)),
-        transforms=_enum(f"{name}.transforms", value.get("transforms", "imagenet"), Transforms),
-        mean=numbers("mean"),
-        std=numbers("std"),
-        bad_samples=_enum(f"{name}.bad_samples", value.get("bad_samples", "fail"), BadSamples),
-    )
-
 
 def _from_table(table: Mapping[str, object], origin: str) -> tuple[str | None, JobSpec]:
     name: str | None = None

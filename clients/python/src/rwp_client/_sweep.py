@@ -13,19 +13,8 @@ from typing import Literal, TypeAlias
 
 from ._errors import DataLoss, InvalidArgument
 from ._proto.rwp.v1 import jobs_pb2
-from ._spec import (
-    JobSpec,
-    _Converted,
-    _enum,
-    _from_table,
-    _from_wire,
-    _invert,
-    _integer,
-    _no_unknown_keys,
-    _number,
-    _read_file,
-    _string,
-)
+from ._convert import _Converted, _enum, _from_wire, _integer, _invert, _no_unknown_keys, _number, _string
+from ._spec import JobSpec, _from_table, _read_file
 
 #: A value of a searched field: a number (integer fields take whole numbers),
 #: a name (``"sgd"``, ``"mlp"``) or a flag. Numbers come back from the server
