@@ -141,6 +141,7 @@ impl Worker {
             encoding: v1::GradientEncoding::F32 as i32,
             gradient_bytes: gradient.len() as u64,
             buffer_bytes: buffers.len() as u64,
+            skipped_samples: Vec::new(),
         };
         let mut payload = gradient;
         payload.extend(buffers);
@@ -215,6 +216,9 @@ async fn malformed_pushes_are_refused_and_the_job_is_unharmed() {
     assert_status(w.push(stale, &payload, 8192).await, Code::FailedPrecondition, "version");
     let fetch = w.snapshot(&job, 7).await.expect_err("only the current version is served");
     assert_eq!(fetch.code(), Code::FailedPrecondition, "{fetch:?}");
+    // More samples said to be left out than the batch holds.
+    let skipped = GradientHeader { skipped_samples: vec!["x.jpg: corrupt".into(); 33], ..header.clone() };
+    assert_status(w.push(skipped, &payload, 8192).await, Code::InvalidArgument, "33 samples said to be left out");
     // An unknown worker must register again.
     let stranger = GradientHeader { worker_id: "w-nobody".into(), ..header.clone() };
     assert_status(w.push(stranger, &payload, 8192).await, Code::NotFound, "register");

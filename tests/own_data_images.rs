@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rwp_integration_tests::binary;
 use rwp_integration_tests::cluster::{
-    connect, data_dir, export, job, start_server_with, start_worker, submit, wait_for_state, wait_for_success,
+    connect, data_dir, export, start_server_with, start_worker, submit, wait_for_state, wait_for_success,
 };
 use rwp_integration_tests::evaluations::{assert_evaluations_match, job_evaluations, EVERY_EPOCH};
 use rwp_integration_tests::local_run::{assert_bit_identical, assert_bit_identical_to, local_reference};
@@ -95,13 +95,30 @@ async fn a_corrupt_image_fails_the_job_naming_it_or_is_skipped_alike_everywhere(
         "the error names the image: {error}"
     );
 
+    // Under `skip`, a corrupt test image too: left out of every evaluation.
+    let corrupt_test = corrupt_an_image(&images.join("val"));
     let mut skipping = data;
     skipping.bad_samples = BadSamples::Skip;
     let spec = own_data_job(83, DatasetKind::ImageFolder, skipping, 10);
     let id = submit(&mut client, "skips", &spec).await;
-    wait_for_success(&mut client, &id, TIMEOUT).await;
-    assert_eq!(job(&mut client, &id).await.step, 10);
+    let done = wait_for_success(&mut client, &id, TIMEOUT).await;
+    assert_eq!(done.step, 10);
     assert_bit_identical("a skipped image", &export(&mut client, &id).await, &spec);
+    assert_evaluations_match("a skipped image", &job_evaluations(&mut client, &id).await, &spec, &[5, 10]);
+    // 320 images in batches of 64: each of the two streams (clean,
+    // perturbed) reads the corrupt training image once an epoch, 2 epochs;
+    // and each of the 2 evaluations reads the corrupt test image once.
+    assert_eq!(done.skipped_samples, 2 * 2 + 2, "{:?}", done.skipped_sample_examples);
+    let named: Vec<&str> = done.skipped_sample_examples.iter().map(String::as_str).collect();
+    assert_eq!(named.len(), 2, "{named:?}");
+    for (file, split) in [(&corrupt, "data.train"), (&corrupt_test, "data.test")] {
+        let want = format!("{split}: sample {} cannot be used", file.display());
+        assert!(named.iter().any(|n| n.contains(&want)), "{want} not in {named:?}");
+    }
+    let logs = Command::new(binary("rwp")).args(["--server", &format!("http://{addr}"), "logs", &id]).output().unwrap();
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    let skipped_lines: Vec<&str> = logs.lines().filter(|l| l.contains("sample-skipped")).collect();
+    assert_eq!(skipped_lines.len(), 2, "each sample is logged once:\n{logs}");
 }
 
 #[test]

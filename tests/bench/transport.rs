@@ -383,5 +383,6 @@ fn header(worker_id: &str, task: &Task, gradient_bytes: usize, payload_bytes: us
         encoding: v1::GradientEncoding::F32.into(),
         gradient_bytes: gradient_bytes as u64,
         buffer_bytes: (payload_bytes - gradient_bytes) as u64,
+        skipped_samples: Vec::new(),
     }
 }

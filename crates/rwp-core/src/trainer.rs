@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use rwp_spec::eval::{batch_samples, shard_batches, shard_count, BatchEval, EvalTotals};
+use rwp_spec::eval::{BatchEval, EvalTotals};
 use rwp_spec::plan::{init_seed, tasks_for_step, Sampler};
 use rwp_spec::{JobSpec, Role, Schedule, SpecError, Task};
 use tch::{Device, Kind, Tensor};
@@ -120,9 +120,9 @@ fn evaluate_split(
     device: Device,
 ) -> Result<Evaluation, DataError> {
     let mut totals = EvalTotals::default();
-    for shard in 0..shard_count(split.len()) {
-        let batches = shard_batches(split.len(), shard);
-        for batch in evaluate_batches(model, data, split, batches, weights, buffers, device)? {
+    let plan = data.eval_plan(split);
+    for shard in 0..plan.shard_count() {
+        for batch in evaluate_batches(model, data, split, plan.shard_batches(shard), weights, buffers, device)? {
             totals.add(&batch);
         }
     }
@@ -140,22 +140,27 @@ pub fn evaluate_batches(
     buffers: &[Tensor],
     device: Device,
 ) -> Result<Vec<BatchEval>, DataError> {
-    let _no_grad = tch::no_grad_guard();
-    batches
-        .map(|index| {
-            let batch = data.slice(split, batch_samples(split.len(), index))?.to_device(device);
-            let logits = model.forward(weights, buffers, &batch.images, BnMode::Eval);
-            let len = batch.len();
-            let mean_loss = logits.cross_entropy_for_logits(&batch.labels).double_value(&[]);
-            let correct = logits
-                .argmax(-1, false)
-                .eq_tensor(&batch.labels)
-                .to_kind(Kind::Double)
-                .sum(Kind::Double)
-                .double_value(&[]);
-            Ok(BatchEval { loss_sum: mean_loss * len as f64, correct, samples: len as u64 })
-        })
+    eval_batches(data, split, batches)?
+        .into_iter()
+        .map(|batch| Ok(evaluate_batch(model, &batch.to_device(device), weights, buffers)))
         .collect()
+}
+
+/// The evaluation batches `batches` of `split`, read from `data`.
+pub fn eval_batches(data: &Dataset, split: &Split, batches: Range<usize>) -> Result<Vec<Batch>, DataError> {
+    let plan = data.eval_plan(split);
+    batches.map(|index| data.slice(split, plan.batch_samples(index))).collect()
+}
+
+/// One evaluation batch's result, with the running statistics in `buffers`.
+pub fn evaluate_batch(model: &Model, batch: &Batch, weights: &[Tensor], buffers: &[Tensor]) -> BatchEval {
+    let _no_grad = tch::no_grad_guard();
+    let logits = model.forward(weights, buffers, &batch.images, BnMode::Eval);
+    let len = batch.len();
+    let mean_loss = logits.cross_entropy_for_logits(&batch.labels).double_value(&[]);
+    let correct =
+        logits.argmax(-1, false).eq_tensor(&batch.labels).to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+    BatchEval { loss_sum: mean_loss * len as f64, correct, samples: len as u64 }
 }
 
 /// The tasks of one update with their batches, before they are computed.

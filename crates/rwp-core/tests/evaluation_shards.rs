@@ -4,7 +4,7 @@
 
 use rwp_core::data::{DataError, Dataset, DatasetInfo};
 use rwp_core::trainer::{evaluate_batches, LocalTrainer};
-use rwp_spec::eval::{eval_tasks, shard_batches, EvalSplit, EvalTotals};
+use rwp_spec::eval::{eval_tasks, EvalSplit, EvalTotals};
 use rwp_spec::{DatasetKind, JobSpec, Method};
 use tch::{Device, Kind, Tensor};
 
@@ -62,7 +62,7 @@ fn an_evaluation_summed_from_its_shards_is_the_one_pass_evaluation() {
     }
     let (model, data, state) = (&trainer.model, &trainer.data, &trainer.state);
     let info = DatasetInfo::for_spec(&trainer.spec);
-    let tasks = eval_tasks(3, info.test, info.validation);
+    let tasks = eval_tasks(3, info.eval_plan(EvalSplit::Test), info.eval_plan(EvalSplit::Validation));
     assert!(tasks.len() >= 3, "several shards: {tasks:?}");
     for (split, whole) in [
         (EvalSplit::Test, trainer.evaluate().unwrap()),
@@ -71,7 +71,7 @@ fn an_evaluation_summed_from_its_shards_is_the_one_pass_evaluation() {
         let samples = data.eval_split(split).unwrap();
         let mut totals = EvalTotals::default();
         for task in tasks.iter().filter(|t| t.split == split) {
-            let batches = shard_batches(samples.len(), task.shard);
+            let batches = data.eval_plan(samples).shard_batches(task.shard);
             for batch in
                 evaluate_batches(model, data, samples, batches, state.weights(), state.buffers(), Device::Cpu).unwrap()
             {

@@ -8,7 +8,7 @@
 //! `GOOGLE_SERVICE_ACCOUNT`; `AZURE_STORAGE_ACCOUNT_NAME`, ...): on
 //! Kubernetes, from a Secret in the workers' environment.
 //!
-//! Whole objects are read into the worker's disk cache ([`crate::cache`])
+//! Whole objects are streamed into the worker's disk cache ([`crate::cache`])
 //! and then read from there, so a shard is fetched once, not once per sample.
 
 use std::collections::HashMap;
@@ -164,6 +164,23 @@ impl Bucket {
             };
             let version = meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339());
             Ok((meta.size, version))
+        })
+    }
+
+    /// Writes the whole of `key` to `file` as it arrives.
+    pub(crate) fn download(&self, key: &str, file: &mut std::fs::File) -> io::Result<()> {
+        let store = Arc::clone(&self.store);
+        let path = ObjectPath::from(key);
+        let url = self.url.clone();
+        let mut file = file.try_clone()?;
+        wait(async move {
+            let mut stream = store.get(&path).await.map_err(|e| io_error(e, &url))?.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| io_error(e, &url))?;
+                // A local disk write: short enough for this runtime's threads.
+                std::io::Write::write_all(&mut file, &chunk)?;
+            }
+            Ok(())
         })
     }
 

@@ -52,7 +52,7 @@ impl Store {
     fn cached(bucket: &Bucket, path: &str) -> io::Result<Option<std::path::PathBuf>> {
         let key = Self::key(bucket, path);
         let (size, version) = bucket.head(key)?;
-        cache::cached(&format!("{path} {version}"), size, || bucket.read_range(key, 0, size))
+        cache::cached(&format!("{path} {version}"), size, |file| bucket.download(key, file))
     }
 
     /// The children of the folder `dir`, sorted by name (bytes).
@@ -111,11 +111,7 @@ impl Store {
         if let Store::Object(bucket) = self {
             return match Self::cached(bucket, path)? {
                 Some(file) => Ok(Box::new(io::BufReader::new(File::open(file)?))),
-                None => {
-                    let key = Self::key(bucket, path);
-                    let size = bucket.size(key)?;
-                    Ok(Box::new(io::Cursor::new(bucket.read_range(key, 0, size)?)))
-                }
+                None => Ok(Box::new(RangeReader::new(bucket.clone(), Self::key(bucket, path).to_owned())?)),
             };
         }
         Ok(Box::new(io::BufReader::new(File::open(path)?)))
@@ -178,4 +174,56 @@ pub(crate) fn files_named(
         return Ok(found);
     }
     Ok(names)
+}
+
+/// Reads an object too large for the cache by ranges of [`Self::BLOCK`]
+/// bytes, so that it is never held whole in memory.
+struct RangeReader {
+    bucket: Bucket,
+    key: String,
+    size: u64,
+    position: u64,
+    /// The block read last and where it starts.
+    block: Vec<u8>,
+    block_start: u64,
+}
+
+impl RangeReader {
+    const BLOCK: u64 = 8 << 20;
+
+    fn new(bucket: Bucket, key: String) -> io::Result<Self> {
+        let size = bucket.size(&key)?;
+        Ok(Self { bucket, key, size, position: 0, block: Vec::new(), block_start: 0 })
+    }
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.position >= self.size || out.is_empty() {
+            return Ok(0);
+        }
+        let block_end = self.block_start + self.block.len() as u64;
+        if !(self.block_start..block_end).contains(&self.position) {
+            let len = Self::BLOCK.min(self.size - self.position);
+            self.block = self.bucket.read_range(&self.key, self.position, len)?;
+            self.block_start = self.position;
+        }
+        let from = (self.position - self.block_start) as usize;
+        let n = out.len().min(self.block.len() - from);
+        out[..n].copy_from_slice(&self.block[from..from + n]);
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for RangeReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(n) => self.size.checked_add_signed(n),
+            SeekFrom::Current(n) => self.position.checked_add_signed(n),
+        };
+        self.position = target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a seek before the start"))?;
+        Ok(self.position)
+    }
 }

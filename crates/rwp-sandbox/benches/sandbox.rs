@@ -82,6 +82,7 @@ fn main() {
     let model = Model::load_script(&file, data.shape, data.classes, Device::Cpu).unwrap();
     let schedule = Schedule::new(&spec, data.train.len()).unwrap();
     let mut sampler = Sampler::new(&spec, &schedule, data.train.len());
+    let mut sandbox_sampler = sampler.clone();
     let (weights, buffers) = model.init(init_seed(&spec), Device::Cpu);
     let snapshot = wire::encode_snapshot(&model, &weights, &buffers, None);
 
@@ -95,7 +96,7 @@ fn main() {
         require_landlock: true,
         load_timeout: Duration::from_secs(120),
     };
-    let mut host = ModelHost::spawn(&config, &Grants { model_file: file.clone(), data_dirs: Vec::new() }).unwrap();
+    let mut host = ModelHost::spawn(&config, &Grants { model_file: file.clone() }).unwrap();
     host.open_job(&spec).unwrap();
 
     let step_tasks = |step: u64| tasks_for_step(&spec, &schedule, step);
@@ -122,7 +123,12 @@ fn main() {
         let mut compute = Duration::ZERO;
         for (i, task) in step_tasks(step).iter().enumerate() {
             let install = (i == 0).then_some(snapshot.as_slice());
-            let computed = host.compute(task, returns_buffers(task), install, 0, Duration::from_secs(600)).unwrap();
+            let computing = Instant::now();
+            let batch = data.train_batch(&sandbox_sampler.shard(task)).unwrap();
+            let loading = computing.elapsed();
+            let computed =
+                host.compute(task, returns_buffers(task), install, 0, &batch, Duration::from_secs(600)).unwrap();
+            compute += loading;
             compute += computed.compute_time;
             std::hint::black_box(computed.payload);
         }

@@ -9,21 +9,19 @@ use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use rwp_core::data::Dataset;
-use rwp_core::data::DatasetInfo;
+use rwp_core::data::{Batch, DatasetInfo};
 use rwp_core::grad::compute_task;
-use rwp_core::model::{inspect_script, Model, ScriptModule, ScriptSource};
-use rwp_core::trainer::{evaluate_batches, parse_device};
+use rwp_core::model::{inspect_script, InputShape, Model, ScriptModule, ScriptSource};
+use rwp_core::trainer::{evaluate_batch, parse_device};
 use rwp_core::wire::{self, Snapshot};
-use rwp_spec::eval::shard_batches;
-use rwp_spec::plan::{init_seed, Sampler};
+use rwp_spec::plan::init_seed;
 use rwp_spec::{JobSpec, Schedule};
-use tch::Device;
+use tch::{Device, Kind, Tensor};
 
 use crate::allowlist;
 use crate::confine::confine;
 use crate::panic_message;
-use crate::protocol::{self, ExactBatch, Policy, Request, Response, WEIGHT_SLOTS};
+use crate::protocol::{self, BatchAt, ExactBatch, Policy, Request, Response, WEIGHT_SLOTS};
 use crate::shm::Region;
 
 /// The entry point of the `rwp-sandbox` binary: `rwp-sandbox POLICY_JSON`,
@@ -103,32 +101,48 @@ fn vet(module: &ScriptModule) -> Result<(), String> {
 
 struct Job {
     spec: JobSpec,
-    /// `None` where the job was opened without its data (the server).
-    data: Option<Dataset>,
+    shape: InputShape,
     model: Model,
-    sampler: Sampler,
     initial: Vec<u8>,
     weights: [Option<Snapshot>; WEIGHT_SLOTS],
 }
 
 impl Job {
     /// Installs the snapshot of `len` bytes in the input region into `slot`
-    /// when given; returns the slot's weights and the job's data.
+    /// when given; returns the slot's weights and the job's model.
     fn weights(
         &mut self,
         input_region: &Option<Region>,
         snapshot_len: Option<u64>,
         slot: usize,
         device: Device,
-    ) -> Result<(&Snapshot, &Dataset, &Model), Response> {
+    ) -> Result<(&Snapshot, &Model), Response> {
         let held = self.weights.get_mut(slot).ok_or_else(|| failed(format!("no weights slot {slot}")))?;
         if let Some(len) = snapshot_len {
             let bytes = input(input_region, len)?;
             *held = Some(wire::decode_snapshot(bytes, &self.model, device).map_err(|e| failed(e.to_string()))?);
         }
         let weights = held.as_ref().ok_or_else(|| failed("no weights version is installed".to_owned()))?;
-        let data = self.data.as_ref().ok_or_else(|| failed("the job was opened without its data".to_owned()))?;
-        Ok((weights, data, &self.model))
+        Ok((weights, &self.model))
+    }
+
+    /// The batch the host placed at `at` in the input region, on `device`.
+    fn batch(&self, input_region: &Option<Region>, at: BatchAt, device: Device) -> Result<Batch, Response> {
+        let InputShape { channels, height, width } = self.shape;
+        let samples = i64::try_from(at.samples).map_err(|_| failed(format!("a batch of {} samples", at.samples)))?;
+        let images_len = (samples * channels * height * width) as u64 * 4;
+        let start = at.offset;
+        let end = start.checked_add(images_len).and_then(|m| m.checked_add(at.samples * 8));
+        let bytes = end
+            .and_then(|end| input(input_region, end).ok())
+            .and_then(|region| region.get(start as usize..))
+            .ok_or_else(|| {
+            failed(format!("a batch of {samples} samples at byte {start} does not fit the input region"))
+        })?;
+        let (images, labels) = bytes.split_at(images_len as usize);
+        let images = Tensor::from_data_size(images, &[samples, channels, height, width], Kind::Float);
+        let labels = Tensor::from_data_size(labels, &[samples], Kind::Int64);
+        Ok(Batch { images, labels, skipped: Vec::new() }.to_device(device))
     }
 }
 
@@ -155,20 +169,20 @@ impl Sandbox {
                 let tensors = inspect_script(ScriptSource::Bytes(model), vet).map_err(refusal)?;
                 Ok(Response::Inspected { params: tensors.params, buffers: tensors.buffers })
             }
-            Request::OpenJob { spec, model_len, with_data } => self.open(*spec, model_len, with_data),
+            Request::OpenJob { spec, model_len } => self.open(*spec, model_len),
             Request::InitialSnapshot => {
                 let job = self.job.as_ref().ok_or_else(|| failed("no job is open".to_owned()))?;
                 let out = output(&mut self.output, job.initial.len())?;
                 out[..job.initial.len()].copy_from_slice(&job.initial);
                 Ok(Response::Snapshot { len: job.initial.len() as u64 })
             }
-            Request::Compute { task, returns_buffers, snapshot_len, slot } => {
+            Request::Compute { task, returns_buffers, snapshot_len, slot, batch } => {
+                let device = self.device;
                 let job = self.job.as_mut().ok_or_else(|| failed("no job is open".to_owned()))?;
-                let samples = job.sampler.shard(&task);
+                let batch = job.batch(&self.input, batch, device)?;
                 let (spec, encoding) = (job.spec.clone(), job.spec.gradient_encoding);
-                let (weights, data, model) = job.weights(&self.input, snapshot_len, slot, self.device)?;
+                let (weights, model) = job.weights(&self.input, snapshot_len, slot, device)?;
                 let started = Instant::now();
-                let batch = data.train_batch(&samples).map_err(|e| failed(e.redacted()))?.to_device(self.device);
                 let result = compute_task(
                     &spec,
                     model,
@@ -201,17 +215,15 @@ impl Sandbox {
                     compute_micros: started.elapsed().as_micros() as u64,
                 })
             }
-            Request::Evaluate { task, snapshot_len, slot } => {
+            Request::Evaluate { task: _, snapshot_len, slot, batches } => {
+                let device = self.device;
                 let job = self.job.as_mut().ok_or_else(|| failed("no job is open".to_owned()))?;
-                let (weights, data, model) = job.weights(&self.input, snapshot_len, slot, self.device)?;
-                let split = data
-                    .eval_split(task.split)
-                    .ok_or_else(|| failed(format!("the job has no {:?} split", task.split)))?;
+                let batches =
+                    batches.into_iter().map(|at| job.batch(&self.input, at, device)).collect::<Result<Vec<_>, _>>()?;
+                let (weights, model) = job.weights(&self.input, snapshot_len, slot, device)?;
                 let started = Instant::now();
-                let batches = shard_batches(split.len(), task.shard);
-                let results =
-                    evaluate_batches(model, data, split, batches, &weights.weights, &weights.buffers, self.device)
-                        .map_err(|e| failed(e.redacted()))?;
+                let results: Vec<_> =
+                    batches.iter().map(|b| evaluate_batch(model, b, &weights.weights, &weights.buffers)).collect();
                 Ok(Response::Evaluated {
                     batches: results.into_iter().map(ExactBatch::from).collect(),
                     compute_micros: started.elapsed().as_micros() as u64,
@@ -220,14 +232,12 @@ impl Sandbox {
         }
     }
 
-    fn open(&mut self, spec: JobSpec, model_len: u64, with_data: bool) -> Result<Response, Response> {
+    fn open(&mut self, spec: JobSpec, model_len: u64) -> Result<Response, Response> {
         spec.validate().map_err(|e| failed(e.to_string()))?;
         let info = DatasetInfo::for_spec(&spec);
-        let data = with_data.then(|| Dataset::for_spec(&spec)).transpose().map_err(|e| failed(e.redacted()))?;
         let source = ScriptSource::Bytes(input(&self.input, model_len)?);
         let model = Model::load_script_vetted(source, info.shape, info.classes, self.device, vet).map_err(refusal)?;
-        let schedule = Schedule::new(&spec, info.train).map_err(|e| failed(e.to_string()))?;
-        let sampler = Sampler::new(&spec, &schedule, info.train);
+        Schedule::new(&spec, info.train).map_err(|e| failed(e.to_string()))?;
         let (weights, buffers) = model.init(init_seed(&spec), Device::Cpu);
         let initial = wire::encode_snapshot(&model, &weights, &buffers, None);
         let named =
@@ -242,7 +252,7 @@ impl Sandbox {
             snapshot_bytes: initial.len() as u64,
             payload_bytes: payload_bytes as u64,
         };
-        self.job = Some(Job { spec, data, model, sampler, initial, weights: Default::default() });
+        self.job = Some(Job { spec, shape: info.shape, model, initial, weights: Default::default() });
         Ok(response)
     }
 }

@@ -6,8 +6,9 @@
 //!    private memory (`RLIMIT_DATA`) and CPU time (`RLIMIT_CPU`) bounded;
 //! 3. started as root, it becomes an unprivileged user (default `nobody`);
 //! 4. `no_new_privs`: nothing it runs can gain privileges;
-//! 5. Landlock: the file system is read-only and limited to the job's data
-//!    directory and system libraries (the model comes through shared memory); no file may be written,
+//! 5. Landlock: the file system is read-only and limited to system
+//!    libraries (the model and the batches come through shared memory,
+//!    read by the host: no data file is readable); no file may be written,
 //!    created, removed or renamed anywhere; no TCP port bound or connected;
 //!    no signal sent or abstract socket reached outside the sandbox;
 //! 6. seccomp: no sockets, no new processes or programs, no tracing other
@@ -111,7 +112,6 @@ fn landlock(policy: &Policy) -> Result<&'static str, String> {
     let abi = ABI::V6;
     let error = |e: landlock::RulesetError| format!("cannot set up Landlock: {e}");
     let mut read: Vec<PathBuf> = SYSTEM_READ.iter().map(PathBuf::from).collect();
-    read.extend(policy.data_dirs.iter().cloned());
     read.extend(policy.library_dirs.iter().cloned());
     let cuda = policy.device.starts_with("cuda");
     let mut read_write: Vec<PathBuf> = Vec::new();

@@ -21,7 +21,9 @@ use rwp_spec::eval::{BatchEval, EvalTask};
 use rwp_spec::{JobSpec, Task};
 use tracing::{debug, warn};
 
-use crate::protocol::{self, NamedShape, Policy, Request, Response};
+use rwp_core::data::Batch;
+
+use crate::protocol::{self, BatchAt, NamedShape, Policy, Request, Response};
 use crate::shm::Region;
 
 /// Environment variables a sandbox inherits; everything else (tokens,
@@ -35,6 +37,11 @@ const PASSED_ENVIRONMENT: &[&str] = &[
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
 ];
+
+/// Bytes of a batch in the input region: float32 inputs, int64 labels.
+fn batch_bytes(batch: &Batch) -> u64 {
+    (batch.images.numel() * 4 + batch.labels.numel() * 8) as u64
+}
 
 /// Lines of a sandbox's standard error kept for error messages.
 const STDERR_TAIL: usize = 12;
@@ -100,13 +107,10 @@ impl SandboxConfig {
 }
 
 /// What a sandbox is given: the model file (read here and passed through
-/// shared memory; the sandbox cannot open it) and the directories of the
-/// job's data (its `data_dir`, or the folders of its own data's local
-/// locations), which it may read.
+/// shared memory; the sandbox cannot open it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grants {
     pub model_file: PathBuf,
-    pub data_dirs: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -220,7 +224,6 @@ impl ModelHost {
         let model = std::fs::read(&grants.model_file)
             .map_err(|e| SandboxError::Spawn(format!("cannot read the model file: {}", e.kind())))?;
         let policy = Policy {
-            data_dirs: grants.data_dirs.clone(),
             library_dirs: library_dirs(),
             device: config.device.clone(),
             threads: config.threads,
@@ -289,30 +292,22 @@ impl ModelHost {
     /// Checks the module's code and lists its float tensors.
     pub fn inspect(&mut self) -> Result<(Vec<NamedShape>, Vec<NamedShape>), SandboxError> {
         let model = std::mem::take(&mut self.model);
-        let model_len = self.write_input(&model);
+        let model_len = self.write_input(&model, &[]);
         self.model = model;
-        match self.request(Request::Inspect { model_len: model_len? }, &[], self.load_timeout, "loading the model")? {
+        match self.request(Request::Inspect { model_len: model_len?.0 }, &[], self.load_timeout, "loading the model")? {
             Response::Inspected { params, buffers } => Ok((params, buffers)),
             other => Err(self.unexpected("loading the model", &other)),
         }
     }
 
-    /// Loads `spec`'s dataset and the module, checked against it (a worker).
+    /// Loads the module for `spec`, checked against the input shape and
+    /// classes of its data (the sandbox opens no data file).
     pub fn open_job(&mut self, spec: &JobSpec) -> Result<OpenedJob, SandboxError> {
-        self.open(spec, true, "loading the model and its data")
-    }
-
-    /// Loads the module for `spec` without its data, which the sandbox does
-    /// not open (the server: it needs the module's tensors only).
-    pub fn describe_job(&mut self, spec: &JobSpec) -> Result<OpenedJob, SandboxError> {
-        self.open(spec, false, "loading the model")
-    }
-
-    fn open(&mut self, spec: &JobSpec, with_data: bool, what: &'static str) -> Result<OpenedJob, SandboxError> {
+        let what = "loading the model";
         let model = std::mem::take(&mut self.model);
-        let model_len = self.write_input(&model);
+        let model_len = self.write_input(&model, &[]);
         self.model = model;
-        let request = Request::OpenJob { spec: Box::new(spec.clone()), model_len: model_len?, with_data };
+        let request = Request::OpenJob { spec: Box::new(spec.clone()), model_len: model_len?.0 };
         match self.request(request, &[], self.load_timeout, what)? {
             Response::Opened { params, buffers, input, classes, train_samples, snapshot_bytes, payload_bytes } => {
                 self.ensure_regions(snapshot_bytes, snapshot_bytes.max(payload_bytes))?;
@@ -331,7 +326,7 @@ impl ModelHost {
         }
     }
 
-    /// Computes `task` with the weights in slot `slot` (of
+    /// Computes `task` on `batch` with the weights in slot `slot` (of
     /// [`crate::WEIGHT_SLOTS`]), first installing `snapshot` (weights version
     /// `task.step`) there when given.
     pub fn compute(
@@ -340,11 +335,13 @@ impl ModelHost {
         returns_buffers: bool,
         snapshot: Option<&[u8]>,
         slot: usize,
+        batch: &Batch,
         timeout: Duration,
     ) -> Result<Computed, SandboxError> {
         let what = "the task";
-        let snapshot_len = snapshot.map(|s| self.write_input(s)).transpose()?;
-        let request = Request::Compute { task: task.clone(), returns_buffers, snapshot_len, slot };
+        let (snapshot_len, placed) = self.write_input(snapshot.unwrap_or_default(), std::slice::from_ref(batch))?;
+        let snapshot_len = snapshot.map(|_| snapshot_len);
+        let request = Request::Compute { task: task.clone(), returns_buffers, snapshot_len, slot, batch: placed[0] };
         match self.request(request, &[], timeout, what)? {
             Response::Computed {
                 payload_len,
@@ -370,32 +367,65 @@ impl ModelHost {
         }
     }
 
-    /// Evaluates the shard `task` with the weights in slot `slot`, first
-    /// installing `snapshot` (weights version `task.version`) there when
-    /// given; returns one result per batch and the time it took.
+    /// Evaluates the shard `task`, whose batches are `batches`, with the
+    /// weights in slot `slot`, first installing `snapshot` (weights version
+    /// `task.version`) there when given; returns one result per batch and
+    /// the time it took.
     pub fn evaluate(
         &mut self,
         task: &EvalTask,
         snapshot: Option<&[u8]>,
         slot: usize,
+        batches: &[Batch],
         timeout: Duration,
     ) -> Result<(Vec<BatchEval>, Duration), SandboxError> {
         let what = "the evaluation";
-        let snapshot_len = snapshot.map(|s| self.write_input(s)).transpose()?;
-        match self.request(Request::Evaluate { task: *task, snapshot_len, slot }, &[], timeout, what)? {
-            Response::Evaluated { batches, compute_micros } => {
-                Ok((batches.into_iter().map(BatchEval::from).collect(), Duration::from_micros(compute_micros)))
+        let (snapshot_len, placed) = self.write_input(snapshot.unwrap_or_default(), batches)?;
+        let snapshot_len = snapshot.map(|_| snapshot_len);
+        match self.request(
+            Request::Evaluate { task: *task, snapshot_len, slot, batches: placed },
+            &[],
+            timeout,
+            what,
+        )? {
+            Response::Evaluated { batches: results, compute_micros } => {
+                if results.len() != batches.len() {
+                    return Err(
+                        self.protocol(what, &format!("{} results for {} batches", results.len(), batches.len()))
+                    );
+                }
+                Ok((results.into_iter().map(BatchEval::from).collect(), Duration::from_micros(compute_micros)))
             }
             other => Err(self.unexpected(what, &other)),
         }
     }
 
-    fn write_input(&mut self, bytes: &[u8]) -> Result<u64, SandboxError> {
+    /// Writes `bytes` at the start of the input region and `batches` after
+    /// them (each at a 64-byte boundary), growing the regions as needed;
+    /// returns the length of `bytes` and where each batch went.
+    fn write_input(&mut self, bytes: &[u8], batches: &[Batch]) -> Result<(u64, Vec<BatchAt>), SandboxError> {
+        let mut placed = Vec::with_capacity(batches.len());
+        let mut end = bytes.len() as u64;
+        for batch in batches {
+            let offset = end.next_multiple_of(64);
+            let samples = batch.len() as u64;
+            placed.push(BatchAt { offset, samples });
+            end = offset + batch_bytes(batch);
+        }
         let output = self.output.as_ref().map_or(0, Region::len) as u64;
-        self.ensure_regions(bytes.len() as u64, output)?;
-        let region = self.input.as_mut().expect("ensured above");
-        region.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
-        Ok(bytes.len() as u64)
+        self.ensure_regions(end, output)?;
+        let region = self.input.as_mut().expect("ensured above").as_mut_slice();
+        region[..bytes.len()].copy_from_slice(bytes);
+        for (batch, at) in batches.iter().zip(&placed) {
+            let images = batch.images.contiguous();
+            let labels = batch.labels.contiguous();
+            let (images_len, labels_len) = (images.numel(), labels.numel());
+            let start = at.offset as usize;
+            let middle = start + images_len * 4;
+            images.copy_data_u8(&mut region[start..middle], images_len);
+            labels.copy_data_u8(&mut region[middle..middle + labels_len * 8], labels_len);
+        }
+        Ok((bytes.len() as u64, placed))
     }
 
     fn output_bytes(&self, len: u64, what: &'static str) -> Result<&[u8], SandboxError> {

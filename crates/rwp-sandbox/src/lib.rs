@@ -6,16 +6,18 @@
 //! starts the `rwp-sandbox` program for one model file, and that process:
 //!
 //! - confines itself before it reads the file ([`confine`]): an unprivileged
-//!   user, `no_new_privs`, Landlock (read-only access to the model file, the
-//!   job's data and system libraries; no writes anywhere; no TCP), seccomp
+//!   user, `no_new_privs`, Landlock (read-only access to system libraries
+//!   only; no writes anywhere; no TCP), seccomp
 //!   (no sockets, processes, tracing or kernel interfaces beyond computing),
 //!   and limits on memory and CPU time;
 //! - refuses a module that calls anything outside the op [`allowlist`] in
 //!   any of its functions, `__setstate__` included, naming the op and the
 //!   function;
 //! - answers requests (inspect an upload, open a job, compute a task,
-//!   evaluate a version) over a socket, with weights and gradients passed
-//!   through shared memory ([`shm`]) rather than copied through the socket.
+//!   evaluate a version) over a socket, with the model file, weights,
+//!   batches and gradients passed through shared memory ([`shm`]) rather
+//!   than copied through the socket. The sandbox reads no data: its host
+//!   loads each batch (from disk or object storage) and passes it in.
 //!
 //! The host bounds every request by a timeout and kills the sandbox when it
 //! runs over, when its job is cancelled or when the parent shuts down

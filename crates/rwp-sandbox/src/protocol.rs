@@ -1,7 +1,8 @@
 //! What a host and its sandbox say to each other over their socket: one
 //! request, one answer, each a length-prefixed JSON frame; shared-memory
 //! regions travel as file descriptors (`SCM_RIGHTS`) with a frame. Bulk
-//! data (weights, gradients, initial values) never goes through the socket.
+//! data (weights, batches, gradients, initial values) never goes through
+//! the socket.
 //!
 //! The parent trusts nothing the child says: frames are bounded, and every
 //! length the child reports is checked against the region it names.
@@ -27,9 +28,6 @@ const MAX_FRAME: usize = 1 << 20;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    /// The job's data directories, readable (and nothing else of the disk
-    /// but system libraries: the model itself comes through shared memory).
-    pub data_dirs: Vec<std::path::PathBuf>,
     /// Directories of shared libraries it may read (libtorch's, loaded lazily).
     pub library_dirs: Vec<std::path::PathBuf>,
     /// `cpu`, `cuda`, `cuda:N`.
@@ -72,6 +70,15 @@ impl From<ExactBatch> for BatchEval {
 /// update and an older version it evaluates).
 pub const WEIGHT_SLOTS: usize = 2;
 
+/// Where one batch lies in the input region: `samples` inputs of the job's
+/// input shape (float32) from byte `offset`, then their `samples` labels
+/// (int64), both in this machine's byte order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchAt {
+    pub offset: u64,
+    pub samples: u64,
+}
+
 /// A tensor's name and shape.
 pub type NamedShape = (String, Vec<i64>);
 
@@ -83,17 +90,17 @@ pub enum Request {
     /// region) and list its tensors (an upload).
     Inspect { model_len: u64 },
     /// Load the module (in the input region) for the job, checked against
-    /// the dataset's shape; with `with_data`, load the dataset too (a
-    /// worker). Without it (the server) no data file is opened.
-    OpenJob { spec: Box<JobSpec>, model_len: u64, with_data: bool },
+    /// the input shape and classes of the job's data. The sandbox opens no
+    /// data file: its host reads the batches and passes them in.
+    OpenJob { spec: Box<JobSpec>, model_len: u64 },
     /// Write the job's initial weights version into the output region.
     InitialSnapshot,
-    /// Install the weights version in the input region into weights slot
-    /// `slot` (when given), then compute `task` with that slot's weights;
-    /// the payload goes to the output region.
-    Compute { task: Task, returns_buffers: bool, snapshot_len: Option<u64>, slot: usize },
-    /// The same for an evaluation shard: per-batch results come back.
-    Evaluate { task: EvalTask, snapshot_len: Option<u64>, slot: usize },
+    /// Install the weights version at the start of the input region into
+    /// weights slot `slot` (when given), then compute `task` on `batch`
+    /// with that slot's weights; the payload goes to the output region.
+    Compute { task: Task, returns_buffers: bool, snapshot_len: Option<u64>, slot: usize, batch: BatchAt },
+    /// The same for an evaluation shard's `batches`: per-batch results come back.
+    Evaluate { task: EvalTask, snapshot_len: Option<u64>, slot: usize, batches: Vec<BatchAt> },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

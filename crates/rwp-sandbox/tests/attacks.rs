@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rwp_core::data::{Batch, Dataset};
 use rwp_sandbox::{Grants, ModelHost, SandboxConfig, SandboxError};
-use rwp_spec::plan::tasks_for_step;
+use rwp_spec::plan::{tasks_for_step, Sampler};
 use rwp_spec::{JobSpec, Method, ModelKind, Schedule};
 
 fn workspace_root() -> PathBuf {
@@ -46,8 +47,7 @@ fn config() -> SandboxConfig {
 }
 
 fn host(model_file: &Path) -> ModelHost {
-    ModelHost::spawn(&config(), &Grants { model_file: model_file.to_owned(), data_dirs: Vec::new() })
-        .expect("sandbox starts")
+    ModelHost::spawn(&config(), &Grants { model_file: model_file.to_owned() }).expect("sandbox starts")
 }
 
 fn spec(model_file: &Path) -> JobSpec {
@@ -61,13 +61,16 @@ fn spec(model_file: &Path) -> JobSpec {
 
 /// Opens a job of `model_file` in `host` (its shape check runs the module
 /// in evaluation mode) and returns the job's first task with the initial
-/// weights.
-fn first_task(host: &mut ModelHost, model_file: &Path) -> (rwp_spec::Task, Vec<u8>) {
+/// weights and its batch.
+fn first_task(host: &mut ModelHost, model_file: &Path) -> (rwp_spec::Task, Vec<u8>, Batch) {
     let spec = spec(model_file);
     let opened = host.open_job(&spec).expect("the job opens");
     let snapshot = host.initial_snapshot().unwrap();
     let schedule = Schedule::new(&spec, opened.train_samples as usize).unwrap();
-    (tasks_for_step(&spec, &schedule, 0).swap_remove(0), snapshot)
+    let task = tasks_for_step(&spec, &schedule, 0).swap_remove(0);
+    let data = Dataset::for_spec(&spec).unwrap();
+    let batch = data.train_batch(&Sampler::new(&spec, &schedule, data.train.len()).shard(&task)).unwrap();
+    (task, snapshot, batch)
 }
 
 /// A directory anyone may write, so that only the sandbox stops a write.
@@ -136,7 +139,7 @@ fn a_module_that_never_finishes_loading_is_killed_at_its_timeout() {
     let file = module(dir.path(), "loop-in-setstate", Path::new("/nonexistent"));
     let mut config = config();
     config.load_timeout = Duration::from_secs(2);
-    let mut host = ModelHost::spawn(&config, &Grants { model_file: file, data_dirs: Vec::new() }).unwrap();
+    let mut host = ModelHost::spawn(&config, &Grants { model_file: file }).unwrap();
     let started = Instant::now();
     let error = host.inspect().unwrap_err();
     assert!(matches!(error, SandboxError::TimedOut { .. }), "{error}");
@@ -149,10 +152,10 @@ fn a_task_that_never_returns_is_killed_at_its_timeout() {
     let dir = open_dir();
     let file = module(dir.path(), "loop-in-training", Path::new("/nonexistent"));
     let mut host = host(&file);
-    let (task, snapshot) = first_task(&mut host, &file);
+    let (task, snapshot, batch) = first_task(&mut host, &file);
     let task = &task;
     let started = Instant::now();
-    let error = host.compute(task, true, Some(&snapshot), 0, Duration::from_secs(1)).unwrap_err();
+    let error = host.compute(task, true, Some(&snapshot), 0, &batch, Duration::from_secs(1)).unwrap_err();
     assert!(matches!(error, SandboxError::TimedOut { .. }), "{error}");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
@@ -162,9 +165,9 @@ fn a_huge_allocation_fails_the_task_within_the_memory_limit() {
     let dir = open_dir();
     let file = module(dir.path(), "alloc-in-training", Path::new("/nonexistent"));
     let mut host = host(&file);
-    let (task, snapshot) = first_task(&mut host, &file);
+    let (task, snapshot, batch) = first_task(&mut host, &file);
     let task = &task;
-    let error = host.compute(task, true, Some(&snapshot), 0, Duration::from_secs(30)).unwrap_err();
+    let error = host.compute(task, true, Some(&snapshot), 0, &batch, Duration::from_secs(30)).unwrap_err();
     let message = error.to_string();
     assert!(message.contains("memory") || message.contains("alloc"), "{message}");
 }
@@ -174,14 +177,14 @@ fn a_killer_stops_a_running_task_from_another_thread() {
     let dir = open_dir();
     let file = module(dir.path(), "loop-in-training", Path::new("/nonexistent"));
     let mut host = host(&file);
-    let (task, snapshot) = first_task(&mut host, &file);
+    let (task, snapshot, batch) = first_task(&mut host, &file);
     let task = &task;
     let killer = host.killer();
     let kill = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(500));
         killer.kill("the job was cancelled");
     });
-    let error = host.compute(task, true, Some(&snapshot), 0, Duration::from_secs(60)).unwrap_err();
+    let error = host.compute(task, true, Some(&snapshot), 0, &batch, Duration::from_secs(60)).unwrap_err();
     kill.join().unwrap();
     assert!(matches!(&error, SandboxError::Killed { reason, .. } if reason == "the job was cancelled"), "{error}");
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 use rwp_core::data::Dataset;
 use rwp_core::grad::compute_task;
 use rwp_core::model::Model;
-use rwp_core::trainer::evaluate;
+use rwp_core::trainer::{eval_batches, evaluate};
 use rwp_core::wire;
 use rwp_sandbox::{Grants, ModelHost, SandboxConfig};
-use rwp_spec::eval::{eval_tasks, EvalTotals};
+use rwp_spec::eval::{eval_tasks, EvalTotals, SplitPlan};
 use rwp_spec::plan::{init_seed, tasks_for_step, Sampler};
 use rwp_spec::{JobSpec, Method, ModelKind, Role, Schedule};
 use tch::Device;
@@ -56,7 +56,7 @@ fn every_task_and_the_evaluation_match_the_unsandboxed_model_bit_for_bit() {
         require_landlock: true,
         load_timeout: Duration::from_secs(30),
     };
-    let mut host = ModelHost::spawn(&config, &Grants { model_file: file.clone(), data_dirs: Vec::new() }).unwrap();
+    let mut host = ModelHost::spawn(&config, &Grants { model_file: file.clone() }).unwrap();
     let opened = host.open_job(&spec).unwrap();
     let snapshot = host.initial_snapshot().unwrap();
 
@@ -72,10 +72,10 @@ fn every_task_and_the_evaluation_match_the_unsandboxed_model_bit_for_bit() {
     assert!(tasks.iter().any(|t| t.role == Role::Perturbed));
     for (i, task) in tasks.iter().enumerate() {
         let returns_buffers = task.role == Role::Clean;
-        let sandboxed = host
-            .compute(task, returns_buffers, (i == 0).then_some(snapshot.as_slice()), 0, Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("{task:?}: {e}"));
         let batch = data.train_batch(&sampler.shard(task)).unwrap();
+        let sandboxed = host
+            .compute(task, returns_buffers, (i == 0).then_some(snapshot.as_slice()), 0, &batch, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{task:?}: {e}"));
         let local = compute_task(&spec, &model, &weights, &buffers, task, &batch, None);
         let mut payload = wire::encode_gradients(&local.grads, spec.gradient_encoding);
         if returns_buffers {
@@ -88,9 +88,11 @@ fn every_task_and_the_evaluation_match_the_unsandboxed_model_bit_for_bit() {
     // Evaluation shards, folded in shard order, are the local evaluation;
     // the weights go to the second slot once.
     let mut totals = EvalTotals::default();
-    for (i, task) in eval_tasks(0, data.test.len(), 0).iter().enumerate() {
+    let plan = data.eval_plan(&data.test);
+    for (i, task) in eval_tasks(0, plan, SplitPlan { samples: 0, ..plan }).iter().enumerate() {
         let install = (i == 0).then_some(snapshot.as_slice());
-        let (batches, _) = host.evaluate(task, install, 1, Duration::from_secs(60)).unwrap();
+        let batches = eval_batches(&data, &data.test, plan.shard_batches(task.shard)).unwrap();
+        let (batches, _) = host.evaluate(task, install, 1, &batches, Duration::from_secs(60)).unwrap();
         batches.iter().for_each(|b| totals.add(b));
     }
     let local = evaluate(&model, &data, &weights, &buffers, Device::Cpu).unwrap();
@@ -99,11 +101,9 @@ fn every_task_and_the_evaluation_match_the_unsandboxed_model_bit_for_bit() {
         (local.loss.to_bits(), local.accuracy.to_bits())
     );
 
-    // What the server asks for: the module's tensors, without the data.
-    let mut server = ModelHost::spawn(&config, &Grants { model_file: file.clone(), data_dirs: Vec::new() }).unwrap();
-    assert_eq!(server.describe_job(&spec).unwrap(), opened);
+    // What the server asks for: the module's tensors and initial weights,
+    // from a sandbox that is given no data either.
+    let mut server = ModelHost::spawn(&config, &Grants { model_file: file.clone() }).unwrap();
+    assert_eq!(server.open_job(&spec).unwrap(), opened);
     assert_eq!(server.initial_snapshot().unwrap(), snapshot);
-    let task = &eval_tasks(0, data.test.len(), 0)[0];
-    let err = server.evaluate(task, Some(&snapshot), 0, Duration::from_secs(60)).unwrap_err();
-    assert!(err.to_string().contains("opened without its data"), "{err}");
 }

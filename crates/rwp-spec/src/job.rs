@@ -29,6 +29,13 @@ pub struct Job {
     pub created_unix_ms: i64,
     pub updated_unix_ms: i64,
     pub skipped_updates: u64,
+    /// Times a sample was left out of a batch (`bad_samples = "skip"`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_samples: u64,
+    /// The distinct samples left out, with what is wrong with each: the
+    /// first [`MAX_SKIPPED_EXAMPLES`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_sample_examples: Vec<String>,
     pub last_step: Option<StepMetrics>,
     pub last_evaluation: Option<Evaluation>,
     /// The name of the token that submitted the job; `None` on a server
@@ -50,6 +57,32 @@ pub struct Job {
     /// holds it up ("no worker is connected"). Not stored.
     #[serde(default, skip)]
     pub waiting: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How many distinct skipped samples a job names ([`Job::skipped_sample_examples`]).
+pub const MAX_SKIPPED_EXAMPLES: usize = 100;
+
+impl Job {
+    /// Counts the samples a result left out; returns those named for the
+    /// first time (to be logged).
+    pub fn note_skipped(&mut self, skipped: &[String]) -> Vec<String> {
+        self.skipped_samples += skipped.len() as u64;
+        let mut new = Vec::new();
+        for sample in skipped {
+            if self.skipped_sample_examples.len() >= MAX_SKIPPED_EXAMPLES {
+                break;
+            }
+            if !self.skipped_sample_examples.contains(sample) {
+                self.skipped_sample_examples.push(sample.clone());
+                new.push(sample.clone());
+            }
+        }
+        new
+    }
 }
 
 /// What a submission may say besides the job's name and spec.
@@ -102,6 +135,8 @@ pub enum LogKind {
     Unpaused,
     /// An update skipped for a non-finite gradient.
     UpdateSkipped,
+    /// A sample left out of a batch for the first time (`bad_samples = "skip"`).
+    SampleSkipped,
     Evaluated,
     Succeeded,
     Failed,
@@ -111,7 +146,7 @@ pub enum LogKind {
 }
 
 impl LogKind {
-    pub const ALL: [LogKind; 16] = [
+    pub const ALL: [LogKind; 17] = [
         LogKind::Submitted,
         LogKind::Resumed,
         LogKind::ServerRestarted,
@@ -123,6 +158,7 @@ impl LogKind {
         LogKind::Paused,
         LogKind::Unpaused,
         LogKind::UpdateSkipped,
+        LogKind::SampleSkipped,
         LogKind::Evaluated,
         LogKind::Succeeded,
         LogKind::Failed,
@@ -145,6 +181,7 @@ impl LogKind {
             LogKind::Paused => "paused",
             LogKind::Unpaused => "unpaused",
             LogKind::UpdateSkipped => "update-skipped",
+            LogKind::SampleSkipped => "sample-skipped",
             LogKind::Evaluated => "evaluated",
             LogKind::Succeeded => "succeeded",
             LogKind::Failed => "failed",

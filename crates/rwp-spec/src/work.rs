@@ -59,6 +59,8 @@ pub struct EvalPush {
     pub task: EvalTask,
     /// One per batch of the shard, in batch order.
     pub batches: Vec<BatchEval>,
+    /// Samples left out of the shard's batches (`bad_samples = "skip"`).
+    pub skipped: Vec<String>,
 }
 
 /// What a worker says it is pushing: the header of a push, before the payload.
@@ -76,6 +78,8 @@ pub struct PushHeader {
     pub accuracy: f64,
     /// The encoding and byte counts of the payload that follows.
     pub announced: Announced,
+    /// Samples left out of the task's batch (`bad_samples = "skip"`).
+    pub skipped: Vec<String>,
 }
 
 /// A submitted job's own data, leased to a worker to inspect: the worker

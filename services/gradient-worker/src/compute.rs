@@ -2,10 +2,12 @@
 //! datasets' batches, weights). Async code talks to it through a channel of
 //! commands, each with a oneshot reply, and never holds a tensor.
 //!
-//! A built-in model runs on this thread. A TorchScript job's model is the
-//! job's author's code: it runs in a model sandbox (`rwp-sandbox`), one per
-//! cached job, started from this thread (which it dies with); weights go in
-//! and gradients come out through shared memory. A sandboxed task is killed
+//! The worker reads every task's batches itself, from disk or object
+//! storage. A built-in model runs on this thread. A TorchScript job's model
+//! is the job's author's code: it runs in a model sandbox (`rwp-sandbox`),
+//! one per cached job, started from this thread (which it dies with);
+//! weights and batches go in and gradients come out through shared memory,
+//! and the sandbox itself reads no file. A sandboxed task is killed
 //! when it runs past its time limit, when its lease is lost (a cancelled
 //! job) and when the worker shuts down.
 //!
@@ -19,17 +21,18 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rwp_core::data::{Dataset, DatasetInfo};
+use rwp_core::data::{Batch, Dataset, DatasetInfo};
 use rwp_core::model::Model;
+use rwp_core::trainer::eval_batches;
 use rwp_core::wire::Snapshot;
 use rwp_sandbox::{Grants, Killer, ModelHost, SandboxConfig, SandboxError};
-use rwp_spec::eval::{shard_count, BatchEval, EvalSplit, EvalTask};
+use rwp_spec::eval::{BatchEval, EvalTask};
 use rwp_spec::plan::Sampler;
 use rwp_spec::work::Work;
 use rwp_spec::{JobSpec, Method, Role, Schedule, Task};
 use tch::Device;
 use tokio::sync::oneshot;
-use tracing::{debug, info, Span};
+use tracing::{debug, info, warn, Span};
 
 use crate::in_process;
 use crate::slots::WeightSlots;
@@ -81,6 +84,9 @@ pub(crate) enum Computed {
 pub(crate) struct TaskOutput {
     pub computed: Computed,
     pub compute_time: Duration,
+    /// Samples left out of the task's batches (`bad_samples = "skip"`),
+    /// each named with what is wrong with it.
+    pub skipped: Vec<String>,
     /// The snapshot bytes the task installed, once decoded: the next fetch
     /// reuses the buffer.
     pub spent_snapshot: Option<Vec<u8>>,
@@ -209,8 +215,26 @@ impl ComputeHandle {
 struct JobState {
     spec: JobSpec,
     schedule: Schedule,
+    data: Dataset,
+    sampler: Sampler,
     backend: Backend,
     last_used: Instant,
+}
+
+/// A task's batches, read by the worker for either backend.
+pub(crate) enum Loaded {
+    Gradient(Batch),
+    /// An evaluation shard's batches, in order.
+    Evaluation(Vec<Batch>),
+}
+
+impl Loaded {
+    fn skipped(&self) -> Vec<String> {
+        match self {
+            Loaded::Gradient(batch) => batch.skipped.clone(),
+            Loaded::Evaluation(batches) => batches.iter().flat_map(|b| b.skipped.iter().cloned()).collect(),
+        }
+    }
 }
 
 /// Where a job's tasks are computed.
@@ -219,14 +243,12 @@ struct JobState {
 enum Backend {
     /// A built-in model, on the compute thread.
     InProcess {
-        data: Dataset,
         model: Model,
-        sampler: Sampler,
         /// The weights versions received, decoded.
         weights: WeightSlots<Snapshot>,
     },
-    /// A TorchScript module, in its sandbox, which holds the data, the
-    /// model and the weights versions in `versions`' slots.
+    /// A TorchScript module, in its sandbox, which holds the model and the
+    /// weights versions in `versions`' slots.
     Sandboxed { host: ModelHost, versions: WeightSlots<()> },
 }
 
@@ -242,23 +264,36 @@ impl JobState {
             sha256: spec.model_file.as_ref().map(|f| f.sha256.clone()).unwrap_or_default(),
             reason,
         };
-        if spec.model == rwp_spec::ModelKind::TorchScript {
-            let sandbox = sandbox.as_ref().map_err(|e| WorkerError::Sandbox(e.to_string()))?;
-            let model_file = model_file.ok_or_else(|| model_error("not fetched".to_owned()))?;
-            let grants = Grants { model_file: model_file.to_owned(), data_dirs: data_dirs(spec) };
-            let mut host = ModelHost::spawn(sandbox, &grants).map_err(|e| WorkerError::Sandbox(e.to_string()))?;
-            let opened = host.open_job(spec).map_err(|e| model_error(e.to_string()))?;
-            let schedule = Schedule::new(spec, opened.train_samples as usize)?;
-            let backend = Backend::Sandboxed { host, versions: WeightSlots::default() };
-            return Ok(Self { spec: spec.clone(), schedule, backend, last_used: Instant::now() });
-        }
         let data = Dataset::for_spec(spec)?;
-        let model =
-            Model::for_spec(spec, data.shape, data.classes, None, device).map_err(|e| model_error(e.to_string()))?;
         let schedule = Schedule::new(spec, data.train.len())?;
         let sampler = Sampler::new(spec, &schedule, data.train.len());
-        let backend = Backend::InProcess { data, model, sampler, weights: WeightSlots::default() };
-        Ok(Self { spec: spec.clone(), schedule, backend, last_used: Instant::now() })
+        let backend = if spec.model == rwp_spec::ModelKind::TorchScript {
+            let sandbox = sandbox.as_ref().map_err(|e| WorkerError::Sandbox(e.to_string()))?;
+            let model_file = model_file.ok_or_else(|| model_error("not fetched".to_owned()))?;
+            let grants = Grants { model_file: model_file.to_owned() };
+            let mut host = ModelHost::spawn(sandbox, &grants).map_err(|e| WorkerError::Sandbox(e.to_string()))?;
+            host.open_job(spec).map_err(|e| model_error(e.to_string()))?;
+            Backend::Sandboxed { host, versions: WeightSlots::default() }
+        } else {
+            let model = Model::for_spec(spec, data.shape, data.classes, None, device)
+                .map_err(|e| model_error(e.to_string()))?;
+            Backend::InProcess { model, weights: WeightSlots::default() }
+        };
+        Ok(Self { spec: spec.clone(), schedule, data, sampler, backend, last_used: Instant::now() })
+    }
+
+    /// Reads the batches of `work` (on the compute thread: a batch is tensors).
+    fn batches(&mut self, work: &Work) -> Result<Loaded, WorkerError> {
+        match work {
+            Work::Gradient { task, .. } => Ok(Loaded::Gradient(self.data.train_batch(&self.sampler.shard(task))?)),
+            Work::Evaluation(task) => {
+                let split = self.data.eval_split(task.split).ok_or_else(|| {
+                    WorkerError::InvalidTask(format!("the job holds no {:?} samples out", task.split))
+                })?;
+                let batches = self.data.eval_plan(split).shard_batches(task.shard);
+                Ok(Loaded::Evaluation(eval_batches(&self.data, split, batches)?))
+            }
+        }
     }
 
     fn has_weights(&self, version: u64) -> bool {
@@ -269,10 +304,7 @@ impl JobState {
     }
 
     fn train_samples(&self) -> usize {
-        match &self.backend {
-            Backend::InProcess { data, .. } => data.train.len(),
-            Backend::Sandboxed { .. } => 0,
-        }
+        self.data.train.len()
     }
 
     /// Refuses a task that the job's plan cannot contain (it would otherwise
@@ -285,12 +317,7 @@ impl JobState {
     }
 
     fn check_evaluation(&self, task: &EvalTask) -> Result<(), WorkerError> {
-        let info = DatasetInfo::for_spec(&self.spec);
-        let samples = match task.split {
-            EvalSplit::Test => info.test,
-            EvalSplit::Validation => info.validation,
-        };
-        let shards = shard_count(samples);
+        let shards = DatasetInfo::for_spec(&self.spec).eval_plan(task.split).shard_count();
         if task.num_shards != shards || task.shard >= task.num_shards {
             return Err(WorkerError::InvalidTask(format!(
                 "{:?} evaluation shard {} of {} (the split has {shards})",
@@ -431,6 +458,11 @@ impl ComputeThread {
         if matches!(input.work, Work::Evaluation(_)) {
             rwp_core::faults::hit("evaluation");
         }
+        let loaded = job.batches(&input.work)?;
+        let skipped = loaded.skipped();
+        if let Some(first) = skipped.first() {
+            warn!(skipped = skipped.len(), first, "samples left out of the task's batches (bad_samples = skip)");
+        }
         let spec = &job.spec;
         let error = match &mut job.backend {
             Backend::Sandboxed { host, versions } => {
@@ -439,7 +471,7 @@ impl ComputeThread {
                 let version = input.work.version();
                 let (slot, held) = versions.slot_for(version);
                 let computed = if held || snapshot.is_some() {
-                    sandboxed(host, &input.work, snapshot.as_deref(), slot, timeout)
+                    sandboxed(host, &input.work, &loaded, snapshot.as_deref(), slot, timeout)
                 } else {
                     Err(SandboxError::Failed {
                         what: "the task",
@@ -451,13 +483,15 @@ impl ComputeThread {
                     Ok((computed, compute_time)) => {
                         versions.put(slot, version, ());
                         debug!(elapsed_ms = compute_time.as_millis() as u64, "computed in the sandbox");
-                        return Ok(TaskOutput { computed, compute_time, spent_snapshot: snapshot });
+                        return Ok(TaskOutput { computed, compute_time, skipped, spent_snapshot: snapshot });
                     }
                     Err(e) => e,
                 }
             }
-            Backend::InProcess { data, model, sampler, weights } => {
-                return in_process::compute(spec, data, model, sampler, weights, &input, snapshot, device);
+            Backend::InProcess { model, weights } => {
+                let (computed, compute_time, spent_snapshot) =
+                    in_process::compute(spec, model, weights, &input.work, &loaded, snapshot, device)?;
+                return Ok(TaskOutput { computed, compute_time, skipped, spent_snapshot });
             }
         };
         // A sandbox that failed is gone: the next task of the job starts another.
@@ -466,18 +500,19 @@ impl ComputeThread {
     }
 }
 
-/// Runs a task in the job's sandbox with the weights in `slot`, installing
-/// `snapshot` there first when given.
+/// Runs a task in the job's sandbox on `loaded`, its batches, with the
+/// weights in `slot`, installing `snapshot` there first when given.
 fn sandboxed(
     host: &mut ModelHost,
     work: &Work,
+    loaded: &Loaded,
     snapshot: Option<&[u8]>,
     slot: usize,
     timeout: Duration,
 ) -> Result<(Computed, Duration), SandboxError> {
-    match work {
-        Work::Gradient { task, returns_buffers } => {
-            let c = host.compute(task, *returns_buffers, snapshot, slot, timeout)?;
+    match (work, loaded) {
+        (Work::Gradient { task, returns_buffers }, Loaded::Gradient(batch)) => {
+            let c = host.compute(task, *returns_buffers, snapshot, slot, batch, timeout)?;
             let output = GradientOutput {
                 payload: c.payload,
                 gradient_bytes: c.gradient_bytes,
@@ -487,31 +522,13 @@ fn sandboxed(
             };
             Ok((Computed::Gradient(output), c.compute_time))
         }
-        Work::Evaluation(task) => {
-            let (batches, took) = host.evaluate(task, snapshot, slot, timeout)?;
+        (Work::Evaluation(task), Loaded::Evaluation(batches)) => {
+            let (batches, took) = host.evaluate(task, snapshot, slot, batches, timeout)?;
             Ok((Computed::Evaluation(batches), took))
         }
+        _ => Err(SandboxError::Failed { what: "the task", message: "bug: batches of another kind of task".to_owned() }),
     }
 }
 
 /// A sandboxed task's limit when the server gives none.
 const NO_TIME_LIMIT: Duration = Duration::from_secs(24 * 3600);
-
-/// The folders a sandboxed job may read its data from: `data_dir`, or the
-/// folders of its own data's local locations (a brace range's folder, a
-/// file's folder).
-fn data_dirs(spec: &JobSpec) -> Vec<std::path::PathBuf> {
-    let mut dirs: Vec<std::path::PathBuf> = spec.data_dir.iter().cloned().collect();
-    for (field, location) in spec.data.iter().flat_map(rwp_spec::DataSource::locations) {
-        let Ok(rwp_spec::data::Location::Path(path)) = rwp_spec::data::Location::parse(field, location) else {
-            continue;
-        };
-        let text = path.to_string_lossy();
-        let mut dir = std::path::PathBuf::from(text.split('{').next().unwrap_or_default());
-        if text.contains('{') || dir.is_file() {
-            dir.pop();
-        }
-        dirs.push(dir);
-    }
-    dirs
-}

@@ -1,37 +1,33 @@
 //! Tasks of built-in models, computed on the compute thread itself.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use rwp_core::data::Dataset;
 use rwp_core::grad::compute_task;
 use rwp_core::model::Model;
-use rwp_core::trainer::evaluate_batches;
+use rwp_core::trainer::evaluate_batch;
 use rwp_core::wire::{self, Snapshot};
-use rwp_spec::eval::shard_batches;
-use rwp_spec::plan::Sampler;
 use rwp_spec::work::Work;
 use rwp_spec::JobSpec;
 use tch::Device;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::compute::{Computed, GradientOutput, TaskInput, TaskOutput};
+use crate::compute::{Computed, GradientOutput, Loaded};
 use crate::slots::WeightSlots;
 use crate::WorkerError;
 
-/// Computes `input`'s task with the weights version it names, installing
-/// `snapshot` (that version's bytes) first when given.
-#[allow(clippy::too_many_arguments)]
+/// Computes `work` on `loaded`, its batches, with the weights version it
+/// names, installing `snapshot` (that version's bytes) first when given;
+/// returns the result, the time it took and the spent snapshot buffer.
 pub(crate) fn compute(
     spec: &JobSpec,
-    data: &Dataset,
     model: &Model,
-    sampler: &mut Sampler,
     weights: &mut WeightSlots<Snapshot>,
-    input: &TaskInput,
+    work: &Work,
+    loaded: &Loaded,
     snapshot: Option<Vec<u8>>,
     device: Device,
-) -> Result<TaskOutput, WorkerError> {
-    let version = input.work.version();
+) -> Result<(Computed, Duration, Option<Vec<u8>>), WorkerError> {
+    let version = work.version();
     let (slot, _) = weights.slot_for(version);
     let spent_snapshot = match snapshot {
         Some(bytes) => {
@@ -48,13 +44,9 @@ pub(crate) fn compute(
         _ => return Err(WorkerError::Compute(format!("weights version {version} is not loaded"))),
     };
     let started = Instant::now();
-    let computed = match &input.work {
-        Work::Gradient { task, returns_buffers } => {
-            let samples = sampler.shard(task);
-            let batch = data.train_batch(&samples)?.to_device(device);
-            if let Some(first) = batch.skipped.first() {
-                warn!(skipped = batch.skipped.len(), first, "samples left out of the batch (bad_samples = skip)");
-            }
+    let computed = match (work, loaded) {
+        (Work::Gradient { task, returns_buffers }, Loaded::Gradient(batch)) => {
+            let batch = batch.to_device(device);
             let result =
                 compute_task(spec, model, &weights.weights, &weights.buffers, task, &batch, weights.factors.as_ref());
             let mut payload = wire::encode_gradients(&result.grads, spec.gradient_encoding);
@@ -81,15 +73,15 @@ pub(crate) fn compute(
                 accuracy: result.accuracy,
             })
         }
-        Work::Evaluation(task) => {
-            let split = data
-                .eval_split(task.split)
-                .ok_or_else(|| WorkerError::InvalidTask(format!("the job holds no {:?} samples out", task.split)))?;
-            let batches = shard_batches(split.len(), task.shard);
-            let results = evaluate_batches(model, data, split, batches, &weights.weights, &weights.buffers, device)?;
+        (Work::Evaluation(_), Loaded::Evaluation(batches)) => {
+            let results: Vec<_> = batches
+                .iter()
+                .map(|batch| evaluate_batch(model, &batch.to_device(device), &weights.weights, &weights.buffers))
+                .collect();
             debug!(batches = results.len(), "evaluated");
             Computed::Evaluation(results)
         }
+        _ => return Err(WorkerError::Compute("bug: batches of another kind of task".to_owned())),
     };
-    Ok(TaskOutput { computed, compute_time: started.elapsed(), spent_snapshot })
+    Ok((computed, started.elapsed(), spent_snapshot))
 }

@@ -144,6 +144,7 @@ async fn process(
                 loss,
                 accuracy,
                 announced: Announced { encoding: input.spec.gradient_encoding, gradient_bytes, buffer_bytes },
+                skipped: output.skipped,
             };
             let bytes = payload.len();
             Span::current().record("bytes", bytes);
@@ -156,6 +157,7 @@ async fn process(
                 job_id: input.job_id.clone(),
                 task: *task,
                 batches,
+                skipped: output.skipped,
             };
             (rpc::push_evaluation(session, push).await?, 0, None)
         }

@@ -10,7 +10,7 @@ use common::{fixture, wire_eval_task, wire_task, worker_config, FakeState, Runni
 use rwp_core::data::Dataset;
 use rwp_core::model::Model;
 use rwp_core::trainer::evaluate_batches;
-use rwp_spec::eval::{eval_tasks, shard_batches, EvalSplit};
+use rwp_spec::eval::{eval_tasks, EvalSplit, SplitPlan};
 use rwp_spec::plan::init_seed;
 use tch::Device;
 
@@ -18,7 +18,8 @@ use tch::Device;
 async fn evaluated_batches_are_bit_identical_to_rwp_core() {
     let fx = fixture();
     let data = Dataset::for_spec(&fx.spec).unwrap();
-    let shards = eval_tasks(0, data.test.len(), 0);
+    let plan = data.eval_plan(&data.test);
+    let shards = eval_tasks(0, plan, SplitPlan { samples: 0, ..plan });
     assert_eq!(shards.len(), 2, "the built-in test split has two shards");
     let tasks = vec![
         wire_eval_task(&fx.spec, shards[1]),
@@ -41,7 +42,7 @@ async fn evaluated_batches_are_bit_identical_to_rwp_core() {
         let task = push.task.as_ref().unwrap();
         assert_eq!((task.version, task.split, task.num_shards), (0, 1, 2));
         assert_eq!(push.worker_id, "a-worker-1");
-        let batches = shard_batches(data.test.len(), task.shard);
+        let batches = plan.shard_batches(task.shard);
         let expected = evaluate_batches(&model, &data, &data.test, batches, &weights, &buffers, Device::Cpu).unwrap();
         let got: Vec<_> = push.batches.iter().map(|b| (b.loss_sum.to_bits(), b.correct.to_bits(), b.samples)).collect();
         let want: Vec<_> = expected.iter().map(|b| (b.loss_sum.to_bits(), b.correct.to_bits(), b.samples)).collect();

@@ -249,8 +249,8 @@ pub fn evaluation_due(schedule: &Schedule, every: u64, step: u64) -> Option<u64>
 fn script_model(spec: &JobSpec, config: &EngineConfig) -> Result<Model, ServerError> {
     let sandbox = config.sandbox.clone().map_err(|e| ServerError::Sandbox(e.to_string()))?;
     let model_file = config.model_file.clone().ok_or(EngineError::NoModelFile)?;
-    let mut host = ModelHost::spawn(&sandbox, &Grants { model_file, data_dirs: Vec::new() })?;
-    let opened = host.describe_job(spec)?;
+    let mut host = ModelHost::spawn(&sandbox, &Grants { model_file })?;
+    let opened = host.open_job(spec)?;
     let initial = host.initial_snapshot()?;
     described_model(&opened, &initial)
 }

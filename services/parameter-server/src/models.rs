@@ -204,7 +204,7 @@ impl ModelStore {
         let announced = receiver.finish().map_err(|e| ServerError::InvalidModel(format!("upload: {e}")))?;
         upload.file.sync_all().map_err(|e| ServerError::Storage(format!("cannot write {}: {e}", temp.display())))?;
         let sandbox = self.sandbox.as_ref().map_err(|e| ServerError::Sandbox(e.to_string()))?;
-        let grants = Grants { model_file: temp.to_owned(), data_dirs: Vec::new() };
+        let grants = Grants { model_file: temp.to_owned() };
         ModelHost::spawn(sandbox, &grants).and_then(|mut host| host.inspect())?;
         let path = self.path(&announced.sha256);
         let _files = self.lock_files();

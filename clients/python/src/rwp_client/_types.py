@@ -72,8 +72,8 @@ class LogEntry:
     time: datetime
     #: ``submitted``, ``resumed``, ``server-restarted``, ``leased``,
     #: ``lease-lapsed``, ``task-failed``, ``no-workers``, ``workers-back``,
-    #: ``paused``, ``unpaused``, ``update-skipped``, ``evaluated``,
-    #: ``succeeded``, ``failed``, ``cancelled`` or ``stopped``.
+    #: ``paused``, ``unpaused``, ``update-skipped``, ``sample-skipped``,
+    #: ``evaluated``, ``succeeded``, ``failed``, ``cancelled`` or ``stopped``.
     kind: str
     #: The worker it involves (its name), if one.
     worker: str | None
@@ -223,6 +223,13 @@ class Job:
     #: holds it up ("no worker is connected ..."); the time is not counted
     #: as training time.
     waiting: str | None = None
+    #: Times a sample of the job's own data was left out of a batch under
+    #: ``BadSamples.SKIP`` (training and evaluation; a corrupt image read
+    #: in three epochs counts three times).
+    skipped_samples: int = 0
+    #: The distinct samples left out, each with what is wrong with it (the
+    #: first 100).
+    skipped_sample_examples: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -266,6 +273,8 @@ class Job:
             labels=dict(j.labels),
             init_from=j.init_from_job or None,
             waiting=j.waiting or None,
+            skipped_samples=j.skipped_samples,
+            skipped_sample_examples=list(j.skipped_sample_examples),
         )
 
 

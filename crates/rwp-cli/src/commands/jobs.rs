@@ -199,6 +199,15 @@ pub fn job_detail(job: &Job, now_unix_ms: i64) -> String {
         progress.push_str(&format!(", {} skipped", job.skipped_updates));
     }
     rows.push(("progress", progress));
+    if job.skipped_samples > 0 {
+        let distinct = job.skipped_sample_examples.len();
+        let mut text = format!("{} times left out of a batch (bad_samples = skip)", job.skipped_samples);
+        if let Some(first) = job.skipped_sample_examples.first() {
+            let more = if distinct >= rwp_spec::job::MAX_SKIPPED_EXAMPLES { "+" } else { "" };
+            text.push_str(&format!("; {distinct}{more} distinct, the first: {first}"));
+        }
+        rows.push(("bad samples", text));
+    }
     if let Some(why) = &job.waiting {
         rows.push(("waiting", format!("{why}; the time is not counted as training time")));
     }
@@ -266,6 +275,8 @@ pub fn job_json(job: &Job) -> Value {
         "total_updates": job.total_updates,
         "updates_per_epoch": job.updates_per_epoch,
         "skipped_updates": job.skipped_updates,
+        "skipped_samples": job.skipped_samples,
+        "skipped_sample_examples": job.skipped_sample_examples,
         "error": job.error,
         "created_unix_ms": job.created_unix_ms,
         "updated_unix_ms": job.updated_unix_ms,
@@ -320,6 +331,8 @@ pub(crate) mod tests {
             created_unix_ms: 1_000_000,
             updated_unix_ms: 1_290_000,
             skipped_updates: 0,
+            skipped_samples: 0,
+            skipped_sample_examples: Vec::new(),
             last_step: Some(StepMetrics {
                 step: 120,
                 loss: 1.23456,
@@ -379,6 +392,8 @@ pub(crate) mod tests {
         let mut job = sample_job();
         job.state = JobState::Failed;
         job.error = Some("shard 0: data directory /x is missing".into());
+        job.skipped_samples = 6;
+        job.skipped_sample_examples = vec!["train/cat/1.jpg: not a JPEG".into(), "train/dog/2.png: truncated".into()];
         let text = job_detail(&job, 1_300_000);
         for want in [
             "job           j-000001",
@@ -391,6 +406,7 @@ pub(crate) mod tests {
             "last test     after 120 updates (epoch 15): accuracy 0.6123, loss 1.1000",
             "created       5m ago",
             "error         shard 0: data directory /x is missing",
+            "bad samples   6 times left out of a batch (bad_samples = skip); 2 distinct, the first: train/cat/1.jpg: not a JPEG",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

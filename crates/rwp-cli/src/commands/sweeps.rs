@@ -534,6 +534,8 @@ mod tests {
             created_unix_ms: 0,
             updated_unix_ms: 0,
             skipped_updates: 0,
+            skipped_samples: 0,
+            skipped_sample_examples: Vec::new(),
             last_step: None,
             last_evaluation: Some(Evaluation {
                 step: 40,

@@ -3,6 +3,7 @@
 //! (its schedule, its evaluation shards, its model) from this alone and
 //! never opens a dataset; the loaders check their files against it.
 
+use rwp_spec::eval::{EvalSplit, SplitPlan};
 use rwp_spec::plan::validation_len;
 use rwp_spec::{DatasetKind, JobSpec};
 
@@ -52,5 +53,15 @@ impl DatasetInfo {
         };
         let validation = validation_len(spec, full_train);
         Self { shape, classes, train: full_train - validation, validation, test }
+    }
+
+    /// How `split` is evaluated: in batches sized for this dataset's samples.
+    #[must_use]
+    pub fn eval_plan(&self, split: EvalSplit) -> SplitPlan {
+        let samples = match split {
+            EvalSplit::Test => self.test,
+            EvalSplit::Validation => self.validation,
+        };
+        SplitPlan::for_samples(samples, self.shape.values())
     }
 }

@@ -379,6 +379,12 @@ impl Dataset {
             rwp_spec::eval::EvalSplit::Validation => self.validation.as_ref(),
         }
     }
+
+    /// How `split` is evaluated: in batches sized for this dataset's samples.
+    #[must_use]
+    pub fn eval_plan(&self, split: &Split) -> rwp_spec::eval::SplitPlan {
+        rwp_spec::eval::SplitPlan::for_samples(split.len(), self.shape.values())
+    }
 }
 
 #[cfg(test)]

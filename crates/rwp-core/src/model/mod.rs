@@ -30,6 +30,14 @@ pub struct InputShape {
     pub width: i64,
 }
 
+impl InputShape {
+    /// Values in one sample.
+    #[must_use]
+    pub fn values(&self) -> usize {
+        (self.channels * self.height * self.width).max(0) as usize
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Init {
     /// PyTorch's default for conv and linear layers: U(-1/√fan_in, 1/√fan_in).

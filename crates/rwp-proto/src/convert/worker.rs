@@ -83,6 +83,7 @@ impl From<PushHeader> for v1::GradientHeader {
             encoding: v1::GradientEncoding::from(h.announced.encoding).into(),
             gradient_bytes: h.announced.gradient_bytes,
             buffer_bytes: h.announced.buffer_bytes,
+            skipped_samples: h.skipped,
         }
     }
 }
@@ -102,6 +103,7 @@ impl TryFrom<v1::GradientHeader> for PushHeader {
             weights_version: h.weights_version,
             loss: h.loss,
             accuracy: h.accuracy,
+            skipped: h.skipped_samples,
         })
     }
 }
@@ -157,6 +159,7 @@ impl From<EvalPush> for v1::PushEvaluationRequest {
                 .into_iter()
                 .map(|b| v1::EvaluatedBatch { loss_sum: b.loss_sum, correct: b.correct, samples: b.samples })
                 .collect(),
+            skipped_samples: p.skipped,
         }
     }
 }
@@ -176,6 +179,7 @@ impl TryFrom<v1::PushEvaluationRequest> for EvalPush {
                 .into_iter()
                 .map(|b| BatchEval { loss_sum: b.loss_sum, correct: b.correct, samples: b.samples })
                 .collect(),
+            skipped: p.skipped_samples,
         })
     }
 }
@@ -340,6 +344,7 @@ mod tests {
             loss: 1.25,
             accuracy: 0.5,
             announced: Announced { encoding: GradientEncoding::Bf16, gradient_bytes: 10, buffer_bytes: 0 },
+            skipped: vec!["train/cat/x.jpg: not a JPEG".into()],
         };
         let wire = v1::GradientHeader::from(header.clone());
         assert_eq!(PushHeader::try_from(wire.clone()).unwrap(), header);
@@ -399,6 +404,7 @@ mod tests {
                 BatchEval { loss_sum: 0.1 + 0.2, correct: 17.0, samples: 500 },
                 BatchEval { loss_sum: f64::MIN_POSITIVE, correct: 0.0, samples: 3 },
             ],
+            skipped: vec!["test/dog/y.png: truncated".into()],
         };
         let wire = v1::PushEvaluationRequest::from(push.clone());
         let back = EvalPush::try_from(wire.clone()).unwrap();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use rwp_spec::eval::{eval_tasks, EvalSplit, EvalTask};
+use rwp_spec::eval::{eval_tasks, EvalSplit, EvalTask, SplitPlan, EVAL_BATCH};
 use rwp_spec::work::Work;
 
 use super::{push, running, Pushed, Sched, LEASE};
@@ -32,8 +32,12 @@ fn record(
 /// shards and one validation shard.
 fn evaluating(now: Instant) -> (Sched, String, String) {
     let (mut s, a, b) = running(now);
-    s.schedule_evaluation("j", 0, eval_tasks(0, 2000, 200), now);
+    s.schedule_evaluation("j", 0, eval_tasks(0, plan(2000), plan(200)), now);
     (s, a, b)
+}
+
+fn plan(samples: usize) -> SplitPlan {
+    SplitPlan { samples, batch: EVAL_BATCH }
 }
 
 #[test]
@@ -56,7 +60,7 @@ fn without_spare_workers_a_worker_done_early_waits_for_the_next_updates_start() 
     let t0 = Instant::now();
     let (mut s, a, b) = running(t0);
     let (clean, perturbed) = (s.lease(&a, t0).unwrap().unwrap(), s.lease(&b, t0).unwrap().unwrap());
-    s.schedule_evaluation("j", 0, eval_tasks(0, 1000, 0), t0);
+    s.schedule_evaluation("j", 0, eval_tasks(0, plan(1000), plan(0)), t0);
     assert_eq!(push(&mut s, &a, &clean, "c", t0), Pushed::Accepted);
     // A shard now would hold up update 1 while b idles after its task.
     assert_eq!(s.lease(&a, t0).unwrap(), None);
@@ -113,7 +117,7 @@ fn an_evaluation_outlives_the_update_it_was_scheduled_with_and_completes_in_shar
 fn a_lapsed_shard_is_reissued_and_the_first_result_wins() {
     let t0 = Instant::now();
     let (mut s, a, b) = running(t0);
-    s.schedule_evaluation("j", 0, eval_tasks(0, 1000, 0), t0);
+    s.schedule_evaluation("j", 0, eval_tasks(0, plan(1000), plan(0)), t0);
     let first = s.lease(&a, t0).unwrap().unwrap();
     let grads = [s.lease(&a, t0).unwrap().unwrap(), s.lease(&a, t0).unwrap().unwrap()];
     assert_eq!(s.lease(&b, t0).unwrap(), None, "the one shard is leased");
@@ -187,7 +191,7 @@ fn paused_draining_and_ended_jobs_hand_out_no_shard() {
     assert_eq!(s.lease(&a, t0).unwrap(), None);
     assert!(matches!(record(&mut s, &a, &shard, "x", t0), Err(ScheduleError::NotScheduled(_))));
     s.schedule("j", 0, Vec::new(), t0);
-    s.schedule_evaluation("j", 0, eval_tasks(0, 500, 0), t0);
+    s.schedule_evaluation("j", 0, eval_tasks(0, plan(500), plan(0)), t0);
     s.drain();
     assert_eq!(s.lease(&a, t0).unwrap(), None);
 }

@@ -141,9 +141,23 @@ pub(super) enum Named {
 /// Whether `c` could drive or disguise a terminal that prints it: C0 and C1
 /// control characters (ESC, CR, LF, NUL, DEL, CSI, ...) and the Unicode
 /// bidirectional overrides and isolates (U+202A to U+202E, U+2066 to U+2069).
-fn is_terminal_control(c: char) -> bool {
+pub(super) fn is_terminal_control(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
+
+/// What a worker says of a sample it left out, fit to show: terminal
+/// controls replaced, at most [`MAX_SKIPPED_CHARS`] characters.
+pub(super) fn printable_skip(reason: &str) -> String {
+    let mut shown: String =
+        reason.chars().take(MAX_SKIPPED_CHARS).map(|c| if is_terminal_control(c) { '?' } else { c }).collect();
+    if reason.chars().count() > MAX_SKIPPED_CHARS {
+        shown.push('…');
+    }
+    shown
+}
+
+/// The longest description of a skipped sample kept.
+const MAX_SKIPPED_CHARS: usize = 500;
 
 /// A job's or sweep's name: at most [`MAX_JOB_NAME_CHARS`] characters, none
 /// of them a terminal control (names are printed by `rwp list` and logs).

@@ -31,14 +31,6 @@ pub(super) struct Evaluating {
     pub(super) span: tracing::Span,
 }
 
-/// The samples of a split of the job's dataset.
-fn split_samples(info: &DatasetInfo, split: EvalSplit) -> usize {
-    match split {
-        EvalSplit::Test => info.test,
-        EvalSplit::Validation => info.validation,
-    }
-}
-
 impl Coordinator {
     /// Schedules the evaluation of `snapshot`, the job's version at the end
     /// of `epoch`.
@@ -47,7 +39,7 @@ impl Coordinator {
         let Some(run) = entry.run.as_mut() else { return };
         let info = DatasetInfo::for_spec(&entry.record.spec);
         let version = snapshot.version;
-        let tasks = eval_tasks(version, info.test, info.validation);
+        let tasks = eval_tasks(version, info.eval_plan(EvalSplit::Test), info.eval_plan(EvalSplit::Validation));
         let span = tracing::info_span!(parent: None, "rwp.evaluation", job = %job, step = version, epoch);
         run.evaluating.insert(version, Evaluating { epoch, snapshot, span });
         s.scheduler.schedule_evaluation(job, version, tasks, Instant::now());
@@ -63,12 +55,15 @@ impl Coordinator {
             let s = &mut *guard;
             s.scheduler.admit_evaluation(&claim).map_err(|e| refusal(s, e))?;
             let entry = s.jobs.get(job).ok_or_else(|| ServerError::JobNotFound(job.to_owned()))?;
-            let samples = split_samples(&DatasetInfo::for_spec(&entry.record.spec), push.task.split);
-            check_shard_result(samples, &push.task, &push.batches)
+            let plan = DatasetInfo::for_spec(&entry.record.spec).eval_plan(push.task.split);
+            check_shard_result(plan, &push.task, &push.batches, push.skipped.len())
                 .map_err(|e| ServerError::BadPush(format!("{e} (job {job})")))?;
             let recorded = s.scheduler.record_evaluation(&claim, push.batches.clone(), Instant::now());
             if matches!(recorded, Ok(RecordedEvaluation::Accepted | RecordedEvaluation::Complete(_))) {
                 s.workers.lease_ended(&push.worker_id, &push.lease_id, true, Instant::now());
+                let what =
+                    format!("{:?} evaluation shard {} of step {}", push.task.split, push.task.shard, push.task.version);
+                self.note_skipped(s, job, &what, &push.skipped);
             }
             self.refresh_gauges(s);
             let complete = match recorded.map_err(|e| refusal(s, e))? {
@@ -143,7 +138,7 @@ impl Coordinator {
 /// (the test split's shards, then the validation split's): each split's
 /// batches summed in batch order.
 fn fold(results: &[Vec<BatchEval>], version: u64, epoch: u64, wall_time_s: f64, info: &DatasetInfo) -> Evaluation {
-    let test_shards = eval_tasks(version, info.test, 0).len();
+    let test_shards = info.eval_plan(EvalSplit::Test).shard_count() as usize;
     let totals = |shards: &[Vec<BatchEval>]| {
         let mut totals = EvalTotals::default();
         shards.iter().flatten().for_each(|batch| totals.add(batch));

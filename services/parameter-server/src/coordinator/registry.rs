@@ -308,6 +308,8 @@ impl Coordinator {
                 created_unix_ms: now,
                 updated_unix_ms: now,
                 skipped_updates: 0,
+                skipped_samples: 0,
+                skipped_sample_examples: Vec::new(),
                 last_step: None,
                 last_evaluation: None,
                 owner,

@@ -215,6 +215,19 @@ impl Coordinator {
         Ok(run.snapshot.clone())
     }
 
+    /// Counts the samples an accepted result of `what` left out on the job,
+    /// and logs each the first time it is named.
+    pub(super) fn note_skipped(&self, s: &mut State, job: &str, what: &str, skipped: &[String]) {
+        if skipped.is_empty() {
+            return;
+        }
+        let Some(entry) = s.jobs.get_mut(job) else { return };
+        let shown: Vec<String> = skipped.iter().map(|r| super::admission::printable_skip(r)).collect();
+        for sample in entry.record.note_skipped(&shown) {
+            self.log(job, LogKind::SampleSkipped, None, format!("left out of {what}: {sample}"));
+        }
+    }
+
     /// Checks a push header before its payload is read.
     pub fn admit_push(&self, h: &PushHeader) -> Result<PushAdmission, ServerError> {
         let s = self.lock();
@@ -229,6 +242,14 @@ impl Coordinator {
         };
         let admitted = s.scheduler.admit(&claim).map_err(|e| refusal(&s, e))?;
         let entry = s.jobs.get(&h.job_id).expect("a scheduled job is registered");
+        if h.skipped.len() > entry.record.spec.batch_size as usize {
+            return Err(ServerError::BadPush(format!(
+                "{} samples said to be left out of a batch of {} (job {})",
+                h.skipped.len(),
+                entry.record.spec.batch_size,
+                h.job_id
+            )));
+        }
         let run = entry.run.as_ref().expect("a scheduled job runs");
         let sizes = run
             .layout
@@ -264,6 +285,8 @@ impl Coordinator {
                 Err(e) => return Err(ServerError::BadPush(e.to_string())),
             }
             self.metrics.results_accepted.inc(1.0);
+            let what = format!("{:?} shard {} of step {}", h.role, h.shard, h.step);
+            self.note_skipped(s, &h.job_id, &what, &h.skipped);
             let result = RawResult {
                 gradient,
                 // A task that returns BN buffers returns them even when the
