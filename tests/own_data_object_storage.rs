@@ -3,19 +3,24 @@
 //! local trainer reading the same shards from a local folder; wrong
 //! credentials and a missing bucket refuse the submission, saying which;
 //! the bucket going away mid-job pauses the job with the reason, and it
-//! resumes to the same bits when the bucket is back.
+//! resumes to the same bits when the bucket is back. A TorchScript model
+//! (whose sandbox reads no data: its worker passes the batches in) trains
+//! from the bucket too, and one with fewer classes than the data's labels
+//! is refused.
 
 use std::time::Duration;
 
+use rwp_core::trainer::LocalTrainer;
 use rwp_integration_tests::cluster::{
     connect, data_dir, export, start_server_with, start_worker_in, wait_for_state, wait_for_step, wait_for_success,
 };
 use rwp_integration_tests::evaluations::EVERY_EPOCH;
-use rwp_integration_tests::local_run::{assert_bit_identical_to, local_reference};
+use rwp_integration_tests::local_run::{assert_bit_identical_to, local_reference, trained_to_the_end};
 use rwp_integration_tests::own_data::{image_folder_dataset, image_source, own_data_job, pack_shards};
 use rwp_integration_tests::s3::{AccessKey, S3Server};
+use rwp_integration_tests::write_script_model;
 use rwp_proto::v1::{self, SubmitJobRequest};
-use rwp_spec::DatasetKind;
+use rwp_spec::{DatasetKind, ModelFile, ModelKind};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -100,6 +105,55 @@ async fn wrong_credentials_and_a_missing_bucket_refuse_the_submission_saying_whi
     let status = client.submit_job(submit("s3://no-such-bucket/train-{00..03}.tar")).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("the bucket s3://no-such-bucket does not exist"), "{}", status.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torchscript_model_trains_from_a_bucket_and_one_with_too_few_classes_is_refused() {
+    let (tmp, dir) = data_dir();
+    let s3 = S3Server::start();
+    let (local_train, local_test) = shards_in_a_bucket(&s3, tmp.path());
+    let key = s3.enforce_credentials();
+    let (_server, addr) = start_server_with(&dir, "127.0.0.1:0", EVERY_EPOCH);
+    let url = format!("http://{addr}");
+    let _workers: Vec<_> = (0..2)
+        .map(|i| {
+            let env = worker_env(&s3, &key, &tmp.path().join(format!("cache-{i}")));
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            start_worker_in(&url, &format!("w{i}"), &[], None, &env)
+        })
+        .collect();
+    let client = rwp_sdk::Client::connect(url.clone()).await.unwrap();
+    let in_bucket =
+        image_source("s3://datasets/imagenet/train-{00..03}.tar", "s3://datasets/imagenet/val-{00..01}.tar");
+    let mut spec = own_data_job(92, DatasetKind::TarShards, in_bucket, 6);
+    spec.model = ModelKind::TorchScript;
+
+    // The data's labels go up to 4: a module with 3 logits cannot train on them.
+    let three = tmp.path().join("cnn-3.pt");
+    write_script_model("cnn-bn", &three, 3, 3);
+    match client.submit_with_model_file("three-classes", &spec, &three).await {
+        Err(rwp_sdk::SdkError::InvalidSpec(text)) => {
+            assert!(text.contains("returns Float [2, 3]; the dataset needs logits of shape [2, 5]"), "{text}");
+        }
+        other => panic!("a module with 3 classes for 5 must be refused: {other:?}"),
+    }
+
+    let module = tmp.path().join("cnn-5.pt");
+    write_script_model("cnn-bn", &module, 3, 5);
+    let job = client.submit_with_model_file("script-from-bucket", &spec, &module).await.unwrap();
+    let mut raw = connect(addr).await;
+    let done = wait_for_success(&mut raw, &job.id, TIMEOUT).await;
+    assert_eq!(done.step, 6);
+    let mut on_disk = own_data_job(92, DatasetKind::TarShards, image_source(&local_train, &local_test), 6);
+    on_disk.model = ModelKind::TorchScript;
+    on_disk.model_file = Some(ModelFile::of_path(&module).unwrap());
+    let local = trained_to_the_end(LocalTrainer::with_model_file(on_disk, tch::Device::Cpu, Some(&module)).unwrap());
+    assert_bit_identical_to(
+        "a TorchScript model on shards in a bucket",
+        &export(&mut raw, &job.id).await,
+        &local,
+        &spec,
+    );
 }
 
 #[test]
