@@ -5,7 +5,6 @@
 //! job naming it, or is skipped on every worker alike; `rwp dataset
 //! inspect` reports the folder, the corrupt image among it.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,7 +14,9 @@ use rwp_integration_tests::cluster::{
 };
 use rwp_integration_tests::evaluations::{assert_evaluations_match, job_evaluations, EVERY_EPOCH};
 use rwp_integration_tests::local_run::{assert_bit_identical, assert_bit_identical_to, local_reference};
-use rwp_integration_tests::own_data::{image_folder_dataset, image_source, own_data_job, pack_shards};
+use rwp_integration_tests::own_data::{
+    corrupt_an_image, image_folder_dataset, image_source, own_data_job, pack_shards,
+};
 use rwp_proto::v1;
 use rwp_spec::{BadSamples, DatasetKind};
 
@@ -59,20 +60,6 @@ async fn tar_shards_of_the_folder_train_to_the_folders_bits_on_two_workers() {
     assert_bit_identical("tar shards, 2 workers", &exported, &spec);
     let from_folder = own_data_job(82, DatasetKind::ImageFolder, folder, 10);
     assert_bit_identical_to("tar shards against the folder", &exported, &local_reference(&from_folder), &spec);
-}
-
-/// Replaces the first JPEG of class 0 with its first 100 bytes.
-fn corrupt_an_image(train: &Path) -> std::path::PathBuf {
-    let class = train.join("class-0");
-    let mut jpegs: Vec<_> = std::fs::read_dir(&class)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    jpegs.sort();
-    let bytes = std::fs::read(&jpegs[0]).unwrap();
-    std::fs::write(&jpegs[0], &bytes[..100]).unwrap();
-    jpegs[0].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

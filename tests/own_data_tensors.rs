@@ -89,5 +89,5 @@ async fn without_workers_a_submission_is_refused_when_no_one_inspects_its_data()
     let request = SubmitJobRequest { name: "alone".into(), spec: Some((&spec).into()), ..Default::default() };
     let status = client.submit_job(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    assert!(status.message().contains("no worker inspected the job's data within 1000 ms"), "{}", status.message());
+    assert!(status.message().contains("no worker inspected the data within 1000 ms"), "{}", status.message());
 }

@@ -191,3 +191,18 @@ pub fn pack_shards(folder: &Path, prefix: &Path, per_shard: usize) -> String {
     }
     format!("{}-{{00..{:02}}}.tar", prefix.display(), shards - 1)
 }
+
+/// Replaces the first JPEG of class 0 of the split folder `split` with its
+/// first 100 bytes; returns its path.
+pub fn corrupt_an_image(split: &Path) -> std::path::PathBuf {
+    let class = split.join("class-0");
+    let mut jpegs: Vec<_> = fs::read_dir(&class)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    jpegs.sort();
+    let bytes = fs::read(&jpegs[0]).unwrap();
+    fs::write(&jpegs[0], &bytes[..100]).unwrap();
+    jpegs[0].clone()
+}

@@ -1,6 +1,7 @@
 """A job on its owner's data through the client: a tensors file written
-with numpy-free struct packing, the summary the server keeps, the job
-trained to the end, and a problem in the data refused naming it."""
+with numpy-free struct packing, the data inspected by a worker without a
+job, the summary the server keeps, the job trained to the end, and a
+problem in the data refused naming it."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 from rwp_client import (
     BadSamples,
     Client,
+    DataReport,
     Dataset,
     DataSource,
+    SplitReport,
     InvalidArgument,
     JobSpec,
     JobState,
@@ -53,6 +56,36 @@ def test_a_tensors_job_is_inspected_planned_and_trained(client: Client, tmp_path
     assert (summary.classes, summary.train, summary.test, summary.shape) == (3, 96, 30, (3, 8, 8))
     assert len(summary.digest) == 64
     assert client.wait(job).state is JobState.SUCCEEDED
+
+
+def test_a_worker_inspects_the_data_without_a_job(client: Client, tmp_path: Path) -> None:
+    write_tensors(tmp_path / "train.safetensors", [i % 3 for i in range(96)])
+    write_tensors(tmp_path / "test.safetensors", [i % 3 for i in range(30)])
+    data = DataSource(train=str(tmp_path / "train.safetensors"), test=str(tmp_path / "test.safetensors"))
+    jobs_before = len(client.list())
+    report = client.inspect_data(data, dataset="tensors")
+    assert isinstance(report, DataReport)
+    assert report.kind is Dataset.TENSORS
+    assert report.splits == [
+        SplitReport("data.train", str(tmp_path / "train.safetensors"), 96, 1),
+        SplitReport("data.test", str(tmp_path / "test.safetensors"), 30, 1),
+    ]
+    assert (len(report.class_names), report.shape, report.unreadable, report.first_image) == (3, (3, 8, 8), [], None)
+    assert len(client.list()) == jobs_before, "no job was started"
+    # A job on the same data is planned from the same summary.
+    spec = JobSpec(
+        method=Method.SGD, model=Model.MLP, dataset=Dataset.TENSORS, data=data, augment=False, batch_size=32, epochs=1
+    )
+    job = client.submit(spec, name="py-inspected")
+    assert job.spec.data is not None and job.spec.data.summary == report.summary
+    client.cancel(job)
+
+    write_tensors(tmp_path / "test.safetensors", [0, 1, -4])
+    with pytest.raises(InvalidArgument, match="data.test") as refused:
+        client.inspect_data(data, dataset=Dataset.TENSORS, decode=True)
+    assert "-4" in str(refused.value)
+    with pytest.raises(InvalidArgument, match="only image-folder, tar-shards and tensors"):
+        client.inspect_data(data, dataset=Dataset.CIFAR10)
 
 
 def test_a_problem_in_the_data_is_refused_naming_it(client: Client, tmp_path: Path) -> None:

@@ -584,6 +584,11 @@ pub struct DatasetInspectArgs {
     /// List the samples only: do not decode the images
     #[arg(long)]
     pub no_decode: bool,
+    /// Have the service inspect the job file's data on a worker, as the
+    /// job's workers will read it (their credentials and mounts), instead
+    /// of reading it here; needs --job
+    #[arg(long)]
+    pub on_workers: bool,
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,

@@ -5,8 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use rwp_spec::{BadSamples, DataSource, DataSummary, DatasetKind, Transforms};
-use serde::Serialize;
+use rwp_spec::{BadSamples, DataReport, DataSource, DatasetKind, SplitReport, Transforms, UnreadableSample};
 
 use crate::index::{DataIndex, Split};
 use crate::storage::Store;
@@ -66,34 +65,6 @@ pub fn layout(root: &str, image_size: u32) -> Result<(DatasetKind, DataSource), 
     Ok((kind, source))
 }
 
-/// One split, as [`inspect`] found it.
-#[derive(Clone, Debug, Serialize)]
-pub struct SplitReport {
-    /// `data.train`, `data.test`, `data.validation`.
-    pub field: &'static str,
-    pub location: String,
-    pub samples: usize,
-    /// Image files, shards or tensor files read.
-    pub files: usize,
-}
-
-/// What inspecting a dataset found.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub kind: DatasetKind,
-    pub class_names: Vec<String>,
-    pub splits: Vec<SplitReport>,
-    /// A model input's shape (images: as resized to `image_size`).
-    pub shape: Vec<u32>,
-    /// The shape of the first image as stored (`[height, width]`), when decoded.
-    pub first_image: Option<[u32; 2]>,
-    /// Samples that cannot be read or decoded: the sample and why.
-    pub unreadable: Vec<(String, String)>,
-    /// Whether every image was decoded (`false`: only listed).
-    pub decoded: bool,
-    pub summary: DataSummary,
-}
-
 /// Decodes an image, returning its width and height.
 pub type Decoder = dyn Fn(&[u8]) -> Result<(u32, u32), String> + Sync;
 
@@ -104,7 +75,7 @@ pub fn inspect(
     source: &DataSource,
     decode: Option<&Decoder>,
     threads: usize,
-) -> Result<Report, DataError> {
+) -> Result<DataReport, DataError> {
     let index = DataIndex::build(kind, source)?;
     let mut unreadable = Vec::new();
     let mut first_image = None;
@@ -139,7 +110,7 @@ pub fn inspect(
                             first_image = Some([height, width]);
                         }
                     }
-                    Err(reason) => unreadable.push((split.describe(i), reason)),
+                    Err(reason) => unreadable.push(UnreadableSample { sample: split.describe(i), reason }),
                 }
             }
         }
@@ -147,13 +118,13 @@ pub fn inspect(
     let splits = index
         .splits()
         .map(|s| SplitReport {
-            field: s.split.field(),
+            field: s.split.field().to_owned(),
             location: s.location.clone(),
-            samples: s.len(),
-            files: s.files(),
+            samples: s.len() as u64,
+            files: s.files() as u64,
         })
         .collect();
-    Ok(Report {
+    Ok(DataReport {
         kind,
         class_names: index.class_names.clone(),
         splits,

@@ -276,6 +276,30 @@ impl Client {
         Ok(job.try_into()?)
     }
 
+    /// A job's own data as a worker finds it, without starting a job: its
+    /// classes, samples and files per split, input shape and digest; with
+    /// `decode`, every image is read and decoded too and the unreadable
+    /// ones listed (slow for a large dataset). A worker reads it as the
+    /// job's workers would, with their credentials; the server never does.
+    /// The first problem is [`SdkError::InvalidSpec`], naming the split,
+    /// the file and the rule.
+    pub async fn inspect_data(
+        &self,
+        dataset: rwp_spec::DatasetKind,
+        data: &rwp_spec::DataSource,
+        decode: bool,
+    ) -> Result<rwp_spec::DataReport, SdkError> {
+        let request =
+            v1::InspectDataRequest { dataset: v1::Dataset::from(dataset).into(), data: Some(data.into()), decode };
+        let report = self
+            .retrying("inspect data", |mut c| {
+                let request = request.clone();
+                async move { c.inspect_data(traced(request)).await.map(tonic::Response::into_inner) }
+            })
+            .await?;
+        Ok(report.try_into()?)
+    }
+
     pub async fn get(&self, job_id: &str) -> Result<Job, SdkError> {
         let job = self
             .retrying("get", |mut c| async move {

@@ -163,6 +163,43 @@ pub struct DataSummary {
     pub digest: String,
 }
 
+/// One split, as inspecting the data found it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitReport {
+    /// `data.train`, `data.test`, `data.validation`.
+    pub field: String,
+    pub location: String,
+    pub samples: u64,
+    /// Image files, shards or tensor files read.
+    pub files: u64,
+}
+
+/// A sample that cannot be read or decoded, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadableSample {
+    pub sample: String,
+    pub reason: String,
+}
+
+/// What inspecting a dataset found (`rwp dataset inspect`, the SDKs'
+/// `inspect_data`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataReport {
+    pub kind: crate::DatasetKind,
+    pub class_names: Vec<String>,
+    pub splits: Vec<SplitReport>,
+    /// A model input's shape (images: as resized to `image_size`).
+    pub shape: Vec<u32>,
+    /// The shape of the first training image as stored (`[height, width]`),
+    /// when the images were decoded.
+    pub first_image: Option<[u32; 2]>,
+    /// Samples that cannot be read or decoded (checked only when decoded).
+    pub unreadable: Vec<UnreadableSample>,
+    /// Whether every image was decoded (`false`: only listed).
+    pub decoded: bool,
+    pub summary: DataSummary,
+}
+
 /// ImageNet's per-channel mean and standard deviation.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];

@@ -33,7 +33,7 @@ mod spec;
 pub mod sweep;
 pub mod work;
 
-pub use data::{BadSamples, DataSource, DataSummary, Transforms};
+pub use data::{BadSamples, DataReport, DataSource, DataSummary, SplitReport, Transforms, UnreadableSample};
 pub use job::{Evaluation, Job, JobEvent, JobState, LogEntry, LogKind, StepMetrics, SubmitOptions, WorkerInfo};
 pub use method::{DatasetKind, Method, ModelKind};
 pub use model_file::{

@@ -92,6 +92,8 @@ pub struct Inspection {
     pub data: crate::DataSource,
     /// When the lease lapses unless renewed (Unix ms).
     pub deadline_unix_ms: i64,
+    /// Read and decode every image too, listing the unreadable ones.
+    pub decode: bool,
 }
 
 /// What a worker found inspecting data.
@@ -99,5 +101,5 @@ pub struct Inspection {
 pub struct InspectionPush {
     pub worker_id: String,
     pub lease_id: String,
-    pub result: Result<crate::DataSummary, String>,
+    pub result: Result<crate::DataReport, String>,
 }

@@ -465,8 +465,8 @@ impl Worker<'_> {
         Ok((flow, failed))
     }
 
-    /// Lists a submitted job's own data as this worker would read it, and
-    /// pushes its summary or the first problem found.
+    /// Lists a job's own data as this worker would read it (decoding every
+    /// image when asked), and pushes its report or the first problem found.
     async fn inspect(&mut self, session: &Session, task: rwp_proto::v1::InspectionTask) {
         let lease_id = task.lease_id.clone();
         let span = info_span!("rwp.inspect", lease = %lease_id);
@@ -483,9 +483,14 @@ impl Worker<'_> {
                 .instrument(span.clone()),
         ));
         let started = Instant::now();
-        let (dataset, data) = (inspection.dataset, inspection.data);
+        let (dataset, data, decode) = (inspection.dataset, inspection.data, inspection.decode);
+        let threads = self.config.compute_threads().0;
         let found = tokio::task::spawn_blocking(move || {
-            rwp_data::DataIndex::build(dataset, &data).map(|index| index.summary()).map_err(|e| e.to_string())
+            let decoder = |bytes: &[u8]| {
+                rwp_images::decode(bytes).map(|image| (image.width(), image.height())).map_err(|e| e.to_string())
+            };
+            let decoder: Option<&rwp_data::inspect::Decoder> = decode.then_some(&decoder);
+            rwp_data::inspect::inspect(dataset, &data, decoder, threads).map_err(|e| e.to_string())
         })
         .await;
         let result = match found {

@@ -228,6 +228,18 @@ impl JobService for Handlers {
         Ok(Response::new((&record.job).into()))
     }
 
+    async fn inspect_data(&self, request: Request<v1::InspectDataRequest>) -> Result<Response<v1::DataReport>, Status> {
+        let span = api_span("rwp.inspect_data", &request);
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let invalid = |e: rwp_proto::ConversionError| Status::from(ServerError::InvalidSpec(e.to_string()));
+        let dataset = rwp_proto::dataset_from_wire(r.dataset).map_err(invalid)?;
+        let data = r.data.ok_or_else(|| Status::invalid_argument("invalid job spec: data must be set"))?;
+        let data = rwp_spec::DataSource::try_from(data).map_err(invalid)?;
+        let report = self.coordinator.inspect_own_data(&principal, dataset, data, r.decode).instrument(span).await?;
+        Ok(Response::new((&report).into()))
+    }
+
     async fn get_job(&self, request: Request<v1::GetJobRequest>) -> Result<Response<v1::Job>, Status> {
         let principal = principal(&request)?;
         Ok(Response::new((&self.coordinator.get(&principal, &request.into_inner().job_id)?.job).into()))

@@ -93,6 +93,7 @@ from ._sweep import (
     SweepSpec,
 )
 from ._types import (
+    DataReport,
     Evaluation,
     Export,
     Job,
@@ -101,9 +102,11 @@ from ._types import (
     LogEntry,
     StepMetrics,
     StoredModel,
+    SplitReport,
     Sweep,
     SweepState,
     Trial,
+    UnreadableSample,
     Worker,
 )
 
@@ -122,6 +125,7 @@ __all__ = [
     "CosineLrPerEpoch",
     "CosineLrPerUpdate",
     "DataLoss",
+    "DataReport",
     "DataSource",
     "DataSummary",
     "Dataset",
@@ -169,6 +173,7 @@ __all__ = [
     "SigmaSchedule",
     "SigmaScheduleLike",
     "SigmaScheduleName",
+    "SplitReport",
     "StepLr",
     "StepMetrics",
     "StoredModel",
@@ -184,6 +189,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "UnreadableSample",
 ]
 
 # Public classes show (and pickle) as rwp_client.X, not as their private module's.

@@ -23,9 +23,21 @@ import grpc
 from ._errors import DataLoss, InvalidArgument, RwpError, Unavailable, from_rpc_error, is_transient
 from ._progress import ProgressDisplay, follow
 from ._proto.rwp.v1 import jobs_pb2, jobs_pb2_grpc, spec_pb2
-from ._spec import JobSpec, Model, ModelFile
+from ._convert import _enum
+from ._spec import _DATASET_TO_WIRE, DataSource, Dataset, DatasetName, JobSpec, Model, ModelFile
 from ._sweep import SweepSpec
-from ._types import Export, Job, JobEvent, LogEntry, StepMetrics, StoredModel, Sweep, Worker, event_from_proto
+from ._types import (
+    DataReport,
+    Export,
+    Job,
+    JobEvent,
+    LogEntry,
+    StepMetrics,
+    StoredModel,
+    Sweep,
+    Worker,
+    event_from_proto,
+)
 
 #: Bytes per ``ModelChunk`` of an upload.
 CHUNK_BYTES: Final = 1 << 20
@@ -255,6 +267,34 @@ class Client:
         if spec.model is Model.TORCHSCRIPT and spec.model_file is None:
             raise InvalidArgument(f"model_file: a Model.TORCHSCRIPT {what} needs its module: {call}")
         return spec
+
+    def inspect_data(
+        self, data: DataSource, *, dataset: Dataset | DatasetName, decode: bool = False
+    ) -> DataReport:
+        """Inspects a job's own data without starting a job: a worker lists
+        it as the job's workers would (their credentials, their mounts; the
+        server never reads it) and reports its classes, samples and files
+        per split, input shape and digest. With ``decode``, every image is
+        read and decoded too and the unreadable ones listed (slow for a
+        large dataset). The first problem raises :class:`InvalidArgument`
+        naming the split, the file and the rule; no worker within the
+        server's ``data_inspection_timeout_ms`` raises :class:`Unavailable`.
+        """
+        if not isinstance(data, DataSource):
+            raise InvalidArgument(f"data: must be a rwp_client.DataSource, got {type(data).__name__}")
+        kind = _enum("dataset", dataset, Dataset)
+        request = jobs_pb2.InspectDataRequest(dataset=_DATASET_TO_WIRE[kind], decode=decode)
+        data._to_proto(request.data)
+        response = self._call(
+            "InspectData",
+            lambda: self._stub.InspectData(request, timeout=self._inspect_timeout(decode), metadata=self._metadata),
+            retry=True,
+        )
+        return DataReport.from_proto(response)
+
+    def _inspect_timeout(self, decode: bool) -> float | None:
+        """Decoding every image of a large dataset takes longer than a call."""
+        return None if decode else self._timeout
 
     def get(self, job: JobRef) -> Job:
         """The job's current record."""

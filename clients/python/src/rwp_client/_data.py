@@ -50,6 +50,12 @@ class DataSummary:
     #: SHA-256 of the sample list: every worker checks its own against it.
     digest: str
 
+    @classmethod
+    def _from_proto(cls, s: spec_pb2.DataSummary) -> DataSummary:
+        return cls(
+            classes=s.classes, train=s.train, validation=s.validation, test=s.test, shape=tuple(s.shape), digest=s.digest
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class DataSource:
@@ -98,15 +104,7 @@ class DataSource:
     def _from_proto(cls, p: spec_pb2.DataSource) -> DataSource:
         summary = None
         if p.HasField("summary"):
-            s = p.summary
-            summary = DataSummary(
-                classes=s.classes,
-                train=s.train,
-                validation=s.validation,
-                test=s.test,
-                shape=tuple(s.shape),
-                digest=s.digest,
-            )
+            summary = DataSummary._from_proto(p.summary)
         return cls(
             train=p.train,
             test=p.test,

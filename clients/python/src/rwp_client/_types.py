@@ -1,5 +1,5 @@
 """Typed views of the job service's messages: jobs, metrics, watch events,
-sweeps and their trials."""
+sweeps and their trials, data reports."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 from typing import TypeAlias
 
 from ._errors import DataLoss
-from ._proto.rwp.v1 import jobs_pb2
-from ._spec import JobSpec
+from ._proto.rwp.v1 import jobs_pb2, spec_pb2
+from ._spec import _DATASET_FROM_WIRE, Dataset, DataSummary, JobSpec
 from ._sweep import ParamValue, SweepSpec, param_value_from_proto
 
 
@@ -87,6 +87,67 @@ class LogEntry:
             kind=e.kind,
             worker=e.worker or None,
             message=e.message,
+        )
+
+
+@dataclass(frozen=True)
+class SplitReport:
+    """One split of an inspected dataset."""
+
+    #: ``data.train``, ``data.test`` or ``data.validation``.
+    field: str
+    location: str
+    samples: int
+    #: Image files, shards or tensor files read.
+    files: int
+
+
+@dataclass(frozen=True)
+class UnreadableSample:
+    """A sample that cannot be read or decoded, and why."""
+
+    sample: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What a worker found inspecting a job's own data
+    (:meth:`Client.inspect_data`)."""
+
+    kind: Dataset
+    #: Class names, sorted: label ``i`` is ``class_names[i]``.
+    class_names: list[str]
+    splits: list[SplitReport]
+    #: A model input's shape (images: as resized to ``image_size``).
+    shape: tuple[int, ...]
+    #: ``(height, width)`` of the first training image as stored, when decoded.
+    first_image: tuple[int, int] | None
+    #: Samples that cannot be read or decoded (checked only when decoded).
+    unreadable: list[UnreadableSample]
+    #: Whether every image was decoded (``False``: only listed).
+    decoded: bool
+    #: What a job on this data is planned from.
+    summary: DataSummary
+
+    @classmethod
+    def from_proto(cls, r: spec_pb2.DataReport) -> DataReport:
+        try:
+            kind = _DATASET_FROM_WIRE[r.kind]
+        except KeyError:
+            raise DataLoss(f"the server sent a data report of an unknown kind ({r.kind})") from None
+        if not r.HasField("summary") or len(r.first_image) not in (0, 2):
+            raise DataLoss("the server sent a data report without its summary or with a malformed first image")
+        first = tuple(r.first_image)
+        return cls(
+            kind=kind,
+            class_names=list(r.class_names),
+            splits=[SplitReport(s.field, s.location, s.samples, s.files) for s in r.splits],
+            shape=tuple(r.shape),
+            first_image=(first[0], first[1]) if first else None,
+            unreadable=[UnreadableSample(u.sample, u.reason) for u in r.unreadable],
+            decoded=r.decoded,
+            summary=DataSummary._from_proto(r.summary),
         )
 
 

@@ -1,22 +1,39 @@
-//! `rwp dataset inspect`: a job's own data checked on this machine before
-//! it trains: its kind, classes, samples per split, a model input's shape,
-//! and every sample that cannot be read or decoded.
+//! `rwp dataset inspect`: a job's own data checked before it trains, on
+//! this machine or (`--on-workers`) by a worker of the service: its kind,
+//! classes, samples per split, a model input's shape, and every sample that
+//! cannot be read or decoded.
 
 use std::io::Write;
 
-use rwp_data::inspect::{inspect, layout, Report};
+use rwp_data::inspect::{inspect, layout};
 use rwp_sdk::JobFile;
-use rwp_spec::{DataSource, DatasetKind};
+use rwp_spec::{DataReport, DataSource, DatasetKind};
 
-use super::to_json;
+use super::{to_json, Connection};
 use crate::cli::{DatasetCommand, DatasetInspectArgs};
 use crate::error::CliError;
 
 /// Unreadable samples printed before "and N more".
 const SHOWN: usize = 20;
 
-pub fn run(command: DatasetCommand, out: &mut dyn Write) -> Result<u8, CliError> {
+pub async fn run(
+    command: DatasetCommand,
+    connect: impl FnOnce() -> Result<Connection, CliError>,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
     match command {
+        DatasetCommand::Inspect(args) if args.on_workers => {
+            if args.job.is_none() {
+                return Err(CliError::Usage(
+                    "--on-workers needs --job FILE: the job file's [data] names the locations the workers read"
+                        .to_owned(),
+                ));
+            }
+            let (kind, data) = dataset(&args)?;
+            let client = connect()?.connect().await?;
+            let report = client.inspect_data(kind, &data, !args.no_decode).await?;
+            print_report(&args, &report, out)
+        }
         DatasetCommand::Inspect(args) => inspect_command(&args, out),
     }
 }
@@ -50,10 +67,15 @@ fn inspect_command(args: &DatasetInspectArgs, out: &mut dyn Write) -> Result<u8,
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let decoder: Option<&rwp_data::inspect::Decoder> = (!args.no_decode).then_some(&decode);
     let report = inspect(kind, &data, decoder, threads).map_err(|e| CliError::Usage(e.to_string()))?;
+    print_report(args, &report, out)
+}
+
+/// Prints `report`; the exit status is 1 when a sample is unreadable.
+fn print_report(args: &DatasetInspectArgs, report: &DataReport, out: &mut dyn Write) -> Result<u8, CliError> {
     if args.json {
-        writeln!(out, "{}", to_json(&report)?)?;
+        writeln!(out, "{}", to_json(report)?)?;
     } else {
-        out.write_all(report_text(&report).as_bytes())?;
+        out.write_all(report_text(report).as_bytes())?;
     }
     Ok(u8::from(!report.unreadable.is_empty()))
 }
@@ -71,7 +93,7 @@ fn thousands(n: usize) -> String {
     out
 }
 
-fn report_text(report: &Report) -> String {
+fn report_text(report: &DataReport) -> String {
     let mut text = format!("kind        {}\n", report.kind);
     let names = &report.class_names;
     let shown: Vec<&str> = names.iter().take(8).map(String::as_str).collect();
@@ -82,8 +104,8 @@ fn report_text(report: &Report) -> String {
         let name = split.field.trim_start_matches("data.");
         text += &format!(
             "{name:<12}{} samples in {} files  {}\n",
-            thousands(split.samples),
-            thousands(split.files),
+            thousands(split.samples as usize),
+            thousands(split.files as usize),
             split.location
         );
     }
@@ -99,8 +121,8 @@ fn report_text(report: &Report) -> String {
         text += "unreadable  none\n";
     } else {
         text += &format!("unreadable  {}:\n", thousands(report.unreadable.len()));
-        for (sample, reason) in report.unreadable.iter().take(SHOWN) {
-            text += &format!("  {sample}: {reason}\n");
+        for bad in report.unreadable.iter().take(SHOWN) {
+            text += &format!("  {}: {}\n", bad.sample, bad.reason);
         }
         if report.unreadable.len() > SHOWN {
             text += &format!("  and {} more (--json lists them all)\n", report.unreadable.len() - SHOWN);

@@ -219,7 +219,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
         }
         Command::Sweep(command) => sweeps::run(command, connect, out).await,
         Command::Model(command) => models::run(command, connect, out).await,
-        Command::Dataset(command) => dataset::run(command, out),
+        Command::Dataset(command) => dataset::run(command, connect, out).await,
         Command::Plot(args) => {
             ImageFormat::from_path(&args.output).map_err(CliError::Usage)?;
             let client = connect()?.connect().await?;

@@ -258,6 +258,10 @@ impl JobService for Service {
     }
 
     // Resuming and deleting run against the real server (tests/job_lifecycle.rs).
+    async fn inspect_data(&self, _: Request<v1::InspectDataRequest>) -> Result<Response<v1::DataReport>, Status> {
+        Err(Status::unimplemented("the mock server has no workers to inspect data"))
+    }
+
     async fn resume_job(&self, _: Request<v1::ResumeJobRequest>) -> Result<Response<v1::Job>, Status> {
         Err(Status::unimplemented("the mock server does not resume jobs"))
     }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use rwp_spec::sweep::{Distribution, EarlyStopping, ParamValue, Search, SearchMode, SearchParam, SweepSpec};
 use rwp_spec::{
-    BadSamples, DataSource, DataSummary, DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method, ModelFile,
-    ModelKind, NonFinitePolicy, SigmaSchedule, Transforms,
+    BadSamples, DataReport, DataSource, DataSummary, DatasetKind, GradientEncoding, JobSpec, LrSchedule, Method,
+    ModelFile, ModelKind, NonFinitePolicy, SigmaSchedule, SplitReport, Transforms, UnreadableSample,
 };
 
 use super::{missing, unknown, ConversionError};
@@ -235,6 +235,71 @@ impl From<v1::DataSummary> for DataSummary {
             shape: s.shape,
             digest: s.digest,
         }
+    }
+}
+
+impl From<&DataReport> for v1::DataReport {
+    fn from(r: &DataReport) -> Self {
+        v1::DataReport {
+            kind: v1::Dataset::from(r.kind).into(),
+            class_names: r.class_names.clone(),
+            splits: r
+                .splits
+                .iter()
+                .map(|s| v1::SplitReport {
+                    field: s.field.clone(),
+                    location: s.location.clone(),
+                    samples: s.samples,
+                    files: s.files,
+                })
+                .collect(),
+            shape: r.shape.clone(),
+            first_image: r.first_image.map(Vec::from).unwrap_or_default(),
+            unreadable: r
+                .unreadable
+                .iter()
+                .map(|u| v1::UnreadableSample { sample: u.sample.clone(), reason: u.reason.clone() })
+                .collect(),
+            decoded: r.decoded,
+            summary: Some((&r.summary).into()),
+        }
+    }
+}
+
+/// Checks the kind, the summary and the first image's shape (fields
+/// `report.kind`, `report.summary`, `report.first_image`).
+impl TryFrom<v1::DataReport> for DataReport {
+    type Error = ConversionError;
+
+    fn try_from(r: v1::DataReport) -> Result<Self, Self::Error> {
+        let first_image = match r.first_image.as_slice() {
+            [] => None,
+            [height, width] => Some([*height, *width]),
+            other => {
+                return Err(ConversionError {
+                    field: "report.first_image",
+                    reason: format!("must be [height, width], not {other:?}"),
+                })
+            }
+        };
+        Ok(DataReport {
+            kind: dataset_from_wire(r.kind).map_err(|e| ConversionError { field: "report.kind", reason: e.reason })?,
+            class_names: r.class_names,
+            splits: r
+                .splits
+                .into_iter()
+                .map(|s| SplitReport { field: s.field, location: s.location, samples: s.samples, files: s.files })
+                .collect(),
+            shape: r.shape,
+            first_image,
+            unreadable: r
+                .unreadable
+                .into_iter()
+                .map(|u| UnreadableSample { sample: u.sample, reason: u.reason })
+                .collect(),
+            decoded: r.decoded,
+            summary: r.summary.map(DataSummary::from).ok_or_else(|| missing("report.summary"))?,
+        })
     }
 }
 

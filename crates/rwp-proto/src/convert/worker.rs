@@ -8,7 +8,7 @@ use bytes::Bytes;
 use rwp_spec::eval::{BatchEval, EvalSplit, EvalTask};
 use rwp_spec::payload::{Announced, PushMessage};
 use rwp_spec::work::{EvalPush, Inspection, InspectionPush, LeasedTask, PushHeader, Work};
-use rwp_spec::DataSource;
+use rwp_spec::{DataReport, DataSource};
 use rwp_spec::{JobSpec, Role, Task};
 
 use super::spec::{dataset_from_wire, encoding_from_wire};
@@ -191,6 +191,7 @@ impl From<Inspection> for v1::InspectionTask {
             dataset: v1::Dataset::from(i.dataset).into(),
             data: Some((&i.data).into()),
             lease_deadline_unix_ms: i.deadline_unix_ms,
+            decode: i.decode,
         }
     }
 }
@@ -204,6 +205,7 @@ impl TryFrom<v1::InspectionTask> for Inspection {
                 .map_err(|e| ConversionError { field: "dataset", reason: e.reason })?,
             data: DataSource::try_from(i.data.ok_or_else(|| missing("data"))?)?,
             deadline_unix_ms: i.lease_deadline_unix_ms,
+            decode: i.decode,
         })
     }
 }
@@ -215,7 +217,7 @@ impl From<InspectionPush> for v1::PushInspectionRequest {
             worker_id: p.worker_id,
             lease_id: p.lease_id,
             result: Some(match &p.result {
-                Ok(summary) => Found::Summary(summary.into()),
+                Ok(report) => Found::Report(report.into()),
                 Err(error) => Found::Error(error.clone()),
             }),
         }
@@ -227,7 +229,13 @@ impl TryFrom<v1::PushInspectionRequest> for InspectionPush {
     fn try_from(p: v1::PushInspectionRequest) -> Result<Self, Self::Error> {
         use v1::push_inspection_request::Result as Found;
         let result = match p.result.ok_or_else(|| missing("result"))? {
-            Found::Summary(summary) => Ok(summary.into()),
+            Found::Report(report) => Ok(DataReport::try_from(report)?),
+            Found::Summary(_) => {
+                return Err(ConversionError {
+                    field: "result",
+                    reason: "a summary without its report: the worker is older than the server; upgrade it".into(),
+                })
+            }
             Found::Error(error) => Err(error),
         };
         Ok(InspectionPush { worker_id: p.worker_id, lease_id: p.lease_id, result })

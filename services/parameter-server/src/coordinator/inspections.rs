@@ -1,7 +1,8 @@
-//! Inspections of a submitted job's own data. The server never reads a
-//! job's data: a submission hands the data's locations to a worker, which
-//! lists them as the job's workers will and pushes back the summary the job
-//! is planned from (or the first problem, which the submission returns).
+//! Inspections of a job's own data. The server never reads a job's data: a
+//! submission (or an InspectData call) hands the data's locations to a
+//! worker, which lists them as the job's workers will (and, when asked,
+//! decodes every image) and pushes back its report, whose summary the job
+//! is planned from (or the first problem, which the call returns).
 //! An inspection is leased like a task: a lease not renewed lapses and the
 //! next worker that asks takes it; one given back with an error three
 //! times ends the submission with that error.
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rwp_scheduler::MAX_TASK_FAILURES;
 use rwp_spec::work::{Inspection, InspectionPush};
-use rwp_spec::{DataSource, DataSummary, DatasetKind};
+use rwp_spec::{DataReport, DataSource, DatasetKind};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -22,12 +23,13 @@ use crate::error::ServerError;
 /// Lease ids of inspections start with this; the scheduler's never do.
 const LEASE_PREFIX: &str = "inspect-";
 
-type Reply = oneshot::Sender<Result<DataSummary, String>>;
+type Reply = oneshot::Sender<Result<DataReport, String>>;
 
 #[derive(Debug)]
 struct Pending {
     dataset: DatasetKind,
     data: DataSource,
+    decode: bool,
     /// The worker holding the lease, and when the lease lapses.
     holder: Option<(String, Instant)>,
     failures: u32,
@@ -46,11 +48,12 @@ impl Inspections {
         &mut self,
         dataset: DatasetKind,
         data: DataSource,
-    ) -> (String, oneshot::Receiver<Result<DataSummary, String>>) {
+        decode: bool,
+    ) -> (String, oneshot::Receiver<Result<DataReport, String>>) {
         self.issued += 1;
         let id = format!("{LEASE_PREFIX}{}-{}", std::process::id(), self.issued);
         let (reply, receiver) = oneshot::channel();
-        self.pending.insert(id.clone(), Pending { dataset, data, holder: None, failures: 0, reply });
+        self.pending.insert(id.clone(), Pending { dataset, data, decode, holder: None, failures: 0, reply });
         (id, receiver)
     }
 
@@ -68,6 +71,7 @@ impl Inspections {
             dataset: pending.dataset,
             data: pending.data.clone(),
             deadline_unix_ms: now_unix_ms() + timeout.as_millis() as i64,
+            decode: pending.decode,
         })
     }
 
@@ -123,39 +127,75 @@ impl Inspections {
     fn forget(&mut self, lease: &str) {
         self.pending.remove(lease);
     }
+
+    /// Whether a worker holds `lease` now.
+    fn is_held(&self, lease: &str) -> bool {
+        self.pending.get(lease).is_some_and(|p| p.holder.is_some())
+    }
+}
+
+/// Forgets an inspection whose caller stopped waiting (a client that went
+/// away, a timeout), so that no worker takes it after all.
+struct Forget<'a> {
+    coordinator: &'a Coordinator,
+    lease: Option<String>,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.coordinator.lock().inspections.forget(&lease);
+        }
+    }
 }
 
 impl Coordinator {
-    /// The summary of a job's own data, as a worker finds it; the first
-    /// problem it finds is an invalid spec.
+    /// What a worker finds inspecting `data` as a `dataset` (listing it,
+    /// and with `decode` reading and decoding every image); the first
+    /// problem it finds is an invalid spec. A worker must take it within
+    /// `data_inspection_timeout_ms`; a decoding one may then take as long
+    /// as it needs, renewing its lease.
     pub(super) async fn inspect_data(
         &self,
         dataset: DatasetKind,
         data: &DataSource,
-    ) -> Result<DataSummary, ServerError> {
-        let (lease, found) = self.lock().inspections.add(dataset, data.clone());
-        info!(lease, %dataset, train = %data.train, "inspecting a job's data on a worker");
+        decode: bool,
+    ) -> Result<DataReport, ServerError> {
+        let (lease, found) = self.lock().inspections.add(dataset, data.clone(), decode);
+        let mut forget = Forget { coordinator: self, lease: Some(lease.clone()) };
+        info!(lease, %dataset, train = %data.train, decode, "inspecting data on a worker");
         self.work.notify_waiters();
         let limit = Duration::from_millis(self.config.data_inspection_timeout_ms);
-        match tokio::time::timeout(limit, found).await {
-            Ok(Ok(Ok(summary))) => Ok(summary),
-            Ok(Ok(Err(problem))) => Err(ServerError::InvalidSpec(problem)),
-            Ok(Err(_)) => Err(ServerError::ShuttingDown),
+        let mut found = found;
+        let outcome = match tokio::time::timeout(limit, &mut found).await {
+            Err(_) if decode && self.lock().inspections.is_held(&lease) => found.await.map_err(|_| ()),
             Err(_) => {
-                self.lock().inspections.forget(&lease);
-                Err(ServerError::DataNotInspected(format!(
-                    "no worker inspected the job's data within {} ms (data_inspection_timeout_ms): the server \
-                     never reads a job's data itself; start workers, or submit again once they are up",
+                return Err(ServerError::DataNotInspected(format!(
+                    "no worker inspected the data within {} ms (data_inspection_timeout_ms): the server never \
+                     reads a job's data itself; start workers, or try again once they are up",
                     limit.as_millis()
                 )))
             }
+            Ok(outcome) => outcome.map_err(|_| ()),
+        };
+        forget.lease = None;
+        match outcome {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(problem)) => Err(ServerError::InvalidSpec(problem)),
+            Err(()) => Err(ServerError::ShuttingDown),
         }
     }
 
     /// What a worker found inspecting data.
     pub fn push_inspection(&self, push: InspectionPush) -> Result<(), ServerError> {
         let outcome = match &push.result {
-            Ok(s) => format!("{} classes, {} training and {} test samples", s.classes, s.train, s.test),
+            Ok(r) => format!(
+                "{} classes, {} training and {} test samples, {} unreadable",
+                r.summary.classes,
+                r.summary.train,
+                r.summary.test,
+                r.unreadable.len()
+            ),
             Err(problem) => problem.clone(),
         };
         info!(lease = %push.lease_id, worker = %push.worker_id, outcome, "data inspected");

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use rwp_spec::rng::derive_seed;
-use rwp_spec::JobSpec;
+use rwp_spec::{DataReport, DataSource, DatasetKind, JobSpec};
 use tokio::sync::broadcast;
 use tracing::info;
 
@@ -261,12 +261,41 @@ impl Coordinator {
         self.start_job(start, slot, request.as_ref()).await
     }
 
+    /// A job's own data as a worker finds it, without starting a job
+    /// (`InspectData`): checked as a submission checks it (the data roots,
+    /// no client-sent summary, the options' ranges).
+    pub async fn inspect_own_data(
+        &self,
+        principal: &Principal,
+        dataset: DatasetKind,
+        data: DataSource,
+        decode: bool,
+    ) -> Result<DataReport, ServerError> {
+        self.admit(principal)?;
+        if self.draining() {
+            return Err(ServerError::ShuttingDown);
+        }
+        if !dataset.is_own_data() {
+            return Err(ServerError::InvalidSpec(format!(
+                "dataset {dataset}: only image-folder, tar-shards and tensors data can be inspected"
+            )));
+        }
+        let mut spec = JobSpec::reference(rwp_spec::Method::Sgd);
+        spec.dataset = dataset;
+        spec.augment = dataset.holds_images();
+        spec.data = Some(data);
+        spec.validate().map_err(|e| ServerError::InvalidSpec(e.to_string()))?;
+        check_data_locations(self.config.data_roots.as_deref(), &spec).map_err(ServerError::InvalidSpec)?;
+        let data = spec.data.take().expect("set above");
+        self.inspect_data(dataset, &data, decode).await
+    }
+
     /// `spec` with the summary of its own data, as a worker inspected it
     /// (the job is planned from it); a spec of a built-in dataset as it is.
     pub(super) async fn with_data_summary(&self, mut spec: JobSpec) -> Result<JobSpec, ServerError> {
         let dataset = spec.dataset;
         let Some(data) = spec.data.as_mut() else { return Ok(spec) };
-        data.summary = Some(self.inspect_data(dataset, data).await?);
+        data.summary = Some(self.inspect_data(dataset, data, false).await?.summary);
         Ok(spec)
     }
 
