@@ -101,6 +101,8 @@ enum Command {
         version: u64,
         reply: oneshot::Sender<bool>,
     },
+    /// Read the task's batches now, for the `Compute` that follows.
+    Prepare { input: Box<TaskInput> },
     Compute {
         input: Box<TaskInput>,
         snapshot: Option<Vec<u8>>,
@@ -183,6 +185,13 @@ impl ComputeHandle {
         answer.await.map_err(|_| WorkerError::ComputeThreadGone)
     }
 
+    /// Has the thread read `input`'s batches now (decoding images on its
+    /// pool), while the caller fetches the weights; the `compute` of the
+    /// same task then takes them. Returns at once.
+    pub(crate) fn prepare(&self, input: TaskInput) -> Result<(), WorkerError> {
+        self.commands.send(Command::Prepare { input: Box::new(input) }).map_err(|_| WorkerError::ComputeThreadGone)
+    }
+
     /// Computes a task, first installing `snapshot` (the bytes of the
     /// weights version the task names) when given.
     pub(crate) async fn compute(&self, input: TaskInput, snapshot: Option<Vec<u8>>) -> Result<TaskOutput, WorkerError> {
@@ -219,6 +228,8 @@ struct JobState {
     sampler: Sampler,
     backend: Backend,
     last_used: Instant,
+    /// The batches read ahead for a task (`Prepare`), or why they could not be.
+    prepared: Option<(Work, Result<Loaded, WorkerError>)>,
 }
 
 /// A task's batches, read by the worker for either backend.
@@ -279,7 +290,15 @@ impl JobState {
                 .map_err(|e| model_error(e.to_string()))?;
             Backend::InProcess { model, weights: WeightSlots::default() }
         };
-        Ok(Self { spec: spec.clone(), schedule, data, sampler, backend, last_used: Instant::now() })
+        Ok(Self { spec: spec.clone(), schedule, data, sampler, backend, last_used: Instant::now(), prepared: None })
+    }
+
+    /// The batches of `work`: those read ahead for it, else read now.
+    fn take_batches(&mut self, work: &Work) -> Result<Loaded, WorkerError> {
+        match self.prepared.take() {
+            Some((prepared, batches)) if prepared == *work => batches,
+            _ => self.batches(work),
+        }
     }
 
     /// Reads the batches of `work` (on the compute thread: a batch is tensors).
@@ -372,6 +391,15 @@ impl ComputeThread {
                     let has = self.jobs.get(&job_id).is_some_and(|j| j.spec == *spec && j.has_weights(version));
                     let _ = reply.send(has);
                 }
+                Ok(Command::Prepare { input }) => {
+                    let _entered = input.span.enter();
+                    let job_id = input.job_id.clone();
+                    let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| self.prepare(&input)));
+                    if prepared.is_err() {
+                        // The Compute that follows reads the batches itself and reports.
+                        self.jobs.remove(&job_id);
+                    }
+                }
                 Ok(Command::Compute { input, snapshot, reply }) => {
                     let job_id = input.job_id.clone();
                     let span = input.span.clone();
@@ -449,6 +477,20 @@ impl ComputeThread {
         Ok(job)
     }
 
+    /// Reads `input`'s batches ahead of its computation; a job that cannot
+    /// be loaded or a task that does not fit it is left for the `Compute`
+    /// to report.
+    fn prepare(&mut self, input: &TaskInput) {
+        let Ok(job) = self.job(&input.job_id, &input.spec, input.model_file.as_deref()) else { return };
+        if job.check(&input.work).is_err() {
+            return;
+        }
+        let started = Instant::now();
+        let batches = job.batches(&input.work);
+        debug!(elapsed_ms = started.elapsed().as_millis() as u64, ok = batches.is_ok(), "batches read ahead");
+        job.prepared = Some((input.work.clone(), batches));
+    }
+
     fn compute(&mut self, input: TaskInput, snapshot: Option<Vec<u8>>) -> Result<TaskOutput, WorkerError> {
         let _entered = input.span.enter();
         let device = self.device;
@@ -458,7 +500,7 @@ impl ComputeThread {
         if matches!(input.work, Work::Evaluation(_)) {
             rwp_core::faults::hit("evaluation");
         }
-        let loaded = job.batches(&input.work)?;
+        let loaded = job.take_batches(&input.work)?;
         let skipped = loaded.skipped();
         if let Some(first) = skipped.first() {
             warn!(skipped = skipped.len(), first, "samples left out of the task's batches (bad_samples = skip)");

@@ -119,7 +119,10 @@ async fn process(
     }
     let input = &input;
     let version = input.work.version();
-    let snapshot = if compute.has_weights(&input.job_id, &input.spec, version).await? {
+    let held = compute.has_weights(&input.job_id, &input.spec, version).await?;
+    // The compute thread reads the task's batches while the weights arrive.
+    compute.prepare(input.clone())?;
+    let snapshot = if held {
         None
     } else {
         let bytes = rpc::fetch_weights(session, &input.job_id, version, compute.snapshot_buffer()).await?;
