@@ -9,7 +9,8 @@
 //! - points: `checkpoint-write` (half of a checkpoint's bytes are in its
 //!   temporary file), `aggregation` (an update's shard results are in, the
 //!   update is not applied yet), `evaluation` (a worker is about to
-//!   evaluate a shard);
+//!   evaluate a shard), `gradient` (a worker is about to compute a
+//!   gradient task);
 //! - actions: `kill` (SIGKILL to this process) or `pause=MS`;
 //! - `after=N`: let the first N hits pass, act on the next one (default 0).
 //!
@@ -48,8 +49,8 @@ fn parse(spec: &str) -> Result<HashMap<String, Fault>, String> {
     for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let mut parts = entry.split(':');
         let point = parts.next().unwrap_or_default();
-        if !["checkpoint-write", "aggregation", "evaluation"].contains(&point) {
-            return Err(format!("unknown fault point {point:?} (checkpoint-write, aggregation, evaluation)"));
+        if !["checkpoint-write", "aggregation", "evaluation", "gradient"].contains(&point) {
+            return Err(format!("unknown fault point {point:?} (checkpoint-write, aggregation, evaluation, gradient)"));
         }
         let action = match parts.next() {
             Some("kill") => Action::Kill,

@@ -22,7 +22,7 @@ pub mod tfevents;
 mod tracing_setup;
 
 pub use otlp_metrics::{export_metrics, MetricsExport};
-pub use tracing_setup::{init, init_with, inject, set_parent_from, TelemetryGuard};
+pub use tracing_setup::{context_map, init, init_with, inject, set_parent_from, set_parent_from_map, TelemetryGuard};
 
 use std::future::Future;
 use std::net::SocketAddr;

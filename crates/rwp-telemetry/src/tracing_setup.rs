@@ -129,3 +129,21 @@ pub fn set_parent_from(span: &tracing::Span, metadata: &tonic::metadata::Metadat
         let _ = span.set_parent(context);
     }
 }
+
+/// `span`'s W3C trace context as a map, for a message that carries it
+/// itself (one offer of a long-lived stream, whose metadata is the stream's).
+#[must_use]
+pub fn context_map(span: &tracing::Span) -> std::collections::HashMap<String, String> {
+    let mut map = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut map);
+    map
+}
+
+/// Makes `span` a child of the trace context in `map` ([`context_map`]), if any.
+pub fn set_parent_from_map(span: &tracing::Span, map: &std::collections::HashMap<String, String>) {
+    let context = TraceContextPropagator::new().extract(map);
+    use opentelemetry::trace::TraceContextExt;
+    if context.span().span_context().is_valid() {
+        let _ = span.set_parent(context);
+    }
+}

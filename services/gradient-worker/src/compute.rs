@@ -101,6 +101,8 @@ enum Command {
         version: u64,
         reply: oneshot::Sender<bool>,
     },
+    /// The weights versions held, by job.
+    Held { reply: oneshot::Sender<Vec<(String, u64)>> },
     /// Read the task's batches now, for the `Compute` that follows.
     Prepare { input: Box<TaskInput> },
     Compute {
@@ -182,6 +184,14 @@ impl ComputeHandle {
         self.commands
             .send(Command::HasWeights { job_id: job_id.to_owned(), spec, version, reply })
             .map_err(|_| WorkerError::ComputeThreadGone)?;
+        answer.await.map_err(|_| WorkerError::ComputeThreadGone)
+    }
+
+    /// The weights versions the thread holds, by job (what a task offer
+    /// need not carry).
+    pub(crate) async fn held_versions(&self) -> Result<Vec<(String, u64)>, WorkerError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Held { reply }).map_err(|_| WorkerError::ComputeThreadGone)?;
         answer.await.map_err(|_| WorkerError::ComputeThreadGone)
     }
 
@@ -315,6 +325,13 @@ impl JobState {
         }
     }
 
+    fn versions(&self) -> Box<dyn Iterator<Item = u64> + '_> {
+        match &self.backend {
+            Backend::InProcess { weights, .. } => Box::new(weights.versions()),
+            Backend::Sandboxed { versions, .. } => Box::new(versions.versions()),
+        }
+    }
+
     fn has_weights(&self, version: u64) -> bool {
         match &self.backend {
             Backend::InProcess { weights, .. } => weights.has(version),
@@ -390,6 +407,10 @@ impl ComputeThread {
                 Ok(Command::HasWeights { job_id, spec, version, reply }) => {
                     let has = self.jobs.get(&job_id).is_some_and(|j| j.spec == *spec && j.has_weights(version));
                     let _ = reply.send(has);
+                }
+                Ok(Command::Held { reply }) => {
+                    let held = self.jobs.iter().flat_map(|(id, job)| job.versions().map(move |v| (id.clone(), v)));
+                    let _ = reply.send(held.collect());
                 }
                 Ok(Command::Prepare { input }) => {
                     let _entered = input.span.enter();
@@ -497,8 +518,9 @@ impl ComputeThread {
         let running = self.running.clone();
         let job = self.job(&input.job_id, &input.spec, input.model_file.as_deref())?;
         job.check(&input.work)?;
-        if matches!(input.work, Work::Evaluation(_)) {
-            rwp_core::faults::hit("evaluation");
+        match input.work {
+            Work::Evaluation(_) => rwp_core::faults::hit("evaluation"),
+            Work::Gradient { .. } => rwp_core::faults::hit("gradient"),
         }
         let loaded = job.take_batches(&input.work)?;
         let skipped = loaded.skipped();

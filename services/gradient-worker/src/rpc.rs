@@ -166,8 +166,9 @@ impl Connector {
 /// What the server hands a worker that asks for work.
 #[derive(Debug)]
 pub(crate) enum Offered {
-    /// A task, with the metadata that carries its update's trace context.
-    Task(Box<Task>, tonic::metadata::MetadataMap),
+    /// A task, with the metadata that carries its update's trace context,
+    /// and where its weights version comes from.
+    Task(Box<Task>, tonic::metadata::MetadataMap, Weights),
     /// A submitted job's own data to inspect.
     Inspection(rwp_proto::v1::InspectionTask),
 }
@@ -178,10 +179,117 @@ pub(crate) async fn lease(session: &Session, wait_ms: u32) -> Result<Option<Offe
     let response = session.client.clone().lease_task(request).await.map_err(WorkerError::rpc("LeaseTask"))?;
     let (metadata, body, _) = response.into_parts();
     Ok(match (body.task, body.inspection) {
-        (Some(task), _) => Some(Offered::Task(Box::new(task), metadata)),
+        (Some(task), _) => Some(Offered::Task(Box::new(task), metadata, Weights::Fetch)),
         (None, Some(inspection)) => Some(Offered::Inspection(inspection)),
         (None, None) => None,
     })
+}
+
+/// Where a task's weights version comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Weights {
+    /// The worker holds it, unless it dropped it since (then: fetch).
+    Held,
+    /// It follows the offer on the Tasks stream: this many bytes.
+    Incoming(u64),
+    /// Fetched with FetchWeights unless the worker holds it (LeaseTask).
+    Fetch,
+}
+
+fn closed() -> WorkerError {
+    WorkerError::rpc("Tasks")(Status::unavailable("the server closed the task stream"))
+}
+
+/// A worker's Tasks stream: it says Ready, the server answers with the next
+/// task (and its weights, unless held) or inspection when there is one.
+#[derive(Debug)]
+pub(crate) struct TaskStream {
+    ready: tokio::sync::mpsc::Sender<rwp_proto::v1::WorkerReady>,
+    offers: tonic::Streaming<rwp_proto::v1::Offer>,
+    /// Bytes of the last task's weights not read yet (its task failed
+    /// first): skipped before the next offer.
+    unread: u64,
+}
+
+impl TaskStream {
+    /// Opens the session's stream; `None` when the server has none (an
+    /// older server: the worker leases with LeaseTask then).
+    pub(crate) async fn open(session: &Session) -> Result<Option<Self>, WorkerError> {
+        let (ready, requests) = tokio::sync::mpsc::channel(1);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(requests);
+        match session.client.clone().tasks(stream).await {
+            Ok(response) => Ok(Some(Self { ready, offers: response.into_inner(), unread: 0 })),
+            Err(status) if status.code() == Code::Unimplemented => Ok(None),
+            Err(status) => Err(WorkerError::rpc("Tasks")(status)),
+        }
+    }
+
+    /// Asks for the next task, saying which weights versions this worker
+    /// holds, and waits for it (as long as it takes). A task's weights, when
+    /// they come with it, are read next with [`Self::weights`].
+    pub(crate) async fn next(&mut self, session: &Session, holds: Vec<(String, u64)>) -> Result<Offered, WorkerError> {
+        use rwp_proto::v1::offer::Part;
+        let holds = holds.into_iter().map(|(job_id, version)| rwp_proto::v1::HeldVersion { job_id, version }).collect();
+        let ready = rwp_proto::v1::WorkerReady { worker_id: session.worker_id.clone(), holds };
+        while self.unread > 0 {
+            match self.part().await?.ok_or_else(closed)? {
+                Part::Weights(chunk) => self.unread = self.unread.saturating_sub(chunk.data.len() as u64),
+                _ => return Err(WorkerError::InvalidTask("a task's weights ended early".to_owned())),
+            }
+        }
+        self.ready.send(ready).await.map_err(|_| closed())?;
+        let offered = match self.part().await?.ok_or_else(closed)? {
+            Part::Inspection(inspection) => return Ok(Offered::Inspection(inspection)),
+            Part::Task(offered) => offered,
+            Part::Weights(_) => return Err(WorkerError::InvalidTask("weights came before their task".to_owned())),
+        };
+        let task = offered.task.ok_or_else(|| WorkerError::InvalidTask("an offer without its task".to_owned()))?;
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        for (key, value) in &offered.trace_context {
+            if let (Ok(key), Ok(value)) = (key.parse::<tonic::metadata::AsciiMetadataKey>(), value.parse()) {
+                metadata.insert(key, value);
+            }
+        }
+        self.unread = offered.weights_bytes;
+        let weights = if offered.weights_bytes > 0 { Weights::Incoming(offered.weights_bytes) } else { Weights::Held };
+        Ok(Offered::Task(Box::new(task), metadata, weights))
+    }
+
+    /// The `len` bytes of weights version `version` of `job_id` that follow
+    /// a task's offer, received into `buffer`.
+    pub(crate) async fn weights(
+        &mut self,
+        job_id: &str,
+        version: u64,
+        len: u64,
+        buffer: Vec<u8>,
+    ) -> Result<Vec<u8>, WorkerError> {
+        use rwp_proto::v1::offer::Part;
+        let bad = |reason| WorkerError::Weights { job_id: job_id.to_owned(), version, reason };
+        let mut assembler = Assembler::new(version, buffer);
+        let mut received = 0;
+        while received < len {
+            match self.part().await?.ok_or_else(closed)? {
+                Part::Weights(chunk) => {
+                    received += chunk.data.len() as u64;
+                    self.unread = self.unread.saturating_sub(chunk.data.len() as u64);
+                    assembler.push(chunk).map_err(bad)?;
+                }
+                _ => return Err(bad("the weights ended before their announced size".to_owned())),
+            }
+        }
+        assembler.finish().map_err(bad)
+    }
+
+    async fn part(&mut self) -> Result<Option<rwp_proto::v1::offer::Part>, WorkerError> {
+        loop {
+            match self.offers.message().await.map_err(WorkerError::rpc("Tasks"))? {
+                None => return Ok(None),
+                Some(rwp_proto::v1::Offer { part: Some(part) }) => return Ok(Some(part)),
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 /// Pushes what inspecting a job's data found.

@@ -24,6 +24,11 @@ impl<T> WeightSlots<T> {
         self.slots.iter().position(|s| s.as_ref().is_some_and(|(v, _)| *v == version))
     }
 
+    /// The versions held.
+    pub(crate) fn versions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().flatten().map(|(version, _)| *version)
+    }
+
     pub(crate) fn has(&self, version: u64) -> bool {
         self.find(version).is_some()
     }

@@ -99,6 +99,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Where a task's weights come from, with the stream they may follow on.
+struct WeightsFrom<'a> {
+    weights: rpc::Weights,
+    stream: Option<&'a mut rpc::TaskStream>,
+}
+
 /// Fetches (if needed), computes and pushes one task. Returns whether the
 /// server accepted the result.
 async fn process(
@@ -107,6 +113,7 @@ async fn process(
     compute: &ComputeHandle,
     session: &Session,
     leased: &Leased,
+    source: WeightsFrom<'_>,
     metrics: &WorkerMetrics,
 ) -> Result<bool, WorkerError> {
     let started = Instant::now();
@@ -119,10 +126,18 @@ async fn process(
     }
     let input = &input;
     let version = input.work.version();
-    let held = compute.has_weights(&input.job_id, &input.spec, version).await?;
+    let incoming = match (source.weights, source.stream) {
+        (rpc::Weights::Incoming(len), Some(stream)) => Some((len, stream)),
+        _ => None,
+    };
+    let held = incoming.is_none() && compute.has_weights(&input.job_id, &input.spec, version).await?;
     // The compute thread reads the task's batches while the weights arrive.
     compute.prepare(input.clone())?;
-    let snapshot = if held {
+    let snapshot = if let Some((len, stream)) = incoming {
+        let bytes = stream.weights(&input.job_id, version, len, compute.snapshot_buffer()).await?;
+        metrics.weight_bytes_in.inc(bytes.len() as f64);
+        Some(bytes)
+    } else if held {
         None
     } else {
         let bytes = rpc::fetch_weights(session, &input.job_id, version, compute.snapshot_buffer()).await?;
@@ -290,6 +305,8 @@ pub async fn run_with_metrics(
         compute: &compute,
         report: WorkerReport::default(),
         session: None,
+        tasks: None,
+        unary: false,
     };
     let result = worker.serve(shutdown).await;
     let _ = stop_metrics.send(());
@@ -313,6 +330,10 @@ struct Worker<'a> {
     compute: &'a ComputeHandle,
     report: WorkerReport,
     session: Option<Session>,
+    /// The session's Tasks stream, once open.
+    tasks: Option<rpc::TaskStream>,
+    /// The server has no Tasks stream: lease with LeaseTask.
+    unary: bool,
 }
 
 /// How one pass of the loop ended.
@@ -339,13 +360,14 @@ impl Worker<'_> {
                     };
                     self.report.registrations += 1;
                     self.session = Some(session.clone());
+                    (self.tasks, self.unary) = (None, false);
                     session
                 }
             };
             let leased = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
-                r = rpc::lease(&session, self.config.lease_wait_ms) => r,
+                r = self.next_offer(&session) => r,
             };
             let delay = match leased {
                 Ok(None) => {
@@ -357,9 +379,9 @@ impl Worker<'_> {
                     self.inspect(&session, inspection).await;
                     continue;
                 }
-                Ok(Some(rpc::Offered::Task(task, metadata))) => {
+                Ok(Some(rpc::Offered::Task(task, metadata, weights))) => {
                     backoff = policy.build();
-                    match self.run_task(&session, *task, &metadata, shutdown.as_mut()).await? {
+                    match self.run_task(&session, *task, &metadata, weights, shutdown.as_mut()).await? {
                         (Flow::Stop, _) => return Ok(()),
                         (Flow::Continue, false) => continue,
                         // A failed task: pace the next lease so that a task
@@ -391,6 +413,33 @@ impl Worker<'_> {
         }
     }
 
+    /// The next task or inspection: from the session's Tasks stream (opened
+    /// on first use), or by LeaseTask from a server without one (`None`
+    /// when none came within `lease_wait_ms`).
+    async fn next_offer(&mut self, session: &Session) -> Result<Option<rpc::Offered>, WorkerError> {
+        if self.tasks.is_none() && !self.unary {
+            match rpc::TaskStream::open(session).await? {
+                Some(stream) => self.tasks = Some(stream),
+                None => {
+                    info!("the server has no task stream; leasing tasks one call at a time");
+                    self.unary = true;
+                }
+            }
+        }
+        let Some(stream) = &mut self.tasks else {
+            return rpc::lease(session, self.config.lease_wait_ms).await;
+        };
+        let holds = self.compute.held_versions().await?;
+        match stream.next(session, holds).await {
+            Ok(offered) => Ok(Some(offered)),
+            Err(e) => {
+                // A broken stream is opened again with the next offer.
+                self.tasks = None;
+                Err(e)
+            }
+        }
+    }
+
     /// Runs one leased task, draining it if shutdown comes meanwhile.
     /// Returns whether to go on, and whether the task failed.
     async fn run_task(
@@ -398,6 +447,7 @@ impl Worker<'_> {
         session: &Session,
         task: v1::Task,
         metadata: &tonic::metadata::MetadataMap,
+        weights: rpc::Weights,
         mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
     ) -> Result<(Flow, bool), WorkerError> {
         let lease_id = task.lease_id.clone();
@@ -419,22 +469,29 @@ impl Worker<'_> {
         let compute: &ComputeHandle = self.compute;
         let metrics = self.metrics.clone();
         let model_cache_dir = self.config.model_cache_dir.clone();
-        let work = process(self.config.chunk_bytes, &model_cache_dir, compute, session, &leased, &metrics)
-            .instrument(span.clone());
-        let mut work = std::pin::pin!(work);
+        // The task's weights may follow its offer on the stream: it goes
+        // with the task, and back once the task is done.
+        let mut stream = self.tasks.take();
         let drain = Duration::from_millis(self.config.drain_timeout_ms);
-        let (outcome, flow) = tokio::select! {
-            biased;
-            r = &mut work => (Some(r), Flow::Continue),
-            () = &mut shutdown => {
-                info!(
-                    parent: &span,
-                    drain_timeout_ms = self.config.drain_timeout_ms,
-                    "shutting down: finishing the task in flight"
-                );
-                (tokio::time::timeout(drain, &mut work).await.ok(), Flow::Stop)
+        let (outcome, flow) = {
+            let source = WeightsFrom { weights, stream: stream.as_mut() };
+            let work = process(self.config.chunk_bytes, &model_cache_dir, compute, session, &leased, source, &metrics)
+                .instrument(span.clone());
+            let mut work = std::pin::pin!(work);
+            tokio::select! {
+                biased;
+                r = &mut work => (Some(r), Flow::Continue),
+                () = &mut shutdown => {
+                    info!(
+                        parent: &span,
+                        drain_timeout_ms = self.config.drain_timeout_ms,
+                        "shutting down: finishing the task in flight"
+                    );
+                    (tokio::time::timeout(drain, &mut work).await.ok(), Flow::Stop)
+                }
             }
         };
+        self.tasks = stream;
         let failed = match outcome {
             None => {
                 warn!(parent: &span, "the task did not finish within the drain timeout; giving its lease back");

@@ -25,6 +25,107 @@ use crate::error::ServerError;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// Offer parts a Tasks stream buffers before the worker reads them.
+const OFFER_BUFFER: usize = 8;
+
+/// One worker's Tasks stream: each Ready is answered by one offer, and the
+/// lease of the last offer is given back when the stream ends first.
+struct TaskStream {
+    coordinator: Arc<Coordinator>,
+    offers: tokio::sync::mpsc::Sender<Result<v1::Offer, Status>>,
+    worker: Option<String>,
+    /// The lease of the latest offer: finished once the worker says Ready again.
+    held: Option<String>,
+}
+
+impl TaskStream {
+    async fn serve(&mut self, incoming: &mut Streaming<v1::WorkerReady>) -> Result<(), Status> {
+        let mut stopping = self.coordinator.stopping();
+        while let Some(ready) = incoming.message().await? {
+            match &self.worker {
+                None => self.worker = Some(ready.worker_id.clone()),
+                Some(worker) if *worker != ready.worker_id => {
+                    return Err(Status::invalid_argument(format!(
+                        "worker_id {} on the stream of worker {worker}",
+                        ready.worker_id
+                    )))
+                }
+                Some(_) => {}
+            }
+            // Ready again: the worker is done with its last task.
+            self.held = None;
+            let holds: std::collections::HashSet<(String, u64)> =
+                ready.holds.into_iter().map(|h| (h.job_id, h.version)).collect();
+            let leased = tokio::select! {
+                leased = self.lease_for(&ready.worker_id) => leased?,
+                // The worker went away while waiting for work.
+                () = self.offers.closed() => return Ok(()),
+                // Between tasks: the worker holds none, nothing is lost.
+                _ = stopping.wait_for(|stopping| *stopping) => {
+                    return Err(Status::unavailable("the server is shutting down"))
+                }
+            };
+            self.offer(leased, &holds).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits (as long as it takes) for the worker's next task.
+    async fn lease_for(&self, worker: &str) -> Result<Leased, Status> {
+        loop {
+            if let Some(leased) = self.coordinator.lease(worker, MAX_LEASE_WAIT).await? {
+                return Ok(leased);
+            }
+        }
+    }
+
+    async fn offer(&mut self, leased: Leased, holds: &std::collections::HashSet<(String, u64)>) -> Result<(), Status> {
+        use v1::offer::Part;
+        let send = |part| v1::Offer { part: Some(part) };
+        match leased {
+            Leased::Inspection(inspection) => {
+                self.held = Some(inspection.lease_id.clone());
+                self.send(send(Part::Inspection((*inspection).into()))).await
+            }
+            Leased::Task(task) => {
+                let (job, version) = (task.leased.job_id.clone(), task.leased.work.version());
+                self.held = Some(task.leased.lease_id.clone());
+                let snapshot = if holds.contains(&(job.clone(), version)) {
+                    None
+                } else {
+                    Some(self.coordinator.snapshot(&job, version)?)
+                };
+                let offered = v1::OfferedTask {
+                    trace_context: rwp_telemetry::context_map(&task.trace).into_iter().collect(),
+                    task: Some(v1::Task::from(task.leased)),
+                    weights_bytes: snapshot.as_ref().map_or(0, |s| s.bytes.len() as u64),
+                };
+                self.send(send(Part::Task(offered))).await?;
+                if let Some(snapshot) = snapshot {
+                    self.coordinator.count_weight_bytes(snapshot.bytes.len());
+                    let total = snapshot.bytes.len() as u64;
+                    for (offset, data) in chunks(&snapshot.bytes, self.coordinator.chunk_bytes()) {
+                        let chunk = v1::WeightsChunk { version: snapshot.version, total_bytes: total, offset, data };
+                        self.send(send(Part::Weights(chunk))).await?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn send(&self, offer: v1::Offer) -> Result<(), Status> {
+        self.offers.send(Ok(offer)).await.map_err(|_| Status::cancelled("the worker closed its task stream"))
+    }
+
+    /// The stream ended: a task the worker still held goes to another worker now.
+    fn close(&mut self) {
+        if let (Some(worker), Some(lease)) = (&self.worker, self.held.take()) {
+            self.coordinator.stream_closed(worker, &lease);
+        }
+    }
+}
+
 /// Shortest time between two messages of a sweep watch.
 const SWEEP_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -95,6 +196,23 @@ impl WorkerService for Handlers {
             rwp_telemetry::inject(&span, response.metadata_mut());
         }
         Ok(response)
+    }
+
+    type TasksStream = BoxStream<v1::Offer>;
+
+    async fn tasks(&self, request: Request<Streaming<v1::WorkerReady>>) -> Result<Response<Self::TasksStream>, Status> {
+        let mut incoming = request.into_inner();
+        let (offers, outgoing) = tokio::sync::mpsc::channel(OFFER_BUFFER);
+        let coordinator = self.coordinator.clone();
+        tokio::spawn(async move {
+            let mut stream = TaskStream { coordinator, offers, worker: None, held: None };
+            let ended = stream.serve(&mut incoming).await;
+            if let Err(status) = ended {
+                let _ = stream.offers.send(Err(status)).await;
+            }
+            stream.close();
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(outgoing))))
     }
 
     async fn push_inspection(

@@ -207,6 +207,16 @@ impl WorkerService for FakeServer {
         Ok(Response::new(v1::RegisterResponse { worker_id, renew_interval_ms: s.renew_interval_ms }))
     }
 
+    type TasksStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::Offer, Status>> + Send>>;
+
+    /// This fake serves tasks one call at a time: the worker falls back to LeaseTask.
+    async fn tasks(
+        &self,
+        _: Request<tonic::Streaming<v1::WorkerReady>>,
+    ) -> Result<Response<Self::TasksStream>, Status> {
+        Err(Status::unimplemented("the fake server leases with LeaseTask"))
+    }
+
     async fn lease_task(
         &self,
         request: Request<v1::LeaseTaskRequest>,

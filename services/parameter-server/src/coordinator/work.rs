@@ -193,6 +193,36 @@ impl Coordinator {
         Ok(())
     }
 
+    /// The Tasks stream of `worker` ended while it held `lease` (the worker
+    /// died or its connection dropped): the task goes to the next worker
+    /// at once instead of at the lease's expiry. A lease already finished
+    /// is left alone.
+    pub fn stream_closed(&self, worker: &str, lease: &str) {
+        if Inspections::owns(lease) {
+            let _ = self.lock().inspections.release(worker, lease, None);
+            self.work.notify_waiters();
+            return;
+        }
+        let (job, name) = {
+            let s = self.lock();
+            // Only a lease the worker still holds: not one it finished or gave back.
+            let held = s.workers.holder_of(lease).is_some_and(|holder| holder == worker);
+            (held.then(|| s.scheduler.lease_job(worker, lease)).flatten(), s.workers.name(worker))
+        };
+        let Some(job) = job else { return };
+        if self.release(worker, lease, None).is_ok() {
+            warn!(worker, lease, "the worker's task stream closed while it held a task; re-issued at once");
+            self.log(
+                &job,
+                LogKind::LeaseLapsed,
+                Some(&name),
+                format!(
+                    "worker {name}'s task stream closed while it held lease {lease}: the task is re-issued at once"
+                ),
+            );
+        }
+    }
+
     /// The weights version a worker asks for, if it is the current one or
     /// one under evaluation.
     pub fn snapshot(&self, job: &str, version: u64) -> Result<Arc<Snapshot>, ServerError> {
