@@ -1,14 +1,16 @@
 //! Tasks reach workers on one stream per worker, and a lease is bound to
 //! its stream: a worker killed while it holds a task has the task re-issued
 //! as soon as its stream breaks, long before the lease would expire, and
-//! the job still trains to the local trainer's bits.
+//! the job still trains to the local trainer's bits. Open streams do not
+//! hold up a server that is told to stop.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rwp_integration_tests::binary;
 use rwp_integration_tests::cluster::{
-    connect, data_dir, export, start_worker, start_worker_in, submit, wait_for_success, ServerCommand,
+    connect, data_dir, export, start_server, start_worker, start_worker_in, submit, wait_for_step, wait_for_success,
+    ServerCommand,
 };
 use rwp_integration_tests::local_run::{assert_bit_identical, small_job};
 use rwp_spec::Method;
@@ -45,4 +47,18 @@ async fn a_worker_killed_mid_task_has_its_task_reissued_at_once_not_at_lease_exp
         logs.lines().any(|l| l.contains("worker doomed's task stream closed while it held lease")),
         "the log says why the task went elsewhere:\n{logs}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_told_to_stop_mid_job_stops_promptly_with_workers_streaming() {
+    let (_tmp, dir) = data_dir();
+    let (mut server, addr) = start_server(&dir, "127.0.0.1:0");
+    let _workers: Vec<_> = (0..2).map(|i| start_worker(addr, &format!("w{i}"))).collect();
+    let mut client = connect(addr).await;
+    let id = submit(&mut client, "interrupted", &small_job(72, Method::MArwp, 400)).await;
+    wait_for_step(&mut client, &id, 3, Duration::from_secs(60)).await;
+    let told = Instant::now();
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0), "rwp-server exits cleanly on SIGTERM");
+    assert!(told.elapsed() < Duration::from_secs(10), "stopped in {:?}", told.elapsed());
 }

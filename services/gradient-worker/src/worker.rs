@@ -391,12 +391,12 @@ impl Worker<'_> {
                 }
                 Err(WorkerError::Rpc { status, .. }) if status.code() == Code::NotFound => {
                     warn!("the server does not know this worker ({}); registering again", status.message());
-                    self.session = None;
+                    self.lose_session();
                     continue;
                 }
                 Err(e) if e.is_disconnect() => {
                     warn!("lost the server: {e}; reconnecting");
-                    self.session = None;
+                    self.lose_session();
                     backoff.next().unwrap_or_default()
                 }
                 Err(e) => {
@@ -411,6 +411,13 @@ impl Worker<'_> {
                 () = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Forgets the session and its Tasks stream, whose open request would
+    /// otherwise keep the old connection (and a stopping server) waiting.
+    fn lose_session(&mut self) {
+        self.session = None;
+        self.tasks = None;
     }
 
     /// The next task or inspection: from the session's Tasks stream (opened
@@ -512,7 +519,7 @@ impl Worker<'_> {
                 self.metrics.tasks.inc_with(&[("outcome", "failed")], 1.0);
                 if e.is_disconnect() {
                     // The server is gone or restarting; it re-issues the task.
-                    self.session = None;
+                    self.lose_session();
                 } else {
                     let storage = e.is_storage_unavailable();
                     self.give_back(session, &leased.lease_id, Some(e.for_server()), storage)
