@@ -109,6 +109,32 @@ async fn a_corrupt_image_fails_the_job_naming_it_or_is_skipped_alike_everywhere(
 }
 
 #[test]
+fn the_local_trainer_counts_the_samples_it_leaves_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    image_folder_dataset(&images);
+    let corrupt = corrupt_an_image(&images.join("train"));
+    let train = images.join("train").display().to_string();
+    let test = images.join("val").display().to_string();
+    let out = Command::new(binary("rwp-train"))
+        .args(["--dataset", "image-folder", "--train", &train, "--test", &test, "--image-size", "16"])
+        .args(["--method", "m-arwp", "--batch-size", "64", "--epochs", "1", "--threads", "1"])
+        .args(["--bad-samples", "skip"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // One epoch of 320 images in batches of 64: the clean and the perturbed
+    // stream each read the corrupt image once.
+    let want = format!(
+        "rwp-train: 2 times a sample was left out of a training batch (bad_samples = skip); 1 distinct, the first: \
+         data.train: sample {} cannot be used",
+        corrupt.display()
+    );
+    assert!(stderr.contains(&want), "{want}\nnot in:\n{stderr}");
+}
+
+#[test]
 fn dataset_inspect_reports_a_folder_and_its_unreadable_images() {
     let tmp = tempfile::tempdir().unwrap();
     let images = tmp.path().join("images");

@@ -179,6 +179,10 @@ pub struct LocalTrainer {
     pub state: TrainState,
     sampler: Sampler,
     device: Device,
+    /// Times a sample was left out of a training batch (`bad_samples =
+    /// "skip"`) in this process, and the first distinct ones.
+    pub skipped_samples: u64,
+    pub skipped_sample_examples: Vec<String>,
 }
 
 impl LocalTrainer {
@@ -247,7 +251,17 @@ impl LocalTrainer {
     ) -> Result<Self, TrainError> {
         let schedule = Schedule::new(&spec, data.train.len())?;
         let sampler = Sampler::new(&spec, &schedule, data.train.len());
-        Ok(Self { spec, schedule, model, data, state, sampler, device })
+        Ok(Self {
+            spec,
+            schedule,
+            model,
+            data,
+            state,
+            sampler,
+            device,
+            skipped_samples: 0,
+            skipped_sample_examples: Vec::new(),
+        })
     }
 
     #[must_use]
@@ -257,7 +271,7 @@ impl LocalTrainer {
 
     /// The tasks and batches of the next update.
     pub fn prepare_step(&mut self) -> Result<PreparedStep, DataError> {
-        let tasks = tasks_for_step(&self.spec, &self.schedule, self.state.step)
+        let tasks: Vec<(Task, Batch)> = tasks_for_step(&self.spec, &self.schedule, self.state.step)
             .into_iter()
             .map(|task| {
                 let samples = self.sampler.shard(&task);
@@ -265,6 +279,9 @@ impl LocalTrainer {
                 Ok((task, batch))
             })
             .collect::<Result<_, DataError>>()?;
+        for (_, batch) in &tasks {
+            rwp_spec::job::note_skipped(&mut self.skipped_samples, &mut self.skipped_sample_examples, &batch.skipped);
+        }
         Ok(PreparedStep { tasks, factors: self.state.row_factors(&self.spec) })
     }
 

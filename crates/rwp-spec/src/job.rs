@@ -70,19 +70,26 @@ impl Job {
     /// Counts the samples a result left out; returns those named for the
     /// first time (to be logged).
     pub fn note_skipped(&mut self, skipped: &[String]) -> Vec<String> {
-        self.skipped_samples += skipped.len() as u64;
-        let mut new = Vec::new();
-        for sample in skipped {
-            if self.skipped_sample_examples.len() >= MAX_SKIPPED_EXAMPLES {
-                break;
-            }
-            if !self.skipped_sample_examples.contains(sample) {
-                self.skipped_sample_examples.push(sample.clone());
-                new.push(sample.clone());
-            }
-        }
-        new
+        note_skipped(&mut self.skipped_samples, &mut self.skipped_sample_examples, skipped)
     }
+}
+
+/// Adds `skipped` (samples left out of a batch, each with what is wrong
+/// with it) to `count` and to the first [`MAX_SKIPPED_EXAMPLES`] distinct
+/// `examples`; returns those named for the first time.
+pub fn note_skipped(count: &mut u64, examples: &mut Vec<String>, skipped: &[String]) -> Vec<String> {
+    *count += skipped.len() as u64;
+    let mut new = Vec::new();
+    for sample in skipped {
+        if examples.len() >= MAX_SKIPPED_EXAMPLES {
+            break;
+        }
+        if !examples.contains(sample) {
+            examples.push(sample.clone());
+            new.push(sample.clone());
+        }
+    }
+    new
 }
 
 /// What a submission may say besides the job's name and spec.

@@ -410,6 +410,14 @@ fn run(args: &Args) -> Result<(), String> {
         }
     }
     bar.finish_and_clear();
+    if let Some(first) = trainer.skipped_sample_examples.first() {
+        eprintln!(
+            "rwp-train: {} times a sample was left out of a training batch (bad_samples = skip); {} distinct, the \
+             first: {first}",
+            trainer.skipped_samples,
+            trainer.skipped_sample_examples.len()
+        );
+    }
     let wall = started.elapsed().as_secs_f64();
     let eval = match last_eval {
         Some(eval) => eval,
