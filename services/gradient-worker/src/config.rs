@@ -53,7 +53,8 @@ pub struct WorkerConfig {
     /// use (its container's CPU quota, its CPU affinity), not the machine's
     /// cores, which libtorch would take.
     pub threads: usize,
-    /// How long the server may hold a `LeaseTask` call waiting for work.
+    /// How long the server may hold a `LeaseTask` call waiting for work (a
+    /// server without the `Tasks` stream).
     pub lease_wait_ms: u32,
     /// Largest data chunk of a gradient push.
     pub chunk_bytes: usize,

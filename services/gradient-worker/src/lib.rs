@@ -11,11 +11,18 @@
 //!    `Register`s and keeps the worker id and the lease renewal interval. A
 //!    later call that fails because the connection is gone, or a `NOT_FOUND`
 //!    for the worker id (a restarted server forgot it), starts this over;
-//! 2. **lease** a task with `LeaseTask` (the server holds the call open up to
-//!    `lease_wait_ms` when it has no work);
-//! 3. **fetch** the weights version the task needs with `FetchWeights`, unless
-//!    the compute thread already holds it, checking that the chunks tile the
-//!    announced size exactly;
+//! 2. **lease** a task on its `Tasks` stream, one long-lived stream per
+//!    session: it says `Ready` with the weights versions its compute thread
+//!    holds, and the server offers the next task when there is one, then
+//!    the task's weights version unless the worker holds it (a server
+//!    without the stream: `LeaseTask`, held open up to `lease_wait_ms`).
+//!    The lease is bound to the stream: if the worker dies, the server
+//!    re-issues its task as soon as the stream breaks;
+//! 3. **receive** the weights version the task needs from the stream (or,
+//!    when the compute thread dropped a version the server thought it held,
+//!    fetch it with `FetchWeights`), checking that the chunks tile the
+//!    announced size exactly, while the compute thread reads and decodes the
+//!    task's batch;
 //!    For a TorchScript job, the model file the spec names is fetched once
 //!    with `FetchModel` into `model_cache_dir`, checked against its SHA-256;
 //! 4. **compute** the shard's result with [`rwp_core::grad::compute_task`],
