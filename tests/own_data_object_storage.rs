@@ -13,6 +13,7 @@ use std::time::Duration;
 use rwp_core::trainer::LocalTrainer;
 use rwp_integration_tests::cluster::{
     connect, data_dir, export, start_server_with, start_worker_in, wait_for_state, wait_for_step, wait_for_success,
+    Proc,
 };
 use rwp_integration_tests::evaluations::EVERY_EPOCH;
 use rwp_integration_tests::local_run::{assert_bit_identical_to, local_reference, trained_to_the_end};
@@ -42,6 +43,17 @@ fn worker_env(s3: &S3Server, key: &AccessKey, cache: &std::path::Path) -> Vec<(S
     env
 }
 
+/// Two workers with the bucket's credentials, each caching under `root/cache-N`.
+fn bucket_workers(url: &str, s3: &S3Server, key: &AccessKey, root: &std::path::Path) -> Vec<Proc> {
+    (0..2)
+        .map(|i| {
+            let env = worker_env(s3, key, &root.join(format!("cache-{i}")));
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            start_worker_in(url, &format!("w{i}"), &[], None, &env)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tar_shards_in_a_bucket_train_on_two_workers_to_the_bits_of_the_same_shards_on_disk() {
     let (tmp, dir) = data_dir();
@@ -50,13 +62,7 @@ async fn tar_shards_in_a_bucket_train_on_two_workers_to_the_bits_of_the_same_sha
     let key = s3.enforce_credentials();
     let (_server, addr) = start_server_with(&dir, "127.0.0.1:0", EVERY_EPOCH);
     let url = format!("http://{addr}");
-    let _workers: Vec<_> = (0..2)
-        .map(|i| {
-            let env = worker_env(&s3, &key, &tmp.path().join(format!("cache-{i}")));
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            start_worker_in(&url, &format!("w{i}"), &[], None, &env)
-        })
-        .collect();
+    let _workers = bucket_workers(&url, &s3, &key, tmp.path());
     let mut client = connect(addr).await;
     let in_bucket =
         image_source("s3://datasets/imagenet/train-{00..03}.tar", "s3://datasets/imagenet/val-{00..01}.tar");
@@ -115,13 +121,7 @@ async fn a_torchscript_model_trains_from_a_bucket_and_one_with_too_few_classes_i
     let key = s3.enforce_credentials();
     let (_server, addr) = start_server_with(&dir, "127.0.0.1:0", EVERY_EPOCH);
     let url = format!("http://{addr}");
-    let _workers: Vec<_> = (0..2)
-        .map(|i| {
-            let env = worker_env(&s3, &key, &tmp.path().join(format!("cache-{i}")));
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            start_worker_in(&url, &format!("w{i}"), &[], None, &env)
-        })
-        .collect();
+    let _workers = bucket_workers(&url, &s3, &key, tmp.path());
     let client = rwp_sdk::Client::connect(url.clone()).await.unwrap();
     let in_bucket =
         image_source("s3://datasets/imagenet/train-{00..03}.tar", "s3://datasets/imagenet/val-{00..01}.tar");

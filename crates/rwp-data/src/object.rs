@@ -35,7 +35,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// Runs `future` on [`runtime`] and waits for it, from any thread.
-fn wait<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> T {
+pub(crate) fn wait<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> T {
     let (sender, receiver) = std::sync::mpsc::sync_channel(1);
     runtime().spawn(async move {
         let _ = sender.send(future.await);
@@ -114,6 +114,12 @@ impl Bucket {
         };
         let store = built.map_err(|e| io::Error::other(format!("cannot use {scheme}://{bucket}: {e}")))?;
         Ok(Self { store, url: format!("{scheme}://{bucket}"), heads: Arc::default() })
+    }
+
+    /// A bucket over `store` (tests: an in-memory store).
+    #[cfg(test)]
+    pub(crate) fn over(store: Arc<dyn ObjectStore>, url: &str) -> Self {
+        Self { store, url: url.to_owned(), heads: Arc::default() }
     }
 
     /// The objects and "folders" right under `prefix` (a key ending

@@ -227,3 +227,41 @@ impl Seek for RangeReader {
         Ok(self.position)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    use super::*;
+
+    #[test]
+    fn an_object_larger_than_the_cache_reads_and_seeks_by_ranges() {
+        let bytes: Vec<u8> = (0..RangeReader::BLOCK * 2 + 1000).map(|i| (i * 7 % 251) as u8).collect();
+        let store = Arc::new(InMemory::new());
+        let payload = PutPayload::from(bytes.clone());
+        crate::object::wait({
+            let store = Arc::clone(&store);
+            async move { store.put(&object_store::path::Path::from("big.tar"), payload).await.map(|_| ()) }
+        })
+        .unwrap();
+        let bucket = Bucket::over(store, "mem://b");
+        let mut reader = RangeReader::new(bucket, "big.tar".to_owned()).unwrap();
+
+        let mut whole = Vec::new();
+        reader.read_to_end(&mut whole).unwrap();
+        assert!(whole == bytes, "read across every block boundary");
+        // Back into the first block, then from the end across the last boundary.
+        let mut some = [0u8; 100];
+        reader.seek(SeekFrom::Start(5)).unwrap();
+        reader.read_exact(&mut some).unwrap();
+        assert_eq!(&some[..], &bytes[5..105]);
+        reader.seek(SeekFrom::End(-1050)).unwrap();
+        let mut tail = Vec::new();
+        reader.read_to_end(&mut tail).unwrap();
+        assert_eq!(tail, &bytes[bytes.len() - 1050..]);
+        assert!(reader.seek(SeekFrom::Current(-(bytes.len() as i64) - 1)).is_err(), "before the start");
+    }
+}

@@ -102,6 +102,12 @@ pub fn decode(bytes: &[u8]) -> Result<Rgb8Image, DecodeError> {
     decode_with_limit(bytes, MAX_PIXELS)
 }
 
+/// Decodes `bytes` and returns the image's width and height, or why it
+/// cannot be decoded: what checking a dataset needs (`rwp_data::inspect`).
+pub fn decoded_size(bytes: &[u8]) -> Result<(u32, u32), String> {
+    decode(bytes).map(|image| (image.width(), image.height())).map_err(|e| e.to_string())
+}
+
 /// [`decode`] with another limit on width × height.
 pub fn decode_with_limit(bytes: &[u8], max_pixels: u64) -> Result<Rgb8Image, DecodeError> {
     let mut pixels = Vec::new();

@@ -62,7 +62,7 @@ mod transform;
 
 use std::cell::RefCell;
 
-pub use decode::{decode, decode_with_limit, DecodeError, Rgb8Image, MAX_PIXELS};
+pub use decode::{decode, decode_with_limit, decoded_size, DecodeError, Rgb8Image, MAX_PIXELS};
 pub use loader::{LoadedBatch, Loader, Pending};
 pub use rng::SplitMix64;
 pub use transform::{random_resized_crop, CropBox, Geometry, Normalize, Transform};

@@ -190,8 +190,8 @@ pub(crate) async fn lease(session: &Session, wait_ms: u32) -> Result<Option<Offe
 pub(crate) enum Weights {
     /// The worker holds it, unless it dropped it since (then: fetch).
     Held,
-    /// It follows the offer on the Tasks stream: this many bytes.
-    Incoming(u64),
+    /// It follows the offer on the Tasks stream.
+    Incoming,
     /// Fetched with FetchWeights unless the worker holds it (LeaseTask).
     Fetch,
 }
@@ -251,27 +251,24 @@ impl TaskStream {
             }
         }
         self.unread = offered.weights_bytes;
-        let weights = if offered.weights_bytes > 0 { Weights::Incoming(offered.weights_bytes) } else { Weights::Held };
+        let weights = if offered.weights_bytes > 0 { Weights::Incoming } else { Weights::Held };
         Ok(Offered::Task(Box::new(task), metadata, weights))
     }
 
-    /// The `len` bytes of weights version `version` of `job_id` that follow
-    /// a task's offer, received into `buffer`.
+    /// The weights version `version` of `job_id` that follows the last
+    /// task's offer, received into `buffer`.
     pub(crate) async fn weights(
         &mut self,
         job_id: &str,
         version: u64,
-        len: u64,
         buffer: Vec<u8>,
     ) -> Result<Vec<u8>, WorkerError> {
         use rwp_proto::v1::offer::Part;
         let bad = |reason| WorkerError::Weights { job_id: job_id.to_owned(), version, reason };
         let mut assembler = Assembler::new(version, buffer);
-        let mut received = 0;
-        while received < len {
+        while self.unread > 0 {
             match self.part().await?.ok_or_else(closed)? {
                 Part::Weights(chunk) => {
-                    received += chunk.data.len() as u64;
                     self.unread = self.unread.saturating_sub(chunk.data.len() as u64);
                     assembler.push(chunk).map_err(bad)?;
                 }

@@ -127,14 +127,14 @@ async fn process(
     let input = &input;
     let version = input.work.version();
     let incoming = match (source.weights, source.stream) {
-        (rpc::Weights::Incoming(len), Some(stream)) => Some((len, stream)),
+        (rpc::Weights::Incoming, Some(stream)) => Some(stream),
         _ => None,
     };
     let held = incoming.is_none() && compute.has_weights(&input.job_id, &input.spec, version).await?;
     // The compute thread reads the task's batches while the weights arrive.
     compute.prepare(input.clone())?;
-    let snapshot = if let Some((len, stream)) = incoming {
-        let bytes = stream.weights(&input.job_id, version, len, compute.snapshot_buffer()).await?;
+    let snapshot = if let Some(stream) = incoming {
+        let bytes = stream.weights(&input.job_id, version, compute.snapshot_buffer()).await?;
         metrics.weight_bytes_in.inc(bytes.len() as f64);
         Some(bytes)
     } else if held {
@@ -553,10 +553,7 @@ impl Worker<'_> {
         let (dataset, data, decode) = (inspection.dataset, inspection.data, inspection.decode);
         let threads = self.config.compute_threads().0;
         let found = tokio::task::spawn_blocking(move || {
-            let decoder = |bytes: &[u8]| {
-                rwp_images::decode(bytes).map(|image| (image.width(), image.height())).map_err(|e| e.to_string())
-            };
-            let decoder: Option<&rwp_data::inspect::Decoder> = decode.then_some(&decoder);
+            let decoder: Option<&rwp_data::inspect::Decoder> = decode.then_some(&rwp_images::decoded_size);
             rwp_data::inspect::inspect(dataset, &data, decoder, threads).map_err(|e| e.to_string())
         })
         .await;

@@ -19,11 +19,22 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::coordinator::{Coordinator, Leased, PushAdmission, PushHeader};
+use crate::coordinator::{Coordinator, Leased, PushAdmission, PushHeader, Snapshot};
 use crate::domain::{JobEvent, Principal, SubmitOptions};
 use crate::error::ServerError;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// A weights version as the chunks FetchWeights and the Tasks stream send.
+fn weight_chunks(snapshot: &Snapshot, size: usize) -> impl Iterator<Item = v1::WeightsChunk> + '_ {
+    let total = snapshot.bytes.len() as u64;
+    chunks(&snapshot.bytes, size).map(move |(offset, data)| v1::WeightsChunk {
+        version: snapshot.version,
+        total_bytes: total,
+        offset,
+        data,
+    })
+}
 
 /// Offer parts a Tasks stream buffers before the worker reads them.
 const OFFER_BUFFER: usize = 8;
@@ -103,9 +114,7 @@ impl TaskStream {
                 self.send(send(Part::Task(offered))).await?;
                 if let Some(snapshot) = snapshot {
                     self.coordinator.count_weight_bytes(snapshot.bytes.len());
-                    let total = snapshot.bytes.len() as u64;
-                    for (offset, data) in chunks(&snapshot.bytes, self.coordinator.chunk_bytes()) {
-                        let chunk = v1::WeightsChunk { version: snapshot.version, total_bytes: total, offset, data };
+                    for chunk in weight_chunks(&snapshot, self.coordinator.chunk_bytes()) {
                         self.send(send(Part::Weights(chunk))).await?;
                     }
                 }
@@ -256,11 +265,7 @@ impl WorkerService for Handlers {
         let r = request.into_inner();
         let snapshot = self.coordinator.snapshot(&r.job_id, r.version)?;
         self.coordinator.count_weight_bytes(snapshot.bytes.len());
-        let total = snapshot.bytes.len() as u64;
-        let version = snapshot.version;
-        let messages: Vec<_> = chunks(&snapshot.bytes, self.coordinator.chunk_bytes())
-            .map(|(offset, data)| Ok(v1::WeightsChunk { version, total_bytes: total, offset, data }))
-            .collect();
+        let messages: Vec<_> = weight_chunks(&snapshot, self.coordinator.chunk_bytes()).map(Ok).collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
 

@@ -61,11 +61,8 @@ fn inspect_command(args: &DatasetInspectArgs, out: &mut dyn Write) -> Result<u8,
         return Err(CliError::Usage(format!("--kind {kind}: must be image-folder, tar-shards or tensors")));
     }
     let (kind, data) = dataset(args)?;
-    let decode = |bytes: &[u8]| {
-        rwp_images::decode(bytes).map(|image| (image.width(), image.height())).map_err(|e| e.to_string())
-    };
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let decoder: Option<&rwp_data::inspect::Decoder> = (!args.no_decode).then_some(&decode);
+    let decoder: Option<&rwp_data::inspect::Decoder> = (!args.no_decode).then_some(&rwp_images::decoded_size);
     let report = inspect(kind, &data, decoder, threads).map_err(|e| CliError::Usage(e.to_string()))?;
     print_report(args, &report, out)
 }
